@@ -3,3 +3,15 @@
 
 pub mod record;
 pub mod tcp_state;
+pub mod cli;
+pub mod decode;
+pub mod filter;
+pub mod loader;
+pub mod sockets;
+pub mod run;
+pub mod btf;
+pub mod tracefs;
+pub mod preflight;
+pub mod clock;
+pub mod output;
+pub mod summary;

@@ -1,0 +1,230 @@
+//! What to trace: parsing the values users give to the filter flags (ports, addresses and
+//! networks, states) and building the [`Filter`] the kernel program applies before it
+//! reserves anything in the ring buffer.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
+
+use portrace_ebpf::{Filter, Net, AF_INET, AF_INET6, MAX_NETS, MAX_PIDS, MAX_PORTS};
+
+use crate::record::Family;
+use crate::tcp_state::TcpState;
+
+/// An address prefix: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (all its bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<IpNet, String> {
+        let (addr_text, len_text) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr_text.parse().map_err(|_| {
+            format!("'{addr_text}' is not an IP address (expected e.g. 10.0.0.1, 10.0.0.0/8 or 2001:db8::/32)")
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match len_text {
+            None => max,
+            Some(l) => match l.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => {
+                    return Err(format!(
+                        "prefix length '/{l}' is out of range for an {} address (0 to {max})",
+                        if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+                    ))
+                }
+            },
+        };
+        Ok(IpNet { addr, prefix_len })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl IpNet {
+    /// The network in the kernel's form: IPv4 v4-mapped, address masked.
+    fn to_kernel(self) -> Net {
+        let (octets, len) = match self.addr {
+            IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), 96 + u32::from(self.prefix_len)),
+            IpAddr::V6(a) => (a.octets(), u32::from(self.prefix_len)),
+        };
+        let mask = (!0u128).checked_shl(128 - len).unwrap_or(0).to_be_bytes();
+        let mut addr = [0u8; 16];
+        for i in 0..16 {
+            addr[i] = octets[i] & mask[i];
+        }
+        Net { addr, mask }
+    }
+
+    /// Whether `addr` lies in the network (IPv4 and v4-mapped IPv6 addresses compare equal).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let net = self.to_kernel();
+        let a = match addr {
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+            IpAddr::V6(a) => a,
+        };
+        Ipv6Addr::from(a).octets().iter().zip(net.mask).zip(net.addr).all(|((a, m), n)| a & m == n)
+    }
+}
+
+/// Parses a port number for the port filters.
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        Ok(p) => Err(format!("port {p} is out of range: ports are 1 to 65535")),
+        Err(_) => Err(format!("'{text}' is not a port number (1 to 65535)")),
+    }
+}
+
+/// The user's filter, as given on the command line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilterSpec {
+    pub lports: Vec<u16>,
+    pub rports: Vec<u16>,
+    pub ports: Vec<u16>,
+    pub nets: Vec<IpNet>,
+    pub pids: Vec<u32>,
+    pub family: Option<Family>,
+    pub states: Vec<TcpState>,
+}
+
+/// A filter the kernel program cannot hold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many {flag} values ({given}): portrace filters on at most {max}")]
+pub struct TooMany {
+    pub flag: &'static str,
+    pub given: usize,
+    pub max: usize,
+}
+
+impl FilterSpec {
+    /// Builds the kernel program's filter.
+    pub fn to_kernel(&self) -> Result<Filter, TooMany> {
+        fn check(flag: &'static str, given: usize, max: usize) -> Result<(), TooMany> {
+            if given > max {
+                return Err(TooMany { flag, given, max });
+            }
+            Ok(())
+        }
+        check("--lport", self.lports.len(), MAX_PORTS)?;
+        check("--rport", self.rports.len(), MAX_PORTS)?;
+        check("--port", self.ports.len(), MAX_PORTS)?;
+        check("--addr", self.nets.len(), MAX_NETS)?;
+        check("--pid", self.pids.len(), MAX_PIDS)?;
+        let mut f = Filter::ALL;
+        f.lports[..self.lports.len()].copy_from_slice(&self.lports);
+        f.rports[..self.rports.len()].copy_from_slice(&self.rports);
+        f.ports[..self.ports.len()].copy_from_slice(&self.ports);
+        f.pids[..self.pids.len()].copy_from_slice(&self.pids);
+        for (slot, net) in f.nets.iter_mut().zip(&self.nets) {
+            *slot = net.to_kernel();
+        }
+        f.n_lports = self.lports.len() as u16;
+        f.n_rports = self.rports.len() as u16;
+        f.n_ports = self.ports.len() as u16;
+        f.n_nets = self.nets.len() as u32;
+        f.n_pids = self.pids.len() as u32;
+        f.family = match self.family {
+            None => 0,
+            Some(Family::Ipv4) => AF_INET,
+            Some(Family::Ipv6) => AF_INET6,
+        };
+        f.states = self.states.iter().fold(0, |bits, s| bits | 1 << s.kernel_number());
+        f.hold_unbound = u16::from(!self.lports.is_empty() || !self.ports.is_empty());
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_out_of_range_say_so() {
+        assert_eq!(parse_port("8080"), Ok(8080));
+        assert_eq!(parse_port("65535"), Ok(65535));
+        assert_eq!(parse_port("70000").unwrap_err(), "port 70000 is out of range: ports are 1 to 65535");
+        assert_eq!(parse_port("0").unwrap_err(), "port 0 is out of range: ports are 1 to 65535");
+        assert_eq!(parse_port("http").unwrap_err(), "'http' is not a port number (1 to 65535)");
+        assert!(parse_port("-1").is_err());
+    }
+
+    #[test]
+    fn networks_parse_and_reject_bad_prefixes() {
+        let n: IpNet = "10.1.2.0/24".parse().unwrap();
+        assert_eq!(n, IpNet { addr: "10.1.2.0".parse().unwrap(), prefix_len: 24 });
+        assert_eq!("::1".parse::<IpNet>().unwrap().prefix_len, 128);
+        assert_eq!("127.0.0.1".parse::<IpNet>().unwrap().prefix_len, 32);
+        let err = "10.0.0.0/33".parse::<IpNet>().unwrap_err();
+        assert_eq!(err, "prefix length '/33' is out of range for an IPv4 address (0 to 32)");
+        assert!("2001:db8::/129".parse::<IpNet>().unwrap_err().contains("IPv6"));
+        assert!("10.0.0/8".parse::<IpNet>().unwrap_err().contains("'10.0.0' is not an IP address"));
+        assert!("10.0.0.0/x".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn networks_match_like_the_kernel_program() {
+        let n: IpNet = "10.1.2.0/24".parse().unwrap();
+        assert!(n.contains("10.1.2.200".parse().unwrap()));
+        assert!(!n.contains("10.1.3.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.2.3".parse().unwrap()), "v4-mapped is IPv4");
+        assert!(!n.contains("2001:db8::1".parse().unwrap()));
+        let everything: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(everything.contains("192.0.2.1".parse().unwrap()));
+        assert!(!everything.contains("2001:db8::1".parse().unwrap()), "/0 of IPv4 is all of IPv4 only");
+        let v6: IpNet = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        let all6: IpNet = "::/0".parse().unwrap();
+        assert!(all6.contains("2001:db9::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn kernel_filter_carries_every_value() {
+        let spec = FilterSpec {
+            lports: vec![80, 443],
+            rports: vec![5432],
+            ports: vec![],
+            nets: vec!["192.168.0.0/16".parse().unwrap()],
+            pids: vec![42],
+            family: Some(Family::Ipv4),
+            states: vec![TcpState::CloseWait, TcpState::Listen],
+        };
+        let f = spec.to_kernel().unwrap();
+        assert_eq!((f.n_lports, &f.lports[..2]), (2, &[80, 443][..]));
+        assert_eq!((f.n_rports, f.rports[0]), (1, 5432));
+        assert_eq!(f.n_ports, 0);
+        assert_eq!((f.n_pids, f.pids[0]), (1, 42));
+        assert_eq!(f.family, AF_INET);
+        assert_eq!(f.states, 1 << 8 | 1 << 10);
+        assert_eq!(f.hold_unbound, 1, "a local-port filter holds unbound SYN_SENT");
+        assert_eq!(f.n_nets, 1);
+        assert_eq!(&f.nets[0].addr[10..], &[0xff, 0xff, 192, 168, 0, 0]);
+        assert_eq!(&f.nets[0].mask[..], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0][..]);
+    }
+
+    #[test]
+    fn an_empty_spec_keeps_everything() {
+        assert_eq!(FilterSpec::default().to_kernel().unwrap(), Filter::ALL);
+    }
+
+    #[test]
+    fn too_many_values_are_refused_by_name() {
+        let spec = FilterSpec { ports: (1..=9).collect(), ..Default::default() };
+        assert_eq!(
+            spec.to_kernel().unwrap_err().to_string(),
+            "too many --port values (9): portrace filters on at most 8"
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! The text format for people: this module owns the aligned column layout, the human
+//! durations of the PREV column, the lost-record lines, and the optional ANSI colours.
+//!
+//! Columns that can outgrow their starting width (PID, SOCKET, LOCAL, REMOTE, TRANSITION)
+//! widen when a longer value arrives, and the header is printed again at that point, so
+//! every line under a header lines up with it; they never shrink. Padding is computed on
+//! the visible text, never on escape codes. `comm` is shown byte by byte with anything
+//! but printable ASCII replaced by `?`, so that a process name cannot move the columns
+//! or send escape sequences to the terminal.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use super::{AddrText, Sink, Start, TextOptions};
+use crate::clock::LocalTime;
+use crate::record::{LossCause, Lost, Transition};
+use crate::summary::Summary;
+use crate::tcp_state::TcpState;
+
+const TIME_WIDTH: usize = crate::clock::TimeOfDay::LEN;
+/// The kernel keeps at most 15 bytes of a command name.
+const COMM_WIDTH: usize = 15;
+/// Every duration below a day fits: `84.1us`, `12.3ms`, `59m59s`, `23h59m`.
+const PREV_WIDTH: usize = 6;
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+const BOLD_RED: &str = "\x1b[1;31m";
+
+/// The widths of the columns that can grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Widths {
+    pid: usize,
+    socket: usize,
+    local: usize,
+    remote: usize,
+    transition: usize,
+}
+
+impl Widths {
+    const INITIAL: Widths = Widths {
+        // pid_max is at most 4194304.
+        pid: 7,
+        socket: 6,
+        // 255.255.255.255:65535
+        local: 22,
+        remote: 22,
+        // ESTABLISHED -> CLOSE_WAIT, the longest transition the kernel reports in practice.
+        transition: 25,
+    };
+
+    fn max(self, other: Widths) -> Widths {
+        Widths {
+            pid: self.pid.max(other.pid),
+            socket: self.socket.max(other.socket),
+            local: self.local.max(other.local),
+            remote: self.remote.max(other.remote),
+            transition: self.transition.max(other.transition),
+        }
+    }
+}
+
+pub(super) struct TextSink {
+    out: Box<dyn Write + Send>,
+    line: Vec<u8>,
+    color: bool,
+    local_time: LocalTime,
+    widths: Widths,
+    header_printed: bool,
+}
+
+impl TextSink {
+    pub(super) fn new(out: Box<dyn Write + Send>, options: TextOptions) -> TextSink {
+        TextSink {
+            out,
+            line: Vec::with_capacity(256),
+            color: options.color,
+            local_time: LocalTime::new(options.zone),
+            widths: Widths::INITIAL,
+            header_printed: false,
+        }
+    }
+
+    /// Appends the header line for the current widths to `self.line`.
+    fn push_header(&mut self) {
+        let w = self.widths;
+        let line = &mut self.line;
+        if self.color {
+            line.extend_from_slice(BOLD.as_bytes());
+        }
+        pad_right(line, b"TIME", TIME_WIDTH);
+        line.push(b' ');
+        pad_left(line, b"PID", w.pid);
+        line.push(b' ');
+        pad_right(line, b"COMM", COMM_WIDTH);
+        line.push(b' ');
+        pad_left(line, b"SOCKET", w.socket);
+        line.push(b' ');
+        pad_right(line, b"LOCAL", w.local);
+        line.push(b' ');
+        pad_right(line, b"REMOTE", w.remote);
+        line.push(b' ');
+        pad_right(line, b"TRANSITION", w.transition);
+        line.push(b' ');
+        pad_left(line, b"PREV", PREV_WIDTH);
+        if self.color {
+            line.extend_from_slice(RESET.as_bytes());
+        }
+        line.push(b'\n');
+    }
+}
+
+impl Sink for TextSink {
+    fn start(&mut self, _start: &Start) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn transition(&mut self, t: &Transition) -> io::Result<()> {
+        let time = self.local_time.time_of_day(t.time.unix_ns);
+        let mut pid_buf = itoa::Buffer::new();
+        let pid = pid_buf.format(t.pid).as_bytes();
+        let mut socket_buf = itoa::Buffer::new();
+        let socket = socket_buf.format(t.socket).as_bytes();
+        let local = AddrText::with_port(t.saddr, t.sport);
+        let remote = AddrText::with_port(t.daddr, t.dport);
+        let transition_len = t.oldstate.name().len() + " -> ".len() + t.newstate.name().len();
+
+        let needed = Widths {
+            pid: pid.len(),
+            socket: socket.len(),
+            local: local.as_bytes().len(),
+            remote: remote.as_bytes().len(),
+            transition: transition_len,
+        };
+        let widths = self.widths.max(needed);
+        self.line.clear();
+        if widths != self.widths || !self.header_printed {
+            self.widths = widths;
+            self.header_printed = true;
+            self.push_header();
+        }
+
+        let line = &mut self.line;
+        line.extend_from_slice(time.as_bytes());
+        line.push(b' ');
+        pad_left(line, pid, widths.pid);
+        line.push(b' ');
+        let comm = t.comm.as_bytes();
+        line.extend(comm.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b } else { b'?' }));
+        push_spaces(line, COMM_WIDTH.saturating_sub(comm.len()));
+        line.push(b' ');
+        pad_left(line, socket, widths.socket);
+        line.push(b' ');
+        pad_right(line, local.as_bytes(), widths.local);
+        line.push(b' ');
+        pad_right(line, remote.as_bytes(), widths.remote);
+        line.push(b' ');
+        line.extend_from_slice(t.oldstate.name().as_bytes());
+        line.extend_from_slice(b" -> ");
+        if self.color {
+            line.extend_from_slice(state_color(t.newstate).as_bytes());
+            line.extend_from_slice(t.newstate.name().as_bytes());
+            line.extend_from_slice(RESET.as_bytes());
+        } else {
+            line.extend_from_slice(t.newstate.name().as_bytes());
+        }
+        push_spaces(line, widths.transition - transition_len);
+        line.push(b' ');
+        match t.prev_state_ns {
+            Some(ns) => {
+                let mut prev = DurationText::default();
+                // The text always fits the buffer, so the write cannot fail.
+                let written = fmt::Write::write_fmt(&mut prev, format_args!("{}", HumanDuration(ns)));
+                debug_assert!(written.is_ok());
+                pad_left(line, prev.as_bytes(), PREV_WIDTH);
+            }
+            None => pad_left(line, b"?", PREV_WIDTH),
+        }
+        line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+
+    fn lost(&mut self, lost: &Lost) -> io::Result<()> {
+        let time = self.local_time.time_of_day(lost.time.unix_ns);
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(time.as_bytes());
+        line.push(b' ');
+        if self.color {
+            line.extend_from_slice(BOLD_RED.as_bytes());
+        }
+        line.extend_from_slice(b"** ");
+        line.extend_from_slice(itoa::Buffer::new().format(lost.count).as_bytes());
+        line.extend_from_slice(if lost.count == 1 { b" transition lost: " } else { b" transitions lost: " });
+        line.extend_from_slice(loss_reason(lost.cause).as_bytes());
+        if self.color {
+            line.extend_from_slice(RESET.as_bytes());
+        }
+        line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+
+    fn end(&mut self, _summary: &Summary) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn loss_reason(cause: LossCause) -> &'static str {
+    match cause {
+        LossCause::RingFull => "ring buffer full (try a larger --ring-size)",
+        LossCause::Skipped => {
+            "skipped by the kernel (another BPF program was running on that CPU)"
+        }
+        LossCause::Malformed => "malformed records",
+    }
+}
+
+/// The ANSI colour of a state, by what it means for the connection: green when up, yellow
+/// while opening, blue when listening, magenta when the peer closed first, cyan when we
+/// closed first, red when gone.
+fn state_color(state: TcpState) -> &'static str {
+    match state {
+        TcpState::Established => "\x1b[32m",
+        TcpState::SynSent | TcpState::SynRecv | TcpState::NewSynRecv => "\x1b[33m",
+        TcpState::Listen => "\x1b[34m",
+        TcpState::CloseWait | TcpState::LastAck | TcpState::Closing => "\x1b[35m",
+        TcpState::FinWait1 | TcpState::FinWait2 | TcpState::TimeWait => "\x1b[36m",
+        TcpState::Close => "\x1b[31m",
+    }
+}
+
+fn push_spaces(line: &mut Vec<u8>, n: usize) {
+    line.resize(line.len() + n, b' ');
+}
+
+/// Appends `text` left-aligned in `width` columns (all text here is ASCII: one byte, one
+/// column).
+fn pad_right(line: &mut Vec<u8>, text: &[u8], width: usize) {
+    line.extend_from_slice(text);
+    push_spaces(line, width.saturating_sub(text.len()));
+}
+
+/// Appends `text` right-aligned in `width` columns.
+fn pad_left(line: &mut Vec<u8>, text: &[u8], width: usize) {
+    push_spaces(line, width.saturating_sub(text.len()));
+    line.extend_from_slice(text);
+}
+
+/// A duration for people: three significant digits with a unit chosen by size (`850ns`,
+/// `3.21us`, `84.1us`, `841us`, `1.23ms`, `12.3ms`, `123ms`, `1.50s`, `12.3s`), then
+/// minutes and seconds (`2m03s`), hours and minutes (`1h02m`), days and hours (`3d04h`).
+/// Digits are truncated, not rounded, so the text never claims more time than passed.
+pub(crate) struct HumanDuration(pub u64);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const US: u64 = 1_000;
+        const MS: u64 = 1_000_000;
+        const S: u64 = 1_000_000_000;
+        const MIN: u64 = 60 * S;
+        const H: u64 = 60 * MIN;
+        const D: u64 = 24 * H;
+        let ns = self.0;
+        if ns < US {
+            write!(f, "{ns}ns")
+        } else if ns < 10 * US {
+            write!(f, "{}.{:02}us", ns / US, ns % US / 10)
+        } else if ns < 100 * US {
+            write!(f, "{}.{}us", ns / US, ns % US / 100)
+        } else if ns < MS {
+            write!(f, "{}us", ns / US)
+        } else if ns < 10 * MS {
+            write!(f, "{}.{:02}ms", ns / MS, ns % MS / 10_000)
+        } else if ns < 100 * MS {
+            write!(f, "{}.{}ms", ns / MS, ns % MS / 100_000)
+        } else if ns < S {
+            write!(f, "{}ms", ns / MS)
+        } else if ns < 10 * S {
+            write!(f, "{}.{:02}s", ns / S, ns % S / 10_000_000)
+        } else if ns < MIN {
+            write!(f, "{}.{}s", ns / S, ns % S / 100_000_000)
+        } else if ns < H {
+            write!(f, "{}m{:02}s", ns / MIN, ns % MIN / S)
+        } else if ns < D {
+            write!(f, "{}h{:02}m", ns / H, ns % H / MIN)
+        } else {
+            write!(f, "{}d{:02}h", ns / D, ns % D / H)
+        }
+    }
+}
+
+/// Room for any [`HumanDuration`] (`213503d23h` is the longest).
+#[derive(Default)]
+struct DurationText {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl DurationText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl fmt::Write for DurationText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn human(ns: u64) -> String {
+        HumanDuration(ns).to_string()
+    }
+
+    #[test]
+    fn durations_pick_a_unit_by_size() {
+        assert_eq!(human(0), "0ns");
+        assert_eq!(human(850), "850ns");
+        assert_eq!(human(3_000), "3.00us");
+        assert_eq!(human(3_219), "3.21us");
+        assert_eq!(human(84_123), "84.1us");
+        assert_eq!(human(841_999), "841us");
+        assert_eq!(human(1_234_567), "1.23ms");
+        assert_eq!(human(12_345_678), "12.3ms");
+        assert_eq!(human(123_456_789), "123ms");
+        assert_eq!(human(1_500_000_000), "1.50s");
+        assert_eq!(human(12_345_678_901), "12.3s");
+        assert_eq!(human(123_000_000_000), "2m03s");
+        assert_eq!(human(3_599_999_999_999), "59m59s");
+        assert_eq!(human(3_720_000_000_000), "1h02m");
+        assert_eq!(human(273_600_000_000_000), "3d04h");
+    }
+
+    #[test]
+    fn durations_truncate_at_unit_boundaries() {
+        assert_eq!(human(999), "999ns");
+        assert_eq!(human(9_999), "9.99us");
+        assert_eq!(human(99_999), "99.9us");
+        assert_eq!(human(999_999), "999us");
+        assert_eq!(human(59_999_999_999), "59.9s");
+    }
+
+    #[test]
+    fn durations_below_a_day_fit_the_column() {
+        let mut ns = 1;
+        while ns < 86_400_000_000_000 {
+            assert!(human(ns).len() <= PREV_WIDTH, "{ns}: {}", human(ns));
+            ns = ns * 3 + 1;
+        }
+        let mut longest = DurationText::default();
+        fmt::Write::write_fmt(&mut longest, format_args!("{}", HumanDuration(u64::MAX))).unwrap();
+        assert_eq!(longest.as_bytes(), b"213503d23h");
+    }
+
+    #[test]
+    fn every_state_has_a_colour() {
+        for state in TcpState::ALL {
+            let code = state_color(state);
+            assert!(code.starts_with("\x1b[3") && code.ends_with('m'), "{state}");
+        }
+        assert_eq!(state_color(TcpState::Established), "\x1b[32m");
+        assert_eq!(state_color(TcpState::Close), "\x1b[31m");
+    }
+}

@@ -1,0 +1,365 @@
+//! tcpload: the TCP workload portrace's end-to-end tests trace. It opens and closes real
+//! loopback connections in one of two shapes (the client closes first, or the server does),
+//! or makes connections that must be refused, and exits non-zero on anything unexpected,
+//! so a test knows exactly which transitions the kernel emitted.
+//!
+//! ```text
+//! tcpload server --listen ADDR:PORT --count N [--close first|second] [--timeout SECS]
+//!                [--wait-stdin] [--stats]
+//! tcpload client --connect ADDR:PORT --count N [--concurrency C] [--close first|second]
+//!                [--expect refused] [--timeout SECS] [--wait-stdin] [--stats]
+//! ```
+//!
+//! `--close` names who closes first: for the server `first` closes each accepted socket at
+//! once and `second` (its default) reads until the client's EOF; for the client `first`
+//! (its default) closes right after connect and `second` reads until the server's EOF.
+//! The server prints `ready` once it listens; both print `done N` when finished.
+//! `--wait-stdin` waits for a line on stdin before touching the network, so a test can
+//! learn the process id (for a `--pid` filter) before any traffic exists. `--stats` prints
+//! the elapsed time and connection rate on stderr. IPv6 addresses are written `[::1]:PORT`.
+//! Only std and libc are used.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The listen backlog: large enough that an unpaced burst never overflows the accept queue.
+const BACKLOG: libc::c_int = 4096;
+/// Accepting threads in the server.
+const ACCEPT_THREADS: usize = 2;
+const USAGE: &str = "usage:
+  tcpload server --listen ADDR:PORT --count N [--close first|second] [--timeout SECS] [--wait-stdin] [--stats]
+  tcpload client --connect ADDR:PORT --count N [--concurrency C] [--close first|second]
+                 [--expect refused] [--timeout SECS] [--wait-stdin] [--stats]";
+
+/// Who closes the connection first, from the point of view of the process given the flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Close {
+    /// This side closes as soon as the connection exists.
+    First,
+    /// This side reads until the peer's EOF, then closes.
+    Second,
+}
+
+#[derive(Debug)]
+struct Options {
+    addr: SocketAddr,
+    count: usize,
+    concurrency: usize,
+    close: Close,
+    expect_refused: bool,
+    timeout: Duration,
+    wait_stdin: bool,
+    stats: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(mode) = args.first() else {
+        eprintln!("tcpload: missing mode\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let is_server = match mode.as_str() {
+        "server" => true,
+        "client" => false,
+        "-h" | "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("tcpload: unknown mode {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = match parse(is_server, &args[1..]) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("tcpload: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let result = if is_server { server(&options) } else { client(&options) };
+    match result {
+        Ok(done) => {
+            if options.stats {
+                let secs = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "tcpload {mode}: {done} connections in {secs:.3} s ({:.0}/s)",
+                    done as f64 / secs.max(1e-9)
+                );
+            }
+            println!("done {done}");
+            let _ = io::stdout().flush();
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("tcpload {mode}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
+    let mut addr = None;
+    let mut count = None;
+    let mut concurrency = 1usize;
+    let mut close = if is_server { Close::Second } else { Close::First };
+    let mut expect_refused = false;
+    let mut timeout = Duration::from_secs(60);
+    let mut wait_stdin = false;
+    let mut stats = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it.next().cloned().ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match flag {
+            "--listen" if is_server => addr = Some(parse_addr(&value(flag)?)?),
+            "--connect" if !is_server => addr = Some(parse_addr(&value(flag)?)?),
+            "--count" => count = Some(parse_number(flag, &value(flag)?)?),
+            "--concurrency" if !is_server => {
+                concurrency = parse_number(flag, &value(flag)?)?;
+                if concurrency == 0 {
+                    return Err("--concurrency must be at least 1".into());
+                }
+            }
+            "--close" => {
+                close = match value(flag)?.as_str() {
+                    "first" => Close::First,
+                    "second" => Close::Second,
+                    other => return Err(format!("--close takes first or second, not {other:?}")),
+                }
+            }
+            "--expect" if !is_server => match value(flag)?.as_str() {
+                "refused" => expect_refused = true,
+                other => return Err(format!("--expect takes refused, not {other:?}")),
+            },
+            "--timeout" => {
+                let secs: u64 = parse_number(flag, &value(flag)?)?;
+                timeout = Duration::from_secs(secs.max(1));
+            }
+            "--wait-stdin" if inline.is_none() => wait_stdin = true,
+            "--stats" if inline.is_none() => stats = true,
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    let addr = addr.ok_or(if is_server { "--listen is required" } else { "--connect is required" })?;
+    let count = count.ok_or("--count is required")?;
+    Ok(Options { addr, count, concurrency, close, expect_refused, timeout, wait_stdin, stats })
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| format!("not an ADDR:PORT (IPv6 as [::1]:PORT): {text:?}"))
+}
+
+fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
+    text.parse().map_err(|_| format!("{flag} takes a non-negative number, not {text:?}"))
+}
+
+/// Blocks until a line arrives on stdin; EOF first is an error (the test went away).
+fn wait_for_stdin() -> Result<(), String> {
+    let mut line = String::new();
+    match io::stdin().lock().read_line(&mut line) {
+        Ok(0) => Err("stdin closed before the go line".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("reading stdin: {e}")),
+    }
+}
+
+/// A listening socket with SO_REUSEADDR and the large backlog (std's own `bind` uses 128).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain system call; the descriptor is owned by the TcpListener at once, so it
+    // is closed on every error path below.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a freshly created socket that nothing else owns.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: `one` outlives the call and the length matches its type.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `storage` holds a valid address of `len` bytes for this socket's family.
+    let rc = unsafe {
+        libc::bind(
+            listener.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain system call on a bound socket we own.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
+/// Reads and discards until EOF.
+fn read_to_eof(stream: &mut TcpStream) -> io::Result<()> {
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Collects one result per worker thread, or fails once the deadline passes.
+fn join_workers(
+    results: mpsc::Receiver<Result<(), String>>,
+    workers: usize,
+    deadline: Instant,
+    progress: &AtomicUsize,
+    count: usize,
+    what: &str,
+) -> Result<(), String> {
+    for _ in 0..workers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match results.recv_timeout(left) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(message),
+            Err(_) => {
+                return Err(format!(
+                    "timed out: {} of {count} connections {what}",
+                    progress.load(Ordering::Relaxed)
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn server(options: &Options) -> Result<usize, String> {
+    if options.wait_stdin {
+        wait_for_stdin()?;
+    }
+    let deadline = Instant::now() + options.timeout;
+    let listener = listen(options.addr).map_err(|e| format!("listen on {}: {e}", options.addr))?;
+    println!("ready");
+    io::stdout().flush().map_err(|e| format!("writing stdout: {e}"))?;
+
+    // Each accept is claimed before it is made, so the threads together accept exactly
+    // `count` connections and none is left blocked on one more.
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..ACCEPT_THREADS {
+        let listener = listener.try_clone().map_err(|e| format!("dup listener: {e}"))?;
+        let (claimed, finished, tx) = (claimed.clone(), finished.clone(), tx.clone());
+        let (count, close) = (options.count, options.close);
+        thread::spawn(move || {
+            let result = (|| {
+                while claimed.fetch_add(1, Ordering::Relaxed) < count {
+                    let (mut stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+                    if close == Close::Second {
+                        read_to_eof(&mut stream).map_err(|e| format!("read: {e}"))?;
+                    }
+                    drop(stream);
+                    finished.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })();
+            let _ = tx.send(result);
+        });
+    }
+    drop(tx);
+    join_workers(rx, ACCEPT_THREADS, deadline, &finished, options.count, "accepted")?;
+    Ok(finished.load(Ordering::Relaxed))
+}
+
+fn client(options: &Options) -> Result<usize, String> {
+    if options.wait_stdin {
+        wait_for_stdin()?;
+    }
+    let deadline = Instant::now() + options.timeout;
+    let threads = options.concurrency.min(options.count.max(1));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    for i in 0..threads {
+        // Thread i makes its share of the connections, one after the other.
+        let share = options.count / threads + usize::from(i < options.count % threads);
+        let (finished, tx) = (finished.clone(), tx.clone());
+        let (addr, close, refused) = (options.addr, options.close, options.expect_refused);
+        thread::spawn(move || {
+            let result = (|| {
+                for _ in 0..share {
+                    match TcpStream::connect(addr) {
+                        Ok(_) if refused => {
+                            return Err(format!("connect to {addr} succeeded, expected it refused"))
+                        }
+                        Ok(mut stream) => {
+                            if close == Close::Second {
+                                read_to_eof(&mut stream).map_err(|e| format!("read: {e}"))?;
+                            }
+                            drop(stream);
+                        }
+                        Err(e) if refused && e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+                        Err(e) => return Err(format!("connect to {addr}: {e}")),
+                    }
+                    finished.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })();
+            let _ = tx.send(result);
+        });
+    }
+    drop(tx);
+    join_workers(rx, threads, deadline, &finished, options.count, "made")?;
+    Ok(finished.load(Ordering::Relaxed))
+}

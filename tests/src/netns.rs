@@ -1,0 +1,106 @@
+//! Network namespaces for the tests: [`Netns`] creates a uniquely named one with only
+//! loopback, up, and a local port range that leaves 65001-65535 free for the tests' own
+//! listening ports, runs programs inside it, and deletes it on drop. portrace itself runs
+//! in the root namespace: the tracepoint sees every namespace, and its filters select the
+//! test's own traffic.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::process::{run_bounded, Proc};
+
+/// Prefix of every namespace the fixture creates: `portrace-t-<pid>-<n>`.
+const PREFIX: &str = "portrace-t-";
+/// Bound on each `ip` or `sysctl` invocation.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace owned by the test; deleted on drop. Drop the processes running in
+/// it first (declare the `Netns` before them, so it is dropped after them).
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `portrace-t-<pid>-<n>`, brings `lo` up (127.0.0.0/8 and ::1 are then all
+    /// usable) and sets `net.ipv4.ip_local_port_range` to `1024 65000`, so ports above
+    /// 65000 are never picked as ephemeral ports and can serve as the tests' listening
+    /// ports without ever colliding with a client's. Also deletes namespaces a previous,
+    /// killed run of these tests left behind (their process no longer exists).
+    pub fn new() -> Netns {
+        remove_stale();
+        let name = format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        ip(&["netns", "add", &name]);
+        // From here on, Drop deletes the namespace even if the setup below fails.
+        let ns = Netns { name };
+        ns.exec("ip", &["link", "set", "lo", "up"]);
+        ns.exec("sysctl", &["-w", "net.ipv4.ip_local_port_range=1024 65000"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs `program` inside the namespace (`ip netns exec NAME program`).
+    /// `ip` execs the program, so the child's pid is the program's own.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Starts `program args...` inside the namespace.
+    pub fn spawn(&self, label: &str, program: &Path, args: &[&str]) -> Proc {
+        let mut cmd = self.command(program);
+        cmd.args(args);
+        Proc::spawn(label, cmd)
+    }
+
+    /// Runs `program args...` inside the namespace to completion; panics unless it succeeds.
+    pub fn exec(&self, program: &str, args: &[&str]) {
+        let mut cmd = self.command(program);
+        cmd.args(args);
+        let label = format!("{program} {} in {}", args.join(" "), self.name);
+        run_bounded(&label, cmd, SETUP_TIMEOUT).assert_success();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "delete", &self.name]);
+        let finished = run_bounded("ip netns delete", cmd, SETUP_TIMEOUT);
+        if !finished.status.success() && !std::thread::panicking() {
+            panic!("could not delete namespace {}: {}", self.name, finished.stderr);
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    run_bounded(&format!("ip {}", args.join(" ")), cmd, SETUP_TIMEOUT).assert_success();
+}
+
+/// Deletes `portrace-t-<pid>-<n>` namespaces whose creating process is gone (a run that
+/// was killed before its Drop ran). Namespaces of live processes are left alone.
+fn remove_stale() {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "list"]);
+    let listed = run_bounded("ip netns list", cmd, SETUP_TIMEOUT);
+    for line in &listed.stdout {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "delete", name]);
+            let _ = run_bounded("ip netns delete (stale)", cmd, SETUP_TIMEOUT);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The command line of `cargo xtask`: which task to run and the arguments it
+//! passes on. Parsing is kept free of side effects so it can be unit-tested.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+
+/// The usage text, printed by `help` and on a usage error.
+pub const USAGE: &str = "\
+usage: cargo xtask <TASK> [-- ARGS]
+
+tasks:
+  setup            install what building the kernel program needs, if missing:
+                   the nightly toolchain with rust-src, the LLVM 22 apt packages,
+                   bpf-linker 0.13 (idempotent; quick when all is present)
+  build            setup, then `cargo build --release -p portrace`; prints the
+                   path of the binary on standard output
+  test [-- ARGS]   setup, `cargo build -p portrace`, then the tests: every
+                   package but portrace-tests, then portrace-tests (privileged,
+                   one test at a time). ARGS go to `cargo test`; test-binary
+                   flags go after a second `--`, e.g.
+                   cargo xtask test -- tcp_state -- --nocapture
+  run [-- ARGS]    setup, `cargo build --release -p portrace`, then replace this
+                   process with `target/release/portrace ARGS`
+  help             print this text
+";
+
+/// A parsed `cargo xtask` command line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Task {
+    Setup,
+    Build,
+    Test(TestArgs),
+    Run(Vec<OsString>),
+    Help,
+}
+
+/// Extra arguments of `cargo xtask test`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TestArgs {
+    /// Arguments for `cargo test` itself (filters, `--release`, `-p PKG`, ...).
+    pub cargo: Vec<OsString>,
+    /// Arguments for the test binaries (what follows `--` on a `cargo test` line).
+    pub harness: Vec<OsString>,
+}
+
+impl TestArgs {
+    /// Whether the caller chose the packages to test (`-p`, `--package`, ...).
+    pub fn selects_packages(&self) -> bool {
+        self.cargo.iter().filter_map(|arg| arg.to_str()).any(|arg| {
+            arg == "-p"
+                || arg.starts_with("-p") && !arg.starts_with("--")
+                || arg == "--package"
+                || arg.starts_with("--package=")
+                || arg == "--workspace"
+                || arg == "--all"
+                || arg == "--exclude"
+                || arg.starts_with("--exclude=")
+        })
+    }
+}
+
+/// Why a command line could not be parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UsageError {
+    NoTask,
+    UnknownTask(String),
+    UnexpectedArgs {
+        task: &'static str,
+        args: Vec<String>,
+    },
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoTask => f.write_str("no task given"),
+            Self::UnknownTask(task) => write!(f, "unknown task `{task}`"),
+            Self::UnexpectedArgs { task, args } => {
+                write!(f, "`{task}` takes no arguments, got: {}", args.join(" "))
+            }
+        }
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I>(args: I) -> Result<Task, UsageError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let mut args = args.into_iter();
+    let Some(task) = args.next() else {
+        return Err(UsageError::NoTask);
+    };
+    let rest = strip_separator(args.collect());
+    let no_args = |task: &'static str, parsed: Task| {
+        if rest.is_empty() {
+            Ok(parsed)
+        } else {
+            let args = rest
+                .iter()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect();
+            Err(UsageError::UnexpectedArgs { task, args })
+        }
+    };
+    match task.to_str() {
+        Some("setup") => no_args("setup", Task::Setup),
+        Some("build") => no_args("build", Task::Build),
+        Some("help" | "-h" | "--help") => no_args("help", Task::Help),
+        Some("test") => Ok(Task::Test(split_test_args(rest))),
+        Some("run") => Ok(Task::Run(rest)),
+        _ => Err(UsageError::UnknownTask(task.to_string_lossy().into_owned())),
+    }
+}
+
+/// Drops one leading `--`: `cargo xtask run -- -x` and `cargo xtask run -x` mean
+/// the same.
+fn strip_separator(mut args: Vec<OsString>) -> Vec<OsString> {
+    if args.first().map(OsString::as_os_str) == Some(OsStr::new("--")) {
+        args.remove(0);
+    }
+    args
+}
+
+/// Splits `test` arguments at the first `--` into cargo and harness arguments.
+fn split_test_args(args: Vec<OsString>) -> TestArgs {
+    let mut cargo = args;
+    match cargo.iter().position(|arg| arg == "--") {
+        Some(at) => {
+            let harness = cargo.split_off(at + 1);
+            cargo.pop();
+            TestArgs { cargo, harness }
+        }
+        None => TestArgs {
+            cargo,
+            harness: Vec::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Task, UsageError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn simple_tasks() {
+        assert_eq!(parse_strs(&["setup"]), Ok(Task::Setup));
+        assert_eq!(parse_strs(&["build"]), Ok(Task::Build));
+        assert_eq!(parse_strs(&["help"]), Ok(Task::Help));
+        assert_eq!(parse_strs(&["--help"]), Ok(Task::Help));
+        assert_eq!(parse_strs(&["-h"]), Ok(Task::Help));
+        assert_eq!(parse_strs(&["setup", "--"]), Ok(Task::Setup));
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert_eq!(parse_strs(&[]), Err(UsageError::NoTask));
+        assert_eq!(
+            parse_strs(&["deploy"]),
+            Err(UsageError::UnknownTask("deploy".into()))
+        );
+        assert_eq!(
+            parse_strs(&["setup", "--force"]),
+            Err(UsageError::UnexpectedArgs {
+                task: "setup",
+                args: vec!["--force".into()]
+            })
+        );
+        assert!(parse_strs(&["build", "--", "x"]).is_err());
+    }
+
+    #[test]
+    fn run_passes_arguments_through() {
+        assert_eq!(parse_strs(&["run"]), Ok(Task::Run(Vec::new())));
+        assert_eq!(
+            parse_strs(&["run", "--", "--port", "80"]),
+            Ok(Task::Run(os(&["--port", "80"])))
+        );
+        assert_eq!(
+            parse_strs(&["run", "--port", "80"]),
+            Ok(Task::Run(os(&["--port", "80"])))
+        );
+        // Only the first separator is dropped.
+        assert_eq!(
+            parse_strs(&["run", "--", "--", "x"]),
+            Ok(Task::Run(os(&["--", "x"])))
+        );
+    }
+
+    #[test]
+    fn test_arguments_split_into_cargo_and_harness() {
+        assert_eq!(parse_strs(&["test"]), Ok(Task::Test(TestArgs::default())));
+        assert_eq!(
+            parse_strs(&["test", "--", "tcp_state"]),
+            Ok(Task::Test(TestArgs {
+                cargo: os(&["tcp_state"]),
+                harness: Vec::new()
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--", "tcp_state", "--", "--nocapture"]),
+            Ok(Task::Test(TestArgs {
+                cargo: os(&["tcp_state"]),
+                harness: os(&["--nocapture"])
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--", "--", "--nocapture"]),
+            Ok(Task::Test(TestArgs {
+                cargo: Vec::new(),
+                harness: os(&["--nocapture"])
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--release", "--", "--ignored"]),
+            Ok(Task::Test(TestArgs {
+                cargo: os(&["--release"]),
+                harness: os(&["--ignored"])
+            }))
+        );
+    }
+
+    #[test]
+    fn package_selection_is_detected() {
+        let select = |args: &[&str]| {
+            TestArgs {
+                cargo: os(args),
+                harness: Vec::new(),
+            }
+            .selects_packages()
+        };
+        assert!(select(&["-p", "portrace"]));
+        assert!(select(&["-pportrace"]));
+        assert!(select(&["--package=portrace"]));
+        assert!(select(&["--package", "portrace"]));
+        assert!(select(&["--exclude", "xtask"]));
+        assert!(!select(&["--release", "tcp_state"]));
+        assert!(!select(&[]));
+    }
+}

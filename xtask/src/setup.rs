@@ -1,0 +1,444 @@
+//! `cargo xtask setup`: installs what building the kernel program needs and a
+//! fresh machine lacks: the nightly toolchain with `rust-src` (for
+//! `-Z build-std=core`), the LLVM 22 development packages, and `bpf-linker` 0.13
+//! built against them. Each step first checks cheaply whether it is already
+//! satisfied, so running setup again is fast and changes nothing.
+
+use std::io;
+
+use crate::process::{Cmd, Stdout};
+
+/// Debian packages bpf-linker is compiled and linked against.
+pub const APT_PACKAGES: [&str; 4] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+/// Where `llvm-22-dev` installs LLVM; bpf-linker's build script reads it from
+/// `LLVM_PREFIX`.
+pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// The bpf-linker release series the kernel program is linked with.
+pub const BPF_LINKER_SERIES: (u64, u64) = (0, 13);
+
+/// Runs every setup step in order (later steps need earlier ones: bpf-linker is
+/// built against the LLVM packages).
+pub fn run() -> Result<(), String> {
+    nightly_toolchain()?;
+    apt_packages()?;
+    bpf_linker()?;
+    eprintln!("setup: done");
+    Ok(())
+}
+
+/// Step 1: the nightly toolchain and its `rust-src` component.
+fn nightly_toolchain() -> Result<(), String> {
+    const STEP: &str = "setup step 'nightly toolchain'";
+    let list = capture_stdout(&Cmd::new("rustup").args(["toolchain", "list"]), STEP).map_err(|err| {
+        format!("{err}; install rustup from https://rustup.rs (the kernel program is built with a nightly toolchain)")
+    })?;
+    let mut installed_now = false;
+    if !has_nightly_toolchain(&list) {
+        eprintln!(
+            "setup: installing the nightly toolchain (the kernel program is built with -Z build-std, which needs nightly)"
+        );
+        Cmd::new("rustup")
+            .args(["toolchain", "install", "nightly", "--profile", "minimal"])
+            .run(STEP, Stdout::ToStderr)?;
+        installed_now = true;
+    }
+    let components = capture_stdout(
+        &Cmd::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]),
+        STEP,
+    )?;
+    if has_rust_src(&components) {
+        if !installed_now {
+            eprintln!("setup: nightly toolchain with rust-src: present");
+        }
+    } else {
+        eprintln!(
+            "setup: installing rust-src for nightly (-Z build-std=core compiles core from source)"
+        );
+        Cmd::new("rustup")
+            .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+            .run(STEP, Stdout::ToStderr)?;
+    }
+    Ok(())
+}
+
+/// Step 2: the Debian packages bpf-linker is built against.
+fn apt_packages() -> Result<(), String> {
+    const STEP: &str = "setup step 'apt packages'";
+    let missing = missing_packages(STEP)?;
+    if missing.is_empty() {
+        eprintln!("setup: apt packages {}: present", APT_PACKAGES.join(" "));
+        return Ok(());
+    }
+    let update = Cmd::new("apt-get").args(["update"]);
+    let install = Cmd::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y"])
+        .args(&missing);
+    if !is_root() {
+        return Err(format!(
+            "{STEP}: missing {}; installing them needs root. Run as root: {update} && {install}; then run `cargo xtask setup` again",
+            missing.join(" ")
+        ));
+    }
+    eprintln!(
+        "setup: installing apt packages {} (LLVM 22 libraries that bpf-linker is built against)",
+        missing.join(" ")
+    );
+    update.run(STEP, Stdout::ToStderr)?;
+    install.run(STEP, Stdout::ToStderr)?;
+    let still_missing = missing_packages(STEP)?;
+    if !still_missing.is_empty() {
+        return Err(format!(
+            "{STEP}: `{install}` succeeded but {} still not installed; check `apt-cache policy {}`",
+            still_missing.join(" "),
+            still_missing.join(" ")
+        ));
+    }
+    Ok(())
+}
+
+/// The packages of [`APT_PACKAGES`] that are not installed.
+fn missing_packages(step: &str) -> Result<Vec<&'static str>, String> {
+    let mut missing = Vec::new();
+    for package in APT_PACKAGES {
+        let query = Cmd::new("dpkg-query").args(["-W", "-f", "${Status}\\n", package]);
+        let output = query.capture().map_err(|err| {
+            format!(
+                "{step}: could not run `{query}` ({err}); this setup supports Debian-based systems only; \
+                 elsewhere install LLVM 22 development files, zstd and zlib by hand"
+            )
+        })?;
+        // dpkg-query exits non-zero for a package it has never heard of.
+        if !output.status.success()
+            || !dpkg_status_installed(&String::from_utf8_lossy(&output.stdout))
+        {
+            missing.push(package);
+        }
+    }
+    Ok(missing)
+}
+
+/// Step 3: bpf-linker 0.13, which links the kernel program.
+fn bpf_linker() -> Result<(), String> {
+    const STEP: &str = "setup step 'bpf-linker'";
+    let reason = match installed_bpf_linker() {
+        LinkerState::Usable(version) => {
+            eprintln!("setup: bpf-linker {version}: present");
+            return Ok(());
+        }
+        other => other.to_string(),
+    };
+    eprintln!(
+        "setup: installing bpf-linker 0.13 (builds the kernel program; about 2 minutes): {reason}"
+    );
+    let install = |locked: bool| {
+        let cmd = Cmd::cargo().env("LLVM_PREFIX", LLVM_PREFIX).args([
+            "install",
+            "bpf-linker",
+            "--version",
+            "^0.13",
+        ]);
+        let cmd = if locked { cmd.arg("--locked") } else { cmd };
+        // --force: rebuild even when cargo's records say it is installed (the
+        // binary may have been deleted or no longer start).
+        cmd.args(["--no-default-features", "--features", "llvm-22", "--force"])
+    };
+    if let Err(locked_err) = install(true).run(STEP, Stdout::ToStderr) {
+        eprintln!("{locked_err}");
+        eprintln!(
+            "setup: retrying without --locked (lets cargo choose newer compatible dependencies)"
+        );
+        install(false).run(STEP, Stdout::ToStderr)?;
+    }
+    match installed_bpf_linker() {
+        LinkerState::Usable(version) => {
+            eprintln!("setup: bpf-linker {version}: installed");
+            Ok(())
+        }
+        LinkerState::NotFound => Err(format!(
+            "{STEP}: installation finished but bpf-linker is not on PATH; add {} to PATH",
+            crate::cargo_bin_dir().display()
+        )),
+        other => Err(format!("{STEP}: installation finished but {other}")),
+    }
+}
+
+/// What `bpf-linker --version` says about the installed bpf-linker.
+#[derive(Debug, PartialEq, Eq)]
+enum LinkerState {
+    Usable(Version),
+    WrongVersion(Version),
+    NotFound,
+    Broken(String),
+}
+
+impl std::fmt::Display for LinkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Usable(version) => write!(f, "bpf-linker {version} is installed"),
+            Self::WrongVersion(version) => {
+                write!(
+                    f,
+                    "found bpf-linker {version}, need {}.{}.x",
+                    BPF_LINKER_SERIES.0, BPF_LINKER_SERIES.1
+                )
+            }
+            Self::NotFound => f.write_str("bpf-linker is not on PATH"),
+            Self::Broken(why) => write!(f, "`bpf-linker --version` failed ({why})"),
+        }
+    }
+}
+
+fn installed_bpf_linker() -> LinkerState {
+    let output = match Cmd::new("bpf-linker").arg("--version").capture() {
+        Ok(output) => output,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return LinkerState::NotFound,
+        Err(err) => return LinkerState::Broken(err.to_string()),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let detail = stderr.lines().next().unwrap_or_default().trim().to_owned();
+        return LinkerState::Broken(format!(
+            "{}: {detail}",
+            crate::process::describe_status(output.status)
+        ));
+    }
+    match parse_bpf_linker_version(&stdout) {
+        Some(version) if version.in_series(BPF_LINKER_SERIES) => LinkerState::Usable(version),
+        Some(version) => LinkerState::WrongVersion(version),
+        None => LinkerState::Broken(format!("unrecognised output {:?}", stdout.trim())),
+    }
+}
+
+/// A `major.minor.patch` version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+}
+
+impl Version {
+    /// Whether this is a `major.minor.*` release.
+    pub fn in_series(self, (major, minor): (u64, u64)) -> bool {
+        self.major == major && self.minor == minor
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Parses `bpf-linker --version` output such as `bpf-linker 0.13.0`.
+pub fn parse_bpf_linker_version(output: &str) -> Option<Version> {
+    let line = output
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())?;
+    let mut words = line.split_whitespace();
+    if words.next()? != "bpf-linker" {
+        return None;
+    }
+    let mut parts = words.next()?.trim_start_matches('v').splitn(3, '.');
+    let number = |part: &str| -> Option<u64> {
+        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let major = parts.next().and_then(number)?;
+    let minor = parts.next().and_then(number)?;
+    let patch = parts.next().and_then(number)?;
+    Some(Version {
+        major,
+        minor,
+        patch,
+    })
+}
+
+/// Whether `dpkg-query -W -f='${Status}\n'` output says the package is installed
+/// (`install ok installed`; also `hold ok installed`). A package known to dpkg but
+/// removed reads e.g. `deinstall ok config-files`. Multi-arch packages give one
+/// line per architecture; any installed one counts.
+pub fn dpkg_status_installed(output: &str) -> bool {
+    output.lines().any(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words.len() == 3 && words[1] == "ok" && words[2] == "installed"
+    })
+}
+
+/// Whether `rustup toolchain list` shows the plain (undated) nightly toolchain,
+/// e.g. `nightly-x86_64-unknown-linux-gnu (active)`; `nightly-2024-05-01-…` does not
+/// count.
+pub fn has_nightly_toolchain(list: &str) -> bool {
+    list.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .any(|name| {
+            name == "nightly"
+                || name
+                    .strip_prefix("nightly-")
+                    .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+}
+
+/// Whether `rustup component list --installed` output lists `rust-src`.
+pub fn has_rust_src(list: &str) -> bool {
+    list.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .any(|name| name == "rust-src" || name.starts_with("rust-src-"))
+}
+
+/// Whether this process runs with effective user id 0.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| effective_uid(&status))
+        .is_some_and(|uid| uid == 0)
+}
+
+/// The effective user id from the `Uid:` line of `/proc/self/status`
+/// (`Uid:\treal\teffective\tsaved\tfilesystem`).
+pub fn effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `cmd`, which must succeed, and returns its standard output.
+fn capture_stdout(cmd: &Cmd, step: &str) -> Result<String, String> {
+    let output = cmd
+        .capture()
+        .map_err(|err| format!("{step}: could not run `{cmd}`: {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{step}: `{cmd}` {}: {}",
+            crate::process::describe_status(output.status),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bpf_linker_version() {
+        let v = parse_bpf_linker_version("bpf-linker 0.13.0\n").unwrap();
+        assert_eq!(
+            v,
+            Version {
+                major: 0,
+                minor: 13,
+                patch: 0
+            }
+        );
+        assert!(v.in_series(BPF_LINKER_SERIES));
+        assert_eq!(v.to_string(), "0.13.0");
+    }
+
+    #[test]
+    fn other_bpf_linker_versions_are_not_in_series() {
+        let old = parse_bpf_linker_version("bpf-linker 0.9.15").unwrap();
+        assert!(!old.in_series(BPF_LINKER_SERIES));
+        let new = parse_bpf_linker_version("bpf-linker 0.14.2").unwrap();
+        assert!(!new.in_series(BPF_LINKER_SERIES));
+        let patch = parse_bpf_linker_version("\n  bpf-linker 0.13.12-dev\n").unwrap();
+        assert_eq!(
+            patch,
+            Version {
+                major: 0,
+                minor: 13,
+                patch: 12
+            }
+        );
+        assert!(patch.in_series(BPF_LINKER_SERIES));
+    }
+
+    #[test]
+    fn rejects_unrecognised_version_output() {
+        assert_eq!(parse_bpf_linker_version(""), None);
+        assert_eq!(parse_bpf_linker_version("something 0.13.0"), None);
+        assert_eq!(parse_bpf_linker_version("bpf-linker"), None);
+        assert_eq!(parse_bpf_linker_version("bpf-linker 0.13"), None);
+        assert_eq!(parse_bpf_linker_version("bpf-linker x.y.z"), None);
+    }
+
+    #[test]
+    fn dpkg_status_parsing() {
+        assert!(dpkg_status_installed("install ok installed"));
+        assert!(dpkg_status_installed("install ok installed\n"));
+        assert!(dpkg_status_installed("hold ok installed\n"));
+        assert!(dpkg_status_installed(
+            "deinstall ok config-files\ninstall ok installed\n"
+        ));
+        assert!(!dpkg_status_installed("deinstall ok config-files\n"));
+        assert!(!dpkg_status_installed("install ok half-configured\n"));
+        assert!(!dpkg_status_installed("unknown ok not-installed\n"));
+        assert!(!dpkg_status_installed(""));
+    }
+
+    #[test]
+    fn nightly_toolchain_detection() {
+        let list = "stable-x86_64-unknown-linux-gnu (active, default)\n\
+                    nightly-x86_64-unknown-linux-gnu\n\
+                    1.95.0-x86_64-unknown-linux-gnu\n";
+        assert!(has_nightly_toolchain(list));
+        assert!(has_nightly_toolchain(
+            "nightly-aarch64-unknown-linux-gnu (active)\n"
+        ));
+        assert!(!has_nightly_toolchain(
+            "stable-x86_64-unknown-linux-gnu (default)\n"
+        ));
+        assert!(!has_nightly_toolchain(
+            "nightly-2024-05-01-x86_64-unknown-linux-gnu\n"
+        ));
+        assert!(!has_nightly_toolchain("no installed toolchains\n"));
+        assert!(!has_nightly_toolchain(""));
+    }
+
+    #[test]
+    fn rust_src_detection() {
+        let list = "cargo-x86_64-unknown-linux-gnu\nrust-src\nrustc-x86_64-unknown-linux-gnu\n";
+        assert!(has_rust_src(list));
+        assert!(has_rust_src("rust-src (installed)\n"));
+        assert!(!has_rust_src(
+            "cargo-x86_64-unknown-linux-gnu\nrust-std-x86_64-unknown-linux-gnu\n"
+        ));
+        assert!(!has_rust_src(""));
+    }
+
+    #[test]
+    fn effective_uid_parsing() {
+        let status =
+            "Name:\txtask\nUmask:\t0022\nUid:\t1000\t0\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Uid:\t0\t1000\t0\t0\n"), Some(1000));
+        assert_eq!(effective_uid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn linker_states_explain_themselves() {
+        let v = Version {
+            major: 0,
+            minor: 12,
+            patch: 4,
+        };
+        assert_eq!(
+            LinkerState::WrongVersion(v).to_string(),
+            "found bpf-linker 0.12.4, need 0.13.x"
+        );
+        assert_eq!(
+            LinkerState::NotFound.to_string(),
+            "bpf-linker is not on PATH"
+        );
+    }
+}

@@ -77,6 +77,50 @@ pub struct Layout {
     pub protocol_size: u16,
 }
 
+/// Byte offsets of socket fields from the start of `struct sock` (which begins with
+/// `struct sock_common` and is the first member of `struct inet_sock`), read by userspace
+/// from the kernel's BTF. The backup program reads the socket the same way the tracepoint
+/// does: ports and IPv4 addresses from `inet_sock` and `sock_common`, IPv6 addresses from
+/// `sock_common`, the protocol from `sock`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockLayout {
+    /// `sock_common.skc_family` (2 bytes).
+    pub family: u16,
+    /// `sock.sk_protocol`, `protocol_size` bytes.
+    pub protocol: u16,
+    pub protocol_size: u16,
+    /// `inet_sock.inet_sport`, network byte order.
+    pub sport: u16,
+    /// `sock_common.skc_dport`, network byte order.
+    pub dport: u16,
+    /// `inet_sock.inet_saddr`.
+    pub saddr: u16,
+    /// `sock_common.skc_daddr`.
+    pub daddr: u16,
+    /// `sock_common.skc_v6_rcv_saddr`.
+    pub saddr_v6: u16,
+    /// `sock_common.skc_v6_daddr`.
+    pub daddr_v6: u16,
+    /// Padding; keeps the struct's size a multiple of 4.
+    pub _reserved: u16,
+}
+
+impl SockLayout {
+    pub const ZERO: SockLayout = SockLayout {
+        family: 0,
+        protocol: 0,
+        protocol_size: 0,
+        sport: 0,
+        dport: 0,
+        saddr: 0,
+        daddr: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+        _reserved: 0,
+    };
+}
+
 /// How many values of each kind a filter may list.
 pub const MAX_PORTS: usize = 8;
 pub const MAX_NETS: usize = 8;
@@ -183,7 +227,9 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Layout {}
     unsafe impl aya::Pod for super::Filter {}
+    unsafe impl aya::Pod for super::SockLayout {}
 }
 
 const _: () = assert!(core::mem::size_of::<Layout>() == 24);
+const _: () = assert!(core::mem::size_of::<SockLayout>() == 20);
 const _: () = assert!(core::mem::size_of::<Filter>() == 356);

@@ -6,23 +6,30 @@
 //! Field offsets come from userspace (`LAYOUT`, read from tracefs at start-up), so the same
 //! object runs on kernels whose tracepoint layout differs.
 
+use core::ffi::c_void;
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use portrace_ebpf::{
-    counter, tcp, Event, Filter, Layout, AF_INET, AF_INET6, HOLD_ENTRIES, IPPROTO_TCP,
-    MAX_NETS, MAX_PIDS, MAX_PORTS,
+    counter, tcp, Event, Filter, Layout, SockLayout, AF_INET, AF_INET6, HOLD_ENTRIES,
+    IPPROTO_TCP, MAX_NETS, MAX_PIDS, MAX_PORTS,
 };
 
 /// Tracepoint field offsets, set by userspace before load.
 #[no_mangle]
 static LAYOUT: Layout = Layout::ZERO;
+
+/// Socket field offsets for the backup program, set by userspace from BTF before load.
+#[no_mangle]
+static SOCK: SockLayout = SockLayout::ZERO;
 
 /// What to keep, set by userspace before load.
 #[no_mangle]
@@ -44,9 +51,40 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[map]
 static HOLD: LruHashMap<u64, Event> = LruHashMap::with_max_entries(HOLD_ENTRIES, 0);
 
+/// Per CPU: 1 while the main program runs there. The kernel never runs a tracepoint program
+/// inside itself: a transition that fires while it runs (a softirq interrupting it) is
+/// skipped for it. The backup program sees this flag set exactly then.
+#[map]
+static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The main program, on the classic tracepoint.
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = record(&ctx);
+    let busy = BUSY.get_ptr_mut(0);
+    if let Some(busy) = busy {
+        unsafe { *busy = 1 };
+    }
+    let _ = from_tracepoint(&ctx);
+    if let Some(busy) = busy {
+        unsafe { *busy = 0 };
+    }
+    0
+}
+
+/// The backup program, on the raw tracepoint, which the kernel guards per program rather
+/// than per CPU: it records a transition only when the main program is mid-run on this CPU
+/// and was therefore skipped for it, reading the socket itself.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_backup(ctx: RawTracePointContext) -> i32 {
+    match BUSY.get(0) {
+        Some(&1) => {}
+        _ => return 0,
+    }
+    bump(counter::RESCUED);
+    let sk: *const c_void = ctx.arg(0);
+    let oldstate: u64 = ctx.arg(1);
+    let newstate: u64 = ctx.arg(2);
+    let _ = from_socket(sk, oldstate as u8, newstate as u8);
     0
 }
 
@@ -58,7 +96,8 @@ macro_rules! global {
     };
 }
 
-fn record(ctx: &TracePointContext) -> Result<(), i32> {
+fn from_tracepoint(ctx: &TracePointContext) -> Result<(), i32> {
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
     let layout: Layout = global!(LAYOUT);
     let protocol = if layout.protocol_size == 1 {
         u16::from(unsafe { ctx.read_at::<u8>(layout.protocol as usize)? })
@@ -69,6 +108,62 @@ fn record(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let mut ev = read_event(ctx, &layout)?;
+    ev.ts_ns = ts_ns;
+    process(ev);
+    Ok(())
+}
+
+/// Reads a kernel value at `offset` bytes from `base`.
+fn kread<T>(base: *const c_void, offset: u16) -> Result<T, i32> {
+    unsafe { bpf_probe_read_kernel(base.cast::<u8>().add(offset as usize).cast::<T>()).map_err(|e| e as i32) }
+}
+
+fn from_socket(sk: *const c_void, oldstate: u8, newstate: u8) -> Result<(), i32> {
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let l: SockLayout = global!(SOCK);
+    let protocol = if l.protocol_size == 1 {
+        u16::from(kread::<u8>(sk, l.protocol)?)
+    } else {
+        kread::<u16>(sk, l.protocol)?
+    };
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let family: u16 = kread(sk, l.family)?;
+    let mut ev = Event {
+        ts_ns,
+        skaddr: sk as u64,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        pid: 0,
+        tid: 0,
+        comm: [0; 16],
+        sport: u16::from_be(kread(sk, l.sport)?),
+        dport: u16::from_be(kread(sk, l.dport)?),
+        family,
+        oldstate,
+        newstate,
+    };
+    match family {
+        AF_INET => {
+            let s: [u8; 4] = kread(sk, l.saddr)?;
+            let d: [u8; 4] = kread(sk, l.daddr)?;
+            ev.saddr[..4].copy_from_slice(&s);
+            ev.daddr[..4].copy_from_slice(&d);
+        }
+        AF_INET6 => {
+            ev.saddr = kread(sk, l.saddr_v6)?;
+            ev.daddr = kread(sk, l.daddr_v6)?;
+            unmap_v4(&mut ev);
+        }
+        _ => return Err(0),
+    }
+    process(ev);
+    Ok(())
+}
+
+/// Everything after reading: the filter, holding unbound `SYN_SENT`s, and output.
+fn process(mut ev: Event) {
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
@@ -79,11 +174,10 @@ fn record(ctx: &TracePointContext) -> Result<(), i32> {
             // The local port is bound right after this transition: keep it until the
             // socket's next transition tells whether the port matches.
             if passes(&ev, true) {
-                ev.ts_ns = unsafe { bpf_ktime_get_ns() };
                 ev.comm = bpf_get_current_comm().unwrap_or_default();
                 let _ = HOLD.insert(&ev.skaddr, &ev, 0);
             }
-            return Ok(());
+            return;
         }
         if let Some(held) = unsafe { HOLD.get(&ev.skaddr) } {
             let held = *held;
@@ -95,16 +189,13 @@ fn record(ctx: &TracePointContext) -> Result<(), i32> {
         }
     }
     if !passes(&ev, false) {
-        return Ok(());
+        return;
     }
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     emit(&ev);
-    Ok(())
 }
 
-/// Builds the event from the tracepoint record. An IPv6 socket whose addresses are
-/// v4-mapped (or unspecified) is turned into an IPv4 one.
+/// Builds the event from the tracepoint record.
 fn read_event(ctx: &TracePointContext, l: &Layout) -> Result<Event, i32> {
     let family: u16 = unsafe { ctx.read_at(l.family as usize)? };
     let oldstate: i32 = unsafe { ctx.read_at(l.oldstate as usize)? };
@@ -133,20 +224,25 @@ fn read_event(ctx: &TracePointContext, l: &Layout) -> Result<Event, i32> {
         AF_INET6 => {
             ev.saddr = unsafe { ctx.read_at(l.saddr_v6 as usize)? };
             ev.daddr = unsafe { ctx.read_at(l.daddr_v6 as usize)? };
-            let (s, d) = (words(&ev.saddr), words(&ev.daddr));
-            let s_v4 = is_v4_mapped(s) || s == [0; 4];
-            let d_v4 = is_v4_mapped(d) || d == [0; 4];
-            if s_v4 && d_v4 && (is_v4_mapped(s) || is_v4_mapped(d)) {
-                ev.family = AF_INET;
-                ev.saddr = [0; 16];
-                ev.daddr = [0; 16];
-                ev.saddr[..4].copy_from_slice(&s[3].to_ne_bytes());
-                ev.daddr[..4].copy_from_slice(&d[3].to_ne_bytes());
-            }
+            unmap_v4(&mut ev);
         }
         _ => return Err(0),
     }
     Ok(ev)
+}
+
+/// An IPv6 socket whose addresses are v4-mapped (or unspecified) is IPv4 on the wire.
+fn unmap_v4(ev: &mut Event) {
+    let (s, d) = (words(&ev.saddr), words(&ev.daddr));
+    let s_v4 = is_v4_mapped(s) || s == [0; 4];
+    let d_v4 = is_v4_mapped(d) || d == [0; 4];
+    if s_v4 && d_v4 && (is_v4_mapped(s) || is_v4_mapped(d)) {
+        ev.family = AF_INET;
+        ev.saddr = [0; 16];
+        ev.daddr = [0; 16];
+        ev.saddr[..4].copy_from_slice(&s[3].to_ne_bytes());
+        ev.daddr[..4].copy_from_slice(&d[3].to_ne_bytes());
+    }
 }
 
 fn words(a: &[u8; 16]) -> [u32; 4] {

@@ -228,6 +228,33 @@ impl Btf {
     }
 }
 
+/// Where the backup program finds a socket's fields, from the kernel's BTF.
+pub fn sock_layout(btf: &Btf) -> Result<portrace_ebpf::SockLayout, BtfError> {
+    let offset = |strukt: &str, member: &str, sizes: &[u32]| -> Result<(u16, u32), BtfError> {
+        let m = btf.member(strukt, member)?;
+        if !sizes.contains(&m.size) || m.offset > u32::from(u16::MAX) {
+            return Err(BtfError::Malformed(format!(
+                "struct {strukt} member {member} is {} bytes at offset {}, not what portrace reads",
+                m.size, m.offset
+            )));
+        }
+        Ok((m.offset as u16, m.size))
+    };
+    let (protocol, protocol_size) = offset("sock", "sk_protocol", &[1, 2])?;
+    Ok(portrace_ebpf::SockLayout {
+        family: offset("sock_common", "skc_family", &[2])?.0,
+        protocol,
+        protocol_size: protocol_size as u16,
+        sport: offset("inet_sock", "inet_sport", &[2])?.0,
+        dport: offset("sock_common", "skc_dport", &[2])?.0,
+        saddr: offset("inet_sock", "inet_saddr", &[4])?.0,
+        daddr: offset("sock_common", "skc_daddr", &[4])?.0,
+        saddr_v6: offset("sock_common", "skc_v6_rcv_saddr", &[16])?.0,
+        daddr_v6: offset("sock_common", "skc_v6_daddr", &[16])?.0,
+        _reserved: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +339,10 @@ mod tests {
         assert_eq!(btf.member("sock_common", "skc_v6_daddr").unwrap().size, 16);
         assert_eq!(btf.member("sock_common", "skc_family").unwrap().size, 2);
         assert!(btf.member("sock", "sk_protocol").unwrap().size <= 2);
+        let l = sock_layout(&btf).unwrap();
+        // struct sock starts with struct sock_common, and inet_sock with struct sock: the
+        // inet_sock fields lie past the end of sock_common.
+        assert!(l.sport > l.daddr_v6 && l.saddr > l.daddr_v6, "{l:?}");
+        assert_eq!(l.protocol_size, 2, "sk_protocol is a u16 since Linux 5.6");
     }
 }

@@ -110,6 +110,19 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 const MIN_UNIX_NS: i128 = -62_167_219_200 * NS_PER_SEC;
 const MAX_UNIX_NS: i128 = 253_402_300_800 * NS_PER_SEC - 1;
 
+/// Splits nanoseconds since the epoch, within [`MIN_UNIX_NS`, `MAX_UNIX_NS`], into whole
+/// seconds (rounded towards minus infinity) and the nanoseconds past them. Times from 1678
+/// to 2261 fit an i64 and take the fast path: 128-bit division is a slow library call, and
+/// this runs once per event.
+fn split_ns(unix_ns: i128) -> (i64, u32) {
+    const NS: i64 = NS_PER_SEC as i64;
+    match i64::try_from(unix_ns) {
+        Ok(ns) => (ns.div_euclid(NS), ns.rem_euclid(NS) as u32),
+        // The clamp bounds the quotient to about ±2.6e11, well inside an i64.
+        Err(_) => (unix_ns.div_euclid(NS_PER_SEC) as i64, unix_ns.rem_euclid(NS_PER_SEC) as u32),
+    }
+}
+
 /// A rendered RFC 3339 UTC time with microseconds, `2026-11-29T02:41:07.123456Z`, held on
 /// the stack. Write it with [`Rfc3339::as_bytes`] to an `io::Write` or with `Display` to a
 /// `fmt::Write`.
@@ -123,10 +136,8 @@ impl Rfc3339 {
     /// truncated, not rounded, so a time never shows as later than it was. Times outside
     /// years 0000..=9999 are clamped to that range.
     pub fn new(unix_ns: i128) -> Rfc3339 {
-        let unix_ns = unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS);
-        // In range, so the seconds fit an i64 comfortably.
-        let secs = unix_ns.div_euclid(NS_PER_SEC) as i64;
-        let micros = (unix_ns.rem_euclid(NS_PER_SEC) / 1_000) as u32;
+        let (secs, sub_ns) = split_ns(unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS));
+        let micros = sub_ns / 1_000;
         let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
         let sod = secs.rem_euclid(SECS_PER_DAY) as u32;
 
@@ -170,10 +181,10 @@ impl TimeOfDay {
     /// The time of day of `unix_ns` in a zone `utc_offset_s` seconds east of UTC.
     /// Truncates to the microsecond like [`Rfc3339::new`].
     pub fn new(unix_ns: i128, utc_offset_s: i32) -> TimeOfDay {
-        let local_ns = unix_ns + i128::from(utc_offset_s) * NS_PER_SEC;
-        let day_ns = local_ns.rem_euclid(i128::from(SECS_PER_DAY) * NS_PER_SEC);
-        let sod = (day_ns / NS_PER_SEC) as u32;
-        let micros = ((day_ns % NS_PER_SEC) / 1_000) as u32;
+        let local_ns = unix_ns.saturating_add(i128::from(utc_offset_s) * NS_PER_SEC);
+        let (secs, sub_ns) = split_ns(local_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS));
+        let sod = secs.rem_euclid(SECS_PER_DAY) as u32;
+        let micros = sub_ns / 1_000;
         let mut b = *b"00:00:00.000000";
         put_time_of_day(&mut b, sod, micros);
         TimeOfDay(b)
@@ -338,6 +349,7 @@ mod tests {
         assert_eq!(rfc(1_709_210_096 * S), "2024-02-29T12:34:56.000000Z");
         assert_eq!(rfc(1_795_920_067 * S + 123_456_789), "2026-11-29T02:41:07.123456Z");
         assert_eq!(rfc(-62_135_596_800 * S), "0001-01-01T00:00:00.000000Z");
+        assert_eq!(rfc(10_413_792_000 * S + 5_000), "2300-01-01T00:00:00.000005Z");
         assert_eq!(rfc(253_402_300_799 * S + 999_999_999), "9999-12-31T23:59:59.999999Z");
     }
 
@@ -412,6 +424,10 @@ mod tests {
         assert_eq!(TimeOfDay::new(t, -8 * 3600).as_str(), "18:41:07.123456");
         assert_eq!(TimeOfDay::new(-1, 0).as_str(), "23:59:59.999999");
         assert_eq!(format!("[{:>17}]", TimeOfDay::new(0, 3600)), "[  01:00:00.000000]");
+        // Beyond the 64-bit nanosecond range (after 2262) and at the extremes.
+        let y2300 = 10_413_792_000 * S + 5_000; // 2300-01-01T00:00:00.000005Z
+        assert_eq!(TimeOfDay::new(y2300, -60).as_str(), "23:59:00.000005");
+        assert_eq!(TimeOfDay::new(i128::MAX, 3600).as_str(), "23:59:59.999999");
     }
 
     #[test]

@@ -9,19 +9,22 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use anyhow::{anyhow, Context as _};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use portrace_ebpf::{counter, Filter, Layout};
+use portrace_ebpf::{counter, Filter, Layout, SockLayout};
 
 /// The kernel program, built by build.rs.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portrace"));
 
 const PROGRAM_NAME: &str = "inet_sock_set_state";
+const BACKUP_NAME: &str = "inet_sock_set_state_backup";
 
-/// The attached program and its maps. Dropping it detaches the program.
+/// The attached programs and their maps. Dropping it detaches the programs.
 pub struct Tracer {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
+    /// Why the backup program is not attached, if it is not.
+    pub backup_missing: Option<String>,
 }
 
 /// Totals of the kernel program's per-CPU counters.
@@ -44,13 +47,21 @@ pub struct ProgStats {
     pub run_time_ns: u64,
 }
 
-/// Loads the program with `layout` and `filter`, with a ring buffer of `ring_size` bytes,
-/// and attaches it. Returns the tracer and the ring buffer to read events from.
-pub fn load(layout: &Layout, filter: &Filter, ring_size: u32) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
+/// Loads the programs with `layout` and `filter`, with a ring buffer of `ring_size` bytes,
+/// and attaches them. `sock` places the socket fields for the backup program; without it
+/// only the main program runs. Returns the tracer and the ring buffer to read events from.
+pub fn load(
+    layout: &Layout,
+    sock: Result<SockLayout, String>,
+    filter: &Filter,
+    ring_size: u32,
+) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
     // Wake the reader only when the ring is a quarter full; it polls for the rest.
     let wakeup_bytes = u64::from(ring_size / 4);
+    let sock_layout = sock.as_ref().copied().unwrap_or(SockLayout::ZERO);
     let mut ebpf = EbpfLoader::new()
         .override_global("LAYOUT", layout, true)
+        .override_global("SOCK", &sock_layout, true)
         .override_global("FILTER", filter, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .map_max_entries("EVENTS", ring_size)
@@ -65,12 +76,28 @@ pub fn load(layout: &Layout, filter: &Filter, ring_size: u32) -> anyhow::Result<
         .attach("sock", "inet_sock_set_state")
         .map_err(|e| explain_load_error(e.into()))
         .context("attaching to the sock:inet_sock_set_state tracepoint")?;
+    // The backup must be attached after the main program so that it never runs while the
+    // main one is missing; a failure to attach it is reported, not fatal.
+    let backup_missing = match sock {
+        Err(why) => Some(why),
+        Ok(_) => attach_backup(&mut ebpf).err().map(|e| format!("{e:#}")),
+    };
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("no EVENTS map"))?)
         .context("opening the ring buffer")?;
     let counters =
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("no COUNTERS map"))?)
             .context("opening the counters")?;
-    Ok((Tracer { ebpf, counters }, ring))
+    Ok((Tracer { ebpf, counters, backup_missing }, ring))
+}
+
+fn attach_backup(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let backup: &mut RawTracePoint = ebpf
+        .program_mut(BACKUP_NAME)
+        .ok_or_else(|| anyhow!("the kernel program has no '{BACKUP_NAME}'"))?
+        .try_into()?;
+    backup.load().context("loading the backup program")?;
+    backup.attach("inet_sock_set_state").context("attaching the backup program to the raw tracepoint")?;
+    Ok(())
 }
 
 /// Turns a permission error into the advice a user needs; leaves others as they are.

@@ -49,7 +49,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let layout = tracefs::read_layout(&tracefs.path)?;
     let filter = config.filter.to_kernel()?;
-    let (tracer, ring) = loader::load(&layout, &filter, config.ring_size)?;
+    let sock = crate::btf::Btf::from_kernel()
+        .and_then(|btf| crate::btf::sock_layout(&btf))
+        .map_err(|e| e.to_string());
+    let (tracer, ring) = loader::load(&layout, sock, &filter, config.ring_size)?;
+    if let Some(why) = &tracer.backup_missing {
+        eprintln!(
+            "portrace: the backup program is not running ({why}); transitions the kernel skips \
+             under heavy load will be counted as lost, not recovered"
+        );
+    }
     // SAFETY: the ring buffer owns its descriptor and moves into the AsyncFd, which keeps
     // it open for as long as it is registered.
     let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }

@@ -123,9 +123,9 @@ impl Summary {
 
         const MIN_KIND_WIDTH: usize = 24;
         let kind_len = |(old, new): (TcpState, TcpState)| old.name().len() + 4 + new.name().len();
-        let kind_width = self.transition_counts().map(|(k, _)| kind_len(k)).fold(MIN_KIND_WIDTH, usize::max);
-        let count_width =
-            self.transition_counts().map(|(_, n)| decimal_len(n)).max().unwrap_or(1);
+        let kind_width =
+            self.transition_counts().map(|(k, _)| kind_len(k)).fold(MIN_KIND_WIDTH, usize::max);
+        let count_width = self.transition_counts().map(|(_, n)| decimal_len(n)).max().unwrap_or(1);
         for ((old, new), n) in self.transition_counts() {
             let pad = kind_width - kind_len((old, new));
             writeln!(w, "  {old} -> {new}{:pad$} {n:>count_width$}", "")?;
@@ -146,7 +146,9 @@ impl Summary {
 /// What a loss is, and what the user can do about it.
 fn advice(cause: LossCause) -> (&'static str, &'static str) {
     match cause {
-        LossCause::RingFull => ("ring buffer full", "portrace fell behind; try a larger --ring-size"),
+        LossCause::RingFull => {
+            ("ring buffer full", "portrace fell behind; try a larger --ring-size")
+        }
         LossCause::Skipped => (
             "skipped by the kernel",
             "another BPF program was running on the same CPU; stop other tracing tools \

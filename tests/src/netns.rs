@@ -31,7 +31,7 @@ impl Netns {
     /// 65000 are never picked as ephemeral ports and can serve as the tests' listening
     /// ports without ever colliding with a client's. Also deletes namespaces a previous,
     /// killed run of these tests left behind (their process no longer exists).
-    pub fn new() -> Netns {
+    pub fn create() -> Netns {
         remove_stale();
         let name = format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name]);

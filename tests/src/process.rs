@@ -112,21 +112,23 @@ impl Proc {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let status = self.kill_and_reap();
+                    let stderr = self.stderr_text();
                     panic!(
                         "{} did not print {want:?} within {timeout:?} (then killed: {status}):\n\
                          --- stdout\n{}\n--- stderr\n{}",
                         self.label,
                         self.seen.join("\n"),
-                        self.stderr_text()
+                        stderr
                     );
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.reap_within(PIPE_GRACE);
+                    let stderr = self.stderr_text();
                     panic!(
                         "{} exited ({status}) before printing {want:?}:\n--- stdout\n{}\n--- stderr\n{}",
                         self.label,
                         self.seen.join("\n"),
-                        self.stderr_text()
+                        stderr
                     );
                 }
             }
@@ -145,12 +147,13 @@ impl Proc {
                 Ok(None) => {
                     let status = self.kill_and_reap();
                     self.drain_stdout(PIPE_GRACE);
+                    let stderr = self.stderr_text();
                     panic!(
                         "{} did not finish within {timeout:?} (then killed: {status}):\n\
                          --- stdout\n{}\n--- stderr\n{}",
                         self.label,
                         self.seen.join("\n"),
-                        self.stderr_text()
+                        stderr
                     );
                 }
                 Err(e) => panic!("waiting for {}: {e}", self.label),

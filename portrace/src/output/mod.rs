@@ -194,7 +194,9 @@ fn push_json_str(buf: &mut Vec<u8>, bytes: &[u8]) {
             let escape: &[u8] = match b {
                 b'"' => b"\\\"",
                 b'\\' => b"\\\\",
-                0x00..=0x1f | 0x7f => &[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]],
+                0x00..=0x1f | 0x7f => {
+                    &[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]
+                }
                 _ => continue,
             };
             buf.extend_from_slice(&valid[clean_from..i]);
@@ -308,7 +310,16 @@ mod tests {
         vec![
             // Connect from CLOSE: portrace did not see the socket enter CLOSE.
             Event::T(tr(0, 4242, curl, 7, (lo, 54321), (lo, 8080), (Close, SynSent), None)),
-            Event::T(tr(84_123, 4242, curl, 7, (lo, 54321), (lo, 8080), (SynSent, Established), Some(84_123))),
+            Event::T(tr(
+                84_123,
+                4242,
+                curl,
+                7,
+                (lo, 54321),
+                (lo, 8080),
+                (SynSent, Established),
+                Some(84_123),
+            )),
             // A v4 client of a dual-stack listener, already shown as IPv4.
             Event::T(tr(
                 1_000_000,
@@ -377,7 +388,16 @@ mod tests {
             )),
             Event::L(Lost { time: at(4_500_000), count: 1, cause: LossCause::Skipped }),
             Event::L(Lost { time: at(5_000_000), count: 3, cause: LossCause::Malformed }),
-            Event::T(tr(5_500_000, 4242, curl, 7, (lo, 54321), (lo, 8080), (SynSent, Close), Some(1_500_000_000))),
+            Event::T(tr(
+                5_500_000,
+                4242,
+                curl,
+                7,
+                (lo, 54321),
+                (lo, 8080),
+                (SynSent, Close),
+                Some(1_500_000_000),
+            )),
         ]
     }
 
@@ -544,9 +564,15 @@ mod tests {
         let out = render(Format::Text, plain());
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[1].starts_with("03:41:07.123456    4242 curl "), "{}", lines[1]);
-        assert!(lines[1].ends_with(&format!("CLOSE -> SYN_SENT{}?", " ".repeat(14))), "{}", lines[1]);
+        assert!(
+            lines[1].ends_with(&format!("CLOSE -> SYN_SENT{}?", " ".repeat(14))),
+            "{}",
+            lines[1]
+        );
         assert!(out.contains(" 4194304 a,b\"c??d        123456 255.255.255.255:65535  "), "{out}");
-        assert!(out.contains("03:41:07.125456 ** 12 transitions lost: ring buffer full (try a larger --ring-size)\n"));
+        assert!(out.contains(
+            "03:41:07.125456 ** 12 transitions lost: ring buffer full (try a larger --ring-size)\n"
+        ));
         assert!(out.contains("** 1 transition lost: skipped by the kernel (another BPF program was running on that CPU)\n"));
         assert!(out.contains("** 3 transitions lost: malformed records\n"));
         assert!(!out.contains("web-1"), "the start record prints nothing");
@@ -554,8 +580,20 @@ mod tests {
 
     const START_KEYS: &[&str] = &["type", "schema", "portrace", "time", "ts_ns", "host", "kernel"];
     const TRANSITION_KEYS: &[&str] = &[
-        "type", "time", "ts_ns", "pid", "comm", "socket", "family", "saddr", "sport", "daddr", "dport",
-        "oldstate", "newstate", "prev_state_us",
+        "type",
+        "time",
+        "ts_ns",
+        "pid",
+        "comm",
+        "socket",
+        "family",
+        "saddr",
+        "sport",
+        "daddr",
+        "dport",
+        "oldstate",
+        "newstate",
+        "prev_state_us",
     ];
     const LOST_KEYS: &[&str] = &["type", "time", "ts_ns", "count", "cause"];
     const END_KEYS: &[&str] =
@@ -610,8 +648,12 @@ mod tests {
         let end = lines.last().unwrap();
         assert_eq!(end["transitions"], 9);
         assert_eq!(end["lost"], 16);
-        assert_eq!(end["lost_by_cause"], serde_json::json!({"ring_full": 12, "skipped": 1, "malformed": 3}));
-        let kinds: Vec<&str> = end["by_transition"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            end["lost_by_cause"],
+            serde_json::json!({"ring_full": 12, "skipped": 1, "malformed": 3})
+        );
+        let kinds: Vec<&str> =
+            end["by_transition"].as_object().unwrap().keys().map(String::as_str).collect();
         // By (old, new) kernel number: ESTABLISHED 1, SYN_SENT 2, SYN_RECV 3, FIN_WAIT1 4,
         // TIME_WAIT 6, CLOSE 7, LISTEN 10.
         assert_eq!(
@@ -770,7 +812,8 @@ mod tests {
     fn json_throughput() {
         let path = std::env::temp_dir().join(format!("portrace-json-bench-{}", std::process::id()));
         let file = std::fs::File::create(&path).unwrap();
-        let mut sink = sink(Format::Json, Box::new(io::BufWriter::new(file)), TextOptions::default());
+        let mut sink =
+            sink(Format::Json, Box::new(io::BufWriter::new(file)), TextOptions::default());
         let sample: Vec<Transition> = events()
             .into_iter()
             .filter_map(|e| match e {

@@ -170,7 +170,8 @@ impl Sink for TextSink {
             Some(ns) => {
                 let mut prev = DurationText::default();
                 // The text always fits the buffer, so the write cannot fail.
-                let written = fmt::Write::write_fmt(&mut prev, format_args!("{}", HumanDuration(ns)));
+                let written =
+                    fmt::Write::write_fmt(&mut prev, format_args!("{}", HumanDuration(ns)));
                 debug_assert!(written.is_ok());
                 pad_left(line, prev.as_bytes(), PREV_WIDTH);
             }
@@ -191,7 +192,11 @@ impl Sink for TextSink {
         }
         line.extend_from_slice(b"** ");
         line.extend_from_slice(itoa::Buffer::new().format(lost.count).as_bytes());
-        line.extend_from_slice(if lost.count == 1 { b" transition lost: " } else { b" transitions lost: " });
+        line.extend_from_slice(if lost.count == 1 {
+            b" transition lost: "
+        } else {
+            b" transitions lost: "
+        });
         line.extend_from_slice(loss_reason(lost.cause).as_bytes());
         if self.color {
             line.extend_from_slice(RESET.as_bytes());
@@ -212,9 +217,7 @@ impl Sink for TextSink {
 fn loss_reason(cause: LossCause) -> &'static str {
     match cause {
         LossCause::RingFull => "ring buffer full (try a larger --ring-size)",
-        LossCause::Skipped => {
-            "skipped by the kernel (another BPF program was running on that CPU)"
-        }
+        LossCause::Skipped => "skipped by the kernel (another BPF program was running on that CPU)",
         LossCause::Malformed => "malformed records",
     }
 }

@@ -1,0 +1,443 @@
+//! portrace's JSON records as the tests see them: [`Transition`] parsed from a
+//! `"type":"transition"` record, per-socket timelines in order of appearance, loss totals,
+//! and assertions on the exact sequence of transitions of every socket whose failure
+//! messages print the whole observed timeline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// Timelines longer than this are shown with their middle left out.
+const TIMELINE_HEAD: usize = 300;
+const TIMELINE_TAIL: usize = 50;
+/// How many mismatching sockets a failure message lists one by one.
+const MISMATCHES_SHOWN: usize = 20;
+
+/// One `"type":"transition"` record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub time: String,
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub socket: u64,
+    pub family: String,
+    pub saddr: String,
+    pub sport: u16,
+    pub daddr: String,
+    pub dport: u16,
+    pub oldstate: String,
+    pub newstate: String,
+    /// `None` when portrace did not see the socket enter `oldstate`.
+    pub prev_state_us: Option<f64>,
+}
+
+impl Transition {
+    /// Parses a transition record; the error names the missing or mistyped field.
+    pub fn from_json(record: &Value) -> Result<Transition, String> {
+        let text = |key: &str| {
+            record[key].as_str().map(str::to_string).ok_or_else(|| format!("{key:?} is not a string"))
+        };
+        let uint = |key: &str| record[key].as_u64().ok_or_else(|| format!("{key:?} is not an unsigned integer"));
+        let port = |key: &str| {
+            uint(key).and_then(|p| u16::try_from(p).map_err(|_| format!("{key:?} = {p} is not a port")))
+        };
+        let prev_state_us = match &record["prev_state_us"] {
+            Value::Null => None,
+            Value::Number(n) => Some(n.as_f64().ok_or("\"prev_state_us\" is not a finite number")?),
+            other => return Err(format!("\"prev_state_us\" is neither null nor a number: {other}")),
+        };
+        if record.get("prev_state_us").is_none() {
+            return Err("\"prev_state_us\" is missing (it must be present, null or a number)".into());
+        }
+        Ok(Transition {
+            time: text("time")?,
+            ts_ns: uint("ts_ns")?,
+            pid: uint("pid").and_then(|p| u32::try_from(p).map_err(|_| format!("pid {p} does not fit u32")))?,
+            comm: text("comm")?,
+            socket: uint("socket")?,
+            family: text("family")?,
+            saddr: text("saddr")?,
+            sport: port("sport")?,
+            daddr: text("daddr")?,
+            dport: port("dport")?,
+            oldstate: text("oldstate")?,
+            newstate: text("newstate")?,
+            prev_state_us,
+        })
+    }
+
+    /// `OLD->NEW`.
+    pub fn edge(&self) -> String {
+        format!("{}->{}", self.oldstate, self.newstate)
+    }
+
+    /// Whether either endpoint uses `port`.
+    pub fn has_port(&self, port: u16) -> bool {
+        self.sport == port || self.dport == port
+    }
+
+    /// Whether either endpoint has address `addr` (as portrace prints it).
+    pub fn has_addr(&self, addr: &str) -> bool {
+        self.saddr == addr || self.daddr == addr
+    }
+
+    /// One line of a printed timeline.
+    pub fn line(&self) -> String {
+        let prev = match self.prev_state_us {
+            Some(us) => format!("{us:.3}us"),
+            None => "-".into(),
+        };
+        format!(
+            "{:>20} sock {:<6} pid {:<7} {:<15} {} {}:{} -> {}:{}  {:<24} prev {}",
+            self.ts_ns,
+            self.socket,
+            self.pid,
+            self.comm,
+            self.family,
+            self.saddr,
+            self.sport,
+            self.daddr,
+            self.dport,
+            self.edge(),
+            prev
+        )
+    }
+}
+
+/// The transition records among `records`, in order. Panics on a malformed one.
+pub fn transitions(records: &[Value]) -> Vec<Transition> {
+    records
+        .iter()
+        .filter(|r| r["type"] == "transition")
+        .map(|r| Transition::from_json(r).unwrap_or_else(|e| panic!("malformed transition record ({e}): {r}")))
+        .collect()
+}
+
+/// The transitions of one socket, in the order portrace printed them.
+#[derive(Clone, Debug)]
+pub struct SocketTimeline {
+    pub socket: u64,
+    pub transitions: Vec<Transition>,
+}
+
+impl SocketTimeline {
+    pub fn edges(&self) -> Vec<String> {
+        self.transitions.iter().map(Transition::edge).collect()
+    }
+
+    pub fn first(&self) -> &Transition {
+        &self.transitions[0]
+    }
+
+    pub fn last(&self) -> &Transition {
+        self.transitions.last().expect("a timeline has at least one transition")
+    }
+
+    /// The local port as the socket's last transition shows it (a client's first
+    /// transition still has port 0).
+    pub fn local_port(&self) -> u16 {
+        self.last().sport
+    }
+
+    pub fn remote_port(&self) -> u16 {
+        self.last().dport
+    }
+}
+
+/// Groups transitions by `socket`, sockets in order of first appearance, each socket's
+/// transitions in stream order.
+pub fn by_socket(transitions: &[Transition]) -> Vec<SocketTimeline> {
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut out: Vec<SocketTimeline> = Vec::new();
+    for t in transitions {
+        let i = *index.entry(t.socket).or_insert_with(|| {
+            out.push(SocketTimeline { socket: t.socket, transitions: Vec::new() });
+            out.len() - 1
+        });
+        out[i].transitions.push(t.clone());
+    }
+    out
+}
+
+/// Losses as portrace reported them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Sum of the `count`s of the `"type":"lost"` records.
+    pub in_stream: u64,
+    /// The same sums per `cause`.
+    pub by_cause: BTreeMap<String, u64>,
+    /// How many `lost` records there were.
+    pub records: usize,
+    /// The `end` record's `lost`, if there was an end record.
+    pub at_end: Option<u64>,
+}
+
+/// Adds up the `lost` records and reads the `end` record's total. Panics on a malformed
+/// `lost` record.
+pub fn lost_total(records: &[Value]) -> Losses {
+    let mut losses = Losses::default();
+    for r in records {
+        match r["type"].as_str() {
+            Some("lost") => {
+                let count = r["count"].as_u64().unwrap_or_else(|| panic!("lost record without a count: {r}"));
+                let cause = r["cause"].as_str().unwrap_or_else(|| panic!("lost record without a cause: {r}"));
+                losses.in_stream += count;
+                *losses.by_cause.entry(cause.to_string()).or_default() += count;
+                losses.records += 1;
+            }
+            Some("end") => losses.at_end = r["lost"].as_u64(),
+            _ => {}
+        }
+    }
+    losses
+}
+
+/// The transitions as text, one per line; a very long timeline keeps its head and tail.
+pub fn timeline(transitions: &[Transition]) -> String {
+    let mut out = String::new();
+    let n = transitions.len();
+    for (i, t) in transitions.iter().enumerate() {
+        if n > TIMELINE_HEAD + TIMELINE_TAIL && i == TIMELINE_HEAD {
+            let _ = writeln!(out, "    ... {} transitions left out ...", n - TIMELINE_HEAD - TIMELINE_TAIL);
+        }
+        if n <= TIMELINE_HEAD + TIMELINE_TAIL || i < TIMELINE_HEAD || i >= n - TIMELINE_TAIL {
+            let _ = writeln!(out, "  {}", t.line());
+        }
+    }
+    if n == 0 {
+        out.push_str("  (no transitions)\n");
+    }
+    out
+}
+
+/// What one kind of socket must show: `count` sockets whose transitions are exactly
+/// `edges` (`OLD->NEW`), in order.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect<'a> {
+    pub role: &'a str,
+    pub count: usize,
+    pub edges: &'a [&'a str],
+}
+
+/// The sockets found for each role of an [`assert_sequences`] call.
+#[derive(Clone, Debug, Default)]
+pub struct Roles {
+    roles: Vec<(String, Vec<SocketTimeline>)>,
+}
+
+impl Roles {
+    /// The sockets of `role`, in order of appearance. Panics on an unknown role.
+    pub fn get(&self, role: &str) -> &[SocketTimeline] {
+        self.roles
+            .iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, s)| s.as_slice())
+            .unwrap_or_else(|| panic!("no role {role:?} was expected"))
+    }
+}
+
+/// Asserts that every socket among `transitions` shows exactly one of the expected
+/// sequences and that each sequence is shown by exactly its `count` of sockets: nothing
+/// missing, nothing extra, nothing out of order. On failure the message lists the
+/// sockets that match no sequence and prints the whole observed timeline.
+pub fn assert_sequences(transitions: &[Transition], expect: &[Expect<'_>]) -> Roles {
+    for (i, a) in expect.iter().enumerate() {
+        for b in &expect[i + 1..] {
+            assert!(a.edges != b.edges, "roles {:?} and {:?} expect the same sequence", a.role, b.role);
+        }
+    }
+    let mut roles = Roles { roles: expect.iter().map(|e| (e.role.to_string(), Vec::new())).collect() };
+    let mut unmatched = Vec::new();
+    for socket in by_socket(transitions) {
+        let edges = socket.edges();
+        match expect.iter().position(|e| e.edges.iter().copied().eq(edges.iter().map(String::as_str))) {
+            Some(i) => roles.roles[i].1.push(socket),
+            None => unmatched.push(socket),
+        }
+    }
+    let counts_ok = expect.iter().zip(&roles.roles).all(|(e, (_, found))| found.len() == e.count);
+    if counts_ok && unmatched.is_empty() {
+        return roles;
+    }
+    let mut msg = String::from("the transitions per socket are not the expected ones\n");
+    for (e, (_, found)) in expect.iter().zip(&roles.roles) {
+        let _ = writeln!(
+            msg,
+            "  {:<10} expected {:>6} sockets, found {:>6}: [{}]",
+            e.role,
+            e.count,
+            found.len(),
+            e.edges.join(", ")
+        );
+    }
+    if !unmatched.is_empty() {
+        let _ = writeln!(msg, "{} sockets match no expected sequence:", unmatched.len());
+        for socket in unmatched.iter().take(MISMATCHES_SHOWN) {
+            let _ = writeln!(msg, "  socket {}: [{}]", socket.socket, socket.edges().join(", "));
+        }
+        if unmatched.len() > MISMATCHES_SHOWN {
+            let _ = writeln!(msg, "  ... and {} more", unmatched.len() - MISMATCHES_SHOWN);
+        }
+        let mut shapes: BTreeMap<String, usize> = BTreeMap::new();
+        for socket in &unmatched {
+            *shapes.entry(socket.edges().join(", ")).or_default() += 1;
+        }
+        let _ = writeln!(msg, "unmatched sequences by shape:");
+        for (shape, n) in shapes {
+            let _ = writeln!(msg, "  {n:>6} x [{shape}]");
+        }
+    }
+    let _ = write!(msg, "observed timeline ({} transitions):\n{}", transitions.len(), timeline(transitions));
+    panic!("{msg}");
+}
+
+/// Checks what must hold for every socket whatever the filter: its transitions chain in
+/// time (`ts_ns` never decreases within a socket); `prev_state_us` is null exactly when
+/// portrace did not show the socket entering `oldstate` (its first transition, or after a
+/// gap) and otherwise a non-negative number that matches the `ts_ns` difference; `time`
+/// is an RFC 3339 UTC time; and, when given, `family` is the expected one.
+///
+/// Order is checked per socket and not across the whole stream: the kernel takes each
+/// timestamp before it reserves the event's place in the ring, so two CPUs can interleave
+/// events a few nanoseconds out of timestamp order, and a held `CLOSE->SYN_SENT` is
+/// written out only with its socket's next transition.
+pub fn check_socket_invariants(transitions: &[Transition], family: Option<&str>) {
+    let fail = |what: String| -> ! {
+        panic!("{what}\nobserved timeline ({} transitions):\n{}", transitions.len(), timeline(transitions))
+    };
+    for t in transitions {
+        if let Some(family) = family {
+            if t.family != family {
+                fail(format!("family {:?} where {family:?} was expected: {}", t.family, t.line()));
+            }
+        }
+        if !looks_like_utc_time(&t.time) {
+            fail(format!("time {:?} is not an RFC 3339 UTC time: {}", t.time, t.line()));
+        }
+    }
+    for socket in by_socket(transitions) {
+        let mut previous: Option<&Transition> = None;
+        for t in &socket.transitions {
+            match (previous, t.prev_state_us) {
+                (Some(p), _) if t.ts_ns < p.ts_ns => {
+                    fail(format!("socket {} goes back in time:\n  {}\n  {}", socket.socket, p.line(), t.line()))
+                }
+                (Some(p), Some(us)) if p.newstate == t.oldstate => {
+                    let expected = (t.ts_ns - p.ts_ns) as f64 / 1000.0;
+                    if !(us >= 0.0 && (us - expected).abs() <= 1.0) {
+                        fail(format!(
+                            "socket {}: prev_state_us {us} but the socket entered {} {expected:.3} us earlier:\n  {}\n  {}",
+                            socket.socket,
+                            t.oldstate,
+                            p.line(),
+                            t.line()
+                        ));
+                    }
+                }
+                (Some(p), None) if p.newstate == t.oldstate => fail(format!(
+                    "socket {}: prev_state_us is null although portrace showed it entering {}:\n  {}\n  {}",
+                    socket.socket,
+                    t.oldstate,
+                    p.line(),
+                    t.line()
+                )),
+                (Some(_), Some(us)) => fail(format!(
+                    "socket {}: prev_state_us is {us} although portrace did not show it entering {}: {}",
+                    socket.socket,
+                    t.oldstate,
+                    t.line()
+                )),
+                (None, Some(us)) => fail(format!(
+                    "socket {}: its first transition has prev_state_us {us}, expected null: {}",
+                    socket.socket,
+                    t.line()
+                )),
+                (Some(_), None) | (None, None) => {}
+            }
+            previous = Some(t);
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`.
+fn looks_like_utc_time(time: &str) -> bool {
+    let b = time.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b.ends_with(b"Z")
+        && (b.len() == 20 || (b[19] == b'.' && digits(20..b.len() - 1) && b.len() > 21))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(socket: u64, ts: u64, old: &str, new: &str, prev: Option<f64>) -> Value {
+        json!({"type":"transition","time":"2026-11-29T02:41:07.123456Z","ts_ns":ts,"pid":1,
+               "comm":"x","socket":socket,"family":"ipv4","saddr":"127.0.0.1","sport":1,
+               "daddr":"127.0.0.1","dport":2,"oldstate":old,"newstate":new,"prev_state_us":prev})
+    }
+
+    #[test]
+    fn groups_sockets_in_order_and_checks_sequences() {
+        let records = vec![
+            json!({"type":"start"}),
+            record(2, 10, "CLOSE", "LISTEN", None),
+            record(1, 11, "CLOSE", "SYN_SENT", None),
+            record(2, 20, "LISTEN", "CLOSE", Some(0.01)),
+            record(1, 2011, "SYN_SENT", "CLOSE", Some(2.0)),
+            json!({"type":"lost","count":3,"cause":"ring_full"}),
+            json!({"type":"end","lost":3}),
+        ];
+        let ts = transitions(&records);
+        let sockets = by_socket(&ts);
+        assert_eq!(sockets.iter().map(|s| s.socket).collect::<Vec<_>>(), vec![2, 1]);
+        let roles = assert_sequences(
+            &ts,
+            &[
+                Expect { role: "listener", count: 1, edges: crate::seq::LISTENER },
+                Expect { role: "client", count: 1, edges: crate::seq::REFUSED },
+            ],
+        );
+        assert_eq!(roles.get("client")[0].socket, 1);
+        check_socket_invariants(&ts, Some("ipv4"));
+        let losses = lost_total(&records);
+        assert_eq!((losses.in_stream, losses.at_end, losses.records), (3, Some(3), 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "match no expected sequence")]
+    fn reports_a_missing_transition() {
+        let ts = transitions(&[record(1, 1, "CLOSE", "SYN_SENT", None)]);
+        assert_sequences(&ts, &[Expect { role: "client", count: 1, edges: crate::seq::REFUSED }]);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected null")]
+    fn first_transition_must_have_null_prev() {
+        let ts = transitions(&[record(1, 1, "CLOSE", "SYN_SENT", Some(1.0))]);
+        check_socket_invariants(&ts, None);
+    }
+
+    #[test]
+    fn utc_times() {
+        assert!(looks_like_utc_time("2026-11-29T02:41:07.123456Z"));
+        assert!(looks_like_utc_time("2026-11-29T02:41:07Z"));
+        assert!(!looks_like_utc_time("2026-11-29 02:41:07"));
+        assert!(!looks_like_utc_time("2026-11-29T02:41:07.Z"));
+    }
+}

@@ -157,14 +157,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a ring buffer size: bytes with an optional K, M or G suffix (powers of 1024).
 /// The kernel needs a power of two that is a multiple of the page size.
 pub fn parse_ring_size(text: &str) -> Result<u32, String> {
-    let t = text.trim();
+    let lower = text.trim().to_ascii_lowercase();
+    let t = lower.strip_suffix('b').unwrap_or(&lower);
+    let t = t.strip_suffix('i').unwrap_or(t);
     let (digits, scale) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        Some((i, 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'g')) => (&t[..i], 1 << 30),
         _ => (t, 1),
     };
-    let digits = digits.strip_suffix(['i', 'I']).unwrap_or(digits);
     let bytes = digits
         .parse::<u64>()
         .ok()
@@ -251,7 +252,7 @@ mod tests {
             (&["--duration", "0s"], "out of range"),
             (&["--count", "0"], "--count"),
             (&["-4", "-6"], "cannot be used with"),
-            (&["--pid", "-3"], "--pid"),
+            (&["--pid=-3"], "invalid value '-3' for '--pid"),
         ];
         for (args, expected) in cases {
             let err = parse(args).expect_err(&format!("{args:?} should be refused"));
@@ -273,7 +274,9 @@ mod tests {
     fn ring_sizes_take_suffixes() {
         assert_eq!(parse_ring_size("4096"), Ok(4096));
         assert_eq!(parse_ring_size("4M"), Ok(4 << 20));
-        assert_eq!(parse_ring_size("64KiB".trim_end_matches('B')), Ok(64 << 10));
+        assert_eq!(parse_ring_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_ring_size("64ki"), Ok(64 << 10));
+        assert_eq!(parse_ring_size("8mb"), Ok(8 << 20));
         assert_eq!(parse_ring_size("1G"), Ok(1 << 30));
         assert!(parse_ring_size("2G").is_err());
         assert!(parse_ring_size("2048").is_err());

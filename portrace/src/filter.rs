@@ -3,7 +3,7 @@
 //! reserves anything in the ring buffer.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use portrace_ebpf::{Filter, Net, AF_INET, AF_INET6, MAX_NETS, MAX_PIDS, MAX_PORTS};
@@ -74,7 +74,7 @@ impl IpNet {
             IpAddr::V4(a) => a.to_ipv6_mapped(),
             IpAddr::V6(a) => a,
         };
-        Ipv6Addr::from(a).octets().iter().zip(net.mask).zip(net.addr).all(|((a, m), n)| a & m == n)
+        a.octets().iter().zip(net.mask).zip(net.addr).all(|((a, m), n)| a & m == n)
     }
 }
 

@@ -21,21 +21,20 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(5);
 
-/// One line of portrace's stdout.
-enum Line {
-    Json(Value),
-    NotJson(String),
-}
 
 /// A running portrace; killed (SIGKILL) and reaped on drop if the test did not stop it.
 pub struct Portrace {
     args: Vec<String>,
     child: Option<Child>,
-    lines: Receiver<Line>,
+    /// Raw stdout lines: the reader thread only moves them, so that portrace never waits on
+    /// a full pipe while the test parses.
+    lines: Receiver<String>,
     records: Vec<Value>,
     /// Lines that were not JSON, when JSON was asked for.
     garbage: Vec<String>,
     n_transitions: usize,
+    /// Sum of the `lost` records' counts so far.
+    n_lost: u64,
     stdout_closed: bool,
     stderr: Receiver<String>,
 }
@@ -107,11 +106,7 @@ impl Portrace {
         thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                let parsed = match serde_json::from_str::<Value>(&line) {
-                    Ok(value) if value.is_object() => Line::Json(value),
-                    _ => Line::NotJson(line),
-                };
-                if tx.send(parsed).is_err() {
+                if tx.send(line).is_err() {
                     break;
                 }
             }
@@ -123,6 +118,7 @@ impl Portrace {
             records: Vec::new(),
             garbage: Vec::new(),
             n_transitions: 0,
+            n_lost: 0,
             stdout_closed: false,
             stderr: read_all_in_background(err),
         }
@@ -203,6 +199,16 @@ impl Portrace {
         self.n_transitions
     }
 
+    /// Waits until `n` transitions are accounted for, received or reported lost, or
+    /// `timeout` passes; returns (received, lost) so far.
+    pub fn wait_accounted(&mut self, n: u64, timeout: Duration) -> (usize, u64) {
+        let deadline = Instant::now() + timeout;
+        while (self.n_transitions as u64 + self.n_lost) < n && !self.stdout_closed && Instant::now() < deadline {
+            self.pump_for(deadline.saturating_duration_since(Instant::now()).min(POLL * 10));
+        }
+        (self.n_transitions, self.n_lost)
+    }
+
     /// Sends SIGINT, waits for portrace to exit (at most [`STOP_TIMEOUT`], then SIGKILL and
     /// panic) and returns everything it printed.
     pub fn stop(mut self) -> Run {
@@ -258,13 +264,17 @@ impl Portrace {
         };
         loop {
             match next {
-                Ok(Line::Json(value)) => {
-                    if value["type"] == "transition" {
-                        self.n_transitions += 1;
+                Ok(line) => match serde_json::from_str::<Value>(&line) {
+                    Ok(value) if value.is_object() => {
+                        if value["type"] == "transition" {
+                            self.n_transitions += 1;
+                        } else if value["type"] == "lost" {
+                            self.n_lost += value["count"].as_u64().unwrap_or(0);
+                        }
+                        self.records.push(value);
                     }
-                    self.records.push(value);
-                }
-                Ok(Line::NotJson(line)) => self.garbage.push(line),
+                    _ => self.garbage.push(line),
+                },
                 Err(RecvTimeoutError::Timeout) => return,
                 Err(RecvTimeoutError::Disconnected) => {
                     self.stdout_closed = true;

@@ -257,7 +257,7 @@ fn pad_left(line: &mut Vec<u8>, text: &[u8], width: usize) {
 /// `3.21us`, `84.1us`, `841us`, `1.23ms`, `12.3ms`, `123ms`, `1.50s`, `12.3s`), then
 /// minutes and seconds (`2m03s`), hours and minutes (`1h02m`), days and hours (`3d04h`).
 /// Digits are truncated, not rounded, so the text never claims more time than passed.
-pub(crate) struct HumanDuration(pub u64);
+struct HumanDuration(u64);
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -29,11 +29,42 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 
-/// One TCP state transition, as the kernel program writes it into the ring buffer.
+/// What a ring-buffer record reports (`Event::kind`).
+pub mod kind {
+    /// A state transition of a full socket.
+    pub const TRANSITION: u8 = 0;
+    /// A transition into CLOSE at which the connection moved on to a timewait socket:
+    /// `tw_substate` says which state it keeps there (TIME_WAIT, or FIN_WAIT2 for an
+    /// orphaned socket still waiting for its peer's FIN).
+    pub const HANDOVER: u8 = 1;
+    /// A timewait socket changed state (an orphan's FIN_WAIT2 became TIME_WAIT when the
+    /// peer's FIN arrived); `tw_substate` is its state now.
+    pub const TW_ARMED: u8 = 2;
+    /// A timewait socket's timer was removed: before it expires, or before it is re-armed,
+    /// or because the timewait socket was killed (reused, reset, namespace gone).
+    pub const TW_CANCEL: u8 = 3;
+    /// A timewait socket's timer fired: its life is over.
+    pub const TW_EXPIRE: u8 = 4;
+}
+
+/// How the kernel program knew a socket's owner (`Event::owner_source`).
+pub mod owner_source {
+    pub const UNKNOWN: u8 = 0;
+    /// The owner made the transition itself, in a system call (listen, connect, close).
+    pub const SYSCALL: u8 = 1;
+    /// A child socket, owned by its listener's owner until it is accepted and used.
+    pub const LISTENER: u8 = 2;
+    /// From the inventory of sockets that existed when portrace started.
+    pub const INVENTORY: u8 = 3;
+}
+
+/// One record in the ring buffer: a TCP state transition, or a timewait socket's event.
 ///
 /// Addresses are in network byte order. For an IPv4 connection (including an IPv6 socket
 /// whose addresses are v4-mapped) `family` is [`AF_INET`] and only the first four bytes of
-/// each address are used. Ports are in host byte order.
+/// each address are used. Ports are in host byte order. For the timewait kinds, `skaddr` is
+/// the address of the full socket the connection had before it moved to the timewait
+/// socket, and `aux` is the timewait socket's address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -41,21 +72,77 @@ pub struct Event {
     pub ts_ns: u64,
     /// The kernel address of the socket: its identity while it lives.
     pub skaddr: u64,
+    /// Transitions: the socket cookie (`sock_common.skc_cookie`, 0 until something asked
+    /// for it). HANDOVER and the timewait kinds: the timewait socket's address.
+    pub aux: u64,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-    /// The task on the CPU when the transition happened (thread group id and thread id).
+    /// The task on the CPU when it happened (thread group id and thread id).
     pub pid: u32,
     pub tid: u32,
     pub comm: [u8; 16],
+    /// The socket's owner, when known (`owner_source` != UNKNOWN).
+    pub owner_pid: u32,
+    /// `sk_err` at a transition into CLOSE: the error the application is told (0 if none).
+    pub error: i32,
+    pub owner_comm: [u8; 16],
     pub sport: u16,
     pub dport: u16,
     pub family: u16,
     pub oldstate: u8,
     pub newstate: u8,
+    pub kind: u8,
+    pub owner_source: u8,
+    /// Timewait kinds and HANDOVER: the timewait socket's state.
+    pub tw_substate: u8,
+    /// At a transition into CLOSE: how many times the last segment was retransmitted
+    /// (`icsk_retransmits`), e.g. the SYNs of a connect that timed out.
+    pub retransmits: u8,
+    /// The network namespace's inode number (as in /proc/PID/ns/net), 0 if unknown.
+    pub netns: u32,
 }
 
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 80, "Event must stay padding-free");
+const _: () = assert!(EVENT_SIZE == 120, "Event must stay padding-free");
+
+/// A socket's owner as the kernel program keeps it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub source: u8,
+    pub _pad: [u8; 3],
+    pub comm: [u8; 16],
+}
+
+/// Key of the listener map: the network namespace (its `struct net` address) and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenKey {
+    pub net: u64,
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// A listening socket and its owner: the value of the listener map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOwner {
+    pub skaddr: u64,
+    pub owner: Owner,
+}
+
+/// What the kernel program remembers of a connection that moved to a timewait socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeWaitEntry {
+    /// The full socket's address: the connection's identity in the stream.
+    pub skaddr: u64,
+    pub owner: Owner,
+    /// The timewait socket's state when last reported.
+    pub substate: u8,
+    pub _pad: [u8; 7],
+}
 
 /// Byte offsets of the `sock:inet_sock_set_state` fields in the tracepoint record, read by
 /// userspace from `<tracefs>/events/sock/inet_sock_set_state/format`.
@@ -102,8 +189,30 @@ pub struct SockLayout {
     pub saddr_v6: u16,
     /// `sock_common.skc_v6_daddr`.
     pub daddr_v6: u16,
-    /// Padding; keeps the struct's size a multiple of 4.
-    pub _reserved: u16,
+    /// `sock_common.skc_num`: the local port in host byte order (timewait sockets have no
+    /// `inet_sport`).
+    pub num: u16,
+    /// `sock_common.skc_rcv_saddr`: the local IPv4 address (likewise).
+    pub rcv_saddr: u16,
+    /// `sock_common.skc_cookie` (8 bytes).
+    pub cookie: u16,
+    /// `sock_common.skc_net` (a pointer to `struct net`).
+    pub net: u16,
+    /// `struct net`'s `ns.inum` (4 bytes), from the start of `struct net`.
+    pub net_inum: u16,
+    /// `sock.sk_err` (4 bytes).
+    pub err: u16,
+    /// `inet_connection_sock.icsk_retransmits` (1 byte).
+    pub retransmits: u16,
+    /// `inet_timewait_sock.tw_substate` (1 byte), from the start of the timewait socket.
+    pub tw_substate: u16,
+    /// `inet_timewait_sock.tw_timer`: subtracted from a timer's address to find its socket.
+    pub tw_timer: u16,
+    /// `timer_list.function`.
+    pub timer_function: u16,
+    /// Non-zero when the offsets above are valid; without them the classic tracepoint
+    /// program is the only one, and owners, timewait and close details are not read.
+    pub valid: u16,
 }
 
 impl SockLayout {
@@ -117,7 +226,17 @@ impl SockLayout {
         daddr: 0,
         saddr_v6: 0,
         daddr_v6: 0,
-        _reserved: 0,
+        num: 0,
+        rcv_saddr: 0,
+        cookie: 0,
+        net: 0,
+        net_inum: 0,
+        err: 0,
+        retransmits: 0,
+        tw_substate: 0,
+        tw_timer: 0,
+        timer_function: 0,
+        valid: 0,
     };
 }
 
@@ -146,7 +265,7 @@ pub struct Net {
 pub struct Filter {
     /// Either endpoint's address lies in one of these networks.
     pub nets: [Net; MAX_NETS],
-    /// The on-CPU thread group id is one of these.
+    /// The socket's owner (thread group id) is one of these.
     pub pids: [u32; MAX_PIDS],
     pub n_nets: u32,
     pub n_pids: u32,
@@ -156,6 +275,8 @@ pub struct Filter {
     pub rports: [u16; MAX_PORTS],
     /// Either port is one of these.
     pub ports: [u16; MAX_PORTS],
+    /// The owner's command name is this (NUL-padded), when `match_comm` is set.
+    pub comm: [u8; 16],
     pub n_lports: u16,
     pub n_rports: u16,
     pub n_ports: u16,
@@ -166,6 +287,8 @@ pub struct Filter {
     /// Non-zero when the local port matters to the filter: a `CLOSE -> SYN_SENT` whose local
     /// port is not bound yet is then held until the socket's next transition shows it.
     pub hold_unbound: u16,
+    pub match_comm: u16,
+    pub _pad: u16,
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -178,11 +301,22 @@ pub mod counter {
     pub const RELEASED: u32 = 2;
     /// A transition the main program was skipped for and the backup program recorded.
     pub const RESCUED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// A socket's owner could not be remembered: the owner map was full.
+    pub const OWNERS_FULL: u32 = 4;
+    /// A connection's timewait socket could not be remembered: the timewait map was full.
+    pub const TIMEWAIT_FULL: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Capacity of the map of held, not yet port-bound `CLOSE -> SYN_SENT` transitions.
 pub const HOLD_ENTRIES: u32 = 16_384;
+/// Capacity of the owner map (live sockets) and of the inventory map (sockets older
+/// than the trace, by cookie).
+pub const OWNER_ENTRIES: u32 = 262_144;
+/// Capacity of the listener map.
+pub const LISTENER_ENTRIES: u32 = 16_384;
+/// Capacity of the timewait map (connections in TIME_WAIT or orphaned FIN_WAIT2).
+pub const TIMEWAIT_ENTRIES: u32 = 262_144;
 
 impl Layout {
     pub const ZERO: Layout = Layout {
@@ -211,12 +345,15 @@ impl Filter {
         lports: [0; MAX_PORTS],
         rports: [0; MAX_PORTS],
         ports: [0; MAX_PORTS],
+        comm: [0; 16],
         n_lports: 0,
         n_rports: 0,
         n_ports: 0,
         family: 0,
         states: 0,
         hold_unbound: 0,
+        match_comm: 0,
+        _pad: 0,
     };
 }
 
@@ -228,8 +365,12 @@ mod pod {
     unsafe impl aya::Pod for super::Layout {}
     unsafe impl aya::Pod for super::Filter {}
     unsafe impl aya::Pod for super::SockLayout {}
+    unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::ListenKey {}
+    unsafe impl aya::Pod for super::SockOwner {}
+    unsafe impl aya::Pod for super::TimeWaitEntry {}
 }
 
 const _: () = assert!(core::mem::size_of::<Layout>() == 24);
-const _: () = assert!(core::mem::size_of::<SockLayout>() == 20);
-const _: () = assert!(core::mem::size_of::<Filter>() == 356);
+const _: () = assert!(core::mem::size_of::<SockLayout>() == 40);
+const _: () = assert!(core::mem::size_of::<Filter>() == 376);

@@ -1,33 +1,44 @@
-//! portrace's kernel program: on every `sock:inet_sock_set_state` tracepoint hit it keeps
-//! TCP transitions only, applies the user's filter, and writes the survivors into a ring
-//! buffer. Nothing is reserved for a transition the filter drops; every transition that
-//! finds the ring full is counted.
+//! portrace's kernel programs.
 //!
-//! Field offsets come from userspace (`LAYOUT`, read from tracefs at start-up), so the same
-//! object runs on kernels whose tracepoint layout differs.
+//! On every `inet_sock_set_state` hit they keep TCP transitions only, work out the socket's
+//! owner, apply the user's filter, and write the survivors into a ring buffer. Nothing is
+//! reserved for a transition the filter drops; every transition that finds the ring full is
+//! counted. Timer programs follow the timewait socket a connection moves to when it leaves
+//! FIN_WAIT2 or CLOSING, which the state tracepoint never reports.
+//!
+//! Two programs watch the state tracepoint, because the kernel skips a tracing program that
+//! fires while it is already running on the same CPU (a softirq interrupting it):
+//! - the main one is a raw tracepoint (`inet_sock_set_state`), which the kernel guards per
+//!   program, so other tracing programs and BPF system calls never block it; it reads the
+//!   socket at offsets userspace takes from BTF (`SOCK`);
+//! - the backup is the classic tracepoint, reading the tracepoint record at offsets
+//!   userspace takes from tracefs (`LAYOUT`). It records a transition only while the main
+//!   program is mid-run on its CPU (`BUSY`), which is exactly when the kernel skips the
+//!   main one. On a kernel without BTF it is the only program (`CLASSIC_PRIMARY`).
 
 use core::ffi::c_void;
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
 };
 use portrace_ebpf::{
-    counter, tcp, Event, Filter, Layout, SockLayout, AF_INET, AF_INET6, HOLD_ENTRIES,
-    IPPROTO_TCP, MAX_NETS, MAX_PIDS, MAX_PORTS,
+    counter, kind, owner_source, tcp, Event, Filter, Layout, ListenKey, Owner, SockLayout,
+    SockOwner, TimeWaitEntry, AF_INET, AF_INET6, HOLD_ENTRIES, IPPROTO_TCP, LISTENER_ENTRIES, MAX_NETS,
+    MAX_PIDS, MAX_PORTS, OWNER_ENTRIES, TIMEWAIT_ENTRIES,
 };
 
 /// Tracepoint field offsets, set by userspace before load.
 #[no_mangle]
 static LAYOUT: Layout = Layout::ZERO;
 
-/// Socket field offsets for the backup program, set by userspace from BTF before load.
+/// Socket field offsets from BTF, set by userspace before load.
 #[no_mangle]
 static SOCK: SockLayout = SockLayout::ZERO;
 
@@ -41,6 +52,15 @@ static FILTER: Filter = Filter::ALL;
 #[no_mangle]
 static WAKEUP_BYTES: u64 = 0;
 
+/// Non-zero when the classic tracepoint program is the only state program (no BTF).
+#[no_mangle]
+static CLASSIC_PRIMARY: u32 = 0;
+
+/// The address of the kernel's `tw_timer_handler` (from /proc/kallsyms); 0 turns the
+/// timewait programs off.
+#[no_mangle]
+static TW_HANDLER: u64 = 0;
+
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
@@ -51,42 +71,69 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[map]
 static HOLD: LruHashMap<u64, Event> = LruHashMap::with_max_entries(HOLD_ENTRIES, 0);
 
-/// Per CPU: 1 while the main program runs there. The kernel never runs a tracepoint program
-/// inside itself: a transition that fires while it runs (a softirq interrupting it) is
-/// skipped for it. The backup program sees this flag set exactly then.
+/// Per CPU: 1 while the main program runs there.
 #[map]
 static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// The main program, on the classic tracepoint.
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let busy = BUSY.get_ptr_mut(0);
-    if let Some(busy) = busy {
-        unsafe { *busy = 1 };
-    }
-    let _ = from_tracepoint(&ctx);
-    if let Some(busy) = busy {
-        unsafe { *busy = 0 };
-    }
-    0
+/// Live sockets' owners, by socket address.
+#[map]
+static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(OWNER_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Owners of sockets older than the trace, by socket cookie; filled by userspace.
+#[map]
+static INVENTORY: HashMap<u64, Owner> =
+    HashMap::with_max_entries(OWNER_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Listening sockets and their owners, by network namespace and port: a child socket
+/// belongs to its listener's owner until that process acts on it.
+#[map]
+static LISTENERS: HashMap<ListenKey, SockOwner> =
+    HashMap::with_max_entries(LISTENER_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Timewait sockets portrace saw a connection move to, by timewait socket address.
+#[map]
+static TIMEWAITS: HashMap<u64, TimeWaitEntry> =
+    HashMap::with_max_entries(TIMEWAIT_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Per CPU: the timewait socket whose timer was just removed, and its entry. The kernel
+/// removes a timer right before re-arming it and right before running it, on the same CPU;
+/// a removal followed by neither is the timewait socket being killed, and its address may
+/// then be reused by a new timewait socket, which must not inherit the old entry.
+#[map]
+static CANCELLED: PerCpuArray<Cancelled> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Cancelled {
+    tw: u64,
+    ts_ns: u64,
+    entry: TimeWaitEntry,
 }
 
-/// The backup program, on the raw tracepoint, which the kernel guards per program rather
-/// than per CPU: it records a transition only when the main program is mid-run on this CPU
-/// and was therefore skipped for it, reading the socket itself.
-#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn inet_sock_set_state_backup(ctx: RawTracePointContext) -> i32 {
-    match BUSY.get(0) {
-        Some(&1) => {}
-        _ => return 0,
-    }
-    bump(counter::RESCUED);
-    let sk: *const c_void = ctx.arg(0);
-    let oldstate: u64 = ctx.arg(1);
-    let newstate: u64 = ctx.arg(2);
-    let _ = from_socket(sk, oldstate as u8, newstate as u8);
-    0
+/// Per CPU: the timewait socket whose timer was just armed for the first time, waiting for
+/// the transition of the full socket it replaces (which follows on the same CPU).
+#[map]
+static PENDING_TW: PerCpuArray<PendingTw> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PendingTw {
+    tw: u64,
+    ts_ns: u64,
+    sport: u16,
+    dport: u16,
+    substate: u8,
+    _pad: [u8; 3],
 }
+
+/// How long after its timer was armed a timewait socket may still be matched to the full
+/// socket's transition (they happen one after the other in the same kernel function).
+const PENDING_TW_NS: u64 = 1_000_000;
+
+/// How long after a timer's removal its re-arming or expiry may follow (the kernel does
+/// both in the same function, microseconds apart). Kept short: a killed timewait socket's
+/// memory can soon hold a new one.
+const REARM_WINDOW_NS: u64 = 50_000;
 
 /// Reads a global that userspace rewrote before load; volatile so the compiler does not
 /// fold in the placeholder value.
@@ -96,124 +143,56 @@ macro_rules! global {
     };
 }
 
+/// The main program, on the raw tracepoint: `(struct sock *sk, int oldstate, int newstate)`.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    let busy = BUSY.get_ptr_mut(0);
+    if let Some(busy) = busy {
+        unsafe { *busy = 1 };
+    }
+    let sk: *const c_void = ctx.arg(0);
+    let oldstate: u64 = ctx.arg(1);
+    let newstate: u64 = ctx.arg(2);
+    let _ = from_socket(sk, oldstate as u8, newstate as u8);
+    if let Some(busy) = busy {
+        unsafe { *busy = 0 };
+    }
+    0
+}
+
+/// The backup program (or, without BTF, the only one), on the classic tracepoint.
+#[tracepoint]
+pub fn inet_sock_set_state_backup(ctx: TracePointContext) -> u32 {
+    if global!(CLASSIC_PRIMARY) == 0 {
+        match BUSY.get(0) {
+            Some(&1) => {}
+            _ => return 0,
+        }
+        bump(counter::RESCUED);
+    }
+    let _ = from_tracepoint(&ctx);
+    0
+}
+
 fn from_tracepoint(ctx: &TracePointContext) -> Result<(), i32> {
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let layout: Layout = global!(LAYOUT);
-    let protocol = if layout.protocol_size == 1 {
-        u16::from(unsafe { ctx.read_at::<u8>(layout.protocol as usize)? })
-    } else {
-        unsafe { ctx.read_at::<u16>(layout.protocol as usize)? }
-    };
-    if protocol != IPPROTO_TCP {
-        return Ok(());
-    }
-    let mut ev = read_event(ctx, &layout)?;
-    ev.ts_ns = ts_ns;
-    process(ev);
-    Ok(())
-}
-
-/// Reads a kernel value at `offset` bytes from `base`.
-fn kread<T>(base: *const c_void, offset: u16) -> Result<T, i32> {
-    unsafe { bpf_probe_read_kernel(base.cast::<u8>().add(offset as usize).cast::<T>()).map_err(|e| e as i32) }
-}
-
-fn from_socket(sk: *const c_void, oldstate: u8, newstate: u8) -> Result<(), i32> {
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let l: SockLayout = global!(SOCK);
+    let l: Layout = global!(LAYOUT);
     let protocol = if l.protocol_size == 1 {
-        u16::from(kread::<u8>(sk, l.protocol)?)
+        u16::from(unsafe { ctx.read_at::<u8>(l.protocol as usize)? })
     } else {
-        kread::<u16>(sk, l.protocol)?
+        unsafe { ctx.read_at::<u16>(l.protocol as usize)? }
     };
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let family: u16 = kread(sk, l.family)?;
-    let mut ev = Event {
-        ts_ns,
-        skaddr: sk as u64,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        pid: 0,
-        tid: 0,
-        comm: [0; 16],
-        sport: u16::from_be(kread(sk, l.sport)?),
-        dport: u16::from_be(kread(sk, l.dport)?),
-        family,
-        oldstate,
-        newstate,
-    };
-    match family {
-        AF_INET => {
-            let s: [u8; 4] = kread(sk, l.saddr)?;
-            let d: [u8; 4] = kread(sk, l.daddr)?;
-            ev.saddr[..4].copy_from_slice(&s);
-            ev.daddr[..4].copy_from_slice(&d);
-        }
-        AF_INET6 => {
-            ev.saddr = kread(sk, l.saddr_v6)?;
-            ev.daddr = kread(sk, l.daddr_v6)?;
-            unmap_v4(&mut ev);
-        }
-        _ => return Err(0),
-    }
-    process(ev);
-    Ok(())
-}
-
-/// Everything after reading: the filter, holding unbound `SYN_SENT`s, and output.
-fn process(mut ev: Event) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    ev.pid = (pid_tgid >> 32) as u32;
-    ev.tid = pid_tgid as u32;
-
-    let hold_unbound = global!(FILTER.hold_unbound) != 0;
-    if hold_unbound {
-        if ev.sport == 0 && ev.newstate == tcp::SYN_SENT {
-            // The local port is bound right after this transition: keep it until the
-            // socket's next transition tells whether the port matches.
-            if passes(&ev, true) {
-                ev.comm = bpf_get_current_comm().unwrap_or_default();
-                let _ = HOLD.insert(&ev.skaddr, &ev, 0);
-            }
-            return;
-        }
-        if let Some(held) = unsafe { HOLD.get(&ev.skaddr) } {
-            let held = *held;
-            let _ = HOLD.remove(&ev.skaddr);
-            if passes(&ev, false) {
-                emit(&held);
-                bump(counter::RELEASED);
-            }
-        }
-    }
-    if !passes(&ev, false) {
-        return;
-    }
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
-    emit(&ev);
-}
-
-/// Builds the event from the tracepoint record.
-fn read_event(ctx: &TracePointContext, l: &Layout) -> Result<Event, i32> {
     let family: u16 = unsafe { ctx.read_at(l.family as usize)? };
     let oldstate: i32 = unsafe { ctx.read_at(l.oldstate as usize)? };
     let newstate: i32 = unsafe { ctx.read_at(l.newstate as usize)? };
-    let mut ev = Event {
-        ts_ns: 0,
-        skaddr: unsafe { ctx.read_at(l.skaddr as usize)? },
-        saddr: [0; 16],
-        daddr: [0; 16],
-        pid: 0,
-        tid: 0,
-        comm: [0; 16],
-        sport: unsafe { ctx.read_at(l.sport as usize)? },
-        dport: unsafe { ctx.read_at(l.dport as usize)? },
-        family,
-        oldstate: oldstate as u8,
-        newstate: newstate as u8,
-    };
+    let mut ev = new_event(ts_ns, unsafe { ctx.read_at(l.skaddr as usize)? }, family);
+    ev.sport = unsafe { ctx.read_at(l.sport as usize)? };
+    ev.dport = unsafe { ctx.read_at(l.dport as usize)? };
+    ev.oldstate = oldstate as u8;
+    ev.newstate = newstate as u8;
     match family {
         AF_INET => {
             let s: [u8; 4] = unsafe { ctx.read_at(l.saddr as usize)? };
@@ -228,7 +207,362 @@ fn read_event(ctx: &TracePointContext, l: &Layout) -> Result<Event, i32> {
         }
         _ => return Err(0),
     }
-    Ok(ev)
+    process(ev);
+    Ok(())
+}
+
+/// Reads a kernel value at `offset` bytes from `base`.
+fn kread<T>(base: u64, offset: u16) -> Result<T, i32> {
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(|e| e as i32) }
+}
+
+fn from_socket(sk: *const c_void, oldstate: u8, newstate: u8) -> Result<(), i32> {
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let l: SockLayout = global!(SOCK);
+    let sk = sk as u64;
+    let protocol =
+        if l.protocol_size == 1 { u16::from(kread::<u8>(sk, l.protocol)?) } else { kread::<u16>(sk, l.protocol)? };
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let family: u16 = kread(sk, l.family)?;
+    let mut ev = new_event(ts_ns, sk, family);
+    ev.sport = u16::from_be(kread(sk, l.sport)?);
+    ev.dport = u16::from_be(kread(sk, l.dport)?);
+    ev.oldstate = oldstate;
+    ev.newstate = newstate;
+    read_addresses(&mut ev, sk, &l, l.saddr)?;
+    process(ev);
+    Ok(())
+}
+
+fn new_event(ts_ns: u64, skaddr: u64, family: u16) -> Event {
+    Event {
+        ts_ns,
+        skaddr,
+        aux: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        pid: 0,
+        tid: 0,
+        comm: [0; 16],
+        owner_pid: 0,
+        error: 0,
+        owner_comm: [0; 16],
+        sport: 0,
+        dport: 0,
+        family,
+        oldstate: 0,
+        newstate: 0,
+        kind: kind::TRANSITION,
+        owner_source: owner_source::UNKNOWN,
+        tw_substate: 0,
+        retransmits: 0,
+        netns: 0,
+    }
+}
+
+/// Reads the addresses from a socket (`saddr_at`: where its local IPv4 address is).
+fn read_addresses(ev: &mut Event, sk: u64, l: &SockLayout, saddr_at: u16) -> Result<(), i32> {
+    match ev.family {
+        AF_INET => {
+            let s: [u8; 4] = kread(sk, saddr_at)?;
+            let d: [u8; 4] = kread(sk, l.daddr)?;
+            ev.saddr[..4].copy_from_slice(&s);
+            ev.daddr[..4].copy_from_slice(&d);
+        }
+        AF_INET6 => {
+            ev.saddr = kread(sk, l.saddr_v6)?;
+            ev.daddr = kread(sk, l.daddr_v6)?;
+            unmap_v4(ev);
+        }
+        _ => return Err(0),
+    }
+    Ok(())
+}
+
+/// The socket's network namespace: its `struct net` address and inode number.
+fn netns_of(sk: u64, l: &SockLayout) -> (u64, u32) {
+    let net: u64 = kread(sk, l.net).unwrap_or(0);
+    if net == 0 {
+        return (0, 0);
+    }
+    (net, kread(net, l.net_inum).unwrap_or(0))
+}
+
+/// The transitions only a socket's own process makes, in a system call: `listen`,
+/// `connect`, and `close` or `shutdown` of a listener or a connection.
+fn made_by_owner(old: u8, new: u8) -> bool {
+    matches!(
+        (old, new),
+        (tcp::CLOSE, tcp::LISTEN)
+            | (tcp::CLOSE, tcp::SYN_SENT)
+            | (tcp::ESTABLISHED, tcp::FIN_WAIT1)
+            | (tcp::CLOSE_WAIT, tcp::LAST_ACK)
+            | (tcp::LISTEN, tcp::CLOSE)
+    )
+}
+
+/// Everything after reading a state transition: owner, timewait hand-over, close details,
+/// the filter, holding unbound `SYN_SENT`s, and output.
+fn process(mut ev: Event) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    let sk = ev.skaddr;
+    let l: SockLayout = global!(SOCK);
+    let have_btf = l.valid != 0;
+    let mut net = 0u64;
+    if have_btf {
+        (net, ev.netns) = netns_of(sk, &l);
+        ev.aux = kread(sk, l.cookie).unwrap_or(0);
+    }
+
+    // The owner.
+    let listen_key = ListenKey { net, port: ev.sport, _pad: [0; 6] };
+    let mut learned = false;
+    if made_by_owner(ev.oldstate, ev.newstate) && ev.pid != 0 {
+        ev.owner_pid = ev.pid;
+        ev.owner_comm = bpf_get_current_comm().unwrap_or_default();
+        ev.owner_source = owner_source::SYSCALL;
+        learned = true;
+    } else if ev.oldstate == tcp::LISTEN && ev.newstate == tcp::SYN_RECV {
+        if let Some(l) = unsafe { LISTENERS.get(&listen_key) } {
+            set_owner(&mut ev, &l.owner, owner_source::LISTENER);
+            learned = true;
+        }
+    } else if let Some(o) = unsafe { OWNERS.get(&sk) } {
+        set_owner(&mut ev, o, o.source);
+    } else if ev.aux != 0 {
+        if let Some(o) = unsafe { INVENTORY.get(&ev.aux) } {
+            set_owner(&mut ev, o, owner_source::INVENTORY);
+            learned = true;
+        }
+    }
+    let owner = Owner { pid: ev.owner_pid, source: ev.owner_source, _pad: [0; 3], comm: ev.owner_comm };
+
+    if ev.newstate == tcp::CLOSE {
+        let _ = OWNERS.remove(&sk);
+        if ev.oldstate == tcp::LISTEN {
+            if let Some(l) = unsafe { LISTENERS.get(&listen_key) } {
+                if l.skaddr == sk {
+                    let _ = LISTENERS.remove(&listen_key);
+                }
+            }
+        }
+        if have_btf {
+            ev.error = kread(sk, l.err).unwrap_or(0);
+            ev.retransmits = kread(sk, l.retransmits).unwrap_or(0);
+            claim_timewait(&mut ev, &owner);
+        }
+    } else if learned && ev.owner_source != owner_source::UNKNOWN {
+        if OWNERS.insert(&sk, &owner, 0).is_err() {
+            bump(counter::OWNERS_FULL);
+        }
+        if ev.newstate == tcp::LISTEN {
+            let _ = LISTENERS.insert(&listen_key, &SockOwner { skaddr: sk, owner }, 0);
+        }
+    }
+
+    // Filtering and output.
+    if global!(FILTER.hold_unbound) != 0 {
+        if ev.sport == 0 && ev.newstate == tcp::SYN_SENT {
+            // The local port is bound right after this transition: keep it until the
+            // socket's next transition tells whether the port matches.
+            if passes(&ev, true) {
+                ev.comm = bpf_get_current_comm().unwrap_or_default();
+                let _ = HOLD.insert(&sk, &ev, 0);
+            }
+            return;
+        }
+        if let Some(held) = HOLD.get_ptr(&sk) {
+            if passes(&ev, false) {
+                emit(unsafe { &*held });
+                bump(counter::RELEASED);
+            }
+            let _ = HOLD.remove(&sk);
+        }
+    }
+    if !passes(&ev, false) {
+        return;
+    }
+    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    emit(&ev);
+}
+
+fn set_owner(ev: &mut Event, o: &Owner, source: u8) {
+    ev.owner_pid = o.pid;
+    ev.owner_comm = o.comm;
+    ev.owner_source = source;
+}
+
+/// At a transition into CLOSE: if the connection just moved to a timewait socket (its timer
+/// was armed a moment ago on this CPU, for the same ports), remember that socket and mark
+/// the transition as a hand-over.
+fn claim_timewait(ev: &mut Event, owner: &Owner) {
+    if !matches!(ev.oldstate, tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::CLOSING) {
+        return;
+    }
+    let Some(pending) = PENDING_TW.get_ptr_mut(0) else { return };
+    let p = unsafe { *pending };
+    if p.tw == 0 || p.sport != ev.sport || p.dport != ev.dport || ev.ts_ns.wrapping_sub(p.ts_ns) > PENDING_TW_NS {
+        return;
+    }
+    unsafe { (*pending).tw = 0 };
+    let entry = TimeWaitEntry { skaddr: ev.skaddr, owner: *owner, substate: p.substate, _pad: [0; 7] };
+    if TIMEWAITS.insert(&p.tw, &entry, 0).is_err() {
+        bump(counter::TIMEWAIT_FULL);
+        return;
+    }
+    ev.kind = kind::HANDOVER;
+    ev.aux = p.tw;
+    ev.tw_substate = p.substate;
+    // The connection lives on in the timewait socket's state, not in CLOSE.
+    ev.newstate = p.substate;
+}
+
+/// The timewait socket a timer belongs to, if it is a timewait timer.
+fn timewait_of(timer: u64) -> Option<u64> {
+    let handler = global!(TW_HANDLER);
+    if handler == 0 || timer == 0 {
+        return None;
+    }
+    let l: SockLayout = global!(SOCK);
+    let function: u64 = kread(timer, l.timer_function).ok()?;
+    if function != handler {
+        return None;
+    }
+    Some(timer - l.tw_timer as u64)
+}
+
+/// The entry of a timewait socket whose timer was removed a moment ago on this CPU.
+fn take_cancelled(tw: u64) -> Option<TimeWaitEntry> {
+    let slot = CANCELLED.get_ptr_mut(0)?;
+    let c = unsafe { *slot };
+    if c.tw != tw || unsafe { bpf_ktime_get_ns() }.wrapping_sub(c.ts_ns) > REARM_WINDOW_NS {
+        return None;
+    }
+    unsafe { (*slot).tw = 0 };
+    Some(c.entry)
+}
+
+/// Reports a timewait socket's new state, if it changed.
+fn substate_changed(tw: u64, mut entry: TimeWaitEntry, substate: u8) {
+    if entry.substate == substate {
+        return;
+    }
+    entry.substate = substate;
+    let _ = TIMEWAITS.insert(&tw, &entry, 0);
+    let _ = timewait_event(tw, &entry, kind::TW_ARMED);
+}
+
+/// `timer_start(struct timer_list *timer, unsigned long expires, unsigned int flags)`.
+#[raw_tracepoint(tracepoint = "timer_start")]
+pub fn timer_start(ctx: RawTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    let Some(tw) = timewait_of(timer) else { return 0 };
+    let l: SockLayout = global!(SOCK);
+    let substate: u8 = kread(tw, l.tw_substate).unwrap_or(0);
+    // Offer it to the transition that follows a first arming: the full socket the timewait
+    // socket replaces goes to CLOSE right after, on this CPU. A re-arm has no such
+    // transition; and when one does follow what looked like a re-arm, the address held a
+    // killed timewait socket a moment ago and now holds a new one, which the transition
+    // claims.
+    if let Some(pending) = PENDING_TW.get_ptr_mut(0) {
+        let sport: u16 = kread(tw, l.num).unwrap_or(0);
+        let dport: u16 = u16::from_be(kread(tw, l.dport).unwrap_or(0));
+        unsafe {
+            *pending = PendingTw { tw, ts_ns: bpf_ktime_get_ns(), sport, dport, substate, _pad: [0; 3] };
+        }
+    }
+    if let Some(mut entry) = take_cancelled(tw) {
+        // Re-armed: the same timewait socket goes on. Say so even when its state is the
+        // same, so the removal reported a moment ago is not taken for its end.
+        entry.substate = substate;
+        let _ = TIMEWAITS.insert(&tw, &entry, 0);
+        let _ = timewait_event(tw, &entry, kind::TW_ARMED);
+    } else if let Some(entry) = unsafe { TIMEWAITS.get(&tw) } {
+        substate_changed(tw, *entry, substate);
+    }
+    0
+}
+
+/// `timer_expire_entry(struct timer_list *timer, unsigned long baseclk)`.
+#[raw_tracepoint(tracepoint = "timer_expire_entry")]
+pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    let Some(tw) = timewait_of(timer) else { return 0 };
+    let entry = match take_cancelled(tw) {
+        Some(entry) => entry,
+        None => match unsafe { TIMEWAITS.get(&tw) } {
+            Some(entry) => *entry,
+            None => return 0,
+        },
+    };
+    let _ = TIMEWAITS.remove(&tw);
+    let l: SockLayout = global!(SOCK);
+    let mut entry = entry;
+    entry.substate = kread(tw, l.tw_substate).unwrap_or(entry.substate);
+    let _ = timewait_event(tw, &entry, kind::TW_EXPIRE);
+    0
+}
+
+/// `timer_cancel(struct timer_list *timer)`.
+#[raw_tracepoint(tracepoint = "timer_cancel")]
+pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    let Some(tw) = timewait_of(timer) else { return 0 };
+    let Some(entry) = (unsafe { TIMEWAITS.get(&tw) }).copied() else { return 0 };
+    let _ = TIMEWAITS.remove(&tw);
+    if let Some(slot) = CANCELLED.get_ptr_mut(0) {
+        unsafe { *slot = Cancelled { tw, ts_ns: bpf_ktime_get_ns(), entry } };
+    }
+    let _ = timewait_event(tw, &entry, kind::TW_CANCEL);
+    0
+}
+
+/// `kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+/// struct sock *rx_sk)`: a packet a timewait socket received and consumed. An orphan
+/// waiting in FIN_WAIT2 moves to TIME_WAIT when its peer's FIN arrives, without any state
+/// or timer event (the timer is re-armed within the same wheel bucket), so the packet is
+/// the only sign.
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
+    let rx_sk: u64 = ctx.arg(3);
+    if rx_sk == 0 {
+        return 0;
+    }
+    let Some(entry) = (unsafe { TIMEWAITS.get(&rx_sk) }).copied() else { return 0 };
+    let l: SockLayout = global!(SOCK);
+    let substate: u8 = kread(rx_sk, l.tw_substate).unwrap_or(entry.substate);
+    substate_changed(rx_sk, entry, substate);
+    0
+}
+
+/// Reports an event of a timewait socket portrace saw a connection move to.
+fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8) -> Result<(), i32> {
+    let l: SockLayout = global!(SOCK);
+    let family: u16 = kread(tw, l.family)?;
+    let mut ev = new_event(unsafe { bpf_ktime_get_ns() }, known.skaddr, family);
+    ev.aux = tw;
+    ev.kind = kind;
+    ev.tw_substate = known.substate;
+    ev.sport = kread(tw, l.num)?;
+    ev.dport = u16::from_be(kread(tw, l.dport)?);
+    read_addresses(&mut ev, tw, &l, l.rcv_saddr)?;
+    ev.netns = netns_of(tw, &l).1;
+    set_owner(&mut ev, &known.owner, known.owner.source);
+    // The states the filter sees: the timewait socket's, and CLOSE when it ends.
+    ev.oldstate = known.substate;
+    ev.newstate = if kind == kind::TW_ARMED { known.substate } else { tcp::CLOSE };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    if passes(&ev, false) {
+        ev.comm = bpf_get_current_comm().unwrap_or_default();
+        emit(&ev);
+    }
+    Ok(())
 }
 
 /// An IPv6 socket whose addresses are v4-mapped (or unspecified) is IPv4 on the wire.
@@ -270,8 +604,8 @@ fn filter_words(ev: &Event, a: &[u8; 16]) -> [u32; 4] {
     }
 }
 
-/// Whether the transition passes the user's filter. With `local_port_unknown`, conditions
-/// on the local port count as met.
+/// Whether the event passes the user's filter. With `local_port_unknown`, conditions on
+/// the local port count as met.
 fn passes(ev: &Event, local_port_unknown: bool) -> bool {
     let family = global!(FILTER.family);
     if family != 0 && family != ev.family {
@@ -288,12 +622,22 @@ fn passes(ev: &Event, local_port_unknown: bool) -> bool {
     if n_pids != 0 {
         let mut found = false;
         for i in 0..MAX_PIDS {
-            if i < n_pids && global!(FILTER.pids[i]) == ev.pid {
+            if i < n_pids && ev.owner_source != owner_source::UNKNOWN && global!(FILTER.pids[i]) == ev.owner_pid {
                 found = true;
             }
         }
         if !found {
             return false;
+        }
+    }
+    if global!(FILTER.match_comm) != 0 {
+        if ev.owner_source == owner_source::UNKNOWN {
+            return false;
+        }
+        for i in 0..16 {
+            if global!(FILTER.comm[i]) != ev.owner_comm[i] {
+                return false;
+            }
         }
     }
     if !local_port_unknown && !port_listed(global!(FILTER.n_lports), |i| global!(FILTER.lports[i]), ev.sport) {

@@ -251,8 +251,30 @@ pub fn sock_layout(btf: &Btf) -> Result<portrace_ebpf::SockLayout, BtfError> {
         daddr: offset("sock_common", "skc_daddr", &[4])?.0,
         saddr_v6: offset("sock_common", "skc_v6_rcv_saddr", &[16])?.0,
         daddr_v6: offset("sock_common", "skc_v6_daddr", &[16])?.0,
-        _reserved: 0,
+        num: offset("sock_common", "skc_num", &[2])?.0,
+        rcv_saddr: offset("sock_common", "skc_rcv_saddr", &[4])?.0,
+        cookie: offset("sock_common", "skc_cookie", &[8])?.0,
+        net: offset("sock_common", "skc_net", &[8])?.0,
+        net_inum: net_inum(btf)?,
+        err: offset("sock", "sk_err", &[4])?.0,
+        retransmits: offset("inet_connection_sock", "icsk_retransmits", &[1])?.0,
+        tw_substate: offset("inet_timewait_sock", "tw_substate", &[1])?.0,
+        tw_timer: offset("inet_timewait_sock", "tw_timer", &[40, 48, 56, 64, 72, 80])?.0,
+        timer_function: offset("timer_list", "function", &[8])?.0,
+        valid: 1,
     })
+}
+
+/// Where `struct net` keeps its namespace inode number: `ns.inum` (`ns` is a
+/// `struct ns_common`, whose `inum` is a 4-byte unsigned int).
+fn net_inum(btf: &Btf) -> Result<u16, BtfError> {
+    let ns = btf.member("net", "ns")?;
+    let inum = btf.member("ns_common", "inum")?;
+    if inum.size != 4 {
+        return Err(BtfError::Malformed(format!("struct ns_common member inum is {} bytes, not 4", inum.size)));
+    }
+    u16::try_from(ns.offset + inum.offset)
+        .map_err(|_| BtfError::Malformed("struct net's ns.inum lies beyond 64 KiB".to_string()))
 }
 
 #[cfg(test)]

@@ -47,9 +47,17 @@ pub struct Args {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Keep transitions made while process PID was on the CPU (repeatable).
+    /// Keep sockets owned by process PID (repeatable).
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pub pid: Vec<u32>,
+
+    /// Keep sockets owned by a process whose command name is COMM (as in ps -o comm).
+    #[arg(long = "comm", value_name = "COMM", value_parser = parse_comm)]
+    pub comm: Option<String>,
+
+    /// Print the sockets that exist now, with their owners, and exit (like ss -tanp).
+    #[arg(long)]
+    pub snapshot: bool,
 
     /// Keep transitions into or out of STATE, e.g. ESTABLISHED or close-wait (repeatable).
     #[arg(short = 's', long = "state", value_name = "STATE", value_parser = parse_state)]
@@ -102,6 +110,7 @@ pub struct Config {
     pub count: Option<u64>,
     pub ring_size: u32,
     pub color: ColorChoice,
+    pub snapshot: bool,
 }
 
 impl Args {
@@ -118,6 +127,7 @@ impl Args {
                 ports: self.port,
                 nets: self.addr,
                 pids: self.pid,
+                comm: self.comm,
                 family,
                 states: self.state,
             },
@@ -126,8 +136,18 @@ impl Args {
             count: self.count,
             ring_size: self.ring_size,
             color: self.color,
+            snapshot: self.snapshot,
         }
     }
+}
+
+fn parse_comm(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 15 {
+        return Err(format!(
+            "'{text}' cannot be a command name: the kernel keeps 1 to 15 bytes of it (see ps -o comm)"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 fn parse_state(text: &str) -> Result<TcpState, String> {
@@ -229,6 +249,7 @@ mod tests {
         assert_eq!(c.filter.nets[0].to_string(), "10.0.0.0/8");
         assert_eq!(c.filter.family, Some(Family::Ipv6));
         assert_eq!(c.filter.pids, vec![7]);
+        assert!(!c.snapshot);
         assert_eq!(c.format, OutputFormat::Json);
         assert_eq!(c.duration, Some(Duration::from_secs(60)));
         assert_eq!(c.count, Some(5));
@@ -253,6 +274,7 @@ mod tests {
             (&["--count", "0"], "--count"),
             (&["-4", "-6"], "cannot be used with"),
             (&["--pid=-3"], "invalid value '-3' for '--pid"),
+            (&["--comm", "a-name-longer-than-15"], "the kernel keeps 1 to 15 bytes"),
         ];
         for (args, expected) in cases {
             let err = parse(args).expect_err(&format!("{args:?} should be refused"));

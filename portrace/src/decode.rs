@@ -5,18 +5,39 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use portrace_ebpf::{Event, AF_INET, AF_INET6, EVENT_SIZE};
+use portrace_ebpf::{kind, owner_source, Event, AF_INET, AF_INET6, EVENT_SIZE};
 
-use crate::record::{Comm, Family};
+use crate::record::{Comm, Family, Owner, OwnerSource};
 use crate::tcp_state::TcpState;
 
-/// A transition as the kernel reported it, before socket tracking and clock mapping.
+/// What a record reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A state transition of a full socket.
+    Transition,
+    /// A transition at which the connection moved to timewait socket `tw`; `newstate` is
+    /// the state it keeps there (TIME_WAIT, or FIN_WAIT2 for an orphan).
+    Handover { tw: u64 },
+    /// The timewait socket's timer was armed; `state` is its state now.
+    TwArmed { tw: u64, state: TcpState },
+    /// The timewait socket's timer was removed (before expiry, before re-arming, or because
+    /// the timewait socket was killed).
+    TwCancel { tw: u64, state: TcpState },
+    /// The timewait socket's timer fired in `state`: the connection is over.
+    TwExpire { tw: u64, state: TcpState },
+}
+
+/// A record as the kernel reported it, before socket tracking and clock mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decoded {
+    pub kind: Kind,
     pub ts_ns: u64,
     pub skaddr: u64,
+    /// The socket cookie (transitions; 0 when the kernel had not made one).
+    pub cookie: u64,
     pub pid: u32,
     pub comm: Comm,
+    pub owner: Option<Owner>,
     pub family: Family,
     pub saddr: IpAddr,
     pub sport: u16,
@@ -24,6 +45,10 @@ pub struct Decoded {
     pub dport: u16,
     pub oldstate: TcpState,
     pub newstate: TcpState,
+    /// `sk_err` at a transition into CLOSE.
+    pub error: i32,
+    pub retransmits: u8,
+    pub netns: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +59,10 @@ pub enum DecodeError {
     State(u8),
     #[error("record has address family {0}, expected AF_INET ({AF_INET}) or AF_INET6 ({AF_INET6})")]
     Family(u16),
+    #[error("record has kind {0}, which this portrace does not know")]
+    Kind(u8),
+    #[error("record has owner source {0}, which this portrace does not know")]
+    OwnerSource(u8),
 }
 
 /// Decodes one record.
@@ -60,11 +89,34 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
         ),
         other => return Err(DecodeError::Family(other)),
     };
+    let state = |n: u8| TcpState::from_kernel(n).ok_or(DecodeError::State(n));
+    let record_kind = match ev.kind {
+        kind::TRANSITION => Kind::Transition,
+        kind::HANDOVER => Kind::Handover { tw: ev.aux },
+        kind::TW_ARMED => Kind::TwArmed { tw: ev.aux, state: state(ev.tw_substate)? },
+        kind::TW_CANCEL => Kind::TwCancel { tw: ev.aux, state: state(ev.tw_substate)? },
+        kind::TW_EXPIRE => Kind::TwExpire { tw: ev.aux, state: state(ev.tw_substate)? },
+        other => return Err(DecodeError::Kind(other)),
+    };
+    let source = match ev.owner_source {
+        owner_source::UNKNOWN => None,
+        owner_source::SYSCALL => Some(OwnerSource::Syscall),
+        owner_source::LISTENER => Some(OwnerSource::Listener),
+        owner_source::INVENTORY => Some(OwnerSource::Inventory),
+        other => return Err(DecodeError::OwnerSource(other)),
+    };
     Ok(Decoded {
+        kind: record_kind,
         ts_ns: ev.ts_ns,
         skaddr: ev.skaddr,
+        cookie: if ev.kind == kind::TRANSITION { ev.aux } else { 0 },
         pid: ev.pid,
         comm: Comm::from_kernel(&ev.comm),
+        owner: source.map(|source| Owner {
+            pid: ev.owner_pid,
+            comm: Comm::from_kernel(&ev.owner_comm),
+            source,
+        }),
         family,
         saddr,
         sport: ev.sport,
@@ -72,6 +124,9 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
         dport: ev.dport,
         oldstate,
         newstate,
+        error: ev.error,
+        retransmits: ev.retransmits,
+        netns: ev.netns,
     })
 }
 
@@ -97,19 +152,30 @@ mod tests {
         daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"curl");
+        let mut owner_comm = [0u8; 16];
+        owner_comm[..5].copy_from_slice(b"nginx");
         Event {
             ts_ns: 42,
             skaddr: 0xffff_8880_1234_5678,
+            aux: 77,
             saddr,
             daddr,
             pid: 1000,
             tid: 1001,
             comm,
+            owner_pid: 300,
+            error: 0,
+            owner_comm,
             sport: 54321,
             dport: 80,
             family: AF_INET,
             oldstate: tcp::SYN_SENT,
             newstate: tcp::ESTABLISHED,
+            kind: kind::TRANSITION,
+            owner_source: owner_source::LISTENER,
+            tw_substate: 0,
+            retransmits: 0,
+            netns: 4026531840,
         }
     }
 
@@ -125,6 +191,40 @@ mod tests {
         assert_eq!(d.daddr, "10.1.2.3".parse::<IpAddr>().unwrap());
         assert_eq!((d.sport, d.dport), (54321, 80));
         assert_eq!((d.oldstate, d.newstate), (TcpState::SynSent, TcpState::Established));
+        assert_eq!(d.kind, Kind::Transition);
+        assert_eq!(d.cookie, 77);
+        assert_eq!(d.netns, 4026531840);
+        let owner = d.owner.unwrap();
+        assert_eq!((owner.pid, owner.comm.as_bytes(), owner.source), (300, &b"nginx"[..], OwnerSource::Listener));
+    }
+
+    #[test]
+    fn decodes_timewait_kinds_and_unknown_owners() {
+        let mut ev = event();
+        ev.kind = kind::TW_EXPIRE;
+        ev.tw_substate = tcp::TIME_WAIT;
+        ev.aux = 0xffff_8880_0000_1000;
+        ev.owner_source = owner_source::UNKNOWN;
+        let d = decode(&encode(&ev)).unwrap();
+        assert_eq!(d.kind, Kind::TwExpire { tw: 0xffff_8880_0000_1000, state: TcpState::TimeWait });
+        assert_eq!(d.cookie, 0, "aux is the timewait socket, not a cookie");
+        assert_eq!(d.owner, None);
+        ev.kind = kind::HANDOVER;
+        assert_eq!(decode(&encode(&ev)).unwrap().kind, Kind::Handover { tw: 0xffff_8880_0000_1000 });
+    }
+
+    #[test]
+    fn rejects_unknown_kinds_sources_and_substates() {
+        let mut ev = event();
+        ev.kind = 9;
+        assert_eq!(decode(&encode(&ev)), Err(DecodeError::Kind(9)));
+        let mut ev = event();
+        ev.owner_source = 7;
+        assert_eq!(decode(&encode(&ev)), Err(DecodeError::OwnerSource(7)));
+        let mut ev = event();
+        ev.kind = kind::TW_ARMED;
+        ev.tw_substate = 0;
+        assert_eq!(decode(&encode(&ev)), Err(DecodeError::State(0)));
     }
 
     #[test]
@@ -142,11 +242,11 @@ mod tests {
     #[test]
     fn rejects_short_and_long_records() {
         let bytes = encode(&event());
-        assert_eq!(decode(&bytes[..79]), Err(DecodeError::Length { got: 79 }));
+        assert_eq!(decode(&bytes[..EVENT_SIZE - 1]), Err(DecodeError::Length { got: EVENT_SIZE - 1 }));
         assert_eq!(decode(&[]), Err(DecodeError::Length { got: 0 }));
         let mut long = bytes.to_vec();
         long.push(0);
-        assert_eq!(decode(&long), Err(DecodeError::Length { got: 81 }));
+        assert_eq!(decode(&long), Err(DecodeError::Length { got: EVENT_SIZE + 1 }));
     }
 
     #[test]

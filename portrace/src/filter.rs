@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use portrace_ebpf::{Filter, Net, AF_INET, AF_INET6, MAX_NETS, MAX_PIDS, MAX_PORTS};
 
-use crate::record::Family;
+use crate::record::{Family, SocketRecord};
 use crate::tcp_state::TcpState;
 
 /// An address prefix: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (all its bits).
@@ -95,6 +95,8 @@ pub struct FilterSpec {
     pub ports: Vec<u16>,
     pub nets: Vec<IpNet>,
     pub pids: Vec<u32>,
+    /// The owner's command name (at most 15 bytes, as the kernel keeps it).
+    pub comm: Option<String>,
     pub family: Option<Family>,
     pub states: Vec<TcpState>,
 }
@@ -141,8 +143,31 @@ impl FilterSpec {
             Some(Family::Ipv6) => AF_INET6,
         };
         f.states = self.states.iter().fold(0, |bits, s| bits | 1 << s.kernel_number());
+        if let Some(comm) = &self.comm {
+            let bytes = comm.as_bytes();
+            f.comm[..bytes.len().min(15)].copy_from_slice(&bytes[..bytes.len().min(15)]);
+            f.match_comm = 1;
+        }
         f.hold_unbound = u16::from(!self.lports.is_empty() || !self.ports.is_empty());
         Ok(f)
+    }
+}
+
+impl FilterSpec {
+    /// Whether a socket from the inventory passes the filter, by the rules the kernel
+    /// program applies to transitions (its state counts as both ends of a transition).
+    pub fn matches_socket(&self, s: &SocketRecord) -> bool {
+        let any = |list: &[u16], port: u16| list.is_empty() || list.contains(&port);
+        self.family.is_none_or(|f| f == s.family)
+            && (self.states.is_empty() || self.states.contains(&s.state))
+            && (self.pids.is_empty() || s.owner.is_some_and(|o| self.pids.contains(&o.pid)))
+            && self.comm.as_ref().is_none_or(|c| {
+                s.owner.is_some_and(|o| o.comm.as_bytes() == &c.as_bytes()[..c.len().min(15)])
+            })
+            && any(&self.lports, s.sport)
+            && any(&self.rports, s.dport)
+            && (self.ports.is_empty() || self.ports.contains(&s.sport) || self.ports.contains(&s.dport))
+            && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(s.saddr) || n.contains(s.daddr)))
     }
 }
 
@@ -198,6 +223,7 @@ mod tests {
             ports: vec![],
             nets: vec!["192.168.0.0/16".parse().unwrap()],
             pids: vec![42],
+            comm: Some("postgres".into()),
             family: Some(Family::Ipv4),
             states: vec![TcpState::CloseWait, TcpState::Listen],
         };
@@ -210,8 +236,41 @@ mod tests {
         assert_eq!(f.states, 1 << 8 | 1 << 10);
         assert_eq!(f.hold_unbound, 1, "a local-port filter holds unbound SYN_SENT");
         assert_eq!(f.n_nets, 1);
+        assert_eq!((f.match_comm, &f.comm[..9]), (1, &b"postgres\0"[..]));
         assert_eq!(&f.nets[0].addr[10..], &[0xff, 0xff, 192, 168, 0, 0]);
         assert_eq!(&f.nets[0].mask[..], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0][..]);
+    }
+
+    #[test]
+    fn inventory_sockets_match_like_transitions() {
+        use crate::record::{Comm, Owner, OwnerSource, Timestamp};
+        let socket = SocketRecord {
+            time: Timestamp { mono_ns: 0, unix_ns: 0 },
+            socket: 1,
+            family: Family::Ipv4,
+            saddr: "10.0.0.1".parse().unwrap(),
+            sport: 443,
+            daddr: "10.0.0.9".parse().unwrap(),
+            dport: 50000,
+            state: TcpState::Established,
+            owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Inventory }),
+            netns: 1,
+            inode: 1,
+            uid: 0,
+            cookie: 1,
+        };
+        let yes = |spec: FilterSpec| assert!(spec.matches_socket(&socket), "{spec:?}");
+        let no = |spec: FilterSpec| assert!(!spec.matches_socket(&socket), "{spec:?}");
+        yes(FilterSpec::default());
+        yes(FilterSpec { lports: vec![443], ..Default::default() });
+        no(FilterSpec { lports: vec![50000], ..Default::default() });
+        yes(FilterSpec { ports: vec![50000], ..Default::default() });
+        yes(FilterSpec { nets: vec!["10.0.0.8/29".parse().unwrap()], ..Default::default() });
+        no(FilterSpec { nets: vec!["10.1.0.0/16".parse().unwrap()], ..Default::default() });
+        yes(FilterSpec { pids: vec![7], comm: Some("nginx".into()), ..Default::default() });
+        no(FilterSpec { comm: Some("apache2".into()), ..Default::default() });
+        no(FilterSpec { family: Some(Family::Ipv6), ..Default::default() });
+        no(FilterSpec { states: vec![TcpState::Listen], ..Default::default() });
     }
 
     #[test]

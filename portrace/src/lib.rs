@@ -15,3 +15,8 @@ pub mod preflight;
 pub mod clock;
 pub mod output;
 pub mod summary;
+pub mod reasons;
+pub mod timeline;
+pub mod sock_diag;
+pub mod procfs;
+pub mod inventory;

@@ -1,116 +1,198 @@
-//! Loading and attaching the kernel program, and reading what it counts. This is the only
-//! module that talks to aya: it hands the tracepoint layout and the filter to the program
-//! as read-only globals, sizes the ring buffer, attaches to `sock:inet_sock_set_state`,
-//! and exposes the ring buffer, the loss counters and the kernel's own statistics of the
-//! program (`recursion_misses`: runs the kernel skipped).
+//! Loading and attaching the kernel programs, and everything userspace reads from or
+//! writes to them. This is the only module that talks to aya: it hands the tracepoint
+//! layout, the socket layout and the filter to the programs as read-only globals, sizes
+//! the ring buffer, attaches the programs, and exposes the ring buffer, the loss counters,
+//! the kernel's own statistics of the main program (`recursion_misses`: runs it skipped),
+//! and the maps userspace maintains (owners of sockets older than the trace, timewait
+//! sockets that were killed).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use anyhow::{anyhow, Context as _};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use portrace_ebpf::{counter, Filter, Layout, SockLayout};
+use portrace_ebpf::{counter, Filter, Layout, Owner, SockLayout};
 
-/// The kernel program, built by build.rs.
+/// The kernel programs, built by build.rs.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portrace"));
 
-const PROGRAM_NAME: &str = "inet_sock_set_state";
-const BACKUP_NAME: &str = "inet_sock_set_state_backup";
+const MAIN: &str = "inet_sock_set_state";
+const BACKUP: &str = "inet_sock_set_state_backup";
+const TIMER_PROGRAMS: [&str; 3] = ["timer_start", "timer_expire_entry", "timer_cancel"];
+/// Sees the peer's FIN reach an orphan's timewait socket (FIN_WAIT2 becoming TIME_WAIT).
+const PACKET_PROGRAM: &str = "kfree_skb";
+
+/// What the programs need to know about this kernel, and the user's choices.
+pub struct Setup {
+    /// Tracepoint record offsets, from tracefs.
+    pub layout: Layout,
+    /// Socket offsets, from BTF; why not, when they could not be had.
+    pub sock: Result<SockLayout, String>,
+    /// The address of `tw_timer_handler`, from /proc/kallsyms; why not, when unknown.
+    pub tw_handler: Result<u64, String>,
+    /// Whether `skb:kfree_skb` names the receiving socket (`rx_sk`, Linux 6.11 and later).
+    pub kfree_skb_has_rx_sk: bool,
+    pub filter: Filter,
+    pub ring_size: u32,
+}
 
 /// The attached programs and their maps. Dropping it detaches the programs.
 pub struct Tracer {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
-    /// Why the backup program is not attached, if it is not.
-    pub backup_missing: Option<String>,
+    inventory: HashMap<MapData, u64, Owner>,
+    /// The program whose skipped runs are losses: the raw tracepoint, or the classic one
+    /// when it runs alone.
+    primary: &'static str,
+    /// Whether the classic tracepoint program backs the main one up.
+    pub backed_up: bool,
+    /// Whether connections are followed into their timewait sockets.
+    pub timewait_tracked: bool,
+    /// What does not work on this kernel, and why, for the user.
+    pub limitations: Vec<String>,
 }
 
-/// Totals of the kernel program's per-CPU counters.
+/// Totals of the kernel programs' per-CPU counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub ring_full: u64,
     pub emitted: u64,
     pub released: u64,
     pub rescued: u64,
+    pub owners_full: u64,
+    pub timewait_full: u64,
 }
 
 /// What the kernel itself counts for a program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgStats {
-    /// Times the kernel skipped the program because a tracing program was already running
-    /// on that CPU. `None` when the kernel does not report it (before Linux 5.12).
+    /// Times the kernel skipped the program because it (or, for a classic tracepoint, any
+    /// tracing program) was already running on that CPU. `None` when the kernel does not
+    /// report it (before Linux 5.12).
     pub recursion_misses: Option<u64>,
     /// Runs and total run time; zero unless `kernel.bpf_stats_enabled` is set.
     pub run_count: u64,
     pub run_time_ns: u64,
 }
 
-/// Loads the programs with `layout` and `filter`, with a ring buffer of `ring_size` bytes,
-/// and attaches them. `sock` places the socket fields for the backup program; without it
-/// only the main program runs. Returns the tracer and the ring buffer to read events from.
-pub fn load(
-    layout: &Layout,
-    sock: Result<SockLayout, String>,
-    filter: &Filter,
-    ring_size: u32,
-) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
+/// Loads and attaches the programs. Returns the tracer and the ring buffer to read.
+pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
     // Wake the reader only when the ring is a quarter full; it polls for the rest.
-    let wakeup_bytes = u64::from(ring_size / 4);
-    let sock_layout = sock.as_ref().copied().unwrap_or(SockLayout::ZERO);
-    let mut ebpf = EbpfLoader::new()
-        .override_global("LAYOUT", layout, true)
-        .override_global("SOCK", &sock_layout, true)
-        .override_global("FILTER", filter, true)
-        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-        .map_max_entries("EVENTS", ring_size)
-        .load(PROGRAM)
-        .map_err(|e| explain_load_error(e.into()))?;
-    let program: &mut TracePoint = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| anyhow!("the kernel program has no '{PROGRAM_NAME}' (a build problem)"))?
-        .try_into()?;
-    program.load().map_err(|e| explain_load_error(e.into())).context("loading the kernel program")?;
-    program
-        .attach("sock", "inet_sock_set_state")
-        .map_err(|e| explain_load_error(e.into()))
-        .context("attaching to the sock:inet_sock_set_state tracepoint")?;
-    // The backup must be attached after the main program so that it never runs while the
-    // main one is missing; a failure to attach it is reported, not fatal.
-    let backup_missing = match sock {
-        Err(why) => Some(why),
-        Ok(_) => attach_backup(&mut ebpf).err().map(|e| format!("{e:#}")),
+    let wakeup_bytes = u64::from(setup.ring_size / 4);
+    let sock = setup.sock.as_ref().copied().unwrap_or(SockLayout::ZERO);
+    let classic_primary = u32::from(setup.sock.is_err());
+    let tw_handler = match (&setup.sock, &setup.tw_handler) {
+        (Ok(_), Ok(address)) => *address,
+        _ => 0,
     };
-    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("no EVENTS map"))?)
-        .context("opening the ring buffer")?;
-    let counters =
-        PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("no COUNTERS map"))?)
-            .context("opening the counters")?;
-    Ok((Tracer { ebpf, counters, backup_missing }, ring))
+    let mut ebpf = EbpfLoader::new()
+        .override_global("LAYOUT", &setup.layout, true)
+        .override_global("SOCK", &sock, true)
+        .override_global("FILTER", &setup.filter, true)
+        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+        .override_global("CLASSIC_PRIMARY", &classic_primary, true)
+        .override_global("TW_HANDLER", &tw_handler, true)
+        .map_max_entries("EVENTS", setup.ring_size)
+        .load(PROGRAM)
+        .map_err(|e| explain(e.into()))
+        .context("loading portrace's eBPF object")?;
+
+    let mut limitations = Vec::new();
+    let (primary, backed_up) = match &setup.sock {
+        Ok(_) => {
+            attach_raw(&mut ebpf, MAIN, "inet_sock_set_state")?;
+            // The backup records what the kernel skips the main program for; without it
+            // those transitions are still counted as lost.
+            let backed_up = match attach_classic(&mut ebpf) {
+                Ok(()) => true,
+                Err(e) => {
+                    limitations.push(format!(
+                        "the backup program could not be attached ({e:#}): transitions the kernel skips \
+                         under heavy load are counted as lost, not recovered"
+                    ));
+                    false
+                }
+            };
+            (MAIN, backed_up)
+        }
+        Err(why) => {
+            attach_classic(&mut ebpf)?;
+            limitations.push(format!(
+                "no kernel BTF ({why}): owners are known only from the owner's own system calls, \
+                 TIME_WAIT and close errors are not shown, and transitions the kernel skips under \
+                 heavy load are counted as lost, not recovered"
+            ));
+            (BACKUP, false)
+        }
+    };
+
+    let mut timewait_tracked = false;
+    if tw_handler != 0 {
+        match TIMER_PROGRAMS.iter().try_for_each(|name| attach_raw(&mut ebpf, name, name)) {
+            Ok(()) => timewait_tracked = true,
+            Err(e) => limitations.push(format!("TIME_WAIT will not be shown: {e:#}")),
+        }
+        let packets = if setup.kfree_skb_has_rx_sk {
+            attach_raw(&mut ebpf, PACKET_PROGRAM, PACKET_PROGRAM).map_err(|e| format!("{e:#}"))
+        } else {
+            Err("skb:kfree_skb does not name the receiving socket before Linux 6.11".to_string())
+        };
+        if let (true, Err(why)) = (timewait_tracked, packets) {
+            limitations.push(format!(
+                "an orphaned connection's move from FIN_WAIT2 to TIME_WAIT is shown only when its \
+                 timewait socket ends ({why})"
+            ));
+        }
+    } else if let (Ok(_), Err(why)) = (&setup.sock, &setup.tw_handler) {
+        limitations.push(format!("TIME_WAIT will not be shown: {why}"));
+    }
+
+    let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).context("opening the ring buffer")?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).context("opening the counters")?;
+    let inventory = HashMap::try_from(take_map(&mut ebpf, "INVENTORY")?).context("opening the inventory map")?;
+    let tracer = Tracer { ebpf, counters, inventory, primary, backed_up, timewait_tracked, limitations };
+    Ok((tracer, ring))
 }
 
-fn attach_backup(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let backup: &mut RawTracePoint = ebpf
-        .program_mut(BACKUP_NAME)
-        .ok_or_else(|| anyhow!("the kernel program has no '{BACKUP_NAME}'"))?
+fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name} (a build problem)"))
+}
+
+fn attach_raw(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> anyhow::Result<()> {
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {program} (a build problem)"))?
         .try_into()?;
-    backup.load().context("loading the backup program")?;
-    backup.attach("inet_sock_set_state").context("attaching the backup program to the raw tracepoint")?;
+    p.load().map_err(|e| explain(e.into())).with_context(|| format!("loading {program}"))?;
+    p.attach(tracepoint)
+        .map_err(|e| explain(e.into()))
+        .with_context(|| format!("attaching {program} to the raw tracepoint {tracepoint}"))?;
+    Ok(())
+}
+
+fn attach_classic(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(BACKUP)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {BACKUP} (a build problem)"))?
+        .try_into()?;
+    p.load().map_err(|e| explain(e.into())).context("loading the classic tracepoint program")?;
+    p.attach("sock", "inet_sock_set_state")
+        .map_err(|e| explain(e.into()))
+        .context("attaching to the sock:inet_sock_set_state tracepoint")?;
     Ok(())
 }
 
 /// Turns a permission error into the advice a user needs; leaves others as they are.
-fn explain_load_error(err: anyhow::Error) -> anyhow::Error {
+fn explain(err: anyhow::Error) -> anyhow::Error {
     let denied = err.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+        cause.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
             || cause.to_string().contains("Operation not permitted")
     });
     if denied {
         err.context(
-            "the kernel refused to load portrace's eBPF program: it needs CAP_BPF and CAP_PERFMON \
+            "the kernel refused portrace's eBPF program: it needs CAP_BPF and CAP_PERFMON \
              (or CAP_SYS_ADMIN); run it as root (sudo portrace)",
         )
     } else {
@@ -130,15 +212,66 @@ impl Tracer {
             emitted: read(counter::EMITTED)?,
             released: read(counter::RELEASED)?,
             rescued: read(counter::RESCUED)?,
+            owners_full: read(counter::OWNERS_FULL)?,
+            timewait_full: read(counter::TIMEWAIT_FULL)?,
         })
     }
 
-    /// The kernel's statistics of the attached program.
+    /// The kernel's statistics of the primary program.
     pub fn prog_stats(&self) -> anyhow::Result<ProgStats> {
-        let program = self.ebpf.program(PROGRAM_NAME).ok_or_else(|| anyhow!("program gone"))?;
+        self.stats_of(self.primary)
+    }
+
+    /// Runs the kernel skipped of the timewait timer programs, summed.
+    pub fn timer_misses(&self) -> u64 {
+        if !self.timewait_tracked {
+            return 0;
+        }
+        TIMER_PROGRAMS
+            .iter()
+            .filter_map(|name| self.stats_of(name).ok()?.recursion_misses)
+            .sum()
+    }
+
+    fn stats_of(&self, name: &str) -> anyhow::Result<ProgStats> {
+        let program = self.ebpf.program(name).ok_or_else(|| anyhow!("program {name} gone"))?;
         let fd = program.fd().context("program descriptor")?;
         prog_stats(fd.as_fd()).context("reading the program's statistics from the kernel")
     }
+
+    /// Tells the kernel program the owner of a socket older than the trace, by cookie.
+    pub fn add_inventory_owner(&mut self, cookie: u64, owner: Owner) -> anyhow::Result<()> {
+        self.inventory.insert(cookie, owner, 0).context("writing the inventory map")
+    }
+
+}
+
+/// The address of `tw_timer_handler` in `/proc/kallsyms` text.
+pub fn find_symbol(kallsyms: &str, name: &str) -> Result<u64, String> {
+    for line in kallsyms.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(address), Some(_kind), Some(symbol)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        if symbol == name {
+            let address = u64::from_str_radix(address, 16)
+                .map_err(|_| format!("/proc/kallsyms has a malformed address for {name}"))?;
+            if address == 0 {
+                return Err(format!(
+                    "kernel symbol addresses are hidden (kernel.kptr_restrict), so {name} cannot be found; \
+                     run portrace as root, or set kernel.kptr_restrict=0"
+                ));
+            }
+            return Ok(address);
+        }
+    }
+    Err(format!("this kernel has no {name} symbol"))
+}
+
+/// The timewait timer's handler, for the timer programs.
+pub fn tw_timer_handler() -> Result<u64, String> {
+    let text = std::fs::read_to_string("/proc/kallsyms").map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+    find_symbol(&text, "tw_timer_handler")
 }
 
 /// `struct bpf_prog_info` offsets (include/uapi/linux/bpf.h); stable kernel ABI.
@@ -158,15 +291,11 @@ fn prog_stats(fd: BorrowedFd<'_>) -> io::Result<ProgStats> {
     }
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     let mut info = [0u8; INFO_LEN];
-    let mut attr = InfoAttr { bpf_fd: fd.as_raw_fd() as u32, info_len: INFO_LEN as u32, info: info.as_mut_ptr() as u64 };
+    let mut attr =
+        InfoAttr { bpf_fd: fd.as_raw_fd() as u32, info_len: INFO_LEN as u32, info: info.as_mut_ptr() as u64 };
     // SAFETY: attr points to a valid buffer of info_len bytes that outlives the call.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &mut attr as *mut InfoAttr, std::mem::size_of::<InfoAttr>())
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -180,4 +309,27 @@ fn prog_stats(fd: BorrowedFd<'_>) -> io::Result<ProgStats> {
         run_count: field(INFO_RUN_CNT).unwrap_or(0),
         run_time_ns: field(INFO_RUN_TIME_NS).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_symbol_and_refuses_hidden_addresses() {
+        let text = "ffffffff82065730 t tw_timer_handler\nffffffff81000000 T _text\n";
+        assert_eq!(find_symbol(text, "tw_timer_handler"), Ok(0xffff_ffff_8206_5730));
+        let hidden = "0000000000000000 t tw_timer_handler\n";
+        assert!(find_symbol(hidden, "tw_timer_handler").unwrap_err().contains("kptr_restrict"));
+        assert!(find_symbol(text, "nope").unwrap_err().contains("no nope symbol"));
+        assert!(find_symbol("garbage\n\nxyz t tw_timer_handler", "tw_timer_handler").is_err());
+    }
+
+    #[test]
+    fn this_kernel_exports_the_timewait_handler() {
+        // As root the real addresses are visible; portrace needs root anyway.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(tw_timer_handler().is_ok());
+        }
+    }
 }

@@ -63,6 +63,98 @@ impl Comm {
     }
 }
 
+/// How portrace knew a socket's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OwnerSource {
+    /// The owner made the transition itself, in a system call (listen, connect, close).
+    Syscall,
+    /// A child socket, owned by its listener's owner until it is accepted and used.
+    Listener,
+    /// From the inventory of sockets that existed when portrace started.
+    Inventory,
+}
+
+impl OwnerSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            OwnerSource::Syscall => "syscall",
+            OwnerSource::Listener => "listener",
+            OwnerSource::Inventory => "inventory",
+        }
+    }
+}
+
+/// The process that owns a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: Comm,
+    pub source: OwnerSource,
+}
+
+/// Why a connection ended, given on its last transition (into CLOSE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndReason {
+    /// This side closed first; the connection went through TIME_WAIT (or would have).
+    ActiveClose,
+    /// The peer closed first; this side closed after it (LAST_ACK -> CLOSE).
+    PassiveClose,
+    /// The peer answered the SYN with a reset: nothing listens there.
+    Refused,
+    /// The SYNs went unanswered until the kernel gave up.
+    ConnectTimeout,
+    /// The peer reset an open connection.
+    ResetByPeer,
+    /// This host aborted the connection with a reset (SO_LINGER 0, close with unread data).
+    ResetSent,
+    /// The application gave up on a connect before it completed.
+    ConnectAborted,
+    /// An orphaned connection waited in FIN_WAIT2 for the peer's FIN until it timed out.
+    FinWait2Timeout,
+    /// The connection's TIME_WAIT was cut short (its address reused, a reset, or the
+    /// network namespace removed).
+    TimeWaitKilled,
+    /// A listening socket was closed.
+    ListenerClosed,
+    /// The socket ended with an error the kernel reported (see `error`).
+    Error,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::ActiveClose => "active_close",
+            EndReason::PassiveClose => "passive_close",
+            EndReason::Refused => "refused",
+            EndReason::ConnectTimeout => "connect_timeout",
+            EndReason::ResetByPeer => "reset_by_peer",
+            EndReason::ResetSent => "reset_sent",
+            EndReason::ConnectAborted => "connect_aborted",
+            EndReason::FinWait2Timeout => "fin_wait2_timeout",
+            EndReason::TimeWaitKilled => "time_wait_killed",
+            EndReason::ListenerClosed => "listener_closed",
+            EndReason::Error => "error",
+        }
+    }
+
+    /// A short phrase for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EndReason::ActiveClose => "closed by this side",
+            EndReason::PassiveClose => "closed by the peer",
+            EndReason::Refused => "connection refused",
+            EndReason::ConnectTimeout => "connect timed out",
+            EndReason::ResetByPeer => "reset by peer",
+            EndReason::ResetSent => "aborted: reset sent",
+            EndReason::ConnectAborted => "connect abandoned",
+            EndReason::FinWait2Timeout => "timed out in FIN_WAIT2",
+            EndReason::TimeWaitKilled => "TIME_WAIT cut short",
+            EndReason::ListenerClosed => "listener closed",
+            EndReason::Error => "error",
+        }
+    }
+}
+
 /// One TCP state transition of one socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
@@ -83,6 +175,42 @@ pub struct Transition {
     /// How long the socket was in `oldstate`, in nanoseconds; `None` when portrace did not
     /// see it enter that state.
     pub prev_state_ns: Option<u64>,
+    /// `prev_state_ns` is a lower bound: the socket was already in `oldstate` when
+    /// portrace started, and the time counts from the start.
+    pub prev_state_at_least: bool,
+    /// The socket's owner; `None` when unknown.
+    pub owner: Option<Owner>,
+    /// Why the connection ended, on its last transition.
+    pub reason: Option<EndReason>,
+    /// The error the kernel reported for the socket (an errno), on its last transition.
+    pub error: Option<i32>,
+    /// Retransmissions of the last segment when the socket closed (the SYNs of a connect
+    /// that timed out); 0 otherwise.
+    pub retransmits: u8,
+    /// The network namespace's inode number (as in /proc/PID/ns/net); 0 when unknown.
+    pub netns: u32,
+}
+
+/// A socket that existed when portrace started, from the inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketRecord {
+    /// When the inventory was taken.
+    pub time: Timestamp,
+    /// portrace's id for the socket; later transitions of the socket carry the same id.
+    pub socket: u64,
+    pub family: Family,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub state: TcpState,
+    pub owner: Option<Owner>,
+    pub netns: u32,
+    /// The socket's inode (0 for sockets without one: children not yet accepted, timewait).
+    pub inode: u64,
+    pub uid: u32,
+    /// The kernel's socket cookie.
+    pub cookie: u64,
 }
 
 /// Why events were lost.

@@ -1,7 +1,8 @@
-//! A live run from start to end: checks the environment, loads the kernel program, then
-//! moves events from the ring buffer through decoding and socket tracking to the output
-//! sink until a signal, `--duration` or `--count` ends it, and reports every loss in the
-//! stream as it is noticed and in the summary at the end.
+//! A run from start to end. Live: check the environment, load the kernel programs, take
+//! the inventory of existing sockets, then move records from the ring buffer through
+//! decoding and the timeline to the output sink until a signal, `--duration` or `--count`
+//! ends it, reporting every loss in the stream as it is noticed and in the summary at the
+//! end. `--snapshot`: print the inventory and stop.
 
 use std::io::{self, IsTerminal as _, Write as _};
 use std::time::Duration;
@@ -15,18 +16,19 @@ use tokio::time::{interval, sleep, MissedTickBehavior};
 use crate::cli::{ColorChoice, Config, OutputFormat};
 use crate::clock::Clock;
 use crate::decode;
-use crate::loader::{self, Counters, Tracer};
+use crate::inventory;
+use crate::loader::{self, Counters, Setup, Tracer};
 use crate::output::{self, Format, Sink, Start};
-use crate::record::{LossCause, Lost, Transition};
-use crate::sockets::Sockets;
+use crate::record::{Comm, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
-use crate::{preflight, tracefs};
+use crate::timeline::Timeline;
+use crate::{btf, preflight, tracefs};
 
 /// How often the ring buffer is drained. The kernel program wakes the reader only when the
 /// ring is a quarter full, so this bounds how late a quiet host's events appear.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Sockets the tracker remembers at most (about 40 bytes each).
+/// Sockets the tracker remembers at most (about 100 bytes each).
 const MAX_TRACKED_SOCKETS: usize = 4_000_000;
 
 /// Why a run ended.
@@ -39,25 +41,29 @@ enum Stop {
     BrokenPipe,
 }
 
-/// Runs portrace live with `config`.
+/// Runs portrace with `config`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     preflight::check_privileges()?;
+    if config.snapshot {
+        return snapshot(&config);
+    }
     let kernel = preflight::check_kernel()?;
     let tracefs = tracefs::ensure_mounted()?;
     if tracefs.mounted_by_us {
         eprintln!("portrace: tracefs was not mounted; mounted it at {}", tracefs.path.display());
     }
-    let layout = tracefs::read_layout(&tracefs.path)?;
-    let filter = config.filter.to_kernel()?;
-    let sock = crate::btf::Btf::from_kernel()
-        .and_then(|btf| crate::btf::sock_layout(&btf))
-        .map_err(|e| e.to_string());
-    let (tracer, ring) = loader::load(&layout, sock, &filter, config.ring_size)?;
-    if let Some(why) = &tracer.backup_missing {
-        eprintln!(
-            "portrace: the backup program is not running ({why}); transitions the kernel skips \
-             under heavy load will be counted as lost, not recovered"
-        );
+    let setup = Setup {
+        layout: tracefs::read_layout(&tracefs.path)?,
+        sock: btf::Btf::from_kernel().and_then(|b| btf::sock_layout(&b)).map_err(|e| e.to_string()),
+        tw_handler: loader::tw_timer_handler(),
+        kfree_skb_has_rx_sk: std::fs::read_to_string(tracefs.path.join("events/skb/kfree_skb/format"))
+            .is_ok_and(|f| f.contains(" rx_sk;")),
+        filter: config.filter.to_kernel()?,
+        ring_size: config.ring_size,
+    };
+    let (mut tracer, ring) = loader::load(setup)?;
+    for limitation in &tracer.limitations {
+        eprintln!("portrace: {limitation}");
     }
     // SAFETY: the ring buffer owns its descriptor and moves into the AsyncFd, which keeps
     // it open for as long as it is registered.
@@ -65,36 +71,47 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
 
     let clock = Clock::capture();
-    let stdout = io::stdout();
-    let color = match config.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-    };
-    let format = match config.format {
-        OutputFormat::Text => Format::Text,
-        OutputFormat::Json => Format::Json,
-        OutputFormat::Csv => Format::Csv,
-    };
-    let out = Box::new(io::BufWriter::with_capacity(1 << 16, stdout));
-    let sink = output::sink(format, out, output::TextOptions::system(color));
     let start = clock.now();
+    let mut sink = new_sink(&config);
+    let mut timeline = Timeline::new(clock, MAX_TRACKED_SOCKETS, start.mono_ns, tracer.timewait_tracked);
+    // The programs are attached: sockets that change state from now on are seen. Those
+    // that existed before are learned now, and their owners handed to the kernel program.
+    let mut sockets = take_inventory(start);
+    for s in &mut sockets {
+        timeline.adopt(s);
+        if let (Some(owner), true) = (s.owner, s.cookie != 0) {
+            let kernel_owner = portrace_ebpf::Owner {
+                pid: owner.pid,
+                source: portrace_ebpf::owner_source::INVENTORY,
+                _pad: [0; 3],
+                comm: comm_bytes(&owner.comm),
+            };
+            if let Err(e) = tracer.add_inventory_owner(s.cookie, kernel_owner) {
+                eprintln!("portrace: {e:#}; later transitions of older sockets may lack their owner");
+                break;
+            }
+        }
+    }
     let mut session = Session {
         tracer,
         clock,
-        sink,
-        sockets: Sockets::new(MAX_TRACKED_SOCKETS),
+        sink: &mut sink,
+        timeline,
         summary: Summary::new(start),
         count: config.count,
         seen: Counters::default(),
         skipped_reported: 0,
+        batch: Vec::new(),
     };
-    let started = session.sink.start(&Start {
-        time: start,
-        host: read_trimmed("/proc/sys/kernel/hostname"),
-        kernel: kernel.to_string(),
-    });
-    let stop = match started.and_then(|()| session.sink.flush()) {
+    let host = read_trimmed("/proc/sys/kernel/hostname");
+    let mut opening = || -> io::Result<()> {
+        session.sink.start(&Start { time: start, host: host.clone(), kernel: kernel.to_string() })?;
+        for s in sockets.iter().filter(|s| config.filter.matches_socket(s)) {
+            session.sink.socket(s)?;
+        }
+        session.sink.flush()
+    };
+    let stop = match opening() {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Stop::BrokenPipe,
         Err(e) => return Err(e).context("writing output"),
         Ok(()) => {
@@ -115,25 +132,129 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut stderr = io::stderr().lock();
     session.summary.write_text(&mut stderr)?;
+    let timer_misses = session.tracer.timer_misses();
+    if timer_misses > 0 {
+        writeln!(
+            stderr,
+            "  the kernel skipped the timewait timer programs {timer_misses} times: some TIME_WAIT \
+             transitions may be missing"
+        )?;
+    }
+    let c = session.seen;
+    if c.owners_full > 0 || c.timewait_full > 0 {
+        writeln!(
+            stderr,
+            "  the kernel program's maps were full: {} owners and {} timewait sockets not remembered",
+            c.owners_full, c.timewait_full
+        )?;
+    }
     stderr.flush()?;
     Ok(())
 }
 
-struct Session {
+/// `--snapshot`: the inventory alone.
+fn snapshot(config: &Config) -> anyhow::Result<()> {
+    let clock = Clock::capture();
+    let start = clock.now();
+    let mut sink = new_sink(config);
+    let mut sockets = take_inventory(start);
+    for (id, s) in sockets.iter_mut().enumerate() {
+        s.socket = id as u64 + 1;
+    }
+    let kernel = preflight::KernelRelease::current().map(|k| k.to_string()).unwrap_or_default();
+    let write = || -> io::Result<()> {
+        sink.start(&Start { time: start, host: read_trimmed("/proc/sys/kernel/hostname"), kernel })?;
+        for s in sockets.iter().filter(|s| config.filter.matches_socket(s)) {
+            sink.socket(s)?;
+        }
+        let mut summary = Summary::new(start);
+        summary.finish(clock.now());
+        sink.end(&summary)?;
+        sink.flush()
+    };
+    match write() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing output"),
+    }
+}
+
+/// The sockets that exist now; a failure to take the inventory is reported, not fatal.
+fn take_inventory(time: Timestamp) -> Vec<SocketRecord> {
+    let inventory = match inventory::collect() {
+        Ok(inventory) => inventory,
+        Err(e) => {
+            eprintln!("portrace: cannot list the existing sockets ({e}); only new transitions will be shown");
+            return Vec::new();
+        }
+    };
+    for warning in &inventory.warnings {
+        eprintln!("portrace: {warning}");
+    }
+    inventory
+        .sockets
+        .into_iter()
+        .map(|s| SocketRecord {
+            time,
+            socket: 0,
+            family: s.family,
+            saddr: s.saddr,
+            sport: s.sport,
+            daddr: s.daddr,
+            dport: s.dport,
+            state: s.state,
+            owner: s.owner.map(|(pid, comm)| Owner { pid, comm, source: OwnerSource::Inventory }),
+            netns: s.netns,
+            inode: s.inode,
+            uid: s.uid,
+            cookie: s.cookie,
+        })
+        .collect()
+}
+
+fn comm_bytes(comm: &Comm) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let b = comm.as_bytes();
+    out[..b.len().min(15)].copy_from_slice(&b[..b.len().min(15)]);
+    out
+}
+
+fn new_sink(config: &Config) -> Box<dyn Sink + Send> {
+    let stdout = io::stdout();
+    let color = match config.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let format = match config.format {
+        OutputFormat::Text => Format::Text,
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Csv => Format::Csv,
+    };
+    let out = Box::new(io::BufWriter::with_capacity(1 << 16, stdout));
+    output::sink(format, out, output::TextOptions::system(color))
+}
+
+struct Session<'a> {
     tracer: Tracer,
     clock: Clock,
-    sink: Box<dyn Sink + Send>,
-    sockets: Sockets,
+    sink: &'a mut Box<dyn Sink + Send>,
+    timeline: Timeline,
     summary: Summary,
     count: Option<u64>,
     /// Counter totals already reported.
     seen: Counters,
     /// Skipped runs already reported as lost.
     skipped_reported: u64,
+    /// Transitions made visible by one record (reused).
+    batch: Vec<Transition>,
 }
 
-impl Session {
-    async fn event_loop(&mut self, mut ring: AsyncFd<RingBuf<MapData>>, duration: Option<Duration>) -> anyhow::Result<Stop> {
+impl Session<'_> {
+    async fn event_loop(
+        &mut self,
+        mut ring: AsyncFd<RingBuf<MapData>>,
+        duration: Option<Duration>,
+    ) -> anyhow::Result<Stop> {
         let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let deadline = sleep(duration.unwrap_or(Duration::MAX / 4));
@@ -167,56 +288,58 @@ impl Session {
         Ok(stop)
     }
 
-    /// Moves every waiting event to the sink, then reports new losses.
+    /// Moves every waiting record through the timeline to the sink, then reports losses.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<Option<Stop>> {
         let mut stop = None;
+        let mut emptied = true;
         while let Some(item) = ring.next() {
             let result = match decode::decode(&item) {
                 Ok(d) => {
-                    let seen = self.sockets.observe(&d);
-                    let t = Transition {
-                        time: self.clock.timestamp(d.ts_ns),
-                        pid: d.pid,
-                        comm: d.comm,
-                        socket: seen.socket,
-                        family: d.family,
-                        saddr: d.saddr,
-                        sport: d.sport,
-                        daddr: d.daddr,
-                        dport: d.dport,
-                        oldstate: d.oldstate,
-                        newstate: d.newstate,
-                        prev_state_ns: seen.prev_state_ns,
-                    };
-                    self.summary.add_transition(&t);
-                    self.sink.transition(&t)
+                    self.timeline.push(&d, &mut self.batch);
+                    self.write_batch()
                 }
                 Err(err) => {
                     eprintln!("portrace: dropped a malformed record from the kernel: {err}");
-                    self.report_lost(1, LossCause::Malformed)
+                    self.report_lost(1, LossCause::Malformed).map(|()| None)
                 }
             };
-            if let Some(s) = sink_result(result)? {
-                stop = Some(s);
+            stop = sink_result(result)?;
+            if stop.is_some() {
+                emptied = false;
                 break;
             }
-            if self.count.is_some_and(|n| self.summary.transitions() >= n) {
-                stop = Some(Stop::Count);
-                break;
-            }
+        }
+        if emptied {
+            // Timewait timer removals not followed by a re-arm or expiry: killed.
+            self.timeline.settle(self.clock.now().mono_ns, &mut self.batch);
+            stop = sink_result(self.write_batch())?;
         }
         if stop != Some(Stop::BrokenPipe) {
-            if let Some(s) = sink_result(self.check_losses())? {
-                stop = stop.or(Some(s));
-            }
+            let checked = self.check_losses().map(|()| None);
+            stop = stop.or(sink_result(checked)?);
         }
-        if let Some(s) = sink_result(self.sink.flush())? {
+        if let Some(s) = sink_result(self.sink.flush().map(|()| None))? {
             stop = Some(s);
         }
         Ok(stop)
     }
 
-    /// Reports losses the kernel program counted since the last check.
+    /// Writes the transitions the timeline made visible, up to `--count`; says when the
+    /// count is reached.
+    fn write_batch(&mut self) -> io::Result<Option<Stop>> {
+        let Session { batch, summary, sink, count, .. } = self;
+        let reached = |summary: &Summary| count.is_some_and(|n| summary.transitions() >= n);
+        for t in batch.drain(..) {
+            if reached(summary) {
+                break;
+            }
+            summary.add_transition(&t);
+            sink.transition(&t)?;
+        }
+        Ok(reached(summary).then_some(Stop::Count))
+    }
+
+    /// Reports losses the kernel programs counted since the last check.
     fn check_losses(&mut self) -> io::Result<()> {
         let counters = self.tracer.counters().map_err(io::Error::other)?;
         let ring_full = counters.ring_full - self.seen.ring_full;
@@ -226,7 +349,8 @@ impl Session {
         }
         let stats = self.tracer.prog_stats().map_err(io::Error::other)?;
         // A run the kernel skipped is lost unless the backup program recorded it.
-        let skipped = stats.recursion_misses.unwrap_or(0).saturating_sub(counters.rescued);
+        let rescued = if self.tracer.backed_up { counters.rescued } else { 0 };
+        let skipped = stats.recursion_misses.unwrap_or(0).saturating_sub(rescued);
         if skipped > self.skipped_reported {
             let new = skipped - self.skipped_reported;
             self.skipped_reported = skipped;
@@ -243,9 +367,9 @@ impl Session {
 }
 
 /// A broken pipe ends the run quietly; any other output error is fatal.
-fn sink_result(result: io::Result<()>) -> anyhow::Result<Option<Stop>> {
+fn sink_result(result: io::Result<Option<Stop>>) -> anyhow::Result<Option<Stop>> {
     match result {
-        Ok(()) => Ok(None),
+        Ok(stop) => Ok(stop),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Some(Stop::BrokenPipe)),
         Err(e) => Err(e).context("writing output"),
     }

@@ -2,11 +2,42 @@
 //! reused once the socket is freed; this module gives each socket life its own id and
 //! remembers when it entered its current state, so every transition can say how long the
 //! socket spent in the state it left, or that portrace does not know.
+//!
+//! A connection that moves to a timewait socket keeps its id: it is re-keyed from the full
+//! socket's address to the timewait socket's.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
-use crate::decode::Decoded;
 use crate::tcp_state::TcpState;
+
+/// Where the kernel keeps a socket: a full socket or a timewait socket, at an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SockKey {
+    Full(u64),
+    TimeWait(u64),
+}
+
+/// The endpoints of a socket as far as they are known (0 and unspecified when not yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+}
+
+impl Endpoints {
+    /// Whether `later` can be the same socket: every endpoint known here is unchanged.
+    fn compatible(&self, later: &Endpoints) -> bool {
+        let addr_ok = |a: IpAddr, b: IpAddr| a.is_unspecified() || a == b;
+        let port_ok = |a: u16, b: u16| a == 0 || a == b;
+        addr_ok(self.saddr, later.saddr)
+            && port_ok(self.sport, later.sport)
+            && addr_ok(self.daddr, later.daddr)
+            && port_ok(self.dport, later.dport)
+    }
+}
 
 /// What the tracker knows about one live socket.
 #[derive(Clone, Copy, Debug)]
@@ -14,6 +45,9 @@ struct Live {
     id: u64,
     state: TcpState,
     since_ns: u64,
+    /// `since_ns` is the start of the trace, not the moment the state was entered.
+    at_least: bool,
+    ends: Endpoints,
 }
 
 /// The tracker's verdict on one transition.
@@ -22,12 +56,14 @@ pub struct Observed {
     pub socket: u64,
     /// Nanoseconds spent in the old state; `None` when the socket was not seen entering it.
     pub prev_state_ns: Option<u64>,
+    /// The duration is a lower bound (the socket predates the trace).
+    pub at_least: bool,
 }
 
 /// Tracks the sockets that are alive (seen and not yet closed).
 #[derive(Debug)]
 pub struct Sockets {
-    live: HashMap<u64, Live>,
+    live: HashMap<SockKey, Live>,
     next_id: u64,
     capacity: usize,
     untracked: u64,
@@ -40,36 +76,63 @@ impl Sockets {
         Sockets { live: HashMap::new(), next_id: 1, capacity, untracked: 0 }
     }
 
-    /// Records a transition and says which socket it belongs to and how long it spent in
-    /// the state it left.
-    pub fn observe(&mut self, t: &Decoded) -> Observed {
-        let known = self.live.get(&t.skaddr).copied();
-        let (id, prev_state_ns) = match known {
-            Some(live) if live.state == t.oldstate => {
-                (live.id, Some(t.ts_ns.saturating_sub(live.since_ns)))
+    /// A new socket id, for a socket portrace learns of outside a transition.
+    pub fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Remembers a socket that existed before the trace: in `state` since at least `since_ns`.
+    pub fn seed(&mut self, key: SockKey, id: u64, state: TcpState, since_ns: u64, ends: Endpoints) {
+        if self.live.len() < self.capacity {
+            self.live.insert(key, Live { id, state, since_ns, at_least: true, ends });
+        }
+    }
+
+    /// The state the tracker has for a socket.
+    pub fn state(&self, key: SockKey) -> Option<TcpState> {
+        self.live.get(&key).map(|l| l.state)
+    }
+
+    /// Records a transition `old -> new` at `ts_ns` and says which socket it belongs to and
+    /// how long it spent in the state it left.
+    pub fn observe(&mut self, key: SockKey, ts_ns: u64, old: TcpState, new: TcpState, ends: Endpoints) -> Observed {
+        let known = self.live.get(&key).copied().filter(|l| l.ends.compatible(&ends));
+        let (id, prev_state_ns, at_least) = match known {
+            Some(live) if live.state == old => {
+                (live.id, Some(ts_ns.saturating_sub(live.since_ns)), live.at_least)
             }
             // The address belongs to a new socket: one just created (it leaves CLOSE) or a
             // child cloned from a listener. An entry left from an earlier life of the same
             // address is stale.
-            _ if is_birth(t.oldstate, t.newstate) => (self.new_id(), None),
-            // Transitions of this socket were not seen (lost, or it predates portrace).
-            Some(live) => (live.id, None),
-            None => (self.new_id(), None),
+            _ if is_birth(old, new) => (self.new_id(), None, false),
+            // Transitions of this socket were not seen (lost, filtered out, or it predates
+            // portrace).
+            Some(live) => (live.id, None, false),
+            None => (self.new_id(), None, false),
         };
-        if t.newstate == TcpState::Close {
-            self.live.remove(&t.skaddr);
-        } else if known.is_some() || self.live.len() < self.capacity {
-            self.live.insert(t.skaddr, Live { id, state: t.newstate, since_ns: t.ts_ns });
+        if new == TcpState::Close {
+            self.live.remove(&key);
+        } else if self.live.contains_key(&key) || self.live.len() < self.capacity {
+            let ends = merge(known.map(|l| l.ends), ends);
+            self.live.insert(key, Live { id, state: new, since_ns: ts_ns, at_least: false, ends });
         } else {
             self.untracked += 1;
         }
-        Observed { socket: id, prev_state_ns }
+        Observed { socket: id, prev_state_ns, at_least }
     }
 
-    fn new_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
+    /// Moves a socket to another key (a connection moving to its timewait socket).
+    pub fn rekey(&mut self, from: SockKey, to: SockKey) {
+        if let Some(live) = self.live.remove(&from) {
+            self.live.insert(to, live);
+        }
+    }
+
+    /// Forgets a socket.
+    pub fn forget(&mut self, key: SockKey) {
+        self.live.remove(&key);
     }
 
     /// Sockets alive now, as far as portrace has seen.
@@ -83,6 +146,17 @@ impl Sockets {
     }
 }
 
+/// The endpoints known so far: a port or address learned later fills in an unknown one.
+fn merge(before: Option<Endpoints>, now: Endpoints) -> Endpoints {
+    let Some(b) = before else { return now };
+    Endpoints {
+        saddr: if now.saddr.is_unspecified() { b.saddr } else { now.saddr },
+        sport: if now.sport == 0 { b.sport } else { now.sport },
+        daddr: if now.daddr.is_unspecified() { b.daddr } else { now.daddr },
+        dport: if now.dport == 0 { b.dport } else { now.dport },
+    }
+}
+
 /// The transitions that start a socket's life: a new socket leaves CLOSE, and a child
 /// socket is cloned from its listener in LISTEN and reported as LISTEN -> SYN_RECV.
 fn is_birth(old: TcpState, new: TcpState) -> bool {
@@ -91,61 +165,72 @@ fn is_birth(old: TcpState, new: TcpState) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::record::{Comm, Family};
     use TcpState::*;
 
-    fn t(skaddr: u64, ts_ns: u64, old: TcpState, new: TcpState) -> Decoded {
+    const A: SockKey = SockKey::Full(0xa);
+
+    fn ends(sport: u16, dport: u16) -> Endpoints {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        Decoded {
-            ts_ns,
-            skaddr,
-            pid: 1,
-            comm: Comm::new("t"),
-            family: Family::Ipv4,
-            saddr: lo,
-            sport: 1,
-            daddr: lo,
-            dport: 2,
-            oldstate: old,
-            newstate: new,
-        }
+        Endpoints { saddr: lo, sport, daddr: lo, dport }
+    }
+
+    fn obs(s: &mut Sockets, key: SockKey, ts: u64, old: TcpState, new: TcpState) -> Observed {
+        s.observe(key, ts, old, new, ends(1, 2))
     }
 
     #[test]
     fn durations_follow_a_connection() {
         let mut s = Sockets::new(16);
-        let a = s.observe(&t(0xa, 100, Close, SynSent));
+        let a = obs(&mut s, A, 100, Close, SynSent);
         assert_eq!(a.prev_state_ns, None);
-        let b = s.observe(&t(0xa, 350, SynSent, Established));
-        assert_eq!(b, Observed { socket: a.socket, prev_state_ns: Some(250) });
-        let c = s.observe(&t(0xa, 1350, Established, FinWait1));
-        assert_eq!(c.prev_state_ns, Some(1000));
-        s.observe(&t(0xa, 1400, FinWait1, FinWait2));
-        let e = s.observe(&t(0xa, 1500, FinWait2, Close));
-        assert_eq!(e, Observed { socket: a.socket, prev_state_ns: Some(100) });
+        let b = obs(&mut s, A, 350, SynSent, Established);
+        assert_eq!(b, Observed { socket: a.socket, prev_state_ns: Some(250), at_least: false });
+        assert_eq!(obs(&mut s, A, 1350, Established, FinWait1).prev_state_ns, Some(1000));
+        obs(&mut s, A, 1400, FinWait1, FinWait2);
+        let e = obs(&mut s, A, 1500, FinWait2, Close);
+        assert_eq!(e.prev_state_ns, Some(100));
         assert_eq!(s.live(), 0, "a closed socket is forgotten");
+    }
+
+    #[test]
+    fn the_port_bound_after_syn_sent_is_the_same_socket() {
+        let mut s = Sockets::new(16);
+        let a = s.observe(A, 1, Close, SynSent, ends(0, 80));
+        let b = s.observe(A, 5, SynSent, Established, ends(40000, 80));
+        assert_eq!(b, Observed { socket: a.socket, prev_state_ns: Some(4), at_least: false });
     }
 
     #[test]
     fn a_reused_address_is_a_new_socket() {
         let mut s = Sockets::new(16);
-        let first = s.observe(&t(0xa, 1, Close, SynSent)).socket;
-        s.observe(&t(0xa, 2, SynSent, Close));
-        let second = s.observe(&t(0xa, 3, Close, Listen));
+        let first = obs(&mut s, A, 1, Close, SynSent).socket;
+        obs(&mut s, A, 2, SynSent, Close);
+        let second = obs(&mut s, A, 3, Close, Listen);
         assert_ne!(second.socket, first);
         assert_eq!(second.prev_state_ns, None);
     }
 
     #[test]
+    fn a_reused_address_with_other_ports_is_a_new_socket_even_unseen_births() {
+        // A filter hid the births and ends: only the ports tell the sockets apart.
+        let mut s = Sockets::new(16);
+        let a = s.observe(A, 1, Established, CloseWait, ends(24924, 65122));
+        let a2 = s.observe(A, 2, CloseWait, LastAck, ends(24924, 65122));
+        assert_eq!(a.socket, a2.socket);
+        let b = s.observe(A, 3, Established, CloseWait, ends(24932, 65122));
+        assert_ne!(b.socket, a.socket);
+        assert_eq!(b.prev_state_ns, None);
+    }
+
+    #[test]
     fn a_child_from_a_stale_address_is_a_new_socket() {
         let mut s = Sockets::new(16);
-        // A socket whose CLOSE was lost leaves a stale entry behind.
-        let old = s.observe(&t(0xb, 1, Close, SynSent)).socket;
-        s.observe(&t(0xb, 2, SynSent, Established));
-        let child = s.observe(&t(0xb, 3, Listen, SynRecv));
+        let old = obs(&mut s, A, 1, Close, SynSent).socket;
+        obs(&mut s, A, 2, SynSent, Established);
+        let child = obs(&mut s, A, 3, Listen, SynRecv);
         assert_ne!(child.socket, old);
         assert_eq!(child.prev_state_ns, None);
     }
@@ -153,28 +238,45 @@ mod tests {
     #[test]
     fn missed_transitions_keep_the_socket_but_not_the_duration() {
         let mut s = Sockets::new(16);
-        let id = s.observe(&t(0xc, 10, Close, SynSent)).socket;
-        // SYN_SENT -> ESTABLISHED was lost.
-        let next = s.observe(&t(0xc, 20, Established, FinWait1));
-        assert_eq!(next, Observed { socket: id, prev_state_ns: None });
-        let after = s.observe(&t(0xc, 25, FinWait1, FinWait2));
-        assert_eq!(after.prev_state_ns, Some(5));
+        let id = obs(&mut s, A, 10, Close, SynSent).socket;
+        let next = obs(&mut s, A, 20, Established, FinWait1);
+        assert_eq!(next, Observed { socket: id, prev_state_ns: None, at_least: false });
+        assert_eq!(obs(&mut s, A, 25, FinWait1, FinWait2).prev_state_ns, Some(5));
     }
 
     #[test]
-    fn a_socket_older_than_the_trace_gets_an_id_and_no_duration() {
+    fn a_seeded_socket_reports_at_least_since_the_start() {
         let mut s = Sockets::new(16);
-        let o = s.observe(&t(0xd, 5, Established, CloseWait));
-        assert_eq!(o.prev_state_ns, None);
-        assert_eq!(s.observe(&t(0xd, 9, CloseWait, LastAck)).prev_state_ns, Some(4));
+        s.seed(A, 42, Established, 1000, ends(1, 2));
+        let o = obs(&mut s, A, 5000, Established, CloseWait);
+        assert_eq!(o, Observed { socket: 42, prev_state_ns: Some(4000), at_least: true });
+        let o = obs(&mut s, A, 5100, CloseWait, LastAck);
+        assert_eq!(o, Observed { socket: 42, prev_state_ns: Some(100), at_least: false });
+    }
+
+    #[test]
+    fn a_connection_keeps_its_id_in_its_timewait_socket() {
+        let mut s = Sockets::new(16);
+        let id = obs(&mut s, A, 1, Close, SynSent).socket;
+        obs(&mut s, A, 2, SynSent, Established);
+        obs(&mut s, A, 3, Established, FinWait1);
+        obs(&mut s, A, 4, FinWait1, FinWait2);
+        let handover = obs(&mut s, A, 6, FinWait2, TimeWait);
+        assert_eq!(handover.prev_state_ns, Some(2));
+        let tw = SockKey::TimeWait(0xb);
+        s.rekey(A, tw);
+        assert_eq!(s.state(A), None);
+        assert_eq!(s.state(tw), Some(TimeWait));
+        let end = obs(&mut s, tw, 60_000_006, TimeWait, Close);
+        assert_eq!(end, Observed { socket: id, prev_state_ns: Some(60_000_000), at_least: false });
     }
 
     #[test]
     fn a_full_tracker_counts_what_it_cannot_remember() {
         let mut s = Sockets::new(1);
-        s.observe(&t(1, 1, Close, Listen));
-        let a = s.observe(&t(2, 1, Close, SynSent));
-        let b = s.observe(&t(2, 2, SynSent, Established));
+        obs(&mut s, SockKey::Full(1), 1, Close, Listen);
+        let a = obs(&mut s, SockKey::Full(2), 1, Close, SynSent);
+        let b = obs(&mut s, SockKey::Full(2), 2, SynSent, Established);
         assert_ne!(a.socket, b.socket, "an untracked socket cannot be recognised later");
         assert_eq!(b.prev_state_ns, None);
         assert_eq!(s.untracked(), 2);
@@ -185,7 +287,7 @@ mod tests {
     fn ids_are_unique_and_increasing() {
         let mut s = Sockets::new(16);
         let ids: Vec<u64> =
-            (0..5).map(|i| s.observe(&t(100 + i, 1, Close, SynSent)).socket).collect();
+            (0..5).map(|i| obs(&mut s, SockKey::Full(100 + i), 1, Close, SynSent).socket).collect();
         assert_eq!(ids, vec![1, 2, 3, 4, 5]);
     }
 }

@@ -189,6 +189,12 @@ mod tests {
             oldstate: old,
             newstate: new,
             prev_state_ns: None,
+            prev_state_at_least: false,
+            owner: None,
+            reason: None,
+            error: None,
+            retransmits: 0,
+            netns: 0,
         }
     }
 

@@ -19,23 +19,36 @@ pub use netns::Netns;
 pub use portrace::{Portrace, Run, Summary};
 pub use process::{Finished, Proc};
 pub use records::{
-    assert_sequences, by_socket, check_socket_invariants, lost_total, timeline, transitions,
-    Expect, Losses, Roles, SocketTimeline, Transition,
+    assert_owner, assert_sequences, by_socket, check_socket_invariants, inventory, lost_total,
+    socket_records, timeline, transitions, Expect, Losses, Owner, Roles, SocketRecord,
+    SocketTimeline, Transition, OWN_SYSCALL_EDGES,
 };
-pub use tcpload::{Closer, Tcpload};
+pub use tcpload::{Closer, Renamed, Tcpload};
 
-/// The kernel transitions of one loopback connection, per socket, as `OLD->NEW` edges
-/// (see the project's notes on what the kernel emits: no TIME_WAIT, no NEW_SYN_RECV).
+/// The kernel transitions of one connection, per socket, as `OLD->NEW` edges, as portrace
+/// reports them (see the project's notes on what the kernel emits: no NEW_SYN_RECV; the
+/// side that closes first hands its connection to a timewait socket, which portrace shows
+/// as `FIN_WAIT2->TIME_WAIT` on the same socket and, when the timewait socket ends 60 s
+/// later or is killed, `TIME_WAIT->CLOSE`).
 pub mod seq {
     /// A listener that listens and is closed.
     pub const LISTENER: &[&str] = &["CLOSE->LISTEN", "LISTEN->CLOSE"];
-    /// The client when it closes first (the active close).
+    /// The client when it closes first (the active close), while it is in TIME_WAIT.
     pub const CLIENT_ACTIVE: &[&str] = &[
         "CLOSE->SYN_SENT",
         "SYN_SENT->ESTABLISHED",
         "ESTABLISHED->FIN_WAIT1",
         "FIN_WAIT1->FIN_WAIT2",
-        "FIN_WAIT2->CLOSE",
+        "FIN_WAIT2->TIME_WAIT",
+    ];
+    /// [`CLIENT_ACTIVE`] once its TIME_WAIT ended (expired or killed).
+    pub const CLIENT_ACTIVE_ENDED: &[&str] = &[
+        "CLOSE->SYN_SENT",
+        "SYN_SENT->ESTABLISHED",
+        "ESTABLISHED->FIN_WAIT1",
+        "FIN_WAIT1->FIN_WAIT2",
+        "FIN_WAIT2->TIME_WAIT",
+        "TIME_WAIT->CLOSE",
     ];
     /// The client when the server closes first (the passive close).
     pub const CLIENT_PASSIVE: &[&str] = &[
@@ -53,16 +66,38 @@ pub mod seq {
         "CLOSE_WAIT->LAST_ACK",
         "LAST_ACK->CLOSE",
     ];
-    /// The server's accepted socket when it closes first.
+    /// The server's accepted socket when it closes first, while it is in TIME_WAIT.
     pub const CHILD_ACTIVE: &[&str] = &[
         "LISTEN->SYN_RECV",
         "SYN_RECV->ESTABLISHED",
         "ESTABLISHED->FIN_WAIT1",
         "FIN_WAIT1->FIN_WAIT2",
-        "FIN_WAIT2->CLOSE",
+        "FIN_WAIT2->TIME_WAIT",
     ];
-    /// A client whose connection is refused (the peer answers the SYN with a reset).
+    /// [`CHILD_ACTIVE`] once its TIME_WAIT ended (expired or killed).
+    pub const CHILD_ACTIVE_ENDED: &[&str] = &[
+        "LISTEN->SYN_RECV",
+        "SYN_RECV->ESTABLISHED",
+        "ESTABLISHED->FIN_WAIT1",
+        "FIN_WAIT1->FIN_WAIT2",
+        "FIN_WAIT2->TIME_WAIT",
+        "TIME_WAIT->CLOSE",
+    ];
+    /// A client whose connection is refused (the peer answers the SYN with a reset), or
+    /// whose connect times out: either way SYN_SENT straight to CLOSE.
     pub const REFUSED: &[&str] = &["CLOSE->SYN_SENT", "SYN_SENT->CLOSE"];
+    /// A client whose established connection ends in a reset, sent or received.
+    pub const CLIENT_RESET: &[&str] = &[
+        "CLOSE->SYN_SENT",
+        "SYN_SENT->ESTABLISHED",
+        "ESTABLISHED->CLOSE",
+    ];
+    /// A server's accepted socket whose connection ends in a reset, sent or received.
+    pub const CHILD_RESET: &[&str] = &[
+        "LISTEN->SYN_RECV",
+        "SYN_RECV->ESTABLISHED",
+        "ESTABLISHED->CLOSE",
+    ];
 }
 
 static PRIVILEGED: Mutex<()> = Mutex::new(());
@@ -79,5 +114,7 @@ pub fn privileged() -> MutexGuard<'static, ()> {
         "the privileged tests need root (they load eBPF programs and create network \
          namespaces); run them as root, e.g. with `cargo xtask test` in CI (euid is {euid})"
     );
-    PRIVILEGED.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    PRIVILEGED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,10 +1,12 @@
 //! Network namespaces for the tests: [`Netns`] creates a uniquely named one with only
 //! loopback, up, and a local port range that leaves 65001-65535 free for the tests' own
-//! listening ports, runs programs inside it, and deletes it on drop. portrace itself runs
-//! in the root namespace: the tracepoint sees every namespace, and its filters select the
-//! test's own traffic.
+//! listening ports, runs programs inside it, links it to another of the test's namespaces
+//! with a veth pair, and deletes it on drop (its interfaces go with it). portrace itself
+//! runs in the root namespace: the tracepoint sees every namespace, and its filters select
+//! the test's own traffic.
 
 use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,6 +20,8 @@ const PREFIX: &str = "portrace-t-";
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+/// Numbers the veth interfaces, so no two in one namespace share a name.
+static NEXT_LINK: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace owned by the test; deleted on drop. Drop the processes running in
 /// it first (declare the `Netns` before them, so it is dropped after them).
@@ -33,7 +37,11 @@ impl Netns {
     /// killed run of these tests left behind (their process no longer exists).
     pub fn create() -> Netns {
         remove_stale();
-        let name = format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         ip(&["netns", "add", &name]);
         // From here on, Drop deletes the namespace even if the setup below fails.
         let ns = Netns { name };
@@ -44,6 +52,40 @@ impl Netns {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The namespace's inode number: what portrace reports as `netns`, and what
+    /// `/proc/PID/ns/net` shows for a process inside it.
+    pub fn inode(&self) -> u64 {
+        let path = format!("/run/netns/{}", self.name);
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("stat {path}: {e}"))
+            .ino()
+    }
+
+    /// Sets a sysctl inside the namespace (`NAME=VALUE`, e.g. `net.ipv4.tcp_syn_retries=1`).
+    pub fn sysctl(&self, setting: &str) {
+        self.exec("sysctl", &["-w", setting]);
+    }
+
+    /// Links this namespace to `peer` with a veth pair: one end here with address `local`,
+    /// the other in `peer` with address `remote` (both with their prefix length, e.g.
+    /// `169.254.20.1/30` and `169.254.20.2/30`), both up. Returns the two interface names.
+    /// The ends are deleted with their namespaces.
+    pub fn veth(&self, local: &str, peer: &Netns, remote: &str) -> (String, String) {
+        let n = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
+        let (here, there) = (format!("ptv{n}a"), format!("ptv{n}b"));
+        self.exec(
+            "ip",
+            &[
+                "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &peer.name,
+            ],
+        );
+        self.exec("ip", &["addr", "add", local, "dev", &here]);
+        peer.exec("ip", &["addr", "add", remote, "dev", &there]);
+        self.exec("ip", &["link", "set", &here, "up"]);
+        peer.exec("ip", &["link", "set", &there, "up"]);
+        (here, there)
     }
 
     /// A command that runs `program` inside the namespace (`ip netns exec NAME program`).
@@ -76,7 +118,10 @@ impl Drop for Netns {
         cmd.args(["netns", "delete", &self.name]);
         let finished = run_bounded("ip netns delete", cmd, SETUP_TIMEOUT);
         if !finished.status.success() && !std::thread::panicking() {
-            panic!("could not delete namespace {}: {}", self.name, finished.stderr);
+            panic!(
+                "could not delete namespace {}: {}",
+                self.name, finished.stderr
+            );
         }
     }
 }
@@ -95,8 +140,12 @@ fn remove_stale() {
     let listed = run_bounded("ip netns list", cmd, SETUP_TIMEOUT);
     for line in &listed.stdout {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "delete", name]);

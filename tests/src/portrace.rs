@@ -2,6 +2,7 @@
 //! parses its JSON lines on a background thread as they arrive, waits for it to attach,
 //! lets the test poll for the records it expects within a deadline, and stops it with
 //! SIGINT as a user would, returning everything it printed as a [`Run`].
+//! [`Portrace::run_once`] runs it to its own end (`--snapshot`) within a deadline.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -12,15 +13,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::process::read_all_in_background;
-use crate::records::{transitions, Transition};
+use crate::process::{read_all_in_background, run_bounded, Finished};
+use crate::records::{socket_records, transitions, SocketRecord, Transition};
 
 /// How long portrace may take to attach and print its start record.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long portrace may take to exit after SIGINT.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(5);
-
 
 /// A running portrace; killed (SIGKILL) and reaped on drop if the test did not stop it.
 pub struct Portrace {
@@ -65,7 +65,11 @@ impl Portrace {
     pub fn bin() -> PathBuf {
         if let Some(path) = std::env::var_os("PORTRACE_BIN") {
             let path = PathBuf::from(path);
-            assert!(path.is_file(), "PORTRACE_BIN={} is not a file", path.display());
+            assert!(
+                path.is_file(),
+                "PORTRACE_BIN={} is not a file",
+                path.display()
+            );
             return path;
         }
         let exe = std::env::current_exe().expect("the test binary's own path");
@@ -75,12 +79,16 @@ impl Portrace {
             .take(3)
             .map(|dir| dir.join("portrace"))
             .collect();
-        candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
-            panic!(
-                "portrace binary not found (looked for {candidates:?} and $PORTRACE_BIN): \
+        candidates
+            .iter()
+            .find(|p| p.is_file())
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!(
+                    "portrace binary not found (looked for {candidates:?} and $PORTRACE_BIN): \
                  run `cargo build -p portrace` first (`cargo xtask test` builds it for you)"
-            )
-        })
+                )
+            })
     }
 
     /// Starts portrace with `--format json` followed by `args`, without waiting for it.
@@ -149,7 +157,11 @@ impl Portrace {
                 return;
             }
             if self.stdout_closed || Instant::now() >= deadline {
-                let why = if self.stdout_closed { "exited" } else { "timed out" };
+                let why = if self.stdout_closed {
+                    "exited"
+                } else {
+                    "timed out"
+                };
                 let (status, stderr) = self.kill_and_collect();
                 panic!(
                     "portrace {:?} {why} before its start record ({status}):\n\
@@ -158,7 +170,11 @@ impl Portrace {
                     self.garbage.join("\n")
                 );
             }
-            self.pump_for(deadline.saturating_duration_since(Instant::now()).min(POLL * 10));
+            self.pump_for(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(POLL * 10),
+            );
         }
     }
 
@@ -174,9 +190,29 @@ impl Portrace {
         transitions(&self.records)
     }
 
+    /// The socket records (the start-up inventory) received so far.
+    pub fn socket_records(&mut self) -> Vec<SocketRecord> {
+        self.pump_for(Duration::ZERO);
+        socket_records(&self.records)
+    }
+
+    /// Runs portrace with exactly `args` until it exits by itself (as `--snapshot` does),
+    /// killing it past `timeout`; returns what it printed and how long it took.
+    pub fn run_once(args: &[&str], timeout: Duration) -> (Finished, Duration) {
+        let mut cmd = Command::new(Portrace::bin());
+        cmd.args(args);
+        let started = Instant::now();
+        let finished = run_bounded(&format!("portrace {}", args.join(" ")), cmd, timeout);
+        (finished, started.elapsed())
+    }
+
     /// Waits until `done(records so far)` holds or `timeout` passes; returns whether it held.
     /// The test then stops portrace and asserts, so a shortfall shows as a full timeline.
-    pub fn wait_until(&mut self, timeout: Duration, mut done: impl FnMut(&[Value]) -> bool) -> bool {
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&[Value]) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if done(&self.records) {
@@ -185,7 +221,11 @@ impl Portrace {
             if self.stdout_closed || Instant::now() >= deadline {
                 return false;
             }
-            self.pump_for(deadline.saturating_duration_since(Instant::now()).min(POLL * 10));
+            self.pump_for(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(POLL * 10),
+            );
         }
     }
 
@@ -194,7 +234,11 @@ impl Portrace {
     pub fn wait_for_transitions(&mut self, n: usize, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         while self.n_transitions < n && !self.stdout_closed && Instant::now() < deadline {
-            self.pump_for(deadline.saturating_duration_since(Instant::now()).min(POLL * 10));
+            self.pump_for(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(POLL * 10),
+            );
         }
         self.n_transitions
     }
@@ -203,8 +247,15 @@ impl Portrace {
     /// `timeout` passes; returns (received, lost) so far.
     pub fn wait_accounted(&mut self, n: u64, timeout: Duration) -> (usize, u64) {
         let deadline = Instant::now() + timeout;
-        while (self.n_transitions as u64 + self.n_lost) < n && !self.stdout_closed && Instant::now() < deadline {
-            self.pump_for(deadline.saturating_duration_since(Instant::now()).min(POLL * 10));
+        while (self.n_transitions as u64 + self.n_lost) < n
+            && !self.stdout_closed
+            && Instant::now() < deadline
+        {
+            self.pump_for(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(POLL * 10),
+            );
         }
         (self.n_transitions, self.n_lost)
     }
@@ -228,7 +279,10 @@ impl Portrace {
                     let _ = child.kill();
                     let status = child.wait();
                     self.drain(Duration::from_secs(5));
-                    let stderr = self.stderr.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+                    let stderr = self
+                        .stderr
+                        .recv_timeout(Duration::from_secs(5))
+                        .unwrap_or_default();
                     panic!(
                         "portrace {:?} did not exit within {STOP_TIMEOUT:?} of SIGINT (killed: \
                          {status:?}); {} records so far\n--- stderr\n{stderr}",
@@ -292,7 +346,11 @@ impl Portrace {
     fn drain(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         while !self.stdout_closed && Instant::now() < deadline {
-            self.pump_for(deadline.saturating_duration_since(Instant::now()).min(POLL * 20));
+            self.pump_for(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(POLL * 20),
+            );
         }
     }
 
@@ -305,7 +363,10 @@ impl Portrace {
             None => "already reaped".into(),
         };
         self.drain(Duration::from_secs(2));
-        let stderr = self.stderr.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+        let stderr = self
+            .stderr
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_default();
         (status, stderr)
     }
 }
@@ -325,12 +386,40 @@ impl Run {
         transitions(&self.records)
     }
 
+    /// The socket records: the inventory of sockets older than portrace.
+    pub fn socket_records(&self) -> Vec<SocketRecord> {
+        socket_records(&self.records)
+    }
+
+    /// The start record's `ts_ns`: when tracing started.
+    pub fn start_ts_ns(&self) -> u64 {
+        self.records
+            .first()
+            .filter(|r| r["type"] == "start")
+            .and_then(|r| r["ts_ns"].as_u64())
+            .unwrap_or_else(|| panic!("no start record with a ts_ns: {:?}", self.records.first()))
+    }
+
     /// Panics unless portrace exited with status 0, printed only JSON objects, began with
-    /// the start record, ended with the end record, and printed no panic.
+    /// the start record, printed its socket records (if any) right after it, ended with the
+    /// end record, and printed no panic.
     pub fn assert_clean(&self) {
-        let context = || format!("portrace {:?}, status {}\n--- stderr\n{}", self.args, self.status, self.stderr);
-        assert!(self.status.success(), "portrace did not exit with status 0\n{}", context());
-        assert!(!looks_like_panic(&self.stderr), "portrace panicked\n{}", context());
+        let context = || {
+            format!(
+                "portrace {:?}, status {}\n--- stderr\n{}",
+                self.args, self.status, self.stderr
+            )
+        };
+        assert!(
+            self.status.success(),
+            "portrace did not exit with status 0\n{}",
+            context()
+        );
+        assert!(
+            !looks_like_panic(&self.stderr),
+            "portrace panicked\n{}",
+            context()
+        );
         assert!(
             self.garbage.is_empty(),
             "portrace printed lines that are not JSON objects: {:?}\n{}",
@@ -339,17 +428,52 @@ impl Run {
         );
         let first = self.records.first().map(|r| r["type"].clone());
         let last = self.records.last().map(|r| r["type"].clone());
-        assert_eq!(first, Some(Value::from("start")), "the first record is not the start record\n{}", context());
-        assert_eq!(last, Some(Value::from("end")), "the last record is not the end record\n{}", context());
+        assert_eq!(
+            first,
+            Some(Value::from("start")),
+            "the first record is not the start record\n{}",
+            context()
+        );
+        assert_eq!(
+            last,
+            Some(Value::from("end")),
+            "the last record is not the end record\n{}",
+            context()
+        );
         let start = &self.records[0];
         assert_eq!(start["schema"], 1, "start record {start}");
         for key in ["portrace", "time", "host", "kernel"] {
-            assert!(start[key].is_string(), "start record lacks a string {key:?}: {start}");
+            assert!(
+                start[key].is_string(),
+                "start record lacks a string {key:?}: {start}"
+            );
         }
         assert!(start["ts_ns"].is_u64(), "start record lacks ts_ns: {start}");
-        let n = self.records.iter().filter(|r| r["type"] == "transition").count() as u64;
+        let inventory_end = self.records[1..]
+            .iter()
+            .position(|r| r["type"] != "socket")
+            .map_or(self.records.len(), |i| i + 1);
+        if let Some(late) = self.records[inventory_end..]
+            .iter()
+            .find(|r| r["type"] == "socket")
+        {
+            panic!(
+                "a socket record after the inventory (they come right after the start \
+                 record): {late}\n{}",
+                context()
+            );
+        }
+        let n = self
+            .records
+            .iter()
+            .filter(|r| r["type"] == "transition")
+            .count() as u64;
         let end = self.records.last().expect("records");
-        assert_eq!(end["transitions"].as_u64(), Some(n), "end record's transition count: {end}");
+        assert_eq!(
+            end["transitions"].as_u64(),
+            Some(n),
+            "end record's transition count: {end}"
+        );
     }
 
     /// The `end` record, if portrace printed one.
@@ -375,12 +499,18 @@ fn parse_summary(line: &str) -> Option<Summary> {
     let (n, rest) = rest.split_once(" transitions in ")?;
     let (secs, rest) = rest.split_once(" s, ")?;
     let lost = rest.strip_suffix(" lost")?;
-    Some(Summary { transitions: n.parse().ok()?, secs: secs.parse().ok()?, lost: lost.parse().ok()? })
+    Some(Summary {
+        transitions: n.parse().ok()?,
+        secs: secs.parse().ok()?,
+        lost: lost.parse().ok()?,
+    })
 }
 
 /// Whether text carries Rust panic or backtrace output.
 pub fn looks_like_panic(text: &str) -> bool {
-    ["panicked at", "stack backtrace", "RUST_BACKTRACE"].iter().any(|s| text.contains(s))
+    ["panicked at", "stack backtrace", "RUST_BACKTRACE"]
+        .iter()
+        .any(|s| text.contains(s))
 }
 
 #[cfg(test)]
@@ -391,14 +521,22 @@ mod tests {
     fn summary_line_parses() {
         assert_eq!(
             parse_summary("portrace: 200002 transitions in 3.25 s, 0 lost"),
-            Some(Summary { transitions: 200_002, secs: 3.25, lost: 0 })
+            Some(Summary {
+                transitions: 200_002,
+                secs: 3.25,
+                lost: 0
+            })
         );
         assert_eq!(parse_summary("portrace: 5 transitions in 1 s"), None);
     }
 
     #[test]
     fn panic_text_is_recognised() {
-        assert!(looks_like_panic("thread 'main' panicked at src/main.rs:1:1"));
-        assert!(!looks_like_panic("error: invalid value '70000' for '--port <PORT>'"));
+        assert!(looks_like_panic(
+            "thread 'main' panicked at src/main.rs:1:1"
+        ));
+        assert!(!looks_like_panic(
+            "error: invalid value '70000' for '--port <PORT>'"
+        ));
     }
 }

@@ -51,7 +51,9 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` with stdin, stdout and stderr piped. `label` names it in messages.
     pub fn spawn(label: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {label} ({cmd:?}): {e}"));
@@ -201,7 +203,9 @@ impl Proc {
     /// process if it lingers.
     fn reap_within(&mut self, grace: Duration) -> String {
         let deadline = Instant::now() + grace;
-        let Some(child) = self.child.as_mut() else { return "already reaped".into() };
+        let Some(child) = self.child.as_mut() else {
+            return "already reaped".into();
+        };
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
@@ -213,7 +217,9 @@ impl Proc {
     }
 
     fn kill_and_reap(&mut self) -> String {
-        let Some(mut child) = self.child.take() else { return "already reaped".into() };
+        let Some(mut child) = self.child.take() else {
+            return "already reaped".into();
+        };
         // Only this child, by its own id: `Child::kill` sends SIGKILL to that pid.
         let _ = child.kill();
         match child.wait() {

@@ -15,13 +15,29 @@ fn refused(args: &[&str], bad: &str) {
     cmd.args(args);
     let label = format!("portrace {}", args.join(" "));
     let out = run_bounded(&label, cmd, Duration::from_secs(10));
-    let shown = format!("{label}: status {}\n--- stdout\n{}\n--- stderr\n{}", out.status, out.stdout.join("\n"), out.stderr);
+    let shown = format!(
+        "{label}: status {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        out.stdout.join("\n"),
+        out.stderr
+    );
     assert!(!out.status.success(), "bad input accepted\n{shown}");
-    assert!(out.status.code().is_some(), "portrace died of a signal instead of exiting with an error\n{shown}");
-    assert!(out.stderr.contains(bad), "the error does not name the bad value {bad:?}\n{shown}");
-    assert!(!looks_like_panic(&out.stderr), "portrace panicked on bad input\n{shown}");
     assert!(
-        !out.stdout.iter().any(|l| l.contains("\"type\":\"start\"") || l.contains("\"type\":\"transition\"")),
+        out.status.code().is_some(),
+        "portrace died of a signal instead of exiting with an error\n{shown}"
+    );
+    assert!(
+        out.stderr.contains(bad),
+        "the error does not name the bad value {bad:?}\n{shown}"
+    );
+    assert!(
+        !looks_like_panic(&out.stderr),
+        "portrace panicked on bad input\n{shown}"
+    );
+    assert!(
+        !out.stdout
+            .iter()
+            .any(|l| l.contains("\"type\":\"start\"") || l.contains("\"type\":\"transition\"")),
         "portrace started tracing despite bad input\n{shown}"
     );
 }
@@ -38,7 +54,10 @@ fn rejects_unknown_state() {
 
 #[test]
 fn rejects_prefix_longer_than_the_address() {
-    refused(&["--format", "json", "--addr", "10.0.0.0/33"], "10.0.0.0/33");
+    refused(
+        &["--format", "json", "--addr", "10.0.0.0/33"],
+        "10.0.0.0/33",
+    );
 }
 
 #[test]

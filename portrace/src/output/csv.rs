@@ -1,17 +1,24 @@
 //! The CSV format: this module owns the column layout (one header row, then a row per
-//! transition or loss, all with the same sixteen columns) and RFC 4180 quoting of `comm`.
-//! Rows end with `\n`, as Unix tools expect; RFC 4180 readers accept it. Text is UTF-8,
-//! invalid bytes in `comm` replaced by U+FFFD. There are no start or end rows.
+//! inventory socket, transition or loss, all with the same twenty-four columns, empty where
+//! a kind of row has no value) and RFC 4180 quoting of the command names. Rows end with
+//! `\n`, as Unix tools expect; RFC 4180 readers accept it. Text is UTF-8, invalid bytes in
+//! command names replaced by U+FFFD. There are no start or end rows.
+//!
+//! A `socket` row puts the socket's state in `newstate`. An unknown owner has empty
+//! `owner_pid` and `owner_comm` and `owner_source` `unknown`, as in JSON.
 
 use std::io::{self, Write};
+use std::net::IpAddr;
 
-use super::{push_lossy, push_micros, push_u64, AddrText, Sink, Start};
+use super::{push_errno, push_lossy, push_micros, push_u64, AddrText, Sink, Start};
 use crate::clock::Rfc3339;
-use crate::record::{Lost, Timestamp, Transition};
+use crate::record::{Family, Lost, Owner, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 pub(super) const HEADER: &str = "type,time,ts_ns,pid,comm,socket,family,saddr,sport,daddr,dport,\
-                                 oldstate,newstate,prev_state_us,count,cause\n";
+                                 oldstate,newstate,prev_state_us,prev_state_at_least,\
+                                 owner_pid,owner_comm,owner_source,reason,error,retransmits,\
+                                 netns,count,cause\n";
 
 pub(super) struct CsvSink {
     out: Box<dyn Write + Send>,
@@ -53,6 +60,42 @@ impl CsvSink {
         self.line.push(b',');
         push_u64(&mut self.line, n);
     }
+
+    /// Appends `n` empty fields.
+    fn empty(&mut self, n: usize) {
+        self.line.resize(self.line.len() + n, b',');
+    }
+
+    /// Appends `family,saddr,sport,daddr,dport`.
+    fn endpoints(&mut self, family: Family, local: (IpAddr, u16), remote: (IpAddr, u16)) {
+        self.field(family.name().as_bytes());
+        self.field(AddrText::ip(local.0).as_bytes());
+        self.u64_field(u64::from(local.1));
+        self.field(AddrText::ip(remote.0).as_bytes());
+        self.u64_field(u64::from(remote.1));
+    }
+
+    /// Appends `owner_pid,owner_comm,owner_source`.
+    fn owner(&mut self, owner: Option<Owner>) {
+        match owner {
+            Some(owner) => {
+                self.u64_field(u64::from(owner.pid));
+                self.line.push(b',');
+                push_field(&mut self.line, owner.comm.as_bytes());
+                self.field(owner.source.name().as_bytes());
+            }
+            None => {
+                self.empty(2);
+                self.field(b"unknown");
+            }
+        }
+    }
+
+    /// Ends the row and writes it.
+    fn emit(&mut self) -> io::Result<()> {
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
 }
 
 /// Appends `text` as one CSV field, quoted (with quotes doubled) only when it holds a
@@ -77,6 +120,26 @@ impl Sink for CsvSink {
         self.header()
     }
 
+    fn socket(&mut self, s: &SocketRecord) -> io::Result<()> {
+        self.header()?;
+        self.begin("socket", s.time);
+        // Empty pid and comm.
+        self.empty(2);
+        self.u64_field(s.socket);
+        self.endpoints(s.family, (s.saddr, s.sport), (s.daddr, s.dport));
+        // Empty oldstate; the state as newstate; empty prev_state_us, prev_state_at_least.
+        self.empty(1);
+        self.field(s.state.name().as_bytes());
+        self.empty(2);
+        self.owner(s.owner);
+        // Empty reason, error, retransmits.
+        self.empty(3);
+        self.u64_field(u64::from(s.netns));
+        // Empty count and cause.
+        self.empty(2);
+        self.emit()
+    }
+
     fn transition(&mut self, t: &Transition) -> io::Result<()> {
         self.header()?;
         self.begin("transition", t.time);
@@ -84,31 +147,38 @@ impl Sink for CsvSink {
         self.line.push(b',');
         push_field(&mut self.line, t.comm.as_bytes());
         self.u64_field(t.socket);
-        self.field(t.family.name().as_bytes());
-        self.field(AddrText::ip(t.saddr).as_bytes());
-        self.u64_field(u64::from(t.sport));
-        self.field(AddrText::ip(t.daddr).as_bytes());
-        self.u64_field(u64::from(t.dport));
+        self.endpoints(t.family, (t.saddr, t.sport), (t.daddr, t.dport));
         self.field(t.oldstate.name().as_bytes());
         self.field(t.newstate.name().as_bytes());
         self.line.push(b',');
         if let Some(ns) = t.prev_state_ns {
             push_micros(&mut self.line, ns);
         }
+        self.field(if t.prev_state_at_least { b"true" } else { b"false" });
+        self.owner(t.owner);
+        self.line.push(b',');
+        if let Some(reason) = t.reason {
+            self.line.extend_from_slice(reason.name().as_bytes());
+        }
+        self.line.push(b',');
+        if let Some(errno) = t.error {
+            push_errno(&mut self.line, errno);
+        }
+        self.u64_field(u64::from(t.retransmits));
+        self.u64_field(u64::from(t.netns));
         // Empty count and cause.
-        self.line.extend_from_slice(b",,\n");
-        self.out.write_all(&self.line)
+        self.empty(2);
+        self.emit()
     }
 
     fn lost(&mut self, lost: &Lost) -> io::Result<()> {
         self.header()?;
         self.begin("lost", lost.time);
-        // Empty pid through prev_state_us: eleven fields.
-        self.line.extend_from_slice(&[b','; 11]);
+        // Empty pid through netns.
+        self.empty(19);
         self.u64_field(lost.count);
         self.field(lost.cause.name().as_bytes());
-        self.line.push(b'\n');
-        self.out.write_all(&self.line)
+        self.emit()
     }
 
     fn end(&mut self, _summary: &Summary) -> io::Result<()> {

@@ -5,9 +5,11 @@
 
 use std::io::{self, Write};
 
-use super::{push_json_str, push_micros, push_u64, AddrText, Sink, Start, VERSION};
+use std::net::IpAddr;
+
+use super::{push_errno, push_json_str, push_micros, push_u64, AddrText, Sink, Start, VERSION};
 use crate::clock::Rfc3339;
-use crate::record::{Lost, Timestamp, Transition};
+use crate::record::{Family, Lost, Owner, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 /// The schema version written in the start record. Fields are only added within a
@@ -54,9 +56,53 @@ impl JsonSink {
         self.line.push(b'"');
     }
 
+    /// A string that needs no escaping: a name from a fixed list, an address.
+    fn name_field(&mut self, key: &str, value: &[u8]) {
+        self.key(key);
+        self.line.push(b'"');
+        self.line.extend_from_slice(value);
+        self.line.push(b'"');
+    }
+
     fn u64_field(&mut self, key: &str, value: u64) {
         self.key(key);
         push_u64(&mut self.line, value);
+    }
+
+    fn bool_field(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.line.extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    fn null_field(&mut self, key: &str) {
+        self.key(key);
+        self.line.extend_from_slice(b"null");
+    }
+
+    /// Appends `family`, `saddr`, `sport`, `daddr`, `dport`.
+    fn endpoints(&mut self, family: Family, local: (IpAddr, u16), remote: (IpAddr, u16)) {
+        self.name_field("family", family.name().as_bytes());
+        self.name_field("saddr", AddrText::ip(local.0).as_bytes());
+        self.u64_field("sport", u64::from(local.1));
+        self.name_field("daddr", AddrText::ip(remote.0).as_bytes());
+        self.u64_field("dport", u64::from(remote.1));
+    }
+
+    /// Appends `owner_pid`, `owner_comm` (both null when unknown) and `owner_source`
+    /// (`"unknown"` when unknown).
+    fn owner(&mut self, owner: Option<Owner>) {
+        match owner {
+            Some(owner) => {
+                self.u64_field("owner_pid", u64::from(owner.pid));
+                self.str_field("owner_comm", owner.comm.as_bytes());
+                self.name_field("owner_source", owner.source.name().as_bytes());
+            }
+            None => {
+                self.null_field("owner_pid");
+                self.null_field("owner_comm");
+                self.name_field("owner_source", b"unknown");
+            }
+        }
     }
 
     /// Ends the line and writes it.
@@ -77,40 +123,50 @@ impl Sink for JsonSink {
         self.emit()
     }
 
+    fn socket(&mut self, s: &SocketRecord) -> io::Result<()> {
+        self.begin("socket");
+        self.time(s.time);
+        self.u64_field("socket", s.socket);
+        self.endpoints(s.family, (s.saddr, s.sport), (s.daddr, s.dport));
+        self.name_field("state", s.state.name().as_bytes());
+        self.owner(s.owner);
+        self.u64_field("netns", u64::from(s.netns));
+        self.u64_field("inode", s.inode);
+        self.u64_field("uid", u64::from(s.uid));
+        self.emit()
+    }
+
     fn transition(&mut self, t: &Transition) -> io::Result<()> {
         self.begin("transition");
         self.time(t.time);
         self.u64_field("pid", u64::from(t.pid));
         self.str_field("comm", t.comm.as_bytes());
         self.u64_field("socket", t.socket);
-        // Names, address texts and numbers need no escaping.
-        self.key("family");
-        self.line.push(b'"');
-        self.line.extend_from_slice(t.family.name().as_bytes());
-        self.line.push(b'"');
-        self.key("saddr");
-        self.line.push(b'"');
-        self.line.extend_from_slice(AddrText::ip(t.saddr).as_bytes());
-        self.line.push(b'"');
-        self.u64_field("sport", u64::from(t.sport));
-        self.key("daddr");
-        self.line.push(b'"');
-        self.line.extend_from_slice(AddrText::ip(t.daddr).as_bytes());
-        self.line.push(b'"');
-        self.u64_field("dport", u64::from(t.dport));
-        self.key("oldstate");
-        self.line.push(b'"');
-        self.line.extend_from_slice(t.oldstate.name().as_bytes());
-        self.line.push(b'"');
-        self.key("newstate");
-        self.line.push(b'"');
-        self.line.extend_from_slice(t.newstate.name().as_bytes());
-        self.line.push(b'"');
+        self.endpoints(t.family, (t.saddr, t.sport), (t.daddr, t.dport));
+        self.name_field("oldstate", t.oldstate.name().as_bytes());
+        self.name_field("newstate", t.newstate.name().as_bytes());
         self.key("prev_state_us");
         match t.prev_state_ns {
             Some(ns) => push_micros(&mut self.line, ns),
             None => self.line.extend_from_slice(b"null"),
         }
+        self.bool_field("prev_state_at_least", t.prev_state_at_least);
+        self.owner(t.owner);
+        match t.reason {
+            Some(reason) => self.name_field("reason", reason.name().as_bytes()),
+            None => self.null_field("reason"),
+        }
+        match t.error {
+            Some(errno) => {
+                self.key("error");
+                self.line.push(b'"');
+                push_errno(&mut self.line, errno);
+                self.line.push(b'"');
+            }
+            None => self.null_field("error"),
+        }
+        self.u64_field("retransmits", u64::from(t.retransmits));
+        self.u64_field("netns", u64::from(t.netns));
         self.emit()
     }
 
@@ -118,7 +174,7 @@ impl Sink for JsonSink {
         self.begin("lost");
         self.time(lost.time);
         self.u64_field("count", lost.count);
-        self.str_field("cause", lost.cause.name().as_bytes());
+        self.name_field("cause", lost.cause.name().as_bytes());
         self.emit()
     }
 

@@ -1,8 +1,9 @@
 //! Output formats: this module owns how records reach the user. It defines the [`Sink`]
 //! every format implements (text for people, JSON lines and CSV for programs), the
 //! [`sink`] constructor the caller picks a format with, and the small allocation-free
-//! pieces the formats share: integers, addresses and microsecond fractions rendered into
-//! a reused line buffer, and string escaping for `comm`, which can hold any bytes.
+//! pieces the formats share: integers, addresses, microsecond fractions and errno names
+//! rendered into a reused line buffer, and string escaping for `comm`, which can hold any
+//! bytes.
 //!
 //! Every format builds one line at a time in a buffer it keeps for the whole run, then
 //! hands the line to the writer in a single call; nothing is allocated per event.
@@ -16,7 +17,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::clock::Zone;
-use crate::record::{Lost, Timestamp, Transition};
+use crate::record::{Lost, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 pub use json::SCHEMA as JSON_SCHEMA;
@@ -45,10 +46,14 @@ pub struct Start {
     pub kernel: String,
 }
 
-/// A destination for records in one format. The caller calls `start` once, then
-/// `transition` and `lost` as records arrive, then `end` once; `flush` at any time.
+/// A destination for records in one format. The caller calls `start` once, then `socket`
+/// for each socket of the start-up inventory, then `transition` and `lost` as records
+/// arrive, then `end` once; `flush` at any time. A snapshot run (`portrace --snapshot`)
+/// calls only `start`, `socket` and `end`.
 pub trait Sink {
     fn start(&mut self, start: &Start) -> io::Result<()>;
+    /// A socket that existed when tracing started.
+    fn socket(&mut self, s: &SocketRecord) -> io::Result<()>;
     fn transition(&mut self, t: &Transition) -> io::Result<()>;
     fn lost(&mut self, lost: &Lost) -> io::Result<()>;
     fn end(&mut self, summary: &Summary) -> io::Result<()>;
@@ -96,6 +101,42 @@ fn push_micros(buf: &mut Vec<u8>, ns: u64) {
         b'0' + (frac / 10 % 10) as u8,
         b'0' + (frac % 10) as u8,
     ]);
+}
+
+/// The errno values the kernel can report for a TCP socket, with their C names. The numbers
+/// come from libc, so they are right for the architecture portrace is built for.
+const ERRNO_NAMES: [(i32, &str); 15] = [
+    (libc::ECONNREFUSED, "ECONNREFUSED"),
+    (libc::ECONNRESET, "ECONNRESET"),
+    (libc::ETIMEDOUT, "ETIMEDOUT"),
+    (libc::EPIPE, "EPIPE"),
+    (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+    (libc::ENETUNREACH, "ENETUNREACH"),
+    (libc::ECONNABORTED, "ECONNABORTED"),
+    (libc::EHOSTDOWN, "EHOSTDOWN"),
+    (libc::ENETDOWN, "ENETDOWN"),
+    (libc::EPROTO, "EPROTO"),
+    (libc::EACCES, "EACCES"),
+    (libc::EPERM, "EPERM"),
+    (libc::ENOBUFS, "ENOBUFS"),
+    (libc::EMSGSIZE, "EMSGSIZE"),
+    (libc::EINVAL, "EINVAL"),
+];
+
+/// The C name of an errno TCP can report (`ECONNREFUSED`), if it is one of those.
+fn errno_name(errno: i32) -> Option<&'static str> {
+    ERRNO_NAMES.iter().find(|&&(n, _)| n == errno).map(|&(_, name)| name)
+}
+
+/// Appends an errno's C name, or `E` and its number (`E999`) when it has none here.
+fn push_errno(buf: &mut Vec<u8>, errno: i32) {
+    match errno_name(errno) {
+        Some(name) => buf.extend_from_slice(name.as_bytes()),
+        None => {
+            buf.push(b'E');
+            buf.extend_from_slice(itoa::Buffer::new().format(errno).as_bytes());
+        }
+    }
 }
 
 /// An address (`10.0.0.1`, `2001:db8::1`) or address and port (`10.0.0.1:80`,
@@ -226,7 +267,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::record::{Comm, Family, LossCause};
+    use crate::record::{Comm, EndReason, Family, LossCause, Owner, OwnerSource};
     use crate::tcp_state::TcpState::{self, *};
 
     /// A writer the test keeps a handle on after giving the sink its own.
@@ -254,6 +295,8 @@ mod tests {
     const MONO0: u64 = 123_456_789;
     /// UTC+01:00, so that local times differ visibly from the UTC ones.
     const ZONE: Zone = Zone::Fixed(3600);
+    /// The initial network namespace's inode number, as on most hosts.
+    const NETNS: u32 = 4_026_531_840;
 
     fn at(after_ns: u64) -> Timestamp {
         Timestamp { mono_ns: MONO0 + after_ns, unix_ns: UNIX0 + i128::from(after_ns) }
@@ -263,6 +306,20 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
     }
 
+    fn family_of(addr: IpAddr) -> Family {
+        if addr.is_ipv6() {
+            Family::Ipv6
+        } else {
+            Family::Ipv4
+        }
+    }
+
+    fn owner(pid: u32, comm: &str, source: OwnerSource) -> Option<Owner> {
+        Some(Owner { pid, comm: Comm::new(comm), source })
+    }
+
+    /// A transition with no owner, no ending and nothing predating the trace; the tests set
+    /// those with struct update syntax.
     #[allow(clippy::too_many_arguments, reason = "a test fixture spelling out every field")]
     fn tr(
         after_ns: u64,
@@ -274,13 +331,12 @@ mod tests {
         (oldstate, newstate): (TcpState, TcpState),
         prev_state_ns: Option<u64>,
     ) -> Transition {
-        let family = if saddr.is_ipv6() { Family::Ipv6 } else { Family::Ipv4 };
         Transition {
             time: at(after_ns),
             pid,
             comm,
             socket,
-            family,
+            family: family_of(saddr),
             saddr,
             sport,
             daddr,
@@ -288,10 +344,43 @@ mod tests {
             oldstate,
             newstate,
             prev_state_ns,
+            prev_state_at_least: false,
+            owner: None,
+            reason: None,
+            error: None,
+            retransmits: 0,
+            netns: NETNS,
+        }
+    }
+
+    /// A socket of the inventory, taken when tracing started.
+    fn sock(
+        socket: u64,
+        (saddr, sport): (IpAddr, u16),
+        (daddr, dport): (IpAddr, u16),
+        state: TcpState,
+        owner: Option<Owner>,
+        (inode, uid): (u64, u32),
+    ) -> SocketRecord {
+        SocketRecord {
+            time: at(0),
+            socket,
+            family: family_of(saddr),
+            saddr,
+            sport,
+            daddr,
+            dport,
+            state,
+            owner,
+            netns: NETNS,
+            inode,
+            uid,
+            cookie: 4096 + socket,
         }
     }
 
     enum Event {
+        S(SocketRecord),
         T(Transition),
         L(Lost),
     }
@@ -301,103 +390,220 @@ mod tests {
         Comm::from_kernel(b"a,b\"c\xff\x01d\0\0\0\0\0\0\0\0")
     }
 
+    /// How many inventory sockets [`events`] starts with.
+    const SOCKETS: usize = 4;
+
     fn events() -> Vec<Event> {
+        use EndReason::*;
+        use OwnerSource::*;
+        let any4 = v4(0, 0, 0, 0);
+        let any6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
         let lo = v4(127, 0, 0, 1);
-        let v6_short: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        let v6_short = IpAddr::V6(Ipv6Addr::LOCALHOST);
         let v6_long: IpAddr = "2001:db8:85a3:1234:5678:8a2e:370:7334".parse().unwrap();
         let v6_peer: IpAddr = "2001:db8::2".parse().unwrap();
+        let sshd_session = ((v4(10, 0, 0, 5), 22), (v4(192, 168, 1, 20), 51234));
         let curl = Comm::new("curl");
         vec![
-            // Connect from CLOSE: portrace did not see the socket enter CLOSE.
-            Event::T(tr(0, 4242, curl, 7, (lo, 54321), (lo, 8080), (Close, SynSent), None)),
-            Event::T(tr(
-                84_123,
-                4242,
-                curl,
-                7,
-                (lo, 54321),
-                (lo, 8080),
-                (SynSent, Established),
-                Some(84_123),
+            // The inventory: sshd's listener and one of its sessions, nginx's IPv6 listener,
+            // and a TIME_WAIT socket, which no process owns any more and whose long IPv6
+            // address widens LOCAL.
+            Event::S(sock(
+                1,
+                (any4, 22),
+                (any4, 0),
+                Listen,
+                owner(612, "sshd", Inventory),
+                (12345, 0),
             )),
-            // A v4 client of a dual-stack listener, already shown as IPv4.
-            Event::T(tr(
-                1_000_000,
-                911,
-                Comm::new("sshd"),
+            Event::S(sock(
                 12,
-                (v4(10, 0, 0, 5), 22),
-                (v4(192, 168, 1, 20), 51234),
-                (Established, CloseWait),
-                Some(123_000_000_000),
+                sshd_session.0,
+                sshd_session.1,
+                Established,
+                owner(911, "sshd", Inventory),
+                (23456, 0),
             )),
+            Event::S(sock(
+                30,
+                (any6, 8080),
+                (any6, 0),
+                Listen,
+                owner(300, "nginx", Inventory),
+                (34567, 33),
+            )),
+            Event::S(sock(40, (v6_long, 443), (v6_peer, 50001), TimeWait, None, (0, 0))),
+            // Connect from CLOSE: portrace did not see the socket enter CLOSE.
+            Event::T(Transition {
+                owner: owner(4242, "curl", Syscall),
+                ..tr(0, 4242, curl, 7, (lo, 54321), (lo, 8080), (Close, SynSent), None)
+            }),
+            Event::T(Transition {
+                owner: owner(4242, "curl", Syscall),
+                ..tr(
+                    84_123,
+                    4242,
+                    curl,
+                    7,
+                    (lo, 54321),
+                    (lo, 8080),
+                    (SynSent, Established),
+                    Some(84_123),
+                )
+            }),
+            // The peer closes a session that predates the trace: the FIN is handled on the
+            // idle task, the owner comes from the inventory, and the time in ESTABLISHED
+            // counts from the start.
+            Event::T(Transition {
+                prev_state_at_least: true,
+                owner: owner(911, "sshd", Inventory),
+                ..tr(
+                    1_000_000,
+                    0,
+                    Comm::new("swapper/1"),
+                    12,
+                    sshd_session.0,
+                    sshd_session.1,
+                    (Established, CloseWait),
+                    Some(123_000_000_000),
+                )
+            }),
             // The widest IPv4 text, in a process with an awkward name; a very short duration.
-            Event::T(tr(
-                1_500_000,
-                4_194_304,
-                odd_comm(),
-                123_456,
-                (v4(255, 255, 255, 255), 65535),
-                (v4(10, 1, 2, 3), 443),
-                (FinWait1, FinWait2),
-                Some(850),
-            )),
+            Event::T(Transition {
+                owner: Some(Owner { pid: 4_194_304, comm: odd_comm(), source: Syscall }),
+                ..tr(
+                    1_500_000,
+                    4_194_304,
+                    odd_comm(),
+                    123_456,
+                    (v4(255, 255, 255, 255), 65535),
+                    (v4(10, 1, 2, 3), 443),
+                    (FinWait1, FinWait2),
+                    Some(850),
+                )
+            }),
             Event::L(Lost { time: at(2_000_000), count: 12, cause: LossCause::RingFull }),
-            // A short IPv6 address fits the starting width.
-            Event::T(tr(
-                2_500_000,
-                300,
-                Comm::new("nginx"),
-                31,
-                (v6_short, 8080),
-                (v6_short, 40000),
-                (SynRecv, Established),
-                Some(3_219),
-            )),
+            // A short IPv6 address fits the starting width. A child of nginx's listener,
+            // owned by nginx until it is accepted.
+            Event::T(Transition {
+                owner: owner(300, "nginx", Listener),
+                ..tr(
+                    2_500_000,
+                    0,
+                    Comm::new("swapper/0"),
+                    31,
+                    (v6_short, 8080),
+                    (v6_short, 40000),
+                    (SynRecv, Established),
+                    Some(3_219),
+                )
+            }),
             // A long one widens LOCAL, then REMOTE grows for a longer peer.
-            Event::T(tr(
-                3_000_000,
-                300,
-                Comm::new("nginx"),
-                32,
-                (v6_long, 443),
-                (v6_peer, 50000),
-                (Listen, SynRecv),
-                Some(1_234_567),
-            )),
-            Event::T(tr(
-                3_500_000,
-                300,
-                Comm::new("nginx"),
-                33,
-                (v6_peer, 443),
-                (v6_long, 65535),
-                (Established, FinWait1),
-                Some(12_345_678),
-            )),
-            // A very long duration, from the TIME_WAIT of a socket seen days ago.
-            Event::T(tr(
-                4_000_000,
-                0,
-                Comm::new("swapper/3"),
-                7,
-                (lo, 54321),
-                (lo, 8080),
-                (TimeWait, Close),
-                Some(273_600_000_000_000),
-            )),
+            Event::T(Transition {
+                owner: owner(300, "nginx", Listener),
+                ..tr(
+                    3_000_000,
+                    0,
+                    Comm::new("swapper/0"),
+                    32,
+                    (v6_long, 443),
+                    (v6_peer, 50000),
+                    (Listen, SynRecv),
+                    Some(1_234_567),
+                )
+            }),
+            Event::T(Transition {
+                owner: owner(301, "nginx", Syscall),
+                ..tr(
+                    3_500_000,
+                    301,
+                    Comm::new("nginx"),
+                    33,
+                    (v6_peer, 443),
+                    (v6_long, 65535),
+                    (Established, FinWait1),
+                    Some(12_345_678),
+                )
+            }),
+            // A very long duration, from the TIME_WAIT of a socket seen days ago; nobody
+            // owns a TIME_WAIT socket.
+            Event::T(Transition {
+                reason: Some(ActiveClose),
+                ..tr(
+                    4_000_000,
+                    0,
+                    Comm::new("swapper/3"),
+                    7,
+                    (lo, 54321),
+                    (lo, 8080),
+                    (TimeWait, Close),
+                    Some(273_600_000_000_000),
+                )
+            }),
             Event::L(Lost { time: at(4_500_000), count: 1, cause: LossCause::Skipped }),
             Event::L(Lost { time: at(5_000_000), count: 3, cause: LossCause::Malformed }),
-            Event::T(tr(
-                5_500_000,
-                4242,
-                curl,
-                7,
-                (lo, 54321),
-                (lo, 8080),
-                (SynSent, Close),
-                Some(1_500_000_000),
-            )),
+            Event::T(Transition {
+                owner: owner(4242, "curl", Syscall),
+                reason: Some(Refused),
+                error: Some(libc::ECONNREFUSED),
+                ..tr(
+                    5_500_000,
+                    4242,
+                    curl,
+                    8,
+                    (lo, 54322),
+                    (lo, 8081),
+                    (SynSent, Close),
+                    Some(1_500_000_000),
+                )
+            }),
+            Event::T(Transition {
+                owner: owner(5150, "wget", Syscall),
+                reason: Some(ConnectTimeout),
+                error: Some(libc::ETIMEDOUT),
+                retransmits: 6,
+                ..tr(
+                    6_000_000,
+                    0,
+                    Comm::new("swapper/2"),
+                    50,
+                    (v4(10, 0, 0, 5), 40000),
+                    (v4(203, 0, 113, 9), 80),
+                    (SynSent, Close),
+                    Some(127_000_000_000),
+                )
+            }),
+            Event::T(Transition {
+                owner: owner(300, "nginx", Listener),
+                reason: Some(ResetByPeer),
+                error: Some(libc::ECONNRESET),
+                ..tr(
+                    6_500_000,
+                    0,
+                    Comm::new("swapper/0"),
+                    31,
+                    (v6_short, 8080),
+                    (v6_short, 40000),
+                    (Established, Close),
+                    Some(3_996_781),
+                )
+            }),
+            // An errno without a name here.
+            Event::T(Transition {
+                owner: owner(911, "sshd", Syscall),
+                reason: Some(Error),
+                error: Some(999),
+                ..tr(
+                    7_000_000,
+                    911,
+                    Comm::new("sshd"),
+                    12,
+                    sshd_session.0,
+                    sshd_session.1,
+                    (CloseWait, Close),
+                    Some(6_000_000),
+                )
+            }),
         ]
     }
 
@@ -407,12 +613,17 @@ mod tests {
 
     /// Feeds the start record, every event, and the end record to a fresh sink.
     fn render(format: Format, text: TextOptions) -> String {
+        render_events(format, text, events())
+    }
+
+    fn render_events(format: Format, text: TextOptions, events: Vec<Event>) -> String {
         let buf = SharedBuf::default();
         let mut sink = sink(format, Box::new(buf.clone()), text);
         let mut summary = Summary::new(at(0));
         sink.start(&start_record()).unwrap();
-        for event in events() {
+        for event in events {
             match event {
+                Event::S(s) => sink.socket(&s).unwrap(),
                 Event::T(t) => {
                     summary.add_transition(&t);
                     sink.transition(&t).unwrap();
@@ -423,11 +634,94 @@ mod tests {
                 }
             }
         }
-        summary.finish(at(6_000_000));
+        summary.finish(at(8_000_000));
         sink.end(&summary).unwrap();
         sink.flush().unwrap();
         // Snapshots must not change with every release.
         buf.text().replace(&format!("\"portrace\":\"{VERSION}\""), "\"portrace\":\"[version]\"")
+    }
+
+    /// What `portrace --snapshot` writes: the start, the inventory, the end.
+    fn render_snapshot_run(format: Format) -> String {
+        let sockets = events().into_iter().filter(|e| matches!(e, Event::S(_))).collect();
+        render_events(format, plain(), sockets)
+    }
+
+    /// Every reason a connection can end for.
+    fn all_reasons() -> [EndReason; 11] {
+        use EndReason::*;
+        // Fails to compile when a reason is added, until it is added to the list below.
+        match ActiveClose {
+            ActiveClose | PassiveClose | Refused | ConnectTimeout | ResetByPeer | ResetSent
+            | ConnectAborted | FinWait2Timeout | TimeWaitKilled | ListenerClosed | Error => {}
+        }
+        [
+            ActiveClose,
+            PassiveClose,
+            Refused,
+            ConnectTimeout,
+            ResetByPeer,
+            ResetSent,
+            ConnectAborted,
+            FinWait2Timeout,
+            TimeWaitKilled,
+            ListenerClosed,
+            Error,
+        ]
+    }
+
+    /// A last transition for each reason, with the state change and error that go with it,
+    /// then the corner cases of the note: a timeout after one retransmission, retransmits
+    /// that only a timeout shows, errors without a name or without a reason.
+    fn endings() -> Vec<Event> {
+        use EndReason::*;
+        let local = (v4(10, 0, 0, 5), 40000);
+        let remote = (v4(203, 0, 113, 9), 443);
+        let ending = |i: u64, reason: Option<EndReason>, error: Option<i32>, retransmits: u8| {
+            let from = match reason {
+                Some(ActiveClose | TimeWaitKilled) => TimeWait,
+                Some(PassiveClose) => LastAck,
+                Some(Refused | ConnectTimeout | ConnectAborted) => SynSent,
+                Some(FinWait2Timeout) => FinWait2,
+                Some(ListenerClosed) => Listen,
+                Some(ResetByPeer | ResetSent | Error) | None => Established,
+            };
+            Event::T(Transition {
+                owner: owner(7000 + i as u32, "client", OwnerSource::Syscall),
+                reason,
+                error,
+                retransmits,
+                ..tr(
+                    i * 1_000,
+                    0,
+                    Comm::new("swapper/0"),
+                    100 + i,
+                    local,
+                    remote,
+                    (from, Close),
+                    Some(2_000_000),
+                )
+            })
+        };
+        let mut events: Vec<Event> = all_reasons()
+            .into_iter()
+            .enumerate()
+            .map(|(i, reason)| {
+                let (error, retransmits) = match reason {
+                    Refused => (Some(libc::ECONNREFUSED), 0),
+                    ConnectTimeout => (Some(libc::ETIMEDOUT), 6),
+                    ResetByPeer => (Some(libc::ECONNRESET), 0),
+                    Error => (Some(libc::EHOSTUNREACH), 0),
+                    _ => (None, 0),
+                };
+                ending(i as u64, Some(reason), error, retransmits)
+            })
+            .collect();
+        events.push(ending(11, Some(ConnectTimeout), Some(libc::ETIMEDOUT), 1));
+        events.push(ending(12, Some(ResetByPeer), Some(libc::ECONNRESET), 3));
+        events.push(ending(13, Some(Error), Some(999), 0));
+        events.push(ending(14, None, Some(libc::EPIPE), 0));
+        events
     }
 
     fn plain() -> TextOptions {
@@ -480,14 +774,23 @@ mod tests {
     }
 
     #[test]
+    fn text_endings_snapshot() {
+        insta::assert_snapshot!(render_events(Format::Text, plain(), endings()));
+    }
+
+    #[test]
     fn colour_only_adds_escapes() {
-        let colored = render(Format::Text, colored());
-        assert!(colored.contains("\x1b[32mESTABLISHED\x1b[0m"), "{colored}");
-        assert!(colored.contains("\x1b[1;31m** 12 transitions lost"), "{colored}");
-        assert!(colored.starts_with("\x1b[1mTIME"), "{colored}");
+        let out = render(Format::Text, colored());
+        assert!(out.contains("\x1b[32mESTABLISHED\x1b[0m"), "{out}");
+        assert!(out.contains("\x1b[1;31m** 12 transitions lost"), "{out}");
+        assert!(out.starts_with("\x1b[1mSTATE "), "{out}");
+        assert!(out.contains("\n\x1b[34mLISTEN\x1b[0m       0.0.0.0:22 "), "{out}");
+        assert!(out.contains("\n\n\x1b[1mTIME "), "{out}");
         // Padding is computed on the visible text: without the escapes the lines are
         // exactly the plain ones.
-        assert_eq!(strip_ansi(&colored), render(Format::Text, plain()));
+        assert_eq!(strip_ansi(&out), render(Format::Text, plain()));
+        let out = render_events(Format::Text, colored(), endings());
+        assert_eq!(strip_ansi(&out), render_events(Format::Text, plain(), endings()));
     }
 
     /// Where each header label starts and ends, by byte offset.
@@ -503,72 +806,150 @@ mod tests {
         spans
     }
 
+    /// Checks that every line under each header (up to the next header or blank line) lines
+    /// up with it: a value starts where its label starts, or, for the labels in `right`,
+    /// ends where its label ends. The last label's column is free text at the end of the
+    /// line and may be empty. Returns the headers' lengths, in order.
+    fn assert_aligned(
+        lines: &[&str],
+        headers: &[usize],
+        labels: &[&str],
+        right: &[&str],
+    ) -> Vec<usize> {
+        let mut lengths = Vec::new();
+        for (n, &h) in headers.iter().enumerate() {
+            let spans = label_spans(lines[h]);
+            let names: Vec<&str> = spans.iter().map(|s| s.0).collect();
+            assert_eq!(names, labels);
+            lengths.push(lines[h].len());
+            let (_, last_start, _) = *spans.last().unwrap();
+            let mut checked = 0;
+            for line in lines[h + 1..].iter().take_while(|l| !l.is_empty()) {
+                if line.contains(" ** ") {
+                    continue; // lost lines are not columnar
+                }
+                if label_spans(line).first().map(|s| s.0) == Some(labels[0]) {
+                    break; // the next header
+                }
+                checked += 1;
+                let bytes = line.as_bytes();
+                let is_space = |i: usize| bytes.get(i).is_none_or(|&b| b == b' ');
+                for &(name, start, end) in &spans[..spans.len() - 1] {
+                    if right.contains(&name) {
+                        assert!(!is_space(end - 1) && is_space(end), "{name} in {line:?}");
+                    } else {
+                        assert!(
+                            !is_space(start) && (start == 0 || is_space(start - 1)),
+                            "{name} in {line:?}"
+                        );
+                    }
+                }
+                // The last column: nothing, or text starting under its label, without
+                // padding after it.
+                if line.len() != last_start - 1 {
+                    assert!(is_space(last_start - 1) && !is_space(last_start), "{line:?}");
+                    assert!(!line.ends_with(' '), "{line:?}");
+                }
+            }
+            assert!(checked > 0, "header {n} has lines under it");
+        }
+        lengths
+    }
+
     #[test]
     fn text_reprints_the_header_when_columns_widen_and_stays_aligned() {
         let out = render(Format::Text, plain());
         let lines: Vec<&str> = out.lines().collect();
+
+        // The socket block first: its header, again when the long IPv6 address widens
+        // LOCAL, then a blank line.
+        let socket_headers: Vec<usize> =
+            (0..lines.len()).filter(|&i| lines[i].starts_with("STATE ")).collect();
+        assert_eq!(socket_headers, [0, 4], "{out}");
+        assert_eq!(
+            lines[0],
+            "STATE        LOCAL                  REMOTE                 PID     COMM            SOCKET"
+        );
+        assert_eq!(lines[6], "", "{out}");
+        let widths = assert_aligned(
+            &lines,
+            &socket_headers,
+            &["STATE", "LOCAL", "REMOTE", "PID", "COMM", "SOCKET"],
+            &[],
+        );
+        assert!(widths[0] < widths[1], "{widths:?}");
+
         let headers: Vec<usize> =
             (0..lines.len()).filter(|&i| lines[i].starts_with("TIME ")).collect();
         // First transition; the long IPv6 local address; the long IPv6 remote address.
         assert_eq!(headers.len(), 3, "{out}");
-        assert_eq!(headers[0], 0, "{out}");
+        assert_eq!(headers[0], SOCKETS + 3, "{out}");
         assert!(lines[headers[1] + 1].contains("[2001:db8:85a3:1234:5678:8a2e:370:7334]:443 "));
         assert!(lines[headers[2] + 1].contains(" [2001:db8:85a3:1234:5678:8a2e:370:7334]:65535 "));
         assert_eq!(
-            lines[0],
+            lines[headers[0]],
             "TIME                PID COMM            SOCKET LOCAL                  REMOTE                 \
-             TRANSITION                  PREV"
+             TRANSITION                   PREV NOTE"
         );
-
-        let mut widths_seen = Vec::new();
-        for (n, &h) in headers.iter().enumerate() {
-            let spans = label_spans(lines[h]);
-            let names: Vec<&str> = spans.iter().map(|s| s.0).collect();
-            assert_eq!(
-                names,
-                ["TIME", "PID", "COMM", "SOCKET", "LOCAL", "REMOTE", "TRANSITION", "PREV"]
-            );
-            widths_seen.push(lines[h].len());
-            let below_end = headers.get(n + 1).copied().unwrap_or(lines.len());
-            let mut checked = 0;
-            for line in &lines[h + 1..below_end] {
-                if line.contains(" ** ") {
-                    continue; // lost lines are not columnar
-                }
-                checked += 1;
-                let bytes = line.as_bytes();
-                for &(name, start, end) in &spans {
-                    let is_space = |i: usize| bytes.get(i).is_none_or(|&b| b == b' ');
-                    match name {
-                        // Right-aligned: the value ends where the label ends.
-                        "PID" | "SOCKET" | "PREV" => {
-                            assert!(!is_space(end - 1) && is_space(end), "{name} in {line:?}")
-                        }
-                        // Left-aligned: the value starts where the label starts.
-                        _ => assert!(
-                            !is_space(start) && (start == 0 || is_space(start - 1)),
-                            "{name} in {line:?}"
-                        ),
-                    }
-                }
-                assert_eq!(line.len(), lines[h].len(), "{line:?} under {:?}", lines[h]);
-            }
-            assert!(checked > 0, "header {n} has lines under it");
-        }
+        let widths = assert_aligned(
+            &lines,
+            &headers,
+            &["TIME", "PID", "COMM", "SOCKET", "LOCAL", "REMOTE", "TRANSITION", "PREV", "NOTE"],
+            &["PID", "SOCKET", "PREV"],
+        );
         // Columns only ever grow.
-        assert!(widths_seen.windows(2).all(|w| w[0] < w[1]), "{widths_seen:?}");
+        assert!(widths.windows(2).all(|w| w[0] < w[1]), "{widths:?}");
     }
 
     #[test]
-    fn text_shows_unknown_durations_and_safe_comms() {
+    fn text_widens_prev_for_durations_of_days() {
+        let mut t = tr(
+            0,
+            1,
+            Comm::new("x"),
+            1,
+            (v4(10, 0, 0, 1), 1),
+            (v4(10, 0, 0, 2), 2),
+            (Established, FinWait1),
+            Some(7_200_000_000_000),
+        );
+        let mut long = t.clone();
+        long.prev_state_ns = Some(1_000 * 86_400_000_000_000);
+        long.prev_state_at_least = true;
+        t.reason = Some(EndReason::ActiveClose);
+        long.reason = Some(EndReason::ActiveClose);
+        let out = render_events(
+            Format::Text,
+            plain(),
+            vec![Event::T(t.clone()), Event::T(long), Event::T(t)],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert!(lines[0].ends_with("   PREV NOTE"), "{out}");
+        assert!(lines[1].ends_with("    2h00m closed by this side"), "{out}");
+        assert!(lines[2].ends_with("      PREV NOTE"), "{out}");
+        assert!(lines[3].ends_with(" >1000d00h closed by this side"), "{out}");
+        assert!(lines[4].ends_with("      2h00m closed by this side"), "{out}");
+        assert_aligned(
+            &lines,
+            &[0, 2],
+            &["TIME", "PID", "COMM", "SOCKET", "LOCAL", "REMOTE", "TRANSITION", "PREV", "NOTE"],
+            &["PID", "SOCKET", "PREV"],
+        );
+    }
+
+    #[test]
+    fn text_shows_owners_unknown_durations_and_safe_comms() {
         let out = render(Format::Text, plain());
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[1].starts_with("03:41:07.123456    4242 curl "), "{}", lines[1]);
-        assert!(
-            lines[1].ends_with(&format!("CLOSE -> SYN_SENT{}?", " ".repeat(14))),
-            "{}",
-            lines[1]
-        );
+        let first = lines[SOCKETS + 4];
+        assert!(first.starts_with("03:41:07.123456    4242 curl "), "{first}");
+        assert!(first.ends_with(&format!("CLOSE -> SYN_SENT{}?", " ".repeat(15))), "{first}");
+        // The owner, not the idle task that was on the CPU.
+        assert!(out.contains("03:41:07.124456     911 sshd                12 "), "{out}");
+        assert!(!out.contains("swapper"), "{out}");
+        // Nobody owns a TIME_WAIT socket.
+        assert!(out.contains("03:41:07.127456       - -                    7 "), "{out}");
         assert!(out.contains(" 4194304 a,b\"c??d        123456 255.255.255.255:65535  "), "{out}");
         assert!(out.contains(
             "03:41:07.125456 ** 12 transitions lost: ring buffer full (try a larger --ring-size)\n"
@@ -578,7 +959,83 @@ mod tests {
         assert!(!out.contains("web-1"), "the start record prints nothing");
     }
 
+    #[test]
+    fn text_notes_say_how_connections_ended() {
+        let out = render(Format::Text, plain());
+        assert!(out.contains(" ESTABLISHED -> CLOSE_WAIT  >2m03s\n"), "a lower bound: {out}");
+        assert!(out.contains(" TIME_WAIT -> CLOSE          3d04h closed by this side\n"), "{out}");
+        assert!(out.contains(" 1.50s connection refused (ECONNREFUSED)\n"), "{out}");
+        assert!(
+            out.contains(" 2m07s connect timed out (ETIMEDOUT), after 6 retransmits\n"),
+            "{out}"
+        );
+        assert!(out.contains(" 3.99ms reset by peer (ECONNRESET)\n"), "{out}");
+        assert!(out.contains(" 6.00ms error (E999)\n"), "{out}");
+
+        let out = render_events(Format::Text, plain(), endings());
+        for reason in all_reasons() {
+            assert!(out.contains(&format!(" 2.00ms {}", reason.describe())), "{reason:?}: {out}");
+        }
+        assert!(out.contains("connect timed out (ETIMEDOUT), after 1 retransmit\n"), "{out}");
+        assert!(out.contains(" reset by peer (ECONNRESET)\n"), "only a timeout counts them");
+        assert!(out.contains(" 2.00ms (EPIPE)\n"), "an error without a reason: {out}");
+    }
+
+    #[test]
+    fn text_socket_block_is_like_ss_with_owners() {
+        let out = render(Format::Text, plain());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            &lines[..7],
+            [
+                "STATE        LOCAL                  REMOTE                 PID     COMM            SOCKET",
+                "LISTEN       0.0.0.0:22             *:*                    612     sshd            1",
+                "ESTABLISHED  10.0.0.5:22            192.168.1.20:51234     911     sshd            12",
+                "LISTEN       [::]:8080              *:*                    300     nginx           30",
+                "STATE        LOCAL                                       REMOTE                 PID     COMM            SOCKET",
+                "TIME_WAIT    [2001:db8:85a3:1234:5678:8a2e:370:7334]:443 [2001:db8::2]:50001    -       -               40",
+                "",
+            ]
+        );
+        assert!(lines[7].starts_with("TIME "), "{out}");
+
+        // A snapshot run prints the block alone.
+        let snapshot = render_snapshot_run(Format::Text);
+        assert_eq!(snapshot, lines[..6].join("\n") + "\n");
+    }
+
+    #[test]
+    fn text_separates_a_socket_block_from_a_loss_after_it() {
+        let mut events = events();
+        events.truncate(SOCKETS);
+        events.push(Event::L(Lost { time: at(0), count: 2, cause: LossCause::RingFull }));
+        let out = render_events(Format::Text, plain(), events);
+        let lines: Vec<&str> = out.lines().collect();
+        // Two headers, the sockets, a blank line, the loss.
+        assert_eq!(lines.len(), SOCKETS + 4, "{out}");
+        assert_eq!(lines[SOCKETS + 2], "");
+        assert!(lines[SOCKETS + 3].contains(" ** 2 transitions lost"), "{out}");
+    }
+
     const START_KEYS: &[&str] = &["type", "schema", "portrace", "time", "ts_ns", "host", "kernel"];
+    const SOCKET_KEYS: &[&str] = &[
+        "type",
+        "time",
+        "ts_ns",
+        "socket",
+        "family",
+        "saddr",
+        "sport",
+        "daddr",
+        "dport",
+        "state",
+        "owner_pid",
+        "owner_comm",
+        "owner_source",
+        "netns",
+        "inode",
+        "uid",
+    ];
     const TRANSITION_KEYS: &[&str] = &[
         "type",
         "time",
@@ -594,24 +1051,31 @@ mod tests {
         "oldstate",
         "newstate",
         "prev_state_us",
+        "prev_state_at_least",
+        "owner_pid",
+        "owner_comm",
+        "owner_source",
+        "reason",
+        "error",
+        "retransmits",
+        "netns",
     ];
     const LOST_KEYS: &[&str] = &["type", "time", "ts_ns", "count", "cause"];
     const END_KEYS: &[&str] =
         &["type", "time", "ts_ns", "transitions", "lost", "lost_by_cause", "by_transition"];
 
-    #[test]
-    fn every_json_line_parses_with_the_documented_keys_in_order() {
-        let out = render(Format::Json, plain());
+    /// Parses JSON lines, checking that each has the documented keys in order.
+    fn parse_json_lines(out: &str) -> Vec<serde_json::Value> {
         let lines: Vec<serde_json::Value> = out
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect();
-        assert_eq!(lines.len(), events().len() + 2);
         for value in &lines {
             let object = value.as_object().expect("each line is an object");
             let keys: Vec<&str> = object.keys().map(String::as_str).collect();
             let want = match object["type"].as_str().unwrap() {
                 "start" => START_KEYS,
+                "socket" => SOCKET_KEYS,
                 "transition" => TRANSITION_KEYS,
                 "lost" => LOST_KEYS,
                 "end" => END_KEYS,
@@ -619,6 +1083,14 @@ mod tests {
             };
             assert_eq!(keys, want);
         }
+        lines
+    }
+
+    #[test]
+    fn every_json_line_parses_with_the_documented_keys_in_order() {
+        let out = render(Format::Json, plain());
+        let lines = parse_json_lines(&out);
+        assert_eq!(lines.len(), events().len() + 2);
 
         let start = &lines[0];
         assert_eq!(start["schema"], 1);
@@ -627,26 +1099,58 @@ mod tests {
         assert_eq!(start["ts_ns"], MONO0);
         assert_eq!(start["kernel"], "6.1.0-28-amd64");
 
-        let unknown = &lines[1];
+        let unknown = &lines[SOCKETS + 1];
         assert_eq!(unknown["oldstate"], "CLOSE");
         assert!(unknown["prev_state_us"].is_null());
-        let connect = &lines[2];
+        assert_eq!(unknown["prev_state_at_least"], false);
+        let connect = &lines[SOCKETS + 2];
         assert_eq!(connect["prev_state_us"].as_f64(), Some(84.123));
-        assert!(out.contains("\"prev_state_us\":84.123}"), "exactly three decimals");
-        assert!(out.contains("\"prev_state_us\":0.850}"), "exactly three decimals");
+        assert!(out.contains("\"prev_state_us\":84.123,"), "exactly three decimals");
+        assert!(out.contains("\"prev_state_us\":0.850,"), "exactly three decimals");
         assert_eq!(connect["time"], "2026-11-29T02:41:07.123540Z");
         assert_eq!(connect["ts_ns"], MONO0 + 84_123);
-        let odd = &lines[4];
+        assert_eq!(connect["owner_pid"], 4242);
+        assert_eq!(connect["owner_comm"], "curl");
+        assert_eq!(connect["owner_source"], "syscall");
+        assert!(connect["reason"].is_null() && connect["error"].is_null());
+        assert_eq!(connect["retransmits"], 0);
+        assert_eq!(connect["netns"], NETNS);
+        // The on-CPU task and the owner are separate.
+        let predates = &lines[SOCKETS + 3];
+        assert_eq!(predates["pid"], 0);
+        assert_eq!(predates["comm"], "swapper/1");
+        assert_eq!(predates["owner_pid"], 911);
+        assert_eq!(predates["owner_comm"], "sshd");
+        assert_eq!(predates["owner_source"], "inventory");
+        assert_eq!(predates["prev_state_at_least"], true);
+        let odd = &lines[SOCKETS + 4];
         assert_eq!(odd["comm"], "a,b\"c\u{fffd}\u{1}d");
+        assert_eq!(odd["owner_comm"], "a,b\"c\u{fffd}\u{1}d");
         assert_eq!(odd["saddr"], "255.255.255.255");
-        let v6 = &lines[7];
+        assert_eq!(lines[SOCKETS + 6]["saddr"], "::1");
+        assert_eq!(lines[SOCKETS + 6]["owner_source"], "listener");
+        let v6 = &lines[SOCKETS + 7];
         assert_eq!(v6["family"], "ipv6");
         assert_eq!(v6["saddr"], "2001:db8:85a3:1234:5678:8a2e:370:7334");
         assert_eq!(v6["daddr"], "2001:db8::2");
-        assert_eq!(lines[6]["saddr"], "::1");
+        let time_wait = &lines[SOCKETS + 9];
+        assert!(time_wait["owner_pid"].is_null() && time_wait["owner_comm"].is_null());
+        assert_eq!(time_wait["owner_source"], "unknown");
+        assert_eq!(time_wait["reason"], "active_close");
+        assert!(time_wait["error"].is_null());
+        let refused = &lines[SOCKETS + 12];
+        assert_eq!(refused["reason"], "refused");
+        assert_eq!(refused["error"], "ECONNREFUSED");
+        let timeout = &lines[SOCKETS + 13];
+        assert_eq!(timeout["reason"], "connect_timeout");
+        assert_eq!(timeout["error"], "ETIMEDOUT");
+        assert_eq!(timeout["retransmits"], 6);
+        assert_eq!(lines[SOCKETS + 14]["error"], "ECONNRESET");
+        assert_eq!(lines[SOCKETS + 15]["reason"], "error");
+        assert_eq!(lines[SOCKETS + 15]["error"], "E999");
 
         let end = lines.last().unwrap();
-        assert_eq!(end["transitions"], 9);
+        assert_eq!(end["transitions"], 12);
         assert_eq!(end["lost"], 16);
         assert_eq!(
             end["lost_by_cause"],
@@ -655,11 +1159,12 @@ mod tests {
         let kinds: Vec<&str> =
             end["by_transition"].as_object().unwrap().keys().map(String::as_str).collect();
         // By (old, new) kernel number: ESTABLISHED 1, SYN_SENT 2, SYN_RECV 3, FIN_WAIT1 4,
-        // TIME_WAIT 6, CLOSE 7, LISTEN 10.
+        // TIME_WAIT 6, CLOSE 7, CLOSE_WAIT 8, LISTEN 10.
         assert_eq!(
             kinds,
             [
                 "ESTABLISHED->FIN_WAIT1",
+                "ESTABLISHED->CLOSE",
                 "ESTABLISHED->CLOSE_WAIT",
                 "SYN_SENT->ESTABLISHED",
                 "SYN_SENT->CLOSE",
@@ -667,9 +1172,97 @@ mod tests {
                 "FIN_WAIT1->FIN_WAIT2",
                 "TIME_WAIT->CLOSE",
                 "CLOSE->SYN_SENT",
+                "CLOSE_WAIT->CLOSE",
                 "LISTEN->SYN_RECV",
             ]
         );
+    }
+
+    #[test]
+    fn json_socket_records() {
+        let out = render(Format::Json, plain());
+        let lines = parse_json_lines(&out);
+        let sockets: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l["type"] == "socket").collect();
+        assert_eq!(sockets.len(), SOCKETS);
+        assert!(lines[1..=SOCKETS].iter().all(|l| l["type"] == "socket"), "after start");
+        assert_eq!(
+            *sockets[0],
+            serde_json::json!({
+                "type": "socket", "time": "2026-11-29T02:41:07.123456Z", "ts_ns": MONO0,
+                "socket": 1, "family": "ipv4", "saddr": "0.0.0.0", "sport": 22,
+                "daddr": "0.0.0.0", "dport": 0, "state": "LISTEN", "owner_pid": 612,
+                "owner_comm": "sshd", "owner_source": "inventory", "netns": NETNS,
+                "inode": 12345, "uid": 0,
+            })
+        );
+        assert_eq!(sockets[1]["state"], "ESTABLISHED");
+        assert_eq!(sockets[1]["daddr"], "192.168.1.20");
+        assert_eq!(sockets[1]["dport"], 51234);
+        assert_eq!(sockets[2]["family"], "ipv6");
+        assert_eq!(sockets[2]["saddr"], "::");
+        assert_eq!(sockets[2]["uid"], 33);
+        let orphan = sockets[3];
+        assert_eq!(orphan["state"], "TIME_WAIT");
+        assert!(orphan["owner_pid"].is_null() && orphan["owner_comm"].is_null());
+        assert_eq!(orphan["owner_source"], "unknown");
+        assert_eq!(orphan["inode"], 0);
+
+        // A snapshot run: start, the sockets, end.
+        let snapshot = parse_json_lines(&render_snapshot_run(Format::Json));
+        let types: Vec<&str> = snapshot.iter().map(|l| l["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["start", "socket", "socket", "socket", "socket", "end"]);
+        assert_eq!(snapshot[5]["transitions"], 0);
+    }
+
+    #[test]
+    fn every_reason_has_its_name_in_json_and_csv() {
+        let reasons = all_reasons();
+        let json = parse_json_lines(&render_events(Format::Json, plain(), endings()));
+        let csv = parse_csv(&render_events(Format::Csv, plain(), endings()));
+        for (i, reason) in reasons.into_iter().enumerate() {
+            assert_eq!(json[i + 1]["reason"], reason.name());
+            assert_eq!(csv[i + 1][18], reason.name());
+        }
+        // Names are distinct.
+        let mut names: Vec<&str> = reasons.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), reasons.len());
+        // The corner cases after the reasons: no reason, an error without a name.
+        let last = json.len() - 2;
+        assert!(json[last]["reason"].is_null());
+        assert_eq!(json[last]["error"], "EPIPE");
+        assert_eq!(json[last - 1]["error"], "E999");
+        assert_eq!(csv[csv.len() - 1][18], "");
+        assert_eq!(csv[csv.len() - 1][19], "EPIPE");
+    }
+
+    #[test]
+    fn errnos_have_their_c_names() {
+        let name = |errno| {
+            let mut buf = Vec::new();
+            push_errno(&mut buf, errno);
+            String::from_utf8(buf).unwrap()
+        };
+        for (errno, want) in ERRNO_NAMES {
+            assert_eq!(name(errno), want);
+        }
+        let mut numbers: Vec<i32> = ERRNO_NAMES.iter().map(|&(n, _)| n).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), ERRNO_NAMES.len(), "no number twice");
+        // The generic Linux numbers, which x86-64 and arm64 use.
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            assert_eq!(name(111), "ECONNREFUSED");
+            assert_eq!(name(104), "ECONNRESET");
+            assert_eq!(name(110), "ETIMEDOUT");
+            assert_eq!(name(32), "EPIPE");
+            assert_eq!(name(113), "EHOSTUNREACH");
+        }
+        assert_eq!(name(999), "E999");
+        assert_eq!(name(0), "E0");
+        assert_eq!(name(-5), "E-5");
     }
 
     #[test]
@@ -724,27 +1317,63 @@ mod tests {
         rows
     }
 
+    /// The CSV header's column names.
+    fn csv_columns() -> Vec<&'static str> {
+        csv::HEADER.trim_end().split(',').collect()
+    }
+
     #[test]
     fn csv_rows_have_every_column() {
         let out = render(Format::Csv, plain());
         let rows = parse_csv(&out);
-        let header: Vec<&str> = csv::HEADER.trim_end().split(',').collect();
+        let header = csv_columns();
+        assert_eq!(header.len(), 24);
         assert_eq!(rows[0], header);
         assert_eq!(rows.len(), events().len() + 1, "no start or end rows");
         for row in &rows {
-            assert_eq!(row.len(), 16, "{row:?}");
+            assert_eq!(row.len(), header.len(), "{row:?}");
         }
-        let odd = &rows[4];
+        let col = |row: &[String], name: &str| -> String {
+            row[header.iter().position(|&h| h == name).unwrap()].clone()
+        };
+
+        let listener = &rows[1];
+        assert_eq!(
+            listener.join(","),
+            "socket,2026-11-29T02:41:07.123456Z,123456789,,,1,ipv4,0.0.0.0,22,0.0.0.0,0,,LISTEN,,,\
+             612,sshd,inventory,,,,4026531840,,"
+        );
+        let orphan = &rows[SOCKETS];
+        assert_eq!(col(orphan, "newstate"), "TIME_WAIT");
+        assert_eq!(col(orphan, "saddr"), "2001:db8:85a3:1234:5678:8a2e:370:7334");
+        assert_eq!(&orphan[15..18], ["", "", "unknown"]);
+
+        let unknown = &rows[SOCKETS + 1];
+        assert_eq!(col(unknown, "prev_state_us"), "", "unknown prev is empty");
+        assert_eq!(col(unknown, "prev_state_at_least"), "false");
+        assert_eq!(&unknown[15..], ["4242", "curl", "syscall", "", "", "0", "4026531840", "", ""]);
+        assert_eq!(col(&rows[SOCKETS + 3], "prev_state_at_least"), "true");
+        let odd = &rows[SOCKETS + 4];
         assert_eq!(odd[0], "transition");
-        assert_eq!(odd[4], "a,b\"c\u{fffd}\u{1}d");
-        assert_eq!(odd[13], "0.850");
-        assert_eq!(&odd[14..], ["", ""]);
-        let lost = &rows[5];
+        assert_eq!(col(odd, "comm"), "a,b\"c\u{fffd}\u{1}d");
+        assert_eq!(col(odd, "owner_comm"), "a,b\"c\u{fffd}\u{1}d");
+        assert_eq!(col(odd, "prev_state_us"), "0.850");
+        assert_eq!(&odd[22..], ["", ""]);
+        let lost = &rows[SOCKETS + 5];
         assert_eq!(lost[0], "lost");
         assert_eq!(lost[1], "2026-11-29T02:41:07.125456Z");
-        assert!(lost[3..14].iter().all(String::is_empty), "{lost:?}");
-        assert_eq!(&lost[14..], ["12", "ring_full"]);
-        assert_eq!(rows[1][13], "", "unknown prev is empty");
+        assert!(lost[3..22].iter().all(String::is_empty), "{lost:?}");
+        assert_eq!(&lost[22..], ["12", "ring_full"]);
+        let time_wait = &rows[SOCKETS + 9];
+        assert_eq!(&time_wait[15..20], ["", "", "unknown", "active_close", ""]);
+        let timeout = &rows[SOCKETS + 13];
+        assert_eq!(&timeout[18..21], ["connect_timeout", "ETIMEDOUT", "6"]);
+        assert_eq!(col(&rows[SOCKETS + 15], "error"), "E999");
+
+        // A snapshot run: the header and the sockets.
+        let snapshot = parse_csv(&render_snapshot_run(Format::Csv));
+        assert_eq!(snapshot.len(), SOCKETS + 1);
+        assert!(snapshot[1..].iter().all(|row| row[0] == "socket"));
     }
 
     #[test]
@@ -805,6 +1434,85 @@ mod tests {
         assert_eq!(render(u64::MAX), "18446744073709551.615");
     }
 
+    /// Counts the allocations of the current thread, for the test below; other threads'
+    /// allocations (tests running in parallel) do not disturb the count.
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+        }
+
+        fn count() {
+            // Not during thread teardown, when the counter may be gone already.
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        }
+
+        pub struct Counting;
+
+        // SAFETY: every call is passed on to the system allocator unchanged.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                count();
+                // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+                unsafe { System.alloc(layout) }
+            }
+
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                count();
+                // SAFETY: as for `alloc`.
+                unsafe { System.alloc_zeroed(layout) }
+            }
+
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                count();
+                // SAFETY: `ptr` came from this allocator, that is from `System`.
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: `ptr` came from this allocator, that is from `System`.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        #[global_allocator]
+        static COUNTING: Counting = Counting;
+
+        /// Allocations made by this thread so far.
+        pub fn allocations() -> u64 {
+            ALLOCATIONS.with(Cell::get)
+        }
+    }
+
+    #[test]
+    fn no_format_allocates_per_record() {
+        let mut records = events();
+        records.extend(endings());
+        for format in [Format::Text, Format::Json, Format::Csv] {
+            for text in [plain(), colored()] {
+                let mut sink = sink(format, Box::new(io::sink()), text);
+                sink.start(&start_record()).unwrap();
+                let feed = |sink: &mut Box<dyn Sink + Send>| {
+                    for record in &records {
+                        match record {
+                            Event::S(s) => sink.socket(s).unwrap(),
+                            Event::T(t) => sink.transition(t).unwrap(),
+                            Event::L(l) => sink.lost(l).unwrap(),
+                        }
+                    }
+                };
+                // The first pass may grow the line buffer to its final size.
+                feed(&mut sink);
+                let before = counting::allocations();
+                feed(&mut sink);
+                feed(&mut sink);
+                assert_eq!(counting::allocations(), before, "{format:?}");
+            }
+        }
+    }
+
     /// Throughput of the JSON path to a buffered file. Run it optimised:
     /// `cargo test -p portrace --release --lib -- --ignored json_throughput --nocapture`.
     #[test]
@@ -818,16 +1526,18 @@ mod tests {
             .into_iter()
             .filter_map(|e| match e {
                 Event::T(t) => Some(t),
-                Event::L(_) => None,
+                Event::S(_) | Event::L(_) => None,
             })
             .collect();
         const N: usize = 3_000_000;
+        let before = counting::allocations();
         let started = std::time::Instant::now();
         for i in 0..N {
             sink.transition(&sample[i % sample.len()]).unwrap();
         }
         sink.flush().unwrap();
         let elapsed = started.elapsed();
+        assert_eq!(counting::allocations(), before, "allocation-free");
         let size = std::fs::metadata(&path).unwrap().len();
         std::fs::remove_file(&path).unwrap();
         let rate = N as f64 / elapsed.as_secs_f64();

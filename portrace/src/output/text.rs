@@ -1,33 +1,42 @@
 //! The text format for people: this module owns the aligned column layout, the human
-//! durations of the PREV column, the lost-record lines, and the optional ANSI colours.
+//! durations of the PREV column, the notes on how connections ended, the lost-record
+//! lines, the block of sockets that existed at start, and the optional ANSI colours.
 //!
-//! Columns that can outgrow their starting width (PID, SOCKET, LOCAL, REMOTE, TRANSITION)
-//! widen when a longer value arrives, and the header is printed again at that point, so
-//! every line under a header lines up with it; they never shrink. Padding is computed on
-//! the visible text, never on escape codes. `comm` is shown byte by byte with anything
-//! but printable ASCII replaced by `?`, so that a process name cannot move the columns
-//! or send escape sequences to the terminal.
+//! Transitions are shown under `TIME PID COMM SOCKET LOCAL REMOTE TRANSITION PREV NOTE`,
+//! where PID and COMM are the socket's owner (`-` when unknown), not the task that happened
+//! to be on the CPU; PREV has a `>` in front when it is a lower bound (the socket predates
+//! the trace), and NOTE, free text at the end of the line, says why the connection ended.
+//! The inventory sockets, when there are any, come first in a block of their own, like
+//! `ss` with owners: `STATE LOCAL REMOTE PID COMM SOCKET`; a blank line separates it from
+//! what follows.
+//!
+//! Columns that can outgrow their starting width (PID, SOCKET, LOCAL, REMOTE, TRANSITION,
+//! PREV) widen when a longer value arrives, and the header is printed again at that point,
+//! so every line under a header lines up with it; they never shrink. Padding is computed
+//! on the visible text, never on escape codes. Command names are shown byte by byte with
+//! anything but printable ASCII replaced by `?`, so that a process name cannot move the
+//! columns or send escape sequences to the terminal.
 
 use std::fmt;
 use std::io::{self, Write};
 
-use super::{AddrText, Sink, Start, TextOptions};
+use super::{push_errno, AddrText, Sink, Start, TextOptions};
 use crate::clock::LocalTime;
-use crate::record::{LossCause, Lost, Transition};
+use crate::record::{EndReason, LossCause, Lost, Owner, SocketRecord, Transition};
 use crate::summary::Summary;
 use crate::tcp_state::TcpState;
 
 const TIME_WIDTH: usize = crate::clock::TimeOfDay::LEN;
 /// The kernel keeps at most 15 bytes of a command name.
 const COMM_WIDTH: usize = 15;
-/// Every duration below a day fits: `84.1us`, `12.3ms`, `59m59s`, `23h59m`.
-const PREV_WIDTH: usize = 6;
+/// `NEW_SYN_RECV`, the longest state name.
+const STATE_WIDTH: usize = 12;
 
 const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";
 const BOLD_RED: &str = "\x1b[1;31m";
 
-/// The widths of the columns that can grow.
+/// The widths of the transition columns that can grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Widths {
     pid: usize,
@@ -35,6 +44,7 @@ struct Widths {
     local: usize,
     remote: usize,
     transition: usize,
+    prev: usize,
 }
 
 impl Widths {
@@ -47,6 +57,8 @@ impl Widths {
         remote: 22,
         // ESTABLISHED -> CLOSE_WAIT, the longest transition the kernel reports in practice.
         transition: 25,
+        // Every duration below a day fits, lower bounds included: `84.1us`, `>59m59s`.
+        prev: 7,
     };
 
     fn max(self, other: Widths) -> Widths {
@@ -56,6 +68,27 @@ impl Widths {
             local: self.local.max(other.local),
             remote: self.remote.max(other.remote),
             transition: self.transition.max(other.transition),
+            prev: self.prev.max(other.prev),
+        }
+    }
+}
+
+/// The widths of the socket block's columns that can grow. SOCKET is last and unpadded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SocketWidths {
+    local: usize,
+    remote: usize,
+    pid: usize,
+}
+
+impl SocketWidths {
+    const INITIAL: SocketWidths = SocketWidths { local: 22, remote: 22, pid: 7 };
+
+    fn max(self, other: SocketWidths) -> SocketWidths {
+        SocketWidths {
+            local: self.local.max(other.local),
+            remote: self.remote.max(other.remote),
+            pid: self.pid.max(other.pid),
         }
     }
 }
@@ -66,7 +99,13 @@ pub(super) struct TextSink {
     color: bool,
     local_time: LocalTime,
     widths: Widths,
+    /// The transition header is the last header printed.
     header_printed: bool,
+    socket_widths: SocketWidths,
+    /// The last line written belongs to the socket block.
+    in_socket_block: bool,
+    /// Anything at all was written.
+    written: bool,
 }
 
 impl TextSink {
@@ -78,10 +117,13 @@ impl TextSink {
             local_time: LocalTime::new(options.zone),
             widths: Widths::INITIAL,
             header_printed: false,
+            socket_widths: SocketWidths::INITIAL,
+            in_socket_block: false,
+            written: false,
         }
     }
 
-    /// Appends the header line for the current widths to `self.line`.
+    /// Appends the transition header for the current widths to `self.line`.
     fn push_header(&mut self) {
         let w = self.widths;
         let line = &mut self.line;
@@ -102,11 +144,51 @@ impl TextSink {
         line.push(b' ');
         pad_right(line, b"TRANSITION", w.transition);
         line.push(b' ');
-        pad_left(line, b"PREV", PREV_WIDTH);
+        pad_left(line, b"PREV", w.prev);
+        line.extend_from_slice(b" NOTE");
         if self.color {
             line.extend_from_slice(RESET.as_bytes());
         }
         line.push(b'\n');
+    }
+
+    /// Appends the socket block's header for the current widths to `self.line`.
+    fn push_socket_header(&mut self) {
+        let w = self.socket_widths;
+        let line = &mut self.line;
+        if self.color {
+            line.extend_from_slice(BOLD.as_bytes());
+        }
+        pad_right(line, b"STATE", STATE_WIDTH);
+        line.push(b' ');
+        pad_right(line, b"LOCAL", w.local);
+        line.push(b' ');
+        pad_right(line, b"REMOTE", w.remote);
+        line.push(b' ');
+        pad_right(line, b"PID", w.pid);
+        line.push(b' ');
+        pad_right(line, b"COMM", COMM_WIDTH);
+        line.extend_from_slice(b" SOCKET");
+        if self.color {
+            line.extend_from_slice(RESET.as_bytes());
+        }
+        line.push(b'\n');
+    }
+
+    /// Starts a line that is not part of the socket block: clears `self.line` and, right
+    /// after the block, puts the blank line that ends it.
+    fn leave_socket_block(&mut self) {
+        self.line.clear();
+        if self.in_socket_block {
+            self.in_socket_block = false;
+            self.line.push(b'\n');
+        }
+    }
+
+    /// Writes `self.line`.
+    fn emit(&mut self) -> io::Result<()> {
+        self.written = true;
+        self.out.write_all(&self.line)
     }
 }
 
@@ -115,15 +197,88 @@ impl Sink for TextSink {
         Ok(())
     }
 
+    fn socket(&mut self, s: &SocketRecord) -> io::Result<()> {
+        let local = AddrText::with_port(s.saddr, s.sport);
+        let remote = if s.dport == 0 && s.daddr.is_unspecified() {
+            let mut any = AddrText::empty();
+            any.push(b"*:*");
+            any
+        } else {
+            AddrText::with_port(s.daddr, s.dport)
+        };
+        let mut pid_buf = itoa::Buffer::new();
+        let pid = owner_pid(s.owner.as_ref(), &mut pid_buf);
+
+        let needed = SocketWidths {
+            local: local.as_bytes().len(),
+            remote: remote.as_bytes().len(),
+            pid: pid.len(),
+        };
+        let widths = self.socket_widths.max(needed);
+        self.line.clear();
+        if !self.in_socket_block {
+            if self.written {
+                self.line.push(b'\n');
+            }
+            self.in_socket_block = true;
+            self.header_printed = false;
+            self.socket_widths = widths;
+            self.push_socket_header();
+        } else if widths != self.socket_widths {
+            self.socket_widths = widths;
+            self.push_socket_header();
+        }
+
+        let line = &mut self.line;
+        let state = s.state.name().as_bytes();
+        if self.color {
+            line.extend_from_slice(state_color(s.state).as_bytes());
+            line.extend_from_slice(state);
+            line.extend_from_slice(RESET.as_bytes());
+        } else {
+            line.extend_from_slice(state);
+        }
+        push_spaces(line, STATE_WIDTH.saturating_sub(state.len()));
+        line.push(b' ');
+        pad_right(line, local.as_bytes(), widths.local);
+        line.push(b' ');
+        pad_right(line, remote.as_bytes(), widths.remote);
+        line.push(b' ');
+        pad_right(line, pid, widths.pid);
+        line.push(b' ');
+        push_comm(line, s.owner.as_ref());
+        line.push(b' ');
+        line.extend_from_slice(itoa::Buffer::new().format(s.socket).as_bytes());
+        line.push(b'\n');
+        self.emit()
+    }
+
     fn transition(&mut self, t: &Transition) -> io::Result<()> {
         let time = self.local_time.time_of_day(t.time.unix_ns);
         let mut pid_buf = itoa::Buffer::new();
-        let pid = pid_buf.format(t.pid).as_bytes();
+        let pid = owner_pid(t.owner.as_ref(), &mut pid_buf);
         let mut socket_buf = itoa::Buffer::new();
         let socket = socket_buf.format(t.socket).as_bytes();
         let local = AddrText::with_port(t.saddr, t.sport);
         let remote = AddrText::with_port(t.daddr, t.dport);
         let transition_len = t.oldstate.name().len() + " -> ".len() + t.newstate.name().len();
+        let mut prev = DurationText::default();
+        match t.prev_state_ns {
+            Some(ns) => {
+                // The text always fits the buffer, so the writes cannot fail.
+                if t.prev_state_at_least {
+                    let written = fmt::Write::write_str(&mut prev, ">");
+                    debug_assert!(written.is_ok());
+                }
+                let written =
+                    fmt::Write::write_fmt(&mut prev, format_args!("{}", HumanDuration(ns)));
+                debug_assert!(written.is_ok());
+            }
+            None => {
+                let written = fmt::Write::write_str(&mut prev, "?");
+                debug_assert!(written.is_ok());
+            }
+        }
 
         let needed = Widths {
             pid: pid.len(),
@@ -131,9 +286,10 @@ impl Sink for TextSink {
             local: local.as_bytes().len(),
             remote: remote.as_bytes().len(),
             transition: transition_len,
+            prev: prev.as_bytes().len(),
         };
         let widths = self.widths.max(needed);
-        self.line.clear();
+        self.leave_socket_block();
         if widths != self.widths || !self.header_printed {
             self.widths = widths;
             self.header_printed = true;
@@ -145,9 +301,7 @@ impl Sink for TextSink {
         line.push(b' ');
         pad_left(line, pid, widths.pid);
         line.push(b' ');
-        let comm = t.comm.as_bytes();
-        line.extend(comm.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b } else { b'?' }));
-        push_spaces(line, COMM_WIDTH.saturating_sub(comm.len()));
+        push_comm(line, t.owner.as_ref());
         line.push(b' ');
         pad_left(line, socket, widths.socket);
         line.push(b' ');
@@ -166,25 +320,19 @@ impl Sink for TextSink {
         }
         push_spaces(line, widths.transition - transition_len);
         line.push(b' ');
-        match t.prev_state_ns {
-            Some(ns) => {
-                let mut prev = DurationText::default();
-                // The text always fits the buffer, so the write cannot fail.
-                let written =
-                    fmt::Write::write_fmt(&mut prev, format_args!("{}", HumanDuration(ns)));
-                debug_assert!(written.is_ok());
-                pad_left(line, prev.as_bytes(), PREV_WIDTH);
-            }
-            None => pad_left(line, b"?", PREV_WIDTH),
+        pad_left(line, prev.as_bytes(), widths.prev);
+        if t.reason.is_some() || t.error.is_some() {
+            line.push(b' ');
+            push_note(line, t);
         }
         line.push(b'\n');
-        self.out.write_all(&self.line)
+        self.emit()
     }
 
     fn lost(&mut self, lost: &Lost) -> io::Result<()> {
         let time = self.local_time.time_of_day(lost.time.unix_ns);
+        self.leave_socket_block();
         let line = &mut self.line;
-        line.clear();
         line.extend_from_slice(time.as_bytes());
         line.push(b' ');
         if self.color {
@@ -202,7 +350,7 @@ impl Sink for TextSink {
             line.extend_from_slice(RESET.as_bytes());
         }
         line.push(b'\n');
-        self.out.write_all(&self.line)
+        self.emit()
     }
 
     fn end(&mut self, _summary: &Summary) -> io::Result<()> {
@@ -211,6 +359,44 @@ impl Sink for TextSink {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// The owner's pid as text, `-` when the owner is unknown.
+fn owner_pid<'a>(owner: Option<&Owner>, buf: &'a mut itoa::Buffer) -> &'a [u8] {
+    match owner {
+        Some(owner) => buf.format(owner.pid).as_bytes(),
+        None => b"-",
+    }
+}
+
+/// Appends the owner's command name, `-` when the owner is unknown, in the COMM column:
+/// anything but printable ASCII shown as `?`, padded to the column's width.
+fn push_comm(line: &mut Vec<u8>, owner: Option<&Owner>) {
+    let comm = owner.map_or(&b"-"[..], |owner| owner.comm.as_bytes());
+    line.extend(comm.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b } else { b'?' }));
+    push_spaces(line, COMM_WIDTH.saturating_sub(comm.len()));
+}
+
+/// Appends the NOTE of a transition: why the connection ended (`connection refused`), the
+/// error in parentheses (`(ECONNREFUSED)`), and for a connect that timed out, how many
+/// times the SYN was sent again (`, after 6 retransmits`).
+fn push_note(line: &mut Vec<u8>, t: &Transition) {
+    if let Some(reason) = t.reason {
+        line.extend_from_slice(reason.describe().as_bytes());
+    }
+    if let Some(errno) = t.error {
+        if t.reason.is_some() {
+            line.push(b' ');
+        }
+        line.push(b'(');
+        push_errno(line, errno);
+        line.push(b')');
+    }
+    if t.reason == Some(EndReason::ConnectTimeout) && t.retransmits > 0 {
+        line.extend_from_slice(b", after ");
+        line.extend_from_slice(itoa::Buffer::new().format(t.retransmits).as_bytes());
+        line.extend_from_slice(if t.retransmits == 1 { b" retransmit" } else { b" retransmits" });
     }
 }
 
@@ -296,7 +482,7 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-/// Room for any [`HumanDuration`] (`213503d23h` is the longest).
+/// Room for any [`HumanDuration`] (`213503d23h` is the longest) after a `>`.
 #[derive(Default)]
 struct DurationText {
     buf: [u8; 16],
@@ -359,7 +545,8 @@ mod tests {
     fn durations_below_a_day_fit_the_column() {
         let mut ns = 1;
         while ns < 86_400_000_000_000 {
-            assert!(human(ns).len() <= PREV_WIDTH, "{ns}: {}", human(ns));
+            let lower_bound = format!(">{}", human(ns));
+            assert!(lower_bound.len() <= Widths::INITIAL.prev, "{ns}: {lower_bound}");
             ns = ns * 3 + 1;
         }
         let mut longest = DurationText::default();

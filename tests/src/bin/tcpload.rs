@@ -1,27 +1,38 @@
 //! tcpload: the TCP workload portrace's end-to-end tests trace. It opens and closes real
-//! loopback connections in one of two shapes (the client closes first, or the server does),
-//! or makes connections that must be refused, and exits non-zero on anything unexpected,
-//! so a test knows exactly which transitions the kernel emitted.
+//! connections (over loopback or between network namespaces) in a chosen shape: the client
+//! closes first or the server does, either side may abort with a reset (SO_LINGER 0), a
+//! client may connect from a fixed source port or keep its connections open until told to
+//! close them, and a client may expect its connections to be refused, to time out or to be
+//! reset. It exits non-zero on anything unexpected, so a test knows exactly which
+//! transitions the kernel emitted.
 //!
 //! ```text
-//! tcpload server --listen ADDR:PORT --count N [--close first|second] [--timeout SECS]
-//!                [--wait-stdin] [--stats]
+//! tcpload server --listen ADDR:PORT --count N [--close first|second] [--linger0]
+//!                [--expect reset] [--announce] [--timeout SECS] [--wait-stdin] [--stats]
 //! tcpload client --connect ADDR:PORT --count N [--concurrency C] [--close first|second]
-//!                [--expect refused] [--timeout SECS] [--wait-stdin] [--stats]
+//!                [--linger0] [--bind ADDR:PORT] [--hold] [--expect refused|timeout|reset]
+//!                [--timeout SECS] [--wait-stdin] [--stats]
 //! ```
 //!
 //! `--close` names who closes first: for the server `first` closes each accepted socket at
 //! once and `second` (its default) reads until the client's EOF; for the client `first`
 //! (its default) closes right after connect and `second` reads until the server's EOF.
-//! The server prints `ready` once it listens; both print `done N` when finished.
-//! `--wait-stdin` waits for a line on stdin before touching the network, so a test can
-//! learn the process id (for a `--pid` filter) before any traffic exists. `--stats` prints
-//! the elapsed time and connection rate on stderr. IPv6 addresses are written `[::1]:PORT`.
-//! Only std and libc are used.
+//! `--linger0` closes with SO_LINGER set to 0 seconds, which aborts the connection with a
+//! reset instead of a FIN. `--expect reset` (with `--close second`) requires each read to
+//! end in ECONNRESET instead of EOF; `--expect refused` and `--expect timeout` require each
+//! connect to fail with ECONNREFUSED or ETIMEDOUT. `--bind` connects from that source
+//! address and port (with SO_REUSEADDR; one connection at a time). `--hold` makes the
+//! client open all its connections one after the other, print `connected N`, and close
+//! them only after a line on stdin. `--announce` makes the server print `accepted` after
+//! each accept. The server prints `ready` once it listens; both print `done N` when
+//! finished. `--wait-stdin` waits for a line on stdin before touching the network, so a
+//! test can learn the process id (for a `--pid` filter) before any traffic exists.
+//! `--stats` prints the elapsed time and connection rate on stderr. IPv6 addresses are
+//! written `[::1]:PORT`. Only std and libc are used.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -33,9 +44,11 @@ const BACKLOG: libc::c_int = 4096;
 /// Accepting threads in the server.
 const ACCEPT_THREADS: usize = 2;
 const USAGE: &str = "usage:
-  tcpload server --listen ADDR:PORT --count N [--close first|second] [--timeout SECS] [--wait-stdin] [--stats]
+  tcpload server --listen ADDR:PORT --count N [--close first|second] [--linger0]
+                 [--expect reset] [--announce] [--timeout SECS] [--wait-stdin] [--stats]
   tcpload client --connect ADDR:PORT --count N [--concurrency C] [--close first|second]
-                 [--expect refused] [--timeout SECS] [--wait-stdin] [--stats]";
+                 [--linger0] [--bind ADDR:PORT] [--hold] [--expect refused|timeout|reset]
+                 [--timeout SECS] [--wait-stdin] [--stats]";
 
 /// Who closes the connection first, from the point of view of the process given the flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,16 +59,42 @@ enum Close {
     Second,
 }
 
-#[derive(Debug)]
+/// How each connection must end, from the point of view of the process given the flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Connected, and (with `--close second`) read to EOF.
+    Normal,
+    /// The connect fails with ECONNREFUSED.
+    Refused,
+    /// The connect fails with ETIMEDOUT.
+    Timeout,
+    /// Connected, and the read fails with ECONNRESET.
+    Reset,
+}
+
+#[derive(Clone, Debug)]
 struct Options {
     addr: SocketAddr,
     count: usize,
     concurrency: usize,
     close: Close,
-    expect_refused: bool,
+    linger0: bool,
+    bind: Option<SocketAddr>,
+    hold: bool,
+    announce: bool,
+    outcome: Outcome,
     timeout: Duration,
     wait_stdin: bool,
     stats: bool,
+}
+
+/// What a connection does once it exists; shared by the server and the client.
+#[derive(Clone, Copy, Debug)]
+struct Ending {
+    close: Close,
+    linger0: bool,
+    /// Whether the read (with [`Close::Second`]) must end in ECONNRESET.
+    reset: bool,
 }
 
 fn main() -> ExitCode {
@@ -84,7 +123,11 @@ fn main() -> ExitCode {
         }
     };
     let started = Instant::now();
-    let result = if is_server { server(&options) } else { client(&options) };
+    let result = if is_server {
+        server(&options)
+    } else {
+        client(&options)
+    };
     match result {
         Ok(done) => {
             if options.stats {
@@ -109,8 +152,16 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
     let mut addr = None;
     let mut count = None;
     let mut concurrency = 1usize;
-    let mut close = if is_server { Close::Second } else { Close::First };
-    let mut expect_refused = false;
+    let mut close = if is_server {
+        Close::Second
+    } else {
+        Close::First
+    };
+    let mut linger0 = false;
+    let mut bind = None;
+    let mut hold = false;
+    let mut announce = false;
+    let mut outcome = Outcome::Normal;
     let mut timeout = Duration::from_secs(60);
     let mut wait_stdin = false;
     let mut stats = false;
@@ -123,12 +174,16 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
         let mut value = |name: &str| -> Result<String, String> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => it.next().cloned().ok_or_else(|| format!("{name} needs a value")),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value")),
             }
         };
         match flag {
             "--listen" if is_server => addr = Some(parse_addr(&value(flag)?)?),
             "--connect" if !is_server => addr = Some(parse_addr(&value(flag)?)?),
+            "--bind" if !is_server => bind = Some(parse_addr(&value(flag)?)?),
             "--count" => count = Some(parse_number(flag, &value(flag)?)?),
             "--concurrency" if !is_server => {
                 concurrency = parse_number(flag, &value(flag)?)?;
@@ -143,30 +198,67 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
                     other => return Err(format!("--close takes first or second, not {other:?}")),
                 }
             }
-            "--expect" if !is_server => match value(flag)?.as_str() {
-                "refused" => expect_refused = true,
-                other => return Err(format!("--expect takes refused, not {other:?}")),
-            },
+            "--expect" => {
+                outcome = match (value(flag)?.as_str(), is_server) {
+                    ("reset", _) => Outcome::Reset,
+                    ("refused", false) => Outcome::Refused,
+                    ("timeout", false) => Outcome::Timeout,
+                    (other, true) => return Err(format!("--expect takes reset, not {other:?}")),
+                    (other, false) => {
+                        return Err(format!(
+                            "--expect takes refused, timeout or reset, not {other:?}"
+                        ))
+                    }
+                }
+            }
             "--timeout" => {
                 let secs: u64 = parse_number(flag, &value(flag)?)?;
                 timeout = Duration::from_secs(secs.max(1));
             }
+            "--linger0" if inline.is_none() => linger0 = true,
+            "--hold" if inline.is_none() && !is_server => hold = true,
+            "--announce" if inline.is_none() && is_server => announce = true,
             "--wait-stdin" if inline.is_none() => wait_stdin = true,
             "--stats" if inline.is_none() => stats = true,
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
-    let addr = addr.ok_or(if is_server { "--listen is required" } else { "--connect is required" })?;
+    let addr = addr.ok_or(if is_server {
+        "--listen is required"
+    } else {
+        "--connect is required"
+    })?;
     let count = count.ok_or("--count is required")?;
-    Ok(Options { addr, count, concurrency, close, expect_refused, timeout, wait_stdin, stats })
+    if outcome == Outcome::Reset && close != Close::Second {
+        return Err("--expect reset needs --close second (the reset ends the read)".into());
+    }
+    if (bind.is_some() || hold) && concurrency != 1 {
+        return Err("--bind and --hold make one connection at a time: --concurrency 1".into());
+    }
+    Ok(Options {
+        addr,
+        count,
+        concurrency,
+        close,
+        linger0,
+        bind,
+        hold,
+        announce,
+        outcome,
+        timeout,
+        wait_stdin,
+        stats,
+    })
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| format!("not an ADDR:PORT (IPv6 as [::1]:PORT): {text:?}"))
+    text.parse()
+        .map_err(|_| format!("not an ADDR:PORT (IPv6 as [::1]:PORT): {text:?}"))
 }
 
 fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
-    text.parse().map_err(|_| format!("{flag} takes a non-negative number, not {text:?}"))
+    text.parse()
+        .map_err(|_| format!("{flag} takes a non-negative number, not {text:?}"))
 }
 
 /// Blocks until a line arrives on stdin; EOF first is an error (the test went away).
@@ -179,25 +271,33 @@ fn wait_for_stdin() -> Result<(), String> {
     }
 }
 
-/// A listening socket with SO_REUSEADDR and the large backlog (std's own `bind` uses 128).
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Prints a line and flushes it, so the test sees it at once.
+fn say(line: &str) -> Result<(), String> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing stdout: {e}"))
+}
+
+/// A new TCP socket of `addr`'s family, with SO_REUSEADDR.
+fn tcp_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     let domain = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
     };
-    // SAFETY: plain system call; the descriptor is owned by the TcpListener at once, so it
-    // is closed on every error path below.
+    // SAFETY: plain system call; the descriptor is owned by the OwnedFd at once, so it is
+    // closed on every error path below.
     let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` is a freshly created socket that nothing else owns.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
     // SAFETY: `one` outlives the call and the length matches its type.
     let rc = unsafe {
         libc::setsockopt(
-            fd,
+            fd.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_REUSEADDR,
             (&one as *const libc::c_int).cast(),
@@ -207,44 +307,118 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(fd)
+}
+
+/// `addr` as a C socket address and its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
-            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
             std::mem::size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
             // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
             sin6.sin6_scope_id = a.scope_id();
             std::mem::size_of::<libc::sockaddr_in6>()
         }
     };
+    (storage, len as libc::socklen_t)
+}
+
+fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` holds a valid address of `len` bytes for this socket's family.
     let rc = unsafe {
         libc::bind(
-            listener.as_raw_fd(),
+            fd.as_raw_fd(),
             (&storage as *const libc::sockaddr_storage).cast(),
-            len as libc::socklen_t,
+            len,
         )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// A listening socket with SO_REUSEADDR and the large backlog (std's own `bind` uses 128).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let fd = tcp_socket(addr)?;
+    bind(&fd, addr)?;
     // SAFETY: plain system call on a bound socket we own.
-    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+    if unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(listener)
+    Ok(TcpListener::from(fd))
+}
+
+/// Connects to `addr`, from `from` if given (bound with SO_REUSEADDR first).
+fn connect(addr: SocketAddr, from: Option<SocketAddr>) -> io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect(addr);
+    };
+    let fd = tcp_socket(from)?;
+    bind(&fd, from)?;
+    let (storage, len) = sockaddr(addr);
+    loop {
+        // SAFETY: `storage` holds a valid address of `len` bytes for this socket's family.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&storage as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        if rc == 0 {
+            return Ok(TcpStream::from(fd));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Sets SO_LINGER to on, 0 seconds: the next close aborts the connection with a reset.
+fn set_linger0(stream: &TcpStream) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` outlives the call and the length matches its type.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reads and discards until EOF.
@@ -258,6 +432,24 @@ fn read_to_eof(stream: &mut TcpStream) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Ends one connection as `ending` says: reads to the peer's EOF (or reset) first if this
+/// side closes second, then closes, with a reset if `linger0`.
+fn end_connection(mut stream: TcpStream, ending: Ending) -> Result<(), String> {
+    if ending.close == Close::Second {
+        match (read_to_eof(&mut stream), ending.reset) {
+            (Ok(()), false) => {}
+            (Err(e), true) if e.raw_os_error() == Some(libc::ECONNRESET) => {}
+            (Ok(()), true) => return Err("read EOF, expected ECONNRESET".into()),
+            (Err(e), _) => return Err(format!("read: {e}")),
+        }
+    }
+    if ending.linger0 {
+        set_linger0(&stream).map_err(|e| format!("SO_LINGER: {e}"))?;
+    }
+    drop(stream);
+    Ok(())
 }
 
 /// Collects one result per worker thread, or fails once the deadline passes.
@@ -291,26 +483,32 @@ fn server(options: &Options) -> Result<usize, String> {
     }
     let deadline = Instant::now() + options.timeout;
     let listener = listen(options.addr).map_err(|e| format!("listen on {}: {e}", options.addr))?;
-    println!("ready");
-    io::stdout().flush().map_err(|e| format!("writing stdout: {e}"))?;
+    say("ready")?;
 
     // Each accept is claimed before it is made, so the threads together accept exactly
     // `count` connections and none is left blocked on one more.
     let claimed = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
+    let ending = Ending {
+        close: options.close,
+        linger0: options.linger0,
+        reset: options.outcome == Outcome::Reset,
+    };
     let (tx, rx) = mpsc::channel();
     for _ in 0..ACCEPT_THREADS {
-        let listener = listener.try_clone().map_err(|e| format!("dup listener: {e}"))?;
+        let listener = listener
+            .try_clone()
+            .map_err(|e| format!("dup listener: {e}"))?;
         let (claimed, finished, tx) = (claimed.clone(), finished.clone(), tx.clone());
-        let (count, close) = (options.count, options.close);
+        let (count, announce) = (options.count, options.announce);
         thread::spawn(move || {
             let result = (|| {
                 while claimed.fetch_add(1, Ordering::Relaxed) < count {
-                    let (mut stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-                    if close == Close::Second {
-                        read_to_eof(&mut stream).map_err(|e| format!("read: {e}"))?;
+                    let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+                    if announce {
+                        say("accepted")?;
                     }
-                    drop(stream);
+                    end_connection(stream, ending)?;
                     finished.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
@@ -319,38 +517,63 @@ fn server(options: &Options) -> Result<usize, String> {
         });
     }
     drop(tx);
-    join_workers(rx, ACCEPT_THREADS, deadline, &finished, options.count, "accepted")?;
+    join_workers(
+        rx,
+        ACCEPT_THREADS,
+        deadline,
+        &finished,
+        options.count,
+        "accepted",
+    )?;
     Ok(finished.load(Ordering::Relaxed))
+}
+
+/// One connection attempt: `Ok(Some(stream))` when it connected as expected, `Ok(None)`
+/// when it failed as expected.
+fn attempt(options: &Options) -> Result<Option<TcpStream>, String> {
+    let addr = options.addr;
+    let expected_errno = match options.outcome {
+        Outcome::Refused => Some(libc::ECONNREFUSED),
+        Outcome::Timeout => Some(libc::ETIMEDOUT),
+        Outcome::Normal | Outcome::Reset => None,
+    };
+    match (connect(addr, options.bind), expected_errno) {
+        (Ok(stream), None) => Ok(Some(stream)),
+        (Ok(_), Some(errno)) => Err(format!(
+            "connect to {addr} succeeded, expected it to fail with {}",
+            io::Error::from_raw_os_error(errno)
+        )),
+        (Err(e), Some(errno)) if e.raw_os_error() == Some(errno) => Ok(None),
+        (Err(e), _) => Err(format!("connect to {addr}: {e}")),
+    }
 }
 
 fn client(options: &Options) -> Result<usize, String> {
     if options.wait_stdin {
         wait_for_stdin()?;
     }
+    let ending = Ending {
+        close: options.close,
+        linger0: options.linger0,
+        reset: options.outcome == Outcome::Reset,
+    };
+    if options.hold {
+        return client_holding(options, ending);
+    }
     let deadline = Instant::now() + options.timeout;
     let threads = options.concurrency.min(options.count.max(1));
     let finished = Arc::new(AtomicUsize::new(0));
+    let options = Arc::new(options.clone());
     let (tx, rx) = mpsc::channel();
     for i in 0..threads {
         // Thread i makes its share of the connections, one after the other.
         let share = options.count / threads + usize::from(i < options.count % threads);
-        let (finished, tx) = (finished.clone(), tx.clone());
-        let (addr, close, refused) = (options.addr, options.close, options.expect_refused);
+        let (finished, tx, options) = (finished.clone(), tx.clone(), options.clone());
         thread::spawn(move || {
             let result = (|| {
                 for _ in 0..share {
-                    match TcpStream::connect(addr) {
-                        Ok(_) if refused => {
-                            return Err(format!("connect to {addr} succeeded, expected it refused"))
-                        }
-                        Ok(mut stream) => {
-                            if close == Close::Second {
-                                read_to_eof(&mut stream).map_err(|e| format!("read: {e}"))?;
-                            }
-                            drop(stream);
-                        }
-                        Err(e) if refused && e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
-                        Err(e) => return Err(format!("connect to {addr}: {e}")),
+                    if let Some(stream) = attempt(&options)? {
+                        end_connection(stream, ending)?;
                     }
                     finished.fetch_add(1, Ordering::Relaxed);
                 }
@@ -362,4 +585,21 @@ fn client(options: &Options) -> Result<usize, String> {
     drop(tx);
     join_workers(rx, threads, deadline, &finished, options.count, "made")?;
     Ok(finished.load(Ordering::Relaxed))
+}
+
+/// `--hold`: opens every connection, says so, waits for the go line, then ends them all.
+fn client_holding(options: &Options, ending: Ending) -> Result<usize, String> {
+    let mut open = Vec::with_capacity(options.count);
+    for _ in 0..options.count {
+        if let Some(stream) = attempt(options)? {
+            open.push(stream);
+        }
+    }
+    say(&format!("connected {}", open.len()))?;
+    wait_for_stdin()?;
+    let n = open.len();
+    for stream in open {
+        end_connection(stream, ending)?;
+    }
+    Ok(n)
 }

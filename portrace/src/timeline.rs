@@ -1,0 +1,408 @@
+//! From kernel records to the timeline users see. It tracks sockets (ids and time in
+//! state), continues a connection into its timewait socket (showing `FIN_WAIT2 ->
+//! TIME_WAIT` and `TIME_WAIT -> CLOSE`, which the state tracepoint never reports), gives
+//! each connection's last transition its reason, and attaches sockets that existed before
+//! the trace (the inventory) to their later transitions.
+
+use std::collections::HashMap;
+
+use crate::clock::Clock;
+use crate::decode::{Decoded, Kind};
+use crate::reasons::{end_reason, timewait_expired};
+use crate::record::{EndReason, Owner, OwnerSource, SocketRecord, Transition};
+use crate::sockets::{Endpoints, SockKey, Sockets};
+use crate::tcp_state::TcpState;
+
+/// How long a timewait timer's removal waits for a re-arm or an expiry of the same timer
+/// before it counts as the timewait socket being killed. The kernel removes a timer before
+/// re-arming it and before running it, in the same function, so both follow within
+/// microseconds on the same CPU.
+const CANCEL_GRACE_NS: u64 = 20_000_000;
+
+/// A socket from the inventory, waiting for its first transition.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    id: u64,
+    state: TcpState,
+    owner: Option<Owner>,
+    ends: Endpoints,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingCancel {
+    tw: u64,
+    record: Decoded,
+    state: TcpState,
+}
+
+/// Turns decoded records into transitions.
+pub struct Timeline {
+    sockets: Sockets,
+    clock: Clock,
+    inventory: HashMap<u64, Known>,
+    start_ns: u64,
+    timewait_tracked: bool,
+    cancels: Vec<PendingCancel>,
+    /// The latest record of each connection living in a timewait socket, by its address.
+    timewaits: HashMap<u64, Decoded>,
+}
+
+impl Timeline {
+    /// `timewait_tracked`: whether the kernel reports timewait sockets; `start_ns`: the
+    /// trace's start (monotonic), from which sockets older than the trace are timed.
+    pub fn new(clock: Clock, capacity: usize, start_ns: u64, timewait_tracked: bool) -> Timeline {
+        Timeline {
+            sockets: Sockets::new(capacity),
+            clock,
+            inventory: HashMap::new(),
+            start_ns,
+            timewait_tracked,
+            cancels: Vec::new(),
+            timewaits: HashMap::new(),
+        }
+    }
+
+    /// Gives an id to a socket that existed before the trace and remembers it by cookie, so
+    /// its later transitions carry the same id, its owner, and durations counted from the
+    /// start. Returns the id.
+    pub fn adopt(&mut self, s: &mut SocketRecord) -> u64 {
+        let id = self.sockets.new_id();
+        s.socket = id;
+        if s.cookie != 0 {
+            let ends = Endpoints { saddr: s.saddr, sport: s.sport, daddr: s.daddr, dport: s.dport };
+            self.inventory.insert(s.cookie, Known { id, state: s.state, owner: s.owner, ends });
+        }
+        id
+    }
+
+    /// Takes one record; pushes the transitions it makes visible onto `out`.
+    pub fn push(&mut self, d: &Decoded, out: &mut Vec<Transition>) {
+        let full = SockKey::Full(d.skaddr);
+        let mut owner = d.owner;
+        if d.cookie != 0 && self.sockets.state(full).is_none() {
+            if let Some(known) = self.inventory.remove(&d.cookie) {
+                self.sockets.seed(full, known.id, known.state, self.start_ns, known.ends);
+                owner = owner.or(known.owner.map(|o| Owner { source: OwnerSource::Inventory, ..o }));
+            }
+        }
+        match d.kind {
+            Kind::Transition => {
+                let reason = (d.newstate == TcpState::Close)
+                    .then(|| end_reason(d.oldstate, d.error, self.timewait_tracked));
+                self.emit(full, d, d.oldstate, d.newstate, owner, reason, out);
+            }
+            Kind::Handover { tw } => {
+                // The connection lives on in its timewait socket, in `newstate`: TIME_WAIT,
+                // or FIN_WAIT2 still (an orphan waiting for the peer's FIN), which is no
+                // transition at all.
+                // A connection still recorded at this timewait address is over: the
+                // address now holds this connection's timewait socket.
+                self.settle_where(|c| c.tw == tw, out);
+                if let Some(old) = self.timewaits.remove(&tw) {
+                    let key = SockKey::TimeWait(tw);
+                    if let Some(before) = self.sockets.state(key) {
+                        let ended = Decoded { ts_ns: d.ts_ns, ..old };
+                        self.emit(key, &ended, before, TcpState::Close, old.owner, Some(EndReason::TimeWaitKilled), out);
+                    }
+                }
+                if d.oldstate != d.newstate {
+                    self.emit(full, d, d.oldstate, d.newstate, owner, None, out);
+                }
+                self.sockets.rekey(full, SockKey::TimeWait(tw));
+                self.timewaits.insert(tw, Decoded { owner, ..*d });
+            }
+            Kind::TwArmed { tw, state } => {
+                self.cancels.retain(|c| c.tw != tw);
+                self.timewaits.insert(tw, *d);
+                let key = SockKey::TimeWait(tw);
+                if let Some(before) = self.sockets.state(key) {
+                    if before != state {
+                        self.emit(key, d, before, state, owner, None, out);
+                    }
+                }
+            }
+            Kind::TwCancel { tw, state } => {
+                self.cancels.push(PendingCancel { tw, record: *d, state });
+            }
+            Kind::TwExpire { tw, state } => {
+                self.cancels.retain(|c| c.tw != tw);
+                self.timewaits.remove(&tw);
+                let key = SockKey::TimeWait(tw);
+                let before = self.sockets.state(key).unwrap_or(state);
+                self.emit(key, d, before, TcpState::Close, owner, Some(timewait_expired(before)), out);
+            }
+        }
+    }
+
+    /// Settles timewait timer removals that no re-arm or expiry followed: those timewait
+    /// sockets were killed. Call it after the ring buffer was drained empty, with the
+    /// current monotonic time.
+    pub fn settle(&mut self, now_ns: u64, out: &mut Vec<Transition>) {
+        self.settle_where(|c| now_ns.saturating_sub(c.record.ts_ns) >= CANCEL_GRACE_NS, out);
+    }
+
+    fn settle_where(&mut self, killed: impl Fn(&PendingCancel) -> bool, out: &mut Vec<Transition>) {
+        let mut i = 0;
+        while i < self.cancels.len() {
+            let c = self.cancels[i];
+            if !killed(&c) {
+                i += 1;
+                continue;
+            }
+            self.cancels.remove(i);
+            self.timewaits.remove(&c.tw);
+            let key = SockKey::TimeWait(c.tw);
+            let before = self.sockets.state(key).unwrap_or(c.state);
+            self.emit(key, &c.record, before, TcpState::Close, c.record.owner, Some(EndReason::TimeWaitKilled), out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one call site per record kind; a struct would only rename them")]
+    fn emit(
+        &mut self,
+        key: SockKey,
+        d: &Decoded,
+        old: TcpState,
+        new: TcpState,
+        owner: Option<Owner>,
+        reason: Option<EndReason>,
+        out: &mut Vec<Transition>,
+    ) {
+        let ends = Endpoints { saddr: d.saddr, sport: d.sport, daddr: d.daddr, dport: d.dport };
+        let seen = self.sockets.observe(key, d.ts_ns, old, new, ends);
+        let closing = new == TcpState::Close;
+        out.push(Transition {
+            time: self.clock.timestamp(d.ts_ns),
+            pid: d.pid,
+            comm: d.comm,
+            socket: seen.socket,
+            family: d.family,
+            saddr: d.saddr,
+            sport: d.sport,
+            daddr: d.daddr,
+            dport: d.dport,
+            oldstate: old,
+            newstate: new,
+            prev_state_ns: seen.prev_state_ns,
+            prev_state_at_least: seen.at_least,
+            owner,
+            reason,
+            error: (closing && d.error != 0).then_some(d.error),
+            retransmits: if closing { d.retransmits } else { 0 },
+            netns: d.netns,
+        });
+    }
+
+    /// Live sockets the tracker remembers.
+    pub fn live_sockets(&self) -> usize {
+        self.sockets.live()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::record::{Comm, Family, Timestamp};
+    use TcpState::*;
+
+    fn rec(kind: Kind, ts_ns: u64, skaddr: u64, old: TcpState, new: TcpState) -> Decoded {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Decoded {
+            kind,
+            ts_ns,
+            skaddr,
+            cookie: 0,
+            pid: 9,
+            comm: Comm::new("client"),
+            owner: Some(Owner { pid: 9, comm: Comm::new("client"), source: OwnerSource::Syscall }),
+            family: Family::Ipv4,
+            saddr: lo,
+            sport: 40000,
+            daddr: lo,
+            dport: 80,
+            oldstate: old,
+            newstate: new,
+            error: 0,
+            retransmits: 0,
+            netns: 1,
+        }
+    }
+
+    fn timeline() -> Timeline {
+        Timeline::new(Clock::from_offset(0), 64, 0, true)
+    }
+
+    /// Socket, old state, new state, time in the old state, reason.
+    type Edge = (u64, TcpState, TcpState, Option<u64>, Option<EndReason>);
+
+    fn edges(out: &[Transition]) -> Vec<Edge> {
+        out.iter().map(|t| (t.socket, t.oldstate, t.newstate, t.prev_state_ns, t.reason)).collect()
+    }
+
+    const SK: u64 = 0xa0;
+    const TW: u64 = 0xb0;
+
+    fn active_close_until_handover(t: &mut Timeline, out: &mut Vec<Transition>, substate: TcpState) {
+        for (ts, old, new) in [(10, Close, SynSent), (20, SynSent, Established), (30, Established, FinWait1), (40, FinWait1, FinWait2)] {
+            t.push(&rec(Kind::Transition, ts, SK, old, new), out);
+        }
+        t.push(&rec(Kind::Handover { tw: TW }, 50, SK, FinWait2, substate), out);
+    }
+
+    #[test]
+    fn time_wait_is_shown_with_its_duration() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 60_000_050, SK, TimeWait, Close), &mut out);
+        t.push(&rec(Kind::TwExpire { tw: TW, state: TimeWait }, 60_000_060, SK, TimeWait, Close), &mut out);
+        t.settle(u64::MAX, &mut out);
+        assert_eq!(
+            edges(&out[4..]),
+            vec![
+                (1, FinWait2, TimeWait, Some(10), None),
+                (1, TimeWait, Close, Some(60_000_010), Some(EndReason::ActiveClose)),
+            ]
+        );
+        assert_eq!(t.live_sockets(), 0);
+    }
+
+    #[test]
+    fn an_orphan_waits_in_fin_wait2_then_enters_time_wait() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, FinWait2);
+        assert_eq!(out.len(), 4, "moving to the timewait socket in FIN_WAIT2 is no transition");
+        // The peer's FIN arrives: the kernel re-arms the timer (removal first, then arming).
+        t.push(&rec(Kind::TwCancel { tw: TW, state: FinWait2 }, 100, SK, FinWait2, Close), &mut out);
+        t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, TimeWait, TimeWait), &mut out);
+        t.settle(u64::MAX, &mut out);
+        assert_eq!(edges(&out[4..]), vec![(1, FinWait2, TimeWait, Some(61), None)]);
+    }
+
+    #[test]
+    fn an_orphan_that_never_hears_from_its_peer_times_out_in_fin_wait2() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, FinWait2);
+        t.push(&rec(Kind::TwExpire { tw: TW, state: FinWait2 }, 1000, SK, FinWait2, Close), &mut out);
+        assert_eq!(edges(&out[4..]), vec![(1, FinWait2, Close, Some(960), Some(EndReason::FinWait2Timeout))]);
+    }
+
+    #[test]
+    fn a_removal_with_nothing_after_it_is_a_killed_time_wait() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 5_000, SK, TimeWait, Close), &mut out);
+        t.settle(5_000 + CANCEL_GRACE_NS - 1, &mut out);
+        assert_eq!(out.len(), 5, "not settled within the grace period");
+        t.settle(5_000 + CANCEL_GRACE_NS, &mut out);
+        assert_eq!(edges(&out[5..]), vec![(1, TimeWait, Close, Some(4_950), Some(EndReason::TimeWaitKilled))]);
+    }
+
+    #[test]
+    fn a_timewait_address_reused_by_a_new_connection_ends_the_old_one() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 100, SK, TimeWait, Close), &mut out);
+        // A second connection, at another full socket, moves to a timewait socket at the
+        // same address before the grace period is over.
+        const SK2: u64 = 0xc0;
+        for (ts, old, new) in [(110, Close, SynSent), (120, SynSent, Established), (130, Established, FinWait1), (140, FinWait1, FinWait2)] {
+            t.push(&rec(Kind::Transition, ts, SK2, old, new), &mut out);
+        }
+        t.push(&rec(Kind::Handover { tw: TW }, 150, SK2, FinWait2, TimeWait), &mut out);
+        t.push(&rec(Kind::TwExpire { tw: TW, state: TimeWait }, 1_000, SK2, TimeWait, Close), &mut out);
+        let tail: Vec<_> = edges(&out[4..]).into_iter().filter(|e| e.2 == Close || e.2 == TimeWait).collect();
+        assert_eq!(
+            tail,
+            vec![
+                (1, FinWait2, TimeWait, Some(10), None),
+                (1, TimeWait, Close, Some(50), Some(EndReason::TimeWaitKilled)),
+                (2, FinWait2, TimeWait, Some(10), None),
+                (2, TimeWait, Close, Some(850), Some(EndReason::ActiveClose)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_connection_at_a_timewait_address_that_looked_rearmed_ends_the_old_one() {
+        // The old timewait socket is killed and its memory reused at once: the kernel
+        // reports a removal and an arming of the same address, then the new connection's
+        // hand-over claims it.
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 100, SK, TimeWait, Close), &mut out);
+        t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, TimeWait, TimeWait), &mut out);
+        const SK2: u64 = 0xc0;
+        let mut second = rec(Kind::Transition, 90, SK2, Close, SynSent);
+        second.sport = 40001;
+        for (ts, old, new) in [(90, Close, SynSent), (95, SynSent, Established), (98, Established, FinWait1), (99, FinWait1, FinWait2)] {
+            t.push(&Decoded { ts_ns: ts, oldstate: old, newstate: new, ..second }, &mut out);
+        }
+        t.push(&Decoded { kind: Kind::Handover { tw: TW }, ts_ns: 102, oldstate: FinWait2, newstate: TimeWait, ..second }, &mut out);
+        let ends: Vec<_> = out.iter().filter(|t| t.newstate == Close).map(|t| (t.socket, t.sport, t.reason)).collect();
+        assert_eq!(ends, vec![(1, 40000, Some(EndReason::TimeWaitKilled))]);
+        let last = out.last().unwrap();
+        assert_eq!((last.socket, last.sport, last.oldstate, last.newstate), (2, 40001, FinWait2, TimeWait));
+    }
+
+    #[test]
+    fn a_rearm_in_the_same_state_is_no_transition_and_no_kill() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 100, SK, TimeWait, Close), &mut out);
+        t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, TimeWait, TimeWait), &mut out);
+        t.settle(u64::MAX, &mut out);
+        assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn a_closing_transition_carries_its_reason_and_error() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        t.push(&rec(Kind::Transition, 1, SK, Close, SynSent), &mut out);
+        let mut refused = rec(Kind::Transition, 2, SK, SynSent, Close);
+        refused.error = libc::ECONNREFUSED;
+        refused.retransmits = 0;
+        t.push(&refused, &mut out);
+        assert_eq!(out[0].reason, None);
+        assert_eq!(out[1].reason, Some(EndReason::Refused));
+        assert_eq!(out[1].error, Some(libc::ECONNREFUSED));
+        let mut timed_out = rec(Kind::Transition, 3, SK + 1, SynSent, Close);
+        timed_out.error = libc::ETIMEDOUT;
+        timed_out.retransmits = 6;
+        t.push(&timed_out, &mut out);
+        assert_eq!((out[2].reason, out[2].retransmits), (Some(EndReason::ConnectTimeout), 6));
+    }
+
+    #[test]
+    fn an_inventory_socket_keeps_its_id_owner_and_times_from_the_start() {
+        let mut t = Timeline::new(Clock::from_offset(0), 64, 1_000, true);
+        let owner = Owner { pid: 77, comm: Comm::new("server"), source: OwnerSource::Inventory };
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut s = SocketRecord {
+            time: Timestamp { mono_ns: 1_000, unix_ns: 1_000 },
+            socket: 0,
+            family: Family::Ipv4,
+            saddr: lo,
+            sport: 40000,
+            daddr: lo,
+            dport: 80,
+            state: Established,
+            owner: Some(owner),
+            netns: 1,
+            inode: 5,
+            uid: 0,
+            cookie: 4242,
+        };
+        let id = t.adopt(&mut s);
+        assert_eq!(s.socket, id);
+        let mut out = vec![];
+        let mut close = rec(Kind::Transition, 3_000, SK, Established, FinWait1);
+        close.cookie = 4242;
+        close.owner = None;
+        t.push(&close, &mut out);
+        assert_eq!(out[0].socket, id);
+        assert_eq!((out[0].prev_state_ns, out[0].prev_state_at_least), (Some(2_000), true));
+        assert_eq!(out[0].owner, Some(owner));
+    }
+}

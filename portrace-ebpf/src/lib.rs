@@ -115,16 +115,17 @@ pub struct Owner {
     pub comm: [u8; 16],
 }
 
-/// Key of the listener map: the network namespace (its `struct net` address) and port.
+/// Key of the listener map: the network namespace (its inode number) and the port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListenKey {
-    pub net: u64,
+    pub netns: u32,
     pub port: u16,
-    pub _pad: [u8; 6],
+    pub _pad: u16,
 }
 
-/// A listening socket and its owner: the value of the listener map.
+/// A listening socket and its owner: the value of the listener map (`skaddr` is 0 for a
+/// listener from the inventory, whose address userspace does not know).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockOwner {

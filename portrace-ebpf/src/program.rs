@@ -281,13 +281,13 @@ fn read_addresses(ev: &mut Event, sk: u64, l: &SockLayout, saddr_at: u16) -> Res
     Ok(())
 }
 
-/// The socket's network namespace: its `struct net` address and inode number.
-fn netns_of(sk: u64, l: &SockLayout) -> (u64, u32) {
+/// The socket's network namespace inode number (0 when it cannot be read).
+fn netns_of(sk: u64, l: &SockLayout) -> u32 {
     let net: u64 = kread(sk, l.net).unwrap_or(0);
     if net == 0 {
-        return (0, 0);
+        return 0;
     }
-    (net, kread(net, l.net_inum).unwrap_or(0))
+    kread(net, l.net_inum).unwrap_or(0)
 }
 
 /// The transitions only a socket's own process makes, in a system call: `listen`,
@@ -312,14 +312,13 @@ fn process(mut ev: Event) {
     let sk = ev.skaddr;
     let l: SockLayout = global!(SOCK);
     let have_btf = l.valid != 0;
-    let mut net = 0u64;
     if have_btf {
-        (net, ev.netns) = netns_of(sk, &l);
+        ev.netns = netns_of(sk, &l);
         ev.aux = kread(sk, l.cookie).unwrap_or(0);
     }
 
     // The owner.
-    let listen_key = ListenKey { net, port: ev.sport, _pad: [0; 6] };
+    let listen_key = ListenKey { netns: ev.netns, port: ev.sport, _pad: 0 };
     let mut learned = false;
     if made_by_owner(ev.oldstate, ev.newstate) && ev.pid != 0 {
         ev.owner_pid = ev.pid;
@@ -345,7 +344,7 @@ fn process(mut ev: Event) {
         let _ = OWNERS.remove(&sk);
         if ev.oldstate == tcp::LISTEN {
             if let Some(l) = unsafe { LISTENERS.get(&listen_key) } {
-                if l.skaddr == sk {
+                if l.skaddr == sk || l.skaddr == 0 {
                     let _ = LISTENERS.remove(&listen_key);
                 }
             }
@@ -550,7 +549,7 @@ fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8) -> Result<(), i32> {
     ev.sport = kread(tw, l.num)?;
     ev.dport = u16::from_be(kread(tw, l.dport)?);
     read_addresses(&mut ev, tw, &l, l.rcv_saddr)?;
-    ev.netns = netns_of(tw, &l).1;
+    ev.netns = netns_of(tw, &l);
     set_owner(&mut ev, &known.owner, known.owner.source);
     // The states the filter sees: the timewait socket's, and CLOSE when it ends.
     ev.oldstate = known.substate;

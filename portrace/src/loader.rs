@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context as _};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use portrace_ebpf::{counter, Filter, Layout, Owner, SockLayout};
+use portrace_ebpf::{counter, Filter, Layout, ListenKey, Owner, SockLayout, SockOwner};
 
 /// The kernel programs, built by build.rs.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portrace"));
@@ -43,6 +43,7 @@ pub struct Tracer {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     inventory: HashMap<MapData, u64, Owner>,
+    listeners: HashMap<MapData, ListenKey, SockOwner>,
     /// The program whose skipped runs are losses: the raw tracepoint, or the classic one
     /// when it runs alone.
     primary: &'static str,
@@ -152,7 +153,9 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).context("opening the ring buffer")?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).context("opening the counters")?;
     let inventory = HashMap::try_from(take_map(&mut ebpf, "INVENTORY")?).context("opening the inventory map")?;
-    let tracer = Tracer { ebpf, counters, inventory, primary, backed_up, timewait_tracked, limitations };
+    let listeners = HashMap::try_from(take_map(&mut ebpf, "LISTENERS")?).context("opening the listener map")?;
+    let tracer =
+        Tracer { ebpf, counters, inventory, listeners, primary, backed_up, timewait_tracked, limitations };
     Ok((tracer, ring))
 }
 
@@ -242,6 +245,19 @@ impl Tracer {
     /// Tells the kernel program the owner of a socket older than the trace, by cookie.
     pub fn add_inventory_owner(&mut self, cookie: u64, owner: Owner) -> anyhow::Result<()> {
         self.inventory.insert(cookie, owner, 0).context("writing the inventory map")
+    }
+
+    /// Tells the kernel program the owner of a listener older than the trace, so that its
+    /// new child sockets are attributed to it. An entry the program already has (the
+    /// listener was re-created since) is left alone.
+    pub fn add_inventory_listener(&mut self, netns: u32, port: u16, owner: Owner) -> anyhow::Result<()> {
+        let key = ListenKey { netns, port, _pad: 0 };
+        const BPF_NOEXIST: u64 = 1;
+        match self.listeners.insert(key, SockOwner { skaddr: 0, owner }, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(e).context("writing the listener map"),
+        }
     }
 
 }

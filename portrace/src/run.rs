@@ -86,7 +86,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 _pad: [0; 3],
                 comm: comm_bytes(&owner.comm),
             };
-            if let Err(e) = tracer.add_inventory_owner(s.cookie, kernel_owner) {
+            let mut added = tracer.add_inventory_owner(s.cookie, kernel_owner);
+            if s.state == crate::tcp_state::TcpState::Listen && added.is_ok() {
+                added = tracer.add_inventory_listener(s.netns, s.sport, kernel_owner);
+            }
+            if let Err(e) = added {
                 eprintln!("portrace: {e:#}; later transitions of older sockets may lack their owner");
                 break;
             }

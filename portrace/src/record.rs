@@ -121,6 +121,21 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [EndReason; 11] = [
+        EndReason::ActiveClose,
+        EndReason::PassiveClose,
+        EndReason::Refused,
+        EndReason::ConnectTimeout,
+        EndReason::ResetByPeer,
+        EndReason::ResetSent,
+        EndReason::ConnectAborted,
+        EndReason::FinWait2Timeout,
+        EndReason::TimeWaitKilled,
+        EndReason::ListenerClosed,
+        EndReason::Error,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             EndReason::ActiveClose => "active_close",

@@ -33,8 +33,13 @@ impl Netns {
     /// Creates `portrace-t-<pid>-<n>`, brings `lo` up (127.0.0.0/8 and ::1 are then all
     /// usable) and sets `net.ipv4.ip_local_port_range` to `1024 65000`, so ports above
     /// 65000 are never picked as ephemeral ports and can serve as the tests' listening
-    /// ports without ever colliding with a client's. Also deletes namespaces a previous,
-    /// killed run of these tests left behind (their process no longer exists).
+    /// ports without ever colliding with a client's. Sets `net.ipv4.tcp_tw_reuse` to 0:
+    /// with the default (2, reuse on loopback) a burst's connect may pick a local port whose
+    /// previous connection to the same server is still in TIME_WAIT (once the second it
+    /// entered TIME_WAIT is over), which kills that TIME_WAIT early and gives a timing-
+    /// dependent `TIME_WAIT->CLOSE` to a few sockets; with 0 each connect takes a free port
+    /// and every TIME_WAIT lasts its 60 s. Also deletes namespaces a previous, killed run of
+    /// these tests left behind (their process no longer exists).
     pub fn create() -> Netns {
         remove_stale();
         let name = format!(
@@ -46,7 +51,8 @@ impl Netns {
         // From here on, Drop deletes the namespace even if the setup below fails.
         let ns = Netns { name };
         ns.exec("ip", &["link", "set", "lo", "up"]);
-        ns.exec("sysctl", &["-w", "net.ipv4.ip_local_port_range=1024 65000"]);
+        ns.sysctl("net.ipv4.ip_local_port_range=1024 65000");
+        ns.sysctl("net.ipv4.tcp_tw_reuse=0");
         ns
     }
 

@@ -671,7 +671,9 @@ pub fn assert_owner(all: &[Transition], socket: &SocketTimeline, owner: &Owner<'
 /// the first transition of a socket older than portrace, which has `prev_state_at_least`
 /// and a number (no other transition has `prev_state_at_least`); a transition has a
 /// `reason` exactly when it goes into CLOSE, and an `error` or `retransmits` only with a
-/// reason; `time` is an RFC 3339 UTC time; and, when given, `family` is the expected one.
+/// reason (portrace may leave the reason of a transition into CLOSE null when it cannot
+/// tell, but every connection these tests make ends in a way it can tell); `time` is an
+/// RFC 3339 UTC time; and, when given, `family` is the expected one.
 ///
 /// Order is checked per socket and not across the whole stream: the kernel takes each
 /// timestamp before it reserves the event's place in the ring, so two CPUs can interleave

@@ -69,3 +69,11 @@ fn rejects_ring_size_that_is_not_a_power_of_two_pages() {
 fn rejects_unknown_format() {
     refused(&["--format", "xml"], "xml");
 }
+
+#[test]
+fn rejects_comm_longer_than_the_kernel_keeps() {
+    refused(
+        &["--format", "json", "--comm", "a-name-longer-than-15"],
+        "a-name-longer-than-15",
+    );
+}

@@ -406,9 +406,10 @@ fn filter_comm_keeps_every_transition_of_the_owners_sockets() {
 /// A listener and one established connection made before portrace starts: the server
 /// (which has accepted it) and the client (which holds it open until told to close).
 struct OldConnection {
-    ns: Netns,
+    // Fields drop in this order: the processes before their namespace.
     server: Proc,
     client: Proc,
+    ns: Netns,
     port: u16,
 }
 
@@ -422,9 +423,9 @@ impl OldConnection {
         client.wait_line("connected 1", LINE_TIMEOUT);
         server.wait_line("accepted", LINE_TIMEOUT);
         OldConnection {
-            ns,
             server,
             client,
+            ns,
             port,
         }
     }
@@ -1083,8 +1084,10 @@ fn time_wait_killed_by_reuse_and_by_namespace_deletion() {
         &ts,
         "every connection is 127.0.0.1:65182 <-> 127.0.0.1:65181",
         |t| {
-            (t.sport == 65182 || t.sport == 0) && t.dport == 65181
-                || t.sport == 65181 && (t.dport == 65182 || t.dport == 0)
+            // A client (its first transition before the port shows), or a listener or child.
+            let client = (t.sport == 65182 || t.sport == 0) && t.dport == 65181;
+            let server = t.sport == 65181 && (t.dport == 65182 || t.dport == 0);
+            client || server
         },
     );
 
@@ -1167,6 +1170,7 @@ fn waits_for_time_wait_expiry() {
     // this kernel's HZ=250 a 60 s timer sits in a bucket 512 jiffies (2.048 s) wide, so it
     // fires between 60.004 and 62.048 s later, plus softirq latency.
     let expired = client.last();
+    eprintln!("TIME_WAIT expiry: {}", expired.line());
     assert!(
         expired
             .prev_state_us

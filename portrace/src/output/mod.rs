@@ -650,24 +650,12 @@ mod tests {
     /// Every reason a connection can end for.
     fn all_reasons() -> [EndReason; 11] {
         use EndReason::*;
-        // Fails to compile when a reason is added, until it is added to the list below.
+        // Fails to compile when a reason is added, until EndReason::ALL lists it too.
         match ActiveClose {
             ActiveClose | PassiveClose | Refused | ConnectTimeout | ResetByPeer | ResetSent
             | ConnectAborted | FinWait2Timeout | TimeWaitKilled | ListenerClosed | Error => {}
         }
-        [
-            ActiveClose,
-            PassiveClose,
-            Refused,
-            ConnectTimeout,
-            ResetByPeer,
-            ResetSent,
-            ConnectAborted,
-            FinWait2Timeout,
-            TimeWaitKilled,
-            ListenerClosed,
-            Error,
-        ]
+        EndReason::ALL
     }
 
     /// A last transition for each reason, with the state change and error that go with it,

@@ -23,7 +23,7 @@ pub const CAP_BPF: u32 = 39;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "portrace is missing {} (or else CAP_SYS_ADMIN): loading and attaching its eBPF \
+        "this process lacks {} (or else CAP_SYS_ADMIN): loading and attaching its eBPF \
          program needs CAP_BPF and CAP_PERFMON together, or CAP_SYS_ADMIN, which is also what \
          mounting tracefs takes when it is not mounted. {}",
         .missing.join(" and "),
@@ -331,7 +331,7 @@ mod tests {
         let err = check_capabilities(bit(CAP_BPF), BIN).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "portrace is missing CAP_PERFMON (or else CAP_SYS_ADMIN): loading and attaching \
+            "this process lacks CAP_PERFMON (or else CAP_SYS_ADMIN): loading and attaching \
              its eBPF program needs CAP_BPF and CAP_PERFMON together, or CAP_SYS_ADMIN, which \
              is also what mounting tracefs takes when it is not mounted. Run it as root \
              (`sudo portrace`), or grant the binary these capabilities once with `sudo setcap \
@@ -341,7 +341,7 @@ mod tests {
         let err = check_capabilities(0, BIN).unwrap_err();
         assert!(
             err.to_string().starts_with(
-                "portrace is missing CAP_BPF and CAP_PERFMON (or else CAP_SYS_ADMIN): "
+                "this process lacks CAP_BPF and CAP_PERFMON (or else CAP_SYS_ADMIN): "
             ),
             "{err}"
         );

@@ -37,8 +37,9 @@ pub mod kind {
     /// `tw_substate` says which state it keeps there (TIME_WAIT, or FIN_WAIT2 for an
     /// orphaned socket still waiting for its peer's FIN).
     pub const HANDOVER: u8 = 1;
-    /// A timewait socket changed state (an orphan's FIN_WAIT2 became TIME_WAIT when the
-    /// peer's FIN arrived); `tw_substate` is its state now.
+    /// A timewait socket's timer was re-armed, or its state changed (an orphan's FIN_WAIT2
+    /// became TIME_WAIT when the peer's FIN arrived): `oldstate` is its state before,
+    /// `tw_substate` its state now.
     pub const TW_ARMED: u8 = 2;
     /// A timewait socket's timer was removed: before it expires, or before it is re-armed,
     /// or because the timewait socket was killed (reused, reset, namespace gone).
@@ -306,7 +307,12 @@ pub mod counter {
     pub const OWNERS_FULL: u32 = 4;
     /// A connection's timewait socket could not be remembered: the timewait map was full.
     pub const TIMEWAIT_FULL: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// A timewait socket's record (armed, removed, expired) found the ring buffer full.
+    pub const TW_RING_FULL: u32 = 6;
+    /// A transition the program could not read (a socket field or tracepoint field read
+    /// failed, or an address family it does not know).
+    pub const UNREADABLE: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Capacity of the map of held, not yet port-bound `CLOSE -> SYN_SENT` transitions.

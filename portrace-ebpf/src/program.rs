@@ -130,10 +130,12 @@ struct PendingTw {
 /// socket's transition (they happen one after the other in the same kernel function).
 const PENDING_TW_NS: u64 = 1_000_000;
 
-/// How long after a timer's removal its re-arming or expiry may follow (the kernel does
-/// both in the same function, microseconds apart). Kept short: a killed timewait socket's
-/// memory can soon hold a new one.
-const REARM_WINDOW_NS: u64 = 50_000;
+/// How long after a timer's removal its re-arming or expiry may follow. The kernel does
+/// both in the same function, microseconds apart, but a virtual CPU can stall for longer.
+/// A killed timewait socket whose memory holds a new one within this window is told apart
+/// by the new one's first arming, which the transition of the full socket it replaces
+/// claims (see `claim_timewait`).
+const REARM_WINDOW_NS: u64 = 10_000_000;
 
 /// Reads a global that userspace rewrote before load; volatile so the compiler does not
 /// fold in the placeholder value.
@@ -153,7 +155,9 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: *const c_void = ctx.arg(0);
     let oldstate: u64 = ctx.arg(1);
     let newstate: u64 = ctx.arg(2);
-    let _ = from_socket(sk, oldstate as u8, newstate as u8);
+    if from_socket(sk, oldstate as u8, newstate as u8).is_err() {
+        bump(counter::UNREADABLE);
+    }
     if let Some(busy) = busy {
         unsafe { *busy = 0 };
     }
@@ -170,7 +174,9 @@ pub fn inet_sock_set_state_backup(ctx: TracePointContext) -> u32 {
         }
         bump(counter::RESCUED);
     }
-    let _ = from_tracepoint(&ctx);
+    if from_tracepoint(&ctx).is_err() {
+        bump(counter::UNREADABLE);
+    }
     0
 }
 
@@ -332,6 +338,12 @@ fn process(mut ev: Event) {
         }
     } else if let Some(o) = unsafe { OWNERS.get(&sk) } {
         set_owner(&mut ev, o, o.source);
+        if o.source != owner_source::SYSCALL && ev.pid == o.pid && ev.pid != 0 {
+            // The owner's own process made this transition (a close with SO_LINGER 0, a
+            // shutdown): it acts on the socket itself now.
+            ev.owner_source = owner_source::SYSCALL;
+            learned = true;
+        }
     } else if ev.aux != 0 {
         if let Some(o) = unsafe { INVENTORY.get(&ev.aux) } {
             set_owner(&mut ev, o, owner_source::INVENTORY);
@@ -450,9 +462,17 @@ fn substate_changed(tw: u64, mut entry: TimeWaitEntry, substate: u8) {
     if entry.substate == substate {
         return;
     }
+    let before = entry.substate;
     entry.substate = substate;
     let _ = TIMEWAITS.insert(&tw, &entry, 0);
-    let _ = timewait_event(tw, &entry, kind::TW_ARMED);
+    timewait_report(tw, &entry, kind::TW_ARMED, before);
+}
+
+/// Reports a timewait socket's event, counting one that cannot be read.
+fn timewait_report(tw: u64, entry: &TimeWaitEntry, kind: u8, before: u8) {
+    if timewait_event(tw, entry, kind, before).is_err() {
+        bump(counter::UNREADABLE);
+    }
 }
 
 /// `timer_start(struct timer_list *timer, unsigned long expires, unsigned int flags)`.
@@ -477,9 +497,10 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
     if let Some(mut entry) = take_cancelled(tw) {
         // Re-armed: the same timewait socket goes on. Say so even when its state is the
         // same, so the removal reported a moment ago is not taken for its end.
+        let before = entry.substate;
         entry.substate = substate;
         let _ = TIMEWAITS.insert(&tw, &entry, 0);
-        let _ = timewait_event(tw, &entry, kind::TW_ARMED);
+        timewait_report(tw, &entry, kind::TW_ARMED, before);
     } else if let Some(entry) = unsafe { TIMEWAITS.get(&tw) } {
         substate_changed(tw, *entry, substate);
     }
@@ -500,9 +521,10 @@ pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
     };
     let _ = TIMEWAITS.remove(&tw);
     let l: SockLayout = global!(SOCK);
+    let before = entry.substate;
     let mut entry = entry;
     entry.substate = kread(tw, l.tw_substate).unwrap_or(entry.substate);
-    let _ = timewait_event(tw, &entry, kind::TW_EXPIRE);
+    timewait_report(tw, &entry, kind::TW_EXPIRE, before);
     0
 }
 
@@ -516,7 +538,7 @@ pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
     if let Some(slot) = CANCELLED.get_ptr_mut(0) {
         unsafe { *slot = Cancelled { tw, ts_ns: bpf_ktime_get_ns(), entry } };
     }
-    let _ = timewait_event(tw, &entry, kind::TW_CANCEL);
+    timewait_report(tw, &entry, kind::TW_CANCEL, entry.substate);
     0
 }
 
@@ -538,8 +560,9 @@ pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Reports an event of a timewait socket portrace saw a connection move to.
-fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8) -> Result<(), i32> {
+/// Reports an event of a timewait socket portrace saw a connection move to; `before` is
+/// the state portrace last reported for it.
+fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8, before: u8) -> Result<(), i32> {
     let l: SockLayout = global!(SOCK);
     let family: u16 = kread(tw, l.family)?;
     let mut ev = new_event(unsafe { bpf_ktime_get_ns() }, known.skaddr, family);
@@ -552,7 +575,7 @@ fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8) -> Result<(), i32> {
     ev.netns = netns_of(tw, &l);
     set_owner(&mut ev, &known.owner, known.owner.source);
     // The states the filter sees: the timewait socket's, and CLOSE when it ends.
-    ev.oldstate = known.substate;
+    ev.oldstate = before;
     ev.newstate = if kind == kind::TW_ARMED { known.substate } else { tcp::CLOSE };
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
@@ -695,6 +718,11 @@ fn in_net(a: [u32; 4], net: [u32; 4], mask: [u32; 4]) -> bool {
 }
 
 fn emit(ev: &Event) {
+    let full = if ev.kind == kind::TRANSITION || ev.kind == kind::HANDOVER {
+        counter::RING_FULL
+    } else {
+        counter::TW_RING_FULL
+    };
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(*ev);
@@ -706,7 +734,7 @@ fn emit(ev: &Event) {
             slot.submit(flags.into());
             bump(counter::EMITTED);
         }
-        None => bump(counter::RING_FULL),
+        None => bump(full),
     }
 }
 

@@ -2,9 +2,10 @@
 //! rest of portrace runs from. Every bad value is refused here with a message that names
 //! the flag and the value.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::filter::{parse_port, FilterSpec, IpNet};
 use crate::record::Family;
@@ -16,13 +17,59 @@ Examples:
   portrace --port 443            connections to or from port 443
   portrace -D 5432 --format json connections to PostgreSQL servers, as JSON Lines
   portrace --state CLOSE_WAIT    sockets entering or leaving CLOSE_WAIT
-  portrace --addr 10.0.0.0/8 -c 100 --duration 30s";
+  portrace --addr 10.0.0.0/8 -c 100 --duration 30s
+  portrace record -o web.ptr --port 443 --duration 1h
+                                 record an hour of port 443 into web.ptr
+  portrace replay web.ptr --state TIME_WAIT -f json
+                                 the recorded TIME_WAIT transitions, as JSON Lines
+  portrace report web.ptr        connections, time in each state, slowest handshakes";
 
 /// Real-time TCP state tracer: every transition, with its process, endpoints and the time
 /// spent in the state it left.
 #[derive(Debug, Parser)]
-#[command(name = "portrace", version, about, after_help = EXAMPLES)]
+#[command(
+    name = "portrace",
+    version,
+    about,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_value_name = "COMMAND",
+    subcommand_help_heading = "Commands (without one, portrace traces live)"
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace like the live tracer, into a recording FILE instead of standard output.
+    ///
+    /// The recording holds everything the live tracer would print, and describes itself:
+    /// host, kernel, clock, filters, losses. It is written as it goes, block by block, so a
+    /// recording cut short (killed, out of disk space) keeps everything written before the
+    /// cut. On a terminal, a status line shows how it is going. Ctrl-C, SIGTERM,
+    /// --duration or --count end it.
+    #[command(after_help = "The format is specified in docs/trace-format.md.")]
+    Record(RecordArgs),
+    /// Print a recording's timeline as the live tracer printed it, filtered again if asked.
+    ///
+    /// Filters work as in live tracing, on what was recorded. A recording cut short is
+    /// printed up to the cut, with a warning on stderr saying where it was cut; its JSON
+    /// output then has no end record, and the exit status is still 0.
+    Replay(ReplayArgs),
+    /// Summarise a recording: connections, time in each state, slowest handshakes, longest
+    /// CLOSE_WAITs, TIME_WAIT per peer.
+    Report(ReportArgs),
+}
+
+/// The filter flags, shared by live tracing, `record`, `replay` and `report`.
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "Filters")]
+pub struct FilterArgs {
     /// Keep connections whose local port is PORT (repeatable).
     #[arg(short = 'L', long = "lport", value_name = "PORT", value_parser = parse_port)]
     pub lport: Vec<u16>,
@@ -55,18 +102,15 @@ pub struct Args {
     #[arg(long = "comm", value_name = "COMM", value_parser = parse_comm)]
     pub comm: Option<String>,
 
-    /// Print the sockets that exist now, with their owners, and exit (like ss -tanp).
-    #[arg(long)]
-    pub snapshot: bool,
-
     /// Keep transitions into or out of STATE, e.g. ESTABLISHED or close-wait (repeatable).
     #[arg(short = 's', long = "state", value_name = "STATE", value_parser = parse_state)]
     pub state: Vec<TcpState>,
+}
 
-    /// Output format.
-    #[arg(short = 'f', long, value_enum, default_value_t = OutputFormat::Text)]
-    pub format: OutputFormat,
-
+/// When a trace stops, and how much the kernel may buffer: live tracing and `record`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Tracing")]
+pub struct LimitArgs {
     /// Stop after this long: 30s, 5m, 1h, 250ms, or seconds.
     #[arg(short = 'd', long, value_name = "TIME", value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -79,9 +123,112 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_size)]
     pub ring_size: u32,
 
+    /// At the end, print a report of the trace on stderr (as `portrace report` would).
+    #[arg(long)]
+    pub summary: bool,
+}
+
+/// Live tracing: the flags of `portrace` without a command.
+#[derive(Debug, clap::Args)]
+pub struct LiveArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// Print the sockets that exist now, with their owners, and exit (like ss -tanp).
+    #[arg(long, help_heading = "Output")]
+    pub snapshot: bool,
+
+    /// Output format.
+    #[arg(short = 'f', long, value_enum, default_value_t = OutputFormat::Text, help_heading = "Output")]
+    pub format: OutputFormat,
+
+    /// When to colour the text output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN", help_heading = "Output")]
+    pub color: ColorChoice,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `portrace record`.
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// The recording to write. An existing file is left alone unless --force is given.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Overwrite FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Compress the recording's blocks with LZ4 (about a third of the size, little CPU).
+    #[arg(long)]
+    pub compress: bool,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `portrace replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// A recording made with `portrace record`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Output format.
+    #[arg(short = 'f', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+
     /// When to colour the text output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,
+
+    /// Describe the recording (host, kernel, times, filters, clock, tracepoint layout,
+    /// losses) instead of printing its records.
+    #[arg(long)]
+    pub info: bool,
+
+    /// Read a damaged recording up to the damage instead of refusing it.
+    #[arg(long)]
+    pub salvage: bool,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `portrace report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A recording made with `portrace record`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Report format: text for people, or one JSON document.
+    #[arg(short = 'f', long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+
+    /// Also break time in state down by service port.
+    #[arg(long)]
+    pub by_port: bool,
+
+    /// Also break time in state down by owning process.
+    #[arg(long)]
+    pub by_process: bool,
+
+    /// Rows in the lists of slowest handshakes, longest CLOSE_WAITs and TIME_WAIT peers.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub top: u64,
+
+    /// Read a damaged recording up to the damage instead of refusing it.
+    #[arg(long)]
+    pub salvage: bool,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -95,13 +242,21 @@ pub enum OutputFormat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned tables for people.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
     Auto,
     Always,
     Never,
 }
 
-/// Everything a run needs, validated.
+/// Everything a live or recording run needs, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub filter: FilterSpec,
@@ -111,32 +266,123 @@ pub struct Config {
     pub ring_size: u32,
     pub color: ColorChoice,
     pub snapshot: bool,
+    /// Print a report of the trace on stderr at the end.
+    pub summary: bool,
 }
 
-impl Args {
-    pub fn into_config(self) -> Config {
+/// `portrace record`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordConfig {
+    /// The trace; its `format`, `color` and `snapshot` are unused.
+    pub trace: Config,
+    pub output: PathBuf,
+    pub force: bool,
+    pub compress: bool,
+}
+
+/// `portrace replay`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayConfig {
+    pub file: PathBuf,
+    pub filter: FilterSpec,
+    pub format: OutputFormat,
+    pub color: ColorChoice,
+    pub info: bool,
+    pub salvage: bool,
+}
+
+/// `portrace report`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportConfig {
+    pub file: PathBuf,
+    pub filter: FilterSpec,
+    pub format: ReportFormat,
+    pub by_port: bool,
+    pub by_process: bool,
+    pub top: usize,
+    pub salvage: bool,
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Task {
+    Live(Config),
+    Record(RecordConfig),
+    Replay(ReplayConfig),
+    Report(ReportConfig),
+}
+
+impl FilterArgs {
+    pub fn into_spec(self) -> FilterSpec {
         let family = match (self.ipv4, self.ipv6) {
             (true, _) => Some(Family::Ipv4),
             (_, true) => Some(Family::Ipv6),
             _ => None,
         };
+        FilterSpec {
+            lports: self.lport,
+            rports: self.rport,
+            ports: self.port,
+            nets: self.addr,
+            pids: self.pid,
+            comm: self.comm,
+            family,
+            states: self.state,
+        }
+    }
+}
+
+impl Args {
+    pub fn into_task(self) -> Task {
+        match self.command {
+            None => Task::Live(self.live.into_config()),
+            Some(Command::Record(r)) => Task::Record(RecordConfig {
+                trace: Config {
+                    filter: r.filter.into_spec(),
+                    format: OutputFormat::Text,
+                    duration: r.limits.duration,
+                    count: r.limits.count,
+                    ring_size: r.limits.ring_size,
+                    color: ColorChoice::Never,
+                    snapshot: false,
+                    summary: r.limits.summary,
+                },
+                output: r.output,
+                force: r.force,
+                compress: r.compress,
+            }),
+            Some(Command::Replay(r)) => Task::Replay(ReplayConfig {
+                file: r.file,
+                filter: r.filter.into_spec(),
+                format: r.format,
+                color: r.color,
+                info: r.info,
+                salvage: r.salvage,
+            }),
+            Some(Command::Report(r)) => Task::Report(ReportConfig {
+                file: r.file,
+                filter: r.filter.into_spec(),
+                format: r.format,
+                by_port: r.by_port,
+                by_process: r.by_process,
+                top: r.top as usize,
+                salvage: r.salvage,
+            }),
+        }
+    }
+}
+
+impl LiveArgs {
+    pub fn into_config(self) -> Config {
         Config {
-            filter: FilterSpec {
-                lports: self.lport,
-                rports: self.rport,
-                ports: self.port,
-                nets: self.addr,
-                pids: self.pid,
-                comm: self.comm,
-                family,
-                states: self.state,
-            },
+            filter: self.filter.into_spec(),
             format: self.format,
-            duration: self.duration,
-            count: self.count,
-            ring_size: self.ring_size,
+            duration: self.limits.duration,
+            count: self.limits.count,
+            ring_size: self.limits.ring_size,
             color: self.color,
             snapshot: self.snapshot,
+            summary: self.limits.summary,
         }
     }
 }
@@ -214,10 +460,17 @@ fn page_size() -> u64 {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, String> {
+    fn task(args: &[&str]) -> Result<Task, String> {
         let mut argv = vec!["portrace"];
         argv.extend_from_slice(args);
-        Args::try_parse_from(argv).map(Args::into_config).map_err(|e| e.to_string())
+        Args::try_parse_from(argv).map(Args::into_task).map_err(|e| e.to_string())
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        match task(args)? {
+            Task::Live(config) => Ok(config),
+            other => panic!("{args:?} is not live tracing: {other:?}"),
+        }
     }
 
     #[test]
@@ -278,6 +531,70 @@ mod tests {
         ];
         for (args, expected) in cases {
             let err = parse(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn record_takes_every_live_filter_and_limit() {
+        let Task::Record(r) = task(&[
+            "record", "-o", "t.ptr", "--port", "80", "-L", "81", "-D", "82", "--addr", "10.0.0.0/8", "-4",
+            "--pid", "7", "--comm", "nginx", "--state", "LISTEN", "--duration", "5s", "--count", "9",
+            "--ring-size", "64K", "--compress", "--force", "--summary",
+        ])
+        .unwrap() else {
+            panic!("not a recording");
+        };
+        assert_eq!(r.output, PathBuf::from("t.ptr"));
+        assert!(r.compress && r.force && r.trace.summary);
+        let f = &r.trace.filter;
+        assert_eq!((&f.ports[..], &f.lports[..], &f.rports[..]), (&[80][..], &[81][..], &[82][..]));
+        assert_eq!((f.family, &f.pids[..], f.comm.as_deref()), (Some(Family::Ipv4), &[7][..], Some("nginx")));
+        assert_eq!(f.states, vec![TcpState::Listen]);
+        assert_eq!(f.nets.len(), 1);
+        assert_eq!((r.trace.duration, r.trace.count, r.trace.ring_size), (Some(Duration::from_secs(5)), Some(9), 65536));
+        assert!(!r.trace.snapshot);
+    }
+
+    #[test]
+    fn replay_and_report_take_a_file_and_filters() {
+        let Task::Replay(r) = task(&["replay", "t.ptr", "--port", "443", "-f", "csv", "--salvage"]).unwrap() else {
+            panic!("not a replay");
+        };
+        assert_eq!((r.file, r.format, r.salvage, r.info), (PathBuf::from("t.ptr"), OutputFormat::Csv, true, false));
+        assert_eq!(r.filter.ports, vec![443]);
+        let Task::Report(r) = task(&["report", "t.ptr", "--format", "json", "--by-port", "--top", "3", "-6"]).unwrap()
+        else {
+            panic!("not a report");
+        };
+        assert_eq!((r.format, r.by_port, r.by_process, r.top), (ReportFormat::Json, true, false, 3));
+        assert_eq!(r.filter.family, Some(Family::Ipv6));
+    }
+
+    #[test]
+    fn live_flags_stay_at_the_top_level() {
+        let c = parse(&["--port", "80", "--summary"]).unwrap();
+        assert_eq!(c.filter.ports, vec![80]);
+        assert!(c.summary);
+        assert!(!parse(&[]).unwrap().summary);
+    }
+
+    #[test]
+    fn commands_refuse_what_does_not_belong_to_them() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--port", "80", "record", "-o", "t.ptr"], "cannot be used with"),
+            (&["record"], "--output <FILE>"),
+            (&["record", "-o", "t.ptr", "--format", "json"], "unexpected argument '--format'"),
+            (&["record", "-o", "t.ptr", "--snapshot"], "unexpected argument '--snapshot'"),
+            (&["replay"], "<FILE>"),
+            (&["replay", "t.ptr", "--duration", "5s"], "unexpected argument '--duration'"),
+            (&["report", "t.ptr", "--format", "csv"], "invalid value 'csv'"),
+            (&["report", "t.ptr", "--top", "0"], "--top"),
+            (&["record", "-o", "t.ptr", "--port", "70000"], "port 70000 is out of range"),
+            (&["replay", "t.ptr", "--state", "ESTABLISH"], "unknown TCP state 'ESTABLISH'"),
+        ];
+        for (args, expected) in cases {
+            let err = task(args).expect_err(&format!("{args:?} should be refused"));
             assert!(err.contains(expected), "{args:?}: {err}");
         }
     }

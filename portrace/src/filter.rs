@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use portrace_ebpf::{Filter, Net, AF_INET, AF_INET6, MAX_NETS, MAX_PIDS, MAX_PORTS};
 
-use crate::record::{Family, SocketRecord};
+use crate::record::{Family, SocketRecord, Transition};
 use crate::tcp_state::TcpState;
 
 /// An address prefix: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (all its bits).
@@ -169,6 +169,32 @@ impl FilterSpec {
             && (self.ports.is_empty() || self.ports.contains(&s.sport) || self.ports.contains(&s.dport))
             && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(s.saddr) || n.contains(s.daddr)))
     }
+
+    /// Whether a transition passes the filter, by the rules the kernel program applies
+    /// (`passes` in `portrace-ebpf/src/program.rs`): the family; a state filter matching the
+    /// state left or the state entered; the owner's pid and command name, which need a known
+    /// owner; the local, remote and either-end ports; an endpoint in one of the networks.
+    /// Every condition given must hold, and within one flag any value does.
+    ///
+    /// The kernel program also holds a `CLOSE -> SYN_SENT` whose local port is not bound
+    /// yet (`sport` 0) until the socket's next transition shows the port; a caller
+    /// replaying transitions does that itself, judging the held transition without the
+    /// local-port conditions (`lports` and `ports` cleared) and releasing it only if the
+    /// socket's next transition passes.
+    pub fn matches_transition(&self, t: &Transition) -> bool {
+        let any = |list: &[u16], port: u16| list.is_empty() || list.contains(&port);
+        let owner = t.owner.as_ref();
+        self.family.is_none_or(|f| f == t.family)
+            && (self.states.is_empty() || self.states.contains(&t.oldstate) || self.states.contains(&t.newstate))
+            && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
+            && self.comm.as_ref().is_none_or(|c| {
+                owner.is_some_and(|o| o.comm.as_bytes() == &c.as_bytes()[..c.len().min(15)])
+            })
+            && any(&self.lports, t.sport)
+            && any(&self.rports, t.dport)
+            && (self.ports.is_empty() || self.ports.contains(&t.sport) || self.ports.contains(&t.dport))
+            && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(t.saddr) || n.contains(t.daddr)))
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +297,52 @@ mod tests {
         no(FilterSpec { comm: Some("apache2".into()), ..Default::default() });
         no(FilterSpec { family: Some(Family::Ipv6), ..Default::default() });
         no(FilterSpec { states: vec![TcpState::Listen], ..Default::default() });
+    }
+
+    #[test]
+    fn transitions_match_like_the_kernel_program() {
+        use crate::record::{Comm, Owner, OwnerSource, Timestamp};
+        let t = Transition {
+            time: Timestamp { mono_ns: 0, unix_ns: 0 },
+            pid: 0,
+            comm: Comm::new("swapper/0"),
+            socket: 1,
+            family: Family::Ipv4,
+            saddr: "10.0.0.1".parse().unwrap(),
+            sport: 443,
+            daddr: "10.0.0.9".parse().unwrap(),
+            dport: 50000,
+            oldstate: TcpState::SynRecv,
+            newstate: TcpState::Established,
+            prev_state_ns: None,
+            prev_state_at_least: false,
+            owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Listener }),
+            reason: None,
+            error: None,
+            retransmits: 0,
+            netns: 1,
+        };
+        let yes = |spec: FilterSpec| assert!(spec.matches_transition(&t), "{spec:?}");
+        let no = |spec: FilterSpec| assert!(!spec.matches_transition(&t), "{spec:?}");
+        yes(FilterSpec::default());
+        yes(FilterSpec { states: vec![TcpState::SynRecv], ..Default::default() });
+        yes(FilterSpec { states: vec![TcpState::Listen, TcpState::Established], ..Default::default() });
+        no(FilterSpec { states: vec![TcpState::Listen], ..Default::default() });
+        yes(FilterSpec { lports: vec![80, 443], rports: vec![50000], ..Default::default() });
+        no(FilterSpec { lports: vec![50000], ..Default::default() });
+        no(FilterSpec { rports: vec![443], ..Default::default() });
+        yes(FilterSpec { ports: vec![50000], ..Default::default() });
+        no(FilterSpec { ports: vec![80], ..Default::default() });
+        yes(FilterSpec { nets: vec!["10.0.0.8/29".parse().unwrap()], ..Default::default() });
+        yes(FilterSpec { nets: vec!["::ffff:10.0.0.1".parse().unwrap()], ..Default::default() });
+        no(FilterSpec { nets: vec!["10.1.0.0/16".parse().unwrap()], ..Default::default() });
+        yes(FilterSpec { pids: vec![3, 7], comm: Some("nginx".into()), ..Default::default() });
+        no(FilterSpec { pids: vec![0], ..Default::default() });
+        no(FilterSpec { comm: Some("swapper/0".into()), ..Default::default() });
+        no(FilterSpec { family: Some(Family::Ipv6), ..Default::default() });
+        let unowned = Transition { owner: None, ..t.clone() };
+        assert!(!FilterSpec { pids: vec![7], ..Default::default() }.matches_transition(&unowned));
+        assert!(!FilterSpec { comm: Some("nginx".into()), ..Default::default() }.matches_transition(&unowned));
     }
 
     #[test]

@@ -20,3 +20,6 @@ pub mod timeline;
 pub mod sock_diag;
 pub mod procfs;
 pub mod inventory;
+pub mod tracefile;
+pub mod replay;
+pub mod report;

@@ -64,6 +64,8 @@ pub struct Counters {
     pub rescued: u64,
     pub owners_full: u64,
     pub timewait_full: u64,
+    pub tw_ring_full: u64,
+    pub unreadable: u64,
 }
 
 /// What the kernel itself counts for a program.
@@ -217,6 +219,8 @@ impl Tracer {
             rescued: read(counter::RESCUED)?,
             owners_full: read(counter::OWNERS_FULL)?,
             timewait_full: read(counter::TIMEWAIT_FULL)?,
+            tw_ring_full: read(counter::TW_RING_FULL)?,
+            unreadable: read(counter::UNREADABLE)?,
         })
     }
 

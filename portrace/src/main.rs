@@ -1,24 +1,35 @@
-//! `portrace`: parse the command line, run, and turn the outcome into an exit code.
+//! `portrace`: parse the command line, run what it asks for (live tracing, `record`,
+//! `replay`, `report`), and turn the outcome into an exit code: 0 on success (a recording
+//! cut short that was read up to its cut included), 1 on any error, 2 for a bad command
+//! line (clap's own).
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use portrace::cli::Args;
+use portrace::cli::{Args, Task};
 
 fn main() -> ExitCode {
-    let config = Args::parse().into_config();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("portrace: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let task = Args::parse().into_task();
+    let result = match task {
+        Task::Replay(config) => portrace::replay::replay(config),
+        Task::Report(config) => portrace::replay::report(config),
+        Task::Live(config) => block_on(portrace::run::run(config)),
+        Task::Record(config) => block_on(portrace::run::record(config)),
     };
-    match runtime.block_on(portrace::run::run(config)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portrace: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a tracing task on a single-threaded async runtime.
+fn block_on(task: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(task)
 }

@@ -238,15 +238,32 @@ pub enum LossCause {
     Skipped,
     /// A record arrived that could not be decoded.
     Malformed,
+    /// The kernel program could not read a transition (a socket or tracepoint field read
+    /// failed).
+    Unreadable,
+    /// Records of timewait sockets (armed, removed, expired) found the ring buffer full:
+    /// some connections' TIME_WAIT may be missing, or end without being seen.
+    TimeWait,
 }
 
 impl LossCause {
+    /// Every cause, in the order summaries list them.
+    pub const ALL: [LossCause; 5] =
+        [LossCause::RingFull, LossCause::Skipped, LossCause::Malformed, LossCause::Unreadable, LossCause::TimeWait];
+
     pub fn name(self) -> &'static str {
         match self {
             LossCause::RingFull => "ring_full",
             LossCause::Skipped => "skipped",
             LossCause::Malformed => "malformed",
+            LossCause::Unreadable => "unreadable",
+            LossCause::TimeWait => "timewait",
         }
+    }
+
+    /// The cause's position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

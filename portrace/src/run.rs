@@ -2,10 +2,11 @@
 //! the inventory of existing sockets, then move records from the ring buffer through
 //! decoding and the timeline to the output sink until a signal, `--duration` or `--count`
 //! ends it, reporting every loss in the stream as it is noticed and in the summary at the
-//! end. `--snapshot`: print the inventory and stop.
+//! end. `--snapshot`: print the inventory and stop. `record` is the same run with another
+//! [`Output`]: a recording file instead of standard output, and a status line.
 
 use std::io::{self, IsTerminal as _, Write as _};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -13,15 +14,17 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{interval, sleep, MissedTickBehavior};
 
-use crate::cli::{ColorChoice, Config, OutputFormat};
+use crate::cli::{ColorChoice, Config, OutputFormat, RecordConfig};
 use crate::clock::Clock;
 use crate::decode;
 use crate::inventory;
 use crate::loader::{self, Counters, Setup, Tracer};
 use crate::output::{self, Format, Sink, Start};
 use crate::record::{Comm, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition};
+use crate::report::{Report, ReportOptions};
 use crate::summary::Summary;
 use crate::timeline::Timeline;
+use crate::tracefile::{self, RunSetup};
 use crate::{btf, preflight, tracefs};
 
 /// How often the ring buffer is drained. The kernel program wakes the reader only when the
@@ -39,14 +42,77 @@ enum Stop {
     Count,
     /// The reader of our output went away (`portrace | head`): end quietly.
     BrokenPipe,
+    /// Writing the output failed (a full disk): stop, say so, keep what was written.
+    WriteFailed,
 }
 
-/// Runs portrace with `config`.
+/// Where a trace's records go: standard output in the chosen format, or a recording.
+pub trait Output {
+    /// The sink for the run, made once the kernel programs are attached. `setup` says
+    /// what a recording's header needs beyond the start record.
+    fn open(&mut self, setup: RunSetup) -> anyhow::Result<Box<dyn Sink + Send>>;
+    /// What the output is, for messages: "standard output", the recording's path.
+    fn name(&self) -> String;
+    /// The line printed on a terminal's stderr when tracing starts.
+    fn banner(&self) -> String;
+    /// Whether [`Output::progress`] is wanted (a few times a second while tracing).
+    fn shows_progress(&self) -> bool {
+        false
+    }
+    fn progress(&mut self, _progress: &Progress) {}
+    /// Tracing is over; called before the summary is printed.
+    fn stopped(&mut self) {}
+}
+
+/// How a run is going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub transitions: u64,
+    pub lost: u64,
+    pub elapsed: Duration,
+}
+
+/// Standard output, in the format and colours the user chose.
+struct Stdout {
+    format: OutputFormat,
+    color: ColorChoice,
+}
+
+impl Output for Stdout {
+    fn open(&mut self, _setup: RunSetup) -> anyhow::Result<Box<dyn Sink + Send>> {
+        Ok(new_sink(self.format, self.color))
+    }
+
+    fn name(&self) -> String {
+        "output".into()
+    }
+
+    fn banner(&self) -> String {
+        "portrace: tracing TCP state transitions; Ctrl-C to stop".into()
+    }
+}
+
+/// Runs portrace live with `config`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     preflight::check_privileges()?;
     if config.snapshot {
         return snapshot(&config);
     }
+    let mut out = Stdout { format: config.format, color: config.color };
+    trace(&config, &mut out).await
+}
+
+/// `portrace record`: the live run, into a recording.
+pub async fn record(config: RecordConfig) -> anyhow::Result<()> {
+    preflight::check_privileges()?;
+    let options = tracefile::WriteOptions { compress: config.compress };
+    let mut recording = tracefile::Recording::create(&config.output, config.force, options)?;
+    let result = trace(&config.trace, &mut recording).await;
+    recording.finish(result)
+}
+
+/// Traces until the run ends, into `out`.
+async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
     let kernel = preflight::check_kernel()?;
     let tracefs = tracefs::ensure_mounted()?;
     if tracefs.mounted_by_us {
@@ -61,6 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         filter: config.filter.to_kernel()?,
         ring_size: config.ring_size,
     };
+    let (layout, sock_layout) = (setup.layout, setup.sock.as_ref().ok().copied());
     let (mut tracer, ring) = loader::load(setup)?;
     for limitation in &tracer.limitations {
         eprintln!("portrace: {limitation}");
@@ -72,7 +139,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let clock = Clock::capture();
     let start = clock.now();
-    let mut sink = new_sink(&config);
+    let mut sink = out.open(RunSetup {
+        clock_offset_ns: clock.offset_ns(),
+        layout,
+        sock_layout,
+        filter: config.filter.clone(),
+        ring_size: config.ring_size,
+        notes: tracer.limitations.clone(),
+    })?;
     let mut timeline = Timeline::new(clock, MAX_TRACKED_SOCKETS, start.mono_ns, tracer.timewait_tracked);
     // The programs are attached: sockets that change state from now on are seen. Those
     // that existed before are learned now, and their owners handed to the kernel program.
@@ -96,43 +170,54 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    let progress = out.shows_progress().then(Instant::now);
     let mut session = Session {
         tracer,
         clock,
         sink: &mut sink,
         timeline,
         summary: Summary::new(start),
+        report: config.summary.then(|| Report::new(ReportOptions::default())),
         count: config.count,
         seen: Counters::default(),
         skipped_reported: 0,
         batch: Vec::new(),
+        failure: None,
+        out,
+        progress,
     };
     let host = read_trimmed("/proc/sys/kernel/hostname");
     let mut opening = || -> io::Result<()> {
         session.sink.start(&Start { time: start, host: host.clone(), kernel: kernel.to_string() })?;
         for s in sockets.iter().filter(|s| config.filter.matches_socket(s)) {
+            if let Some(report) = &mut session.report {
+                report.add_socket(s);
+            }
             session.sink.socket(s)?;
         }
         session.sink.flush()
     };
-    let stop = match opening() {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Stop::BrokenPipe,
-        Err(e) => return Err(e).context("writing output"),
-        Ok(()) => {
+    let opened = opening();
+    let stop = match session.sink_result(opened.map(|()| None)) {
+        Some(stop) => stop,
+        None => {
             if io::stderr().is_terminal() {
-                eprintln!("portrace: tracing TCP state transitions; Ctrl-C to stop");
+                eprintln!("{}", session.out.banner());
             }
             session.event_loop(ring, config.duration).await?
         }
     };
+    session.out.stopped();
     if stop == Stop::BrokenPipe {
         return Ok(());
     }
     let end = session.clock.now();
     session.summary.finish(end);
-    match session.sink.end(&session.summary).and_then(|()| session.sink.flush()) {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-        other => other.context("writing output")?,
+    if stop != Stop::WriteFailed {
+        let ended = session.sink.end(&session.summary).and_then(|()| session.sink.flush());
+        if session.sink_result(ended.map(|()| None)) == Some(Stop::BrokenPipe) {
+            return Ok(());
+        }
     }
     let mut stderr = io::stderr().lock();
     session.summary.write_text(&mut stderr)?;
@@ -152,15 +237,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             c.owners_full, c.timewait_full
         )?;
     }
+    if let Some(report) = &mut session.report {
+        report.finish(end);
+        writeln!(stderr)?;
+        report.write_text(&mut stderr)?;
+    }
     stderr.flush()?;
-    Ok(())
+    match session.failure.take() {
+        Some(e) => Err(e).context(format!("writing {}", session.out.name())),
+        None => Ok(()),
+    }
 }
 
 /// `--snapshot`: the inventory alone.
 fn snapshot(config: &Config) -> anyhow::Result<()> {
     let clock = Clock::capture();
     let start = clock.now();
-    let mut sink = new_sink(config);
+    let mut sink = new_sink(config.format, config.color);
     let mut sockets = take_inventory(start);
     for (id, s) in sockets.iter_mut().enumerate() {
         s.socket = id as u64 + 1;
@@ -222,14 +315,14 @@ fn comm_bytes(comm: &Comm) -> [u8; 16] {
     out
 }
 
-fn new_sink(config: &Config) -> Box<dyn Sink + Send> {
+fn new_sink(format: OutputFormat, color: ColorChoice) -> Box<dyn Sink + Send> {
     let stdout = io::stdout();
-    let color = match config.color {
+    let color = match color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
         ColorChoice::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
-    let format = match config.format {
+    let format = match format {
         OutputFormat::Text => Format::Text,
         OutputFormat::Json => Format::Json,
         OutputFormat::Csv => Format::Csv,
@@ -244,6 +337,8 @@ struct Session<'a> {
     sink: &'a mut Box<dyn Sink + Send>,
     timeline: Timeline,
     summary: Summary,
+    /// The report `--summary` prints at the end, fed what the sink is fed.
+    report: Option<Report>,
     count: Option<u64>,
     /// Counter totals already reported.
     seen: Counters,
@@ -251,6 +346,11 @@ struct Session<'a> {
     skipped_reported: u64,
     /// Transitions made visible by one record (reused).
     batch: Vec<Transition>,
+    /// The write error that stopped the run ([`Stop::WriteFailed`]).
+    failure: Option<io::Error>,
+    out: &'a mut dyn Output,
+    /// When tracing started, if the output shows progress.
+    progress: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -265,6 +365,7 @@ impl Session<'_> {
         tokio::pin!(deadline);
         let mut tick = interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut next_progress = Instant::now();
         let stop = loop {
             let woken_by = tokio::select! {
                 _ = sigint.recv() => Some(Stop::Signal),
@@ -282,8 +383,20 @@ impl Session<'_> {
             if let Some(stop) = woken_by {
                 break stop;
             }
+            if let Some(started) = self.progress {
+                let now = Instant::now();
+                if now >= next_progress {
+                    next_progress = now + tracefile::status::INTERVAL;
+                    let progress = Progress {
+                        transitions: self.summary.transitions(),
+                        lost: self.summary.lost_total(),
+                        elapsed: now - started,
+                    };
+                    self.out.progress(&progress);
+                }
+            }
         };
-        if stop != Stop::BrokenPipe && stop != Stop::Count {
+        if !matches!(stop, Stop::BrokenPipe | Stop::Count | Stop::WriteFailed) {
             // Whatever the kernel wrote before we stopped is part of the trace.
             if let Some(stop) = self.drain(ring.get_mut())? {
                 return Ok(stop);
@@ -307,7 +420,7 @@ impl Session<'_> {
                     self.report_lost(1, LossCause::Malformed).map(|()| None)
                 }
             };
-            stop = sink_result(result)?;
+            stop = self.sink_result(result);
             if stop.is_some() {
                 emptied = false;
                 break;
@@ -316,14 +429,18 @@ impl Session<'_> {
         if emptied {
             // Timewait timer removals not followed by a re-arm or expiry: killed.
             self.timeline.settle(self.clock.now().mono_ns, &mut self.batch);
-            stop = sink_result(self.write_batch())?;
+            let written = self.write_batch();
+            stop = self.sink_result(written);
         }
-        if stop != Some(Stop::BrokenPipe) {
+        if !matches!(stop, Some(Stop::BrokenPipe | Stop::WriteFailed)) {
             let checked = self.check_losses().map(|()| None);
-            stop = stop.or(sink_result(checked)?);
+            stop = stop.or(self.sink_result(checked));
         }
-        if let Some(s) = sink_result(self.sink.flush().map(|()| None))? {
-            stop = Some(s);
+        if stop != Some(Stop::WriteFailed) {
+            let flushed = self.sink.flush().map(|()| None);
+            if let Some(s) = self.sink_result(flushed) {
+                stop = Some(s);
+            }
         }
         Ok(stop)
     }
@@ -331,13 +448,16 @@ impl Session<'_> {
     /// Writes the transitions the timeline made visible, up to `--count`; says when the
     /// count is reached.
     fn write_batch(&mut self) -> io::Result<Option<Stop>> {
-        let Session { batch, summary, sink, count, .. } = self;
+        let Session { batch, summary, sink, count, report, .. } = self;
         let reached = |summary: &Summary| count.is_some_and(|n| summary.transitions() >= n);
         for t in batch.drain(..) {
             if reached(summary) {
                 break;
             }
             summary.add_transition(&t);
+            if let Some(report) = report {
+                report.add_transition(&t);
+            }
             sink.transition(&t)?;
         }
         Ok(reached(summary).then_some(Stop::Count))
@@ -346,10 +466,16 @@ impl Session<'_> {
     /// Reports losses the kernel programs counted since the last check.
     fn check_losses(&mut self) -> io::Result<()> {
         let counters = self.tracer.counters().map_err(io::Error::other)?;
-        let ring_full = counters.ring_full - self.seen.ring_full;
+        let before = self.seen;
         self.seen = counters;
-        if ring_full > 0 {
-            self.report_lost(ring_full, LossCause::RingFull)?;
+        for (now, then, cause) in [
+            (counters.ring_full, before.ring_full, LossCause::RingFull),
+            (counters.tw_ring_full, before.tw_ring_full, LossCause::TimeWait),
+            (counters.unreadable, before.unreadable, LossCause::Unreadable),
+        ] {
+            if now > then {
+                self.report_lost(now - then, cause)?;
+            }
         }
         let stats = self.tracer.prog_stats().map_err(io::Error::other)?;
         // A run the kernel skipped is lost unless the backup program recorded it.
@@ -366,16 +492,23 @@ impl Session<'_> {
     fn report_lost(&mut self, count: u64, cause: LossCause) -> io::Result<()> {
         let lost = Lost { time: self.clock.now(), count, cause };
         self.summary.add_lost(&lost);
+        if let Some(report) = &mut self.report {
+            report.add_lost(&lost);
+        }
         self.sink.lost(&lost)
     }
-}
 
-/// A broken pipe ends the run quietly; any other output error is fatal.
-fn sink_result(result: io::Result<Option<Stop>>) -> anyhow::Result<Option<Stop>> {
-    match result {
-        Ok(stop) => Ok(stop),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Some(Stop::BrokenPipe)),
-        Err(e) => Err(e).context("writing output"),
+    /// A broken pipe ends the run quietly; any other output error ends it too, and is
+    /// kept to be reported once the run is wound up.
+    fn sink_result(&mut self, result: io::Result<Option<Stop>>) -> Option<Stop> {
+        match result {
+            Ok(stop) => stop,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Some(Stop::BrokenPipe),
+            Err(e) => {
+                self.failure.get_or_insert(e);
+                Some(Stop::WriteFailed)
+            }
+        }
     }
 }
 

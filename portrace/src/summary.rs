@@ -9,15 +9,10 @@ use std::io::{self, Write};
 use crate::record::{LossCause, Lost, Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
-/// Every loss cause, in the order summaries list them.
-const CAUSES: [LossCause; 3] = [LossCause::RingFull, LossCause::Skipped, LossCause::Malformed];
+const CAUSES: [LossCause; 5] = LossCause::ALL;
 
 fn cause_index(cause: LossCause) -> usize {
-    match cause {
-        LossCause::RingFull => 0,
-        LossCause::Skipped => 1,
-        LossCause::Malformed => 2,
-    }
+    cause.index()
 }
 
 /// Kernel state numbers run from 1 to 12; index 0 is unused.
@@ -88,7 +83,7 @@ impl Summary {
     }
 
     /// Transitions lost by cause: every cause, zeros included, in [`LossCause`] order.
-    pub fn lost_by_cause(&self) -> [(LossCause, u64); 3] {
+    pub fn lost_by_cause(&self) -> [(LossCause, u64); 5] {
         CAUSES.map(|cause| (cause, self.lost[cause_index(cause)]))
     }
 
@@ -157,6 +152,14 @@ fn advice(cause: LossCause) -> (&'static str, &'static str) {
         LossCause::Malformed => {
             ("malformed records", "a portrace bug; please report it with your kernel version")
         }
+        LossCause::Unreadable => (
+            "unreadable in the kernel",
+            "a socket field could not be read; please report it with your kernel version",
+        ),
+        LossCause::TimeWait => (
+            "timewait records dropped, ring buffer full",
+            "some TIME_WAIT transitions may be missing; try a larger --ring-size",
+        ),
     }
 }
 
@@ -228,7 +231,13 @@ mod tests {
         assert_eq!(s.lost_total(), 45);
         assert_eq!(
             s.lost_by_cause(),
-            [(LossCause::RingFull, 42), (LossCause::Skipped, 0), (LossCause::Malformed, 3)]
+            [
+                (LossCause::RingFull, 42),
+                (LossCause::Skipped, 0),
+                (LossCause::Malformed, 3),
+                (LossCause::Unreadable, 0),
+                (LossCause::TimeWait, 0)
+            ]
         );
         assert_eq!(s.elapsed_ns(), 12_346_000_000);
         let by = s.by_transition();

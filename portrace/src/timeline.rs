@@ -112,24 +112,25 @@ impl Timeline {
                 self.timewaits.insert(tw, Decoded { owner, ..*d });
             }
             Kind::TwArmed { tw, state } => {
+                // `oldstate` is the timewait socket's state before, as the kernel program
+                // last reported it: a re-arm in the same state is no transition.
                 self.cancels.retain(|c| c.tw != tw);
                 self.timewaits.insert(tw, *d);
-                let key = SockKey::TimeWait(tw);
-                if let Some(before) = self.sockets.state(key) {
-                    if before != state {
-                        self.emit(key, d, before, state, owner, None, out);
-                    }
+                if d.oldstate != state {
+                    self.emit(SockKey::TimeWait(tw), d, d.oldstate, state, owner, None, out);
                 }
             }
             Kind::TwCancel { tw, state } => {
                 self.cancels.push(PendingCancel { tw, record: *d, state });
             }
             Kind::TwExpire { tw, state } => {
+                // `state` is the timewait socket's state when its timer fired, `oldstate`
+                // the state last reported: they differ only when its change was not seen
+                // (a kernel without `rx_sk` in kfree_skb, or a lost record); the end
+                // reason still follows the state it ended in.
                 self.cancels.retain(|c| c.tw != tw);
                 self.timewaits.remove(&tw);
-                let key = SockKey::TimeWait(tw);
-                let before = self.sockets.state(key).unwrap_or(state);
-                self.emit(key, d, before, TcpState::Close, owner, Some(timewait_expired(before)), out);
+                self.emit(SockKey::TimeWait(tw), d, d.oldstate, TcpState::Close, owner, Some(timewait_expired(state)), out);
             }
         }
     }
@@ -151,9 +152,7 @@ impl Timeline {
             }
             self.cancels.remove(i);
             self.timewaits.remove(&c.tw);
-            let key = SockKey::TimeWait(c.tw);
-            let before = self.sockets.state(key).unwrap_or(c.state);
-            self.emit(key, &c.record, before, TcpState::Close, c.record.owner, Some(EndReason::TimeWaitKilled), out);
+            self.emit(SockKey::TimeWait(c.tw), &c.record, c.state, TcpState::Close, c.record.owner, Some(EndReason::TimeWaitKilled), out);
         }
     }
 
@@ -275,7 +274,7 @@ mod tests {
         assert_eq!(out.len(), 4, "moving to the timewait socket in FIN_WAIT2 is no transition");
         // The peer's FIN arrives: the kernel re-arms the timer (removal first, then arming).
         t.push(&rec(Kind::TwCancel { tw: TW, state: FinWait2 }, 100, SK, FinWait2, Close), &mut out);
-        t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, TimeWait, TimeWait), &mut out);
+        t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, FinWait2, TimeWait), &mut out);
         t.settle(u64::MAX, &mut out);
         assert_eq!(edges(&out[4..]), vec![(1, FinWait2, TimeWait, Some(61), None)]);
     }

@@ -1,8 +1,9 @@
-//! Fixtures for portrace's end-to-end tests: network namespaces that clean up after
-//! themselves, child processes that are killed and reaped when dropped, a handle on a
-//! running portrace that collects its JSON records, the tcpload workload generator, and
-//! helpers that turn records into per-socket timelines and check them with messages that
-//! show the whole observed timeline.
+//! Fixtures for portrace's end-to-end tests: network namespaces (and veth pairs between
+//! them) that clean up after themselves, child processes that are killed and reaped when
+//! dropped, a handle on a running portrace that collects its JSON records, the tcpload
+//! workload generator, and helpers that turn records into per-socket timelines and check
+//! their sequences and the owner of every transition, with messages that show the whole
+//! observed timeline.
 //!
 //! Everything here is bounded: every wait has a deadline, and every process or namespace a
 //! fixture creates is removed by its `Drop`.
@@ -118,3 +119,4 @@ pub fn privileged() -> MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+pub mod tracefile_helpers;

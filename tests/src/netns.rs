@@ -5,6 +5,7 @@
 //! runs in the root namespace: the tracepoint sees every namespace, and its filters select
 //! the test's own traffic.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -33,13 +34,17 @@ impl Netns {
     /// Creates `portrace-t-<pid>-<n>`, brings `lo` up (127.0.0.0/8 and ::1 are then all
     /// usable) and sets `net.ipv4.ip_local_port_range` to `1024 65000`, so ports above
     /// 65000 are never picked as ephemeral ports and can serve as the tests' listening
-    /// ports without ever colliding with a client's. Sets `net.ipv4.tcp_tw_reuse` to 0:
-    /// with the default (2, reuse on loopback) a burst's connect may pick a local port whose
-    /// previous connection to the same server is still in TIME_WAIT (once the second it
-    /// entered TIME_WAIT is over), which kills that TIME_WAIT early and gives a timing-
-    /// dependent `TIME_WAIT->CLOSE` to a few sockets; with 0 each connect takes a free port
-    /// and every TIME_WAIT lasts its 60 s. Also deletes namespaces a previous, killed run of
-    /// these tests left behind (their process no longer exists).
+    /// ports without ever colliding with a client's. Raises `net.core.somaxconn` to 65535,
+    /// so tcpload's listen backlog holds a whole unpaced burst (an accept queue overflow
+    /// drops handshakes, and the retries end some connections with resets). Sets
+    /// `net.ipv4.tcp_tw_reuse` to 0: with the default (2, reuse on loopback) a connect may
+    /// pick a local port whose previous connection to the same server is still in
+    /// TIME_WAIT (once the second it entered TIME_WAIT is over), which kills that TIME_WAIT
+    /// early, at a moment that depends on timing; with 0 each connect takes a free port. (An
+    /// unpaced burst can still make the kernel end a few TIME_WAITs with a reset, when
+    /// segments of one connection are reordered between CPUs; the burst tests ask the
+    /// kernel which, see [`Netns::time_wait_ports`].) Also deletes namespaces a previous,
+    /// killed run of these tests left behind (their process no longer exists).
     pub fn create() -> Netns {
         remove_stale();
         let name = format!(
@@ -53,6 +58,7 @@ impl Netns {
         ns.exec("ip", &["link", "set", "lo", "up"]);
         ns.sysctl("net.ipv4.ip_local_port_range=1024 65000");
         ns.sysctl("net.ipv4.tcp_tw_reuse=0");
+        ns.sysctl("net.core.somaxconn=65535");
         ns
     }
 
@@ -72,6 +78,29 @@ impl Netns {
     /// Sets a sysctl inside the namespace (`NAME=VALUE`, e.g. `net.ipv4.tcp_syn_retries=1`).
     pub fn sysctl(&self, setting: &str) {
         self.exec("sysctl", &["-w", setting]);
+    }
+
+    /// The kernel's own list of the TIME_WAIT sockets in the namespace whose remote port is
+    /// `remote_port`, by local port (from `ss`, which asks the kernel through sock_diag):
+    /// what a test compares portrace's timewait tracking with.
+    pub fn time_wait_ports(&self, remote_port: u16) -> BTreeSet<u16> {
+        let mut cmd = self.command("ss");
+        cmd.args(["-Htan", "state", "time-wait"]);
+        let label = format!("ss -Htan state time-wait in {}", self.name);
+        let listed = run_bounded(&label, cmd, SETUP_TIMEOUT);
+        listed.assert_success();
+        // Each line: Recv-Q Send-Q Local:Port Peer:Port (no State column with a state filter).
+        let port_of = |endpoint: &str| endpoint.rsplit(':').next()?.parse::<u16>().ok();
+        listed
+            .stdout
+            .iter()
+            .filter_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let local = port_of(words.get(2)?)?;
+                let remote = port_of(words.get(3)?)?;
+                (remote == remote_port).then_some(local)
+            })
+            .collect()
     }
 
     /// Links this namespace to `peer` with a veth pair: one end here with address `local`,

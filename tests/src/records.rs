@@ -573,6 +573,10 @@ pub fn assert_sequences(transitions: &[Transition], expect: &[Expect<'_>]) -> Ro
                 socket.socket,
                 socket.edges().join(", ")
             );
+            // Its records in full: a long timeline below may leave them out.
+            for t in &socket.transitions {
+                let _ = writeln!(msg, "    {}", t.line());
+            }
         }
         if unmatched.len() > MISMATCHES_SHOWN {
             let _ = writeln!(msg, "  ... and {} more", unmatched.len() - MISMATCHES_SHOWN);

@@ -10,10 +10,12 @@
 //!
 //! These tests need root (eBPF, namespaces) and run one at a time.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use portrace_tests::seq::{
-    CHILD_ACTIVE, CHILD_PASSIVE, CLIENT_ACTIVE, CLIENT_PASSIVE, LISTENER, REFUSED,
+    CHILD_ACTIVE, CHILD_PASSIVE, CLIENT_ACTIVE, CLIENT_ACTIVE_ENDED, CLIENT_PASSIVE, LISTENER,
+    REFUSED,
 };
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{
@@ -580,27 +582,68 @@ fn filter_state() {
     );
 }
 
+/// Stops portrace once it has accounted for (received or reported lost) every transition
+/// of `connections` client-closes-first connections to `port` in `ns` and the kernel's own
+/// list of TIME_WAIT sockets has stopped changing (or `timeout` passed). Every connection
+/// makes 10 transitions and the listener 2; a burst also makes the kernel end a few of the
+/// clients' TIME_WAITs early (a reset answers a late segment: TIME_WAIT assassination),
+/// each one more transition, `TIME_WAIT->CLOSE`. Which ones is the kernel's choice, so the
+/// kernel is asked: returns the run and the local ports of the clients still in TIME_WAIT.
+fn stop_when_settled(
+    mut portrace: Portrace,
+    ns: &Netns,
+    port: u16,
+    connections: usize,
+    timeout: Duration,
+) -> (Run, BTreeSet<u16>) {
+    let deadline = Instant::now() + timeout;
+    let base = connections as u64 * 10 + 2;
+    let mut time_wait = ns.time_wait_ports(port);
+    loop {
+        let killed = connections.saturating_sub(time_wait.len()) as u64;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (received, lost) =
+            portrace.wait_accounted(base + killed, left.min(Duration::from_secs(1)));
+        let again = ns.time_wait_ports(port);
+        let settled = again == time_wait && received as u64 + lost >= base + killed;
+        time_wait = again;
+        if settled || Instant::now() >= deadline {
+            break;
+        }
+    }
+    let run = portrace.stop();
+    run.assert_clean();
+    let after = ns.time_wait_ports(port);
+    assert_eq!(
+        after.len(),
+        time_wait.len(),
+        "a client's TIME_WAIT ended while portrace was being stopped, so the run cannot be \
+         compared with the kernel's list"
+    );
+    (run, time_wait)
+}
+
 #[test]
 fn tiny_ring_reports_losses() {
     const CONNECTIONS: usize = 5_000;
     let _lock = privileged();
     let ns = Netns::create();
     let load = load();
-    let expected = CONNECTIONS as u64 * 10 + 2;
-    let mut portrace = Portrace::start(&["--ring-size", "4096", "--port", "65131"]);
+    let portrace = Portrace::start(&["--ring-size", "4096", "--port", "65131"]);
     let server = load.server(&ns, "127.0.0.1:65131", CONNECTIONS, Closer::Client);
     load.client(&ns, "127.0.0.1:65131", CONNECTIONS, 4, Closer::Client);
     server.wait_success(WAIT);
-    portrace.wait_accounted(expected, RECORDS_TIMEOUT);
-    let run = portrace.stop();
-    run.assert_clean();
+    let (run, time_wait) = stop_when_settled(portrace, &ns, 65131, CONNECTIONS, RECORDS_TIMEOUT);
+    let killed = CONNECTIONS - time_wait.len();
+    let expected = CONNECTIONS as u64 * 10 + 2 + killed as u64;
     let ts = run.transitions();
     let losses = lost_total(&run.records);
     let summary = run.summary();
     let received = ts.len() as u64;
     let numbers = format!(
-        "expected {expected} transitions: received {received}, lost {} in {} lost records by cause {:?}, \
-         end record lost {:?}, summary {summary:?}",
+        "expected {expected} transitions ({killed} TIME_WAITs killed by the kernel): received \
+         {received}, lost {} in {} lost records by cause {:?}, end record lost {:?}, summary \
+         {summary:?}",
         losses.in_stream, losses.records, losses.by_cause, losses.at_end
     );
     eprintln!("tiny ring: {numbers}");
@@ -645,6 +688,7 @@ fn tiny_ring_reports_losses() {
                 .chain(CHILD_PASSIVE)
                 .map(|e| (*e, CONNECTIONS)),
         )
+        .chain([("TIME_WAIT->CLOSE", killed)])
         .collect();
     for t in &ts {
         assert!(
@@ -688,6 +732,17 @@ fn burst_20000_connections_lossless() {
     let _lock = privileged();
     let ns = Netns::create();
     let load = load();
+    let portrace = Portrace::start(&["--port", "65132"]);
+    let server = load.server(&ns, "127.0.0.1:65132", CONNECTIONS, Closer::Client);
+    let started = Instant::now();
+    load.client(&ns, "127.0.0.1:65132", CONNECTIONS, 4, Closer::Client);
+    let elapsed = started.elapsed();
+    server.wait_success(WAIT);
+    // Until every transition is accounted for, received or lost (a shortfall then shows
+    // in the assertions below at once instead of at the deadline).
+    let (run, time_wait) =
+        stop_when_settled(portrace, &ns, 65132, CONNECTIONS, Duration::from_secs(60));
+    let killed = CONNECTIONS - time_wait.len();
     let expect = [
         Expect {
             role: "listener",
@@ -696,8 +751,13 @@ fn burst_20000_connections_lossless() {
         },
         Expect {
             role: "client",
-            count: CONNECTIONS,
+            count: time_wait.len(),
             edges: CLIENT_ACTIVE,
+        },
+        Expect {
+            role: "killed",
+            count: killed,
+            edges: CLIENT_ACTIVE_ENDED,
         },
         Expect {
             role: "child",
@@ -706,25 +766,16 @@ fn burst_20000_connections_lossless() {
         },
     ];
     let expected = expected_total(&expect);
-    let mut portrace = Portrace::start(&["--port", "65132"]);
-    let server = load.server(&ns, "127.0.0.1:65132", CONNECTIONS, Closer::Client);
-    let started = Instant::now();
-    load.client(&ns, "127.0.0.1:65132", CONNECTIONS, 4, Closer::Client);
-    let elapsed = started.elapsed();
-    server.wait_success(WAIT);
-    // Until every transition is accounted for, received or lost (a shortfall then shows
-    // in the assertions below at once instead of at the deadline).
-    let (received, _) = portrace.wait_accounted(expected as u64, Duration::from_secs(60));
-    let run = portrace.stop();
-    run.assert_clean();
     let losses = lost_total(&run.records);
     let summary = run.summary();
+    let ts = run.transitions();
     eprintln!(
-        "burst: {CONNECTIONS} connections in {:.3} s ({:.0}/s); {received} of {expected} transitions before stop, \
-         {} in all; lost {} (by cause {:?}, end record {:?}); summary {summary:?}",
+        "burst: {CONNECTIONS} connections in {:.3} s ({:.0}/s); {} of {expected} transitions \
+         ({killed} TIME_WAITs killed by the kernel); lost {} (by cause {:?}, end record {:?}); \
+         summary {summary:?}",
         elapsed.as_secs_f64(),
         CONNECTIONS as f64 / elapsed.as_secs_f64(),
-        run.transitions().len(),
+        ts.len(),
         losses.in_stream,
         losses.by_cause,
         losses.at_end
@@ -735,12 +786,46 @@ fn burst_20000_connections_lossless() {
         "an unpaced burst of {CONNECTIONS} connections must lose nothing (lost records {:?})",
         losses.by_cause
     );
-    let ts = run.transitions();
     assert_eq!(
         ts.len(),
         expected,
-        "every transition of {CONNECTIONS} connections, exactly once"
+        "every transition of {CONNECTIONS} connections, exactly once ({killed} of the clients' \
+         TIME_WAITs were ended early by the kernel)"
     );
-    assert_sequences(&ts, &expect);
+    let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
+    // The clients portrace shows in TIME_WAIT are exactly those the kernel lists in
+    // TIME_WAIT, each once; the others left TIME_WAIT early, killed. (A killed one's port may
+    // be in the kernel's list all the same: a later connection took the freed port.)
+    let mut shown: Vec<u16> = roles
+        .get("client")
+        .iter()
+        .map(SocketTimeline::local_port)
+        .collect();
+    shown.sort_unstable();
+    let listed: Vec<u16> = time_wait.iter().copied().collect();
+    if shown != listed {
+        let shown_set: BTreeSet<u16> = shown.iter().copied().collect();
+        panic!(
+            "the clients portrace shows in TIME_WAIT are not those the kernel lists: {} shown, \
+             {} listed; shown only by portrace (or twice): {:?}; listed only by the kernel: \
+             {:?}",
+            shown.len(),
+            listed.len(),
+            shown
+                .windows(2)
+                .filter(|w| w[0] == w[1])
+                .map(|w| w[0])
+                .chain(shown_set.difference(&time_wait).copied())
+                .take(20)
+                .collect::<Vec<_>>(),
+            time_wait
+                .difference(&shown_set)
+                .take(20)
+                .collect::<Vec<_>>()
+        );
+    }
+    for client in roles.get("killed") {
+        assert_end(&ts, client, "time_wait_killed", None);
+    }
 }

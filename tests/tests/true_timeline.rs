@@ -189,7 +189,6 @@ fn owned_connections(
     port: u16,
     closer: Closer,
 ) -> Traced {
-    let _lock = privileged();
     let load = load();
     let (client_seq, child_seq) = match closer {
         Closer::Client => (CLIENT_ACTIVE, CHILD_PASSIVE),
@@ -281,6 +280,7 @@ fn assert_owner_not_on_cpu(traced: &Traced, path: &str) {
 }
 
 fn owners_on_loopback(port: u16, closer: Closer) {
+    let _lock = privileged();
     let ns = Netns::create();
     let traced = owned_connections(&ns, &ns, "127.0.0.1", "127.0.0.1", port, closer);
     assert_owner_not_on_cpu(&traced, &format!("loopback, {closer:?} closes first"));
@@ -288,6 +288,7 @@ fn owners_on_loopback(port: u16, closer: Closer) {
 
 /// A veth pair between a client namespace and a server namespace, link-local IPv4.
 fn owners_over_veth(port: u16, subnet: u8, closer: Closer) {
+    let _lock = privileged();
     let client_ns = Netns::create();
     let server_ns = Netns::create();
     let client_ip = format!("169.254.{subnet}.1");
@@ -404,7 +405,8 @@ fn filter_comm_keeps_every_transition_of_the_owners_sockets() {
 // ---------------------------------------------------------------------------------------
 
 /// A listener and one established connection made before portrace starts: the server
-/// (which has accepted it) and the client (which holds it open until told to close).
+/// (which has accepted it, and accepts `accepts` connections in all) and the client (which
+/// holds it open until told to close).
 struct OldConnection {
     // Fields drop in this order: the processes before their namespace.
     server: Proc,
@@ -414,11 +416,11 @@ struct OldConnection {
 }
 
 impl OldConnection {
-    fn open(port: u16) -> OldConnection {
+    fn open(port: u16, accepts: usize) -> OldConnection {
         let ns = Netns::create();
         let load = load();
         let endpoint = format!("127.0.0.1:{port}");
-        let mut server = load.server_with(&ns, &endpoint, 1, Closer::Client, &["--announce"]);
+        let mut server = load.server_with(&ns, &endpoint, accepts, Closer::Client, &["--announce"]);
         let mut client = load.spawn_client_with(&ns, &endpoint, 1, 1, Closer::Client, &["--hold"]);
         client.wait_line("connected 1", LINE_TIMEOUT);
         server.wait_line("accepted", LINE_TIMEOUT);
@@ -510,7 +512,9 @@ impl OldConnection {
 #[test]
 fn inventory_then_transitions_of_older_sockets() {
     let _lock = privileged();
-    let old = OldConnection::open(65160);
+    // The server accepts one more connection, made while portrace runs: its child belongs
+    // to the owner of a listener portrace only knows from the inventory.
+    let old = OldConnection::open(65160, 2);
     let (server_pid, client_pid) = (old.server.pid(), old.client.pid());
     let mut portrace = Portrace::start(&["--port", "65160"]);
     portrace.wait_until(RECORDS_TIMEOUT, |records| {
@@ -521,6 +525,9 @@ fn inventory_then_transitions_of_older_sockets() {
         let (l, c, s) = old.check_inventory(&early);
         (l.socket, c.socket, s.socket)
     };
+    let new_client = load().spawn_client(&old.ns, "127.0.0.1:65160", 1, 1, Closer::Client, false);
+    let new_client_pid = new_client.pid();
+    Tcpload::finish_client(new_client, 1);
     let ns = old.close();
     let expect = [
         Expect {
@@ -545,6 +552,16 @@ fn inventory_then_transitions_of_older_sockets() {
                 "CLOSE_WAIT->LAST_ACK",
                 "LAST_ACK->CLOSE",
             ],
+        },
+        Expect {
+            role: "new client",
+            count: 1,
+            edges: CLIENT_ACTIVE,
+        },
+        Expect {
+            role: "new child",
+            count: 1,
+            edges: CHILD_PASSIVE,
         },
     ];
     let run = collect(portrace, expected_total(&expect));
@@ -585,7 +602,21 @@ fn inventory_then_transitions_of_older_sockets() {
             ),
             ("client", owner("client", client_pid, TCPLOAD, "inventory")),
             ("child", owner("server", server_pid, TCPLOAD, "inventory")),
+            (
+                "new client",
+                owner("client", new_client_pid, TCPLOAD, "syscall"),
+            ),
+            (
+                "new child",
+                owner("server", server_pid, TCPLOAD, "listener"),
+            ),
         ],
+    );
+    assert_eq!(
+        roles.get("new child")[0].last().dport,
+        roles.get("new client")[0].local_port(),
+        "the new child is the new client's connection\n{}",
+        timeline(&ts)
     );
     // Each socket's first transition left a state it was in before portrace started: a
     // lower bound counted from portrace's start.
@@ -610,7 +641,7 @@ fn inventory_then_transitions_of_older_sockets() {
 #[test]
 fn snapshot_lists_the_listener_and_its_owner() {
     let _lock = privileged();
-    let old = OldConnection::open(65161);
+    let old = OldConnection::open(65161, 1);
     let server_pid = old.server.pid();
     let port = old.port;
     let snapshot = |format: &str| {

@@ -21,6 +21,9 @@ tasks:
                    cargo xtask test -- tcp_state -- --nocapture
   run [-- ARGS]    setup, `cargo build --release -p portrace`, then replace this
                    process with `target/release/portrace ARGS`
+  bench [-- ARGS]  setup, release builds of portrace, tcpload and the benchmark, then
+                   the benchmark (root; a few minutes): portrace and the installed
+                   peers against ground truth; `cargo xtask bench --help` for ARGS
   help             print this text
 ";
 
@@ -31,6 +34,7 @@ pub enum Task {
     Build,
     Test(TestArgs),
     Run(Vec<OsString>),
+    Bench(Vec<OsString>),
     Help,
 }
 
@@ -109,6 +113,7 @@ where
         Some("help" | "-h" | "--help") => no_args("help", Task::Help),
         Some("test") => Ok(Task::Test(split_test_args(rest))),
         Some("run") => Ok(Task::Run(rest)),
+        Some("bench") => Ok(Task::Bench(rest)),
         _ => Err(UsageError::UnknownTask(task.to_string_lossy().into_owned())),
     }
 }

@@ -5,6 +5,7 @@
 //! is left to cargo test, to the traced program, and to the binary path `build`
 //! prints.
 
+mod bench;
 mod cli;
 mod process;
 mod setup;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Task::Build => ("build", build()),
         Task::Test(args) => ("test", test(&args)),
         Task::Run(args) => ("run", run(&args)),
+        Task::Bench(args) => ("bench", bench::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -405,6 +405,8 @@ fn loss_reason(cause: LossCause) -> &'static str {
         LossCause::RingFull => "ring buffer full (try a larger --ring-size)",
         LossCause::Skipped => "skipped by the kernel (another BPF program was running on that CPU)",
         LossCause::Malformed => "malformed records",
+        LossCause::Unreadable => "unreadable in the kernel (a socket field could not be read)",
+        LossCause::TimeWait => "timewait records dropped, ring buffer full (TIME_WAIT transitions may be missing)",
     }
 }
 

@@ -1,0 +1,35 @@
+//! Fuzz target `replay`: any bytes replayed through a filter into the text, JSON and CSV
+//! output formats must give an error or output, never a panic or a hang, whatever odd
+//! values (times, addresses, command names, error numbers) the records hold.
+#![no_main]
+
+use std::io;
+
+use libfuzzer_sys::fuzz_target;
+use portrace::filter::FilterSpec;
+use portrace::output::{self, Format, TextOptions};
+use portrace::replay::{replay_into, TransitionFilter};
+use portrace::tcp_state::TcpState;
+use portrace::tracefile::{ReadOptions, TraceReader};
+
+fuzz_target!(|data: &[u8]| {
+    let filters = [
+        FilterSpec::default(),
+        FilterSpec { lports: vec![80, 443], ..Default::default() },
+        FilterSpec {
+            ports: vec![8080],
+            states: vec![TcpState::SynSent, TcpState::TimeWait],
+            nets: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+            comm: Some("curl".into()),
+            ..Default::default()
+        },
+    ];
+    let formats = [Format::Text, Format::Json, Format::Csv];
+    for (filter, format) in filters.into_iter().zip(formats) {
+        let Ok(mut reader) = TraceReader::new(data, "fuzz", ReadOptions { salvage: true }) else {
+            return;
+        };
+        let mut sink = output::sink(format, Box::new(io::sink()), TextOptions::default());
+        let _ = replay_into(&mut reader, &mut TransitionFilter::new(filter), sink.as_mut(), None);
+    }
+});

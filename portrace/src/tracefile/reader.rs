@@ -1,0 +1,624 @@
+//! The reading side of the format: [`TraceReader`] checks the header, then hands out the
+//! records block by block, verifying each block's length and checksum before decoding
+//! anything in it. It holds at most one block in memory and reads the file front to back,
+//! once, so it terminates on any input; every length it is given is checked against a
+//! bound before it is used.
+//!
+//! How it treats what it cannot read:
+//! - a file that ends inside a block, or after a complete block without an end record, or
+//!   whose last block is damaged or followed only by zero bytes (a recorder killed, a full
+//!   disk, a crash): the records before are returned, then a [`Warning`] saying at which
+//!   byte the recording was cut and how many records were read;
+//! - anything else (an empty or foreign file, a newer format version, a damaged header, a
+//!   damaged block with more after it): a [`ReadError`] naming the file, the byte offset
+//!   and what to do. With [`ReadOptions::salvage`], damage after the header stops the
+//!   reading with a warning instead, keeping the records before it.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use super::codec::{self, Cursor, TimeBase};
+use super::{
+    Header, Record, BLOCK_HEADER_LEN, BLOCK_LZ4, CRC_LEN, FORMAT_VERSION, MAGIC, MAX_BLOCK_LEN,
+    MAX_HEADER_LEN, PREAMBLE_LEN,
+};
+
+/// Under the fuzzer (cargo-fuzz builds with `--cfg fuzzing`), checksums are not enforced,
+/// so that mutated inputs reach the decoding of headers and records instead of stopping
+/// at almost every checksum; everything else is checked as always.
+const SKIP_CRC: bool = cfg!(fuzzing);
+
+/// How far past a damaged block or an end record the reader looks to describe what
+/// follows (whether it is only zero bytes, and how much of it there is).
+const TAIL_SCAN_LIMIT: u64 = 64 << 20;
+
+/// How to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Stop with a warning, instead of an error, at damage after the header.
+    pub salvage: bool,
+}
+
+/// What kind of file could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The file could not be opened or read.
+    Io,
+    /// The file is empty.
+    Empty,
+    /// The file is not a portrace recording.
+    Foreign,
+    /// The file was written in a newer format version, or with features this portrace
+    /// does not know.
+    Newer,
+    /// The file ends inside its header: nothing was recorded.
+    Truncated,
+    /// The header, or a block with more data after it, is damaged.
+    Corrupt,
+}
+
+/// A file that cannot be read, and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: at byte {offset}: {message}")]
+pub struct ReadError {
+    pub file: String,
+    pub offset: u64,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// Why a recording's records stop before a proper end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WarningKind {
+    /// The file ends `ignored` bytes into the block that starts at the offset.
+    CutInBlock { ignored: u64 },
+    /// The file ends after a complete block, without an end record.
+    NoEnd,
+    /// The block at the offset is damaged and the file holds nothing but it, or zero
+    /// bytes, after that point (`ignored` bytes from the offset on).
+    DamagedTail { ignored: u64 },
+    /// Damage at the offset, with more data after it; read with `salvage`.
+    Salvaged { ignored: u64 },
+    /// `ignored` bytes follow the end record, from the offset on.
+    AfterEnd { ignored: u64 },
+}
+
+/// A recording that was read, but not to a proper end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub file: String,
+    /// Where the recording stops being readable.
+    pub offset: u64,
+    /// Records read before that point.
+    pub records: u64,
+    pub kind: WarningKind,
+    /// What was wrong, for the damaged kinds.
+    pub detail: String,
+}
+
+impl Warning {
+    /// Whether the recording was cut short (everything but [`WarningKind::AfterEnd`]).
+    pub fn is_cut(&self) -> bool {
+        !matches!(self.kind, WarningKind::AfterEnd { .. })
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (file, at, n) = (&self.file, self.offset, self.records);
+        match self.kind {
+            WarningKind::CutInBlock { ignored } => write!(
+                f,
+                "{file}: the recording is cut at byte {at}: the file ends {ignored} bytes into \
+                 the block that starts there (the recorder was killed, ran out of disk space, \
+                 or is still writing); read {n} records from the complete blocks before it"
+            ),
+            WarningKind::NoEnd => write!(
+                f,
+                "{file}: the recording is cut at byte {at}: it ends after a complete block but \
+                 without an end record (the recorder was killed or is still writing); read {n} \
+                 records before it"
+            ),
+            WarningKind::DamagedTail { ignored } => write!(
+                f,
+                "{file}: the recording is cut at byte {at}: the last {ignored} bytes are not a \
+                 complete block ({}), as after a crash; read {n} records before it",
+                self.detail
+            ),
+            WarningKind::Salvaged { ignored } => write!(
+                f,
+                "{file}: the recording is damaged at byte {at} ({}); salvaged the {n} records \
+                 before it and ignored the {ignored} bytes from there on",
+                self.detail
+            ),
+            WarningKind::AfterEnd { ignored } => write!(
+                f,
+                "{file}: ignored {ignored} bytes after the end record, from byte {at} (another \
+                 file appended to this one?); read {n} records"
+            ),
+        }
+    }
+}
+
+/// Reads a recording record by record.
+pub struct TraceReader<R: BufRead> {
+    src: R,
+    name: String,
+    options: ReadOptions,
+    header: Header,
+    /// File offset of the next unread byte.
+    offset: u64,
+    /// The current block's records (decompressed), and how far they have been read.
+    payload: Vec<u8>,
+    pos: usize,
+    /// File offset where the current block starts.
+    block_start: u64,
+    /// Records already returned from the current block.
+    in_block: u64,
+    /// Whether the current block was stored compressed.
+    block_lz4: bool,
+    /// The current block as stored (reused).
+    stored: Vec<u8>,
+    time: TimeBase,
+    records: u64,
+    warning: Option<Warning>,
+    ended: bool,
+    done: bool,
+}
+
+impl TraceReader<BufReader<File>> {
+    /// Opens the recording at `path` and reads its header.
+    pub fn open(path: &Path, options: ReadOptions) -> Result<Self, ReadError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|e| ReadError {
+            file: name.clone(),
+            offset: 0,
+            kind: ErrorKind::Io,
+            message: format!("cannot open it: {e}"),
+        })?;
+        TraceReader::new(BufReader::with_capacity(1 << 16, file), name, options)
+    }
+}
+
+impl<R: BufRead> TraceReader<R> {
+    /// Reads the header from `src`, which `name` names in errors and warnings.
+    pub fn new(mut src: R, name: impl Into<String>, options: ReadOptions) -> Result<Self, ReadError> {
+        let name = name.into();
+        let (header, offset) = read_header(&mut src, &name)?;
+        let time = TimeBase::new(header.clock_offset_ns);
+        Ok(TraceReader {
+            src,
+            name,
+            options,
+            header,
+            offset,
+            payload: Vec::new(),
+            pos: 0,
+            block_start: offset,
+            in_block: 0,
+            block_lz4: false,
+            stored: Vec::new(),
+            time,
+            records: 0,
+            warning: None,
+            ended: false,
+            done: false,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Records returned so far.
+    pub fn records_read(&self) -> u64 {
+        self.records
+    }
+
+    /// Bytes of the file read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.offset
+    }
+
+    /// Why the records stopped early, once [`TraceReader::next_record`] returned `None`.
+    pub fn warning(&self) -> Option<&Warning> {
+        self.warning.as_ref()
+    }
+
+    /// Whether the end record was read.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The next record; `None` at the end of the recording (see [`TraceReader::warning`]
+    /// for whether it ended properly). After `None` or an error, always `None`.
+    pub fn next_record(&mut self) -> Result<Option<Record>, ReadError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if self.pos < self.payload.len() {
+                if self.ended {
+                    let at = self.payload_offset(self.pos);
+                    return self.after_end(at);
+                }
+                let mut c = Cursor::new(&self.payload[self.pos..]);
+                match codec::record(&mut c, &mut self.time) {
+                    Ok(record) => {
+                        // Every record is at least a tag and a length: progress is certain.
+                        self.pos += c.pos().max(1);
+                        self.in_block += 1;
+                        if let Some(record) = record {
+                            self.records += 1;
+                            if matches!(record, Record::End(_)) {
+                                self.ended = true;
+                            }
+                            return Ok(Some(record));
+                        }
+                    }
+                    Err(e) => {
+                        let detail = format!(
+                            "record {} of the block at byte {} is malformed: {e}",
+                            self.in_block + 1,
+                            self.block_start
+                        );
+                        let at = self.payload_offset(self.pos);
+                        self.done = true;
+                        return self.corrupt(at, detail, false).map(|()| None);
+                    }
+                }
+                continue;
+            }
+            if !self.next_block()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads the next block into `payload`; `false` when there is none (the reading is
+    /// over, with a warning if it did not end properly).
+    fn next_block(&mut self) -> Result<bool, ReadError> {
+        let start = self.offset;
+        let mut head = [0u8; BLOCK_HEADER_LEN];
+        let got = self.read_up_to(&mut head)?;
+        if got == 0 {
+            self.done = true;
+            if !self.ended {
+                self.warn(start, WarningKind::NoEnd, String::new());
+            }
+            return Ok(false);
+        }
+        if self.ended {
+            self.offset += got as u64;
+            return self.after_end(start).map(|_| false);
+        }
+        if got < BLOCK_HEADER_LEN {
+            self.done = true;
+            self.warn(start, WarningKind::CutInBlock { ignored: got as u64 }, String::new());
+            return Ok(false);
+        }
+        let stored_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let raw_len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let flags = head[8];
+        let lz4 = flags & BLOCK_LZ4 != 0;
+        let problem = if head.iter().all(|&b| b == 0) {
+            Some("zero bytes where a block should start".to_string())
+        } else if flags & !BLOCK_LZ4 != 0 {
+            Some(format!("unknown block flags {flags:#04x} (written by a newer portrace?)"))
+        } else if raw_len == 0 || raw_len > MAX_BLOCK_LEN {
+            Some(format!("a block of {raw_len} bytes (1 to {MAX_BLOCK_LEN} are possible)"))
+        } else if !lz4 && stored_len != raw_len {
+            Some(format!("an uncompressed block stored in {stored_len} bytes but {raw_len} long"))
+        } else if lz4 && (stored_len == 0 || stored_len as usize > lz4_flex::block::get_maximum_output_size(raw_len as usize)) {
+            Some(format!("a block of {raw_len} bytes compressed into {stored_len}"))
+        } else {
+            None
+        };
+        if let Some(detail) = problem {
+            self.offset += got as u64;
+            self.done = true;
+            return self.corrupt(start, format!("the block header is damaged: {detail}"), true).map(|()| false);
+        }
+        let want = u64::from(stored_len) + CRC_LEN as u64;
+        self.stored.clear();
+        let read = (&mut self.src).take(want).read_to_end(&mut self.stored);
+        let got_body = read.map_err(|e| self.io_error(start, e))?;
+        self.offset += (BLOCK_HEADER_LEN + got_body) as u64;
+        if (got_body as u64) < want {
+            self.done = true;
+            let ignored = (BLOCK_HEADER_LEN + got_body) as u64;
+            self.warn(start, WarningKind::CutInBlock { ignored }, String::new());
+            return Ok(false);
+        }
+        let body_len = stored_len as usize;
+        let expected = u32::from_le_bytes([
+            self.stored[body_len],
+            self.stored[body_len + 1],
+            self.stored[body_len + 2],
+            self.stored[body_len + 3],
+        ]);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.update(&self.stored[..body_len]);
+        let actual = crc.finalize();
+        if actual != expected && !SKIP_CRC {
+            self.done = true;
+            let detail = format!("checksum mismatch: {actual:#010x} computed, {expected:#010x} stored");
+            return self.corrupt(start, format!("the block is damaged ({detail})"), true).map(|()| false);
+        }
+        self.stored.truncate(body_len);
+        if lz4 {
+            self.payload.clear();
+            self.payload.resize(raw_len as usize, 0);
+            match lz4_flex::block::decompress_into(&self.stored, &mut self.payload) {
+                Ok(n) if n == raw_len as usize => {}
+                Ok(n) => {
+                    self.done = true;
+                    let detail = format!("the block decompresses to {n} bytes, not the {raw_len} it says");
+                    return self.corrupt(start, detail, false).map(|()| false);
+                }
+                Err(e) => {
+                    self.done = true;
+                    let detail = format!("the block does not decompress: {e}");
+                    return self.corrupt(start, detail, false).map(|()| false);
+                }
+            }
+        } else {
+            std::mem::swap(&mut self.payload, &mut self.stored);
+        }
+        self.pos = 0;
+        self.in_block = 0;
+        self.block_lz4 = lz4;
+        self.block_start = start;
+        self.time.prev_ns = 0;
+        Ok(true)
+    }
+
+    /// Damage at `at`. When `may_be_tail` (the damage is in the block's framing, as a crash
+    /// leaves it) and nothing but zero bytes follows, the recording was cut there: a
+    /// warning. Otherwise an error, or a warning when salvaging.
+    fn corrupt(&mut self, at: u64, detail: String, may_be_tail: bool) -> Result<(), ReadError> {
+        self.done = true;
+        let (rest, zeros) = self.scan_rest()?;
+        let ignored = self.offset.saturating_sub(at) + rest;
+        if may_be_tail && (rest == 0 || zeros) {
+            self.warn(at, WarningKind::DamagedTail { ignored }, detail);
+            return Ok(());
+        }
+        if self.options.salvage {
+            self.warn(at, WarningKind::Salvaged { ignored }, detail);
+            return Ok(());
+        }
+        Err(ReadError {
+            file: self.name.clone(),
+            offset: at,
+            kind: ErrorKind::Corrupt,
+            message: format!(
+                "{detail}; the {} records before it can be read with `portrace replay --salvage`",
+                self.records
+            ),
+        })
+    }
+
+    /// Data after the end record, from byte `at` on: a warning, and the reading is over.
+    fn after_end(&mut self, at: u64) -> Result<Option<Record>, ReadError> {
+        self.done = true;
+        let (rest, _) = self.scan_rest()?;
+        let ignored = self.offset.saturating_sub(at) + rest;
+        self.warn(at, WarningKind::AfterEnd { ignored }, String::new());
+        Ok(None)
+    }
+
+    /// The file offset of byte `pos` of the current block's records: exact for a block
+    /// stored uncompressed, the block's own offset for a compressed one.
+    fn payload_offset(&self, pos: usize) -> u64 {
+        if self.block_lz4 {
+            self.block_start
+        } else {
+            self.block_start + (BLOCK_HEADER_LEN + pos) as u64
+        }
+    }
+
+    fn warn(&mut self, offset: u64, kind: WarningKind, detail: String) {
+        self.warning = Some(Warning { file: self.name.clone(), offset, records: self.records, kind, detail });
+    }
+
+    /// Reads what is left of the file (up to [`TAIL_SCAN_LIMIT`]): how many bytes, and
+    /// whether they are all zero.
+    fn scan_rest(&mut self) -> Result<(u64, bool), ReadError> {
+        let (mut n, mut zeros) = (0u64, true);
+        while n < TAIL_SCAN_LIMIT {
+            let buf = match self.src.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error(self.offset + n, e)),
+            };
+            if buf.is_empty() {
+                break;
+            }
+            let len = buf.len();
+            zeros &= buf.iter().all(|&b| b == 0);
+            self.src.consume(len);
+            n += len as u64;
+        }
+        Ok((n, zeros))
+    }
+
+    fn read_up_to(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
+        read_up_to(&mut self.src, buf).map_err(|e| self.io_error(self.offset, e))
+    }
+
+    fn io_error(&self, offset: u64, e: io::Error) -> ReadError {
+        ReadError { file: self.name.clone(), offset, kind: ErrorKind::Io, message: format!("reading failed: {e}") }
+    }
+}
+
+/// Fills `buf` as far as the source allows; the count is short only at the end of it.
+fn read_up_to(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match src.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads and checks the header; returns it and its length in bytes.
+fn read_header(src: &mut impl Read, name: &str) -> Result<(Header, u64), ReadError> {
+    let error = |offset: u64, kind: ErrorKind, message: String| ReadError {
+        file: name.to_string(),
+        offset,
+        kind,
+        message,
+    };
+    let io = |offset: u64, e: io::Error| error(offset, ErrorKind::Io, format!("reading failed: {e}"));
+    let mut pre = [0u8; PREAMBLE_LEN];
+    let got = read_up_to(src, &mut pre).map_err(|e| io(0, e))?;
+    if got == 0 {
+        return Err(error(
+            0,
+            ErrorKind::Empty,
+            "the file is empty, so it is not a portrace recording (a recorder that stopped \
+             before tracing began leaves an empty file)"
+                .into(),
+        ));
+    }
+    let seen = got.min(MAGIC.len());
+    if pre[..seen] != MAGIC[..seen] {
+        let mismatch = pre.iter().zip(MAGIC).position(|(a, b)| *a != b).unwrap_or(0);
+        return Err(error(
+            mismatch as u64,
+            ErrorKind::Foreign,
+            format!(
+                "this is not a portrace recording: {}; `portrace replay` and `portrace report` \
+                 read files made with `portrace record -o FILE`",
+                identify(&pre[..got])
+            ),
+        ));
+    }
+    let truncated = |at: usize, total: u64| {
+        error(
+            at as u64,
+            ErrorKind::Truncated,
+            format!(
+                "the file ends inside its {total}-byte header: the recorder stopped before it \
+                 wrote anything else, so there is nothing to read"
+            ),
+        )
+    };
+    if got < PREAMBLE_LEN {
+        return Err(truncated(got, PREAMBLE_LEN as u64));
+    }
+    let version = u16::from_le_bytes([pre[8], pre[9]]);
+    if version > FORMAT_VERSION {
+        return Err(error(
+            8,
+            ErrorKind::Newer,
+            format!(
+                "the recording is in format version {version}, written by a newer portrace; this \
+                 portrace reads versions up to {FORMAT_VERSION}: read it with a newer portrace"
+            ),
+        ));
+    }
+    if version == 0 {
+        return Err(error(8, ErrorKind::Corrupt, "the header is damaged: format version 0 does not exist".into()));
+    }
+    let flags = u16::from_le_bytes([pre[10], pre[11]]);
+    if flags != 0 {
+        return Err(error(
+            10,
+            ErrorKind::Newer,
+            format!(
+                "the recording uses features this portrace does not know (header flags \
+                 {flags:#06x}): read it with a newer portrace"
+            ),
+        ));
+    }
+    let body_len = u32::from_le_bytes([pre[12], pre[13], pre[14], pre[15]]);
+    if body_len > MAX_HEADER_LEN {
+        return Err(error(
+            12,
+            ErrorKind::Corrupt,
+            format!("the header is damaged: it says it is {body_len} bytes long (at most {MAX_HEADER_LEN})"),
+        ));
+    }
+    let total = PREAMBLE_LEN as u64 + u64::from(body_len) + CRC_LEN as u64;
+    let mut rest = Vec::new();
+    let got_rest = src
+        .take(u64::from(body_len) + CRC_LEN as u64)
+        .read_to_end(&mut rest)
+        .map_err(|e| io(PREAMBLE_LEN as u64, e))?;
+    if (got_rest as u64) < u64::from(body_len) + CRC_LEN as u64 {
+        return Err(truncated(PREAMBLE_LEN + got_rest, total));
+    }
+    let body = &rest[..body_len as usize];
+    let stored = u32::from_le_bytes([
+        rest[body_len as usize],
+        rest[body_len as usize + 1],
+        rest[body_len as usize + 2],
+        rest[body_len as usize + 3],
+    ]);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&pre);
+    crc.update(body);
+    if crc.finalize() != stored && !SKIP_CRC {
+        return Err(error(
+            total - CRC_LEN as u64,
+            ErrorKind::Corrupt,
+            "the header is damaged (its checksum does not match): the recording cannot be \
+             interpreted without it"
+                .into(),
+        ));
+    }
+    let header = codec::header_fields(body, version).map_err(|e| {
+        error(PREAMBLE_LEN as u64, ErrorKind::Corrupt, format!("the header is malformed: {e}"))
+    })?;
+    Ok((header, total))
+}
+
+/// A guess at what a foreign file is, from its first bytes.
+fn identify(start: &[u8]) -> String {
+    let known: [(&[u8], &str); 9] = [
+        (b"\x89PNG", "it is a PNG image"),
+        (b"\x1f\x8b", "it is gzip-compressed (gunzip it first if it holds a recording)"),
+        (b"\x28\xb5\x2f\xfd", "it is zstd-compressed (unzstd it first if it holds a recording)"),
+        (b"\xfd7zXZ\0", "it is xz-compressed (unxz it first if it holds a recording)"),
+        (b"BZh", "it is bzip2-compressed (bunzip2 it first if it holds a recording)"),
+        (b"\x7fELF", "it is an executable (ELF)"),
+        (b"\xd4\xc3\xb2\xa1", "it is a packet capture (pcap)"),
+        (b"\xa1\xb2\xc3\xd4", "it is a packet capture (pcap)"),
+        (b"\x0a\x0d\x0d\x0a", "it is a packet capture (pcapng)"),
+    ];
+    if let Some((_, what)) = known.iter().find(|(magic, _)| start.starts_with(magic)) {
+        return what.to_string();
+    }
+    let text = start.iter().all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    match start.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | Some(b'[') if text => {
+            "it looks like JSON (portrace --format json output is text, not a recording)".into()
+        }
+        _ if text => "it looks like text (portrace's text and CSV output are not recordings)".into(),
+        _ => "it does not start with the recording signature".into(),
+    }
+}
+
+/// Reads a whole recording held in memory: the header, every record, and the warning if
+/// it was cut. For tests and fuzzing; `portrace replay` streams with [`TraceReader`].
+pub fn read_all(
+    bytes: &[u8],
+    name: &str,
+    options: ReadOptions,
+) -> Result<(Header, Vec<Record>, Option<Warning>), ReadError> {
+    let mut reader = TraceReader::new(bytes, name, options)?;
+    let mut records = Vec::new();
+    while let Some(record) = reader.next_record()? {
+        records.push(record);
+    }
+    Ok((reader.header().clone(), records, reader.warning().cloned()))
+}

@@ -1,0 +1,258 @@
+//! The recorder's side of the format: [`FileSink`], an output sink that writes a
+//! recording. Records are encoded into a block buffer kept for the whole run; each
+//! `flush` (the live engine flushes once per drain of the ring buffer) closes the block,
+//! compresses it if asked, appends its checksum and hands it to the writer in one call.
+//! Nothing is allocated per record, nothing is synced to disk per block, and a file cut at
+//! any point keeps every block written before the cut.
+//!
+//! Once a write fails (a full disk, an I/O error), the sink stops: every later call
+//! returns the same error at once, without writing, so a caller that keeps calling it
+//! cannot spin on a disk that stays full, and a half-written block is never followed by
+//! another that could be mistaken for a continuation.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::codec::{self, TimeBase};
+use super::{
+    End, Header, RunSetup, BLOCK_HEADER_LEN, BLOCK_LZ4, BLOCK_TARGET, FORMAT_VERSION, MAGIC,
+};
+use crate::output::{Sink, Start, VERSION};
+use crate::record::{Lost, SocketRecord, Transition};
+use crate::summary::Summary;
+
+/// How a recording is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Compress each block with LZ4 (kept uncompressed when that does not make it smaller).
+    pub compress: bool,
+}
+
+/// An output sink writing a recording to `W` (a file, or a `Vec<u8>` in tests).
+pub struct FileSink<W: Write> {
+    out: W,
+    /// The destination's name for error messages.
+    name: String,
+    setup: RunSetup,
+    options: WriteOptions,
+    time: TimeBase,
+    /// The records of the block being built.
+    block: Vec<u8>,
+    /// Scratch space for one record's body.
+    body: Vec<u8>,
+    /// The block as written: header, payload, checksum.
+    frame: Vec<u8>,
+    /// Bytes written so far, shared with whoever shows progress.
+    written: Arc<AtomicU64>,
+    /// Bytes written so far (the file offset of the next block).
+    offset: u64,
+    /// Records in the block being built, and in the blocks written.
+    pending: u64,
+    committed: u64,
+    /// The first write error, repeated to every later call.
+    failed: Option<(io::ErrorKind, String)>,
+    started: bool,
+}
+
+impl<W: Write> FileSink<W> {
+    /// A sink writing to `out`, which `name` names in errors (the file's path). `setup`
+    /// goes into the header with what [`Sink::start`] brings.
+    pub fn new(out: W, name: impl Into<String>, setup: RunSetup, options: WriteOptions) -> FileSink<W> {
+        let time = TimeBase::new(setup.clock_offset_ns);
+        FileSink {
+            out,
+            name: name.into(),
+            setup,
+            options,
+            time,
+            block: Vec::with_capacity(BLOCK_TARGET + 4096),
+            body: Vec::with_capacity(256),
+            frame: Vec::with_capacity(BLOCK_TARGET + 4096),
+            written: Arc::new(AtomicU64::new(0)),
+            offset: 0,
+            pending: 0,
+            committed: 0,
+            failed: None,
+            started: false,
+        }
+    }
+
+    /// A handle on the number of bytes written so far, for a progress display.
+    pub fn bytes_written(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.written)
+    }
+
+    /// The writer, once recording is over.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    /// The error every call returns once a write failed.
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+            None if !self.started => {
+                Err(io::Error::other(format!("{}: a record was written before the header", self.name)))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `self.frame` at the current offset.
+    fn write_frame(&mut self, what: &str) -> io::Result<()> {
+        match self.out.write_all(&self.frame) {
+            Ok(()) => {
+                self.offset += self.frame.len() as u64;
+                self.written.store(self.offset, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e, what)),
+        }
+    }
+
+    fn fail(&mut self, e: io::Error, what: &str) -> io::Error {
+        let message = format!(
+            "{}: writing the {what} at byte {} failed: {e}; the recording stops there, and the \
+             {} records written before it can be read with `portrace replay {}`",
+            self.name, self.offset, self.committed, self.name
+        );
+        self.failed = Some((e.kind(), message.clone()));
+        io::Error::new(e.kind(), message)
+    }
+
+    /// Closes the block being built, if it holds anything, and writes it.
+    fn emit_block(&mut self) -> io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let raw_len = self.block.len();
+        self.frame.clear();
+        self.frame.resize(BLOCK_HEADER_LEN, 0);
+        let mut flags = 0;
+        if self.options.compress {
+            self.frame.resize(BLOCK_HEADER_LEN + lz4_flex::block::get_maximum_output_size(raw_len), 0);
+            match lz4_flex::block::compress_into(&self.block, &mut self.frame[BLOCK_HEADER_LEN..]) {
+                Ok(n) if n < raw_len => {
+                    self.frame.truncate(BLOCK_HEADER_LEN + n);
+                    flags = BLOCK_LZ4;
+                }
+                _ => self.frame.truncate(BLOCK_HEADER_LEN),
+            }
+        }
+        if flags & BLOCK_LZ4 == 0 {
+            self.frame.extend_from_slice(&self.block);
+        }
+        let stored_len = (self.frame.len() - BLOCK_HEADER_LEN) as u32;
+        self.frame[0..4].copy_from_slice(&stored_len.to_le_bytes());
+        self.frame[4..8].copy_from_slice(&(raw_len as u32).to_le_bytes());
+        self.frame[8] = flags;
+        let crc = crc32fast::hash(&self.frame);
+        self.frame.extend_from_slice(&crc.to_le_bytes());
+        self.block.clear();
+        self.time.prev_ns = 0;
+        self.write_frame("block")?;
+        self.committed += std::mem::take(&mut self.pending);
+        Ok(())
+    }
+
+    /// Closes the block early when it has grown large (a long drain, a big inventory).
+    fn maybe_emit(&mut self) -> io::Result<()> {
+        if self.block.len() >= BLOCK_TARGET {
+            self.emit_block()?;
+        }
+        Ok(())
+    }
+
+    fn header(&self, start: &Start) -> Header {
+        Header {
+            version: FORMAT_VERSION,
+            portrace: VERSION.to_string(),
+            host: start.host.clone(),
+            kernel: start.kernel.clone(),
+            start: start.time,
+            clock_offset_ns: self.setup.clock_offset_ns,
+            layout: self.setup.layout,
+            sock_layout: self.setup.sock_layout,
+            filter: self.setup.filter.clone(),
+            ring_size: self.setup.ring_size,
+            compressed: self.options.compress,
+            notes: self.setup.notes.clone(),
+        }
+    }
+}
+
+/// The header's bytes: preamble, fields, checksum.
+pub fn encode_header(h: &Header, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&h.version.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let body_start = out.len();
+    codec::put_header_fields(out, h);
+    let body_len = (out.len() - body_start) as u32;
+    out[12..16].copy_from_slice(&body_len.to_le_bytes());
+    let crc = crc32fast::hash(out);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+impl<W: Write> Sink for FileSink<W> {
+    fn start(&mut self, start: &Start) -> io::Result<()> {
+        if let Some((kind, message)) = &self.failed {
+            return Err(io::Error::new(*kind, message.clone()));
+        }
+        if self.started {
+            return Err(io::Error::other(format!("{}: the recording was started twice", self.name)));
+        }
+        let header = self.header(start);
+        let mut frame = std::mem::take(&mut self.frame);
+        encode_header(&header, &mut frame);
+        self.frame = frame;
+        self.write_frame("header")?;
+        self.started = true;
+        Ok(())
+    }
+
+    fn socket(&mut self, s: &SocketRecord) -> io::Result<()> {
+        self.check()?;
+        codec::put_socket(&mut self.block, &mut self.body, &mut self.time, s);
+        self.pending += 1;
+        self.maybe_emit()
+    }
+
+    fn transition(&mut self, t: &Transition) -> io::Result<()> {
+        self.check()?;
+        codec::put_transition(&mut self.block, &mut self.body, &mut self.time, t);
+        self.pending += 1;
+        self.maybe_emit()
+    }
+
+    fn lost(&mut self, lost: &Lost) -> io::Result<()> {
+        self.check()?;
+        codec::put_lost(&mut self.block, &mut self.body, &mut self.time, lost);
+        self.pending += 1;
+        self.maybe_emit()
+    }
+
+    fn end(&mut self, summary: &Summary) -> io::Result<()> {
+        self.check()?;
+        let end = End { time: summary.end(), transitions: summary.transitions(), lost: summary.lost_by_cause() };
+        codec::put_end(&mut self.block, &mut self.body, &mut self.time, &end);
+        self.pending += 1;
+        self.emit_block()?;
+        self.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.started && self.failed.is_none() {
+            return self.out.flush();
+        }
+        self.check()?;
+        self.emit_block()?;
+        if let Err(e) = self.out.flush() {
+            return Err(self.fail(e, "buffered data"));
+        }
+        Ok(())
+    }
+}

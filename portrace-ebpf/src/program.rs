@@ -718,11 +718,10 @@ fn in_net(a: [u32; 4], net: [u32; 4], mask: [u32; 4]) -> bool {
 }
 
 fn emit(ev: &Event) {
-    let full = if ev.kind == kind::TRANSITION || ev.kind == kind::HANDOVER {
-        counter::RING_FULL
-    } else {
-        counter::TW_RING_FULL
-    };
+    // A hand-over that keeps the connection in FIN_WAIT2 is bookkeeping, not a transition
+    // users would have seen.
+    let visible = ev.kind == kind::TRANSITION || (ev.kind == kind::HANDOVER && ev.oldstate != ev.newstate);
+    let full = if visible { counter::RING_FULL } else { counter::TW_RING_FULL };
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(*ev);

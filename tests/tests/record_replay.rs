@@ -341,7 +341,7 @@ fn a_full_disk_stops_the_recording_and_keeps_what_was_written() {
     let _lock = privileged();
     let ns = Netns::create();
     let load = load();
-    let disk = Tmpfs::mount("96k");
+    let disk = Tmpfs::mount("256k");
     let file = disk.file("full.ptr");
     let port = 64020;
     let args = filter(&[port]);
@@ -367,7 +367,7 @@ fn a_full_disk_stops_the_recording_and_keeps_what_was_written() {
     assert!(warning.contains("the recording is cut at byte"), "{warning}");
     assert_eq!(replayed.records.len() as u64 - 1, safe, "every record written before the disk filled is read");
     let transitions = replayed.transitions();
-    assert!(transitions.len() > 100, "{} transitions", transitions.len());
+    assert!(transitions.len() > 100, "{} transitions\n--- record stderr\n{}", transitions.len(), stopped.stderr);
     // What was kept is the start of the traffic, whole connections first.
     assert_eq!(transitions[0]["newstate"], "LISTEN");
     drop(ns);

@@ -44,8 +44,10 @@ pub const MAX_HEADER_LEN: u32 = 1 << 20;
 /// The largest block payload (uncompressed) a reader accepts. The writer closes a block
 /// once it holds [`BLOCK_TARGET`] bytes, and a record is far smaller than the difference.
 pub const MAX_BLOCK_LEN: u32 = 4 << 20;
-/// The size at which the writer closes a block before the drain is over.
-pub const BLOCK_TARGET: usize = 256 << 10;
+/// The size at which the writer closes a block before the drain is over: a drain under
+/// heavy load can hold tens of thousands of records, and a block this size (some 1300
+/// transitions) is still one efficient write, and all a crash can take from the file.
+pub const BLOCK_TARGET: usize = 64 << 10;
 /// Block flag: the payload is LZ4-compressed (block format, no frame).
 pub const BLOCK_LZ4: u8 = 1;
 

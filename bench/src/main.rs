@@ -85,6 +85,17 @@ fn run(mut o: Options) -> sys::Result<()> {
         )));
     }
     std::fs::create_dir_all(&o.work_dir).map_err(|e| format!("creating {}: {e}", o.work_dir.display()))?;
+    // Others may rebuild target/release while this runs: every run uses these copies.
+    let bin_dir = o.work_dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).map_err(|e| format!("creating {}: {e}", bin_dir.display()))?;
+    for (what, path) in [("portrace", &mut o.portrace), ("tcpload", &mut o.tcpload)] {
+        let copy = bin_dir.join(what);
+        if path.is_file() && *path != copy {
+            let _ = std::fs::remove_file(&copy);
+            std::fs::copy(&*path, &copy).map_err(|e| format!("copying {}: {e}", path.display()))?;
+            *path = copy;
+        }
+    }
     netns::remove_stale();
     if o.install_peers {
         peers::install(&o.work_dir)?;

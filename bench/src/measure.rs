@@ -123,14 +123,33 @@ pub struct UntracedRun {
     pub port: u16,
     pub result: std::result::Result<Outcome, String>,
     pub surroundings: Surroundings,
+    /// BPF programs of others loaded during the run.
+    pub foreign_programs: Vec<String>,
 }
 
 impl UntracedRun {
     /// Why the run's numbers cannot be trusted, if they cannot.
     pub fn disturbed(&self) -> Option<String> {
-        (self.surroundings.other_cores > DISTURBED_CORES)
-            .then(|| format!("other processes used {:.2} cores", self.surroundings.other_cores))
+        let mut why = Vec::new();
+        if self.surroundings.other_cores > DISTURBED_CORES {
+            why.push(format!("other processes used {:.2} cores", self.surroundings.other_cores));
+        }
+        if !self.foreign_programs.is_empty() {
+            why.push(format!("BPF programs of others were loaded: {}", self.foreign_programs.join(", ")));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
+}
+
+/// BPF programs loaded now that are not in `ours` (another tracer someone runs slows
+/// every transition down, so a run with one is disturbed).
+pub fn foreign_programs(ours: &BTreeSet<u32>) -> Vec<String> {
+    bpf::prog_ids()
+        .into_iter()
+        .filter(|id| !ours.contains(id))
+        .filter_map(bpf::prog_info)
+        .map(|p| format!("{} ({}, id {})", p.name, p.type_name(), p.id))
+        .collect()
 }
 
 /// A program's counters over the run.
@@ -201,6 +220,8 @@ pub struct TracedRun {
     pub tracer_exit: String,
     pub stderr_tail: String,
     pub surroundings: Surroundings,
+    /// BPF programs of others loaded during the run.
+    pub foreign_programs: Vec<String>,
 }
 
 impl TracedRun {
@@ -224,6 +245,9 @@ impl TracedRun {
         if self.surroundings.other_cores > DISTURBED_CORES {
             why.push(format!("other processes used {:.2} cores", self.surroundings.other_cores));
         }
+        if !self.foreign_programs.is_empty() {
+            why.push(format!("BPF programs of others were loaded: {}", self.foreign_programs.join(", ")));
+        }
         (!why.is_empty()).then(|| why.join("; "))
     }
 
@@ -243,6 +267,7 @@ pub fn untraced(bench: &mut Bench, transport: Transport, round: u64) -> Result<U
     let dir = bench.run_dir(&format!("{}-r{round}-untraced-{port}", transport.name()))?;
     let topo = transport.topology()?;
     let start = surroundings_start(&[]);
+    let mut foreign = foreign_programs(&BTreeSet::new());
     let result = (|| {
         let server = workload::start_server(&topo, &bench.shape, port, &dir)?;
         workload::run_client(&topo, &bench.shape, port, &dir, server)
@@ -254,9 +279,14 @@ pub fn untraced(bench: &mut Bench, transport: Transport, round: u64) -> Result<U
     };
     let ours = result.as_ref().map(|o| o.client_cpu + o.server_cpu).unwrap_or_default();
     let surroundings = surroundings_end(start, ours);
+    for p in foreign_programs(&BTreeSet::new()) {
+        if !foreign.contains(&p) {
+            foreign.push(p);
+        }
+    }
     drop(topo);
     settle()?;
-    Ok(UntracedRun { transport, round, port, result, surroundings })
+    Ok(UntracedRun { transport, round, port, result, surroundings, foreign_programs: foreign })
 }
 
 /// How quiet the machine was before a pair of runs.
@@ -269,8 +299,9 @@ pub struct Quiet {
 }
 
 /// Waits, at most `max`, for a second in which the machine makes fewer than 200 TCP
-/// state transitions and other processes use less than a quarter of a core (another
-/// engineer's tests may be running): counted with the raw floor program.
+/// state transitions (counted with the raw floor program), other processes use less than
+/// a quarter of a core and no one else's BPF program is loaded (another engineer's tests
+/// may be running).
 pub fn wait_for_quiet(max: Duration) -> Result<Quiet> {
     let started = Instant::now();
     let (Ok(_stats), Ok(floor)) = (bpf::enable_stats(), bpf::floor_raw()) else {
@@ -285,13 +316,16 @@ pub fn wait_for_quiet(max: Duration) -> Result<Quiet> {
         let rate = floor.info().map_or(0, |i| i.run_cnt).saturating_sub(hits0) as f64 / secs;
         let other = procfs::busy_cpu().saturating_sub(busy0).saturating_sub(procfs::self_cpu().saturating_sub(self0));
         let cores = other.as_secs_f64() / secs;
-        let quiet = rate < 200.0 && cores < 0.25;
+        let own: BTreeSet<u32> = floor.info().map(|i| i.id).into_iter().collect();
+        let foreign = foreign_programs(&own);
+        let quiet = rate < 200.0 && cores < 0.25 && foreign.is_empty();
         if quiet || started.elapsed() >= max {
             return Ok(Quiet { waited: started.elapsed(), transitions_per_s: rate, other_cores: cores, quiet });
         }
         if !reported {
             eprintln!(
-                "bench: waiting for a quiet machine ({rate:.0} transitions/s, {cores:.2} cores used by others; at most {max:?})"
+                "bench: waiting for a quiet machine ({rate:.0} transitions/s, {cores:.2} cores used by others, {} BPF programs of others; at most {max:?})",
+                foreign.len()
             );
             reported = true;
         }
@@ -362,6 +396,7 @@ pub fn traced(
         tracer_exit: String::new(),
         stderr_tail: String::new(),
         surroundings: Surroundings::default(),
+        foreign_programs: Vec::new(),
     };
 
     let stats = match bpf::enable_stats() {
@@ -439,6 +474,9 @@ pub fn traced(
         ids = bpf::prog_ids().into_iter().filter(|id| !before.contains(id) && !floor_ids.contains(id)).collect();
         run.programs_found_by = "new since start".into();
     }
+    let mut ours = ids.clone();
+    ours.extend([&floor_raw, &floor_classic].iter().filter_map(|f| f.as_ref()?.info()).map(|i| i.id));
+    run.foreign_programs = foreign_programs(&ours);
     let progs_before = infos(&ids);
     let raw_before = floor_raw.as_ref().and_then(|f| f.info());
     let classic_before = floor_classic.as_ref().and_then(|f| f.info());
@@ -468,6 +506,11 @@ pub fn traced(
     }
 
     // 5. The counters after.
+    for p in foreign_programs(&ours) {
+        if !run.foreign_programs.contains(&p) {
+            run.foreign_programs.push(p);
+        }
+    }
     run.cpu = procfs::tree_cpu(proc.pid).saturating_sub(cpu_before);
     run.peak_rss = procfs::peak_rss(proc.pid);
     let progs_after = infos(&ids);

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::sys::{self, run_bounded, Result};
+use crate::sys::{self, run_bounded, run_bounded_always, Result};
 
 const PREFIX: &str = "pbench-";
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,10 +64,11 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "delete", &self.name]);
-        if let Err(e) = run_bounded("ip netns delete", cmd, SETUP_TIMEOUT) {
-            eprintln!("bench: could not delete namespace {}: {e}", self.name);
+        match run_bounded_always("ip netns delete", cmd, SETUP_TIMEOUT) {
+            // Left registered otherwise: the final clean-up tries again.
+            Ok(()) => sys::forget_namespace(&self.name),
+            Err(e) => eprintln!("bench: could not delete namespace {}: {e}", self.name),
         }
-        sys::forget_namespace(&self.name);
     }
 }
 
@@ -122,7 +123,7 @@ pub fn remove_stale() {
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "delete", name]);
-            let _ = run_bounded("ip netns delete (stale)", cmd, SETUP_TIMEOUT);
+            let _ = run_bounded_always("ip netns delete (stale)", cmd, SETUP_TIMEOUT);
         }
     }
 }

@@ -393,7 +393,8 @@ pub fn traced_json(r: &TracedRun) -> Value {
         "transport": r.transport.name(), "round": r.round, "tracer": r.tracer.name(), "port": r.port,
         "error": r.error,
         "workload": r.workload.as_ref().map(|w| json!({
-            "rate_conn_per_s": w.rate, "elapsed_s": w.elapsed.as_secs_f64(),
+            "rate_conn_per_s": w.rate, "rate_end_to_end_conn_per_s": w.rate_end_to_end,
+            "listen_overflows": w.listen_overflows, "elapsed_s": w.elapsed.as_secs_f64(),
             "client_cpu_s": w.client_cpu.as_secs_f64(), "server_cpu_s": w.server_cpu.as_secs_f64(),
             "wall_s": w.wall.as_secs_f64(),
         })),
@@ -431,6 +432,7 @@ pub fn traced_json(r: &TracedRun) -> Value {
         "other_processes_cores": r.surroundings.other_cores,
         "busy_processes_of_others": r.surroundings.strangers,
         "foreign_transitions": r.foreign_transitions(),
+        "foreign_programs": r.foreign_programs,
         "disturbed": r.disturbed(),
     })
 }
@@ -440,11 +442,14 @@ pub fn untraced_json(u: &UntracedRun) -> Value {
         "transport": u.transport.name(), "round": u.round, "port": u.port,
         "error": u.result.as_ref().err(),
         "rate_conn_per_s": u.result.as_ref().ok().map(|o| o.rate),
+        "rate_end_to_end_conn_per_s": u.result.as_ref().ok().map(|o| o.rate_end_to_end),
+        "listen_overflows": u.result.as_ref().ok().map(|o| o.listen_overflows),
         "elapsed_s": u.result.as_ref().ok().map(|o| o.elapsed.as_secs_f64()),
         "client_cpu_s": u.result.as_ref().ok().map(|o| o.client_cpu.as_secs_f64()),
         "server_cpu_s": u.result.as_ref().ok().map(|o| o.server_cpu.as_secs_f64()),
         "other_processes_cores": u.surroundings.other_cores,
         "busy_processes_of_others": u.surroundings.strangers,
+        "foreign_programs": u.foreign_programs,
         "disturbed": u.disturbed(),
     })
 }

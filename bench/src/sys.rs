@@ -215,8 +215,13 @@ fn stdio(out: Out<'_>) -> Result<Stdio> {
 
 impl Proc {
     /// Starts `cmd` with no standard input, its output going to `stdout` and `stderr`.
-    pub fn spawn(label: &str, mut cmd: Command, stdout: Out<'_>, stderr: Out<'_>) -> Result<Proc> {
+    pub fn spawn(label: &str, cmd: Command, stdout: Out<'_>, stderr: Out<'_>) -> Result<Proc> {
         check()?;
+        Proc::spawn_always(label, cmd, stdout, stderr)
+    }
+
+    /// [`Proc::spawn`] even after an interruption (for clean-up commands).
+    fn spawn_always(label: &str, mut cmd: Command, stdout: Out<'_>, stderr: Out<'_>) -> Result<Proc> {
         cmd.stdin(Stdio::null()).stdout(stdio(stdout)?).stderr(stdio(stderr)?);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
@@ -298,10 +303,25 @@ impl Drop for Proc {
 
 /// Runs `cmd` to completion within `timeout`; fails unless it succeeds.
 pub fn run_bounded(label: &str, cmd: Command, timeout: Duration) -> Result<()> {
+    check()?;
+    run_bounded_always(label, cmd, timeout)
+}
+
+/// [`run_bounded`] even after an interruption, for clean-up (deleting a namespace).
+pub fn run_bounded_always(label: &str, cmd: Command, timeout: Duration) -> Result<()> {
     let dir = std::env::temp_dir();
     let err_path = dir.join(format!("portrace-bench-{}-cmd.err", std::process::id()));
-    let mut p = Proc::spawn(label, cmd, Out::Null, Out::File(&err_path))?;
-    let result = p.wait(timeout);
+    let mut p = Proc::spawn_always(label, cmd, Out::Null, Out::File(&err_path))?;
+    let deadline = Instant::now() + timeout;
+    let result = loop {
+        if let Some(exit) = p.poll() {
+            break Ok(exit);
+        }
+        if Instant::now() >= deadline {
+            break Err(Error::Failed(format!("{label} did not end within {timeout:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let _ = std::fs::remove_file(&err_path);
     let exit = result?;

@@ -494,7 +494,11 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
             *pending = PendingTw { tw, ts_ns: bpf_ktime_get_ns(), sport, dport, substate, _pad: [0; 3] };
         }
     }
-    if let Some(mut entry) = take_cancelled(tw) {
+    let cancelled = take_cancelled(tw);
+    // A timewait socket never goes back from TIME_WAIT to FIN_WAIT2: an "arming" that does
+    // is a new timewait socket in a killed one's memory, whose hand-over follows.
+    let cancelled = cancelled.filter(|e| !(e.substate == tcp::TIME_WAIT && substate == tcp::FIN_WAIT2));
+    if let Some(mut entry) = cancelled {
         // Re-armed: the same timewait socket goes on. Say so even when its state is the
         // same, so the removal reported a moment ago is not taken for its end.
         let before = entry.substate;

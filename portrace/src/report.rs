@@ -844,24 +844,10 @@ fn keep_longest(picks: &mut Vec<Pick>, n: usize, conns: &[Conn]) {
 
 /// The C name of an errno TCP reports (the names `docs/json.md` lists), else `E<number>`.
 fn errno_name(errno: i32) -> Cow<'static, str> {
-    Cow::Borrowed(match errno {
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EPIPE => "EPIPE",
-        libc::EHOSTUNREACH => "EHOSTUNREACH",
-        libc::ENETUNREACH => "ENETUNREACH",
-        libc::ECONNABORTED => "ECONNABORTED",
-        libc::EHOSTDOWN => "EHOSTDOWN",
-        libc::ENETDOWN => "ENETDOWN",
-        libc::EPROTO => "EPROTO",
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::EMSGSIZE => "EMSGSIZE",
-        libc::EINVAL => "EINVAL",
-        other => return Cow::Owned(format!("E{other}")),
-    })
+    match crate::output::errno_name(errno) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(format!("E{errno}")),
+    }
 }
 
 // ---------------------------------------------------------------------------------------

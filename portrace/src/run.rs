@@ -51,7 +51,8 @@ pub trait Output {
     /// The sink for the run, made once the kernel programs are attached. `setup` says
     /// what a recording's header needs beyond the start record.
     fn open(&mut self, setup: RunSetup) -> anyhow::Result<Box<dyn Sink + Send>>;
-    /// What the output is, for messages: "standard output", the recording's path.
+    /// What the output is, for messages (`writing {name}: ...`): "output" for standard
+    /// output, "the recording" for a recording, whose errors name its path.
     fn name(&self) -> String;
     /// The line printed on a terminal's stderr when tracing starts.
     fn banner(&self) -> String;
@@ -94,10 +95,17 @@ impl Output for Stdout {
 
 /// Runs portrace live with `config`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    preflight::check_privileges()?;
     if config.snapshot {
+        // The inventory needs no eBPF: without privileges it is partial, not impossible.
+        if preflight::check_privileges().is_err() {
+            eprintln!(
+                "portrace: not running as root: listing this network namespace's sockets only, \
+                 with owners only for your own processes (run as root for all of them)"
+            );
+        }
         return snapshot(&config);
     }
+    preflight::check_privileges()?;
     let mut out = Stdout { format: config.format, color: config.color };
     trace(&config, &mut out).await
 }

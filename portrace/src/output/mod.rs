@@ -124,7 +124,7 @@ const ERRNO_NAMES: [(i32, &str); 15] = [
 ];
 
 /// The C name of an errno TCP can report (`ECONNREFUSED`), if it is one of those.
-fn errno_name(errno: i32) -> Option<&'static str> {
+pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
     ERRNO_NAMES.iter().find(|&&(n, _)| n == errno).map(|&(_, name)| name)
 }
 

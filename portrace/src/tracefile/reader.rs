@@ -113,32 +113,46 @@ impl fmt::Display for Warning {
                 f,
                 "{file}: the recording is cut at byte {at}: the file ends {ignored} bytes into \
                  the block that starts there (the recorder was killed, ran out of disk space, \
-                 or is still writing); read {n} records from the complete blocks before it"
+                 or is still writing); read {} from the complete blocks before it",
+                records(n)
             ),
             WarningKind::NoEnd => write!(
                 f,
                 "{file}: the recording is cut at byte {at}: it ends after a complete block but \
-                 without an end record (the recorder was killed or is still writing); read {n} \
-                 records before it"
+                 without an end record (the recorder was killed or is still writing); read {} \
+                 before it",
+                records(n)
             ),
             WarningKind::DamagedTail { ignored } => write!(
                 f,
                 "{file}: the recording is cut at byte {at}: the last {ignored} bytes are not a \
-                 complete block ({}), as after a crash; read {n} records before it",
-                self.detail
+                 complete block ({}), as after a crash; read {} before it",
+                self.detail,
+                records(n)
             ),
             WarningKind::Salvaged { ignored } => write!(
                 f,
-                "{file}: the recording is damaged at byte {at} ({}); salvaged the {n} records \
-                 before it and ignored the {ignored} bytes from there on",
-                self.detail
+                "{file}: the recording is damaged at byte {at}: {}; salvaged the {} before it \
+                 and ignored the {ignored} bytes from there on",
+                self.detail,
+                records(n)
             ),
             WarningKind::AfterEnd { ignored } => write!(
                 f,
                 "{file}: ignored {ignored} bytes after the end record, from byte {at} (another \
-                 file appended to this one?); read {n} records"
+                 file appended to this one?); read {}",
+                records(n)
             ),
         }
+    }
+}
+
+/// `1 record`, `2 records`.
+fn records(n: u64) -> String {
+    if n == 1 {
+        "1 record".into()
+    } else {
+        format!("{n} records")
     }
 }
 
@@ -345,8 +359,8 @@ impl<R: BufRead> TraceReader<R> {
         let actual = crc.finalize();
         if actual != expected && !SKIP_CRC {
             self.done = true;
-            let detail = format!("checksum mismatch: {actual:#010x} computed, {expected:#010x} stored");
-            return self.corrupt(start, format!("the block is damaged ({detail})"), true).map(|()| false);
+            let detail = format!("the block's checksum does not match: {actual:#010x} computed, {expected:#010x} stored");
+            return self.corrupt(start, detail, true).map(|()| false);
         }
         self.stored.truncate(body_len);
         if lz4 {
@@ -396,8 +410,8 @@ impl<R: BufRead> TraceReader<R> {
             offset: at,
             kind: ErrorKind::Corrupt,
             message: format!(
-                "{detail}; the {} records before it can be read with `portrace replay --salvage`",
-                self.records
+                "{detail}; the {} before it can be read with `portrace replay --salvage`",
+                records(self.records)
             ),
         })
     }
@@ -491,9 +505,8 @@ fn read_header(src: &mut impl Read, name: &str) -> Result<(Header, u64), ReadErr
     }
     let seen = got.min(MAGIC.len());
     if pre[..seen] != MAGIC[..seen] {
-        let mismatch = pre.iter().zip(MAGIC).position(|(a, b)| *a != b).unwrap_or(0);
         return Err(error(
-            mismatch as u64,
+            0,
             ErrorKind::Foreign,
             format!(
                 "this is not a portrace recording: {}; `portrace replay` and `portrace report` \

@@ -112,7 +112,13 @@ fn info_of_fd(fd: &OwnedFd) -> io::Result<ProgInfo> {
     put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     let filled = get_u32(&attr, 4) as usize;
-    let field = |at: usize| if filled >= at + 8 { get_u64(&info, at) } else { 0 };
+    let field = |at: usize| {
+        if filled >= at + 8 {
+            get_u64(&info, at)
+        } else {
+            0
+        }
+    };
     let name_bytes = &info[INFO_NAME..INFO_NAME + 16];
     let end = name_bytes.iter().position(|&b| b == 0).unwrap_or(16);
     Ok(ProgInfo {
@@ -146,13 +152,18 @@ pub fn enable_stats() -> io::Result<StatsOn> {
     put_u32(&mut attr, 0, 0);
     let fd = bpf(BPF_ENABLE_STATS, &mut attr)?;
     // SAFETY: the kernel just returned this descriptor to us.
-    Ok(StatsOn { _fd: unsafe { OwnedFd::from_raw_fd(fd as i32) } })
+    Ok(StatsOn {
+        _fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+    })
 }
 
 /// Loads `r0 = 0; exit` as a program of `prog_type` named `name`.
 fn load_empty(prog_type: u32, name: &str) -> io::Result<OwnedFd> {
     // mov64 r0, 0 (BPF_ALU64 | BPF_MOV | BPF_K), then exit (BPF_JMP | BPF_EXIT).
-    let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 0, 0, 0, 0]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];
+    let insns: [u64; 2] = [
+        u64::from_le_bytes([0xb7, 0, 0, 0, 0, 0, 0, 0]),
+        u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
+    ];
     let license = b"GPL\0";
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, prog_type);
@@ -187,7 +198,10 @@ pub fn floor_raw() -> io::Result<Floor> {
     put_u32(&mut attr, 8, prog.as_raw_fd() as u32);
     let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?;
     // SAFETY: the kernel just returned this descriptor to us.
-    Ok(Floor { prog, _attachment: unsafe { OwnedFd::from_raw_fd(link as i32) } })
+    Ok(Floor {
+        prog,
+        _attachment: unsafe { OwnedFd::from_raw_fd(link as i32) },
+    })
 }
 
 /// The tracepoint's id, from tracefs (mounted at /sys/kernel/tracing or under debugfs).
@@ -196,7 +210,10 @@ fn tracepoint_id() -> io::Result<u64> {
     for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
         match std::fs::read_to_string(format!("{root}/events/sock/inet_sock_set_state/id")) {
             Ok(text) => {
-                return text.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad tracepoint id"))
+                return text
+                    .trim()
+                    .parse()
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad tracepoint id"))
             }
             Err(e) => last = e,
         }
@@ -219,7 +236,14 @@ pub fn floor_classic() -> io::Result<Floor> {
     const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
     // SAFETY: attr is a valid perf_event_attr of the size it declares.
     let fd = unsafe {
-        libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), -1 as libc::c_int, 0 as libc::c_int, -1 as libc::c_int, PERF_FLAG_FD_CLOEXEC)
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            -1 as libc::c_int,
+            0 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -237,7 +261,10 @@ pub fn floor_classic() -> io::Result<Floor> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(Floor { prog, _attachment: event })
+    Ok(Floor {
+        prog,
+        _attachment: event,
+    })
 }
 
 #[cfg(test)]

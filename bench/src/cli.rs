@@ -68,8 +68,12 @@ pub enum TracerKind {
 }
 
 impl TracerKind {
-    pub const ALL: [TracerKind; 4] =
-        [TracerKind::Portrace, TracerKind::LibbpfTools, TracerKind::Bcc, TracerKind::Bpftrace];
+    pub const ALL: [TracerKind; 4] = [
+        TracerKind::Portrace,
+        TracerKind::LibbpfTools,
+        TracerKind::Bcc,
+        TracerKind::Bpftrace,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -103,7 +107,9 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
     }
     match text.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 1_000_000.0 => Ok(Rate::PerSecond(r)),
-        _ => Err(format!("'{text}' is not a rate: `unpaced` or connections per second (1 to 1000000)")),
+        _ => Err(format!(
+            "'{text}' is not a rate: `unpaced` or connections per second (1 to 1000000)"
+        )),
     }
 }
 
@@ -212,7 +218,9 @@ mod tests {
     #[test]
     fn defaults_match_the_issue() {
         let cli = Cli::try_parse_from(["portrace-bench", "run"]).unwrap();
-        let Command::Run(o) = cli.command else { panic!("not run") };
+        let Command::Run(o) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(o.count, 20_000);
         assert_eq!(o.concurrency, 4);
         assert_eq!(o.rate, Rate::Unpaced);
@@ -226,16 +234,33 @@ mod tests {
     #[test]
     fn flags_parse() {
         let cli = Cli::try_parse_from([
-            "portrace-bench", "run", "--count", "500", "--rate", "2000", "--close", "server",
-            "--transport", "veth", "--tracers", "bpftrace,portrace", "--rounds", "1",
+            "portrace-bench",
+            "run",
+            "--count",
+            "500",
+            "--rate",
+            "2000",
+            "--close",
+            "server",
+            "--transport",
+            "veth",
+            "--tracers",
+            "bpftrace,portrace",
+            "--rounds",
+            "1",
         ])
         .unwrap();
-        let Command::Run(o) = cli.command else { panic!("not run") };
+        let Command::Run(o) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(o.count, 500);
         assert_eq!(o.rate, Rate::PerSecond(2000.0));
         assert_eq!(o.closer, Closer::Server);
         assert_eq!(o.transport, TransportChoice::Veth);
-        assert_eq!(o.tracer_list(), vec![TracerKind::Portrace, TracerKind::Bpftrace]);
+        assert_eq!(
+            o.tracer_list(),
+            vec![TracerKind::Portrace, TracerKind::Bpftrace]
+        );
         assert!(Cli::try_parse_from(["portrace-bench", "run", "--rate", "-3"]).is_err());
         assert!(Cli::try_parse_from(["portrace-bench", "run", "--count", "0"]).is_err());
         assert!(Cli::try_parse_from(["portrace-bench", "run", "--tracers", "tcpdump"]).is_err());

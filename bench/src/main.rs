@@ -63,13 +63,18 @@ fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     }
 }
 
 fn run(mut o: Options) -> sys::Result<()> {
     if !peers::is_root() {
-        return Err(Error::Failed("the benchmark loads BPF programs and creates network namespaces: run it as root".into()));
+        return Err(Error::Failed(
+            "the benchmark loads BPF programs and creates network namespaces: run it as root"
+                .into(),
+        ));
     }
     for tool in ["ip", "sysctl"] {
         peers::require_tool(tool)?;
@@ -84,10 +89,12 @@ fn run(mut o: Options) -> sys::Result<()> {
             o.tcpload.display()
         )));
     }
-    std::fs::create_dir_all(&o.work_dir).map_err(|e| format!("creating {}: {e}", o.work_dir.display()))?;
+    std::fs::create_dir_all(&o.work_dir)
+        .map_err(|e| format!("creating {}: {e}", o.work_dir.display()))?;
     // Others may rebuild target/release while this runs: every run uses these copies.
     let bin_dir = o.work_dir.join("bin");
-    std::fs::create_dir_all(&bin_dir).map_err(|e| format!("creating {}: {e}", bin_dir.display()))?;
+    std::fs::create_dir_all(&bin_dir)
+        .map_err(|e| format!("creating {}: {e}", bin_dir.display()))?;
     for (what, path) in [("portrace", &mut o.portrace), ("tcpload", &mut o.tcpload)] {
         let copy = bin_dir.join(what);
         if path.is_file() && *path != copy {
@@ -108,7 +115,12 @@ fn run(mut o: Options) -> sys::Result<()> {
     for &kind in &tracer_kinds {
         match peers::locate(kind, &o) {
             Ok(l) => {
-                eprintln!("bench: {}: {} ({})", kind.name(), l.program.display(), l.version);
+                eprintln!(
+                    "bench: {}: {} ({})",
+                    kind.name(),
+                    l.program.display(),
+                    l.version
+                );
                 located.push(l);
             }
             Err(why) => {
@@ -150,19 +162,37 @@ fn run(mut o: Options) -> sys::Result<()> {
             for tracer in &located {
                 // An untraced run, then the traced one; both again if others disturbed them.
                 for attempt in 0..=o.retries {
-                    let quiet = measure::wait_for_quiet(std::time::Duration::from_secs(o.quiet_wait))?;
+                    let quiet =
+                        measure::wait_for_quiet(std::time::Duration::from_secs(o.quiet_wait))?;
                     waits.push(quiet);
                     let u = measure::untraced(&mut bench, transport, round)?;
                     let rate = u.result.as_ref().ok().map(|o| o.rate);
                     match &u.result {
-                        Ok(w) => eprintln!("bench: {} round {round}: untraced {:.0} conn/s", transport.name(), w.rate),
-                        Err(e) => eprintln!("bench: {} round {round}: untraced run failed: {e}", transport.name()),
+                        Ok(w) => eprintln!(
+                            "bench: {} round {round}: untraced {:.0} conn/s",
+                            transport.name(),
+                            w.rate
+                        ),
+                        Err(e) => eprintln!(
+                            "bench: {} round {round}: untraced run failed: {e}",
+                            transport.name()
+                        ),
                     }
                     let t = measure::traced(&mut bench, tracer, transport, round, rate)?;
-                    eprintln!("bench: {} round {round}: {}", transport.name(), progress(&t));
-                    let disturbed: Vec<String> = [u.disturbed(), t.disturbed()].into_iter().flatten().collect();
+                    eprintln!(
+                        "bench: {} round {round}: {}",
+                        transport.name(),
+                        progress(&t)
+                    );
+                    let disturbed: Vec<String> = [u.disturbed(), t.disturbed()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
                     if !disturbed.is_empty() && attempt < o.retries {
-                        eprintln!("bench: disturbed ({}); running the pair again", disturbed.join("; "));
+                        eprintln!(
+                            "bench: disturbed ({}); running the pair again",
+                            disturbed.join("; ")
+                        );
                         discarded.push(json!({
                             "why": disturbed,
                             "untraced": report::untraced_json(&u),
@@ -197,7 +227,9 @@ fn run(mut o: Options) -> sys::Result<()> {
         if rows[i].tracer == Some(TracerKind::Portrace) && rows[i].unavailable.is_none() {
             let libbpf = rows
                 .iter()
-                .find(|r| r.tracer == Some(TracerKind::LibbpfTools) && r.transport == rows[i].transport)
+                .find(|r| {
+                    r.tracer == Some(TracerKind::LibbpfTools) && r.transport == rows[i].transport
+                })
                 .filter(|r| r.unavailable.is_none())
                 .cloned();
             report::judge(&mut rows[i], libbpf.as_ref());
@@ -257,7 +289,8 @@ fn run(mut o: Options) -> sys::Result<()> {
     if let Some(dir) = o.out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
-    let text = serde_json::to_string_pretty(&results).map_err(|e| format!("encoding the results: {e}"))?;
+    let text =
+        serde_json::to_string_pretty(&results).map_err(|e| format!("encoding the results: {e}"))?;
     std::fs::write(&o.out, text).map_err(|e| format!("writing {}: {e}", o.out.display()))?;
     println!();
     println!("full results: {}", o.out.display());

@@ -71,7 +71,12 @@ pub struct Bench {
 
 impl Bench {
     pub fn new(shape: Shape, runs_dir: PathBuf, keep_raw: bool) -> Bench {
-        Bench { shape, runs_dir, keep_raw, next_port: 0 }
+        Bench {
+            shape,
+            runs_dir,
+            keep_raw,
+            next_port: 0,
+        }
     }
 
     /// A port of 63000-63099 for the next run (fresh namespaces make reuse harmless).
@@ -84,7 +89,8 @@ impl Bench {
     fn run_dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.runs_dir.join(name);
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Failed(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Failed(format!("creating {}: {e}", dir.display())))?;
         Ok(dir)
     }
 }
@@ -100,16 +106,27 @@ pub struct Surroundings {
 }
 
 fn surroundings_start(ours: &[i32]) -> (Duration, Duration, Instant, Vec<String>) {
-    (procfs::busy_cpu(), procfs::self_cpu(), Instant::now(), procfs::busy_strangers(ours))
+    (
+        procfs::busy_cpu(),
+        procfs::self_cpu(),
+        Instant::now(),
+        procfs::busy_strangers(ours),
+    )
 }
 
-fn surroundings_end(start: (Duration, Duration, Instant, Vec<String>), ours: Duration) -> Surroundings {
+fn surroundings_end(
+    start: (Duration, Duration, Instant, Vec<String>),
+    ours: Duration,
+) -> Surroundings {
     let (busy0, self0, t0, strangers) = start;
     let busy = procfs::busy_cpu().saturating_sub(busy0);
     let mine = procfs::self_cpu().saturating_sub(self0);
     let other = busy.saturating_sub(ours + mine);
     let wall = t0.elapsed().as_secs_f64().max(1e-3);
-    Surroundings { other_cores: other.as_secs_f64() / wall, strangers }
+    Surroundings {
+        other_cores: other.as_secs_f64() / wall,
+        strangers,
+    }
 }
 
 /// Other processes may use this much CPU (in cores) during a run before it counts as
@@ -132,10 +149,16 @@ impl UntracedRun {
     pub fn disturbed(&self) -> Option<String> {
         let mut why = Vec::new();
         if self.surroundings.other_cores > DISTURBED_CORES {
-            why.push(format!("other processes used {:.2} cores", self.surroundings.other_cores));
+            why.push(format!(
+                "other processes used {:.2} cores",
+                self.surroundings.other_cores
+            ));
         }
         if !self.foreign_programs.is_empty() {
-            why.push(format!("BPF programs of others were loaded: {}", self.foreign_programs.join(", ")));
+            why.push(format!(
+                "BPF programs of others were loaded: {}",
+                self.foreign_programs.join(", ")
+            ));
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
@@ -173,7 +196,9 @@ impl ProgDelta {
             on_state_tracepoint: on_state,
             run_cnt: after.run_cnt.saturating_sub(before.run_cnt),
             run_time_ns: after.run_time_ns.saturating_sub(before.run_time_ns),
-            recursion_misses: after.recursion_misses.saturating_sub(before.recursion_misses),
+            recursion_misses: after
+                .recursion_misses
+                .saturating_sub(before.recursion_misses),
         }
     }
 
@@ -239,14 +264,22 @@ impl TracedRun {
         let mut why = Vec::new();
         if let Some(f) = self.foreign_transitions() {
             if f > self.score.expected / 100 + 100 {
-                why.push(format!("{f} transitions of others went through the tracepoint"));
+                why.push(format!(
+                    "{f} transitions of others went through the tracepoint"
+                ));
             }
         }
         if self.surroundings.other_cores > DISTURBED_CORES {
-            why.push(format!("other processes used {:.2} cores", self.surroundings.other_cores));
+            why.push(format!(
+                "other processes used {:.2} cores",
+                self.surroundings.other_cores
+            ));
         }
         if !self.foreign_programs.is_empty() {
-            why.push(format!("BPF programs of others were loaded: {}", self.foreign_programs.join(", ")));
+            why.push(format!(
+                "BPF programs of others were loaded: {}",
+                self.foreign_programs.join(", ")
+            ));
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
@@ -277,7 +310,10 @@ pub fn untraced(bench: &mut Bench, transport: Transport, round: u64) -> Result<U
         Err(Error::Interrupted) => return Err(Error::Interrupted),
         Err(Error::Failed(e)) => Err(e),
     };
-    let ours = result.as_ref().map(|o| o.client_cpu + o.server_cpu).unwrap_or_default();
+    let ours = result
+        .as_ref()
+        .map(|o| o.client_cpu + o.server_cpu)
+        .unwrap_or_default();
     let surroundings = surroundings_end(start, ours);
     for p in foreign_programs(&BTreeSet::new()) {
         if !foreign.contains(&p) {
@@ -286,7 +322,14 @@ pub fn untraced(bench: &mut Bench, transport: Transport, round: u64) -> Result<U
     }
     drop(topo);
     settle()?;
-    Ok(UntracedRun { transport, round, port, result, surroundings, foreign_programs: foreign })
+    Ok(UntracedRun {
+        transport,
+        round,
+        port,
+        result,
+        surroundings,
+        foreign_programs: foreign,
+    })
 }
 
 /// How quiet the machine was before a pair of runs.
@@ -305,7 +348,10 @@ pub struct Quiet {
 pub fn wait_for_quiet(max: Duration) -> Result<Quiet> {
     let started = Instant::now();
     let (Ok(_stats), Ok(floor)) = (bpf::enable_stats(), bpf::floor_raw()) else {
-        return Ok(Quiet { quiet: true, ..Quiet::default() });
+        return Ok(Quiet {
+            quiet: true,
+            ..Quiet::default()
+        });
     };
     let mut reported = false;
     loop {
@@ -314,13 +360,20 @@ pub fn wait_for_quiet(max: Duration) -> Result<Quiet> {
         sys::sleep(Duration::from_secs(1))?;
         let secs = t0.elapsed().as_secs_f64();
         let rate = floor.info().map_or(0, |i| i.run_cnt).saturating_sub(hits0) as f64 / secs;
-        let other = procfs::busy_cpu().saturating_sub(busy0).saturating_sub(procfs::self_cpu().saturating_sub(self0));
+        let other = procfs::busy_cpu()
+            .saturating_sub(busy0)
+            .saturating_sub(procfs::self_cpu().saturating_sub(self0));
         let cores = other.as_secs_f64() / secs;
         let own: BTreeSet<u32> = floor.info().map(|i| i.id).into_iter().collect();
         let foreign = foreign_programs(&own);
         let quiet = rate < 200.0 && cores < 0.25 && foreign.is_empty();
         if quiet || started.elapsed() >= max {
-            return Ok(Quiet { waited: started.elapsed(), transitions_per_s: rate, other_cores: cores, quiet });
+            return Ok(Quiet {
+                waited: started.elapsed(),
+                transitions_per_s: rate,
+                other_cores: cores,
+                quiet,
+            });
         }
         if !reported {
             eprintln!(
@@ -339,7 +392,9 @@ fn settle() -> Result<()> {
 
 fn head(path: &Path, n: usize) -> String {
     let mut buf = vec![0u8; n];
-    let got = std::fs::File::open(path).and_then(|mut f| f.read(&mut buf)).unwrap_or(0);
+    let got = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut buf))
+        .unwrap_or(0);
     String::from_utf8_lossy(&buf[..got]).into_owned()
 }
 
@@ -371,9 +426,16 @@ pub fn traced(
     untraced_rate: Option<f64>,
 ) -> Result<TracedRun> {
     let port = bench.port();
-    let dir = bench.run_dir(&format!("{}-r{round}-{}-{port}", transport.name(), tracer.kind.name()))?;
+    let dir = bench.run_dir(&format!(
+        "{}-r{round}-{}-{port}",
+        transport.name(),
+        tracer.kind.name()
+    ))?;
     let topo = transport.topology()?;
-    let target = Target { port, server_addr: topo.server_addr };
+    let target = Target {
+        port,
+        server_addr: topo.server_addr,
+    };
     let mut run = TracedRun {
         transport,
         round,
@@ -407,15 +469,28 @@ pub fn traced(
         }
     };
     run.stats_enabled = stats.is_some();
-    let floor_raw = bpf::floor_raw().map_err(|e| run.floor_errors.push(format!("raw tracepoint floor: {e}"))).ok();
-    let floor_classic =
-        bpf::floor_classic().map_err(|e| run.floor_errors.push(format!("classic tracepoint floor: {e}"))).ok();
+    let floor_raw = bpf::floor_raw()
+        .map_err(|e| run.floor_errors.push(format!("raw tracepoint floor: {e}")))
+        .ok();
+    let floor_classic = bpf::floor_classic()
+        .map_err(|e| {
+            run.floor_errors
+                .push(format!("classic tracepoint floor: {e}"))
+        })
+        .ok();
     let before: BTreeSet<u32> = bpf::prog_ids().into_iter().collect();
 
     let stdout = dir.join("tracer.out");
     let stderr = dir.join("tracer.err");
-    let cmd = tracer.command(target, &dir).map_err(|e| Error::Failed(format!("writing the tracer's script: {e}")))?;
-    let mut proc = Proc::spawn(tracer.kind.name(), cmd, Out::File(&stdout), Out::File(&stderr))?;
+    let cmd = tracer
+        .command(target, &dir)
+        .map_err(|e| Error::Failed(format!("writing the tracer's script: {e}")))?;
+    let mut proc = Proc::spawn(
+        tracer.kind.name(),
+        cmd,
+        Out::File(&stdout),
+        Out::File(&stderr),
+    )?;
 
     // 2. Ready.
     let launched = proc.started;
@@ -425,11 +500,14 @@ pub fn traced(
         if run.startup.announced.is_none() && tracer.announced(&head(&stdout, 4096)) {
             run.startup.announced = Some(now);
         }
+        // Probe until ready: bcc writes its header only when its first event is flushed.
+        probe();
         if run.startup.attached.is_none() {
-            probe();
             let held = procfs::held_programs_of(&[proc.pid]);
             let seen = if run.stats_enabled {
-                held.iter().filter_map(|&id| bpf::prog_info(id)).any(|p| p.run_cnt > 0)
+                held.iter()
+                    .filter_map(|&id| bpf::prog_info(id))
+                    .any(|p| p.run_cnt > 0)
             } else {
                 !held.is_empty()
             };
@@ -447,7 +525,12 @@ pub fn traced(
         }
         if let Some(exit) = proc.poll() {
             let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-            run.error = Some(format!("{} {} during start-up: {}", tracer.kind.name(), exit.describe(), tail(&err, 5)));
+            run.error = Some(format!(
+                "{} {} during start-up: {}",
+                tracer.kind.name(),
+                exit.describe(),
+                tail(&err, 5)
+            ));
             run.tracer_exit = exit.describe();
             drop(topo);
             settle()?;
@@ -456,7 +539,10 @@ pub fn traced(
         if now > READY_TIMEOUT {
             let exit = proc.stop(libc::SIGKILL, Duration::from_secs(2));
             run.tracer_exit = exit.describe();
-            run.error = Some(format!("{} was not ready within {READY_TIMEOUT:?}", tracer.kind.name()));
+            run.error = Some(format!(
+                "{} was not ready within {READY_TIMEOUT:?}",
+                tracer.kind.name()
+            ));
             drop(topo);
             settle()?;
             return Ok(run);
@@ -469,13 +555,24 @@ pub fn traced(
     let mut ids = procfs::held_programs_of(&procfs::tree(proc.pid));
     run.programs_found_by = "fdinfo".into();
     if ids.is_empty() {
-        let floor_ids: BTreeSet<u32> =
-            [&floor_raw, &floor_classic].iter().filter_map(|f| f.as_ref()?.info()).map(|i| i.id).collect();
-        ids = bpf::prog_ids().into_iter().filter(|id| !before.contains(id) && !floor_ids.contains(id)).collect();
+        let floor_ids: BTreeSet<u32> = [&floor_raw, &floor_classic]
+            .iter()
+            .filter_map(|f| f.as_ref()?.info())
+            .map(|i| i.id)
+            .collect();
+        ids = bpf::prog_ids()
+            .into_iter()
+            .filter(|id| !before.contains(id) && !floor_ids.contains(id))
+            .collect();
         run.programs_found_by = "new since start".into();
     }
     let mut ours = ids.clone();
-    ours.extend([&floor_raw, &floor_classic].iter().filter_map(|f| f.as_ref()?.info()).map(|i| i.id));
+    ours.extend(
+        [&floor_raw, &floor_classic]
+            .iter()
+            .filter_map(|f| f.as_ref()?.info())
+            .map(|i| i.id),
+    );
     run.foreign_programs = foreign_programs(&ours);
     let progs_before = infos(&ids);
     let raw_before = floor_raw.as_ref().and_then(|f| f.info());
@@ -515,16 +612,31 @@ pub fn traced(
     run.peak_rss = procfs::peak_rss(proc.pid);
     let progs_after = infos(&ids);
     for after in &progs_after {
-        let before = progs_before.iter().find(|b| b.id == after.id).cloned().unwrap_or_default();
-        run.programs.push(ProgDelta::between(&before, after, tracer.on_state_tracepoint(after)));
+        let before = progs_before
+            .iter()
+            .find(|b| b.id == after.id)
+            .cloned()
+            .unwrap_or_default();
+        run.programs.push(ProgDelta::between(
+            &before,
+            after,
+            tracer.on_state_tracepoint(after),
+        ));
     }
     let delta = |before: Option<ProgInfo>, after: Option<ProgInfo>| match (before, after) {
         (Some(b), Some(a)) => Some(ProgDelta::between(&b, &a, true)),
         _ => None,
     };
     run.floor_raw = delta(raw_before, floor_raw.as_ref().and_then(|f| f.info()));
-    run.floor_classic = delta(classic_before, floor_classic.as_ref().and_then(|f| f.info()));
-    let workload_cpu = run.workload.as_ref().map(|o| o.client_cpu + o.server_cpu).unwrap_or_default();
+    run.floor_classic = delta(
+        classic_before,
+        floor_classic.as_ref().and_then(|f| f.info()),
+    );
+    let workload_cpu = run
+        .workload
+        .as_ref()
+        .map(|o| o.client_cpu + o.server_cpu)
+        .unwrap_or_default();
     run.surroundings = surroundings_end(around, workload_cpu + run.cpu);
 
     // 6. Stop it and read what it wrote.
@@ -537,7 +649,12 @@ pub fn traced(
     run.stderr_tail = tail(&err_text, 5);
     match tracers::parse(tracer.kind, &stdout, &err_text, target) {
         Ok(p) => run.parsed = p,
-        Err(e) => run.error = run.error.take().or(Some(format!("reading the tracer's output: {e}"))),
+        Err(e) => {
+            run.error = run
+                .error
+                .take()
+                .or(Some(format!("reading the tracer's output: {e}")))
+        }
     }
     if run.workload.is_some() {
         run.score = truth::score(&truth::expected(bench.shape.count), &run.parsed.kinds);

@@ -30,7 +30,11 @@ pub struct Netns {
 
 impl Netns {
     pub fn create() -> Result<Netns> {
-        let name = format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "add", &name]);
         run_bounded(&format!("ip netns add {name}"), cmd, SETUP_TIMEOUT)?;
@@ -56,7 +60,11 @@ impl Netns {
     pub fn exec(&self, program: &str, args: &[&str]) -> Result<()> {
         let mut cmd = self.command(program);
         cmd.args(args);
-        run_bounded(&format!("{program} {} in {}", args.join(" "), self.name), cmd, SETUP_TIMEOUT)
+        run_bounded(
+            &format!("{program} {} in {}", args.join(" "), self.name),
+            cmd,
+            SETUP_TIMEOUT,
+        )
     }
 }
 
@@ -90,7 +98,11 @@ impl Topology {
 
     /// One namespace; the server on 127.63.0.1 (the client's source is 127.0.0.1).
     pub fn loopback() -> Result<Topology> {
-        Ok(Topology { server_ns: Netns::create()?, client_ns: None, server_addr: Ipv4Addr::new(127, 63, 0, 1) })
+        Ok(Topology {
+            server_ns: Netns::create()?,
+            client_ns: None,
+            server_addr: Ipv4Addr::new(127, 63, 0, 1),
+        })
     }
 
     /// Two namespaces joined by a veth pair: client 169.254.63.1, server 169.254.63.2.
@@ -99,12 +111,30 @@ impl Topology {
         let client_ns = Netns::create()?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let (here, there) = (format!("pbv{n}c"), format!("pbv{n}s"));
-        client_ns.exec("ip", &["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", server_ns.name()])?;
+        client_ns.exec(
+            "ip",
+            &[
+                "link",
+                "add",
+                &here,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &there,
+                "netns",
+                server_ns.name(),
+            ],
+        )?;
         client_ns.exec("ip", &["addr", "add", "169.254.63.1/30", "dev", &here])?;
         server_ns.exec("ip", &["addr", "add", "169.254.63.2/30", "dev", &there])?;
         client_ns.exec("ip", &["link", "set", &here, "up"])?;
         server_ns.exec("ip", &["link", "set", &there, "up"])?;
-        Ok(Topology { server_ns, client_ns: Some(client_ns), server_addr: Ipv4Addr::new(169, 254, 63, 2) })
+        Ok(Topology {
+            server_ns,
+            client_ns: Some(client_ns),
+            server_addr: Ipv4Addr::new(169, 254, 63, 2),
+        })
     }
 }
 
@@ -116,10 +146,15 @@ pub fn remove_stale() {
     };
     for line in list.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|rest| rest.split('-').next()) else {
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
             continue;
         };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "delete", name]);

@@ -41,7 +41,8 @@ pub fn main(o: PacedOptions) -> Result<(), String> {
                     if slot > now {
                         std::thread::sleep(slot - now);
                     }
-                    let mut stream = TcpStream::connect(o.connect).map_err(|e| format!("connect to {}: {e}", o.connect))?;
+                    let mut stream = TcpStream::connect(o.connect)
+                        .map_err(|e| format!("connect to {}: {e}", o.connect))?;
                     if second {
                         let mut buf = [0u8; 512];
                         // Bounded by the server's close (and tcpload's own timeout there).
@@ -63,11 +64,15 @@ pub fn main(o: PacedOptions) -> Result<(), String> {
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| "a client thread panicked".to_string())??;
+        t.join()
+            .map_err(|_| "a client thread panicked".to_string())??;
     }
     let secs = start.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);
-    eprintln!("client: {n} connections in {secs:.3} s ({:.0}/s)", n as f64 / secs.max(1e-9));
+    eprintln!(
+        "client: {n} connections in {secs:.3} s ({:.0}/s)",
+        n as f64 / secs.max(1e-9)
+    );
     println!("done {n}");
     Ok(())
 }

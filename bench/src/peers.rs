@@ -25,7 +25,12 @@ pub fn kernel_release() -> String {
 }
 
 fn dpkg_version(package: &str) -> Option<String> {
-    let out = sys::output_of(Command::new("dpkg-query").args(["-W", "-f", "${Status}|${Version}", package]))?;
+    let out = sys::output_of(Command::new("dpkg-query").args([
+        "-W",
+        "-f",
+        "${Status}|${Version}",
+        package,
+    ]))?;
     let (status, version) = out.split_once('|')?;
     status.ends_with(" installed").then(|| version.to_string())
 }
@@ -49,12 +54,20 @@ pub fn install(log_dir: &Path) -> Result<()> {
     if !running_kernel_has_headers() && std::env::var_os("BCC_KERNEL_SOURCE").is_none() {
         packages.push(headers_package());
     }
-    eprintln!("bench: installing the peers: apt-get install -y {}", packages.join(" "));
+    eprintln!(
+        "bench: installing the peers: apt-get install -y {}",
+        packages.join(" ")
+    );
     let log = log_dir.join("apt.log");
     let apt = |args: &[&str], what: &str, timeout: u64| -> Result<()> {
         let mut cmd = Command::new("apt-get");
         cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
-        let mut p = sys::Proc::spawn(what, cmd, sys::Out::File(&log), sys::Out::File(&log.with_extension("err")))?;
+        let mut p = sys::Proc::spawn(
+            what,
+            cmd,
+            sys::Out::File(&log),
+            sys::Out::File(&log.with_extension("err")),
+        )?;
         let exit = p.wait(Duration::from_secs(timeout))?;
         if exit.success() {
             Ok(())
@@ -78,26 +91,51 @@ pub fn locate(kind: TracerKind, opts: &Options) -> std::result::Result<Located, 
     match kind {
         TracerKind::Portrace => {
             if !opts.portrace.is_file() {
-                return Err(format!("{} does not exist (cargo build --release -p portrace)", opts.portrace.display()));
+                return Err(format!(
+                    "{} does not exist (cargo build --release -p portrace)",
+                    opts.portrace.display()
+                ));
             }
-            let version = sys::output_of(Command::new(&opts.portrace).arg("--version")).unwrap_or_default();
-            Ok(Located { kind, program: opts.portrace.clone(), version, env: Vec::new() })
+            let version =
+                sys::output_of(Command::new(&opts.portrace).arg("--version")).unwrap_or_default();
+            Ok(Located {
+                kind,
+                program: opts.portrace.clone(),
+                version,
+                env: Vec::new(),
+            })
         }
         TracerKind::LibbpfTools => {
             let version = dpkg_version("libbpf-tools").ok_or_else(|| missing("libbpf-tools"))?;
             let program = find_program("tcpstates").ok_or_else(|| missing("libbpf-tools"))?;
-            Ok(Located { kind, program, version: format!("libbpf-tools {version}"), env: Vec::new() })
+            Ok(Located {
+                kind,
+                program,
+                version: format!("libbpf-tools {version}"),
+                env: Vec::new(),
+            })
         }
         TracerKind::Bcc => {
             let version = dpkg_version("bpfcc-tools").ok_or_else(|| missing("bpfcc-tools"))?;
             let program = find_program("tcpstates-bpfcc").ok_or_else(|| missing("bpfcc-tools"))?;
             let env = bcc_headers(&opts.work_dir)?;
-            Ok(Located { kind, program, version: format!("bpfcc-tools {version}"), env })
+            Ok(Located {
+                kind,
+                program,
+                version: format!("bpfcc-tools {version}"),
+                env,
+            })
         }
         TracerKind::Bpftrace => {
             let program = find_program("bpftrace").ok_or_else(|| missing("bpftrace"))?;
-            let version = sys::output_of(Command::new(&program).arg("--version")).unwrap_or_default();
-            Ok(Located { kind, program, version, env: Vec::new() })
+            let version =
+                sys::output_of(Command::new(&program).arg("--version")).unwrap_or_default();
+            Ok(Located {
+                kind,
+                program,
+                version,
+                env: Vec::new(),
+            })
         }
     }
 }
@@ -117,7 +155,10 @@ fn bcc_headers(work_dir: &Path) -> std::result::Result<Vec<(String, String)>, St
             headers_package()
         )
     })?;
-    let name = flavour.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = flavour
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let merged = work_dir.join("kernel-headers").join(&name);
     let stamp = merged.join(".complete");
     if !stamp.exists() {
@@ -127,7 +168,10 @@ fn bcc_headers(work_dir: &Path) -> std::result::Result<Vec<(String, String)>, St
         std::fs::write(&stamp, b"").map_err(|e| format!("{}: {e}", stamp.display()))?;
     }
     let merged = std::fs::canonicalize(&merged).unwrap_or(merged);
-    Ok(vec![("BCC_KERNEL_SOURCE".into(), merged.to_string_lossy().into_owned())])
+    Ok(vec![(
+        "BCC_KERNEL_SOURCE".into(),
+        merged.to_string_lossy().into_owned(),
+    )])
 }
 
 /// The newest `/usr/src/linux-headers-X-common` and its flavour directory.
@@ -135,14 +179,29 @@ fn debian_headers() -> Option<(PathBuf, PathBuf)> {
     let mut best: Option<(Vec<u64>, PathBuf, PathBuf)> = None;
     for entry in std::fs::read_dir("/usr/src").ok()?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(version) = name.strip_prefix("linux-headers-").and_then(|r| r.strip_suffix("-common")) else {
+        let Some(version) = name
+            .strip_prefix("linux-headers-")
+            .and_then(|r| r.strip_suffix("-common"))
+        else {
             continue;
         };
-        let flavour = std::fs::read_dir("/usr/src").ok()?.flatten().map(|e| e.path()).find(|p| {
-            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            n.starts_with(&format!("linux-headers-{version}-")) && !n.ends_with("-common") && p.join("include").is_dir()
-        })?;
-        let key: Vec<u64> = version.split(|c: char| !c.is_ascii_digit()).filter_map(|d| d.parse().ok()).collect();
+        let flavour = std::fs::read_dir("/usr/src")
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                let n = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                n.starts_with(&format!("linux-headers-{version}-"))
+                    && !n.ends_with("-common")
+                    && p.join("include").is_dir()
+            })?;
+        let key: Vec<u64> = version
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|d| d.parse().ok())
+            .collect();
         if best.as_ref().is_none_or(|(k, _, _)| key > *k) {
             best = Some((key, entry.path(), flavour));
         }

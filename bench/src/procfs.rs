@@ -24,15 +24,28 @@ pub fn clock_ticks() -> u64 {
 fn stat_fields(pid: i32) -> Option<Vec<u64>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &text[text.rfind(')')? + 1..];
-    Some(after.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0)).collect())
+    Some(
+        after
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0))
+            .collect(),
+    )
 }
 
 /// Parent pid of every process.
 fn parents() -> HashMap<i32, i32> {
     let mut map = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return map };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return map;
+    };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
         if let Some(fields) = stat_fields(pid) {
             // ppid is field 4, index 1 here.
             if let Some(&ppid) = fields.get(1) {
@@ -85,11 +98,18 @@ pub fn peak_rss(pid: i32) -> Option<u64> {
 pub fn held_programs_of(pids: &[i32]) -> BTreeSet<u32> {
     let mut ids = BTreeSet::new();
     for &pid in pids {
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { continue };
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+            continue;
+        };
         for entry in dir.flatten() {
-            let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
             for line in text.lines() {
-                if let Some(id) = line.strip_prefix("prog_id:").and_then(|v| v.trim().parse::<u32>().ok()) {
+                if let Some(id) = line
+                    .strip_prefix("prog_id:")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                {
                     if id != 0 {
                         ids.insert(id);
                     }
@@ -103,10 +123,20 @@ pub fn held_programs_of(pids: &[i32]) -> BTreeSet<u32> {
 /// The machine's busy CPU time: user + nice + system over all CPUs, from `/proc/stat`
 /// (interrupt and softirq time, which no process is charged for, are left out).
 pub fn busy_cpu() -> Duration {
-    let Ok(text) = std::fs::read_to_string("/proc/stat") else { return Duration::ZERO };
-    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else { return Duration::ZERO };
-    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    let ticks = f.first().copied().unwrap_or(0) + f.get(1).copied().unwrap_or(0) + f.get(2).copied().unwrap_or(0);
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return Duration::ZERO;
+    };
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return Duration::ZERO;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.first().copied().unwrap_or(0)
+        + f.get(1).copied().unwrap_or(0)
+        + f.get(2).copied().unwrap_or(0);
     Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks())
 }
 
@@ -116,7 +146,9 @@ pub fn self_cpu() -> Duration {
 }
 
 fn tree_cpu_single(pid: i32) -> Duration {
-    let Some(f) = stat_fields(pid) else { return Duration::ZERO };
+    let Some(f) = stat_fields(pid) else {
+        return Duration::ZERO;
+    };
     let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
     Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks())
 }
@@ -124,18 +156,41 @@ fn tree_cpu_single(pid: i32) -> Duration {
 /// Processes running now, other than this benchmark's, whose names say they are heavy
 /// (builds, other tracers, other workloads): a sign the numbers may be disturbed.
 pub fn busy_strangers(ours: &[i32]) -> Vec<String> {
-    const HEAVY: [&str; 9] = ["rustc", "cargo", "cc1", "ld", "portrace", "tcpload", "bpftrace", "tcpstates", "python3"];
+    const HEAVY: [&str; 9] = [
+        "rustc",
+        "cargo",
+        "cc1",
+        "ld",
+        "portrace",
+        "tcpload",
+        "bpftrace",
+        "tcpstates",
+        "python3",
+    ];
     let mut found = Vec::new();
     let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
         if pid == me || ours.contains(&pid) {
             continue;
         }
-        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
         let comm = comm.trim();
-        if HEAVY.iter().any(|h| comm == *h || comm.starts_with(&format!("{h}-"))) {
+        if HEAVY
+            .iter()
+            .any(|h| comm == *h || comm.starts_with(&format!("{h}-")))
+        {
             found.push(format!("{comm}[{pid}]"));
         }
     }

@@ -72,7 +72,10 @@ impl Row {
     }
 
     pub fn startup_max(&self) -> Option<f64> {
-        self.startup_ms.iter().copied().fold(None, |m, v| Some(m.map_or(v, |m: f64| m.max(v))))
+        self.startup_ms
+            .iter()
+            .copied()
+            .fold(None, |m, v| Some(m.map_or(v, |m: f64| m.max(v))))
     }
 
     pub fn floor_ratio(&self) -> Option<f64> {
@@ -88,8 +91,14 @@ fn mean(values: &[f64]) -> Option<f64> {
 fn per_program(runs: &[&TracedRun], on_state: bool) -> BTreeMap<String, (u64, u64, String)> {
     let mut groups: BTreeMap<String, (u64, u64, String)> = BTreeMap::new();
     for r in runs {
-        for p in r.programs.iter().filter(|p| !on_state || p.on_state_tracepoint) {
-            let g = groups.entry(format!("{} ({})", p.name, p.prog_type)).or_insert((0, 0, p.prog_type.clone()));
+        for p in r
+            .programs
+            .iter()
+            .filter(|p| !on_state || p.on_state_tracepoint)
+        {
+            let g = groups
+                .entry(format!("{} ({})", p.name, p.prog_type))
+                .or_insert((0, 0, p.prog_type.clone()));
             g.0 += p.run_time_ns;
             g.1 += p.run_cnt;
         }
@@ -98,19 +107,37 @@ fn per_program(runs: &[&TracedRun], on_state: bool) -> BTreeMap<String, (u64, u6
 }
 
 fn floor_ns(runs: &[&TracedRun], pick: impl Fn(&TracedRun) -> Option<&ProgDelta>) -> Option<f64> {
-    let (t, n) = runs.iter().filter_map(|r| pick(r)).fold((0u64, 0u64), |(t, n), p| (t + p.run_time_ns, n + p.run_cnt));
+    let (t, n) = runs
+        .iter()
+        .filter_map(|r| pick(r))
+        .fold((0u64, 0u64), |(t, n), p| (t + p.run_time_ns, n + p.run_cnt));
     (n > 0).then(|| t as f64 / n as f64)
 }
 
 /// The row of `tracer` on `transport`.
 pub fn row(transport: Transport, tracer: TracerKind, runs: &[TracedRun]) -> Row {
-    let mine: Vec<&TracedRun> = runs.iter().filter(|r| r.transport == transport && r.tracer == tracer).collect();
-    let mut row = Row { transport: Some(transport), tracer: Some(tracer), ..Row::default() };
+    let mine: Vec<&TracedRun> = runs
+        .iter()
+        .filter(|r| r.transport == transport && r.tracer == tracer)
+        .collect();
+    let mut row = Row {
+        transport: Some(transport),
+        tracer: Some(tracer),
+        ..Row::default()
+    };
     let ok: Vec<&TracedRun> = mine.iter().copied().filter(|r| r.error.is_none()).collect();
-    row.failures = mine.iter().filter_map(|r| r.error.as_ref().map(|e| format!("round {}: {e}", r.round))).collect();
+    row.failures = mine
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("round {}: {e}", r.round)))
+        .collect();
     row.runs = ok.len();
     if ok.is_empty() {
-        row.unavailable = Some(row.failures.first().cloned().unwrap_or_else(|| "no run".into()));
+        row.unavailable = Some(
+            row.failures
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "no run".into()),
+        );
         return row;
     }
     let mut ratios = Vec::new();
@@ -130,7 +157,9 @@ pub fn row(transport: Transport, tracer: TracerKind, runs: &[TracedRun]) -> Row 
         }
         row.skips += r.skips();
         for p in &r.programs {
-            *row.skips_by_program.entry(format!("{} ({})", p.name, p.prog_type)).or_insert(0) += p.recursion_misses;
+            *row.skips_by_program
+                .entry(format!("{} ({})", p.name, p.prog_type))
+                .or_insert(0) += p.recursion_misses;
         }
         row.silent += r.silent();
         cpu_ns += r.cpu.as_nanos() as f64;
@@ -164,7 +193,11 @@ pub fn row(transport: Transport, tracer: TracerKind, runs: &[TracedRun]) -> Row 
             let ns = *time as f64 / *count as f64;
             row.kernel_ns_by_program.insert(name.clone(), ns);
             kernel += ns;
-            let f = if prog_type == "tracepoint" { classic_floor } else { raw_floor };
+            let f = if prog_type == "tracepoint" {
+                classic_floor
+            } else {
+                raw_floor
+            };
             floor = floor.zip(f).map(|(a, b)| a + b);
         }
     }
@@ -172,8 +205,16 @@ pub fn row(transport: Transport, tracer: TracerKind, runs: &[TracedRun]) -> Row 
         row.kernel_ns = Some(kernel);
         row.floor_ns = floor;
     }
-    let hits: u64 = ok.iter().filter_map(|r| r.floor_raw.as_ref()).map(|f| f.run_cnt).sum();
-    let all_time: u64 = ok.iter().flat_map(|r| r.programs.iter()).map(|p| p.run_time_ns).sum();
+    let hits: u64 = ok
+        .iter()
+        .filter_map(|r| r.floor_raw.as_ref())
+        .map(|f| f.run_cnt)
+        .sum();
+    let all_time: u64 = ok
+        .iter()
+        .flat_map(|r| r.programs.iter())
+        .map(|p| p.run_time_ns)
+        .sum();
     row.all_programs_ns = (hits > 0 && all_time > 0).then(|| all_time as f64 / hits as f64);
     row
 }
@@ -188,23 +229,40 @@ pub fn judge(row: &mut Row, libbpf: Option<&Row>) {
         pass: pct.map(|_| row.matched == row.expected),
         detail: format!("{} of {} expected transitions", row.matched, row.expected),
     });
-    v.push(Verdict { target: "0 reported losses", pass: Some(row.lost == 0), detail: format!("{}", row.lost) });
+    v.push(Verdict {
+        target: "0 reported losses",
+        pass: Some(row.lost == 0),
+        detail: format!("{}", row.lost),
+    });
     v.push(Verdict {
         target: "0 silent misses",
         pass: Some(row.silent == 0),
-        detail: format!("{} missing and not reported; the kernel skipped its programs {} times", row.silent, row.skips),
+        detail: format!(
+            "{} missing and not reported; the kernel skipped its programs {} times",
+            row.silent, row.skips
+        ),
     });
     v.push(Verdict {
         target: "traced/untraced rate >= 0.9",
         pass: row.rate_ratio.map(|r| r >= target::RATE_RATIO),
-        detail: row.rate_ratio.map_or("not measured".into(), |r| format!("{r:.3}")),
+        detail: row
+            .rate_ratio
+            .map_or("not measured".into(), |r| format!("{r:.3}")),
     });
     let libbpf_cpu = libbpf.and_then(|l| l.cpu_ns_per_event);
     v.push(Verdict {
         target: "CPU per event <= 1/3 of libbpf-tools'",
-        pass: row.cpu_ns_per_event.zip(libbpf_cpu).map(|(p, l)| p <= l * target::CPU_VS_LIBBPF),
+        pass: row
+            .cpu_ns_per_event
+            .zip(libbpf_cpu)
+            .map(|(p, l)| p <= l * target::CPU_VS_LIBBPF),
         detail: match (row.cpu_ns_per_event, libbpf_cpu) {
-            (Some(p), Some(l)) => format!("{:.2} us vs {:.2} us ({:.2}x)", p / 1000.0, l / 1000.0, p / l),
+            (Some(p), Some(l)) => format!(
+                "{:.2} us vs {:.2} us ({:.2}x)",
+                p / 1000.0,
+                l / 1000.0,
+                p / l
+            ),
             (Some(p), None) => format!("{:.2} us; libbpf-tools not measured", p / 1000.0),
             _ => "not measured".into(),
         },
@@ -212,12 +270,16 @@ pub fn judge(row: &mut Row, libbpf: Option<&Row>) {
     v.push(Verdict {
         target: "start-up < 100 ms",
         pass: row.startup_max().map(|s| s < target::STARTUP_MS),
-        detail: row.startup_max().map_or("not measured".into(), |s| format!("{s:.1} ms (worst round)")),
+        detail: row.startup_max().map_or("not measured".into(), |s| {
+            format!("{s:.1} ms (worst round)")
+        }),
     });
     v.push(Verdict {
         target: "peak RSS < 30 MB",
         pass: row.peak_rss.map(|b| b < target::PEAK_RSS_BYTES),
-        detail: row.peak_rss.map_or("not measured".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
+        detail: row.peak_rss.map_or("not measured".into(), |b| {
+            format!("{:.1} MB", b as f64 / 1e6)
+        }),
     });
     v.push(Verdict {
         target: "in-kernel cost <= 1.5x the empty program",
@@ -242,7 +304,12 @@ fn verdict(row: &Row, target: &str) -> &'static str {
     if row.verdicts.is_empty() {
         return "";
     }
-    mark(row.verdicts.iter().find(|v| v.target.starts_with(target)).and_then(|v| v.pass))
+    mark(
+        row.verdicts
+            .iter()
+            .find(|v| v.target.starts_with(target))
+            .and_then(|v| v.pass),
+    )
 }
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
@@ -271,8 +338,12 @@ pub fn table(rows: &[Row], untraced: &[UntracedRun]) -> String {
     let mut transports: Vec<Transport> = rows.iter().filter_map(|r| r.transport).collect();
     transports.dedup();
     for t in transports {
-        let rates: Vec<f64> =
-            untraced.iter().filter(|u| u.transport == t).filter_map(|u| u.result.as_ref().ok()).map(|o| o.rate).collect();
+        let rates: Vec<f64> = untraced
+            .iter()
+            .filter(|u| u.transport == t)
+            .filter_map(|u| u.result.as_ref().ok())
+            .map(|o| o.rate)
+            .collect();
         let mut cells = vec!["(untraced)".to_string(), t.name().to_string()];
         cells.extend(vec!["-".to_string(); 5]);
         cells.push(opt(mean(&rates), |r| format!("{r:.0} conn/s")));
@@ -289,11 +360,19 @@ pub fn table(rows: &[Row], untraced: &[UntracedRun]) -> String {
             lines.push(vec![
                 name,
                 t.name().to_string(),
-                format!("{}{}", opt(r.captured_pct(), |p| format!("{p:.3}%")), verdict(r, "captured")),
+                format!(
+                    "{}{}",
+                    opt(r.captured_pct(), |p| format!("{p:.3}%")),
+                    verdict(r, "captured")
+                ),
                 format!("{}{}", r.lost, verdict(r, "0 reported")),
                 r.skips.to_string(),
                 format!("{}{}", r.silent, verdict(r, "0 silent")),
-                format!("{}{}", opt(r.cpu_ns_per_event, |n| format!("{:.2} us", n / 1000.0)), verdict(r, "CPU")),
+                format!(
+                    "{}{}",
+                    opt(r.cpu_ns_per_event, |n| format!("{:.2} us", n / 1000.0)),
+                    verdict(r, "CPU")
+                ),
                 format!(
                     "{}{}",
                     opt(r.rate_ratio, |x| format!(
@@ -303,11 +382,26 @@ pub fn table(rows: &[Row], untraced: &[UntracedRun]) -> String {
                     )),
                     verdict(r, "traced")
                 ),
-                format!("{}{}", opt(r.startup_max(), |s| format!("{s:.0} ms")), verdict(r, "start-up")),
-                format!("{}{}", opt(r.peak_rss.map(|b| b as f64), |b| format!("{:.1} MB", b / 1e6)), verdict(r, "peak")),
+                format!(
+                    "{}{}",
+                    opt(r.startup_max(), |s| format!("{s:.0} ms")),
+                    verdict(r, "start-up")
+                ),
+                format!(
+                    "{}{}",
+                    opt(r.peak_rss.map(|b| b as f64), |b| format!(
+                        "{:.1} MB",
+                        b / 1e6
+                    )),
+                    verdict(r, "peak")
+                ),
                 opt(r.kernel_ns, |k| format!("{k:.0} ns")),
                 opt(r.floor_ns, |f| format!("{f:.0} ns")),
-                format!("{}{}", opt(r.floor_ratio(), |x| format!("{x:.1}x")), verdict(r, "in-kernel")),
+                format!(
+                    "{}{}",
+                    opt(r.floor_ratio(), |x| format!("{x:.1}x")),
+                    verdict(r, "in-kernel")
+                ),
                 opt(r.all_programs_ns, |a| format!("{a:.0} ns")),
             ]);
         }
@@ -326,7 +420,9 @@ pub fn table(rows: &[Row], untraced: &[UntracedRun]) -> String {
         s
     };
     let mut out = String::new();
-    out.push_str(&fmt_row(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>()));
+    out.push_str(&fmt_row(
+        &header.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+    ));
     out.push('\n');
     out.push('|');
     for w in &widths {
@@ -345,36 +441,68 @@ pub fn table(rows: &[Row], untraced: &[UntracedRun]) -> String {
 pub fn notes(rows: &[Row], untraced: &[UntracedRun]) -> String {
     let mut out = String::new();
     for r in rows.iter().filter(|r| r.unavailable.is_none()) {
-        let name = format!("{}/{}", r.tracer.map_or("?", |k| k.name()), r.transport.map_or("?", |t| t.name()));
+        let name = format!(
+            "{}/{}",
+            r.tracer.map_or("?", |k| k.name()),
+            r.transport.map_or("?", |t| t.name())
+        );
         if !r.missing_by_kind.is_empty() {
             let mut kinds: Vec<(&String, &u64)> = r.missing_by_kind.iter().collect();
             kinds.sort_by(|a, b| b.1.cmp(a.1));
-            let list: Vec<String> = kinds.iter().take(4).map(|(k, n)| format!("{k} {n}")).collect();
+            let list: Vec<String> = kinds
+                .iter()
+                .take(4)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
             let _ = writeln!(out, "- {name}: missing {}", list.join(", "));
         }
-        let skipped: Vec<String> =
-            r.skips_by_program.iter().filter(|(_, &n)| n > 0).map(|(p, n)| format!("{p} {n}")).collect();
+        let skipped: Vec<String> = r
+            .skips_by_program
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect();
         if !skipped.is_empty() {
             let _ = writeln!(out, "- {name}: kernel skipped {}", skipped.join(", "));
         }
         if !r.lost_by_cause.is_empty() && r.lost > 0 {
-            let causes: Vec<String> =
-                r.lost_by_cause.iter().filter(|(_, &n)| n > 0).map(|(c, n)| format!("{c} {n}")).collect();
-            let _ = writeln!(out, "- {name}: reported lost by cause: {}", causes.join(", "));
+            let causes: Vec<String> = r
+                .lost_by_cause
+                .iter()
+                .filter(|(_, &n)| n > 0)
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "- {name}: reported lost by cause: {}",
+                causes.join(", ")
+            );
         }
         if r.extra > 0 {
-            let _ = writeln!(out, "- {name}: {} transitions beyond the expected ones", r.extra);
+            let _ = writeln!(
+                out,
+                "- {name}: {} transitions beyond the expected ones",
+                r.extra
+            );
         }
         for f in &r.failures {
             let _ = writeln!(out, "- {name}: a run failed: {f}");
         }
         for d in &r.disturbed {
-            let _ = writeln!(out, "- {name}: disturbed by others even after the retries ({d}): take with care");
+            let _ = writeln!(
+                out,
+                "- {name}: disturbed by others even after the retries ({d}): take with care"
+            );
         }
     }
     for u in untraced {
         if let Err(e) = &u.result {
-            let _ = writeln!(out, "- untraced {} round {}: failed: {e}", u.transport.name(), u.round);
+            let _ = writeln!(
+                out,
+                "- untraced {} round {}: failed: {e}",
+                u.transport.name(),
+                u.round
+            );
         }
     }
     out

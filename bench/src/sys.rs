@@ -25,10 +25,15 @@ struct Registry {
     namespaces: Vec<String>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry { pids: Vec::new(), namespaces: Vec::new() });
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    pids: Vec::new(),
+    namespaces: Vec::new(),
+});
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 extern "C" fn on_signal(_signal: libc::c_int) {
@@ -112,7 +117,10 @@ pub fn forget_namespace(name: &str) {
 pub fn cleanup_all() {
     let (pids, namespaces) = {
         let mut r = registry();
-        (std::mem::take(&mut r.pids), std::mem::take(&mut r.namespaces))
+        (
+            std::mem::take(&mut r.pids),
+            std::mem::take(&mut r.namespaces),
+        )
     };
     for &pid in &pids {
         // SAFETY: plain system call; the pid is one of our own unreaped children, so it
@@ -131,7 +139,10 @@ pub fn cleanup_all() {
         let _ = reap(pid, true);
     }
     for name in namespaces {
-        let _ = Command::new("ip").args(["netns", "delete", &name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &name])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -221,8 +232,15 @@ impl Proc {
     }
 
     /// [`Proc::spawn`] even after an interruption (for clean-up commands).
-    fn spawn_always(label: &str, mut cmd: Command, stdout: Out<'_>, stderr: Out<'_>) -> Result<Proc> {
-        cmd.stdin(Stdio::null()).stdout(stdio(stdout)?).stderr(stdio(stderr)?);
+    fn spawn_always(
+        label: &str,
+        mut cmd: Command,
+        stdout: Out<'_>,
+        stderr: Out<'_>,
+    ) -> Result<Proc> {
+        cmd.stdin(Stdio::null())
+            .stdout(stdio(stdout)?)
+            .stderr(stdio(stderr)?);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -235,13 +253,20 @@ impl Proc {
         let started = Instant::now();
         // Registered under the lock it is spawned in, so a clean-up cannot miss it.
         let mut r = registry();
-        let child = cmd.spawn().map_err(|e| Error::Failed(format!("starting {label}: {e}")))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::Failed(format!("starting {label}: {e}")))?;
         let pid = child.id() as i32;
         r.pids.push(pid);
         drop(r);
         // The pid is reaped with wait4 below, never through `child`.
         drop(child);
-        Ok(Proc { pid, label: label.to_string(), started, exit: None })
+        Ok(Proc {
+            pid,
+            label: label.to_string(),
+            started,
+            exit: None,
+        })
     }
 
     /// Whether it has ended (reaping it if so).
@@ -264,7 +289,10 @@ impl Proc {
             }
             check()?;
             if Instant::now() >= deadline {
-                return Err(Error::Failed(format!("{} did not end within {timeout:?}", self.label)));
+                return Err(Error::Failed(format!(
+                    "{} did not end within {timeout:?}",
+                    self.label
+                )));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -286,7 +314,11 @@ impl Proc {
         }
         // SAFETY: as above.
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        let exit = reap(self.pid, true).unwrap_or(Exit { code: None, signal: Some(9), cpu: Duration::ZERO });
+        let exit = reap(self.pid, true).unwrap_or(Exit {
+            code: None,
+            signal: Some(9),
+            cpu: Duration::ZERO,
+        });
         registry().pids.retain(|&p| p != self.pid);
         self.exit = Some(exit);
         exit
@@ -318,7 +350,9 @@ pub fn run_bounded_always(label: &str, cmd: Command, timeout: Duration) -> Resul
             break Ok(exit);
         }
         if Instant::now() >= deadline {
-            break Err(Error::Failed(format!("{label} did not end within {timeout:?}")));
+            break Err(Error::Failed(format!(
+                "{label} did not end within {timeout:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -328,13 +362,23 @@ pub fn run_bounded_always(label: &str, cmd: Command, timeout: Duration) -> Resul
     if exit.success() {
         Ok(())
     } else {
-        Err(Error::Failed(format!("{label} {}: {}", exit.describe(), stderr.trim())))
+        Err(Error::Failed(format!(
+            "{label} {}: {}",
+            exit.describe(),
+            stderr.trim()
+        )))
     }
 }
 
 /// Runs `cmd` and returns its standard output (for version queries and the like), or
 /// `None` if it fails.
 pub fn output_of(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -80,7 +80,10 @@ impl Located {
     /// Whether the first bytes of its output contain its start line.
     pub fn announced(&self, head: &str) -> bool {
         match self.kind {
-            TracerKind::Portrace => head.lines().next().is_some_and(|l| l.contains("\"type\":\"start\"")),
+            TracerKind::Portrace => head
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains("\"type\":\"start\"")),
             TracerKind::LibbpfTools | TracerKind::Bcc => head.contains("SKADDR"),
             TracerKind::Bpftrace => head.contains("Attaching"),
         }
@@ -153,7 +156,12 @@ struct Seen<'a> {
 }
 
 /// Reads the tracer's standard output file and standard error text.
-pub fn parse(kind: TracerKind, stdout: &Path, stderr: &str, target: Target) -> std::io::Result<Parsed> {
+pub fn parse(
+    kind: TracerKind,
+    stdout: &Path,
+    stderr: &str,
+    target: Target,
+) -> std::io::Result<Parsed> {
     let mut p = Parsed::default();
     let file = std::fs::File::open(stdout)?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -216,7 +224,8 @@ fn parse_portrace_line(p: &mut Parsed, line: &str, target: Target) {
             }
             if let Some(causes) = v.get("lost_by_cause").and_then(|x| x.as_object()) {
                 for (cause, count) in causes {
-                    p.lost_by_cause.insert(cause.clone(), count.as_u64().unwrap_or(0));
+                    p.lost_by_cause
+                        .insert(cause.clone(), count.as_u64().unwrap_or(0));
                 }
             }
         }
@@ -228,7 +237,9 @@ fn parse_portrace_line(p: &mut Parsed, line: &str, target: Target) {
 /// backwards from the arrow since COMM may hold spaces.
 fn parse_tcpstates_line(p: &mut Parsed, line: &str, target: Target) {
     let t: Vec<&str> = line.split_whitespace().collect();
-    let Some(arrow) = t.iter().position(|&w| w == "->") else { return };
+    let Some(arrow) = t.iter().position(|&w| w == "->") else {
+        return;
+    };
     if arrow < 5 || arrow + 1 >= t.len() {
         return;
     }
@@ -238,7 +249,14 @@ fn parse_tcpstates_line(p: &mut Parsed, line: &str, target: Target) {
     };
     p.count(
         target,
-        Seen { saddr: t[arrow - 5], sport: lport, daddr: t[arrow - 3], dport: rport, old: t[arrow - 1], new: t[arrow + 1] },
+        Seen {
+            saddr: t[arrow - 5],
+            sport: lport,
+            daddr: t[arrow - 3],
+            dport: rport,
+            old: t[arrow - 1],
+            new: t[arrow + 1],
+        },
     );
 }
 
@@ -249,16 +267,29 @@ fn parse_bpftrace_line(p: &mut Parsed, line: &str, target: Target) {
         return;
     }
     let n = t.len();
-    let (Ok(sport), Ok(dport), Ok(old), Ok(new)) =
-        (t[n - 5].parse::<u16>(), t[n - 3].parse::<u16>(), t[n - 2].parse::<u64>(), t[n - 1].parse::<u64>())
-    else {
+    let (Ok(sport), Ok(dport), Ok(old), Ok(new)) = (
+        t[n - 5].parse::<u16>(),
+        t[n - 3].parse::<u16>(),
+        t[n - 2].parse::<u64>(),
+        t[n - 1].parse::<u64>(),
+    ) else {
         return;
     };
     let (Some(old), Some(new)) = (truth::state_name(old), truth::state_name(new)) else {
         p.unreadable += 1;
         return;
     };
-    p.count(target, Seen { saddr: t[n - 6], sport, daddr: t[n - 4], dport, old, new });
+    p.count(
+        target,
+        Seen {
+            saddr: t[n - 6],
+            sport,
+            daddr: t[n - 4],
+            dport,
+            old,
+            new,
+        },
+    );
 }
 
 /// The number in a loss message: `lost 12 events on CPU #1` (libbpf-tools), `Possibly
@@ -279,7 +310,11 @@ pub fn reported_losses(line: &str) -> u64 {
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/usr/local/sbin"].iter().map(PathBuf::from))
+        .chain(
+            ["/usr/sbin", "/sbin", "/usr/bin", "/usr/local/sbin"]
+                .iter()
+                .map(PathBuf::from),
+        )
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }
@@ -289,11 +324,18 @@ mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target { port: 63090, server_addr: Ipv4Addr::new(127, 63, 0, 1) }
+        Target {
+            port: 63090,
+            server_addr: Ipv4Addr::new(127, 63, 0, 1),
+        }
     }
 
     fn write(lines: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("bench-parse-{}-{}", std::process::id(), lines.len()));
+        let p = std::env::temp_dir().join(format!(
+            "bench-parse-{}-{}",
+            std::process::id(),
+            lines.len()
+        ));
         std::fs::write(&p, lines).unwrap();
         p
     }
@@ -306,7 +348,13 @@ ffff88815371e5c0 19981   tcpload    127.0.0.1       0     127.63.0.1      63090 
 ffff88815371e5c0 0       swapper/1  127.0.0.1       42140 127.63.0.1      63090 FIN_WAIT2   -> CLOSE       0.019\n\
 ffff88815371e5c0 0       swapper/1  127.0.0.1       42140 127.0.0.1       63090 FIN_WAIT2   -> CLOSE       0.019\n";
         let path = write(out);
-        let p = parse(TracerKind::LibbpfTools, &path, "lost 7 events on CPU #1\n", target()).unwrap();
+        let p = parse(
+            TracerKind::LibbpfTools,
+            &path,
+            "lost 7 events on CPU #1\n",
+            target(),
+        )
+        .unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(p.transitions, 4);
         assert_eq!(p.kinds.get("CLOSE->LISTEN"), Some(&1));

@@ -62,7 +62,11 @@ pub fn expected(connections: u64) -> BTreeMap<String, u64> {
     KINDS
         .iter()
         .map(|&k| {
-            let n = if k == "CLOSE->LISTEN" || k == "LISTEN->CLOSE" { 1 } else { connections };
+            let n = if k == "CLOSE->LISTEN" || k == "LISTEN->CLOSE" {
+                1
+            } else {
+                connections
+            };
             (k.to_string(), n)
         })
         .collect()
@@ -103,7 +107,11 @@ pub fn score(expected: &BTreeMap<String, u64>, captured: &BTreeMap<String, u64>)
             s.missing_by_kind.insert(k.clone(), want - got);
         }
     }
-    s.extra += captured.iter().filter(|(k, _)| !expected.contains_key(*k)).map(|(_, &n)| n).sum::<u64>();
+    s.extra += captured
+        .iter()
+        .filter(|(k, _)| !expected.contains_key(*k))
+        .map(|(_, &n)| n)
+        .sum::<u64>();
     s
 }
 

@@ -12,7 +12,6 @@ use crate::cli::{Closer, Rate};
 use crate::netns::Topology;
 use crate::sys::{self, Error, Out, Proc, Result};
 
-
 /// How long tcpload itself may take before it gives up.
 const TCPLOAD_TIMEOUT_SECS: u64 = 120;
 /// How long the benchmark waits for either process: longer than tcpload's own deadline.
@@ -68,8 +67,19 @@ pub fn start_server(topo: &Topology, shape: &Shape, port: u16, dir: &Path) -> Re
         Closer::Server => "first",
         Closer::Client => "second",
     };
-    cmd.args(["server", "--listen", &format!("{}:{port}", topo.server_addr), "--count", &shape.count.to_string()])
-        .args(["--close", close, "--timeout", &TCPLOAD_TIMEOUT_SECS.to_string()]);
+    cmd.args([
+        "server",
+        "--listen",
+        &format!("{}:{port}", topo.server_addr),
+        "--count",
+        &shape.count.to_string(),
+    ])
+    .args([
+        "--close",
+        close,
+        "--timeout",
+        &TCPLOAD_TIMEOUT_SECS.to_string(),
+    ]);
     let mut proc = Proc::spawn("tcpload server", cmd, Out::File(&out), Out::File(&err))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -77,17 +87,29 @@ pub fn start_server(topo: &Topology, shape: &Shape, port: u16, dir: &Path) -> Re
             return Ok(Server { proc, out });
         }
         if let Some(exit) = proc.poll() {
-            return Err(Error::Failed(format!("tcpload server {}: {}", exit.describe(), read(&err).trim())));
+            return Err(Error::Failed(format!(
+                "tcpload server {}: {}",
+                exit.describe(),
+                read(&err).trim()
+            )));
         }
         if Instant::now() > deadline {
-            return Err(Error::Failed("tcpload server did not print `ready` within 10 s".into()));
+            return Err(Error::Failed(
+                "tcpload server did not print `ready` within 10 s".into(),
+            ));
         }
         sys::sleep(Duration::from_millis(2))?;
     }
 }
 
 /// Runs the client to completion, then waits for the server.
-pub fn run_client(topo: &Topology, shape: &Shape, port: u16, dir: &Path, mut server: Server) -> Result<Outcome> {
+pub fn run_client(
+    topo: &Topology,
+    shape: &Shape,
+    port: u16,
+    dir: &Path,
+    mut server: Server,
+) -> Result<Outcome> {
     let started = Instant::now();
     let out = dir.join("client.out");
     let err = dir.join("client.err");
@@ -100,14 +122,43 @@ pub fn run_client(topo: &Topology, shape: &Shape, port: u16, dir: &Path, mut ser
     let cmd = match shape.rate {
         Rate::Unpaced => {
             let mut cmd = topo.client_ns().command(&shape.tcpload);
-            cmd.args(["client", "--connect", &connect, "--count", &count, "--concurrency", &concurrency])
-                .args(["--close", close, "--timeout", &TCPLOAD_TIMEOUT_SECS.to_string(), "--stats"]);
+            cmd.args([
+                "client",
+                "--connect",
+                &connect,
+                "--count",
+                &count,
+                "--concurrency",
+                &concurrency,
+            ])
+            .args([
+                "--close",
+                close,
+                "--timeout",
+                &TCPLOAD_TIMEOUT_SECS.to_string(),
+                "--stats",
+            ]);
             cmd
         }
         Rate::PerSecond(rate) => {
             let mut cmd = topo.client_ns().command(&shape.self_exe);
-            cmd.args(["paced-client", "--connect", &connect, "--count", &count, "--concurrency", &concurrency])
-                .args(["--rate", &rate.to_string(), "--close", close, "--timeout", &TCPLOAD_TIMEOUT_SECS.to_string()]);
+            cmd.args([
+                "paced-client",
+                "--connect",
+                &connect,
+                "--count",
+                &count,
+                "--concurrency",
+                &concurrency,
+            ])
+            .args([
+                "--rate",
+                &rate.to_string(),
+                "--close",
+                close,
+                "--timeout",
+                &TCPLOAD_TIMEOUT_SECS.to_string(),
+            ]);
             cmd
         }
     };
@@ -120,26 +171,44 @@ pub fn run_client(topo: &Topology, shape: &Shape, port: u16, dir: &Path, mut ser
         }
         progress.sample(client.pid, server.proc.pid);
         if Instant::now() > deadline {
-            return Err(Error::Failed(format!("the client did not end within {WAIT:?}")));
+            return Err(Error::Failed(format!(
+                "the client did not end within {WAIT:?}"
+            )));
         }
         sys::sleep(Duration::from_millis(2))?;
     };
     let client_err = read(&err);
-    if !client_exit.success() || !read(&out).lines().any(|l| l == format!("done {}", shape.count)) {
+    if !client_exit.success()
+        || !read(&out)
+            .lines()
+            .any(|l| l == format!("done {}", shape.count))
+    {
         server.proc.stop(libc::SIGKILL, Duration::from_secs(2));
-        return Err(Error::Failed(format!("client {}: {}", client_exit.describe(), client_err.trim())));
+        return Err(Error::Failed(format!(
+            "client {}: {}",
+            client_exit.describe(),
+            client_err.trim()
+        )));
     }
     let wall = started.elapsed();
     let server_exit = server.proc.wait(Duration::from_secs(20))?;
-    if !server_exit.success() || !read(&server.out).lines().any(|l| l == format!("done {}", shape.count)) {
+    if !server_exit.success()
+        || !read(&server.out)
+            .lines()
+            .any(|l| l == format!("done {}", shape.count))
+    {
         return Err(Error::Failed(format!(
             "tcpload server {}: {}",
             server_exit.describe(),
             read(&server.out.with_extension("err")).trim()
         )));
     }
-    let (elapsed, rate_end_to_end) = parse_stats(&client_err)
-        .ok_or_else(|| Error::Failed(format!("no rate in the client's output: {}", client_err.trim())))?;
+    let (elapsed, rate_end_to_end) = parse_stats(&client_err).ok_or_else(|| {
+        Error::Failed(format!(
+            "no rate in the client's output: {}",
+            client_err.trim()
+        ))
+    })?;
     Ok(Outcome {
         rate: progress.rate().unwrap_or(rate_end_to_end),
         rate_end_to_end,
@@ -177,7 +246,12 @@ fn tcp_field(text: &str, prefix: &str, name: &str) -> Option<u64> {
 
 impl Progress {
     fn new() -> Progress {
-        Progress { last: None, active: Duration::ZERO, opened: 0, overflows: 0 }
+        Progress {
+            last: None,
+            active: Duration::ZERO,
+            opened: 0,
+            overflows: 0,
+        }
     }
 
     fn sample(&mut self, client: i32, server: i32) {
@@ -193,8 +267,12 @@ impl Progress {
         if comm.trim() == "ip" || comm.is_empty() {
             return;
         }
-        let Ok(snmp) = std::fs::read_to_string(format!("/proc/{client}/net/snmp")) else { return };
-        let Some(count) = tcp_field(&snmp, "Tcp:", "ActiveOpens") else { return };
+        let Ok(snmp) = std::fs::read_to_string(format!("/proc/{client}/net/snmp")) else {
+            return;
+        };
+        let Some(count) = tcp_field(&snmp, "Tcp:", "ActiveOpens") else {
+            return;
+        };
         let now = Instant::now();
         if let Some((t, n)) = self.last {
             if count > n {
@@ -211,8 +289,24 @@ impl Progress {
 
     /// Connections per second while connections were being opened.
     fn rate(&self) -> Option<f64> {
-        (self.active > Duration::from_millis(20) && self.opened > 0).then(|| self.opened as f64 / self.active.as_secs_f64())
+        (self.active > Duration::from_millis(20) && self.opened > 0)
+            .then(|| self.opened as f64 / self.active.as_secs_f64())
     }
+}
+
+/// `tcpload client: 20000 connections in 1.523 s (13132/s)` -> (1.523 s, 20000 / 1.523).
+pub fn parse_stats(text: &str) -> Option<(Duration, f64)> {
+    for line in text.lines() {
+        let Some((head, tail)) = line.split_once(" connections in ") else {
+            continue;
+        };
+        let n: f64 = head.rsplit(' ').next()?.parse().ok()?;
+        let secs: f64 = tail.split_whitespace().next()?.parse().ok()?;
+        if secs > 0.0 {
+            return Some((Duration::from_secs_f64(secs), n / secs));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -221,7 +315,8 @@ mod tests {
 
     #[test]
     fn reads_the_stats_line() {
-        let (d, r) = parse_stats("tcpload client: 20000 connections in 1.600 s (12500/s)\n").unwrap();
+        let (d, r) =
+            parse_stats("tcpload client: 20000 connections in 1.600 s (12500/s)\n").unwrap();
         assert_eq!(d, Duration::from_millis(1600));
         assert!((r - 12500.0).abs() < 1e-6);
         assert!(parse_stats("nothing here").is_none());

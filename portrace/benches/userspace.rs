@@ -156,7 +156,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("portrace-bench-userspace-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("portrace-bench-userspace-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("creating the temporary directory");
         TempDir(dir)
     }
@@ -181,7 +182,9 @@ fn userspace(c: &mut Criterion) {
     let tmp = TempDir::new();
     let clock = Clock::from_offset(1_800_000_000_000_000_000);
     let mut group = c.benchmark_group("userspace");
-    group.throughput(Throughput::Elements(CONNECTIONS * TRANSITIONS_PER_CONNECTION));
+    group.throughput(Throughput::Elements(
+        CONNECTIONS * TRANSITIONS_PER_CONNECTION,
+    ));
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
     group.sample_size(20);
@@ -191,7 +194,10 @@ fn userspace(c: &mut Criterion) {
         let file = File::create(&path).expect("creating the output file");
         let mut truncator = file.try_clone().expect("cloning the output file handle");
         let out: Box<dyn Write + Send> = Box::new(BufWriter::with_capacity(1 << 16, file));
-        let text = TextOptions { color: false, zone: Zone::Fixed(0) };
+        let text = TextOptions {
+            color: false,
+            zone: Zone::Fixed(0),
+        };
         let mut sink: Box<dyn Sink + Send> = output::sink(format, out, text);
         sink.start(&Start {
             time: clock.timestamp(1_000_000_000),
@@ -221,7 +227,9 @@ fn userspace(c: &mut Criterion) {
                     // Outside the timed part: keep the file from filling the disk.
                     if truncator.metadata().map(|m| m.len()).unwrap_or(0) > MAX_FILE_BYTES {
                         truncator.set_len(0).expect("truncating the output file");
-                        truncator.seek(SeekFrom::Start(0)).expect("rewinding the output file");
+                        truncator
+                            .seek(SeekFrom::Start(0))
+                            .expect("rewinding the output file");
                     }
                 }
                 elapsed

@@ -13,7 +13,9 @@ use crate::process::{Cmd, Stdout};
 
 /// Whether `args` already set `flag` (as `--flag VALUE` or `--flag=VALUE`).
 fn has_flag(args: &[OsString], flag: &str) -> bool {
-    args.iter().filter_map(|a| a.to_str()).any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    args.iter()
+        .filter_map(|a| a.to_str())
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
 }
 
 /// The `portrace-bench run` arguments: our paths for whatever the caller did not set,
@@ -23,7 +25,10 @@ pub fn bench_args(args: &[OsString], portrace: &Path, target: &Path) -> Vec<OsSt
     let bench_dir = target.join("bench");
     let owned: Vec<(&str, OsString)> = vec![
         ("--portrace", portrace.as_os_str().to_os_string()),
-        ("--tcpload", target.join("release").join("tcpload").into_os_string()),
+        (
+            "--tcpload",
+            target.join("release").join("tcpload").into_os_string(),
+        ),
         ("--out", bench_dir.join("results.json").into_os_string()),
         ("--work-dir", bench_dir.into_os_string()),
     ];
@@ -41,12 +46,25 @@ pub fn bench_args(args: &[OsString], portrace: &Path, target: &Path) -> Vec<OsSt
 pub fn run(args: &[OsString]) -> Result<(), String> {
     let portrace = crate::build_release()?;
     Cmd::cargo()
-        .args(["build", "--release", "-p", "portrace-tests", "-p", "portrace-bench", "--bins"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "portrace-tests",
+            "-p",
+            "portrace-bench",
+            "--bins",
+        ])
         .cwd(&crate::workspace_root())
-        .run("release build of tcpload and the benchmark", Stdout::ToStderr)?;
+        .run(
+            "release build of tcpload and the benchmark",
+            Stdout::ToStderr,
+        )?;
     let target = crate::target_dir();
     let binary = target.join("release").join("portrace-bench");
-    let cmd = Cmd::new(&binary).args(bench_args(args, &portrace, &target)).cwd(&crate::workspace_root());
+    let cmd = Cmd::new(&binary)
+        .args(bench_args(args, &portrace, &target))
+        .cwd(&crate::workspace_root());
     eprintln!("xtask bench: {cmd}");
     let err = cmd.exec();
     Err(format!("could not start `{cmd}`: {err}"))
@@ -62,7 +80,11 @@ mod tests {
 
     #[test]
     fn fills_in_paths_the_caller_did_not_set() {
-        let args = bench_args(&os(&["--count", "100"]), Path::new("/t/release/portrace"), Path::new("/t"));
+        let args = bench_args(
+            &os(&["--count", "100"]),
+            Path::new("/t/release/portrace"),
+            Path::new("/t"),
+        );
         assert_eq!(
             args,
             os(&[

@@ -48,7 +48,7 @@ const ACCEPT_THREADS: usize = 2;
 const USAGE: &str = "usage:
   tcpload server --listen ADDR:PORT --count N [--close first|second] [--linger0]
                  [--expect reset] [--announce] [--timeout SECS] [--wait-stdin] [--stats]
-  tcpload client --connect ADDR:PORT --count N [--concurrency C] [--close first|second]
+  tcpload client --connect ADDR:PORT --count N [--concurrency C] [--rate CONN/S] [--close first|second]
                  [--linger0] [--bind ADDR:PORT] [--hold] [--expect refused|timeout|reset]
                  [--timeout SECS] [--wait-stdin] [--stats]";
 
@@ -88,6 +88,8 @@ struct Options {
     timeout: Duration,
     wait_stdin: bool,
     stats: bool,
+    /// Connections per second, all threads together; `None` for as fast as possible.
+    rate: Option<u64>,
 }
 
 /// What a connection does once it exists; shared by the server and the client.
@@ -154,6 +156,7 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
     let mut addr = None;
     let mut count = None;
     let mut concurrency = 1usize;
+    let mut rate = None;
     let mut close = if is_server {
         Close::Second
     } else {
@@ -187,6 +190,13 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
             "--connect" if !is_server => addr = Some(parse_addr(&value(flag)?)?),
             "--bind" if !is_server => bind = Some(parse_addr(&value(flag)?)?),
             "--count" => count = Some(parse_number(flag, &value(flag)?)?),
+            "--rate" if !is_server => {
+                let r: usize = parse_number(flag, &value(flag)?)?;
+                if r == 0 {
+                    return Err("--rate must be at least 1 connection per second".into());
+                }
+                rate = Some(r as u64);
+            }
             "--concurrency" if !is_server => {
                 concurrency = parse_number(flag, &value(flag)?)?;
                 if concurrency == 0 {
@@ -250,6 +260,7 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
         timeout,
         wait_stdin,
         stats,
+        rate,
     })
 }
 
@@ -573,7 +584,18 @@ fn client(options: &Options) -> Result<usize, String> {
         let (finished, tx, options) = (finished.clone(), tx.clone(), options.clone());
         thread::spawn(move || {
             let result = (|| {
-                for _ in 0..share {
+                // With --rate, connection k of this thread starts no earlier than k
+                // intervals after the start (the threads share the rate evenly).
+                let interval = options.rate.map(|r| Duration::from_nanos(1_000_000_000 * threads as u64 / r));
+                let start = Instant::now();
+                for k in 0..share {
+                    if let Some(interval) = interval {
+                        let due = start + interval * k as u32;
+                        let now = Instant::now();
+                        if due > now {
+                            thread::sleep(due - now);
+                        }
+                    }
                     if let Some(stream) = attempt(&options)? {
                         end_connection(stream, ending)?;
                     }

@@ -45,6 +45,10 @@ pub struct Timeline {
     cancels: Vec<PendingCancel>,
     /// The latest record of each connection living in a timewait socket, by its address.
     timewaits: HashMap<u64, Decoded>,
+    /// The timer removal that came just before a timewait socket's latest re-arm. When the
+    /// re-arm turns out to have been a new timewait socket at a killed one's address (a
+    /// hand-over claims it), the old connection ended at that removal.
+    rearmed_after: HashMap<u64, Decoded>,
 }
 
 impl Timeline {
@@ -59,6 +63,7 @@ impl Timeline {
             timewait_tracked,
             cancels: Vec::new(),
             timewaits: HashMap::new(),
+            rearmed_after: HashMap::new(),
         }
     }
 
@@ -100,8 +105,9 @@ impl Timeline {
                 self.settle_where(|c| c.tw == tw, out);
                 if let Some(old) = self.timewaits.remove(&tw) {
                     let key = SockKey::TimeWait(tw);
+                    let killed_at = self.rearmed_after.remove(&tw).map_or(d.ts_ns, |c| c.ts_ns);
                     if let Some(before) = self.sockets.state(key) {
-                        let ended = Decoded { ts_ns: d.ts_ns, ..old };
+                        let ended = Decoded { ts_ns: killed_at, ..old };
                         self.emit(key, &ended, before, TcpState::Close, old.owner, Some(EndReason::TimeWaitKilled), out);
                     }
                 }
@@ -114,16 +120,26 @@ impl Timeline {
             Kind::TwArmed { tw, state } => {
                 // `oldstate` is the timewait socket's state before, as the kernel program
                 // last reported it: a re-arm in the same state is no transition.
-                self.cancels.retain(|c| c.tw != tw);
+                match self.cancels.iter().position(|c| c.tw == tw) {
+                    Some(i) => {
+                        let c = self.cancels.remove(i);
+                        self.rearmed_after.insert(tw, c.record);
+                    }
+                    None => {
+                        self.rearmed_after.remove(&tw);
+                    }
+                }
                 self.timewaits.insert(tw, *d);
                 if d.oldstate != state {
                     self.emit(SockKey::TimeWait(tw), d, d.oldstate, state, owner, None, out);
                 }
             }
             Kind::TwCancel { tw, state } => {
+                self.rearmed_after.remove(&tw);
                 self.cancels.push(PendingCancel { tw, record: *d, state });
             }
             Kind::TwExpire { tw, state } => {
+                self.rearmed_after.remove(&tw);
                 // `state` is the timewait socket's state when its timer fired, `oldstate`
                 // the state last reported: they differ only when its change was not seen
                 // (a kernel without `rx_sk` in kfree_skb, or a lost record); the end
@@ -152,6 +168,7 @@ impl Timeline {
             }
             self.cancels.remove(i);
             self.timewaits.remove(&c.tw);
+            self.rearmed_after.remove(&c.tw);
             self.emit(SockKey::TimeWait(c.tw), &c.record, c.state, TcpState::Close, c.record.owner, Some(EndReason::TimeWaitKilled), out);
         }
     }
@@ -339,8 +356,9 @@ mod tests {
             t.push(&Decoded { ts_ns: ts, oldstate: old, newstate: new, ..second }, &mut out);
         }
         t.push(&Decoded { kind: Kind::Handover { tw: TW }, ts_ns: 102, oldstate: FinWait2, newstate: TimeWait, ..second }, &mut out);
-        let ends: Vec<_> = out.iter().filter(|t| t.newstate == Close).map(|t| (t.socket, t.sport, t.reason)).collect();
-        assert_eq!(ends, vec![(1, 40000, Some(EndReason::TimeWaitKilled))]);
+        let ends: Vec<_> =
+            out.iter().filter(|t| t.newstate == Close).map(|t| (t.socket, t.sport, t.reason, t.time.mono_ns)).collect();
+        assert_eq!(ends, vec![(1, 40000, Some(EndReason::TimeWaitKilled), 100)], "dated at the removal");
         let last = out.last().unwrap();
         assert_eq!((last.socket, last.sport, last.oldstate, last.newstate), (2, 40001, FinWait2, TimeWait));
     }

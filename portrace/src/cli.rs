@@ -120,7 +120,7 @@ pub struct LimitArgs {
     pub count: Option<u64>,
 
     /// Size of the kernel's ring buffer: a power of two of at least 4K (4096, 64K, 4M).
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_ring_size)]
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size)]
     pub ring_size: u32,
 
     /// At the end, print a report of the trace on stderr (as `portrace report` would).
@@ -478,7 +478,7 @@ mod tests {
         let c = parse(&[]).unwrap();
         assert_eq!(c.filter, FilterSpec::default());
         assert_eq!(c.format, OutputFormat::Text);
-        assert_eq!(c.ring_size, 8 << 20);
+        assert_eq!(c.ring_size, 4 << 20);
         assert_eq!((c.duration, c.count), (None, None));
     }
 

@@ -91,6 +91,9 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
         _ => 0,
     };
     let mut ebpf = EbpfLoader::new()
+        // The programs use no CO-RE relocations (portrace computes the offsets it needs
+        // from BTF itself), so aya has nothing to relocate.
+        .btf(None)
         .override_global("LAYOUT", &setup.layout, true)
         .override_global("SOCK", &sock, true)
         .override_global("FILTER", &setup.filter, true)

@@ -126,10 +126,17 @@ async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
     if tracefs.mounted_by_us {
         eprintln!("portrace: tracefs was not mounted; mounted it at {}", tracefs.path.display());
     }
+    // The kernel's symbol table and its BTF are each some 25 ms to read: read them at once.
+    let (sock, tw_handler) = std::thread::scope(|scope| {
+        let symbols = scope.spawn(loader::tw_timer_handler);
+        let sock = btf::Btf::from_kernel().and_then(|b| btf::sock_layout(&b)).map_err(|e| e.to_string());
+        let tw_handler = symbols.join().unwrap_or_else(|_| Err("reading /proc/kallsyms failed".to_string()));
+        (sock, tw_handler)
+    });
     let setup = Setup {
         layout: tracefs::read_layout(&tracefs.path)?,
-        sock: btf::Btf::from_kernel().and_then(|b| btf::sock_layout(&b)).map_err(|e| e.to_string()),
-        tw_handler: loader::tw_timer_handler(),
+        sock,
+        tw_handler,
         kfree_skb_has_rx_sk: std::fs::read_to_string(tracefs.path.join("events/skb/kfree_skb/format"))
             .is_ok_and(|f| f.contains(" rx_sk;")),
         filter: config.filter.to_kernel()?,
@@ -155,9 +162,14 @@ async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
         ring_size: config.ring_size,
         notes: tracer.limitations.clone(),
     })?;
+    // The programs are attached: tracing has started, and says so at once. Sockets that
+    // change state from now on are seen; those that existed before are learned next, and
+    // their owners handed to the kernel program.
+    let host = read_trimmed("/proc/sys/kernel/hostname");
+    let started = sink
+        .start(&Start { time: start, host, kernel: kernel.to_string() })
+        .and_then(|()| sink.flush());
     let mut timeline = Timeline::new(clock, MAX_TRACKED_SOCKETS, start.mono_ns, tracer.timewait_tracked);
-    // The programs are attached: sockets that change state from now on are seen. Those
-    // that existed before are learned now, and their owners handed to the kernel program.
     let mut sockets = take_inventory(start);
     for s in &mut sockets {
         timeline.adopt(s);
@@ -194,9 +206,7 @@ async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
         out,
         progress,
     };
-    let host = read_trimmed("/proc/sys/kernel/hostname");
-    let mut opening = || -> io::Result<()> {
-        session.sink.start(&Start { time: start, host: host.clone(), kernel: kernel.to_string() })?;
+    let opened = started.and_then(|()| {
         for s in sockets.iter().filter(|s| config.filter.matches_socket(s)) {
             if let Some(report) = &mut session.report {
                 report.add_socket(s);
@@ -204,8 +214,7 @@ async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
             session.sink.socket(s)?;
         }
         session.sink.flush()
-    };
-    let opened = opening();
+    });
     let stop = match session.sink_result(opened.map(|()| None)) {
         Some(stop) => stop,
         None => {

@@ -338,9 +338,10 @@ fn process(mut ev: Event) {
         }
     } else if let Some(o) = unsafe { OWNERS.get(&sk) } {
         set_owner(&mut ev, o, o.source);
-        if o.source != owner_source::SYSCALL && ev.pid == o.pid && ev.pid != 0 {
-            // The owner's own process made this transition (a close with SO_LINGER 0, a
-            // shutdown): it acts on the socket itself now.
+        if o.source != owner_source::SYSCALL && ev.newstate == tcp::CLOSE && ev.pid == o.pid && ev.pid != 0 {
+            // The owner's own process closed the socket (an abort: close with SO_LINGER 0):
+            // it acted on the socket itself. (Other transitions its process happens to run,
+            // such as a FIN processed from its socket backlog, keep their source.)
             ev.owner_source = owner_source::SYSCALL;
             learned = true;
         }

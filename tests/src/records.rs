@@ -811,6 +811,23 @@ fn looks_like_utc_time(time: &str) -> bool {
         && (b.len() == 20 || (b[19] == b'.' && digits(20..b.len() - 1) && b.len() > 21))
 }
 
+/// Panics, with the timeline, if any transition satisfies `bad`.
+pub fn assert_none(ts: &[Transition], what: &str, bad: impl Fn(&Transition) -> bool) {
+    let found: Vec<String> = ts.iter().filter(|t| bad(t)).map(Transition::line).collect();
+    assert!(
+        found.is_empty(),
+        "{what}: {} transitions that must be absent:\n{}\nobserved timeline:\n{}",
+        found.len(),
+        found.join("\n"),
+        timeline(ts)
+    );
+}
+
+/// Panics, with the timeline, unless every transition satisfies `good`.
+pub fn assert_all(ts: &[Transition], what: &str, good: impl Fn(&Transition) -> bool) {
+    assert_none(ts, what, |t| !good(t));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

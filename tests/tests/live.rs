@@ -19,9 +19,9 @@ use portrace_tests::seq::{
 };
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{
-    assert_owner, assert_sequences, check_socket_invariants, lost_total, privileged, timeline,
-    Closer, Expect, Netns, Owner, Portrace, Run, SocketTimeline, Tcpload, Transition,
-    OWN_SYSCALL_EDGES,
+    assert_all, assert_none, assert_owner, assert_sequences, check_socket_invariants, lost_total,
+    privileged, timeline, Closer, Expect, Netns, Owner, Portrace, Run, SocketTimeline, Tcpload,
+    Transition, OWN_SYSCALL_EDGES,
 };
 
 /// Connections per filter scenario: enough to see repetition, few enough to stay fast.
@@ -43,23 +43,6 @@ fn collect(mut portrace: Portrace, n: usize) -> Run {
     let run = portrace.stop();
     run.assert_clean();
     run
-}
-
-/// Panics, with the timeline, if any transition satisfies `bad`.
-fn assert_none(ts: &[Transition], what: &str, bad: impl Fn(&Transition) -> bool) {
-    let found: Vec<String> = ts.iter().filter(|t| bad(t)).map(Transition::line).collect();
-    assert!(
-        found.is_empty(),
-        "{what}: {} transitions that must be absent:\n{}\nobserved timeline:\n{}",
-        found.len(),
-        found.join("\n"),
-        timeline(ts)
-    );
-}
-
-/// Panics, with the timeline, unless every transition satisfies `good`.
-fn assert_all(ts: &[Transition], what: &str, good: impl Fn(&Transition) -> bool) {
-    assert_none(ts, what, |t| !good(t));
 }
 
 /// The transition of `timeline` with edge `edge`.
@@ -754,7 +737,14 @@ fn burst_5000_connections_at_15000_per_second_lossless() {
     let started = Instant::now();
     // 15,000 connections/s: fast enough that the kernel skips the main program hundreds of
     // times (a softirq interrupting it), below the rate where it skips BPF altogether.
-    let client = load.spawn_client_with(&ns, "127.0.0.1:65132", CONNECTIONS, 2, Closer::Client, &["--rate", "15000"]);
+    let client = load.spawn_client_with(
+        &ns,
+        "127.0.0.1:65132",
+        CONNECTIONS,
+        2,
+        Closer::Client,
+        &["--rate", "15000"],
+    );
     Tcpload::finish_client(client, CONNECTIONS);
     let elapsed = started.elapsed();
     server.wait_success(WAIT);

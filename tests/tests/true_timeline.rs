@@ -19,9 +19,9 @@ use portrace_tests::seq::{
 };
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{
-    assert_owner, assert_sequences, check_socket_invariants, inventory, privileged, timeline,
-    transitions, Closer, Expect, Netns, Owner, Portrace, Proc, Roles, Run, SocketRecord,
-    SocketTimeline, Tcpload, Transition, OWN_SYSCALL_EDGES,
+    assert_all, assert_none, assert_owner, assert_sequences, check_socket_invariants, inventory,
+    privileged, timeline, transitions, Closer, Expect, Netns, Owner, Portrace, Proc, Roles, Run,
+    SocketRecord, SocketTimeline, Tcpload, Transition, OWN_SYSCALL_EDGES,
 };
 use serde_json::Value;
 
@@ -72,23 +72,6 @@ fn wait_edges(portrace: &mut Portrace, want: &[(&str, usize)], timeout: Duration
     portrace.wait_until(timeout, |records| {
         want.iter().all(|(edge, n)| count_edge(records, edge) >= *n)
     })
-}
-
-/// Panics, with the timeline, if any transition satisfies `bad`.
-fn assert_none(ts: &[Transition], what: &str, bad: impl Fn(&Transition) -> bool) {
-    let found: Vec<String> = ts.iter().filter(|t| bad(t)).map(Transition::line).collect();
-    assert!(
-        found.is_empty(),
-        "{what}: {} transitions that must be absent:\n{}\nobserved timeline:\n{}",
-        found.len(),
-        found.join("\n"),
-        timeline(ts)
-    );
-}
-
-/// Panics, with the timeline, unless every transition satisfies `good`.
-fn assert_all(ts: &[Transition], what: &str, good: impl Fn(&Transition) -> bool) {
-    assert_none(ts, what, |t| !good(t));
 }
 
 /// An owner whose own system calls on the socket are the usual ones.

@@ -586,7 +586,9 @@ fn client(options: &Options) -> Result<usize, String> {
             let result = (|| {
                 // With --rate, connection k of this thread starts no earlier than k
                 // intervals after the start (the threads share the rate evenly).
-                let interval = options.rate.map(|r| Duration::from_nanos(1_000_000_000 * threads as u64 / r));
+                let interval = options
+                    .rate
+                    .map(|r| Duration::from_nanos(1_000_000_000 * threads as u64 / r));
                 let start = Instant::now();
                 for k in 0..share {
                     if let Some(interval) = interval {

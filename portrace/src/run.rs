@@ -445,7 +445,7 @@ impl Session<'_> {
         }
         if emptied {
             // Timewait timer removals not followed by a re-arm or expiry: killed.
-            self.timeline.settle(self.clock.now().mono_ns, &mut self.batch);
+            self.timeline.settle(self.clock.now().mono_ns, self.seen.tw_ring_full > 0, &mut self.batch);
             let written = self.write_batch();
             stop = self.sink_result(written);
         }

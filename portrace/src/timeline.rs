@@ -153,9 +153,17 @@ impl Timeline {
 
     /// Settles timewait timer removals that no re-arm or expiry followed: those timewait
     /// sockets were killed. Call it after the ring buffer was drained empty, with the
-    /// current monotonic time.
-    pub fn settle(&mut self, now_ns: u64, out: &mut Vec<Transition>) {
-        self.settle_where(|c| now_ns.saturating_sub(c.record.ts_ns) >= CANCEL_GRACE_NS, out);
+    /// current monotonic time. `records_lost`: timewait records were lost (the ring was
+    /// full), so a removal may lack its re-arm only because that record was dropped; the
+    /// removal then proves nothing and is let go rather than shown as a kill (the loss
+    /// itself is reported).
+    pub fn settle(&mut self, now_ns: u64, records_lost: bool, out: &mut Vec<Transition>) {
+        let due = |c: &PendingCancel| now_ns.saturating_sub(c.record.ts_ns) >= CANCEL_GRACE_NS;
+        if records_lost {
+            self.cancels.retain(|c| !due(c));
+            return;
+        }
+        self.settle_where(due, out);
     }
 
     fn settle_where(&mut self, killed: impl Fn(&PendingCancel) -> bool, out: &mut Vec<Transition>) {
@@ -273,7 +281,7 @@ mod tests {
         active_close_until_handover(&mut t, &mut out, TimeWait);
         t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 60_000_050, SK, TimeWait, Close), &mut out);
         t.push(&rec(Kind::TwExpire { tw: TW, state: TimeWait }, 60_000_060, SK, TimeWait, Close), &mut out);
-        t.settle(u64::MAX, &mut out);
+        t.settle(u64::MAX, false, &mut out);
         assert_eq!(
             edges(&out[4..]),
             vec![
@@ -292,7 +300,7 @@ mod tests {
         // The peer's FIN arrives: the kernel re-arms the timer (removal first, then arming).
         t.push(&rec(Kind::TwCancel { tw: TW, state: FinWait2 }, 100, SK, FinWait2, Close), &mut out);
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, FinWait2, TimeWait), &mut out);
-        t.settle(u64::MAX, &mut out);
+        t.settle(u64::MAX, false, &mut out);
         assert_eq!(edges(&out[4..]), vec![(1, FinWait2, TimeWait, Some(61), None)]);
     }
 
@@ -309,9 +317,9 @@ mod tests {
         let (mut t, mut out) = (timeline(), vec![]);
         active_close_until_handover(&mut t, &mut out, TimeWait);
         t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 5_000, SK, TimeWait, Close), &mut out);
-        t.settle(5_000 + CANCEL_GRACE_NS - 1, &mut out);
+        t.settle(5_000 + CANCEL_GRACE_NS - 1, false, &mut out);
         assert_eq!(out.len(), 5, "not settled within the grace period");
-        t.settle(5_000 + CANCEL_GRACE_NS, &mut out);
+        t.settle(5_000 + CANCEL_GRACE_NS, false, &mut out);
         assert_eq!(edges(&out[5..]), vec![(1, TimeWait, Close, Some(4_950), Some(EndReason::TimeWaitKilled))]);
     }
 
@@ -364,12 +372,24 @@ mod tests {
     }
 
     #[test]
+    fn after_lost_timewait_records_an_unanswered_removal_is_no_kill() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 5_000, SK, TimeWait, Close), &mut out);
+        t.settle(5_000 + CANCEL_GRACE_NS, true, &mut out);
+        assert_eq!(out.len(), 5, "no kill is invented when the re-arm may have been dropped");
+        // The connection is still known: its real end shows when its timer fires.
+        t.push(&rec(Kind::TwExpire { tw: TW, state: TimeWait }, 60_000_050, SK, TimeWait, Close), &mut out);
+        assert_eq!(out.last().map(|t| (t.socket, t.reason)), Some((1, Some(EndReason::ActiveClose))));
+    }
+
+    #[test]
     fn a_rearm_in_the_same_state_is_no_transition_and_no_kill() {
         let (mut t, mut out) = (timeline(), vec![]);
         active_close_until_handover(&mut t, &mut out, TimeWait);
         t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 100, SK, TimeWait, Close), &mut out);
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, TimeWait, TimeWait), &mut out);
-        t.settle(u64::MAX, &mut out);
+        t.settle(u64::MAX, false, &mut out);
         assert_eq!(out.len(), 5);
     }
 

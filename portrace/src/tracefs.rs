@@ -420,7 +420,7 @@ pub fn read_layout(tracefs: &Path) -> Result<Layout, TracefsError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const LINUX_6_18: &str = include_str!("../testdata/format/linux-6.18.format");
@@ -429,7 +429,8 @@ mod tests {
     /// A PREEMPT_RT / RHEL-style kernel: two more common fields push `skaddr` to 16.
     const LINUX_5_14_RT: &str = include_str!("../testdata/format/linux-5.14-rt.format");
 
-    const LAYOUT_6_18: Layout = Layout {
+    /// The 6.18 layout (this machine's), also used by other modules' tests.
+    pub(crate) const LAYOUT_6_18: Layout = Layout {
         skaddr: 8,
         oldstate: 16,
         newstate: 20,

@@ -493,6 +493,17 @@ pub struct Expect<'a> {
     pub edges: &'a [&'a str],
 }
 
+/// The sockets of `n` connections whose client closes first: the listener, the clients
+/// (ending in TIME_WAIT), the server's children.
+pub fn client_closes_first(n: usize) -> [Expect<'static>; 3] {
+    use crate::seq::{CHILD_PASSIVE, CLIENT_ACTIVE, LISTENER};
+    [
+        Expect { role: "listener", count: 1, edges: LISTENER },
+        Expect { role: "client", count: n, edges: CLIENT_ACTIVE },
+        Expect { role: "child", count: n, edges: CHILD_PASSIVE },
+    ]
+}
+
 /// The sockets found for each role of an [`assert_sequences`] call.
 #[derive(Clone, Debug, Default)]
 pub struct Roles {

@@ -19,7 +19,7 @@ use portrace_tests::seq::{
 };
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{
-    assert_all, assert_none, assert_owner, assert_sequences, check_socket_invariants, lost_total,
+    assert_all, assert_none, assert_owner, client_closes_first, assert_sequences, check_socket_invariants, lost_total,
     privileged, timeline, Closer, Expect, Netns, Owner, Portrace, Run, SocketTimeline, Tcpload,
     Transition, OWN_SYSCALL_EDGES,
 };
@@ -340,23 +340,7 @@ fn filter_rport() {
 
 #[test]
 fn filter_port() {
-    let expect = [
-        Expect {
-            role: "listener",
-            count: 1,
-            edges: LISTENER,
-        },
-        Expect {
-            role: "client",
-            count: N,
-            edges: CLIENT_ACTIVE,
-        },
-        Expect {
-            role: "child",
-            count: N,
-            edges: CHILD_PASSIVE,
-        },
-    ];
+    let expect = client_closes_first(N);
     let ts = inside_and_outside(
         &["--port", "65115"],
         &["127.0.0.1:65115"],
@@ -372,23 +356,7 @@ fn filter_port() {
 /// The clients' own address is 127.0.0.1 (the kernel's source for any 127/8 destination),
 /// so a network that held 127.0.0.1 would match everything: the CIDR case uses 127.0.0.8/30.
 fn addr_filter(filter: &str, port: u16) {
-    let expect = [
-        Expect {
-            role: "listener",
-            count: 1,
-            edges: LISTENER,
-        },
-        Expect {
-            role: "client",
-            count: N,
-            edges: CLIENT_ACTIVE,
-        },
-        Expect {
-            role: "child",
-            count: N,
-            edges: CHILD_PASSIVE,
-        },
-    ];
+    let expect = client_closes_first(N);
     let inside = format!("127.0.0.10:{port}");
     let outside = format!("127.0.0.20:{port}");
     let ts = inside_and_outside(&["--addr", filter], &[&inside], &[&outside], &expect);
@@ -447,23 +415,7 @@ fn filter_ipv4_only() {
 fn filter_ipv6_only() {
     // Inside: IPv6 over ::1. Outside, on the same port: IPv4, and an IPv6 socket talking
     // IPv4 through the v4-mapped address (an IPv4 connection to portrace).
-    let expect = [
-        Expect {
-            role: "listener",
-            count: 1,
-            edges: LISTENER,
-        },
-        Expect {
-            role: "client",
-            count: N,
-            edges: CLIENT_ACTIVE,
-        },
-        Expect {
-            role: "child",
-            count: N,
-            edges: CHILD_PASSIVE,
-        },
-    ];
+    let expect = client_closes_first(N);
     let ts = inside_and_outside(
         &["--ipv6", "--port", "65120"],
         &["[::1]:65120"],

@@ -19,7 +19,7 @@ use portrace_tests::seq::{
 };
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{
-    assert_all, assert_none, assert_owner, assert_sequences, check_socket_invariants, inventory,
+    assert_all, assert_none, assert_owner, client_closes_first, assert_sequences, check_socket_invariants, inventory,
     privileged, timeline, transitions, Closer, Expect, Netns, Owner, Portrace, Proc, Roles, Run,
     SocketRecord, SocketTimeline, Tcpload, Transition, OWN_SYSCALL_EDGES,
 };
@@ -941,23 +941,7 @@ fn time_wait_entered_by_the_active_closer() {
     let client_pid = client.pid();
     Tcpload::finish_client(client, N);
     server.wait_success(WAIT);
-    let expect = [
-        Expect {
-            role: "listener",
-            count: 1,
-            edges: LISTENER,
-        },
-        Expect {
-            role: "client",
-            count: N,
-            edges: CLIENT_ACTIVE,
-        },
-        Expect {
-            role: "child",
-            count: N,
-            edges: CHILD_PASSIVE,
-        },
-    ];
+    let expect = client_closes_first(N);
     let run = collect(portrace, expected_total(&expect));
     let ts = run.transitions();
     // Exact: the clients' last transition is FIN_WAIT2->TIME_WAIT, and none has left

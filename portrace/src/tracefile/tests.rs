@@ -28,20 +28,7 @@ fn at(after_ns: u64) -> Timestamp {
 fn setup() -> RunSetup {
     RunSetup {
         clock_offset_ns: UNIX0 - i128::from(MONO0),
-        layout: Layout {
-            skaddr: 8,
-            oldstate: 16,
-            newstate: 20,
-            sport: 24,
-            dport: 26,
-            family: 28,
-            protocol: 30,
-            saddr: 32,
-            daddr: 36,
-            saddr_v6: 40,
-            daddr_v6: 56,
-            protocol_size: 2,
-        },
+        layout: crate::tracefs::tests::LAYOUT_6_18,
         sock_layout: Some(SockLayout { family: 16, cookie: 88, valid: 1, ..SockLayout::ZERO }),
         filter: FilterSpec { ports: vec![8080], states: vec![TcpState::Listen], ..Default::default() },
         ring_size: 8 << 20,

@@ -275,3 +275,42 @@ pub struct Lost {
     pub count: u64,
     pub cause: LossCause,
 }
+
+/// What portrace read about a process from /proc when it first saw the process own a
+/// socket. Every field but `pid`, `comm` and `time` is `None` when it could not be read
+/// (the process had already exited, or the field is hidden from us).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// When portrace read it.
+    pub time: Timestamp,
+    /// Thread group id, as in `Owner::pid`.
+    pub pid: u32,
+    /// The kernel's command name, as in the transitions.
+    pub comm: Comm,
+    /// The parent's pid.
+    pub ppid: Option<u32>,
+    /// The executable's full path (the target of /proc/PID/exe).
+    pub exe: Option<String>,
+    /// The command line, one entry per argument.
+    pub cmdline: Option<Vec<String>>,
+    /// The real user id, and the user's name when it resolves.
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// The cgroup v2 path (from /proc/PID/cgroup), which names the container or the
+    /// systemd unit.
+    pub cgroup: Option<String>,
+    /// The process's start time in clock ticks since boot (field 22 of /proc/PID/stat):
+    /// tells a process from a later one that reuses its pid.
+    pub start_ticks: Option<u64>,
+}
+
+/// What portrace read about a network namespace when it first saw a socket in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetnsInfo {
+    /// When portrace read it.
+    pub time: Timestamp,
+    /// The namespace's inode number, as in `Transition::netns`.
+    pub netns: u32,
+    /// `net.ipv4.ip_local_port_range` in that namespace: the ports connect() picks from.
+    pub port_range: Option<(u16, u16)>,
+}

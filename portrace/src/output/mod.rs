@@ -17,7 +17,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::clock::Zone;
-use crate::record::{Lost, SocketRecord, Timestamp, Transition};
+use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 pub use json::SCHEMA as JSON_SCHEMA;
@@ -49,11 +49,22 @@ pub struct Start {
 /// A destination for records in one format. The caller calls `start` once, then `socket`
 /// for each socket of the start-up inventory, then `transition` and `lost` as records
 /// arrive, then `end` once; `flush` at any time. A snapshot run (`portrace --snapshot`)
-/// calls only `start`, `socket` and `end`.
+/// calls only `start`, `socket` and `end`. A `process` record comes before the first socket
+/// or transition owned by its pid, a `netns` record before the first one in its namespace.
 pub trait Sink {
     fn start(&mut self, start: &Start) -> io::Result<()>;
     /// A socket that existed when tracing started.
     fn socket(&mut self, s: &SocketRecord) -> io::Result<()>;
+    /// Details of a process first seen owning a socket. Formats that show only the
+    /// owner's pid and command name ignore it.
+    fn process(&mut self, _p: &ProcessInfo) -> io::Result<()> {
+        Ok(())
+    }
+    /// Details of a network namespace first seen. Formats without a place for them
+    /// ignore it.
+    fn netns(&mut self, _n: &NetnsInfo) -> io::Result<()> {
+        Ok(())
+    }
     fn transition(&mut self, t: &Transition) -> io::Result<()>;
     fn lost(&mut self, lost: &Lost) -> io::Result<()>;
     fn end(&mut self, summary: &Summary) -> io::Result<()>;

@@ -46,6 +46,10 @@ pub mod kind {
     pub const TW_CANCEL: u8 = 3;
     /// A timewait socket's timer fired: its life is over.
     pub const TW_EXPIRE: u8 = 4;
+    /// Not about a socket: a process started a program (exec). `pid`, `tid` and `comm` are
+    /// the new program's, `ts_ns` when it started; nothing else is set. Sent with a wakeup
+    /// so that userspace reads the process's details while it still runs.
+    pub const EXEC: u8 = 5;
 }
 
 /// How the kernel program knew a socket's owner (`Event::owner_source`).

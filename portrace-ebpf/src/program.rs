@@ -722,6 +722,25 @@ fn in_net(a: [u32; 4], net: [u32; 4], mask: [u32; 4]) -> bool {
         && a[3] & mask[3] == net[3]
 }
 
+/// A program started: its pid goes to userspace at once, waking it, so that the process's
+/// details (executable, command line, parent, user) are read from /proc while it runs,
+/// even when it makes a connection and exits a millisecond later. Not a transition: a
+/// full ring loses only that head start, and is not counted.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let mut ev = new_event(unsafe { bpf_ktime_get_ns() }, 0, 0);
+    ev.kind = kind::EXEC;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    if let Some(mut slot) = EVENTS.reserve::<Event>(0) {
+        slot.write(ev);
+        slot.submit(BPF_RB_FORCE_WAKEUP.into());
+    }
+    0
+}
+
 fn emit(ev: &Event) {
     // A hand-over that keeps the connection in FIN_WAIT2 is bookkeeping, not a transition
     // users would have seen.

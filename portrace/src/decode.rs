@@ -25,6 +25,9 @@ pub enum Kind {
     TwCancel { tw: u64, state: TcpState },
     /// The timewait socket's timer fired in `state`: the connection is over.
     TwExpire { tw: u64, state: TcpState },
+    /// Not about a socket: process `pid` started the program `comm` (exec). Only `ts_ns`,
+    /// `pid` and `comm` mean anything.
+    Exec,
 }
 
 /// A record as the kernel reported it, before socket tracking and clock mapping.
@@ -65,6 +68,29 @@ pub enum DecodeError {
     OwnerSource(u8),
 }
 
+fn exec(ev: &Event) -> Decoded {
+    let nowhere = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    Decoded {
+        kind: Kind::Exec,
+        ts_ns: ev.ts_ns,
+        skaddr: 0,
+        cookie: 0,
+        pid: ev.pid,
+        comm: Comm::from_kernel(&ev.comm),
+        owner: None,
+        family: Family::Ipv4,
+        saddr: nowhere,
+        sport: 0,
+        daddr: nowhere,
+        dport: 0,
+        oldstate: TcpState::Close,
+        newstate: TcpState::Close,
+        error: 0,
+        retransmits: 0,
+        netns: 0,
+    }
+}
+
 /// Decodes one record.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     if bytes.len() != EVENT_SIZE {
@@ -78,6 +104,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 
 /// Checks and types an [`Event`].
 pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
+    if ev.kind == kind::EXEC {
+        return Ok(exec(ev));
+    }
     let oldstate = TcpState::from_kernel(ev.oldstate).ok_or(DecodeError::State(ev.oldstate))?;
     let newstate = TcpState::from_kernel(ev.newstate).ok_or(DecodeError::State(ev.newstate))?;
     let (family, saddr, daddr) = match ev.family {

@@ -302,7 +302,7 @@ fn finish_dump(
 }
 
 /// Moves the calling thread into `ns`, and checks it got there.
-fn enter(ns: &Namespace) -> Result<(), NamespaceError> {
+pub(crate) fn enter(ns: &Namespace) -> Result<(), NamespaceError> {
     if procfs::thread_netns().map_err(NamespaceError::Current)? == ns.inode {
         return Ok(());
     }

@@ -23,6 +23,8 @@ const BACKUP: &str = "inet_sock_set_state_backup";
 const TIMER_PROGRAMS: [&str; 3] = ["timer_start", "timer_expire_entry", "timer_cancel"];
 /// Sees the peer's FIN reach an orphan's timewait socket (FIN_WAIT2 becoming TIME_WAIT).
 const PACKET_PROGRAM: &str = "kfree_skb";
+/// The program that tells userspace at once about programs started (exec).
+const EXEC_PROGRAM: &str = "sched_process_exec";
 
 /// What the programs need to know about this kernel, and the user's choices.
 pub struct Setup {
@@ -155,6 +157,13 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
         limitations.push(format!("TIME_WAIT will not be shown: {why}"));
     }
 
+    if let Err(e) = attach_exec(&mut ebpf) {
+        limitations.push(format!(
+            "programs started during the trace are not noticed at once ({e:#}): a process that \
+             exits within a few milliseconds of its connection may be named by its command alone"
+        ));
+    }
+
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).context("opening the ring buffer")?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).context("opening the counters")?;
     let inventory = HashMap::try_from(take_map(&mut ebpf, "INVENTORY")?).context("opening the inventory map")?;
@@ -189,6 +198,18 @@ fn attach_classic(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     p.attach("sock", "inet_sock_set_state")
         .map_err(|e| explain(e.into()))
         .context("attaching to the sock:inet_sock_set_state tracepoint")?;
+    Ok(())
+}
+
+fn attach_exec(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(EXEC_PROGRAM)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {EXEC_PROGRAM} (a build problem)"))?
+        .try_into()?;
+    p.load().map_err(|e| explain(e.into())).context("loading the exec program")?;
+    p.attach("sched", "sched_process_exec")
+        .map_err(|e| explain(e.into()))
+        .context("attaching to the sched:sched_process_exec tracepoint")?;
     Ok(())
 }
 

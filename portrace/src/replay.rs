@@ -12,6 +12,7 @@ use std::io::{self, BufRead, IsTerminal as _, Write};
 
 use anyhow::Context as _;
 
+use crate::details::{Detail, Details};
 use crate::cli::{ColorChoice, OutputFormat, ReplayConfig, ReportConfig, ReportFormat};
 use crate::clock::Rfc3339;
 use crate::filter::FilterSpec;
@@ -102,21 +103,32 @@ pub fn replay_into<R: BufRead>(
     sink.start(&start)?;
     let mut batch = Vec::new();
     let mut end = None;
+    let mut details = Details::recorded();
     while let Some(record) = reader.next_record()? {
         match record {
             Record::Socket(s) => {
                 last = last.max(s.time);
                 if filter.spec().matches_socket(&s) {
+                    details.before(s.owner.as_ref(), s.netns, s.time, |d| announce(sink, d))?;
                     if let Some(report) = report.as_deref_mut() {
                         report.add_socket(&s);
                     }
                     sink.socket(&s)?;
                 }
             }
+            Record::Process(p) => {
+                last = last.max(p.time);
+                details.recorded_process(p);
+            }
+            Record::Netns(n) => {
+                last = last.max(n.time);
+                details.recorded_netns(n);
+            }
             Record::Transition(t) => {
                 last = last.max(t.time);
                 filter.offer(t, &mut batch);
                 for t in batch.drain(..) {
+                    details.before(t.owner.as_ref(), t.netns, t.time, |d| announce(sink, d))?;
                     summary.add_transition(&t);
                     if let Some(report) = report.as_deref_mut() {
                         report.add_transition(&t);
@@ -145,6 +157,14 @@ pub fn replay_into<R: BufRead>(
     }
     sink.flush()?;
     Ok(Replayed { summary, end, warning: reader.warning().cloned() })
+}
+
+/// Writes a process or namespace detail to `sink`.
+pub fn announce(sink: &mut dyn Sink, detail: Detail<'_>) -> io::Result<()> {
+    match detail {
+        Detail::Process(p) => sink.process(p),
+        Detail::Netns(n) => sink.netns(n),
+    }
 }
 
 fn open(path: &std::path::Path, salvage: bool) -> anyhow::Result<TraceReader<io::BufReader<std::fs::File>>> {
@@ -234,6 +254,7 @@ impl Sink for Discard {
 fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyhow::Result<()> {
     let h = reader.header().clone();
     let (mut sockets, mut transitions, mut lost_records) = (0u64, 0u64, 0u64);
+    let (mut processes, mut namespaces) = (0u64, 0u64);
     let mut lost = End::NO_LOSS;
     let mut end = None;
     let mut last = h.start;
@@ -246,6 +267,14 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyh
             Record::Transition(t) => {
                 transitions += 1;
                 last = last.max(t.time);
+            }
+            Record::Process(p) => {
+                processes += 1;
+                last = last.max(p.time);
+            }
+            Record::Netns(n) => {
+                namespaces += 1;
+                last = last.max(n.time);
             }
             Record::Lost(l) => {
                 lost_records += 1;
@@ -313,6 +342,7 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyh
         let _ = write!(text, " ({}, in {lost_records} lost records)", causes.join(", "));
     }
     text.push('\n');
+    let _ = writeln!(text, "details:      {processes} processes, {namespaces} network namespaces");
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}

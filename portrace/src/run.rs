@@ -24,6 +24,8 @@ use crate::record::{Comm, LossCause, Lost, Owner, OwnerSource, SocketRecord, Tim
 use crate::report::{Report, ReportOptions};
 use crate::summary::Summary;
 use crate::timeline::Timeline;
+use crate::details::Details;
+use crate::replay;
 use crate::tracefile::{self, RunSetup};
 use crate::{btf, preflight, tracefs};
 
@@ -202,12 +204,15 @@ async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
         seen: Counters::default(),
         skipped_reported: 0,
         batch: Vec::new(),
+        details: Details::live(),
         failure: None,
         out,
         progress,
     };
     let opened = started.and_then(|()| {
         for s in sockets.iter().filter(|s| config.filter.matches_socket(s)) {
+            let sink = &mut **session.sink;
+            session.details.before(s.owner.as_ref(), s.netns, s.time, |d| replay::announce(sink, d))?;
             if let Some(report) = &mut session.report {
                 report.add_socket(s);
             }
@@ -363,6 +368,8 @@ struct Session<'a> {
     skipped_reported: u64,
     /// Transitions made visible by one record (reused).
     batch: Vec<Transition>,
+    /// Owners' and namespaces' details, read when first seen.
+    details: Details,
     /// The write error that stopped the run ([`Stop::WriteFailed`]).
     failure: Option<io::Error>,
     out: &'a mut dyn Output,
@@ -428,6 +435,10 @@ impl Session<'_> {
         let mut emptied = true;
         while let Some(item) = ring.next() {
             let result = match decode::decode(&item) {
+                Ok(d) if d.kind == decode::Kind::Exec => {
+                    self.details.exec(d.pid, d.comm, self.clock.timestamp(d.ts_ns));
+                    Ok(None)
+                }
                 Ok(d) => {
                     self.timeline.push(&d, &mut self.batch);
                     self.write_batch()
@@ -465,12 +476,13 @@ impl Session<'_> {
     /// Writes the transitions the timeline made visible, up to `--count`; says when the
     /// count is reached.
     fn write_batch(&mut self) -> io::Result<Option<Stop>> {
-        let Session { batch, summary, sink, count, report, .. } = self;
+        let Session { batch, summary, sink, count, report, details, .. } = self;
         let reached = |summary: &Summary| count.is_some_and(|n| summary.transitions() >= n);
         for t in batch.drain(..) {
             if reached(summary) {
                 break;
             }
+            details.before(t.owner.as_ref(), t.netns, t.time, |d| replay::announce(&mut ***sink, d))?;
             summary.add_transition(&t);
             if let Some(report) = report {
                 report.add_transition(&t);

@@ -82,6 +82,10 @@ impl Timeline {
 
     /// Takes one record; pushes the transitions it makes visible onto `out`.
     pub fn push(&mut self, d: &Decoded, out: &mut Vec<Transition>) {
+        if d.kind == Kind::Exec {
+            // Not about a socket: the run loop reads the process's details.
+            return;
+        }
         let full = SockKey::Full(d.skaddr);
         let mut owner = d.owner;
         if d.cookie != 0 && self.sockets.state(full).is_none() {
@@ -148,6 +152,7 @@ impl Timeline {
                 self.timewaits.remove(&tw);
                 self.emit(SockKey::TimeWait(tw), d, d.oldstate, TcpState::Close, owner, Some(timewait_expired(state)), out);
             }
+            Kind::Exec => {}
         }
     }
 

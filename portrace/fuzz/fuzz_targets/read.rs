@@ -32,6 +32,8 @@ fuzz_target!(|data: &[u8]| {
                 Record::Socket(s) => sink.socket(s).expect("writing to memory"),
                 Record::Transition(t) => sink.transition(t).expect("writing to memory"),
                 Record::Lost(l) => sink.lost(l).expect("writing to memory"),
+                Record::Process(p) => sink.process(p).expect("writing to memory"),
+                Record::Netns(n) => sink.netns(n).expect("writing to memory"),
                 Record::End(_) => continue,
             }
             kept.push(record.clone());

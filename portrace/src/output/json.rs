@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use super::{push_errno, push_json_str, push_micros, push_u64, AddrText, Sink, Start, VERSION};
 use crate::clock::Rfc3339;
-use crate::record::{Family, Lost, Owner, SocketRecord, Timestamp, Transition};
+use crate::record::{Family, Lost, NetnsInfo, Owner, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 /// The schema version written in the start record. Fields are only added within a
@@ -105,6 +105,20 @@ impl JsonSink {
         }
     }
 
+    fn opt_str_field(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.str_field(key, v.as_bytes()),
+            None => self.null_field(key),
+        }
+    }
+
+    fn opt_u64_field(&mut self, key: &str, value: Option<u64>) {
+        match value {
+            Some(v) => self.u64_field(key, v),
+            None => self.null_field(key),
+        }
+    }
+
     /// Ends the line and writes it.
     fn emit(&mut self) -> io::Result<()> {
         self.line.extend_from_slice(b"}\n");
@@ -133,6 +147,53 @@ impl Sink for JsonSink {
         self.u64_field("netns", u64::from(s.netns));
         self.u64_field("inode", s.inode);
         self.u64_field("uid", u64::from(s.uid));
+        self.emit()
+    }
+
+    fn process(&mut self, p: &ProcessInfo) -> io::Result<()> {
+        self.begin("process");
+        self.time(p.time);
+        self.u64_field("pid", u64::from(p.pid));
+        self.str_field("comm", p.comm.as_bytes());
+        self.opt_u64_field("ppid", p.ppid.map(u64::from));
+        self.opt_str_field("exe", p.exe.as_deref());
+        self.key("cmdline");
+        match &p.cmdline {
+            Some(args) => {
+                self.line.push(b'[');
+                for (i, arg) in args.iter().enumerate() {
+                    if i > 0 {
+                        self.line.push(b',');
+                    }
+                    self.line.push(b'"');
+                    push_json_str(&mut self.line, arg.as_bytes());
+                    self.line.push(b'"');
+                }
+                self.line.push(b']');
+            }
+            None => self.line.extend_from_slice(b"null"),
+        }
+        self.opt_u64_field("uid", p.uid.map(u64::from));
+        self.opt_str_field("user", p.user.as_deref());
+        self.opt_str_field("cgroup", p.cgroup.as_deref());
+        self.emit()
+    }
+
+    fn netns(&mut self, n: &NetnsInfo) -> io::Result<()> {
+        self.begin("netns");
+        self.time(n.time);
+        self.u64_field("netns", u64::from(n.netns));
+        self.key("port_range");
+        match n.port_range {
+            Some((lo, hi)) => {
+                self.line.push(b'[');
+                push_u64(&mut self.line, u64::from(lo));
+                self.line.push(b',');
+                push_u64(&mut self.line, u64::from(hi));
+                self.line.push(b']');
+            }
+            None => self.line.extend_from_slice(b"null"),
+        }
         self.emit()
     }
 

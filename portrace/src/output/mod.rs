@@ -1060,6 +1060,9 @@ mod tests {
         "netns",
     ];
     const LOST_KEYS: &[&str] = &["type", "time", "ts_ns", "count", "cause"];
+    const PROCESS_KEYS: &[&str] =
+        &["type", "time", "ts_ns", "pid", "comm", "ppid", "exe", "cmdline", "uid", "user", "cgroup"];
+    const NETNS_KEYS: &[&str] = &["type", "time", "ts_ns", "netns", "port_range"];
     const END_KEYS: &[&str] =
         &["type", "time", "ts_ns", "transitions", "lost", "lost_by_cause", "by_transition"];
 
@@ -1077,6 +1080,8 @@ mod tests {
                 "socket" => SOCKET_KEYS,
                 "transition" => TRANSITION_KEYS,
                 "lost" => LOST_KEYS,
+                "process" => PROCESS_KEYS,
+                "netns" => NETNS_KEYS,
                 "end" => END_KEYS,
                 other => panic!("unknown type {other}"),
             };
@@ -1212,6 +1217,66 @@ mod tests {
         let types: Vec<&str> = snapshot.iter().map(|l| l["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["start", "socket", "socket", "socket", "socket", "end"]);
         assert_eq!(snapshot[5]["transitions"], 0);
+    }
+
+    #[test]
+    fn process_and_netns_details_are_json_records_only() {
+        let full = crate::record::ProcessInfo {
+            time: at(5),
+            pid: 4242,
+            comm: Comm::new("curl"),
+            ppid: Some(4100),
+            exe: Some("/usr/bin/curl".into()),
+            cmdline: Some(vec!["curl".into(), "-d".into(), "a \"quoted\"\n arg".into()]),
+            uid: Some(1000),
+            user: Some("alice".into()),
+            cgroup: Some("/user.slice".into()),
+            start_ticks: Some(99),
+        };
+        let gone = crate::record::ProcessInfo {
+            pid: 77,
+            comm: Comm::new("sh"),
+            ppid: None,
+            exe: None,
+            cmdline: None,
+            uid: None,
+            user: None,
+            cgroup: None,
+            start_ticks: None,
+            ..full.clone()
+        };
+        let ns = crate::record::NetnsInfo { time: at(5), netns: NETNS, port_range: Some((32768, 60999)) };
+        let unknown_ns = crate::record::NetnsInfo { port_range: None, netns: 1, ..ns };
+        let write = |format: Format| {
+            let buf = SharedBuf::default();
+            let mut sink = sink(format, Box::new(buf.clone()), plain());
+            sink.process(&full).unwrap();
+            sink.process(&gone).unwrap();
+            sink.netns(&ns).unwrap();
+            sink.netns(&unknown_ns).unwrap();
+            sink.flush().unwrap();
+            buf.text()
+        };
+        let lines = parse_json_lines(&write(Format::Json));
+        assert_eq!(
+            lines[0],
+            serde_json::json!({
+                "type": "process", "time": "2026-11-29T02:41:07.123456Z", "ts_ns": MONO0 + 5,
+                "pid": 4242, "comm": "curl", "ppid": 4100, "exe": "/usr/bin/curl",
+                "cmdline": ["curl", "-d", "a \"quoted\"\n arg"], "uid": 1000, "user": "alice",
+                "cgroup": "/user.slice",
+            })
+        );
+        for key in ["ppid", "exe", "cmdline", "uid", "user", "cgroup"] {
+            assert!(lines[1][key].is_null(), "{key} of a process that is gone");
+        }
+        assert_eq!((&lines[1]["pid"], &lines[1]["comm"]), (&serde_json::json!(77), &serde_json::json!("sh")));
+        assert_eq!(lines[2]["port_range"], serde_json::json!([32768, 60999]));
+        assert_eq!(lines[2]["netns"], NETNS);
+        assert!(lines[3]["port_range"].is_null());
+        // The text and CSV formats show owners by pid and name, as before.
+        assert_eq!(write(Format::Text), "");
+        assert_eq!(write(Format::Csv), "");
     }
 
     #[test]

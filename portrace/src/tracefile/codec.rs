@@ -15,7 +15,8 @@ use portrace_ebpf::{Layout, SockLayout};
 use super::{End, Header, Record};
 use crate::filter::{FilterSpec, IpNet};
 use crate::record::{
-    Comm, EndReason, Family, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition,
+    Comm, EndReason, Family, LossCause, Lost, NetnsInfo, Owner, OwnerSource, ProcessInfo, SocketRecord, Timestamp,
+    Transition,
 };
 use crate::tcp_state::TcpState;
 
@@ -25,7 +26,23 @@ pub mod tag {
     pub const TRANSITION: u8 = 2;
     pub const LOST: u8 = 3;
     pub const END: u8 = 4;
+    pub const PROCESS: u8 = 5;
+    pub const NETNS: u8 = 6;
 }
+
+/// Which optional fields a process record holds.
+mod process_flag {
+    pub const PPID: u8 = 1 << 0;
+    pub const EXE: u8 = 1 << 1;
+    pub const CMDLINE: u8 = 1 << 2;
+    pub const UID: u8 = 1 << 3;
+    pub const USER: u8 = 1 << 4;
+    pub const CGROUP: u8 = 1 << 5;
+    pub const START: u8 = 1 << 6;
+    pub const ALL: u8 = PPID | EXE | CMDLINE | UID | USER | CGROUP | START;
+}
+
+use crate::process_info::{MAX_ARGS, MAX_TEXT};
 
 /// Header field keys.
 pub mod key {
@@ -331,6 +348,74 @@ pub fn put_end(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase, end: 
     });
 }
 
+/// Appends a text's length (varint) and bytes, cut to [`MAX_TEXT`] bytes.
+fn put_text(buf: &mut Vec<u8>, text: &str) {
+    let mut len = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(len) {
+        len -= 1;
+    }
+    put_varint(buf, len as u64);
+    buf.extend_from_slice(&text.as_bytes()[..len]);
+}
+
+pub fn put_process(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase, p: &ProcessInfo) {
+    put_record(buf, body, tag::PROCESS, |b| {
+        time.put(b, p.time);
+        let present = [
+            (p.ppid.is_some(), process_flag::PPID),
+            (p.exe.is_some(), process_flag::EXE),
+            (p.cmdline.is_some(), process_flag::CMDLINE),
+            (p.uid.is_some(), process_flag::UID),
+            (p.user.is_some(), process_flag::USER),
+            (p.cgroup.is_some(), process_flag::CGROUP),
+            (p.start_ticks.is_some(), process_flag::START),
+        ];
+        b.push(present.iter().filter(|(is, _)| *is).fold(0, |flags, (_, bit)| flags | bit));
+        put_varint(b, u64::from(p.pid));
+        put_short(b, p.comm.as_bytes());
+        if let Some(ppid) = p.ppid {
+            put_varint(b, u64::from(ppid));
+        }
+        if let Some(exe) = &p.exe {
+            put_text(b, exe);
+        }
+        if let Some(args) = &p.cmdline {
+            let args = &args[..args.len().min(MAX_ARGS)];
+            put_varint(b, args.len() as u64);
+            for arg in args {
+                put_text(b, arg);
+            }
+        }
+        if let Some(uid) = p.uid {
+            put_varint(b, u64::from(uid));
+        }
+        if let Some(user) = &p.user {
+            put_text(b, user);
+        }
+        if let Some(cgroup) = &p.cgroup {
+            put_text(b, cgroup);
+        }
+        if let Some(ticks) = p.start_ticks {
+            put_varint(b, ticks);
+        }
+    });
+}
+
+pub fn put_netns(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase, n: &NetnsInfo) {
+    put_record(buf, body, tag::NETNS, |b| {
+        time.put(b, n.time);
+        put_varint(b, u64::from(n.netns));
+        match n.port_range {
+            Some((lo, hi)) => {
+                b.push(1);
+                b.extend_from_slice(&lo.to_le_bytes());
+                b.extend_from_slice(&hi.to_le_bytes());
+            }
+            None => b.push(0),
+        }
+    });
+}
+
 fn put_field(buf: &mut Vec<u8>, key: u8, value: &[u8]) {
     buf.push(key);
     put_varint(buf, value.len() as u64);
@@ -510,6 +595,15 @@ impl<'a> Cursor<'a> {
         self.bytes(usize::from(n))
     }
 
+    fn text(&mut self, what: &str) -> Result<String, String> {
+        let len = self.varint()?;
+        if len > MAX_TEXT as u64 {
+            return Err(format!("a {what} of {len} bytes (at most {MAX_TEXT} are written)"));
+        }
+        let bytes = self.bytes(len as usize)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("the {what} is not UTF-8"))
+    }
+
     fn addr(&mut self, v6: bool) -> Result<IpAddr, String> {
         Ok(if v6 {
             IpAddr::V6(Ipv6Addr::from(self.array::<16>()?))
@@ -637,6 +731,51 @@ fn socket(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<SocketRecord, Strin
     })
 }
 
+fn process(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<ProcessInfo, String> {
+    use process_flag as f;
+    let time = time.get(c)?;
+    let flags = c.u8()?;
+    if flags & !f::ALL != 0 {
+        return Err(format!("unknown process record flags {flags:#04x}"));
+    }
+    let pid = c.varint32("pid")?;
+    let comm = c.comm()?;
+    let has = |bit: u8| flags & bit != 0;
+    let ppid = if has(f::PPID) { Some(c.varint32("parent pid")?) } else { None };
+    let exe = if has(f::EXE) { Some(c.text("executable path")?) } else { None };
+    let cmdline = if has(f::CMDLINE) {
+        let n = c.varint()?;
+        if n > MAX_ARGS as u64 {
+            return Err(format!("a command line of {n} arguments (at most {MAX_ARGS} are written)"));
+        }
+        Some((0..n).map(|_| c.text("argument")).collect::<Result<Vec<_>, _>>()?)
+    } else {
+        None
+    };
+    let uid = if has(f::UID) { Some(c.varint32("uid")?) } else { None };
+    let user = if has(f::USER) { Some(c.text("user name")?) } else { None };
+    let cgroup = if has(f::CGROUP) { Some(c.text("cgroup path")?) } else { None };
+    let start_ticks = if has(f::START) { Some(c.varint()?) } else { None };
+    Ok(ProcessInfo { time, pid, comm, ppid, exe, cmdline, uid, user, cgroup, start_ticks })
+}
+
+fn netns(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<NetnsInfo, String> {
+    let time = time.get(c)?;
+    let netns = c.varint32("network namespace")?;
+    let port_range = match c.u8()? {
+        0 => None,
+        1 => {
+            let (lo, hi) = (c.u16()?, c.u16()?);
+            if lo > hi {
+                return Err(format!("a port range {lo}-{hi} that ends before it starts"));
+            }
+            Some((lo, hi))
+        }
+        n => return Err(format!("unknown port range kind {n}")),
+    };
+    Ok(NetnsInfo { time, netns, port_range })
+}
+
 fn cause(c: &mut Cursor<'_>) -> Result<LossCause, String> {
     let code = c.u8()?;
     cause_from(code).ok_or_else(|| format!("unknown loss cause code {code}"))
@@ -678,6 +817,8 @@ pub fn record(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<Option<Record>,
         tag::TRANSITION => Record::Transition(transition(&mut b, time)?),
         tag::LOST => Record::Lost(lost(&mut b, time)?),
         tag::END => Record::End(end(&mut b, time)?),
+        tag::PROCESS => Record::Process(process(&mut b, time)?),
+        tag::NETNS => Record::Netns(netns(&mut b, time)?),
         _ => return Ok(None),
     };
     Ok(Some(record))

@@ -19,7 +19,7 @@ mod writer;
 use portrace_ebpf::{Layout, SockLayout};
 
 use crate::filter::FilterSpec;
-use crate::record::{LossCause, Lost, SocketRecord, Timestamp, Transition};
+use crate::record::{LossCause, Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 
 pub use reader::{read_all, ErrorKind, ReadError, ReadOptions, TraceReader, Warning, WarningKind};
 pub use recording::Recording;
@@ -122,6 +122,8 @@ pub enum Record {
     Socket(SocketRecord),
     Transition(Transition),
     Lost(Lost),
+    Process(ProcessInfo),
+    Netns(NetnsInfo),
     End(End),
 }
 

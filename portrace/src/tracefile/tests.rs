@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::codec::{self, TimeBase};
 use super::*;
 use crate::output::{Sink, Start};
-use crate::record::{Comm, EndReason, Family, LossCause, Owner, OwnerSource};
+use crate::record::{Comm, EndReason, Family, LossCause, NetnsInfo, Owner, OwnerSource, ProcessInfo};
 use crate::summary::Summary;
 use crate::tcp_state::TcpState;
 
@@ -101,12 +101,38 @@ fn lost(i: u64) -> Lost {
     Lost { time: at(1_000 * i + 999), count: i, cause: LossCause::RingFull }
 }
 
+/// A process's details: every field for even `i`, none but the required ones for odd.
+fn process(i: u64) -> ProcessInfo {
+    let full = i % 2 == 0;
+    ProcessInfo {
+        time: at(1_000 * i + 1),
+        pid: 4000 + i as u32,
+        comm: Comm::new(&format!("proc{i}")),
+        ppid: full.then_some(1),
+        exe: full.then(|| format!("/usr/bin/caf\u{e9} {i}")),
+        cmdline: full.then(|| vec![format!("proc{i}"), String::new(), "--flag=\"x\"".into()]),
+        uid: full.then_some(1000),
+        user: full.then(|| "alice".into()),
+        cgroup: full.then(|| "/system.slice/x.service".into()),
+        start_ticks: full.then_some(123_456 + i),
+    }
+}
+
+fn netns(i: u64) -> NetnsInfo {
+    NetnsInfo { time: at(1_000 * i + 1), netns: 4_026_531_840 + i as u32, port_range: (i % 2 == 0).then_some((32768, 60999)) }
+}
+
 /// The records of a small recording in the order a run writes them, the drains (flushes)
 /// marked by `None`.
 fn script(n: u64) -> Vec<Option<Record>> {
-    let mut out: Vec<Option<Record>> = (0..3).map(|i| Some(Record::Socket(socket(i)))).collect();
+    let mut out: Vec<Option<Record>> = vec![Some(Record::Netns(netns(0))), Some(Record::Netns(netns(1)))];
+    out.extend((0..3).map(|i| Some(Record::Process(process(i)))));
+    out.extend((0..3).map(|i| Some(Record::Socket(socket(i)))));
     out.push(None);
     for i in 0..n {
+        if i % 7 == 0 {
+            out.push(Some(Record::Process(process(i + 3))));
+        }
         out.push(Some(Record::Transition(transition(i))));
         if i % 9 == 8 {
             out.push(Some(Record::Lost(lost(i))));
@@ -137,6 +163,8 @@ fn feed<W: Write>(sink: &mut FileSink<W>, script: &[Option<Record>]) -> io::Resu
         match step {
             None => sink.flush()?,
             Some(Record::Socket(s)) => sink.socket(s)?,
+            Some(Record::Process(p)) => sink.process(p)?,
+            Some(Record::Netns(n)) => sink.netns(n)?,
             Some(Record::Transition(t)) => {
                 summary.add_transition(t);
                 sink.transition(t)?
@@ -348,7 +376,8 @@ fn assert_damage_noticed(damaged: &[u8], intact: &[Record], what: &str) {
 
 fn header_len_of(file: &[u8]) -> u64 {
     if file.len() < PREAMBLE_LEN {
-        return file.len() as u64;
+        // Cut inside the preamble: every error is in the header.
+        return PREAMBLE_LEN as u64;
     }
     let body = u32::from_le_bytes(file[12..16].try_into().unwrap()) as u64;
     PREAMBLE_LEN as u64 + body.min(MAX_HEADER_LEN.into()) + CRC_LEN as u64

@@ -19,7 +19,7 @@ use super::{
     End, Header, RunSetup, BLOCK_HEADER_LEN, BLOCK_LZ4, BLOCK_TARGET, FORMAT_VERSION, MAGIC,
 };
 use crate::output::{Sink, Start, VERSION};
-use crate::record::{Lost, SocketRecord, Transition};
+use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Transition};
 use crate::summary::Summary;
 
 /// How a recording is written.
@@ -224,6 +224,20 @@ impl<W: Write> Sink for FileSink<W> {
     fn transition(&mut self, t: &Transition) -> io::Result<()> {
         self.check()?;
         codec::put_transition(&mut self.block, &mut self.body, &mut self.time, t);
+        self.pending += 1;
+        self.maybe_emit()
+    }
+
+    fn process(&mut self, p: &ProcessInfo) -> io::Result<()> {
+        self.check()?;
+        codec::put_process(&mut self.block, &mut self.body, &mut self.time, p);
+        self.pending += 1;
+        self.maybe_emit()
+    }
+
+    fn netns(&mut self, n: &NetnsInfo) -> io::Result<()> {
+        self.check()?;
+        codec::put_netns(&mut self.block, &mut self.body, &mut self.time, n);
         self.pending += 1;
         self.maybe_emit()
     }

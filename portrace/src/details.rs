@@ -1,0 +1,229 @@
+//! Process and namespace details, announced once, just before the first record that
+//! names them: a `process` record before the first socket or transition owned by a pid,
+//! a `netns` record before the first one in a namespace. Live, the details are read from
+//! /proc when first needed and remembered, so that a process that exits later is still
+//! named in full; a pid seen again under another command name (an exec, or a new process
+//! reusing the pid) is read again. From a recording, the recorded details are held until a
+//! record that passes the filter names them, so a filtered replay announces exactly the
+//! processes its records name, in the order a live run with that filter would have.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+
+use crate::netns_info;
+use crate::process_info::ProcessReader;
+use crate::record::{Comm, NetnsInfo, Owner, ProcessInfo, Timestamp};
+
+/// Processes remembered at most; past this the memory is cleared and processes are read
+/// (and announced) again when next seen.
+const MAX_PROCESSES: usize = 1 << 18;
+
+/// A detail to write before a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail<'a> {
+    Process(&'a ProcessInfo),
+    Netns(&'a NetnsInfo),
+}
+
+/// Where details come from.
+enum Source {
+    /// Read from this host's /proc.
+    Live { reader: ProcessReader },
+    /// Given by a recording's records.
+    Recorded,
+}
+
+pub struct Details {
+    source: Source,
+    /// Live: the command name each pid was last read under.
+    read_as: HashMap<u32, Comm>,
+    /// Live: namespaces already read.
+    netns_read: HashSet<u32>,
+    /// Details known and not announced yet.
+    processes: HashMap<u32, ProcessInfo>,
+    namespaces: HashMap<u32, NetnsInfo>,
+}
+
+impl Details {
+    /// Details read from this host's /proc.
+    pub fn live() -> Details {
+        Details::with_source(Source::Live { reader: ProcessReader::default() })
+    }
+
+    /// Live details read through `reader` (tests point it at a fake /proc).
+    pub fn live_from(reader: ProcessReader) -> Details {
+        Details::with_source(Source::Live { reader })
+    }
+
+    /// Details given by a recording's `process` and `netns` records.
+    pub fn recorded() -> Details {
+        Details::with_source(Source::Recorded)
+    }
+
+    fn with_source(source: Source) -> Details {
+        Details {
+            source,
+            read_as: HashMap::new(),
+            netns_read: HashSet::new(),
+            processes: HashMap::new(),
+            namespaces: HashMap::new(),
+        }
+    }
+
+    /// A recorded `process` record: held until a record names its pid.
+    pub fn recorded_process(&mut self, p: ProcessInfo) {
+        self.processes.insert(p.pid, p);
+    }
+
+    /// A recorded `netns` record: held until a record is in its namespace.
+    pub fn recorded_netns(&mut self, n: NetnsInfo) {
+        self.namespaces.insert(n.netns, n);
+    }
+
+    /// Process `pid` started the program `comm` (exec): reads its details now, while it
+    /// runs, for when it is first seen owning a socket. Live only.
+    pub fn exec(&mut self, pid: u32, comm: Comm, time: Timestamp) {
+        if let Source::Live { reader } = &mut self.source {
+            let info = reader.read(pid, comm, time);
+            if self.read_as.len() >= MAX_PROCESSES {
+                self.read_as.clear();
+            }
+            self.read_as.insert(pid, comm);
+            self.processes.insert(pid, info);
+            if self.processes.len() > MAX_PROCESSES {
+                // Programs that never own a socket: forget them all rather than grow.
+                self.processes.clear();
+                self.read_as.clear();
+            }
+        }
+    }
+
+    /// Writes, through `emit`, the details a record owned by `owner` in namespace
+    /// `netns` (0: unknown) names and that were not announced yet.
+    pub fn before(
+        &mut self,
+        owner: Option<&Owner>,
+        netns: u32,
+        time: Timestamp,
+        mut emit: impl FnMut(Detail<'_>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if let Source::Live { reader } = &mut self.source {
+            if let Some(owner) = owner {
+                if self.read_as.get(&owner.pid) != Some(&owner.comm) {
+                    if self.read_as.len() >= MAX_PROCESSES {
+                        self.read_as.clear();
+                    }
+                    self.read_as.insert(owner.pid, owner.comm);
+                    self.processes.insert(owner.pid, reader.read(owner.pid, owner.comm, time));
+                }
+            }
+            if netns != 0 && self.netns_read.insert(netns) {
+                let port_range = netns_info::port_range(netns, owner.map(|o| o.pid));
+                self.namespaces.insert(netns, NetnsInfo { time, netns, port_range });
+            }
+        }
+        if let Some(n) = self.namespaces.remove(&netns) {
+            emit(Detail::Netns(&n))?;
+        }
+        if let Some(p) = owner.and_then(|o| self.processes.remove(&o.pid)) {
+            emit(Detail::Process(&p))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::OwnerSource;
+    use std::fs;
+    use std::path::PathBuf;
+
+    fn at(ns: u64) -> Timestamp {
+        Timestamp { mono_ns: ns, unix_ns: i128::from(ns) }
+    }
+
+    fn owner(pid: u32, comm: &str) -> Owner {
+        Owner { pid, comm: Comm::new(comm), source: OwnerSource::Syscall }
+    }
+
+    /// A fake /proc with one process, 4242, running /usr/bin/curl.
+    fn fake_proc() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("portrace-details-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let p = dir.join("4242");
+        fs::create_dir_all(&p).unwrap();
+        fs::write(p.join("status"), "Name:\tcurl\nPPid:\t1\nUid:\t0\t0\t0\t0\n").unwrap();
+        fs::write(p.join("cmdline"), "curl\0http://x/\0").unwrap();
+        fs::write(p.join("cgroup"), "0::/user.slice\n").unwrap();
+        fs::write(dir.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        dir
+    }
+
+    fn announced(details: &mut Details, owner: Option<&Owner>, netns: u32, t: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        details
+            .before(owner, netns, at(t), |d| {
+                out.push(match d {
+                    Detail::Process(p) => format!("process {} {} {:?}", p.pid, p.comm.to_str_lossy(), p.cmdline),
+                    Detail::Netns(n) => format!("netns {}", n.netns),
+                });
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn live_processes_are_read_once_per_command_name() {
+        let dir = fake_proc();
+        let mut details = Details::live_from(ProcessReader::new(&dir, &dir.join("passwd")));
+        let curl = owner(4242, "curl");
+        let first = announced(&mut details, Some(&curl), 0, 1);
+        assert_eq!(first, vec![r#"process 4242 curl Some(["curl", "http://x/"])"#]);
+        assert!(announced(&mut details, Some(&curl), 0, 2).is_empty());
+        // The same pid under another name: an exec, or the pid reused. Read again.
+        fs::write(dir.join("4242/cmdline"), "wget\0").unwrap();
+        let again = announced(&mut details, Some(&owner(4242, "wget")), 0, 3);
+        assert_eq!(again, vec![r#"process 4242 wget Some(["wget"])"#]);
+        // Without an owner there is nothing to announce about a process.
+        assert!(announced(&mut details, None, 0, 4).is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn live_namespaces_are_read_once() {
+        let own = crate::procfs::thread_netns().unwrap();
+        let mut details = Details::live();
+        let first = announced(&mut details, None, own, 1);
+        assert_eq!(first, vec![format!("netns {own}")]);
+        assert!(announced(&mut details, None, own, 2).is_empty());
+    }
+
+    #[test]
+    fn recorded_details_wait_for_a_record_that_names_them() {
+        let mut details = Details::recorded();
+        let info = |pid, comm: &str| ProcessInfo {
+            time: at(1),
+            pid,
+            comm: Comm::new(comm),
+            ppid: Some(1),
+            exe: None,
+            cmdline: Some(vec![comm.to_string()]),
+            uid: None,
+            user: None,
+            cgroup: None,
+            start_ticks: None,
+        };
+        details.recorded_process(info(10, "a"));
+        details.recorded_process(info(20, "b"));
+        details.recorded_netns(NetnsInfo { time: at(1), netns: 7, port_range: Some((1000, 2000)) });
+        // A record of pid 20 in namespace 7 (pid 10's records were filtered out).
+        let out = announced(&mut details, Some(&owner(20, "b")), 7, 2);
+        assert_eq!(out, vec!["netns 7".to_string(), r#"process 20 b Some(["b"])"#.to_string()]);
+        assert!(announced(&mut details, Some(&owner(20, "b")), 7, 3).is_empty());
+        // A later record of the same pid: the newer details come with it.
+        details.recorded_process(info(20, "c"));
+        let out = announced(&mut details, Some(&owner(20, "c")), 7, 4);
+        assert_eq!(out, vec![r#"process 20 c Some(["c"])"#.to_string()]);
+    }
+}

@@ -1,0 +1,253 @@
+//! Who a socket's owner is, beyond its 16-byte command name: the executable's path, the
+//! command line, the parent, the user and the cgroup, read from /proc when portrace first
+//! sees the process own a socket. A process that has already exited by then keeps only
+//! its command name and pid; every field that cannot be read is left out, never guessed.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::record::{Comm, ProcessInfo, Timestamp};
+
+/// The longest text (a path, one argument, a name) portrace keeps of a process; longer
+/// ones are cut on a character boundary, the same live and in recordings.
+pub const MAX_TEXT: usize = 4096;
+/// The most arguments portrace keeps of a command line; the last kept one says how many
+/// more there were.
+pub const MAX_ARGS: usize = 256;
+
+/// `text` cut to [`MAX_TEXT`] bytes.
+pub fn cut(mut text: String) -> String {
+    if text.len() > MAX_TEXT {
+        let mut len = MAX_TEXT;
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        text.truncate(len);
+    }
+    text
+}
+
+/// Reads process details from a procfs (normally /proc), and user names from a passwd
+/// file (normally /etc/passwd), read once.
+pub struct ProcessReader {
+    proc: PathBuf,
+    passwd: PathBuf,
+    users: Option<HashMap<u32, String>>,
+}
+
+impl Default for ProcessReader {
+    fn default() -> Self {
+        ProcessReader::new(Path::new(crate::procfs::PROC), Path::new("/etc/passwd"))
+    }
+}
+
+impl ProcessReader {
+    pub fn new(proc: &Path, passwd: &Path) -> ProcessReader {
+        ProcessReader { proc: proc.to_path_buf(), passwd: passwd.to_path_buf(), users: None }
+    }
+
+    /// What /proc says about `pid` now. `comm` is the command name the kernel reported
+    /// with the socket; it is kept as is, whatever /proc says.
+    pub fn read(&mut self, pid: u32, comm: Comm, time: Timestamp) -> ProcessInfo {
+        let dir = self.proc.join(pid.to_string());
+        let status = fs::read(dir.join("status")).ok();
+        let status = status.as_deref().map(parse_status).unwrap_or_default();
+        let uid = status.uid;
+        let user = uid.and_then(|uid| self.user_name(uid));
+        ProcessInfo {
+            time,
+            pid,
+            comm,
+            ppid: status.ppid,
+            exe: fs::read_link(dir.join("exe")).ok().map(|p| cut(String::from_utf8_lossy(p.as_os_str().as_bytes()).into_owned())),
+            cmdline: fs::read(dir.join("cmdline")).ok().and_then(|raw| parse_cmdline(&raw)),
+            uid,
+            user,
+            cgroup: fs::read(dir.join("cgroup")).ok().and_then(|raw| parse_cgroup(&raw)),
+            start_ticks: fs::read(dir.join("stat")).ok().and_then(|raw| parse_start_ticks(&raw)),
+        }
+    }
+
+    fn user_name(&mut self, uid: u32) -> Option<String> {
+        let passwd = &self.passwd;
+        let users = self.users.get_or_insert_with(|| fs::read(passwd).map(|raw| parse_passwd(&raw)).unwrap_or_default());
+        users.get(&uid).cloned().map(cut)
+    }
+}
+
+/// The fields of /proc/PID/status portrace uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub ppid: Option<u32>,
+    /// The real user id (the first of the `Uid:` line's four).
+    pub uid: Option<u32>,
+}
+
+pub fn parse_status(raw: &[u8]) -> Status {
+    let mut status = Status::default();
+    for line in raw.split(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        if let Some(rest) = text.strip_prefix("PPid:") {
+            status.ppid = rest.trim().parse().ok();
+        } else if let Some(rest) = text.strip_prefix("Uid:") {
+            status.uid = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+        }
+    }
+    status
+}
+
+/// The arguments of /proc/PID/cmdline (NUL-separated, usually NUL-terminated). `None`
+/// when empty: a kernel thread, or a process that exited (its zombie has no memory).
+pub fn parse_cmdline(raw: &[u8]) -> Option<Vec<String>> {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    if raw.is_empty() {
+        return None;
+    }
+    let mut args: Vec<String> = raw.split(|&b| b == 0).map(|arg| cut(String::from_utf8_lossy(arg).into_owned())).collect();
+    if args.len() > MAX_ARGS {
+        let more = args.len() - (MAX_ARGS - 1);
+        args.truncate(MAX_ARGS - 1);
+        args.push(format!("... ({more} more arguments)"));
+    }
+    Some(args)
+}
+
+/// The cgroup v2 path from /proc/PID/cgroup (the `0::PATH` line). On a host with only
+/// cgroup v1 hierarchies, the `name=systemd` one, which names the unit or container.
+pub fn parse_cgroup(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut v1 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if controllers.is_empty() {
+            return Some(cut(path.to_string()));
+        }
+        if controllers == "name=systemd" {
+            v1 = Some(cut(path.to_string()));
+        }
+    }
+    v1
+}
+
+/// Field 22 of /proc/PID/stat, the start time in clock ticks since boot. The command
+/// name (field 2) is in parentheses and may itself hold spaces and parentheses, so
+/// fields are counted from the last `)`.
+pub fn parse_start_ticks(raw: &[u8]) -> Option<u64> {
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&raw[close + 1..]).ok()?;
+    // After the name: field 3 (state) is the first, so field 22 is the 20th.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// uid -> name from a passwd file; the first entry of a uid wins, as for getpwuid.
+pub fn parse_passwd(raw: &[u8]) -> HashMap<u32, String> {
+    let mut users = HashMap::new();
+    for line in String::from_utf8_lossy(raw).lines() {
+        let mut fields = line.split(':');
+        let (Some(name), Some(_), Some(uid)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        if let (false, Ok(uid)) = (name.is_empty() || name.starts_with('#'), uid.parse::<u32>()) {
+            users.entry(uid).or_insert_with(|| name.to_string());
+        }
+    }
+    users
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_gives_parent_and_real_uid() {
+        let raw = b"Name:\tcurl\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t812\nPid:\t812\nPPid:\t790\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(parse_status(raw), Status { ppid: Some(790), uid: Some(1000) });
+        assert_eq!(parse_status(b"Name:\tx\n"), Status::default());
+    }
+
+    #[test]
+    fn cmdline_splits_on_nul_and_keeps_empty_arguments() {
+        assert_eq!(parse_cmdline(b"nc\0-z\0\0host\0"), Some(vec!["nc".into(), "-z".into(), "".into(), "host".into()]));
+        assert_eq!(parse_cmdline(b"sleep\0"), Some(vec!["sleep".into()]));
+        assert_eq!(parse_cmdline(b"no-terminator"), Some(vec!["no-terminator".into()]));
+        assert_eq!(parse_cmdline(b""), None);
+        assert_eq!(parse_cmdline(b"bad\xff\0"), Some(vec!["bad\u{fffd}".into()]));
+    }
+
+    #[test]
+    fn long_command_lines_are_cut_the_same_everywhere() {
+        let many: Vec<u8> = (0..300).flat_map(|i| format!("a{i}\0").into_bytes()).collect();
+        let args = parse_cmdline(&many).unwrap();
+        assert_eq!(args.len(), MAX_ARGS);
+        assert_eq!(args[MAX_ARGS - 2], format!("a{}", MAX_ARGS - 2));
+        assert_eq!(args[MAX_ARGS - 1], format!("... ({} more arguments)", 300 - (MAX_ARGS - 1)));
+        let long = "é".repeat(MAX_TEXT);
+        let cut_arg = &parse_cmdline(long.as_bytes()).unwrap()[0];
+        assert!(cut_arg.len() <= MAX_TEXT && cut_arg.len() >= MAX_TEXT - 1);
+        assert!(cut_arg.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn cgroup_prefers_v2_then_the_systemd_hierarchy() {
+        assert_eq!(parse_cgroup(b"0::/system.slice/nginx.service\n"), Some("/system.slice/nginx.service".into()));
+        let hybrid = b"12:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n0::/docker/abc\n";
+        assert_eq!(parse_cgroup(hybrid), Some("/docker/abc".into()));
+        let v1 = b"4:memory:/user.slice\n1:name=systemd:/user.slice/user-1000.slice/session-3.scope\n";
+        assert_eq!(parse_cgroup(v1), Some("/user.slice/user-1000.slice/session-3.scope".into()));
+        assert_eq!(parse_cgroup(b"4:memory:/x\n"), None);
+        assert_eq!(parse_cgroup(b""), None);
+    }
+
+    #[test]
+    fn start_ticks_survive_names_with_spaces_and_parentheses() {
+        let stat = b"4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100\n";
+        assert_eq!(parse_start_ticks(stat), Some(987654));
+        assert_eq!(parse_start_ticks(b"1 (init) S 0"), None);
+        assert_eq!(parse_start_ticks(b"garbage"), None);
+    }
+
+    #[test]
+    fn passwd_maps_uids_to_the_first_name() {
+        let raw = b"root:x:0:0:root:/root:/bin/bash\n# comment:x:5\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\ntoor:x:0:0::/:/bin/sh\nbroken\n";
+        let users = parse_passwd(raw);
+        assert_eq!(users.get(&0).map(String::as_str), Some("root"));
+        assert_eq!(users.get(&33).map(String::as_str), Some("www-data"));
+        assert_eq!(users.len(), 2);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let mut reader = ProcessReader::default();
+        let pid = std::process::id();
+        let time = Timestamp { mono_ns: 1, unix_ns: 2 };
+        let info = reader.read(pid, Comm::new("test"), time);
+        assert_eq!((info.pid, info.comm, info.time), (pid, Comm::new("test"), time));
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(info.exe.as_deref(), exe.to_str());
+        let args: Vec<String> = std::env::args().collect();
+        assert_eq!(info.cmdline, Some(args));
+        // SAFETY: getppid and getuid have no preconditions.
+        let (ppid, uid) = unsafe { (libc::getppid(), libc::getuid()) };
+        assert_eq!((info.ppid, info.uid), (Some(ppid as u32), Some(uid)));
+        assert!(info.start_ticks.is_some_and(|t| t > 0));
+        if uid == 0 {
+            assert_eq!(info.user.as_deref(), Some("root"));
+        }
+    }
+
+    #[test]
+    fn a_process_that_is_gone_keeps_its_pid_and_name_only() {
+        let dir = std::env::temp_dir().join(format!("portrace-proc-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut reader = ProcessReader::new(&dir, &dir.join("passwd"));
+        let info = reader.read(77, Comm::new("gone"), Timestamp { mono_ns: 0, unix_ns: 0 });
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((info.pid, info.comm.to_str_lossy().as_ref()), (77, "gone"));
+        assert_eq!((info.ppid, info.exe, info.cmdline, info.uid, info.user, info.cgroup, info.start_ticks), (None, None, None, None, None, None, None));
+    }
+}

@@ -449,9 +449,11 @@ impl Run {
             );
         }
         assert!(start["ts_ns"].is_u64(), "start record lacks ts_ns: {start}");
+        // Process and namespace details may come between socket records.
+        let detail = |r: &Value| r["type"] == "process" || r["type"] == "netns";
         let inventory_end = self.records[1..]
             .iter()
-            .position(|r| r["type"] != "socket")
+            .position(|r| r["type"] != "socket" && !detail(r))
             .map_or(self.records.len(), |i| i + 1);
         if let Some(late) = self.records[inventory_end..]
             .iter()
@@ -462,6 +464,28 @@ impl Run {
                  record): {late}\n{}",
                 context()
             );
+        }
+        // Every owner is announced by a process record, every namespace by a netns record,
+        // before the first record that names it.
+        let mut processes = std::collections::HashSet::new();
+        let mut namespaces = std::collections::HashSet::new();
+        for r in &self.records {
+            match r["type"].as_str() {
+                Some("process") => {
+                    processes.insert(r["pid"].as_u64().expect("a process record's pid"));
+                }
+                Some("netns") => {
+                    namespaces.insert(r["netns"].as_u64().expect("a netns record's netns"));
+                }
+                Some("socket" | "transition") => {
+                    if let Some(pid) = r["owner_pid"].as_u64() {
+                        assert!(processes.contains(&pid), "no process record before {r}\n{}", context());
+                    }
+                    let netns = r["netns"].as_u64().unwrap_or(0);
+                    assert!(netns == 0 || namespaces.contains(&netns), "no netns record before {r}\n{}", context());
+                }
+                _ => {}
+            }
         }
         let n = self
             .records

@@ -23,3 +23,5 @@ pub mod inventory;
 pub mod tracefile;
 pub mod replay;
 pub mod report;
+pub mod explain;
+pub mod diagram;

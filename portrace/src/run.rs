@@ -54,7 +54,7 @@ pub trait Output {
     /// What the output is, for messages (`writing {name}: ...`): "output" for standard
     /// output, "the recording" for a recording, whose errors name its path.
     fn name(&self) -> String;
-    /// The line printed on a terminal's stderr when tracing starts.
+    /// The line printed on a terminal's stderr when tracing starts (none if empty).
     fn banner(&self) -> String;
     /// Whether [`Output::progress`] is wanted (a few times a second while tracing).
     fn shows_progress(&self) -> bool {
@@ -219,8 +219,9 @@ pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Resu
     let stop = match session.sink_result(opened.map(|()| None)) {
         Some(stop) => stop,
         None => {
-            if io::stderr().is_terminal() {
-                eprintln!("{}", session.out.banner());
+            let banner = session.out.banner();
+            if io::stderr().is_terminal() && !banner.is_empty() {
+                eprintln!("{banner}");
             }
             session.event_loop(ring, config.duration).await?
         }

@@ -154,14 +154,17 @@ struct Live {
 }
 
 impl Output for Live {
+    /// The kernel programs are attached: says so on stderr, terminal or not, since the
+    /// diagram shows nothing until the end (and tests wait for this line).
     fn open(&mut self, _setup: RunSetup) -> anyhow::Result<Box<dyn Sink + Send>> {
+        eprintln!("{}", self.banner);
         Ok(Box::new(Collector(self.collected.clone())))
     }
     fn name(&self) -> String {
         "the diagram".into()
     }
     fn banner(&self) -> String {
-        self.banner.clone()
+        String::new()
     }
     fn progress(&mut self, _progress: &Progress) {}
 }

@@ -227,9 +227,15 @@ fn since(t: &Transition, first: u64) -> String {
     format!("+{}", HumanDuration(t.time.mono_ns.saturating_sub(first)))
 }
 
+/// [`since`] with `µs` for `us`, for the picture.
+fn since_svg(t: &Transition, first: u64) -> String {
+    since(t, first).replace("us", "µs")
+}
+
 fn title(c: &Connection) -> String {
     match &c.right {
         Some(r) => format!("TCP connection {} ⇄ {}", endpoint(c.left.local), endpoint(r.local)),
+        None if c.left.role == Role::Listener => format!("TCP listener {}", endpoint(c.left.local)),
         None => format!("TCP connection {} → {}", endpoint(c.left.local), endpoint(c.left.remote)),
     }
 }
@@ -410,7 +416,7 @@ pub fn render_svg(c: &Connection) -> String {
             row.t.oldstate.name(),
             row.t.newstate.name(),
             y + 4.0,
-            esc(&since(row.t, first)),
+            esc(&since_svg(row.t, first)),
             y + 4.0,
             row.t.oldstate.name(),
             row.t.newstate.name(),

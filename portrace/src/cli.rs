@@ -683,6 +683,36 @@ mod tests {
     }
 
     #[test]
+    fn diagram_takes_a_source_an_output_and_filters() {
+        let Task::Diagram(d) = task(&["diagram", "-o", "tcp.svg", "--port", "443", "--duration", "30s"]).unwrap() else {
+            panic!("not a diagram");
+        };
+        assert_eq!((d.output, d.from, d.conn, d.format), (Some(PathBuf::from("tcp.svg")), None, None, None));
+        assert_eq!((d.trace.filter.ports.clone(), d.trace.duration), (vec![443], Some(Duration::from_secs(30))));
+        let Task::Diagram(d) = task(&["diagram", "--from", "t.ptr", "--conn", "7", "-f", "text"]).unwrap() else {
+            panic!("not a diagram");
+        };
+        assert_eq!((d.from, d.conn, d.format), (Some(PathBuf::from("t.ptr")), Some(7), Some(crate::diagram::DiagramFormat::Text)));
+        for (args, expected) in [
+            (&["diagram", "--conn", "7"][..], "--from <FILE>"),
+            (&["diagram", "--from", "t.ptr", "--duration", "5s"], "cannot be used with"),
+            (&["diagram", "-f", "png"], "invalid value 'png'"),
+            (&["diagram", "--from", "t.ptr", "--conn", "x"], "invalid value 'x'"),
+        ] {
+            let err = task(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn explain_is_a_live_and_replay_flag() {
+        assert!(parse(&["--explain"]).unwrap().explain);
+        assert!(!parse(&[]).unwrap().explain);
+        let Task::Replay(r) = task(&["replay", "t.ptr", "--explain"]).unwrap() else { panic!("not a replay") };
+        assert!(r.explain);
+    }
+
+    #[test]
     fn durations_take_units() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));

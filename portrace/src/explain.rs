@@ -160,7 +160,8 @@ mod tests {
     #[test]
     fn every_reported_transition_has_its_cause() {
         use EndReason as R;
-        let cases: Vec<(TcpState, TcpState, Option<EndReason>, Option<i32>, &str)> = vec![
+        type Case = (TcpState, TcpState, Option<EndReason>, Option<i32>, &'static str);
+        let cases: Vec<Case> = vec![
             (Close, Listen, None, None, "application called listen()"),
             (Close, SynSent, None, None, "application called connect(), sent SYN"),
             (Listen, SynRecv, None, None, "received the ACK that completes a handshake (after SYN and SYN-ACK) [Linux: a new child socket is cloned"),
@@ -246,5 +247,53 @@ mod tests {
         let e = explain_parts(CloseWait, Established, None, None, 0);
         assert!(e.cause.contains("outside RFC 9293"), "{e}");
         assert!(explain_parts(Listen, NewSynRecv, None, None, 0).to_string().contains("request socket"));
+    }
+
+    /// A writer the test reads after the sink that owns it is gone.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn rendered(format: crate::output::Format, explain: bool, t: &Transition) -> String {
+        let out = Shared::default();
+        let options = crate::output::TextOptions { color: false, zone: crate::clock::Zone::Fixed(0), explain };
+        let mut sink = crate::output::sink(format, Box::new(out.clone()), options);
+        sink.transition(t).unwrap();
+        sink.flush().unwrap();
+        drop(sink);
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn text_and_json_carry_the_cause_only_when_asked() {
+        use crate::output::Format;
+        let t = Transition {
+            reason: Some(EndReason::Refused),
+            error: Some(libc::ECONNREFUSED),
+            ..crate::diagram::stats::tests::tr(3, 10, SynSent, Close, Some(63_500))
+        };
+        let text = rendered(Format::Text, true, &t);
+        let line = text.lines().last().unwrap();
+        assert!(
+            line.ends_with("connection refused (ECONNREFUSED) -- received RST in answer to our SYN: connection refused, nothing listens there"),
+            "{line}"
+        );
+        assert!(!rendered(Format::Text, false, &t).contains(" -- "));
+        let json: serde_json::Value = serde_json::from_str(rendered(Format::Json, true, &t).trim()).unwrap();
+        assert_eq!(json["explain"], explain(&t).to_string());
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(keys.last().map(|k| k.as_str()), Some("explain"), "added after the existing fields");
+        let plain: serde_json::Value = serde_json::from_str(rendered(Format::Json, false, &t).trim()).unwrap();
+        assert!(plain.get("explain").is_none());
     }
 }

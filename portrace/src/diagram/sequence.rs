@@ -259,7 +259,7 @@ pub fn render_text(c: &Connection) -> String {
     let first = rows[0].t.time.mono_ns;
     let left = format!("{} (socket {})", c.left.role.name().to_uppercase(), c.left.socket);
     let right = c.right.as_ref().map_or("PEER (not traced)".to_string(), |r| format!("{} (socket {})", r.role.name().to_uppercase(), r.socket));
-    let _ = writeln!(s, "{:<9} {:<26} {:<26} {}", "TIME", left, right, "CAUSE");
+    let _ = writeln!(s, "{:<9} {:<26} {:<26} CAUSE", "TIME", left, right);
     for (i, row) in rows.iter().enumerate() {
         let edge = format!("{} -> {}", row.t.oldstate.name(), row.t.newstate.name());
         let (l, r) = if row.right { (String::new(), edge) } else { (edge, String::new()) };

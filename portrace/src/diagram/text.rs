@@ -11,7 +11,7 @@ pub fn render(f: &Figure<'_>) -> String {
     let _ = writeln!(s, "{}", f.title());
     let _ = writeln!(s, "{}", f.subtitle());
     let _ = writeln!(s);
-    let _ = writeln!(s, "{:<13} {:<13} {:<38} {:>7}  {}", "FROM", "TO", "RFC 9293: EVENT / ACTION", "SEEN", "MEDIAN TIME IN FROM");
+    let _ = writeln!(s, "{:<13} {:<13} {:<38} {:>7}  MEDIAN TIME IN FROM", "FROM", "TO", "RFC 9293: EVENT / ACTION", "SEEN");
     for e in &f.standard {
         let mark = e.note.map(|n| format!(" [{n}]")).unwrap_or_default();
         let label = format!("{}{mark}", e.edge.rfc_label());

@@ -197,6 +197,7 @@ fn userspace(c: &mut Criterion) {
         let text = TextOptions {
             color: false,
             zone: Zone::Fixed(0),
+            explain: false,
         };
         let mut sink: Box<dyn Sink + Send> = output::sink(format, out, text);
         sink.start(&Start {

@@ -22,7 +22,11 @@ Examples:
                                  record an hour of port 443 into web.ptr
   portrace replay web.ptr --state TIME_WAIT -f json
                                  the recorded TIME_WAIT transitions, as JSON Lines
-  portrace report web.ptr        connections, time in each state, slowest handshakes";
+  portrace report web.ptr        connections, time in each state, slowest handshakes
+  portrace diagram -o tcp.svg    the TCP state diagram, with counts from 10 s of this host
+  portrace diagram --from web.ptr --conn 42 -o conn.svg
+                                 one connection of a recording, as a sequence diagram
+  portrace --explain             each transition's cause in plain words";
 
 /// Real-time TCP state tracer: every transition, with its process, endpoints and the time
 /// spent in the state it left.
@@ -64,6 +68,45 @@ pub enum Command {
     /// Summarise a recording: connections, time in each state, slowest handshakes, longest
     /// CLOSE_WAITs, TIME_WAIT per peer.
     Report(ReportArgs),
+    /// Draw the TCP state diagram (RFC 9293) with what this host does: each edge with how
+    /// many times it was seen and the median time in the state it left.
+    ///
+    /// Traces live for --duration (10 s unless told; Ctrl-C draws at once), or reads a
+    /// recording with --from. The format is --format, or the output file's extension
+    /// (.svg, .dot, .mmd, .txt); text on standard output without -o. With --conn, one
+    /// connection of a recording as a sequence diagram (SVG or text).
+    Diagram(DiagramArgs),
+}
+
+/// `portrace diagram`.
+#[derive(Debug, clap::Args)]
+pub struct DiagramArgs {
+    /// Write the diagram to FILE (its extension picks the format) instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// The diagram's format.
+    #[arg(short = 'f', long, value_enum)]
+    pub format: Option<crate::diagram::DiagramFormat>,
+
+    /// Draw from a recording made with `portrace record` instead of tracing live.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["duration", "count", "ring_size", "summary"])]
+    pub from: Option<PathBuf>,
+
+    /// Draw socket ID's connection (the SOCKET column of `portrace replay`) as a sequence
+    /// diagram: it and its peer on this host side by side, time flowing down.
+    #[arg(long, value_name = "ID", requires = "from")]
+    pub conn: Option<u64>,
+
+    /// With --from: read a damaged recording up to the damage instead of refusing it.
+    #[arg(long, requires = "from")]
+    pub salvage: bool,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// The filter flags, shared by live tracing, `record`, `replay` and `report`.
@@ -146,6 +189,11 @@ pub struct LiveArgs {
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN", help_heading = "Output")]
     pub color: ColorChoice,
 
+    /// Add each transition's cause in plain words (the segment sent or received, or the
+    /// application's call), and say where Linux differs from RFC 9293.
+    #[arg(long, help_heading = "Output")]
+    pub explain: bool,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -195,6 +243,10 @@ pub struct ReplayArgs {
     /// Read a damaged recording up to the damage instead of refusing it.
     #[arg(long)]
     pub salvage: bool,
+
+    /// Add each transition's cause in plain words, as live tracing does.
+    #[arg(long)]
+    pub explain: bool,
 
     #[command(flatten)]
     pub filter: FilterArgs,
@@ -268,6 +320,8 @@ pub struct Config {
     pub snapshot: bool,
     /// Print a report of the trace on stderr at the end.
     pub summary: bool,
+    /// Add each transition's cause in plain words.
+    pub explain: bool,
 }
 
 /// `portrace record`, validated.
@@ -289,6 +343,7 @@ pub struct ReplayConfig {
     pub color: ColorChoice,
     pub info: bool,
     pub salvage: bool,
+    pub explain: bool,
 }
 
 /// `portrace report`, validated.
@@ -310,6 +365,7 @@ pub enum Task {
     Record(RecordConfig),
     Replay(ReplayConfig),
     Report(ReportConfig),
+    Diagram(Box<crate::diagram::DiagramConfig>),
 }
 
 impl FilterArgs {
@@ -346,6 +402,7 @@ impl Args {
                     color: ColorChoice::Never,
                     snapshot: false,
                     summary: r.limits.summary,
+                    explain: false,
                 },
                 output: r.output,
                 force: r.force,
@@ -358,6 +415,7 @@ impl Args {
                 color: r.color,
                 info: r.info,
                 salvage: r.salvage,
+                explain: r.explain,
             }),
             Some(Command::Report(r)) => Task::Report(ReportConfig {
                 file: r.file,
@@ -368,11 +426,35 @@ impl Args {
                 top: r.top as usize,
                 salvage: r.salvage,
             }),
+            Some(Command::Diagram(d)) => Task::Diagram(Box::new(crate::diagram::DiagramConfig {
+                trace: Config {
+                    filter: d.filter.into_spec(),
+                    format: OutputFormat::Text,
+                    duration: d.limits.duration,
+                    count: d.limits.count,
+                    ring_size: d.limits.ring_size,
+                    color: ColorChoice::Never,
+                    snapshot: false,
+                    summary: d.limits.summary,
+                    explain: false,
+                },
+                from: d.from,
+                salvage: d.salvage,
+                output: d.output,
+                format: d.format,
+                conn: d.conn,
+            })),
         }
     }
 }
 
 impl LiveArgs {
+    /// The configuration of `portrace` with no flags.
+    #[cfg(test)]
+    pub(crate) fn parse_from_empty() -> Config {
+        Args::parse_from(["portrace"]).live.into_config()
+    }
+
     pub fn into_config(self) -> Config {
         Config {
             filter: self.filter.into_spec(),
@@ -383,6 +465,7 @@ impl LiveArgs {
             color: self.color,
             snapshot: self.snapshot,
             summary: self.limits.summary,
+            explain: self.explain,
         }
     }
 }
@@ -597,6 +680,36 @@ mod tests {
             let err = task(args).expect_err(&format!("{args:?} should be refused"));
             assert!(err.contains(expected), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn diagram_takes_a_source_an_output_and_filters() {
+        let Task::Diagram(d) = task(&["diagram", "-o", "tcp.svg", "--port", "443", "--duration", "30s"]).unwrap() else {
+            panic!("not a diagram");
+        };
+        assert_eq!((d.output, d.from, d.conn, d.format), (Some(PathBuf::from("tcp.svg")), None, None, None));
+        assert_eq!((d.trace.filter.ports.clone(), d.trace.duration), (vec![443], Some(Duration::from_secs(30))));
+        let Task::Diagram(d) = task(&["diagram", "--from", "t.ptr", "--conn", "7", "-f", "text"]).unwrap() else {
+            panic!("not a diagram");
+        };
+        assert_eq!((d.from, d.conn, d.format), (Some(PathBuf::from("t.ptr")), Some(7), Some(crate::diagram::DiagramFormat::Text)));
+        for (args, expected) in [
+            (&["diagram", "--conn", "7"][..], "--from <FILE>"),
+            (&["diagram", "--from", "t.ptr", "--duration", "5s"], "cannot be used with"),
+            (&["diagram", "-f", "png"], "invalid value 'png'"),
+            (&["diagram", "--from", "t.ptr", "--conn", "x"], "invalid value 'x'"),
+        ] {
+            let err = task(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn explain_is_a_live_and_replay_flag() {
+        assert!(parse(&["--explain"]).unwrap().explain);
+        assert!(!parse(&[]).unwrap().explain);
+        let Task::Replay(r) = task(&["replay", "t.ptr", "--explain"]).unwrap() else { panic!("not a replay") };
+        assert!(r.explain);
     }
 
     #[test]

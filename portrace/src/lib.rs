@@ -26,3 +26,5 @@ pub mod inventory;
 pub mod tracefile;
 pub mod replay;
 pub mod report;
+pub mod explain;
+pub mod diagram;

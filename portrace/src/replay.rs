@@ -195,7 +195,7 @@ pub fn replay(config: ReplayConfig) -> anyhow::Result<()> {
         OutputFormat::Csv => Format::Csv,
     };
     let out = Box::new(io::BufWriter::with_capacity(1 << 16, stdout));
-    let mut sink = output::sink(format, out, output::TextOptions::system(color));
+    let mut sink = output::sink(format, out, output::TextOptions { explain: config.explain, ..output::TextOptions::system(color) });
     let mut filter = TransitionFilter::new(config.filter);
     let replayed = match replay_into(&mut reader, &mut filter, sink.as_mut(), None) {
         Ok(replayed) => replayed,
@@ -495,7 +495,7 @@ mod tests {
     }
 
     fn sink_for(format: Format, out: &Shared) -> Box<dyn Sink + Send> {
-        output::sink(format, Box::new(out.clone()), TextOptions { color: false, zone: Zone::Fixed(3600) })
+        output::sink(format, Box::new(out.clone()), TextOptions { color: false, zone: Zone::Fixed(3600), explain: false })
     }
 
     fn replayed(file: &[u8], format: Format, filter: FilterSpec) -> (String, Replayed) {

@@ -56,7 +56,7 @@ pub trait Output {
     /// What the output is, for messages (`writing {name}: ...`): "output" for standard
     /// output, "the recording" for a recording, whose errors name its path.
     fn name(&self) -> String;
-    /// The line printed on a terminal's stderr when tracing starts.
+    /// The line printed on a terminal's stderr when tracing starts (none if empty).
     fn banner(&self) -> String;
     /// Whether [`Output::progress`] is wanted (a few times a second while tracing).
     fn shows_progress(&self) -> bool {
@@ -79,11 +79,12 @@ pub struct Progress {
 struct Stdout {
     format: OutputFormat,
     color: ColorChoice,
+    explain: bool,
 }
 
 impl Output for Stdout {
     fn open(&mut self, _setup: RunSetup) -> anyhow::Result<Box<dyn Sink + Send>> {
-        Ok(new_sink(self.format, self.color))
+        Ok(new_sink(self.format, self.color, self.explain))
     }
 
     fn name(&self) -> String {
@@ -108,7 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         return snapshot(&config);
     }
     preflight::check_privileges()?;
-    let mut out = Stdout { format: config.format, color: config.color };
+    let mut out = Stdout { format: config.format, color: config.color, explain: config.explain };
     trace(&config, &mut out).await
 }
 
@@ -122,7 +123,7 @@ pub async fn record(config: RecordConfig) -> anyhow::Result<()> {
 }
 
 /// Traces until the run ends, into `out`.
-async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
+pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
     let kernel = preflight::check_kernel()?;
     let tracefs = tracefs::ensure_mounted()?;
     if tracefs.mounted_by_us {
@@ -223,8 +224,9 @@ async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
     let stop = match session.sink_result(opened.map(|()| None)) {
         Some(stop) => stop,
         None => {
-            if io::stderr().is_terminal() {
-                eprintln!("{}", session.out.banner());
+            let banner = session.out.banner();
+            if io::stderr().is_terminal() && !banner.is_empty() {
+                eprintln!("{banner}");
             }
             session.event_loop(ring, config.duration).await?
         }
@@ -275,7 +277,7 @@ async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
 fn snapshot(config: &Config) -> anyhow::Result<()> {
     let clock = Clock::capture();
     let start = clock.now();
-    let mut sink = new_sink(config.format, config.color);
+    let mut sink = new_sink(config.format, config.color, false);
     let mut sockets = take_inventory(start);
     for (id, s) in sockets.iter_mut().enumerate() {
         s.socket = id as u64 + 1;
@@ -337,7 +339,7 @@ fn comm_bytes(comm: &Comm) -> [u8; 16] {
     out
 }
 
-fn new_sink(format: OutputFormat, color: ColorChoice) -> Box<dyn Sink + Send> {
+fn new_sink(format: OutputFormat, color: ColorChoice, explain: bool) -> Box<dyn Sink + Send> {
     let stdout = io::stdout();
     let color = match color {
         ColorChoice::Always => true,
@@ -350,7 +352,7 @@ fn new_sink(format: OutputFormat, color: ColorChoice) -> Box<dyn Sink + Send> {
         OutputFormat::Csv => Format::Csv,
     };
     let out = Box::new(io::BufWriter::with_capacity(1 << 16, stdout));
-    output::sink(format, out, output::TextOptions::system(color))
+    output::sink(format, out, output::TextOptions { explain, ..output::TextOptions::system(color) })
 }
 
 struct Session<'a> {

@@ -19,11 +19,13 @@ pub const SCHEMA: u32 = 1;
 pub(super) struct JsonSink {
     out: Box<dyn Write + Send>,
     line: Vec<u8>,
+    /// `--explain`: transitions carry `explain`, their cause in plain words.
+    explain: bool,
 }
 
 impl JsonSink {
-    pub(super) fn new(out: Box<dyn Write + Send>) -> JsonSink {
-        JsonSink { out, line: Vec::with_capacity(512) }
+    pub(super) fn new(out: Box<dyn Write + Send>, explain: bool) -> JsonSink {
+        JsonSink { out, line: Vec::with_capacity(512), explain }
     }
 
     /// Starts a line: `{"type":"<kind>"`.
@@ -228,6 +230,9 @@ impl Sink for JsonSink {
         }
         self.u64_field("retransmits", u64::from(t.retransmits));
         self.u64_field("netns", u64::from(t.netns));
+        if self.explain {
+            self.str_field("explain", crate::explain::explain(t).to_string().as_bytes());
+        }
         self.emit()
     }
 

@@ -21,6 +21,7 @@ use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Trans
 use crate::summary::Summary;
 
 pub use json::SCHEMA as JSON_SCHEMA;
+pub(crate) use text::HumanDuration;
 
 /// portrace's version, as written in the JSON start record.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -78,21 +79,24 @@ pub struct TextOptions {
     pub color: bool,
     /// The time zone the TIME column is shown in.
     pub zone: Zone,
+    /// `--explain`: add each transition's cause in plain words (text, and JSON's `explain`).
+    pub explain: bool,
 }
 
 impl TextOptions {
     /// Local time in the system's time zone, coloured or not.
     pub fn system(color: bool) -> TextOptions {
-        TextOptions { color, zone: Zone::Local }
+        TextOptions { color, zone: Zone::Local, explain: false }
     }
 }
 
-/// A sink writing `format` to `out`. `text` only matters for [`Format::Text`]. `out` should
+/// A sink writing `format` to `out`. `text` only matters for [`Format::Text`], but for
+/// `explain`, which JSON honours too (CSV has no column for it). `out` should
 /// be buffered: sinks write one line per call.
 pub fn sink(format: Format, out: Box<dyn Write + Send>, text: TextOptions) -> Box<dyn Sink + Send> {
     match format {
         Format::Text => Box::new(text::TextSink::new(out, text)),
-        Format::Json => Box::new(json::JsonSink::new(out)),
+        Format::Json => Box::new(json::JsonSink::new(out, text.explain)),
         Format::Csv => Box::new(csv::CsvSink::new(out)),
     }
 }
@@ -724,11 +728,11 @@ mod tests {
     }
 
     fn plain() -> TextOptions {
-        TextOptions { color: false, zone: ZONE }
+        TextOptions { color: false, zone: ZONE, explain: false }
     }
 
     fn colored() -> TextOptions {
-        TextOptions { color: true, zone: ZONE }
+        TextOptions { color: true, zone: ZONE, explain: false }
     }
 
     /// Removes ANSI SGR sequences (`ESC [ ... m`).

@@ -6,6 +6,7 @@
 //! where PID and COMM are the socket's owner (`-` when unknown), not the task that happened
 //! to be on the CPU; PREV has a `>` in front when it is a lower bound (the socket predates
 //! the trace), and NOTE, free text at the end of the line, says why the connection ended.
+//! With `--explain`, ` -- ` and the transition's cause in plain words end the line.
 //! The inventory sockets, when there are any, come first in a block of their own, like
 //! `ss` with owners: `STATE LOCAL REMOTE PID COMM SOCKET`; a blank line separates it from
 //! what follows.
@@ -98,6 +99,8 @@ pub(super) struct TextSink {
     line: Vec<u8>,
     color: bool,
     local_time: LocalTime,
+    /// `--explain`: each transition's cause at the end of its line.
+    explain: bool,
     widths: Widths,
     /// The transition header is the last header printed.
     header_printed: bool,
@@ -115,6 +118,7 @@ impl TextSink {
             line: Vec::with_capacity(256),
             color: options.color,
             local_time: LocalTime::new(options.zone),
+            explain: options.explain,
             widths: Widths::INITIAL,
             header_printed: false,
             socket_widths: SocketWidths::INITIAL,
@@ -325,6 +329,10 @@ impl Sink for TextSink {
             line.push(b' ');
             push_note(line, t);
         }
+        if self.explain {
+            line.extend_from_slice(b" -- ");
+            line.extend_from_slice(crate::explain::explain(t).to_string().as_bytes());
+        }
         line.push(b'\n');
         self.emit()
     }
@@ -445,7 +453,7 @@ fn pad_left(line: &mut Vec<u8>, text: &[u8], width: usize) {
 /// `3.21us`, `84.1us`, `841us`, `1.23ms`, `12.3ms`, `123ms`, `1.50s`, `12.3s`), then
 /// minutes and seconds (`2m03s`), hours and minutes (`1h02m`), days and hours (`3d04h`).
 /// Digits are truncated, not rounded, so the text never claims more time than passed.
-struct HumanDuration(u64);
+pub(crate) struct HumanDuration(pub(crate) u64);
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

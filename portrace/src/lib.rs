@@ -23,3 +23,6 @@ pub mod inventory;
 pub mod tracefile;
 pub mod replay;
 pub mod report;
+pub mod command;
+pub mod follow;
+pub mod still_open;

@@ -613,7 +613,12 @@ mod tests {
         );
         assert_eq!(resolve(OsStr::new("/nonexistent/x"), None).unwrap_err(), "No such file or directory");
         assert_eq!(resolve(OsStr::new("/tmp"), None).unwrap_err(), "it is a directory");
-        assert!(resolve(OsStr::new("/etc/hostname"), None).unwrap_err().contains("not executable"));
+        let plain = std::env::temp_dir().join(format!("portrace-plain-{}", std::process::id()));
+        std::fs::write(&plain, "exit 0\n").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = resolve(plain.as_os_str(), None);
+        let _ = std::fs::remove_file(&plain);
+        assert_eq!(refused.unwrap_err(), "it is not executable (Permission denied)");
         assert_eq!(resolve(OsStr::new(""), None).unwrap_err(), "the command is empty");
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{interval, sleep, MissedTickBehavior};
 
 use crate::cli::{ColorChoice, Config, OutputFormat, RecordConfig};
@@ -313,6 +313,9 @@ async fn trace_until_stopped(
     let stop = match session.sink_result(opened.map(|()| None)) {
         Some(stop) => stop,
         None => {
+            // Before the command starts: a SIGTERM from then on must be passed on to it.
+            let sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+            let sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
             if let Some(plan) = &plan {
                 // The programs are attached: start the command, traced from its first step.
                 let stdout = if session.out.uses_stdout() { CommandStdout::Stderr } else { CommandStdout::Inherit };
@@ -322,7 +325,7 @@ async fn trace_until_stopped(
             } else if io::stderr().is_terminal() {
                 eprintln!("{}", session.out.banner());
             }
-            let stop = session.event_loop(ring, config.duration).await;
+            let stop = session.event_loop(ring, config.duration, sigint, sigterm).await;
             *running = session.command.take();
             stop?
         }
@@ -493,9 +496,9 @@ impl Session<'_> {
         &mut self,
         mut ring: AsyncFd<RingBuf<MapData>>,
         duration: Option<Duration>,
+        mut sigint: Signal,
+        mut sigterm: Signal,
     ) -> anyhow::Result<Stop> {
-        let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let deadline = sleep(duration.unwrap_or(Duration::MAX / 4));
         tokio::pin!(deadline);
         let mut tick = interval(POLL_INTERVAL);

@@ -34,7 +34,7 @@ impl CommandSpec {
     /// The command line for messages and the recording's header: arguments separated by
     /// spaces, each quoted as a shell would need it.
     pub fn display(&self) -> String {
-        self.argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+        shell_words(&self.argv)
     }
 
     /// The program's name as given, for messages.
@@ -93,6 +93,11 @@ fn signal_name(signal: i32) -> String {
         (libc::SIGTERM, "SIGTERM"),
     ];
     NAMES.iter().find(|&&(n, _)| n == signal).map_or_else(|| format!("signal {signal}"), |&(_, name)| name.into())
+}
+
+/// Arguments separated by spaces, each quoted as a shell would need it.
+pub fn shell_words(args: &[impl AsRef<OsStr>]) -> String {
+    args.iter().map(|a| shell_quote(a.as_ref())).collect::<Vec<_>>().join(" ")
 }
 
 /// Quotes an argument for display the way a POSIX shell would read it back.

@@ -252,6 +252,7 @@ async fn trace_until_stopped(
         filter: config.filter.clone(),
         ring_size: config.ring_size,
         notes: tracer.limitations.clone(),
+        command: config.command.as_ref().map(|c| c.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect()),
     })?;
     // The programs are attached: tracing has started, and says so at once. Sockets that
     // change state from now on are seen; those that existed before are learned next, and

@@ -282,3 +282,28 @@ fn sigterm_to_portrace_reaches_the_command() {
     assert_eq!(run.status.code(), Some(7), "the command's trap ran and its status came back\n{}", shown(&run));
     assert_eq!(records(&run).last().map(|r| r["type"].clone()), Some(Value::from("end")), "{}", shown(&run));
 }
+
+#[test]
+fn a_recording_names_the_command_it_traced() {
+    let _lock = privileged();
+    let dir = std::env::temp_dir().join(format!("portrace-t-cmdrec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("cmd.ptr");
+    let file_text = file.display().to_string();
+    let run = run_bounded(
+        "portrace record -o F -- sh -c 'echo recorded; exit 4'",
+        portrace(&["record", "-o", &file_text, "--", "sh", "-c", "echo recorded; exit 4"]),
+        RUN_TIMEOUT,
+    );
+    let info = run_bounded("portrace replay F --info", portrace(&["replay", &file_text, "--info"]), RUN_TIMEOUT);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(run.status.code(), Some(4), "{}", shown(&run));
+    assert_eq!(run.stdout, vec!["recorded"], "a recording leaves stdout to the command\n{}", shown(&run));
+    assert!(run.stderr.contains("none of the command's sockets was open"), "{}", shown(&run));
+    info.assert_success();
+    assert!(
+        info.stdout.iter().any(|l| l == "command:      sh -c 'echo recorded; exit 4' (only its sockets were traced)"),
+        "{}",
+        shown(&info)
+    );
+}

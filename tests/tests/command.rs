@@ -63,19 +63,25 @@ fn printed_pids(run: &Finished, word: &str) -> Vec<u32> {
         .collect()
 }
 
-/// A process the traced command left running, killed by its pid when the test ends, but
-/// only if that pid is still the program the command started.
-struct Leftover {
-    pid: u32,
-    comm: &'static str,
+/// The processes a traced command left running in the test's namespace: every process
+/// in it but those in `keep` (the test's own, which their fixtures stop) is killed, by
+/// pid, when the test ends, whether or not the command said which they were.
+struct Leftovers<'a> {
+    ns: &'a Netns,
+    keep: Vec<u32>,
 }
 
-impl Drop for Leftover {
+impl Drop for Leftovers<'_> {
     fn drop(&mut self) {
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap_or_default();
-        if comm.trim() == self.comm {
-            // SAFETY: kill(2) on the process our command started, checked by name above.
-            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "pids", self.ns.name()]);
+        let listed = run_bounded("ip netns pids", cmd, Duration::from_secs(10));
+        for pid in listed.stdout.iter().filter_map(|l| l.trim().parse::<u32>().ok()) {
+            if !self.keep.contains(&pid) {
+                // SAFETY: kill(2) on a process in the namespace this test created, started
+                // by the test's command.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
         }
     }
 }
@@ -205,8 +211,8 @@ fn a_connection_left_in_close_wait_is_reported_at_the_end() {
         portrace(&["-f", "json", "--", "ip", "netns", "exec", ns.name(), "sh", "-c", &script]),
         RUN_TIMEOUT,
     );
+    let _leftovers = Leftovers { ns: &ns, keep: vec![server.pid()] };
     let daemon = printed_pids(&run, "daemon");
-    let _leftover = daemon.first().map(|&pid| Leftover { pid, comm: "tcpload" });
     server.wait_success(WAIT);
     assert!(run.status.success(), "{}", shown(&run));
     let [daemon] = daemon[..] else { panic!("the script prints the client's pid once\n{}", shown(&run)) };

@@ -539,16 +539,11 @@ impl Running {
             return status;
         }
         if let Some(pidfd) = &self.pidfd {
-            loop {
-                match pidfd.readable().await {
-                    Ok(mut guard) => {
-                        if let Some(status) = try_reap(self.pid) {
-                            return self.finish(status);
-                        }
-                        guard.clear_ready();
-                    }
-                    Err(_) => break,
+            while let Ok(mut guard) = pidfd.readable().await {
+                if let Some(status) = try_reap(self.pid) {
+                    return self.finish(status);
                 }
+                guard.clear_ready();
             }
         }
         // Without a working pidfd, block: the command is all portrace waits for.

@@ -116,7 +116,12 @@ const _: () = assert!(EVENT_SIZE == 120, "Event must stay padding-free");
 pub struct Owner {
     pub pid: u32,
     pub source: u8,
-    pub _pad: [u8; 3],
+    /// Non-zero when the socket belongs to the traced command (`portrace -- CMD`): decided
+    /// when its owner is learned, and kept for the socket's whole life, so that its later
+    /// transitions (TIME_WAIT, an orphan's FIN_WAIT2) stay the command's after the process
+    /// exited and its pid was reused.
+    pub traced: u8,
+    pub _pad: [u8; 2],
     pub comm: [u8; 16],
 }
 
@@ -316,7 +321,10 @@ pub mod counter {
     /// A transition the program could not read (a socket field or tracepoint field read
     /// failed, or an address family it does not know).
     pub const UNREADABLE: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// A process started by the traced command could not be followed (the traced-process
+    /// map was full, or the new task's record could not be read): its sockets are missing.
+    pub const UNFOLLOWED: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Capacity of the map of held, not yet port-bound `CLOSE -> SYN_SENT` transitions.
@@ -328,6 +336,34 @@ pub const OWNER_ENTRIES: u32 = 262_144;
 pub const LISTENER_ENTRIES: u32 = 16_384;
 /// Capacity of the timewait map (connections in TIME_WAIT or orphaned FIN_WAIT2).
 pub const TIMEWAIT_ENTRIES: u32 = 262_144;
+
+/// Byte offsets in the records of the tracepoints that follow the traced command's
+/// processes (`portrace -- CMD`), read by userspace from tracefs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskLayout {
+    /// `task:task_newtask`: `pid` (4 bytes), the new task's id.
+    pub newtask_pid: u16,
+    /// `task:task_newtask`: `clone_flags` (8 bytes).
+    pub newtask_flags: u16,
+    /// `sched:sched_process_exit`: `group_dead` (1 byte); 0 when the kernel's record has
+    /// no such field (older kernels), and then exits are not followed: an exited
+    /// process's entry stays until its pid is reused.
+    pub exit_group_dead: u16,
+    pub _pad: u16,
+}
+
+impl TaskLayout {
+    pub const ZERO: TaskLayout = TaskLayout { newtask_pid: 0, newtask_flags: 0, exit_group_dead: 0, _pad: 0 };
+}
+
+/// `CLONE_THREAD` (`include/uapi/linux/sched.h`): the new task is a thread of its creator's
+/// process, not a new process.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// Capacity of the map of the traced command's processes when userspace does not size it
+/// (it sizes it from `kernel.pid_max`).
+pub const TRACED_ENTRIES: u32 = 32_768;
 
 impl Layout {
     pub const ZERO: Layout = Layout {
@@ -380,8 +416,11 @@ mod pod {
     unsafe impl aya::Pod for super::ListenKey {}
     unsafe impl aya::Pod for super::SockOwner {}
     unsafe impl aya::Pod for super::TimeWaitEntry {}
+    unsafe impl aya::Pod for super::TaskLayout {}
 }
 
 const _: () = assert!(core::mem::size_of::<Layout>() == 24);
 const _: () = assert!(core::mem::size_of::<SockLayout>() == 40);
 const _: () = assert!(core::mem::size_of::<Filter>() == 376);
+const _: () = assert!(core::mem::size_of::<Owner>() == 24);
+const _: () = assert!(core::mem::size_of::<TaskLayout>() == 8);

@@ -30,8 +30,8 @@ use aya_ebpf::{
 };
 use portrace_ebpf::{
     counter, kind, owner_source, tcp, Event, Filter, Layout, ListenKey, Owner, SockLayout,
-    SockOwner, TimeWaitEntry, AF_INET, AF_INET6, HOLD_ENTRIES, IPPROTO_TCP, LISTENER_ENTRIES, MAX_NETS,
-    MAX_PIDS, MAX_PORTS, OWNER_ENTRIES, TIMEWAIT_ENTRIES,
+    SockOwner, TaskLayout, TimeWaitEntry, AF_INET, AF_INET6, CLONE_THREAD, HOLD_ENTRIES, IPPROTO_TCP,
+    LISTENER_ENTRIES, MAX_NETS, MAX_PIDS, MAX_PORTS, OWNER_ENTRIES, TIMEWAIT_ENTRIES, TRACED_ENTRIES,
 };
 
 /// Tracepoint field offsets, set by userspace before load.
@@ -60,6 +60,14 @@ static CLASSIC_PRIMARY: u32 = 0;
 /// timewait programs off.
 #[no_mangle]
 static TW_HANDLER: u64 = 0;
+
+/// Non-zero when only the traced command's sockets are kept (`portrace -- CMD`).
+#[no_mangle]
+static TRACE_COMMAND: u32 = 0;
+
+/// Where the task tracepoints keep what the command's programs read, set by userspace.
+#[no_mangle]
+static TASK: TaskLayout = TaskLayout::ZERO;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
@@ -94,6 +102,12 @@ static LISTENERS: HashMap<ListenKey, SockOwner> =
 #[map]
 static TIMEWAITS: HashMap<u64, TimeWaitEntry> =
     HashMap::with_max_entries(TIMEWAIT_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// The traced command's live processes, by thread group id (the value is unused).
+/// Userspace puts the command in before it runs; `task_newtask` adds every process one of
+/// them starts, and `sched_process_exit` removes a process once all its threads are gone.
+#[map]
+static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Per CPU: the timewait socket whose timer was just removed, and its entry. The kernel
 /// removes a timer right before re-arming it and right before running it, on the same CPU;
@@ -323,21 +337,30 @@ fn process(mut ev: Event) {
         ev.aux = kread(sk, l.cookie).unwrap_or(0);
     }
 
-    // The owner.
+    // The owner, and whether the socket is the traced command's.
     let listen_key = ListenKey { netns: ev.netns, port: ev.sport, _pad: 0 };
     let mut learned = false;
+    let mut traced = 0u8;
     if made_by_owner(ev.oldstate, ev.newstate) && ev.pid != 0 {
         ev.owner_pid = ev.pid;
         ev.owner_comm = bpf_get_current_comm().unwrap_or_default();
         ev.owner_source = owner_source::SYSCALL;
         learned = true;
+        if global!(TRACE_COMMAND) != 0 {
+            // A socket of the command stays the command's: a process closing it as it
+            // exits is no longer in the traced set by then.
+            let before = unsafe { OWNERS.get(&sk) }.map_or(0, |o| o.traced);
+            traced = before | u8::from(unsafe { TRACED.get(&ev.pid) }.is_some());
+        }
     } else if ev.oldstate == tcp::LISTEN && ev.newstate == tcp::SYN_RECV {
         if let Some(l) = unsafe { LISTENERS.get(&listen_key) } {
             set_owner(&mut ev, &l.owner, owner_source::LISTENER);
+            traced = l.owner.traced;
             learned = true;
         }
     } else if let Some(o) = unsafe { OWNERS.get(&sk) } {
         set_owner(&mut ev, o, o.source);
+        traced = o.traced;
         if o.source != owner_source::SYSCALL && ev.newstate == tcp::CLOSE && ev.pid == o.pid && ev.pid != 0 {
             // The owner's own process closed the socket (an abort: close with SO_LINGER 0):
             // it acted on the socket itself. (Other transitions its process happens to run,
@@ -351,7 +374,7 @@ fn process(mut ev: Event) {
             learned = true;
         }
     }
-    let owner = Owner { pid: ev.owner_pid, source: ev.owner_source, _pad: [0; 3], comm: ev.owner_comm };
+    let owner = Owner { pid: ev.owner_pid, source: ev.owner_source, traced, _pad: [0; 2], comm: ev.owner_comm };
 
     if ev.newstate == tcp::CLOSE {
         let _ = OWNERS.remove(&sk);
@@ -377,6 +400,9 @@ fn process(mut ev: Event) {
     }
 
     // Filtering and output.
+    if global!(TRACE_COMMAND) != 0 && traced == 0 {
+        return;
+    }
     if global!(FILTER.hold_unbound) != 0 {
         if ev.sport == 0 && ev.newstate == tcp::SYN_SENT {
             // The local port is bound right after this transition: keep it until the
@@ -568,6 +594,9 @@ pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
 /// Reports an event of a timewait socket portrace saw a connection move to; `before` is
 /// the state portrace last reported for it.
 fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8, before: u8) -> Result<(), i32> {
+    if global!(TRACE_COMMAND) != 0 && known.owner.traced == 0 {
+        return Ok(());
+    }
     let l: SockLayout = global!(SOCK);
     let family: u16 = kread(tw, l.family)?;
     let mut ev = new_event(unsafe { bpf_ktime_get_ns() }, known.skaddr, family);
@@ -590,6 +619,48 @@ fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8, before: u8) -> Resul
         emit(&ev);
     }
     Ok(())
+}
+
+/// `task:task_newtask`, in the creating task: a process the traced command starts (fork,
+/// vfork, clone without CLONE_THREAD) is traced too. A new task of any other process whose
+/// id is still listed held an exited traced process's id, now reused: it is removed, so
+/// the stranger is not taken for the command.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let l: TaskLayout = global!(TASK);
+    let (Ok(pid), Ok(flags)) =
+        (unsafe { ctx.read_at::<i32>(l.newtask_pid as usize) }, unsafe { ctx.read_at::<u64>(l.newtask_flags as usize) })
+    else {
+        bump(counter::UNFOLLOWED);
+        return 0;
+    };
+    let child = pid as u32;
+    let creator = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if flags & CLONE_THREAD == 0 && unsafe { TRACED.get(&creator) }.is_some() {
+        if TRACED.insert(&child, &1, 0).is_err() {
+            bump(counter::UNFOLLOWED);
+        }
+    } else {
+        let _ = TRACED.remove(&child);
+    }
+    0
+}
+
+/// `sched:sched_process_exit`, in the exiting task: once the last thread of a traced
+/// process exits, its id leaves the set (its sockets keep their mark).
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let at = global!(TASK.exit_group_dead);
+    if at == 0 {
+        return 0;
+    }
+    if let Ok(dead) = unsafe { ctx.read_at::<u8>(at as usize) } {
+        if dead != 0 {
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            let _ = TRACED.remove(&tgid);
+        }
+    }
+    0
 }
 
 /// An IPv6 socket whose addresses are v4-mapped (or unspecified) is IPv4 on the wire.

@@ -2,11 +2,13 @@
 //! rest of portrace runs from. Every bad value is refused here with a message that names
 //! the flag and the value.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::command::CommandSpec;
 use crate::filter::{parse_port, FilterSpec, IpNet};
 use crate::record::Family;
 use crate::tcp_state::TcpState;
@@ -18,8 +20,14 @@ Examples:
   portrace -D 5432 --format json connections to PostgreSQL servers, as JSON Lines
   portrace --state CLOSE_WAIT    sockets entering or leaving CLOSE_WAIT
   portrace --addr 10.0.0.0/8 -c 100 --duration 30s
+  portrace -- make test          run `make test`, tracing only its sockets and those of every
+                                 process it starts; lists those left open, exits with its status
+  portrace -f json -D 5432 -- ./integration.sh
+                                 the script's connections to port 5432, as JSON Lines
   portrace record -o web.ptr --port 443 --duration 1h
                                  record an hour of port 443 into web.ptr
+  portrace record -o ci.ptr -- cargo test
+                                 record the connections of a test suite
   portrace replay web.ptr --state TIME_WAIT -f json
                                  the recorded TIME_WAIT transitions, as JSON Lines
   portrace report web.ptr        connections, time in each state, slowest handshakes
@@ -171,6 +179,27 @@ pub struct LimitArgs {
     pub summary: bool,
 }
 
+/// Tracing one command: live tracing and `record`.
+#[derive(Debug, Default, clap::Args)]
+pub struct CommandArgs {
+    /// After `--`: run CMD with its arguments, and trace only the sockets of CMD and of
+    /// every process it starts, until it exits; then list its sockets still open, and exit
+    /// with its exit status. Other filters narrow this further.
+    #[arg(last = true, value_name = "CMD", help_heading = "Tracing one command")]
+    pub command: Vec<OsString>,
+
+    /// Run CMD as root even when portrace was started through sudo (by default CMD runs as
+    /// the user who ran sudo: SUDO_UID, SUDO_GID, their groups and home).
+    #[arg(long, requires = "command", help_heading = "Tracing one command")]
+    pub as_root: bool,
+}
+
+impl CommandArgs {
+    fn into_spec(self) -> Option<CommandSpec> {
+        (!self.command.is_empty()).then_some(CommandSpec { argv: self.command, as_root: self.as_root })
+    }
+}
+
 /// Live tracing: the flags of `portrace` without a command.
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
@@ -178,7 +207,7 @@ pub struct LiveArgs {
     pub filter: FilterArgs,
 
     /// Print the sockets that exist now, with their owners, and exit (like ss -tanp).
-    #[arg(long, help_heading = "Output")]
+    #[arg(long, help_heading = "Output", conflicts_with = "command")]
     pub snapshot: bool,
 
     /// Output format.
@@ -196,6 +225,9 @@ pub struct LiveArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub command: CommandArgs,
 }
 
 /// `portrace record`.
@@ -218,6 +250,9 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub command: CommandArgs,
 }
 
 /// `portrace replay`.
@@ -322,6 +357,8 @@ pub struct Config {
     pub summary: bool,
     /// Add each transition's cause in plain words.
     pub explain: bool,
+    /// The command to run and trace alone (`portrace -- CMD`).
+    pub command: Option<CommandSpec>,
 }
 
 /// `portrace record`, validated.
@@ -403,6 +440,7 @@ impl Args {
                     snapshot: false,
                     summary: r.limits.summary,
                     explain: false,
+                    command: r.command.into_spec(),
                 },
                 output: r.output,
                 force: r.force,
@@ -437,6 +475,7 @@ impl Args {
                     snapshot: false,
                     summary: d.limits.summary,
                     explain: false,
+                    command: None,
                 },
                 from: d.from,
                 salvage: d.salvage,
@@ -466,6 +505,7 @@ impl LiveArgs {
             snapshot: self.snapshot,
             summary: self.limits.summary,
             explain: self.explain,
+            command: self.command.into_spec(),
         }
     }
 }
@@ -665,7 +705,8 @@ mod tests {
     #[test]
     fn commands_refuse_what_does_not_belong_to_them() {
         let cases: &[(&[&str], &str)] = &[
-            (&["--port", "80", "record", "-o", "t.ptr"], "cannot be used with"),
+            // Flags of live tracing come after a command, never before it.
+            (&["--port", "80", "record", "-o", "t.ptr"], "unexpected argument 'record'"),
             (&["record"], "--output <FILE>"),
             (&["record", "-o", "t.ptr", "--format", "json"], "unexpected argument '--format'"),
             (&["record", "-o", "t.ptr", "--snapshot"], "unexpected argument '--snapshot'"),
@@ -699,6 +740,40 @@ mod tests {
             (&["diagram", "-f", "png"], "invalid value 'png'"),
             (&["diagram", "--from", "t.ptr", "--conn", "x"], "invalid value 'x'"),
         ] {
+            let err = task(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_command_after_the_double_dash_is_traced_alone() {
+        let c = parse(&["--port", "80", "-f", "json", "--", "sh", "-c", "curl -s x --port 1", "--as-root"]).unwrap();
+        let spec = c.command.expect("a command");
+        let argv: Vec<&str> = spec.argv.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(argv, ["sh", "-c", "curl -s x --port 1", "--as-root"], "everything after -- is the command's");
+        assert!(!spec.as_root);
+        assert_eq!(c.filter.ports, vec![80]);
+        assert_eq!(c.format, OutputFormat::Json);
+        let c = parse(&["--as-root", "--", "id"]).unwrap();
+        assert!(c.command.unwrap().as_root);
+        assert_eq!(parse(&[]).unwrap().command, None);
+        let Task::Record(r) = task(&["record", "-o", "t.ptr", "--count", "3", "--", "make", "test"]).unwrap() else {
+            panic!("not a recording");
+        };
+        assert_eq!(r.trace.command.unwrap().argv, vec![OsString::from("make"), OsString::from("test")]);
+        assert_eq!(r.trace.count, Some(3));
+    }
+
+    #[test]
+    fn command_flags_are_refused_where_they_make_no_sense() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--as-root"], "--as-root"),
+            (&["--snapshot", "--", "true"], "cannot be used with"),
+            (&["sh", "-c", "true"], "unexpected argument 'sh'"),
+            (&["replay", "t.ptr", "--", "true"], "unexpected argument"),
+            (&["report", "t.ptr", "--", "true"], "unexpected argument"),
+        ];
+        for (args, expected) in cases {
             let err = task(args).expect_err(&format!("{args:?} should be refused"));
             assert!(err.contains(expected), "{args:?}: {err}");
         }

@@ -28,3 +28,6 @@ pub mod replay;
 pub mod report;
 pub mod explain;
 pub mod diagram;
+pub mod command;
+pub mod follow;
+pub mod still_open;

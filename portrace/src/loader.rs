@@ -4,7 +4,7 @@
 //! the ring buffer, attaches the programs, and exposes the ring buffer, the loss counters,
 //! the kernel's own statistics of the main program (`recursion_misses`: runs it skipped),
 //! and the maps userspace maintains (owners of sockets older than the trace, timewait
-//! sockets that were killed).
+//! sockets that were killed, and the traced command's processes).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context as _};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use portrace_ebpf::{counter, Filter, Layout, ListenKey, Owner, SockLayout, SockOwner};
+use portrace_ebpf::{counter, Filter, Layout, ListenKey, Owner, SockLayout, SockOwner, TaskLayout};
 
 /// The kernel programs, built by build.rs.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portrace"));
@@ -25,6 +25,9 @@ const TIMER_PROGRAMS: [&str; 3] = ["timer_start", "timer_expire_entry", "timer_c
 const PACKET_PROGRAM: &str = "kfree_skb";
 /// The program that tells userspace at once about programs started (exec).
 const EXEC_PROGRAM: &str = "sched_process_exec";
+/// Follow the traced command's processes (`portrace -- CMD`).
+const NEWTASK_PROGRAM: &str = "task_newtask";
+const EXIT_PROGRAM: &str = "sched_process_exit";
 
 /// What the programs need to know about this kernel, and the user's choices.
 pub struct Setup {
@@ -38,6 +41,10 @@ pub struct Setup {
     pub kfree_skb_has_rx_sk: bool,
     pub filter: Filter,
     pub ring_size: u32,
+    /// Set to keep only a command's sockets (`portrace -- CMD`): where the task
+    /// tracepoints keep the fields the programs read, and how many processes the traced
+    /// set may hold.
+    pub command: Option<(TaskLayout, u32)>,
 }
 
 /// The attached programs and their maps. Dropping it detaches the programs.
@@ -46,6 +53,8 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     inventory: HashMap<MapData, u64, Owner>,
     listeners: HashMap<MapData, ListenKey, SockOwner>,
+    /// The traced command's processes, when tracing a command.
+    traced: Option<HashMap<MapData, u32, u8>>,
     /// The program whose skipped runs are losses: the raw tracepoint, or the classic one
     /// when it runs alone.
     primary: &'static str,
@@ -68,6 +77,7 @@ pub struct Counters {
     pub timewait_full: u64,
     pub tw_ring_full: u64,
     pub unreadable: u64,
+    pub unfollowed: u64,
 }
 
 /// What the kernel itself counts for a program.
@@ -92,6 +102,8 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
         (Ok(_), Ok(address)) => *address,
         _ => 0,
     };
+    let trace_command = u32::from(setup.command.is_some());
+    let (task, traced_entries) = setup.command.unwrap_or((TaskLayout::ZERO, 1));
     let mut ebpf = EbpfLoader::new()
         // The programs use no CO-RE relocations (portrace computes the offsets it needs
         // from BTF itself), so aya has nothing to relocate.
@@ -102,7 +114,10 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("CLASSIC_PRIMARY", &classic_primary, true)
         .override_global("TW_HANDLER", &tw_handler, true)
+        .override_global("TRACE_COMMAND", &trace_command, true)
+        .override_global("TASK", &task, true)
         .map_max_entries("EVENTS", setup.ring_size)
+        .map_max_entries("TRACED", traced_entries)
         .load(PROGRAM)
         .map_err(|e| explain(e.into()))
         .context("loading portrace's eBPF object")?;
@@ -157,19 +172,35 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
         limitations.push(format!("TIME_WAIT will not be shown: {why}"));
     }
 
-    if let Err(e) = attach_exec(&mut ebpf) {
+    if let Err(e) = attach_classic_named(&mut ebpf, EXEC_PROGRAM, "sched", "sched_process_exec") {
         limitations.push(format!(
             "programs started during the trace are not noticed at once ({e:#}): a process that \
              exits within a few milliseconds of its connection may be named by its command alone"
         ));
     }
 
+    let traced = match setup.command {
+        Some((task, _)) => {
+            attach_classic_named(&mut ebpf, NEWTASK_PROGRAM, "task", "task_newtask")?;
+            if task.exit_group_dead != 0 {
+                attach_classic_named(&mut ebpf, EXIT_PROGRAM, "sched", "sched_process_exit")?;
+            } else {
+                limitations.push(
+                    "sched:sched_process_exit does not say when a whole process has exited on this kernel: \
+                     the command's exited processes stay in the traced set until their pid is reused"
+                        .to_string(),
+                );
+            }
+            Some(HashMap::try_from(take_map(&mut ebpf, "TRACED")?).context("opening the traced-process map")?)
+        }
+        None => None,
+    };
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).context("opening the ring buffer")?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).context("opening the counters")?;
     let inventory = HashMap::try_from(take_map(&mut ebpf, "INVENTORY")?).context("opening the inventory map")?;
     let listeners = HashMap::try_from(take_map(&mut ebpf, "LISTENERS")?).context("opening the listener map")?;
     let tracer =
-        Tracer { ebpf, counters, inventory, listeners, primary, backed_up, timewait_tracked, limitations };
+        Tracer { ebpf, counters, inventory, listeners, traced, primary, backed_up, timewait_tracked, limitations };
     Ok((tracer, ring))
 }
 
@@ -201,15 +232,15 @@ fn attach_classic(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn attach_exec(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+fn attach_classic_named(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
     let p: &mut TracePoint = ebpf
-        .program_mut(EXEC_PROGRAM)
-        .ok_or_else(|| anyhow!("the eBPF object has no program {EXEC_PROGRAM} (a build problem)"))?
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {program} (a build problem)"))?
         .try_into()?;
-    p.load().map_err(|e| explain(e.into())).context("loading the exec program")?;
-    p.attach("sched", "sched_process_exec")
+    p.load().map_err(|e| explain(e.into())).with_context(|| format!("loading {program}"))?;
+    p.attach(category, name)
         .map_err(|e| explain(e.into()))
-        .context("attaching to the sched:sched_process_exec tracepoint")?;
+        .with_context(|| format!("attaching {program} to the {category}:{name} tracepoint"))?;
     Ok(())
 }
 
@@ -245,6 +276,7 @@ impl Tracer {
             timewait_full: read(counter::TIMEWAIT_FULL)?,
             tw_ring_full: read(counter::TW_RING_FULL)?,
             unreadable: read(counter::UNREADABLE)?,
+            unfollowed: read(counter::UNFOLLOWED)?,
         })
     }
 
@@ -268,6 +300,22 @@ impl Tracer {
         let program = self.ebpf.program(name).ok_or_else(|| anyhow!("program {name} gone"))?;
         let fd = program.fd().context("program descriptor")?;
         prog_stats(fd.as_fd()).context("reading the program's statistics from the kernel")
+    }
+
+    /// Puts a process into the traced command's set: it and every process it starts from
+    /// now on are traced. Only when tracing a command.
+    pub fn follow(&mut self, pid: u32) -> anyhow::Result<()> {
+        let traced = self.traced.as_mut().ok_or_else(|| anyhow!("not tracing a command"))?;
+        traced.insert(pid, 1, 0).context("writing the traced-process map")
+    }
+
+    /// Runs the kernel skipped of the program that follows the command's new processes
+    /// (each may be a process not followed).
+    pub fn newtask_misses(&self) -> u64 {
+        if self.traced.is_none() {
+            return 0;
+        }
+        self.stats_of(NEWTASK_PROGRAM).ok().and_then(|s| s.recursion_misses).unwrap_or(0)
     }
 
     /// Tells the kernel program the owner of a socket older than the trace, by cookie.

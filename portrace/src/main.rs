@@ -1,7 +1,8 @@
 //! `portrace`: parse the command line, run what it asks for (live tracing, `record`,
 //! `replay`, `report`, `diagram`), and turn the outcome into an exit code: 0 on success (a recording
 //! cut short that was read up to its cut included), 1 on any error, 2 for a bad command
-//! line (clap's own).
+//! line (clap's own); with a traced command (`portrace -- CMD`), the command's status, or
+//! 127 when it could not be run.
 
 use std::process::ExitCode;
 
@@ -11,23 +12,27 @@ use portrace::cli::{Args, Task};
 fn main() -> ExitCode {
     let task = Args::parse().into_task();
     let result = match task {
-        Task::Replay(config) => portrace::replay::replay(config),
-        Task::Report(config) => portrace::replay::report(config),
+        Task::Replay(config) => portrace::replay::replay(config).map(|()| 0),
+        Task::Report(config) => portrace::replay::report(config).map(|()| 0),
         Task::Live(config) => block_on(portrace::run::run(config)),
         Task::Record(config) => block_on(portrace::run::record(config)),
-        Task::Diagram(config) => block_on(portrace::diagram::run(*config)),
+        Task::Diagram(config) => block_on(async { portrace::diagram::run(*config).await.map(|()| 0) }),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("portrace: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<portrace::command::NotRun>().is_some() {
+                ExitCode::from(127)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
 /// Runs a tracing task on a single-threaded async runtime.
-fn block_on(task: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+fn block_on(task: impl std::future::Future<Output = anyhow::Result<u8>>) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

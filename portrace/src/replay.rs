@@ -331,6 +331,9 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyh
     for note in &h.notes {
         let _ = writeln!(text, "note:         {note}");
     }
+    if let Some(args) = &h.command {
+        let _ = writeln!(text, "command:      {} (only its sockets were traced)", crate::command::shell_words(args));
+    }
     let total_lost: u64 = lost.iter().map(|&(_, n)| n).sum();
     let _ = write!(
         text,
@@ -488,6 +491,7 @@ mod tests {
             filter: FilterSpec::default(),
             ring_size: 4096,
             notes: Vec::new(),
+            command: None,
         };
         let mut sink = FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: true });
         live(&mut sink, steps, &|_| true, &|_| true);

@@ -3,7 +3,9 @@
 //! decoding and the timeline to the output sink until a signal, `--duration` or `--count`
 //! ends it, reporting every loss in the stream as it is noticed and in the summary at the
 //! end. `--snapshot`: print the inventory and stop. `record` is the same run with another
-//! [`Output`]: a recording file instead of standard output, and a status line.
+//! [`Output`]: a recording file instead of standard output, and a status line. With a
+//! command (`portrace -- CMD`), the run starts it once the programs are attached, ends
+//! when it exits, and returns its exit status (see [`crate::command`]).
 
 use std::io::{self, IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
@@ -11,10 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{interval, sleep, MissedTickBehavior};
 
 use crate::cli::{ColorChoice, Config, OutputFormat, RecordConfig};
+use crate::command::{self, CommandSpec, CommandStdout, Identity, Running};
 use crate::clock::Clock;
 use crate::decode;
 use crate::inventory;
@@ -22,16 +25,21 @@ use crate::loader::{self, Counters, Setup, Tracer};
 use crate::output::{self, Format, Sink, Start};
 use crate::record::{Comm, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition};
 use crate::report::{Report, ReportOptions};
+use crate::still_open::StillOpen;
 use crate::summary::Summary;
 use crate::timeline::Timeline;
 use crate::details::Details;
 use crate::replay;
 use crate::tracefile::{self, RunSetup};
-use crate::{btf, preflight, tracefs};
+use crate::{btf, follow, preflight, tracefs};
 
 /// How often the ring buffer is drained. The kernel program wakes the reader only when the
 /// ring is a quarter full, so this bounds how late a quiet host's events appear.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long portrace keeps reading after the traced command exited: the transitions its
+/// exit set off (closes, handshakes finishing in softirq) are still on their way.
+const COMMAND_GRACE: Duration = Duration::from_millis(150);
 
 /// Sockets the tracker remembers at most (about 100 bytes each).
 const MAX_TRACKED_SOCKETS: usize = 4_000_000;
@@ -46,6 +54,8 @@ enum Stop {
     BrokenPipe,
     /// Writing the output failed (a full disk): stop, say so, keep what was written.
     WriteFailed,
+    /// The traced command exited.
+    CommandExited,
 }
 
 /// Where a trace's records go: standard output in the chosen format, or a recording.
@@ -65,6 +75,11 @@ pub trait Output {
     fn progress(&mut self, _progress: &Progress) {}
     /// Tracing is over; called before the summary is printed.
     fn stopped(&mut self) {}
+    /// Whether the records go to standard output (then a traced command's own standard
+    /// output goes to standard error, away from them).
+    fn uses_stdout(&self) -> bool {
+        false
+    }
 }
 
 /// How a run is going.
@@ -94,10 +109,14 @@ impl Output for Stdout {
     fn banner(&self) -> String {
         "portrace: tracing TCP state transitions; Ctrl-C to stop".into()
     }
+
+    fn uses_stdout(&self) -> bool {
+        true
+    }
 }
 
-/// Runs portrace live with `config`.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs portrace live with `config`. Returns the exit status: 0, or the traced command's.
+pub async fn run(config: Config) -> anyhow::Result<u8> {
     if config.snapshot {
         // The inventory needs no eBPF: without privileges it is partial, not impossible.
         if preflight::check_privileges().is_err() {
@@ -106,24 +125,89 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                  with owners only for your own processes (run as root for all of them)"
             );
         }
-        return snapshot(&config);
+        return snapshot(&config).map(|()| 0);
     }
     preflight::check_privileges()?;
     let mut out = Stdout { format: config.format, color: config.color, explain: config.explain };
     trace(&config, &mut out).await
 }
 
-/// `portrace record`: the live run, into a recording.
-pub async fn record(config: RecordConfig) -> anyhow::Result<()> {
+/// `portrace record`: the live run, into a recording. Returns the exit status.
+pub async fn record(config: RecordConfig) -> anyhow::Result<u8> {
     preflight::check_privileges()?;
     let options = tracefile::WriteOptions { compress: config.compress };
     let mut recording = tracefile::Recording::create(&config.output, config.force, options)?;
     let result = trace(&config.trace, &mut recording).await;
-    recording.finish(result)
+    let code = result.as_ref().map_or(0, |&code| code);
+    recording.finish(result.map(|_| ())).map(|()| code)
 }
 
-/// Traces until the run ends, into `out`.
-pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
+/// What running a command needs, checked before anything is loaded.
+struct CommandPlan<'a> {
+    spec: &'a CommandSpec,
+    identity: Option<Identity>,
+}
+
+fn plan_command(spec: &CommandSpec) -> anyhow::Result<CommandPlan<'_>> {
+    command::check_pid_namespace().map_err(anyhow::Error::msg)?;
+    let not_run = |reason: String| command::NotRun { name: spec.name(), reason };
+    command::resolve(&spec.argv[0], std::env::var_os("PATH").as_deref()).map_err(not_run)?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let user = command::choose_user(
+        euid,
+        std::env::var_os("SUDO_UID").as_deref(),
+        std::env::var_os("SUDO_GID").as_deref(),
+        spec.as_root,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let identity = user.map(|(uid, gid)| command::identity(uid, gid));
+    if let (Some(id), true) = (&identity, io::stderr().is_terminal()) {
+        let name = id.user.as_ref().map_or_else(|| format!("uid {}", id.uid), |(n, _)| n.to_string_lossy().into_owned());
+        eprintln!("portrace: running {} as {name} (who ran sudo); --as-root runs it as root", spec.name());
+    }
+    Ok(CommandPlan { spec, identity })
+}
+
+/// Traces until the run ends, into `out`; with a command, waits for it and returns its
+/// exit status.
+pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<u8> {
+    let plan = config.command.as_ref().map(plan_command).transpose()?;
+    let mut running = None;
+    let traced = trace_until_stopped(config, out, plan, &mut running).await;
+    let Some(mut running) = running else { return traced.map(|()| 0) };
+    if running.status().is_none() {
+        eprintln!("portrace: the trace has ended; waiting for the command (pid {}) to exit", running.pid());
+        wait_forwarding(&mut running).await;
+    }
+    let status = running.status().expect("the command has exited");
+    let code = command::exit_code(status);
+    if code != 0 || traced.is_err() {
+        eprintln!("portrace: the command {}", command::describe(status));
+    }
+    traced.map(|()| code)
+}
+
+/// Waits for the command to exit, passing SIGTERM on to it.
+async fn wait_forwarding(running: &mut Running) {
+    let Ok(mut sigterm) = signal(SignalKind::terminate()) else {
+        running.exited().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = running.exited() => return,
+            _ = sigterm.recv() => running.signal(libc::SIGTERM),
+        }
+    }
+}
+
+async fn trace_until_stopped(
+    config: &Config,
+    out: &mut dyn Output,
+    plan: Option<CommandPlan<'_>>,
+    running: &mut Option<Running>,
+) -> anyhow::Result<()> {
     let kernel = preflight::check_kernel()?;
     let tracefs = tracefs::ensure_mounted()?;
     if tracefs.mounted_by_us {
@@ -144,6 +228,13 @@ pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Resu
             .is_ok_and(|f| f.contains(" rx_sk;")),
         filter: config.filter.to_kernel()?,
         ring_size: config.ring_size,
+        command: match &plan {
+            Some(_) => Some((
+                follow::read_task_layout(&tracefs.path)?,
+                follow::traced_capacity(std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().as_deref()),
+            )),
+            None => None,
+        },
     };
     let (layout, sock_layout) = (setup.layout, setup.sock.as_ref().ok().copied());
     let (mut tracer, ring) = loader::load(setup)?;
@@ -164,6 +255,7 @@ pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Resu
         filter: config.filter.clone(),
         ring_size: config.ring_size,
         notes: tracer.limitations.clone(),
+        command: config.command.as_ref().map(|c| c.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect()),
     })?;
     // The programs are attached: tracing has started, and says so at once. Sockets that
     // change state from now on are seen; those that existed before are learned next, and
@@ -173,14 +265,16 @@ pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Resu
         .start(&Start { time: start, host, kernel: kernel.to_string() })
         .and_then(|()| sink.flush());
     let mut timeline = Timeline::new(clock, MAX_TRACKED_SOCKETS, start.mono_ns, tracer.timewait_tracked);
-    let mut sockets = take_inventory(start);
+    // A traced command owns no socket older than the trace: no inventory is needed.
+    let mut sockets = if plan.is_none() { take_inventory(start) } else { Vec::new() };
     for s in &mut sockets {
         timeline.adopt(s);
         if let (Some(owner), true) = (s.owner, s.cookie != 0) {
             let kernel_owner = portrace_ebpf::Owner {
                 pid: owner.pid,
                 source: portrace_ebpf::owner_source::INVENTORY,
-                _pad: [0; 3],
+                traced: 0,
+                _pad: [0; 2],
                 comm: comm_bytes(&owner.comm),
             };
             let mut added = tracer.add_inventory_owner(s.cookie, kernel_owner);
@@ -209,6 +303,8 @@ pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Resu
         failure: None,
         out,
         progress,
+        command: None,
+        still_open: plan.as_ref().map(|_| StillOpen::new()),
     };
     let opened = started.and_then(|()| {
         for s in sockets.iter().filter(|s| config.filter.matches_socket(s)) {
@@ -224,11 +320,21 @@ pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Resu
     let stop = match session.sink_result(opened.map(|()| None)) {
         Some(stop) => stop,
         None => {
-            let banner = session.out.banner();
-            if io::stderr().is_terminal() && !banner.is_empty() {
-                eprintln!("{banner}");
+            // Before the command starts: a SIGTERM from then on must be passed on to it.
+            let sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+            let sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+            if let Some(plan) = &plan {
+                // The programs are attached: start the command, traced from its first step.
+                let stdout = if session.out.uses_stdout() { CommandStdout::Stderr } else { CommandStdout::Inherit };
+                let held = command::spawn_held(plan.spec, plan.identity.clone(), stdout)?;
+                session.tracer.follow(held.pid())?;
+                session.command = Some(held.release()?);
+            } else if io::stderr().is_terminal() && !session.out.banner().is_empty() {
+                eprintln!("{}", session.out.banner());
             }
-            session.event_loop(ring, config.duration).await?
+            let stop = session.event_loop(ring, config.duration, sigint, sigterm).await;
+            *running = session.command.take();
+            stop?
         }
     };
     session.out.stopped();
@@ -260,6 +366,17 @@ pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Resu
             "  the kernel program's maps were full: {} owners and {} timewait sockets not remembered",
             c.owners_full, c.timewait_full
         )?;
+    }
+    let unfollowed = c.unfollowed + session.tracer.newtask_misses();
+    if unfollowed > 0 {
+        writeln!(
+            stderr,
+            "  {unfollowed} processes the command started could not be followed (the traced-process map \
+             was full, or the kernel skipped the program): their sockets are missing"
+        )?;
+    }
+    if let Some(open) = &session.still_open {
+        open.write_text(&mut stderr, end, session.summary.lost_total())?;
     }
     if let Some(report) = &mut session.report {
         report.finish(end);
@@ -377,6 +494,10 @@ struct Session<'a> {
     out: &'a mut dyn Output,
     /// When tracing started, if the output shows progress.
     progress: Option<Instant>,
+    /// The traced command, while the event loop runs.
+    command: Option<Running>,
+    /// With a command: its sockets still open, fed what the sink is fed.
+    still_open: Option<StillOpen>,
 }
 
 impl Session<'_> {
@@ -384,18 +505,35 @@ impl Session<'_> {
         &mut self,
         mut ring: AsyncFd<RingBuf<MapData>>,
         duration: Option<Duration>,
+        mut sigint: Signal,
+        mut sigterm: Signal,
     ) -> anyhow::Result<Stop> {
-        let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let deadline = sleep(duration.unwrap_or(Duration::MAX / 4));
         tokio::pin!(deadline);
         let mut tick = interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut next_progress = Instant::now();
+        // With a command: the grace after it exited, and whether that has begun.
+        let grace = sleep(Duration::MAX / 4);
+        tokio::pin!(grace);
+        let mut exited = false;
         let stop = loop {
             let woken_by = tokio::select! {
-                _ = sigint.recv() => Some(Stop::Signal),
-                _ = sigterm.recv() => Some(Stop::Signal),
+                // Ctrl-C reaches the command too (same process group): its end ends the run.
+                _ = sigint.recv() => if self.command.is_some() { None } else { Some(Stop::Signal) },
+                _ = sigterm.recv() => match &self.command {
+                    Some(command) if !exited => {
+                        command.signal(libc::SIGTERM);
+                        None
+                    }
+                    _ => Some(Stop::Signal),
+                },
+                _ = exit_of(&mut self.command), if !exited => {
+                    exited = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + COMMAND_GRACE);
+                    None
+                }
+                _ = &mut grace, if exited => Some(Stop::CommandExited),
                 _ = &mut deadline, if duration.is_some() => Some(Stop::Duration),
                 guard = ring.readable_mut() => {
                     guard.context("waiting for the ring buffer")?.clear_ready();
@@ -478,7 +616,7 @@ impl Session<'_> {
     /// Writes the transitions the timeline made visible, up to `--count`; says when the
     /// count is reached.
     fn write_batch(&mut self) -> io::Result<Option<Stop>> {
-        let Session { batch, summary, sink, count, report, details, .. } = self;
+        let Session { batch, summary, sink, count, report, details, still_open, .. } = self;
         let reached = |summary: &Summary| count.is_some_and(|n| summary.transitions() >= n);
         for t in batch.drain(..) {
             if reached(summary) {
@@ -488,6 +626,9 @@ impl Session<'_> {
             summary.add_transition(&t);
             if let Some(report) = report {
                 report.add_transition(&t);
+            }
+            if let Some(open) = still_open {
+                open.add(&t);
             }
             sink.transition(&t)?;
         }
@@ -540,6 +681,16 @@ impl Session<'_> {
                 Some(Stop::WriteFailed)
             }
         }
+    }
+}
+
+/// The traced command's exit; never, without one.
+async fn exit_of(command: &mut Option<Running>) {
+    match command {
+        Some(command) => {
+            command.exited().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

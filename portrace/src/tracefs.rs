@@ -156,6 +156,17 @@ pub fn parse_format(text: &str) -> Result<Layout, FormatError> {
     })
 }
 
+/// The offset and size of field `name` in the text of any tracepoint's `format` file, if
+/// it has a well-formed line for it.
+pub fn field_position(text: &str, name: &str) -> Option<(u64, u64)> {
+    text.lines()
+        .take_while(|l| !l.trim().starts_with("print fmt:"))
+        .filter_map(|l| l.trim().strip_prefix("field:"))
+        .filter_map(|body| parse_field(body).ok())
+        .find(|&(n, _, _)| n == name)
+        .map(|(_, offset, size)| (offset, size))
+}
+
 fn malformed(line: usize, raw: &str, problem: &'static str) -> FormatError {
     FormatError::Malformed { line, problem, text: raw.trim_end().to_owned() }
 }

@@ -57,6 +57,7 @@ pub mod key {
     pub const RING_SIZE: u8 = 9;
     pub const COMPRESSION: u8 = 10;
     pub const NOTE: u8 = 11;
+    pub const COMMAND: u8 = 12;
 }
 
 /// Flag bits of transition and socket records.
@@ -508,6 +509,10 @@ pub fn put_header_fields(buf: &mut Vec<u8>, h: &Header) {
     for note in &h.notes {
         put_field(buf, key::NOTE, note.as_bytes());
     }
+    if let Some(args) = &h.command {
+        let words: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        put_field(buf, key::COMMAND, &words.join(&0u8));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -947,6 +952,7 @@ pub fn header_fields(body: &[u8], version: u16) -> Result<Header, String> {
         ring_size: 0,
         compressed: false,
         notes: Vec::new(),
+        command: None,
     };
     let mut seen = [false; 256];
     while !c.is_empty() {
@@ -978,6 +984,7 @@ pub fn header_fields(body: &[u8], version: u16) -> Result<Header, String> {
             key::RING_SIZE => h.ring_size = u32::from_le_bytes(Cursor::new(value).array().map_err(bad)?),
             key::COMPRESSION => h.compressed = value.first().is_some_and(|&b| b != 0),
             key::NOTE => h.notes.push(text(value)),
+            key::COMMAND => h.command = Some(value.split(|&b| b == 0).map(text).collect()),
             _ => {}
         }
     }
@@ -990,6 +997,32 @@ pub fn header_fields(body: &[u8], version: u16) -> Result<Header, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_traced_command_round_trips_in_the_header() {
+        let mut h = Header {
+            version: 1,
+            portrace: "0.1.0".into(),
+            host: "h".into(),
+            kernel: "k".into(),
+            start: Timestamp { mono_ns: 1, unix_ns: 2 },
+            clock_offset_ns: 3,
+            layout: Layout::ZERO,
+            sock_layout: None,
+            filter: FilterSpec::default(),
+            ring_size: 4096,
+            compressed: false,
+            notes: vec!["a note".into()],
+            command: Some(vec!["sh".into(), "-c".into(), "echo 'a b'".into(), String::new(), "é".into()]),
+        };
+        let mut buf = Vec::new();
+        put_header_fields(&mut buf, &h);
+        assert_eq!(header_fields(&buf, 1).unwrap(), h);
+        h.command = None;
+        let mut buf = Vec::new();
+        put_header_fields(&mut buf, &h);
+        assert_eq!(header_fields(&buf, 1).unwrap(), h);
+    }
 
     #[test]
     fn varints_round_trip_at_every_width() {

@@ -78,6 +78,8 @@ pub struct Header {
     pub compressed: bool,
     /// What did not work on the traced kernel (the same notes the live run prints).
     pub notes: Vec<String>,
+    /// The command traced (`portrace record -- CMD ARGS...`), its arguments.
+    pub command: Option<Vec<String>>,
 }
 
 /// What the live engine knows about a run beyond the start record, for the header.
@@ -89,6 +91,8 @@ pub struct RunSetup {
     pub filter: FilterSpec,
     pub ring_size: u32,
     pub notes: Vec<String>,
+    /// The command traced, its arguments.
+    pub command: Option<Vec<String>>,
 }
 
 /// The end record: when the recording stopped, and its totals.

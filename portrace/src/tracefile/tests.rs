@@ -33,6 +33,7 @@ fn setup() -> RunSetup {
         filter: FilterSpec { ports: vec![8080], states: vec![TcpState::Listen], ..Default::default() },
         ring_size: 8 << 20,
         notes: vec!["timewait sockets are not followed on this kernel".into()],
+        command: None,
     }
 }
 
@@ -202,6 +203,7 @@ fn expected_header(compressed: bool) -> Header {
         ring_size: s.ring_size,
         compressed,
         notes: s.notes,
+        command: s.command,
     }
 }
 

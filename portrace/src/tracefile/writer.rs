@@ -178,6 +178,7 @@ impl<W: Write> FileSink<W> {
             ring_size: self.setup.ring_size,
             compressed: self.options.compress,
             notes: self.setup.notes.clone(),
+            command: self.setup.command.clone(),
         }
     }
 }

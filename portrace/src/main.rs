@@ -1,5 +1,5 @@
 //! `portrace`: parse the command line, run what it asks for (live tracing, `record`,
-//! `replay`, `report`), and turn the outcome into an exit code: 0 on success (a recording
+//! `replay`, `report`, `top`), and turn the outcome into an exit code: 0 on success (a recording
 //! cut short that was read up to its cut included), 1 on any error, 2 for a bad command
 //! line (clap's own).
 
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Task::Report(config) => portrace::replay::report(config),
         Task::Live(config) => block_on(portrace::run::run(config)),
         Task::Record(config) => block_on(portrace::run::record(config)),
+        Task::Top(config) => portrace::top::top(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -120,7 +120,7 @@ pub async fn record(config: RecordConfig) -> anyhow::Result<()> {
 }
 
 /// Traces until the run ends, into `out`.
-async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
+pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Result<()> {
     let kernel = preflight::check_kernel()?;
     let tracefs = tracefs::ensure_mounted()?;
     if tracefs.mounted_by_us {

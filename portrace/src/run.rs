@@ -61,6 +61,8 @@ pub trait Output {
         false
     }
     fn progress(&mut self, _progress: &Progress) {}
+    /// The inventory is written: from now on, every record is a change as it happens.
+    fn tracing(&mut self) {}
     /// Tracing is over; called before the summary is printed.
     fn stopped(&mut self) {}
 }
@@ -221,6 +223,7 @@ pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Resu
             if io::stderr().is_terminal() {
                 eprintln!("{}", session.out.banner());
             }
+            session.out.tracing();
             session.event_loop(ring, config.duration).await?
         }
     };

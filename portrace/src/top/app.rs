@@ -37,6 +37,8 @@ pub enum Msg {
     Transition(Transition),
     Lost(Lost),
     End,
+    /// The live run's inventory is done: tracing is under way.
+    Tracing,
     /// A line written to standard error while the screen was ours.
     Stderr(String),
     Input(Event),
@@ -71,6 +73,7 @@ fn handle(msg: Msg, top: &mut Top, source: &mut dyn Source) -> Option<Ended> {
         Msg::Transition(t) => top.transition(&t),
         Msg::Lost(l) => top.table_mut().lost(&l),
         Msg::End => top.table_mut().end(),
+        Msg::Tracing => top.source = "live".into(),
         Msg::Stderr(line) => top.message = Some(line),
         Msg::Input(Event::Key(key)) => {
             let mode = Mode { editing_filter: top.editing_filter, overlay: top.overlay, browsing: top.cursor.is_some() };

@@ -42,7 +42,7 @@ pub fn live(config: TopConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    let mut out = ToScreen { ui: None, quit: Arc::new(AtomicBool::new(false)) };
+    let mut out = ToScreen { ui: None, quit: Arc::new(AtomicBool::new(false)), tx: None };
     let traced = runtime.block_on(run::trace(&trace, &mut out));
     // The sink is gone with the trace, which told the UI; wait for the screen to be back.
     let shown = match out.ui.take() {
@@ -61,6 +61,8 @@ struct ToScreen {
     ui: Option<JoinHandle<anyhow::Result<Ended>>>,
     /// Set when the UI is done: the sink then refuses records.
     quit: Arc<AtomicBool>,
+    /// To tell the UI that tracing is under way.
+    tx: Option<Sender<Msg>>,
 }
 
 impl Output for ToScreen {
@@ -79,7 +81,7 @@ impl Output for ToScreen {
                 let stop = Arc::new(AtomicBool::new(false));
                 let input = app::spawn_input(input_tx, Arc::clone(&stop));
                 let result = input.and_then(|input| {
-                    let mut top = Top::new("live");
+                    let mut top = Top::new("starting: listing the sockets that exist");
                     let ended = app::run(&mut screen, &mut top, &rx, &mut LiveClock(clock), Zone::Local);
                     stop.store(true, Ordering::Relaxed);
                     let _ = input.join();
@@ -92,6 +94,7 @@ impl Output for ToScreen {
             })
             .map_err(|e| anyhow::anyhow!("cannot start the display thread: {e}"))?;
         self.ui = Some(ui);
+        self.tx = Some(tx.clone());
         Ok(Box::new(ChannelSink { tx, quit: Arc::clone(&self.quit) }))
     }
 
@@ -101,6 +104,12 @@ impl Output for ToScreen {
 
     fn banner(&self) -> String {
         String::new()
+    }
+
+    fn tracing(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Tracing);
+        }
     }
 }
 

@@ -254,22 +254,36 @@ fn recent(frame: &mut Frame, top: &Top, area: Rect, clock: &mut LocalTime) {
     let visible = usize::from(area.height.saturating_sub(2));
     let list = table.recent();
     let skip = list.len().saturating_sub(visible);
-    let lines: Vec<Line> = list.iter().skip(skip).map(|t| transition_line(t, clock, true)).collect();
+    // Time, pid, command, the edge and the old state's duration take 76 columns; the two
+    // endpoints share the rest.
+    let width = (usize::from(area.width.saturating_sub(2)).saturating_sub(76) / 2).clamp(12, 47);
+    let lines: Vec<Line> = list.iter().skip(skip).map(|t| transition_line(t, clock, Some(width))).collect();
     let title = format!(" Recent transitions ({} in all) ", table.transitions());
     frame.render_widget(Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)), area);
 }
 
-/// One transition as a line: time, owner (when `with_endpoints`, endpoints), edge, how
-/// long the old state lasted, why it ended.
-fn transition_line(t: &Transition, clock: &mut LocalTime, with_endpoints: bool) -> Line<'static> {
+/// `text` in `width` columns: cut with `…` when longer, padded when shorter.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return format!("{text:<width$}");
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// One transition as a line: time, (with an endpoint width) owner and endpoints, edge,
+/// how long the old state lasted, why it ended.
+fn transition_line(t: &Transition, clock: &mut LocalTime, endpoints: Option<usize>) -> Line<'static> {
     let time = clock.time_of_day(t.time.unix_ns);
     let (pid, comm) = owner_cells(t.owner);
-    let mut spans = vec![Span::raw(format!("{} ", &time.as_str()[..12]))];
-    if with_endpoints {
+    let mut spans = vec![Span::raw(format!(" {} ", &time.as_str()[..12]))];
+    let with_endpoints = endpoints.is_some();
+    if let Some(w) = endpoints {
         spans.push(Span::raw(format!(
-            "{pid:>7} {comm:<15} {:<21} {:<21} ",
-            endpoint(t.saddr, t.sport),
-            endpoint(t.daddr, t.dport)
+            "{pid:>7} {comm:<15} {} {} ",
+            fit(&endpoint(t.saddr, t.sport), w),
+            fit(&endpoint(t.daddr, t.dport), w)
         )));
     }
     spans.push(Span::styled(format!("{:>11}", t.oldstate.name()), state_style(t.oldstate)));
@@ -304,7 +318,9 @@ fn status(top: &Top) -> Paragraph<'static> {
             Span::styled("   Enter keeps it, Esc clears it", Style::new().fg(Color::DarkGray)),
         ]));
     }
-    let keys = if top.cursor.is_some() {
+    let keys = if top.overlay != Overlay::None {
+        " Esc close  Up/Down/PgUp/PgDn scroll  q quit"
+    } else if top.cursor.is_some() {
         " q quit  ? help  Space play  Left/Right step  [ ] 10 s  / filter  s sort  Enter timeline"
     } else {
         " q quit  ? help  / filter  s sort  p pause  Enter timeline  Up/Down move"
@@ -350,7 +366,8 @@ fn help(frame: &mut Frame, top: &Top, area: Rect) {
 }
 
 fn timeline(frame: &mut Frame, top: &Top, area: Rect, scroll: usize, clock: &mut LocalTime) {
-    let rect = centered(area, area.width.saturating_sub(4), area.height.saturating_sub(2));
+    // Everything between the title bar and the key line.
+    let rect = Rect { y: area.y + 1, height: area.height.saturating_sub(2), ..area };
     frame.render_widget(Clear, rect);
     let Some(c) = top.timeline_socket() else {
         frame.render_widget(
@@ -392,7 +409,7 @@ fn timeline(frame: &mut Frame, top: &Top, area: Rect, scroll: usize, clock: &mut
         lines.push(Line::from(" No transition seen yet: listed by the inventory at start."));
     }
     let header = lines.len();
-    let body: Vec<Line> = c.history.iter().map(|t| transition_line(t, clock, false)).collect();
+    let body: Vec<Line> = c.history.iter().map(|t| transition_line(t, clock, None)).collect();
     let room = usize::from(rect.height.saturating_sub(2)).saturating_sub(header);
     let scroll = scroll.min(body.len().saturating_sub(room));
     lines.extend(body.into_iter().skip(scroll));

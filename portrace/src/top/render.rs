@@ -184,6 +184,24 @@ fn sockets(frame: &mut Frame, top: &Top, area: Rect) {
     let visible = usize::from(area.height.saturating_sub(3));
     let selected = top.selected_index(&rows);
     let offset = selected.map_or(0, |s| (s + 1).saturating_sub(visible));
+    // Endpoints are never cut when the screen has room: the process column gives way
+    // first (down to 6 columns), then the endpoints are cut with a mark.
+    let longest = rows
+        .iter()
+        .skip(offset)
+        .take(visible)
+        .map(|c| endpoint(c.saddr, c.sport).chars().count().max(endpoint(c.daddr, c.dport).chars().count()))
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let inner = usize::from(area.width.saturating_sub(2));
+    // On a narrow screen the AGE column goes, and STATE and IN STATE narrow.
+    let narrow = inner.saturating_sub(1 + 7 + 16 + 9 + 9 + 7) < 2 * longest + 6;
+    let (state_width, in_state_width) = if narrow { (12, 8) } else { (16, 9) };
+    let fixed = 1 + 7 + state_width + in_state_width + if narrow { 6 } else { 9 + 7 };
+    let room = inner.saturating_sub(fixed);
+    let comm_width = room.saturating_sub(2 * longest).clamp(6, 15);
+    let ep_width = (room.saturating_sub(comm_width) / 2).max(1);
     let body: Vec<Row> = rows
         .iter()
         .enumerate()
@@ -195,7 +213,7 @@ fn sockets(frame: &mut Frame, top: &Top, area: Rect) {
             let at_least = |yes: bool| if yes { "≥" } else { "" };
             let state = if c.is_closed() {
                 match c.reason {
-                    Some(r) => r.name().to_string(),
+                    Some(r) => fit(r.name(), state_width).trim_end().to_string(),
                     None => "CLOSE".into(),
                 }
             } else {
@@ -206,17 +224,19 @@ fn sockets(frame: &mut Frame, top: &Top, area: Rect) {
             } else {
                 Cell::from(state).style(state_style(c.state))
             };
-            let row = Row::new(vec![
+            let mut cells = vec![
                 Cell::from(mark),
                 Cell::from(pid),
-                Cell::from(comm),
-                Cell::from(endpoint(c.saddr, c.sport)),
-                Cell::from(endpoint(c.daddr, c.dport)),
+                Cell::from(fit(&comm, comm_width).trim_end().to_string()),
+                Cell::from(fit(&endpoint(c.saddr, c.sport), ep_width).trim_end().to_string()),
+                Cell::from(fit(&endpoint(c.daddr, c.dport), ep_width).trim_end().to_string()),
                 state_cell,
                 Cell::from(format!("{}{}", at_least(c.entered_at_least), duration(c.in_state_ns(now)))),
-                Cell::from(format!("{}{}", at_least(c.born_at_least), duration(c.age_ns(now)))),
-            ])
-            .style(style);
+            ];
+            if !narrow {
+                cells.push(Cell::from(format!("{}{}", at_least(c.born_at_least), duration(c.age_ns(now)))));
+            }
+            let row = Row::new(cells).style(style);
             if Some(i) == selected && top.overlay == Overlay::None {
                 row.style(style.add_modifier(Modifier::REVERSED))
             } else {
@@ -224,18 +244,21 @@ fn sockets(frame: &mut Frame, top: &Top, area: Rect) {
             }
         })
         .collect();
-    let header = Row::new(["", "PID", "PROCESS", "LOCAL", "REMOTE", "STATE", "IN STATE", "AGE"])
+    let names = ["", "PID", "PROCESS", "LOCAL", "REMOTE", "STATE", "IN STATE", "AGE"];
+    let header = Row::new(if narrow { &names[..7] } else { &names[..] }.iter().copied())
         .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    let widths = [
+    let mut widths = vec![
         Constraint::Length(1),
         Constraint::Length(7),
-        Constraint::Length(15),
+        Constraint::Length(comm_width as u16),
         Constraint::Fill(1),
         Constraint::Fill(1),
-        Constraint::Length(16),
-        Constraint::Length(9),
-        Constraint::Length(9),
+        Constraint::Length(state_width as u16),
+        Constraint::Length(in_state_width as u16),
     ];
+    if !narrow {
+        widths.push(Constraint::Length(9));
+    }
     let order = if top.reverse { "reversed" } else { "" };
     let mut title = format!(" Sockets {} of {}  sort: {} {order}", rows.len(), table.len(), top.sort.name());
     if !top.filter.is_empty() {
@@ -255,9 +278,19 @@ fn recent(frame: &mut Frame, top: &Top, area: Rect, clock: &mut LocalTime) {
     let list = table.recent();
     let skip = list.len().saturating_sub(visible);
     // Time, pid, command, the edge and the old state's duration take 76 columns; the two
-    // endpoints share the rest.
-    let width = (usize::from(area.width.saturating_sub(2)).saturating_sub(76) / 2).clamp(12, 47);
-    let lines: Vec<Line> = list.iter().skip(skip).map(|t| transition_line(t, clock, Some(width))).collect();
+    // endpoints share the rest. On a narrow screen pid and command go first.
+    let longest = list
+        .iter()
+        .skip(skip)
+        .map(|t| endpoint(t.saddr, t.sport).chars().count().max(endpoint(t.daddr, t.dport).chars().count()))
+        .max()
+        .unwrap_or(0);
+    let inner = usize::from(area.width.saturating_sub(2));
+    let owners = inner >= 76 + 2 * longest;
+    let fixed = if owners { 76 } else { 52 };
+    let width = (inner.saturating_sub(fixed) / 2).clamp(9, 47);
+    let lines: Vec<Line> =
+        list.iter().skip(skip).map(|t| transition_line(t, clock, Some((width, owners)))).collect();
     let title = format!(" Recent transitions ({} in all) ", table.transitions());
     frame.render_widget(Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)), area);
 }
@@ -272,16 +305,19 @@ fn fit(text: &str, width: usize) -> String {
     cut
 }
 
-/// One transition as a line: time, (with an endpoint width) owner and endpoints, edge,
-/// how long the old state lasted, why it ended.
-fn transition_line(t: &Transition, clock: &mut LocalTime, endpoints: Option<usize>) -> Line<'static> {
+/// One transition as a line: time, (given an endpoint width) endpoints and (if asked)
+/// the owner, the edge, how long the old state lasted, why it ended.
+fn transition_line(t: &Transition, clock: &mut LocalTime, endpoints: Option<(usize, bool)>) -> Line<'static> {
     let time = clock.time_of_day(t.time.unix_ns);
     let (pid, comm) = owner_cells(t.owner);
     let mut spans = vec![Span::raw(format!(" {} ", &time.as_str()[..12]))];
     let with_endpoints = endpoints.is_some();
-    if let Some(w) = endpoints {
+    if let Some((w, owners)) = endpoints {
+        if owners {
+            spans.push(Span::raw(format!("{pid:>7} {} ", fit(&comm, 15))));
+        }
         spans.push(Span::raw(format!(
-            "{pid:>7} {comm:<15} {} {} ",
+            "{} {} ",
             fit(&endpoint(t.saddr, t.sport), w),
             fit(&endpoint(t.daddr, t.dport), w)
         )));

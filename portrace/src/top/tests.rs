@@ -561,6 +561,14 @@ fn snapshot_help() {
 }
 
 #[test]
+fn snapshot_narrow_terminal_keeps_the_endpoints() {
+    let top = model(3 * SEC + 600 * MS);
+    let narrow = screen(&top, 80, 16);
+    assert!(narrow.contains("93.184.216.34:443") && narrow.contains("127.0.0.1:41000"), "{narrow}");
+    insta::assert_snapshot!(narrow);
+}
+
+#[test]
 fn snapshot_tiny_terminal() {
     let top = model(3 * SEC + 600 * MS);
     insta::assert_snapshot!(screen(&top, 30, 8));

@@ -36,6 +36,11 @@ fn check(label: &str, rc: libc::c_int) {
 impl Pty {
     /// Starts `program args...` in a `cols` x `rows` pseudo-terminal, with `TERM=xterm`.
     pub fn spawn(program: &Path, args: &[&str], cols: u16, rows: u16) -> Pty {
+        Pty::spawn_as(program, args, cols, rows, None)
+    }
+
+    /// [`Pty::spawn`], as user and group `uid` when given (an unprivileged run).
+    pub fn spawn_as(program: &Path, args: &[&str], cols: u16, rows: u16, uid: Option<u32>) -> Pty {
         let (mut master, mut slave): (RawFd, RawFd) = (-1, -1);
         let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: both out-pointers are valid; the name may be null; `size` is read only.
@@ -53,6 +58,10 @@ impl Pty {
         // SAFETY: setsid and ioctl are async-signal-safe; the child makes its standard
         // input (the pty) its controlling terminal, as a terminal emulator's shell has it.
         unsafe {
+            if let Some(uid) = uid {
+                std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+                std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+            }
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                 if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());

@@ -3,8 +3,11 @@
 //! endpoints, owner and state, and quitting with `q` must give the terminal back (the
 //! alternate screen left, the cursor shown, cooked mode) with exit status 0.
 
+use std::process::Command;
 use std::time::Duration;
 
+use portrace_tests::portrace::looks_like_panic;
+use portrace_tests::process::run_bounded;
 use portrace_tests::pty::Pty;
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{privileged, Closer, Netns, Portrace, Tcpload};
@@ -71,4 +74,32 @@ fn top_shows_a_live_connection_and_restores_the_terminal() {
     assert!(shown > hidden, "the cursor was left hidden");
     assert!(top.cooked(), "the terminal was left in raw mode");
     drop(ns);
+}
+
+#[test]
+fn top_without_a_terminal_says_so() {
+    let mut cmd = Command::new(Portrace::bin());
+    cmd.arg("top");
+    let out = run_bounded("portrace top without a terminal", cmd, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("needs a terminal") && out.stderr.contains("run `portrace`"),
+        "the error names the problem and the way out: {}",
+        out.stderr
+    );
+    assert!(!looks_like_panic(&out.stderr), "{}", out.stderr);
+}
+
+#[test]
+fn top_without_privileges_prints_its_error_on_the_normal_screen() {
+    // nobody (65534): no CAP_BPF. The error comes before the screen is taken.
+    let _lock = privileged();
+    let mut top = Pty::spawn_as(&Portrace::bin(), &["top"], 100, 24, Some(65534));
+    let status = top.wait_exit(Duration::from_secs(10));
+    let raw = top.raw();
+    let screen = top.screen();
+    assert_eq!(status.code(), Some(1), "{screen}");
+    assert!(screen.contains("CAP_BPF"), "the privilege error is shown:\n{screen}");
+    assert!(last(&raw, b"\x1b[?1049h").is_none(), "the alternate screen was never taken:\n{screen}");
+    assert!(top.cooked());
 }

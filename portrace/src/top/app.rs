@@ -65,6 +65,22 @@ pub enum Ended {
     TraceOver,
 }
 
+/// Set by the SIGTERM handler [`quit_on_sigterm`] installs.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    TERMINATED.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGTERM end the loop (within a second) like the quit key, so the terminal is
+/// restored. For browsing: the live run has the trace's own handler.
+pub fn quit_on_sigterm() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
+    }
+}
+
 /// Applies a record or an event to the model; says whether the loop should end.
 fn handle(msg: Msg, top: &mut Top, source: &mut dyn Source) -> Option<Ended> {
     match msg {
@@ -103,6 +119,9 @@ pub fn run(
     let mut dirty = true;
     let mut last_draw: Option<Instant> = None;
     loop {
+        if TERMINATED.load(Ordering::Relaxed) {
+            return Ok(Ended::Quit);
+        }
         let wanted = source.advance(top);
         if wanted.is_some() {
             dirty = true;

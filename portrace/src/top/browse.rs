@@ -32,6 +32,7 @@ pub fn browse(path: &Path, filter: FilterSpec, salvage: bool) -> anyhow::Result<
     let mut screen = Screen::enter(move |line| {
         let _ = lines.send(Msg::Stderr(line));
     })?;
+    app::quit_on_sigterm();
     let mut top = Top::new(path.display().to_string());
     if let Some(w) = &browser.warning {
         top.message = Some(w.clone());

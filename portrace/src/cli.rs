@@ -34,7 +34,9 @@ Examples:
   portrace diagram -o tcp.svg    the TCP state diagram, with counts from 10 s of this host
   portrace diagram --from web.ptr --conn 42 -o conn.svg
                                  one connection of a recording, as a sequence diagram
-  portrace --explain             each transition's cause in plain words";
+  portrace --explain             each transition's cause in plain words
+  portrace top --port 443        a live full-screen view of port 443's sockets
+  portrace top --from web.ptr    the same view of a recording, to move through in time";
 
 /// Real-time TCP state tracer: every transition, with its process, endpoints and the time
 /// spent in the state it left.
@@ -76,6 +78,14 @@ pub enum Command {
     /// Summarise a recording: connections, time in each state, slowest handshakes, longest
     /// CLOSE_WAITs, TIME_WAIT per peer.
     Report(ReportArgs),
+    /// A full-screen live view of the host's TCP sockets, updated as they change.
+    ///
+    /// Owner, endpoints, state, time in state and age of every socket; new sockets and
+    /// state changes highlighted, closed ones shown 3 s more; the recent transitions, also
+    /// those that came and went between two refreshes; sockets per state; losses. Keys:
+    /// q quit, / filter, s sort, p pause, Enter a connection's timeline, ? help. With
+    /// --from FILE, browses a recording instead (Space plays, arrows step).
+    Top(TopArgs),
     /// Draw the TCP state diagram (RFC 9293) with what this host does: each edge with how
     /// many times it was seen and the median time in the state it left.
     ///
@@ -318,6 +328,25 @@ pub struct ReportArgs {
     pub filter: FilterArgs,
 }
 
+/// `portrace top`.
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// Browse this recording (made with `portrace record`) instead of the live host.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+
+    /// With --from: read a damaged recording up to the damage instead of refusing it.
+    #[arg(long, requires = "from")]
+    pub salvage: bool,
+
+    /// Size of the kernel's ring buffer: a power of two of at least 4K (4096, 64K, 4M).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size, conflicts_with = "from")]
+    pub ring_size: u32,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// Aligned columns for people.
@@ -395,6 +424,16 @@ pub struct ReportConfig {
     pub salvage: bool,
 }
 
+/// `portrace top`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopConfig {
+    /// A recording to browse; live when `None`.
+    pub from: Option<PathBuf>,
+    pub salvage: bool,
+    pub ring_size: u32,
+    pub filter: FilterSpec,
+}
+
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Task {
@@ -403,6 +442,7 @@ pub enum Task {
     Replay(ReplayConfig),
     Report(ReportConfig),
     Diagram(Box<crate::diagram::DiagramConfig>),
+    Top(TopConfig),
 }
 
 impl FilterArgs {
@@ -483,6 +523,12 @@ impl Args {
                 format: d.format,
                 conn: d.conn,
             })),
+            Some(Command::Top(t)) => Task::Top(TopConfig {
+                from: t.from,
+                salvage: t.salvage,
+                ring_size: t.ring_size,
+                filter: t.filter.into_spec(),
+            }),
         }
     }
 }
@@ -739,6 +785,28 @@ mod tests {
             (&["diagram", "--from", "t.ptr", "--duration", "5s"], "cannot be used with"),
             (&["diagram", "-f", "png"], "invalid value 'png'"),
             (&["diagram", "--from", "t.ptr", "--conn", "x"], "invalid value 'x'"),
+        ] {
+            let err = task(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn top_takes_filters_and_a_recording() {
+        let Task::Top(t) = task(&["top", "--port", "443", "--ring-size", "64K"]).unwrap() else {
+            panic!("not top");
+        };
+        assert_eq!((t.from, t.ring_size, t.salvage), (None, 65536, false));
+        assert_eq!(t.filter.ports, vec![443]);
+        let Task::Top(t) = task(&["top", "--from", "t.ptr", "--salvage", "-s", "LISTEN"]).unwrap() else {
+            panic!("not top");
+        };
+        assert_eq!((t.from, t.salvage), (Some(PathBuf::from("t.ptr")), true));
+        assert_eq!(t.filter.states, vec![TcpState::Listen]);
+        for (args, expected) in [
+            (&["top", "--salvage"][..], "--from"),
+            (&["top", "--from", "t.ptr", "--ring-size", "64K"][..], "cannot be used with"),
+            (&["top", "--format", "json"][..], "unexpected argument '--format'"),
         ] {
             let err = task(args).expect_err(&format!("{args:?} should be refused"));
             assert!(err.contains(expected), "{args:?}: {err}");

@@ -31,3 +31,4 @@ pub mod diagram;
 pub mod command;
 pub mod follow;
 pub mod still_open;
+pub mod top;

@@ -73,6 +73,8 @@ pub trait Output {
         false
     }
     fn progress(&mut self, _progress: &Progress) {}
+    /// The inventory is written: from now on, every record is a change as it happens.
+    fn tracing(&mut self) {}
     /// Tracing is over; called before the summary is printed.
     fn stopped(&mut self) {}
     /// Whether the records go to standard output (then a traced command's own standard
@@ -332,6 +334,7 @@ async fn trace_until_stopped(
             } else if io::stderr().is_terminal() && !session.out.banner().is_empty() {
                 eprintln!("{}", session.out.banner());
             }
+            session.out.tracing();
             let stop = session.event_loop(ring, config.duration, sigint, sigterm).await;
             *running = session.command.take();
             stop?

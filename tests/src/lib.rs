@@ -1,9 +1,9 @@
 //! Fixtures for portrace's end-to-end tests: network namespaces (and veth pairs between
 //! them) that clean up after themselves, child processes that are killed and reaped when
 //! dropped, a handle on a running portrace that collects its JSON records, the tcpload
-//! workload generator, and helpers that turn records into per-socket timelines and check
-//! their sequences and the owner of every transition, with messages that show the whole
-//! observed timeline.
+//! workload generator, a pseudo-terminal to run `portrace top` in, and helpers that turn
+//! records into per-socket timelines and check their sequences and the owner of every
+//! transition, with messages that show the whole observed timeline.
 //!
 //! Everything here is bounded: every wait has a deadline, and every process or namespace a
 //! fixture creates is removed by its `Drop`.
@@ -11,6 +11,7 @@
 pub mod netns;
 pub mod portrace;
 pub mod process;
+pub mod pty;
 pub mod records;
 pub mod tcpload;
 

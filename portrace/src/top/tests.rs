@@ -1,0 +1,601 @@
+//! Tests of `portrace top` without a terminal: the model's rules, the browsing of a
+//! recording, and snapshots of every screen drawn on ratatui's TestBackend.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::Terminal;
+
+use super::browse::Browser;
+use super::model::{Action, Change, Overlay, SortKey, Table, Top, LINGER_NS, RECENT_CAP};
+use super::render;
+use crate::clock::Zone;
+use crate::filter::FilterSpec;
+use crate::output::{Sink, Start};
+use crate::record::{
+    Comm, EndReason, Family, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition,
+};
+use crate::tcp_state::TcpState::{self, *};
+use crate::tracefile::{FileSink, ReadOptions, RunSetup, TraceReader, WriteOptions};
+
+/// 2026-12-02 08:41:07 UTC at the start, for fixed clocks in snapshots.
+const OFFSET: i128 = 1_796_200_867_000_000_000 - 1_000_000_000_000;
+const START: u64 = 1_000_000_000_000;
+const SEC: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+
+fn ts(mono_ns: u64) -> Timestamp {
+    Timestamp { mono_ns, unix_ns: i128::from(mono_ns) + OFFSET }
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+fn owner(pid: u32, comm: &str, source: OwnerSource) -> Option<Owner> {
+    Some(Owner { pid, comm: Comm::new(comm), source })
+}
+
+fn start() -> Start {
+    Start { time: ts(START), host: "web1".into(), kernel: "6.18.0".into() }
+}
+
+fn inventory() -> Vec<SocketRecord> {
+    let listener = SocketRecord {
+        time: ts(START),
+        socket: 1,
+        family: Family::Ipv4,
+        saddr: v4(0, 0, 0, 0),
+        sport: 80,
+        daddr: v4(0, 0, 0, 0),
+        dport: 0,
+        state: Listen,
+        owner: owner(812, "nginx", OwnerSource::Inventory),
+        netns: 4026531840,
+        inode: 100,
+        uid: 0,
+        cookie: 9,
+    };
+    let ssh = SocketRecord {
+        socket: 2,
+        saddr: v4(10, 0, 0, 5),
+        sport: 22,
+        daddr: v4(10, 0, 0, 9),
+        dport: 51234,
+        state: Established,
+        owner: owner(1204, "sshd", OwnerSource::Inventory),
+        inode: 101,
+        cookie: 10,
+        ..listener.clone()
+    };
+    let v6 = SocketRecord {
+        socket: 3,
+        family: Family::Ipv6,
+        saddr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        sport: 5432,
+        daddr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        dport: 0,
+        state: Listen,
+        owner: owner(990, "postgres", OwnerSource::Inventory),
+        inode: 102,
+        cookie: 11,
+        ..listener.clone()
+    };
+    vec![listener, ssh, v6]
+}
+
+/// A transition of socket `id` at `at` (nanoseconds after the start).
+#[allow(clippy::too_many_arguments, reason = "a test fixture that spells out every field it varies")]
+fn tr(at: u64, id: u64, local: (IpAddr, u16), remote: (IpAddr, u16), old: TcpState, new: TcpState, was: Option<u64>, who: Option<Owner>) -> Transition {
+    Transition {
+        time: ts(START + at),
+        pid: who.map_or(0, |o| o.pid),
+        comm: who.map_or(Comm::new("swapper/0"), |o| o.comm),
+        socket: id,
+        family: Family::Ipv4,
+        saddr: local.0,
+        sport: local.1,
+        daddr: remote.0,
+        dport: remote.1,
+        oldstate: old,
+        newstate: new,
+        prev_state_ns: was,
+        prev_state_at_least: false,
+        owner: who,
+        reason: None,
+        error: None,
+        retransmits: 0,
+        netns: 4026531840,
+    }
+}
+
+/// The traffic after the inventory: a client connects out, nginx accepts a connection,
+/// a connect is refused within one refresh, the ssh session starts closing.
+fn traffic() -> Vec<Transition> {
+    let me = v4(10, 0, 0, 5);
+    let curl = owner(3001, "curl", OwnerSource::Syscall);
+    let nginx_child = owner(812, "nginx", OwnerSource::Listener);
+    let probe = owner(3050, "nc", OwnerSource::Syscall);
+    let peer = (v4(93, 184, 216, 34), 443);
+    let client = (v4(10, 0, 0, 7), 40112);
+    let mut refused = tr(3 * SEC + 400 * MS, 12, (v4(127, 0, 0, 1), 41000), (v4(127, 0, 0, 1), 9), SynSent, Close, Some(80_000), probe);
+    refused.reason = Some(EndReason::Refused);
+    refused.error = Some(libc::ECONNREFUSED);
+    let mut ssh_closing = tr(3 * SEC + 500 * MS, 2, (me, 22), (v4(10, 0, 0, 9), 51234), Established, FinWait1, Some(3 * SEC + 500 * MS), owner(1204, "sshd", OwnerSource::Syscall));
+    ssh_closing.prev_state_at_least = true;
+    vec![
+        tr(SEC, 10, (me, 0), peer, Close, SynSent, None, curl),
+        tr(SEC + 21 * MS, 10, (me, 43210), peer, SynSent, Established, Some(21 * MS), curl),
+        tr(2 * SEC, 11, (me, 80), client, Listen, SynRecv, None, nginx_child),
+        tr(2 * SEC + 300_000, 11, (me, 80), client, SynRecv, Established, Some(300_000), nginx_child),
+        tr(3 * SEC + 400 * MS - 80_000, 12, (v4(127, 0, 0, 1), 0), (v4(127, 0, 0, 1), 9), Close, SynSent, None, probe),
+        refused,
+        ssh_closing,
+    ]
+}
+
+/// The model after the inventory and the traffic, at `now` (after the start).
+fn model(now: u64) -> Top {
+    let mut top = Top::new("live");
+    top.table_mut().start(&start());
+    for s in inventory() {
+        top.table_mut().socket(&s);
+    }
+    for t in traffic() {
+        top.transition(&t);
+    }
+    top.tick(ts(START + now));
+    top
+}
+
+fn draw(top: &Top, width: u16, height: u16) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| render::draw(f, top, Zone::Fixed(3600))).unwrap();
+    terminal.backend().buffer().clone()
+}
+
+/// The screen as text, one line per row, trailing blanks trimmed.
+fn text(buffer: &Buffer) -> String {
+    let area = buffer.area;
+    let mut out = String::new();
+    for y in 0..area.height {
+        let mut line = String::new();
+        for x in 0..area.width {
+            line.push_str(buffer[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn screen(top: &Top, width: u16, height: u16) -> String {
+    text(&draw(top, width, height))
+}
+
+// ---- the model ----
+
+#[test]
+fn inventory_sockets_are_older_than_the_trace_and_not_highlighted() {
+    let top = model(3 * SEC);
+    let l = top.shown().get(1).unwrap();
+    assert!(l.born_at_least && l.entered_at_least);
+    assert_eq!(l.change, Change::Inventory);
+    assert!(!l.highlighted(START + 3 * SEC));
+    assert_eq!(l.age_ns(START + 3 * SEC), 3 * SEC);
+}
+
+#[test]
+fn new_sockets_and_changes_are_highlighted_for_a_while() {
+    let top = model(2 * SEC + MS);
+    let child = top.shown().get(11).unwrap();
+    assert_eq!((child.change, child.state), (Change::New, Established));
+    assert!(!child.born_at_least);
+    assert_eq!(child.born_ns, START + 2 * SEC);
+    assert!(child.highlighted(START + 2 * SEC + MS));
+    assert!(!child.highlighted(START + 4 * SEC + MS));
+    // A socket first seen mid-life is a change, not a new socket, and its age is a bound.
+    let top = model(4 * SEC);
+    let ssh = top.shown().get(2).unwrap();
+    assert_eq!((ssh.change, ssh.state), (Change::State, FinWait1));
+    assert!(!ssh.entered_at_least && ssh.born_at_least);
+}
+
+#[test]
+fn closed_sockets_linger_then_go() {
+    let mut top = model(3 * SEC + 500 * MS);
+    let refused = top.shown().get(12).unwrap();
+    assert!(refused.is_closed());
+    assert_eq!(refused.reason, Some(EndReason::Refused));
+    top.tick(ts(START + 3 * SEC + 400 * MS + LINGER_NS - 1));
+    assert!(top.shown().get(12).is_some(), "still within the linger time");
+    top.tick(ts(START + 3 * SEC + 400 * MS + LINGER_NS));
+    assert!(top.shown().get(12).is_none(), "gone after it");
+    assert!(top.shown().get(10).is_some(), "open sockets stay");
+}
+
+#[test]
+fn short_lived_states_stay_in_the_recent_transitions() {
+    // The refused connect went CLOSE -> SYN_SENT -> CLOSE within 80 us: both transitions
+    // are kept, whatever the refresh rate.
+    let top = model(4 * SEC);
+    let edges: Vec<(u64, TcpState, TcpState)> =
+        top.shown().recent().iter().map(|t| (t.socket, t.oldstate, t.newstate)).collect();
+    assert!(edges.contains(&(12, Close, SynSent)) && edges.contains(&(12, SynSent, Close)), "{edges:?}");
+    assert_eq!(edges.len(), 7);
+    let mut table = Table::new();
+    for i in 0..(RECENT_CAP as u64 + 5) {
+        table.transition(&tr(i, 100 + i, (v4(1, 1, 1, 1), 1), (v4(2, 2, 2, 2), 2), Close, SynSent, None, None));
+    }
+    assert_eq!(table.recent().len(), RECENT_CAP);
+    assert_eq!(table.recent().front().unwrap().socket, 105, "the oldest go first");
+    assert_eq!(table.transitions(), RECENT_CAP as u64 + 5);
+}
+
+#[test]
+fn counts_per_state_leave_closed_sockets_out() {
+    let top = model(3 * SEC + 500 * MS);
+    let counts: Vec<(TcpState, usize)> = top.shown().state_counts().into_iter().filter(|&(_, n)| n > 0).collect();
+    assert_eq!(counts, [(Established, 2), (FinWait1, 1), (Listen, 2)]);
+}
+
+#[test]
+fn losses_are_counted_by_cause() {
+    let mut table = Table::new();
+    table.lost(&Lost { time: ts(START), count: 3, cause: LossCause::RingFull });
+    table.lost(&Lost { time: ts(START), count: 2, cause: LossCause::Skipped });
+    table.lost(&Lost { time: ts(START), count: 1, cause: LossCause::RingFull });
+    assert_eq!(table.lost_total(), 6);
+    let by: Vec<(LossCause, u64)> = table.lost_by_cause().filter(|&(_, n)| n > 0).collect();
+    assert_eq!(by, [(LossCause::RingFull, 4), (LossCause::Skipped, 2)]);
+}
+
+#[test]
+fn a_socket_closed_and_connected_again_is_new_again() {
+    let mut table = Table::new();
+    let a = (v4(10, 0, 0, 1), 5000);
+    let b = (v4(10, 0, 0, 2), 80);
+    table.transition(&tr(0, 1, a, b, Close, SynSent, None, None));
+    table.transition(&tr(SEC, 1, a, b, SynSent, Close, Some(SEC), None));
+    assert_eq!(table.get(1).unwrap().change, Change::Closed);
+    table.transition(&tr(2 * SEC, 1, a, b, Close, SynSent, None, None));
+    let c = table.get(1).unwrap();
+    assert_eq!((c.change, c.state, c.history.len()), (Change::New, SynSent, 3));
+}
+
+#[test]
+fn the_table_stays_within_its_capacity() {
+    let mut table = Table::with_capacity(3);
+    let ep = |p| (v4(10, 0, 0, 1), p);
+    for id in 1..=3 {
+        table.transition(&tr(id * SEC, id, ep(id as u16), ep(80), Close, SynSent, None, None));
+    }
+    table.transition(&tr(4 * SEC, 2, ep(2), ep(80), SynSent, Close, None, None));
+    table.transition(&tr(5 * SEC, 4, ep(4), ep(80), Close, SynSent, None, None));
+    assert!(table.get(2).is_none(), "the closed one goes first");
+    table.transition(&tr(6 * SEC, 5, ep(5), ep(80), Close, SynSent, None, None));
+    assert!(table.get(1).is_none(), "then the one unchanged the longest");
+    assert_eq!((table.len(), table.evicted()), (3, 2));
+}
+
+#[test]
+fn filter_words_must_all_match() {
+    let mut top = model(3 * SEC + 500 * MS);
+    let ids = |top: &Top| {
+        let mut v: Vec<u64> = top.rows().iter().map(|c| c.id).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&top), [1, 2, 3, 10, 11, 12]);
+    for c in "NGINX".chars() {
+        top.apply(Action::FilterChar(c));
+    }
+    assert_eq!(ids(&top), [1, 11]);
+    top.apply(Action::FilterChar(' '));
+    for c in "estab".chars() {
+        top.apply(Action::FilterChar(c));
+    }
+    assert_eq!(ids(&top), [11]);
+    top.apply(Action::FilterClear);
+    assert_eq!(ids(&top).len(), 6);
+    top.filter = ":443".into();
+    assert_eq!(ids(&top), [10]);
+}
+
+#[test]
+fn sorting_and_selection_follow_the_socket() {
+    let mut top = model(3 * SEC + 500 * MS);
+    let order = |top: &Top| top.rows().iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(order(&top), [2, 12, 11, 10, 3, 1], "last change first");
+    top.apply(Action::Down);
+    top.apply(Action::Down);
+    let rows = top.rows();
+    assert_eq!(rows[top.selected_index(&rows).unwrap()].id, 11);
+    drop(rows);
+    while top.sort != SortKey::State {
+        top.apply(Action::CycleSort);
+    }
+    let rows = top.rows();
+    assert_eq!(rows.iter().map(|c| c.state.name()).collect::<Vec<_>>(), ["CLOSE", "ESTABLISHED", "ESTABLISHED", "FIN_WAIT1", "LISTEN", "LISTEN"]);
+    assert_eq!(rows[top.selected_index(&rows).unwrap()].id, 11, "the selection stays on its socket");
+    drop(rows);
+    top.apply(Action::ReverseSort);
+    assert_eq!(top.rows()[0].state, Listen);
+    top.page = 4;
+    top.apply(Action::Home);
+    top.apply(Action::PageDown);
+    let rows = top.rows();
+    assert_eq!(top.selected_index(&rows), Some(4));
+    drop(rows);
+    top.apply(Action::End);
+    top.apply(Action::Down);
+    let rows = top.rows();
+    assert_eq!(top.selected_index(&rows), Some(5), "stops at the last row");
+}
+
+#[test]
+fn pause_freezes_the_display_not_the_collection() {
+    let mut top = model(3 * SEC);
+    top.apply(Action::TogglePause);
+    assert!(top.paused());
+    let more = tr(4 * SEC, 20, (v4(10, 0, 0, 5), 0), (v4(10, 0, 0, 1), 53), Close, SynSent, None, None);
+    top.transition(&more);
+    top.tick(ts(START + 5 * SEC));
+    assert!(top.shown().get(20).is_none(), "not shown while paused");
+    assert!(top.live_table().get(20).is_some(), "but collected");
+    assert_eq!(top.pending, 1);
+    assert_eq!(top.shown().now(), ts(START + 3 * SEC), "the clock is frozen too");
+    top.apply(Action::TogglePause);
+    assert!(!top.paused());
+    assert!(top.shown().get(20).is_some());
+}
+
+#[test]
+fn a_timeline_outlives_its_socket() {
+    let mut top = model(3 * SEC + 500 * MS);
+    top.filter = "nc".into();
+    top.apply(Action::OpenTimeline);
+    assert_eq!(top.overlay, Overlay::Timeline { socket: 12, scroll: 0 });
+    top.tick(ts(START + 10 * SEC));
+    assert!(top.shown().get(12).is_none());
+    let c = top.timeline_socket().expect("kept");
+    assert_eq!(c.history.iter().map(|t| t.newstate).collect::<Vec<_>>(), [SynSent, Close]);
+    top.apply(Action::Close);
+    assert_eq!(top.overlay, Overlay::None);
+}
+
+// ---- browsing a recording ----
+
+fn recording() -> Vec<u8> {
+    let setup = RunSetup {
+        clock_offset_ns: OFFSET,
+        layout: portrace_ebpf::Layout::ZERO,
+        sock_layout: None,
+        filter: FilterSpec::default(),
+        ring_size: 4096,
+        notes: Vec::new(),
+        command: None,
+    };
+    let mut sink = FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: false });
+    sink.start(&start()).unwrap();
+    for s in inventory() {
+        sink.socket(&s).unwrap();
+    }
+    sink.flush().unwrap();
+    for t in traffic() {
+        sink.transition(&t).unwrap();
+    }
+    sink.lost(&Lost { time: ts(START + 3 * SEC), count: 2, cause: LossCause::RingFull }).unwrap();
+    let mut summary = crate::summary::Summary::new(ts(START));
+    summary.finish(ts(START + 20 * SEC));
+    sink.end(&summary).unwrap();
+    sink.flush().unwrap();
+    sink.into_inner()
+}
+
+fn browser(filter: FilterSpec) -> (Browser, Top) {
+    let file = recording();
+    let mut reader = TraceReader::new(&file[..], "run.ptr", ReadOptions::default()).unwrap();
+    let mut b = Browser::read(&mut reader, filter).unwrap();
+    let mut top = Top::new("run.ptr");
+    b.to_start(&mut top);
+    (b, top)
+}
+
+#[test]
+fn a_recording_opens_at_its_start_with_its_inventory() {
+    let (_, top) = browser(FilterSpec::default());
+    let t = top.live_table();
+    assert_eq!((t.len(), t.transitions()), (3, 0));
+    assert_eq!(t.now(), ts(START));
+    let c = top.cursor.unwrap();
+    assert_eq!((c.position, c.total, c.playing), (3, 12, false), "3 sockets, 7 transitions, a loss, the end");
+}
+
+#[test]
+fn stepping_moves_one_transition_at_a_time_both_ways() {
+    use super::app::Source as _;
+    let (mut b, mut top) = browser(FilterSpec::default());
+    b.act(&mut top, Action::StepForward);
+    assert_eq!(top.live_table().transitions(), 1);
+    assert_eq!(top.live_table().get(10).unwrap().state, SynSent);
+    assert_eq!(top.shown().now(), ts(START + SEC));
+    b.act(&mut top, Action::StepForward);
+    assert_eq!(top.live_table().get(10).unwrap().state, Established);
+    b.act(&mut top, Action::StepBack);
+    assert_eq!(top.live_table().get(10).unwrap().state, SynSent, "back to before the last one");
+    assert_eq!(top.live_table().transitions(), 1);
+    b.act(&mut top, Action::StepBack);
+    assert!(top.live_table().get(10).is_none());
+    assert_eq!(top.cursor.unwrap().position, 3);
+}
+
+#[test]
+fn jumps_show_the_sockets_as_they_were_then() {
+    use super::app::Source as _;
+    let (mut b, mut top) = browser(FilterSpec::default());
+    b.act(&mut top, Action::ToEnd);
+    let t = top.live_table();
+    assert_eq!((t.transitions(), t.lost_total()), (7, 2));
+    assert!(t.ended());
+    assert!(t.get(12).is_none(), "closed long before the end: gone");
+    assert_eq!(t.now(), ts(START + 20 * SEC));
+    b.act(&mut top, Action::JumpBack);
+    b.act(&mut top, Action::JumpBack);
+    // 20 s back: the start, with nothing yet.
+    assert_eq!(top.live_table().transitions(), 0);
+    b.act(&mut top, Action::ToEnd);
+    b.act(&mut top, Action::ToStart);
+    assert_eq!(top.live_table().transitions(), 0);
+    assert_eq!(top.live_table().len(), 3);
+}
+
+#[test]
+fn browsing_applies_the_users_filter() {
+    use super::app::Source as _;
+    let (mut b, mut top) = browser(FilterSpec { pids: vec![3001], ..Default::default() });
+    b.act(&mut top, Action::ToEnd);
+    let t = top.live_table();
+    assert_eq!(t.transitions(), 2);
+    assert!(t.get(10).is_some() && t.get(11).is_none());
+}
+
+#[test]
+fn playing_stops_at_the_end() {
+    use super::app::Source as _;
+    let (mut b, mut top) = browser(FilterSpec::default());
+    for _ in 0..10 {
+        b.act(&mut top, Action::Faster);
+    }
+    assert_eq!(top.cursor.unwrap().speed, 1024);
+    b.act(&mut top, Action::TogglePause);
+    assert!(top.cursor.unwrap().playing);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.advance(&mut top).is_some() {
+        assert!(std::time::Instant::now() < deadline, "20 s at 1024x takes 20 ms");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(!top.cursor.unwrap().playing);
+    assert_eq!(top.live_table().transitions(), 7);
+}
+
+// ---- the screens ----
+
+#[test]
+fn snapshot_main_screen() {
+    let top = model(3 * SEC + 600 * MS);
+    insta::assert_snapshot!(screen(&top, 120, 30));
+}
+
+#[test]
+fn snapshot_highlighted_changes() {
+    // The cell styles: new sockets green, changes yellow, closed grey, the selected row
+    // reversed; the markers say the same in text.
+    let top = model(3 * SEC + 600 * MS);
+    let buffer = draw(&top, 110, 14);
+    insta::assert_debug_snapshot!(buffer);
+}
+
+#[test]
+fn snapshot_a_closed_socket_lingers() {
+    let mut top = model(3 * SEC + 600 * MS);
+    top.tick(ts(START + 6 * SEC));
+    let lingering = screen(&top, 120, 16);
+    assert!(lingering.contains("│x 3050    nc") && lingering.contains("refused"), "{lingering}");
+    insta::assert_snapshot!(lingering);
+    top.tick(ts(START + 6 * SEC + 500 * MS));
+    assert!(!screen(&top, 120, 16).contains("refused"), "gone 3 s after it closed");
+}
+
+#[test]
+fn snapshot_filter_applied() {
+    let mut top = model(3 * SEC + 600 * MS);
+    top.apply(Action::EditFilter);
+    for c in "nginx".chars() {
+        top.apply(Action::FilterChar(c));
+    }
+    insta::assert_snapshot!("filter_typing", screen(&top, 120, 16));
+    top.apply(Action::FilterDone);
+    insta::assert_snapshot!("filter_applied", screen(&top, 120, 16));
+}
+
+#[test]
+fn snapshot_sort_changed() {
+    let mut top = model(3 * SEC + 600 * MS);
+    while top.sort != SortKey::Remote {
+        top.apply(Action::CycleSort);
+    }
+    top.apply(Action::ReverseSort);
+    insta::assert_snapshot!(screen(&top, 120, 16));
+}
+
+#[test]
+fn snapshot_paused() {
+    let mut top = model(3 * SEC + 600 * MS);
+    top.apply(Action::TogglePause);
+    top.transition(&tr(4 * SEC, 30, (v4(10, 0, 0, 5), 0), (v4(10, 0, 0, 1), 53), Close, SynSent, None, None));
+    top.transition(&tr(4 * SEC + MS, 30, (v4(10, 0, 0, 5), 0), (v4(10, 0, 0, 1), 53), SynSent, Close, None, None));
+    top.table_mut().lost(&Lost { time: ts(START + 4 * SEC), count: 5, cause: LossCause::RingFull });
+    top.tick(ts(START + 5 * SEC));
+    let paused = screen(&top, 120, 16);
+    assert!(paused.contains("PAUSED (2 new)") && !paused.contains("10.0.0.1:53"), "{paused}");
+    insta::assert_snapshot!(paused);
+}
+
+#[test]
+fn snapshot_timeline_open() {
+    let mut top = model(3 * SEC + 600 * MS);
+    top.filter = "curl".into();
+    top.apply(Action::OpenTimeline);
+    insta::assert_snapshot!(screen(&top, 120, 20));
+}
+
+#[test]
+fn snapshot_help() {
+    let mut top = model(3 * SEC + 600 * MS);
+    top.apply(Action::Help);
+    insta::assert_snapshot!("help_live", screen(&top, 120, 24));
+    let (_, mut browsing) = browser(FilterSpec::default());
+    browsing.apply(Action::Help);
+    insta::assert_snapshot!("help_browsing", screen(&browsing, 120, 24));
+}
+
+#[test]
+fn snapshot_narrow_terminal_keeps_the_endpoints() {
+    let top = model(3 * SEC + 600 * MS);
+    let narrow = screen(&top, 80, 16);
+    assert!(narrow.contains("93.184.216.34:443") && narrow.contains("127.0.0.1:41000"), "{narrow}");
+    insta::assert_snapshot!(narrow);
+}
+
+#[test]
+fn snapshot_tiny_terminal() {
+    let top = model(3 * SEC + 600 * MS);
+    insta::assert_snapshot!(screen(&top, 30, 8));
+}
+
+#[test]
+fn snapshot_browsing_a_recording() {
+    use super::app::Source as _;
+    let (mut b, mut top) = browser(FilterSpec::default());
+    for _ in 0..5 {
+        b.act(&mut top, Action::StepForward);
+    }
+    insta::assert_snapshot!(screen(&top, 120, 20));
+}
+
+#[test]
+fn durations_are_short() {
+    let cases = [
+        (850_000, "850us"),
+        (12 * MS, "12ms"),
+        (4 * SEC + 250 * MS, "4.2s"),
+        (245 * SEC, "4m05s"),
+        (2 * 3600 * SEC + 180 * SEC, "2h03m"),
+        (3 * 86_400 * SEC + 4 * 3600 * SEC, "3d04h"),
+    ];
+    for (ns, want) in cases {
+        assert_eq!(render::duration(ns), want);
+    }
+}

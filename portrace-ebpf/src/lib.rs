@@ -312,7 +312,12 @@ pub mod counter {
     /// A transition the program could not read (a socket field or tracepoint field read
     /// failed, or an address family it does not know).
     pub const UNREADABLE: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// Runs of the primary state program (the raw tracepoint one, or the classic one when
+    /// it runs alone), whatever they then keep. With the kernel's count of the runs it
+    /// skipped, this is every hit of the tracepoint the kernel handed to the program;
+    /// userspace compares it with a count of the hits that does not depend on BPF.
+    pub const ENTERED: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Capacity of the map of held, not yet port-bound `CLOSE -> SYN_SENT` transitions.

@@ -23,3 +23,4 @@ pub mod inventory;
 pub mod tracefile;
 pub mod replay;
 pub mod report;
+pub mod hitcount;

@@ -6,7 +6,7 @@
 //! batches (hundreds of transitions) that ftrace recorded while both programs' run counts
 //! and `recursion_misses` stood still. To see such gaps, portrace enables the same event in
 //! a private ftrace instance of its own (`<tracefs>/instances/portrace-<pid>`, a small
-//! overwriting buffer nobody reads) and compares the number of events the instance took
+//! buffer nobody reads, which once full drops and counts each new event) and compares the number of events the instance took
 //! with the number of hits the primary program was handed: the runs it counted itself plus
 //! the runs the kernel says it skipped.
 //!
@@ -50,6 +50,11 @@ impl HitCounter {
             fs::write(&path, value).map_err(|e| format!("cannot write {value} to {}: {e}", path.display()))
         };
         write("buffer_size_kb", BUFFER_KB)?;
+        // Not overwriting: an overwrite takes a page of events out of the `entries` count
+        // and adds them to `overrun`, and a read that falls between the two counts them
+        // twice. Without it every count in the stats file only grows, and once the buffer
+        // is full an event costs the kernel only the failed reservation.
+        write("options/overwrite", "0")?;
         write(&format!("{EVENT}/enable"), "1")?;
         Ok(counter)
     }
@@ -77,10 +82,11 @@ impl Drop for HitCounter {
     }
 }
 
-/// Events a CPU's ring buffer took, from its `per_cpu/cpuN/stats`: those still in it
-/// (`entries`), those overwritten (`overrun`) and those read (`read events`). Events lost
-/// before they were written (`commit overrun`, `dropped events`) are not counted, which
-/// can only make a gap look smaller.
+/// Events a CPU's ring buffer was offered, from its `per_cpu/cpuN/stats` in a buffer that
+/// does not overwrite: those written (`entries`, plus `read events` once read), those
+/// dropped because it was full (`dropped events`) or lost to nested writers (`commit
+/// overrun`). Each of these only grows, so a sum read while events arrive counts only
+/// events that happened before the read ended.
 pub fn events_taken(stats: &str) -> Option<u64> {
     let field = |name: &str| -> Option<u64> {
         stats.lines().find_map(|line| {
@@ -88,7 +94,12 @@ pub fn events_taken(stats: &str) -> Option<u64> {
             (key.trim() == name).then(|| value.trim().parse().ok()).flatten()
         })
     };
-    Some(field("entries")? + field("overrun")? + field("read events").unwrap_or(0))
+    Some(
+        field("entries")?
+            + field("dropped events")?
+            + field("commit overrun").unwrap_or(0)
+            + field("read events").unwrap_or(0),
+    )
 }
 
 /// Hits the primary program missed without the kernel counting them, at most: the
@@ -117,16 +128,16 @@ fn remove_stale(instances: &Path) {
 mod tests {
     use super::*;
 
-    const STATS: &str = "entries: 146\noverrun: 19802\ncommit overrun: 0\nbytes: 15476\n\
+    const STATS: &str = "entries: 228\noverrun: 0\ncommit overrun: 1\nbytes: 15476\n\
                          oldest event ts:  9977.267317\nnow ts:  9978.321000\n\
-                         dropped events: 0\nread events: 3\n";
+                         dropped events: 100329\nread events: 3\n";
 
     #[test]
-    fn counts_kept_overwritten_and_read_events() {
-        assert_eq!(events_taken(STATS), Some(146 + 19802 + 3));
-        assert_eq!(events_taken("entries: 5\noverrun: 0\n"), Some(5));
+    fn counts_written_dropped_and_read_events() {
+        assert_eq!(events_taken(STATS), Some(228 + 100329 + 1 + 3));
+        assert_eq!(events_taken("entries: 5\ndropped events: 0\n"), Some(5));
         assert_eq!(events_taken("entries: 5\n"), None);
-        assert_eq!(events_taken("entries: x\noverrun: 0\n"), None);
+        assert_eq!(events_taken("entries: x\ndropped events: 0\n"), None);
     }
 
     #[test]
@@ -147,6 +158,7 @@ mod tests {
         let counter = HitCounter::start(Path::new("/sys/kernel/tracing")).expect("instance");
         let dir = counter.dir.clone();
         assert!(dir.join(EVENT).join("enable").exists());
+        assert_eq!(fs::read_to_string(dir.join("options/overwrite")).unwrap().trim(), "0");
         let before = counter.total().expect("stats");
         // A loopback connection, opened and closed: several state changes.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

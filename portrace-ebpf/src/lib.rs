@@ -324,7 +324,12 @@ pub mod counter {
     /// A process started by the traced command could not be followed (the traced-process
     /// map was full, or the new task's record could not be read): its sockets are missing.
     pub const UNFOLLOWED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// Runs of the primary state program (the raw tracepoint one, or the classic one when
+    /// it runs alone), whatever they then keep. With the kernel's count of the runs it
+    /// skipped, this is every hit of the tracepoint the kernel handed to the program;
+    /// userspace compares it with a count of the hits that does not depend on BPF.
+    pub const ENTERED: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Capacity of the map of held, not yet port-bound `CLOSE -> SYN_SENT` transitions.

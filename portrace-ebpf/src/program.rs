@@ -166,6 +166,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     if let Some(busy) = busy {
         unsafe { *busy = 1 };
     }
+    bump(counter::ENTERED);
     let sk: *const c_void = ctx.arg(0);
     let oldstate: u64 = ctx.arg(1);
     let newstate: u64 = ctx.arg(2);
@@ -181,7 +182,9 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 /// The backup program (or, without BTF, the only one), on the classic tracepoint.
 #[tracepoint]
 pub fn inet_sock_set_state_backup(ctx: TracePointContext) -> u32 {
-    if global!(CLASSIC_PRIMARY) == 0 {
+    if global!(CLASSIC_PRIMARY) != 0 {
+        bump(counter::ENTERED);
+    } else {
         match BUSY.get(0) {
             Some(&1) => {}
             _ => return 0,

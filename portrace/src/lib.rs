@@ -32,3 +32,4 @@ pub mod command;
 pub mod follow;
 pub mod still_open;
 pub mod top;
+pub mod hitcount;

@@ -78,6 +78,8 @@ pub struct Counters {
     pub tw_ring_full: u64,
     pub unreadable: u64,
     pub unfollowed: u64,
+    /// Runs of the primary program.
+    pub entered: u64,
 }
 
 /// What the kernel itself counts for a program.
@@ -277,7 +279,15 @@ impl Tracer {
             tw_ring_full: read(counter::TW_RING_FULL)?,
             unreadable: read(counter::UNREADABLE)?,
             unfollowed: read(counter::UNFOLLOWED)?,
+            entered: read(counter::ENTERED)?,
         })
+    }
+
+    /// Hits of the state tracepoint handed to the primary program so far: the runs it
+    /// counted and the runs the kernel skipped and counted.
+    pub fn handed(&self) -> anyhow::Result<u64> {
+        let entered = self.counters()?.entered;
+        Ok(entered + self.prog_stats()?.recursion_misses.unwrap_or(0))
     }
 
     /// The kernel's statistics of the primary program.

@@ -31,6 +31,7 @@ use crate::timeline::Timeline;
 use crate::details::Details;
 use crate::replay;
 use crate::tracefile::{self, RunSetup};
+use crate::hitcount::{self, HitCounter};
 use crate::{btf, follow, preflight, tracefs};
 
 /// How often the ring buffer is drained. The kernel program wakes the reader only when the
@@ -240,6 +241,21 @@ async fn trace_until_stopped(
     };
     let (layout, sock_layout) = (setup.layout, setup.sock.as_ref().ok().copied());
     let (mut tracer, ring) = loader::load(setup)?;
+    // Hits the kernel hands to no program and counts nowhere show only against a count of
+    // the hits that does not depend on BPF: read the programs' side, then start that count.
+    let hits = match tracer.handed().map_err(|e| format!("{e:#}")) {
+        Ok(handed) => HitCounter::start(&tracefs.path).map(|counter| (counter, handed)),
+        Err(why) => Err(why),
+    };
+    let hits = match hits {
+        Ok(hits) => Some(hits),
+        Err(why) => {
+            tracer.limitations.push(format!(
+                "transitions the kernel hands to no BPF program without counting them cannot be detected: {why}"
+            ));
+            None
+        }
+    };
     for limitation in &tracer.limitations {
         eprintln!("portrace: {limitation}");
     }
@@ -300,6 +316,7 @@ async fn trace_until_stopped(
         count: config.count,
         seen: Counters::default(),
         skipped_reported: 0,
+        hits,
         batch: Vec::new(),
         details: Details::live(),
         failure: None,
@@ -488,6 +505,9 @@ struct Session<'a> {
     seen: Counters,
     /// Skipped runs already reported as lost.
     skipped_reported: u64,
+    /// The count of the state tracepoint's hits that does not depend on BPF, and the
+    /// primary program's count of hits when it started ([`crate::hitcount`]).
+    hits: Option<(HitCounter, u64)>,
     /// Transitions made visible by one record (reused).
     batch: Vec<Transition>,
     /// Owners' and namespaces' details, read when first seen.
@@ -640,6 +660,19 @@ impl Session<'_> {
 
     /// Reports losses the kernel programs counted since the last check.
     fn check_losses(&mut self) -> io::Result<()> {
+        // The independent count first, then the programs' side (see crate::hitcount).
+        let instance = match self.hits.as_ref().map(|(counter, _)| counter.total()) {
+            Some(Ok(total)) => Some(total),
+            Some(Err(e)) => {
+                eprintln!(
+                    "portrace: reading the ftrace instance that counts the tracepoint's hits failed ({e}); \
+                     transitions the kernel skips without counting them are no longer detected"
+                );
+                self.hits = None;
+                None
+            }
+            None => None,
+        };
         let counters = self.tracer.counters().map_err(io::Error::other)?;
         let before = self.seen;
         self.seen = counters;
@@ -655,7 +688,13 @@ impl Session<'_> {
         let stats = self.tracer.prog_stats().map_err(io::Error::other)?;
         // A run the kernel skipped is lost unless the backup program recorded it.
         let rescued = if self.tracer.backed_up { counters.rescued } else { 0 };
-        let skipped = stats.recursion_misses.unwrap_or(0).saturating_sub(rescued);
+        let misses = stats.recursion_misses.unwrap_or(0);
+        // Hits the kernel handed to no program and did not count either.
+        let unseen = match (&self.hits, instance) {
+            (Some((_, at_start)), Some(total)) => hitcount::unseen(total, counters.entered + misses, *at_start),
+            _ => 0,
+        };
+        let skipped = misses.saturating_sub(rescued) + unseen;
         if skipped > self.skipped_reported {
             let new = skipped - self.skipped_reported;
             self.skipped_reported = skipped;

@@ -146,8 +146,9 @@ fn advice(cause: LossCause) -> (&'static str, &'static str) {
         }
         LossCause::Skipped => (
             "skipped by the kernel",
-            "another BPF program was running on the same CPU; stop other tracing tools \
-             (bpftrace, perf, ...) running at the same time",
+            "the kernel ran none of portrace's programs for them (under heavy load a softirq \
+             interrupts portrace's own program on the same CPU; other tracing tools such as \
+             bpftrace or perf make it likelier)",
         ),
         LossCause::Malformed => {
             ("malformed records", "a portrace bug; please report it with your kernel version")

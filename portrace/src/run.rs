@@ -261,7 +261,7 @@ async fn trace_until_stopped(
     }
     // SAFETY: the ring buffer owns its descriptor and moves into the AsyncFd, which keeps
     // it open for as long as it is registered.
-    let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
 
     let clock = Clock::capture();
@@ -325,8 +325,13 @@ async fn trace_until_stopped(
         command: None,
         still_open: plan.as_ref().map(|_| StillOpen::new()),
     };
+    // Transitions made while the inventory was taken, held back until the inventory is
+    // written: a socket both show is shown by its transitions alone.
+    let mut early = Vec::new();
+    let malformed = session.take_early(ring.get_mut(), &mut early);
+    let twins = session.timeline.born_during_inventory(&sockets, &early);
     let opened = started.and_then(|()| {
-        for s in sockets.iter().filter(|s| config.filter.matches_socket(s)) {
+        for s in sockets.iter().filter(|s| config.filter.matches_socket(s) && !twins.contains(&s.socket)) {
             let sink = &mut **session.sink;
             session.details.before(s.owner.as_ref(), s.netns, s.time, |d| replay::announce(sink, d))?;
             if let Some(report) = &mut session.report {
@@ -334,9 +339,16 @@ async fn trace_until_stopped(
             }
             session.sink.socket(s)?;
         }
-        session.sink.flush()
+        if malformed > 0 {
+            session.report_lost(malformed, LossCause::Malformed)?;
+        }
+        session.batch = early;
+        if session.write_batch()?.is_some() {
+            return Ok(Some(Stop::Count));
+        }
+        session.sink.flush().map(|()| None)
     });
-    let stop = match session.sink_result(opened.map(|()| None)) {
+    let stop = match session.sink_result(opened) {
         Some(stop) => stop,
         None => {
             // Before the command starts: a SIGTERM from then on must be passed on to it.
@@ -590,6 +602,25 @@ impl Session<'_> {
             }
         }
         Ok(stop)
+    }
+
+    /// Moves the records waiting in the ring through the timeline into `out`, without
+    /// writing them; returns how many could not be decoded.
+    fn take_early(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<Transition>) -> u64 {
+        let mut malformed = 0;
+        while let Some(item) = ring.next() {
+            match decode::decode(&item) {
+                Ok(d) if d.kind == decode::Kind::Exec => {
+                    self.details.exec(d.pid, d.comm, self.clock.timestamp(d.ts_ns));
+                }
+                Ok(d) => self.timeline.push(&d, out),
+                Err(err) => {
+                    eprintln!("portrace: dropped a malformed record from the kernel: {err}");
+                    malformed += 1;
+                }
+            }
+        }
+        malformed
     }
 
     /// Moves every waiting record through the timeline to the sink, then reports losses.

@@ -4,7 +4,7 @@
 //! each connection's last transition its reason, and attaches sockets that existed before
 //! the trace (the inventory) to their later transitions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::clock::Clock;
 use crate::decode::{Decoded, Kind};
@@ -78,6 +78,33 @@ impl Timeline {
             self.inventory.insert(s.cookie, Known { id, state: s.state, owner: s.owner, ends });
         }
         id
+    }
+
+    /// Sockets the inventory listed that `early` (the transitions made between the
+    /// programs' attachment and the inventory) already shows under ids of their own:
+    /// sockets created in that window, or whose first transition in it came before the
+    /// kernel had given them a cookie. The inventory listed them too, under another id.
+    /// Their inventory entries are forgotten; returns their inventory ids, whose socket
+    /// records must not be shown (the transitions tell those sockets' story).
+    pub fn born_during_inventory(&mut self, inventory: &[SocketRecord], early: &[Transition]) -> HashSet<u64> {
+        type Key = (u32, std::net::IpAddr, u16, std::net::IpAddr, u16);
+        let key = |netns, saddr, sport, daddr, dport| -> Key { (netns, saddr, sport, daddr, dport) };
+        let listed: HashSet<u64> = inventory.iter().map(|s| s.socket).collect();
+        // The last endpoints of each socket born after the start, if it is still open.
+        let mut born: HashMap<u64, Option<Key>> = HashMap::new();
+        for t in early.iter().filter(|t| !listed.contains(&t.socket)) {
+            let open = t.newstate != TcpState::Close && t.newstate != TcpState::TimeWait;
+            born.insert(t.socket, open.then(|| key(t.netns, t.saddr, t.sport, t.daddr, t.dport)));
+        }
+        let born: HashSet<Key> = born.into_values().flatten().collect();
+        let mut twins = HashSet::new();
+        for s in inventory.iter().filter(|s| s.state != TcpState::TimeWait) {
+            if born.contains(&key(s.netns, s.saddr, s.sport, s.daddr, s.dport)) {
+                self.inventory.remove(&s.cookie);
+                twins.insert(s.socket);
+            }
+        }
+        twins
     }
 
     /// Takes one record; pushes the transitions it makes visible onto `out`.
@@ -414,6 +441,55 @@ mod tests {
         timed_out.retransmits = 6;
         t.push(&timed_out, &mut out);
         assert_eq!((out[2].reason, out[2].retransmits), (Some(EndReason::ConnectTimeout), 6));
+    }
+
+    #[test]
+    fn a_socket_born_while_the_inventory_is_taken_is_shown_once() {
+        let mut t = Timeline::new(Clock::from_offset(0), 64, 1_000, true);
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let listed = |sport, dport, state, cookie| SocketRecord {
+            time: Timestamp { mono_ns: 1_000, unix_ns: 1_000 },
+            socket: 0,
+            family: Family::Ipv4,
+            saddr: lo,
+            sport,
+            daddr: lo,
+            dport,
+            state,
+            owner: None,
+            netns: 1,
+            inode: 5,
+            uid: 0,
+            cookie,
+        };
+        // The inventory lists the new connection (40000 -> 80), an older one (40001 -> 80),
+        // and a TIME_WAIT with the new connection's endpoints, left by an earlier one.
+        let mut inventory = vec![listed(40000, 80, Established, 11), listed(40001, 80, Established, 12), listed(40000, 80, TimeWait, 13)];
+        for s in &mut inventory {
+            t.adopt(s);
+        }
+        // Before the inventory: the new connection's connect, without a cookie yet.
+        let mut early = vec![];
+        let mut connect = rec(Kind::Transition, 1_500, SK, Close, SynSent);
+        connect.sport = 0;
+        t.push(&connect, &mut early);
+        t.push(&rec(Kind::Transition, 1_600, SK, SynSent, Established), &mut early);
+        let twins = t.born_during_inventory(&inventory, &early);
+        assert_eq!(twins, HashSet::from([inventory[0].socket]));
+        // Its next transition, now with the cookie the inventory made, keeps its own id.
+        let mut out = vec![];
+        let mut close = rec(Kind::Transition, 3_000, SK, Established, FinWait1);
+        close.cookie = 11;
+        t.push(&close, &mut out);
+        assert_eq!(out[0].socket, early[0].socket);
+        assert_ne!(out[0].socket, inventory[0].socket);
+        // A socket that closed in the window leaves the inventory alone.
+        let mut t2 = Timeline::new(Clock::from_offset(0), 64, 1_000, true);
+        let mut inventory2 = vec![listed(40000, 80, Established, 21)];
+        t2.adopt(&mut inventory2[0]);
+        let mut early2 = vec![];
+        t2.push(&rec(Kind::Transition, 1_500, SK, SynSent, Close), &mut early2);
+        assert!(t2.born_during_inventory(&inventory2, &early2).is_empty());
     }
 
     #[test]

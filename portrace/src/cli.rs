@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::alerts::rules::{Expect, Rules};
+use crate::alerts::sink::AlertOptions;
+use crate::alerts::AlertKind;
 use crate::filter::{parse_port, FilterSpec, IpNet};
 use crate::record::Family;
 use crate::tcp_state::TcpState;
@@ -22,7 +25,13 @@ Examples:
                                  record an hour of port 443 into web.ptr
   portrace replay web.ptr --state TIME_WAIT -f json
                                  the recorded TIME_WAIT transitions, as JSON Lines
-  portrace report web.ptr        connections, time in each state, slowest handshakes";
+  portrace report web.ptr        connections, time in each state, slowest handshakes
+  portrace --alerts-only --expect nginx:443 --expect sshd:22
+                                 only the alerts: scans, new listeners, owners outside
+                                 the allowlist, CLOSE_WAIT leaks, TIME_WAIT pile-ups,
+                                 failing handshakes
+  portrace report web.ptr --fail-on-alert
+                                 exit status 3 if the recording raises any alert";
 
 /// Real-time TCP state tracer: every transition, with its process, endpoints and the time
 /// spent in the state it left.
@@ -128,6 +137,136 @@ pub struct LimitArgs {
     pub summary: bool,
 }
 
+/// Alert detectors: thresholds, the allowlist, and what alerts do to the exit status.
+/// Defaults are in the README's table; a rules file sets them too, and flags override it.
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "Alerts")]
+pub struct AlertArgs {
+    /// Read thresholds and expectations from this TOML rules file (see the README).
+    #[arg(long = "rules", value_name = "FILE", value_parser = parse_rules_file)]
+    pub rules: Option<Rules>,
+
+    /// Allow processes named NAME (command name or executable file name) to listen on,
+    /// serve or connect to PORT (`*`: any). With any --expect, other owners of listening
+    /// or established sockets alert (repeatable).
+    #[arg(long = "expect", value_name = "NAME:PORT", value_parser = Expect::parse)]
+    pub expect: Vec<Expect>,
+
+    /// Exit with status 3 when any alert fired.
+    #[arg(long)]
+    pub fail_on_alert: bool,
+
+    /// Turn off one detector: scan, new-listener, unexpected-owner, close-wait-leak,
+    /// time-wait-pileup, handshake-trouble (repeatable).
+    #[arg(long = "disable-alert", value_name = "KIND", value_parser = AlertKind::parse)]
+    pub disable: Vec<AlertKind>,
+
+    /// Run no detector at all.
+    #[arg(long, conflicts_with_all = ["fail_on_alert", "disable"])]
+    pub no_alerts: bool,
+
+    /// Scan: SYNs to this many distinct destinations (address:port) within the window
+    /// [default: 20].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub scan_targets: Option<u32>,
+
+    /// Scan: or connects failing to this many distinct destinations within the window
+    /// [default: 10]...
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub scan_failures: Option<u32>,
+
+    /// Scan: ...at this failure rate or more, in percent [default: 50].
+    #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub scan_failure_rate: Option<u32>,
+
+    /// Scan: the window [default: 10s].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub scan_window: Option<Duration>,
+
+    /// CLOSE_WAIT leak: sockets in CLOSE_WAIT this long [default: 30s].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub close_wait_after: Option<Duration>,
+
+    /// TIME_WAIT pile-up: TIME_WAIT sockets towards one peer, in percent of the local port
+    /// range [default: 50]...
+    #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub time_wait_percent: Option<u32>,
+
+    /// TIME_WAIT pile-up: ...or this many, whatever the range.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub time_wait_count: Option<u32>,
+
+    /// Handshake trouble: this many failed handshakes per listener or destination within
+    /// the window [default: 5]...
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub handshake_failures: Option<u32>,
+
+    /// Handshake trouble: ...being at least this percentage of the handshakes [default: 50].
+    #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub handshake_failure_rate: Option<u32>,
+
+    /// Handshake trouble: the window [default: 60s].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub handshake_window: Option<Duration>,
+
+    /// A subject (process, listener, destination, peer) alerts again only after this long
+    /// [default: 60s].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub alert_repeat: Option<Duration>,
+}
+
+impl AlertArgs {
+    /// The options: the rules file (or the defaults), then the flags over it.
+    pub fn into_options(self, only: bool) -> AlertOptions {
+        let mut r = self.rules.unwrap_or_default();
+        let ns = |d: Duration| d.as_nanos() as u64;
+        r.expect.extend(self.expect);
+        for kind in self.disable {
+            if !r.disabled.contains(&kind) {
+                r.disabled.push(kind);
+            }
+        }
+        if let Some(n) = self.scan_targets {
+            r.scan.targets = n;
+        }
+        if let Some(n) = self.scan_failures {
+            r.scan.failures = n;
+        }
+        if let Some(n) = self.scan_failure_rate {
+            r.scan.failure_pct = n;
+        }
+        if let Some(d) = self.scan_window {
+            r.scan.window_ns = ns(d);
+        }
+        if let Some(d) = self.close_wait_after {
+            r.close_wait.after_ns = ns(d);
+        }
+        if let Some(n) = self.time_wait_percent {
+            r.time_wait.percent = n;
+        }
+        if let Some(n) = self.time_wait_count {
+            r.time_wait.count = Some(n);
+        }
+        if let Some(n) = self.handshake_failures {
+            r.handshake.failures = n;
+        }
+        if let Some(n) = self.handshake_failure_rate {
+            r.handshake.failure_pct = n;
+        }
+        if let Some(d) = self.handshake_window {
+            r.handshake.window_ns = ns(d);
+        }
+        if let Some(d) = self.alert_repeat {
+            r.repeat_ns = ns(d);
+        }
+        AlertOptions { enabled: !self.no_alerts, rules: r, only, fail: self.fail_on_alert }
+    }
+}
+
+fn parse_rules_file(path: &str) -> Result<Rules, String> {
+    Rules::from_file(std::path::Path::new(path))
+}
+
 /// Live tracing: the flags of `portrace` without a command.
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
@@ -148,6 +287,13 @@ pub struct LiveArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    /// Show only the alerts (and lost-record lines, which say alerts may be missing).
+    #[arg(long, help_heading = "Alerts")]
+    pub alerts_only: bool,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 /// `portrace record`.
@@ -170,6 +316,9 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 /// `portrace replay`.
@@ -198,6 +347,13 @@ pub struct ReplayArgs {
 
     #[command(flatten)]
     pub filter: FilterArgs,
+
+    /// Show only the alerts (and lost-record lines, which say alerts may be missing).
+    #[arg(long, help_heading = "Alerts")]
+    pub alerts_only: bool,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 /// `portrace report`.
@@ -229,6 +385,13 @@ pub struct ReportArgs {
 
     #[command(flatten)]
     pub filter: FilterArgs,
+
+    /// Print only the Alerts section of the report.
+    #[arg(long, help_heading = "Alerts")]
+    pub alerts_only: bool,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -268,6 +431,7 @@ pub struct Config {
     pub snapshot: bool,
     /// Print a report of the trace on stderr at the end.
     pub summary: bool,
+    pub alerts: AlertOptions,
 }
 
 /// `portrace record`, validated.
@@ -289,6 +453,7 @@ pub struct ReplayConfig {
     pub color: ColorChoice,
     pub info: bool,
     pub salvage: bool,
+    pub alerts: AlertOptions,
 }
 
 /// `portrace report`, validated.
@@ -301,6 +466,7 @@ pub struct ReportConfig {
     pub by_process: bool,
     pub top: usize,
     pub salvage: bool,
+    pub alerts: AlertOptions,
 }
 
 /// What the command line asks for.
@@ -346,6 +512,7 @@ impl Args {
                     color: ColorChoice::Never,
                     snapshot: false,
                     summary: r.limits.summary,
+                    alerts: r.alerts.into_options(false),
                 },
                 output: r.output,
                 force: r.force,
@@ -358,6 +525,7 @@ impl Args {
                 color: r.color,
                 info: r.info,
                 salvage: r.salvage,
+                alerts: r.alerts.into_options(r.alerts_only),
             }),
             Some(Command::Report(r)) => Task::Report(ReportConfig {
                 file: r.file,
@@ -367,6 +535,7 @@ impl Args {
                 by_process: r.by_process,
                 top: r.top as usize,
                 salvage: r.salvage,
+                alerts: r.alerts.into_options(r.alerts_only),
             }),
         }
     }
@@ -383,6 +552,7 @@ impl LiveArgs {
             color: self.color,
             snapshot: self.snapshot,
             summary: self.limits.summary,
+            alerts: self.alerts.into_options(self.alerts_only),
         }
     }
 }

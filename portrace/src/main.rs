@@ -1,7 +1,7 @@
 //! `portrace`: parse the command line, run what it asks for (live tracing, `record`,
 //! `replay`, `report`), and turn the outcome into an exit code: 0 on success (a recording
 //! cut short that was read up to its cut included), 1 on any error, 2 for a bad command
-//! line (clap's own).
+//! line (clap's own), 3 when `--fail-on-alert` was given and an alert fired.
 
 use std::process::ExitCode;
 
@@ -18,6 +18,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<portrace::alerts::Fired>().is_some() => {
+            eprintln!("portrace: {e}");
+            ExitCode::from(portrace::alerts::FIRED_EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("portrace: {e:#}");
             ExitCode::FAILURE

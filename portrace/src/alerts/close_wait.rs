@@ -66,6 +66,11 @@ impl CloseWait {
         self.entries.insert((since, socket), entry);
     }
 
+    /// When the oldest socket in CLOSE_WAIT reaches the threshold `after`, if any is.
+    pub fn next_due(&self, after: u64) -> Option<u64> {
+        self.entries.keys().next().map(|&(since, _)| since.saturating_add(after))
+    }
+
     /// Alerts for every process with sockets in CLOSE_WAIT for the threshold or longer
     /// at `now`.
     pub fn check(&mut self, now: Timestamp, ctx: &mut Ctx, out: &mut Vec<Alert>) {
@@ -78,7 +83,7 @@ impl CloseWait {
         }
         for (pid, sockets) in groups {
             let subject = Subject::Process(pid);
-            if !ctx.due(AlertKind::CloseWaitLeak, &subject, now.mono_ns) {
+            if !ctx.due(AlertKind::CloseWaitLeak, &subject, now.mono_ns, 0) {
                 continue;
             }
             let (oldest, _, first) = sockets[0];
@@ -128,12 +133,12 @@ impl CloseWait {
     }
 }
 
-/// `2.5s`, `30s`.
+/// `2.5s`, `30s`, `120s`: tenths of a second below 100 s, none when zero.
 pub(crate) fn seconds(ns: u64) -> String {
-    let s = ns as f64 / 1e9;
-    if s >= 100.0 || (s.fract() == 0.0) {
-        format!("{s:.0}s")
+    let tenths = (ns + 50_000_000) / 100_000_000;
+    if tenths >= 1_000 || tenths % 10 == 0 {
+        format!("{}s", (ns + 500_000_000) / 1_000_000_000)
     } else {
-        format!("{s:.1}s")
+        format!("{}.{}s", tenths / 10, tenths % 10)
     }
 }

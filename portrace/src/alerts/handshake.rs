@@ -31,7 +31,29 @@ struct Window {
     /// (time, outcome) in the window.
     ends: VecDeque<(u64, Outcome)>,
     failed: u64,
+    refused: u64,
+    timed_out: u64,
     last_ns: u64,
+}
+
+impl Window {
+    fn count(&mut self, o: Outcome, add: bool) {
+        let slot = match o {
+            Outcome::Ok => return,
+            Outcome::Refused => &mut self.refused,
+            Outcome::TimedOut => &mut self.timed_out,
+            Outcome::Failed => &mut self.failed,
+        };
+        if add {
+            *slot += 1;
+        } else {
+            *slot -= 1;
+        }
+    }
+
+    fn failures(&self) -> u64 {
+        self.failed + self.refused + self.timed_out
+    }
 }
 
 #[derive(Default)]
@@ -64,9 +86,7 @@ impl Handshake {
         let w = map.entry(key).or_default();
         w.ends.push_back((now, outcome));
         w.last_ns = w.last_ns.max(now);
-        if outcome != Outcome::Ok {
-            w.failed += 1;
-        }
+        w.count(outcome, true);
         let r = &ctx.rules.handshake;
         let from = now.saturating_sub(r.window_ns);
         while let Some(&(time, o)) = w.ends.front() {
@@ -74,12 +94,11 @@ impl Handshake {
                 break;
             }
             w.ends.pop_front();
-            if o != Outcome::Ok {
-                w.failed -= 1;
-            }
+            w.count(o, false);
         }
         let total = w.ends.len() as u64;
-        if w.failed < u64::from(r.failures) || w.failed * 100 < u64::from(r.failure_pct) * total {
+        let failures = w.failures();
+        if failures < u64::from(r.failures) || failures * 100 < u64::from(r.failure_pct) * total {
             return;
         }
         let (netns, addr, port) = key;
@@ -88,11 +107,10 @@ impl Handshake {
         } else {
             Subject::Listener { netns, addr, port }
         };
-        if !ctx.due(AlertKind::HandshakeTrouble, &subject, now) {
+        if !ctx.due(AlertKind::HandshakeTrouble, &subject, now, 0) {
             return;
         }
-        let count = |o: Outcome| w.ends.iter().filter(|e| e.1 == o).count() as u64;
-        let (refused, timed_out, other) = (count(Outcome::Refused), count(Outcome::TimedOut), count(Outcome::Failed));
+        let (refused, timed_out, other) = (w.refused, w.timed_out, w.failed);
         let process: Option<AlertProcess> = t.owner.as_ref().map(|o: &Owner| ctx.process(o.pid, o.comm));
         let place = endpoint(addr, port);
         let window = seconds(r.window_ns);
@@ -109,15 +127,13 @@ impl Handshake {
             }
             let who = process.as_ref().map_or_else(String::new, |p| format!(" (latest by {})", p.describe()));
             format!(
-                "connects to {place} failing: {} of {total} within {window} ({}){who}",
-                w.failed,
+                "connects to {place} failing: {failures} of {total} within {window} ({}){who}",
                 parts.join(", ")
             )
         } else {
             let who = process.as_ref().map_or_else(String::new, |p| format!(" of {}", p.describe()));
             format!(
-                "handshakes on listener {place}{who} failing: {} of {total} accepted connections did not complete within {window}",
-                w.failed
+                "handshakes on listener {place}{who} failing: {failures} of {total} accepted connections did not complete within {window}"
             )
         };
         let alert = Alert {
@@ -132,11 +148,11 @@ impl Handshake {
                 ("side", Evidence::Text(if client { "client" } else { "listener" }.into())),
                 ("address", Evidence::Text(place)),
                 ("handshakes", Evidence::Int(total)),
-                ("failed", Evidence::Int(w.failed)),
+                ("failed", Evidence::Int(failures)),
                 ("refused", Evidence::Int(refused)),
                 ("timed_out", Evidence::Int(timed_out)),
                 ("other_failures", Evidence::Int(other)),
-                ("failure_rate", Evidence::Real(w.failed as f64 / total as f64)),
+                ("failure_rate", Evidence::Real(failures as f64 / total as f64)),
                 ("window_ns", Evidence::Int(r.window_ns)),
             ],
         };

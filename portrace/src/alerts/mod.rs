@@ -37,8 +37,8 @@ use rules::Rules;
 
 /// How often time-based checks run, on a grid of trace time.
 pub const CHECK_GRID_NS: u64 = 1_000_000_000;
-/// How often a subject's evidence is refreshed between two alerts.
-const REFRESH_NS: u64 = 1_000_000_000;
+/// How often costly evidence (a scan's) is refreshed between two alerts.
+pub const REFRESH_NS: u64 = 1_000_000_000;
 /// Emitted alerts kept for the report; later ones are counted, not kept.
 const HISTORY_MAX: usize = 10_000;
 /// The kernel's default `net.ipv4.ip_local_port_range`.
@@ -320,7 +320,9 @@ impl Ctx {
 
     /// Whether a detector should build its alert for `subject` now: the subject has not
     /// alerted yet, may alert again, or its evidence is due for a refresh.
-    pub fn due(&self, kind: AlertKind, subject: &Subject, now_ns: u64) -> bool {
+    /// Detectors whose alerts are costly to build pass a `refresh_ns` to update the
+    /// evidence at most that often, and refresh it at the end themselves.
+    pub fn due(&self, kind: AlertKind, subject: &Subject, now_ns: u64, refresh_ns: u64) -> bool {
         if !self.rules.enabled(kind) {
             return false;
         }
@@ -328,8 +330,21 @@ impl Ctx {
             None => true,
             Some(l) => {
                 now_ns >= l.last_emit_ns.saturating_add(self.rules.repeat_ns)
-                    || now_ns >= l.last_update_ns.saturating_add(REFRESH_NS)
+                    || now_ns >= l.last_update_ns.saturating_add(refresh_ns)
             }
+        }
+    }
+
+    /// Whether `subject` alerted already.
+    pub fn alerted(&self, kind: AlertKind, subject: &Subject) -> bool {
+        self.log.contains_key(&(kind, *subject))
+    }
+
+    /// Replaces the latest evidence of a subject that alerted already, emitting nothing.
+    pub fn update(&mut self, alert: Alert) {
+        if let Some(l) = self.log.get_mut(&(alert.kind, alert.subject)) {
+            l.last_update_ns = l.last_update_ns.max(alert.time.mono_ns);
+            l.latest = alert;
         }
     }
 
@@ -445,7 +460,9 @@ impl Detectors {
     }
 
     /// Time has passed up to `now`: runs the time-based checks at every grid point
-    /// reached since the last call (at most the latest one).
+    /// reached since the last call, so that the checks see the same records at the same
+    /// grid points however often this is called. Grid points at which nothing can newly
+    /// cross a threshold are skipped.
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Alert>) {
         if self.finished {
             return;
@@ -453,22 +470,31 @@ impl Detectors {
         if self.latest.is_none_or(|l| now.mono_ns > l.mono_ns) {
             self.latest = Some(now);
         }
-        let next = *self.next_check_ns.get_or_insert((now.mono_ns / CHECK_GRID_NS + 1) * CHECK_GRID_NS);
-        if now.mono_ns < next {
-            return;
+        let mut next = *self.next_check_ns.get_or_insert((now.mono_ns / CHECK_GRID_NS + 1) * CHECK_GRID_NS);
+        while next <= now.mono_ns {
+            self.check(at(now, next), out);
+            next += CHECK_GRID_NS;
+            // Only the records' arrival (which ticks first) changes what is in CLOSE_WAIT:
+            // until its oldest socket is due, no grid point before `now` can alert.
+            let due = self.close_wait.next_due(self.ctx.rules.close_wait.after_ns).unwrap_or(u64::MAX);
+            if due > next {
+                let skip_to = due.div_ceil(CHECK_GRID_NS).saturating_mul(CHECK_GRID_NS);
+                let after_now = (now.mono_ns / CHECK_GRID_NS + 1) * CHECK_GRID_NS;
+                next = skip_to.min(after_now).max(next);
+            }
         }
-        let grid = now.mono_ns / CHECK_GRID_NS * CHECK_GRID_NS;
-        self.next_check_ns = Some(grid + CHECK_GRID_NS);
-        self.check(at(now, grid), out);
+        self.next_check_ns = Some(next);
     }
 
-    /// The trace ended at `end`: the time-based checks run once more, at `end`. Later calls
-    /// do nothing.
+    /// The trace ended at `end`: the grid checks up to `end` run, then the time-based
+    /// checks once more at `end` itself. Later calls do nothing.
     pub fn finish(&mut self, end: Timestamp, out: &mut Vec<Alert>) {
         if self.finished {
             return;
         }
+        self.tick(end, out);
         self.check(end, out);
+        self.scan.refresh(&mut self.ctx);
         self.finished = true;
     }
 

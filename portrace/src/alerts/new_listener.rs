@@ -14,7 +14,7 @@ impl NewListener {
             return;
         }
         let subject = Subject::Listener { netns: t.netns, addr: t.saddr, port: t.sport };
-        if !ctx.due(AlertKind::NewListener, &subject, t.time.mono_ns) {
+        if !ctx.due(AlertKind::NewListener, &subject, t.time.mono_ns, 0) {
             return;
         }
         let process = ctx.owner_process(t.owner.as_ref());

@@ -120,7 +120,7 @@ impl Owners {
         let count = self.seen.entry(subject).or_default();
         *count += 1;
         let count = *count;
-        if !ctx.due(AlertKind::UnexpectedOwner, &subject, s.time.mono_ns) {
+        if !ctx.due(AlertKind::UnexpectedOwner, &subject, s.time.mono_ns, 0) {
             return;
         }
         let process = ctx.process(s.owner.pid, s.owner.comm);
@@ -174,7 +174,7 @@ impl Owners {
             sample.push(dest);
         }
         let subject = Subject::Process(owner.pid);
-        if !ctx.due(AlertKind::UnexpectedOwner, &subject, t.time.mono_ns) {
+        if !ctx.due(AlertKind::UnexpectedOwner, &subject, t.time.mono_ns, 0) {
             return;
         }
         let (count, sample) = (*count, sample.clone());

@@ -15,8 +15,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use super::rules::Rules;
-use super::{endpoint, Alert, AlertKind, Ctx, Evidence, Severity, Subject};
-use crate::record::{Comm, EndReason, Transition};
+use super::{endpoint, Alert, AlertKind, Ctx, Evidence, Severity, Subject, REFRESH_NS};
+use crate::record::{Comm, EndReason, Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
 /// Destinations listed in an alert at most.
@@ -31,6 +31,7 @@ struct Process {
     comm: Comm,
     netns: u32,
     last_ns: u64,
+    last_time: Option<Timestamp>,
     /// SYNs in the window: (time, destination).
     syns: VecDeque<(u64, Dest)>,
     /// SYNs per destination in the window.
@@ -88,6 +89,69 @@ fn failed(reason: Option<EndReason>) -> bool {
     )
 }
 
+/// Whether a process's window meets the scan rules.
+fn holds(p: &Process, rules: &Rules) -> bool {
+    let r = &rules.scan;
+    let rate_ok = u64::from(p.failed) * 100 >= u64::from(r.failure_pct) * p.ends.len() as u64;
+    p.dests.len() >= r.targets as usize || (p.failed_dests.len() >= r.failures as usize && rate_ok)
+}
+
+fn build(pid: u32, p: &Process, ctx: &Ctx, time: Timestamp) -> Alert {
+    let window = ctx.rules.scan.window_ns;
+    let mut sample = Vec::new();
+    for &(_, d) in &p.syns {
+        if sample.len() == SAMPLE {
+            break;
+        }
+        if !sample.contains(&d) {
+            sample.push(d);
+        }
+    }
+    let mut hosts: Vec<IpAddr> = p.dests.keys().map(|d| d.0).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let mut ports: Vec<u16> = p.dests.keys().map(|d| d.1).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let ended = p.ends.len() as u64;
+    let rate = if ended == 0 { 0.0 } else { f64::from(p.failed) / ended as f64 };
+    let process = ctx.process(pid, p.comm);
+    let window_s = window as f64 / 1e9;
+    let mut summary = format!(
+        "{} sent SYNs to {} destinations ({} {}, {} {}) within {window_s}s",
+        process.describe(),
+        p.dests.len(),
+        hosts.len(),
+        if hosts.len() == 1 { "host" } else { "hosts" },
+        ports.len(),
+        if ports.len() == 1 { "port" } else { "ports" },
+    );
+    if ended > 0 {
+        summary.push_str(&format!("; {} of {ended} connects failed ({:.0}%)", p.failed, rate * 100.0));
+    }
+    Alert {
+        kind: AlertKind::Scan,
+        severity: Severity::Critical,
+        time,
+        subject: Subject::Process(pid),
+        summary,
+        process: Some(process),
+        netns: Some(p.netns),
+        evidence: vec![
+            ("targets", Evidence::Int(p.dests.len() as u64)),
+            ("hosts", Evidence::Int(hosts.len() as u64)),
+            ("ports", Evidence::Int(ports.len() as u64)),
+            ("syns", Evidence::Int(p.syns.len() as u64)),
+            ("sample", Evidence::List(sample.iter().map(|&(a, port)| endpoint(a, port)).collect())),
+            ("connects_ended", Evidence::Int(ended)),
+            ("connects_failed", Evidence::Int(u64::from(p.failed))),
+            ("failed_targets", Evidence::Int(p.failed_dests.len() as u64)),
+            ("failure_rate", Evidence::Real(rate)),
+            ("window_ns", Evidence::Int(window)),
+        ],
+    }
+}
+
 #[derive(Default)]
 pub struct Scan {
     processes: HashMap<u32, Process>,
@@ -120,72 +184,32 @@ impl Scan {
         };
         p.comm = owner.comm;
         p.netns = t.netns;
-        p.last_ns = p.last_ns.max(now);
+        if now >= p.last_ns {
+            p.last_ns = now;
+            p.last_time = Some(t.time);
+        }
         p.prune(now, window);
-        let r = &ctx.rules.scan;
-        let rate_ok = p.failed as u64 * 100 >= u64::from(r.failure_pct) * p.ends.len() as u64;
-        let many = p.dests.len() >= r.targets as usize;
-        let failing = p.failed_dests.len() >= r.failures as usize && rate_ok;
-        if !(many || failing) {
-            return;
-        }
         let subject = Subject::Process(owner.pid);
-        if !ctx.due(AlertKind::Scan, &subject, now) {
+        if !holds(p, &ctx.rules) || !ctx.due(AlertKind::Scan, &subject, now, REFRESH_NS) {
             return;
         }
-        let mut sample = Vec::new();
-        for &(_, d) in &p.syns {
-            if sample.len() == SAMPLE {
-                break;
-            }
-            if !sample.contains(&d) {
-                sample.push(d);
-            }
-        }
-        let mut hosts: Vec<IpAddr> = p.dests.keys().map(|d| d.0).collect();
-        hosts.sort_unstable();
-        hosts.dedup();
-        let mut ports: Vec<u16> = p.dests.keys().map(|d| d.1).collect();
-        ports.sort_unstable();
-        ports.dedup();
-        let ended = p.ends.len() as u64;
-        let rate = if ended == 0 { 0.0 } else { f64::from(p.failed) / ended as f64 };
-        let process = ctx.process(owner.pid, p.comm);
-        let window_s = window as f64 / 1e9;
-        let mut summary = format!(
-            "{} sent SYNs to {} destinations ({} {}, {} {}) within {window_s}s",
-            process.describe(),
-            p.dests.len(),
-            hosts.len(),
-            if hosts.len() == 1 { "host" } else { "hosts" },
-            ports.len(),
-            if ports.len() == 1 { "port" } else { "ports" },
-        );
-        if ended > 0 {
-            summary.push_str(&format!("; {} of {ended} connects failed ({:.0}%)", p.failed, rate * 100.0));
-        }
-        let alert = Alert {
-            kind: AlertKind::Scan,
-            severity: Severity::Critical,
-            time: t.time,
-            subject,
-            summary,
-            process: Some(process),
-            netns: Some(p.netns),
-            evidence: vec![
-                ("targets", Evidence::Int(p.dests.len() as u64)),
-                ("hosts", Evidence::Int(hosts.len() as u64)),
-                ("ports", Evidence::Int(ports.len() as u64)),
-                ("syns", Evidence::Int(p.syns.len() as u64)),
-                ("sample", Evidence::List(sample.iter().map(|&(a, port)| endpoint(a, port)).collect())),
-                ("connects_ended", Evidence::Int(ended)),
-                ("connects_failed", Evidence::Int(u64::from(p.failed))),
-                ("failed_targets", Evidence::Int(p.failed_dests.len() as u64)),
-                ("failure_rate", Evidence::Real(rate)),
-                ("window_ns", Evidence::Int(window)),
-            ],
-        };
+        let alert = build(owner.pid, p, ctx, t.time);
         ctx.raise(alert, out);
+    }
+
+    /// At the end of the trace: the latest evidence of every process that alerted and
+    /// is still scanning, for the summary.
+    pub fn refresh(&mut self, ctx: &mut Ctx) {
+        let mut pids: Vec<u32> = self.processes.keys().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let p = &self.processes[&pid];
+            let Some(time) = p.last_time else { continue };
+            if ctx.alerted(AlertKind::Scan, &Subject::Process(pid)) && holds(p, &ctx.rules) {
+                let alert = build(pid, p, ctx, time);
+                ctx.update(alert);
+            }
+        }
     }
 
     /// Forgets processes that sent nothing within the window.

@@ -80,7 +80,7 @@ impl TimeWait {
             return;
         }
         let subject = Subject::Peer { netns: key.netns, local: key.local, remote: key.remote, port: key.port };
-        if !ctx.due(AlertKind::TimeWaitPileup, &subject, now) {
+        if !ctx.due(AlertKind::TimeWaitPileup, &subject, now, 0) {
             return;
         }
         let share = g.count as f64 / size as f64;

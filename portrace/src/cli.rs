@@ -770,6 +770,55 @@ mod tests {
     }
 
     #[test]
+    fn alert_flags_override_the_rules_file() {
+        let dir = std::env::temp_dir().join(format!("portrace-cli-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rules.toml");
+        std::fs::write(&file, "expect = [\"sshd:22\"]\n[scan]\ntargets = 5\nfailures = 3\n").unwrap();
+        let path = file.display().to_string();
+        let c = parse(&[
+            "--rules", &path, "--scan-targets", "7", "--expect", "nginx:*", "--close-wait-after", "2s",
+            "--time-wait-count", "100", "--disable-alert", "new-listener", "--alerts-only", "--fail-on-alert",
+        ])
+        .unwrap();
+        let r = &c.alerts.rules;
+        assert_eq!((r.scan.targets, r.scan.failures), (7, 3));
+        assert_eq!(r.expect, vec![Expect::parse("sshd:22").unwrap(), Expect::parse("nginx:*").unwrap()]);
+        assert_eq!(r.close_wait.after_ns, 2_000_000_000);
+        assert_eq!(r.time_wait.count, Some(100));
+        assert_eq!(r.disabled, vec![AlertKind::NewListener]);
+        assert!(c.alerts.enabled && c.alerts.only && c.alerts.fail);
+        assert!(!parse(&["--no-alerts"]).unwrap().alerts.enabled);
+        let Task::Report(r) = task(&["report", "t.ptr", "--alerts-only", "--handshake-failures", "2"]).unwrap() else {
+            panic!("not a report");
+        };
+        assert!(r.alerts.only);
+        assert_eq!(r.alerts.rules.handshake.failures, 2);
+        let Task::Record(r) = task(&["record", "-o", "t.ptr", "--expect", "a:1"]).unwrap() else {
+            panic!("not a recording");
+        };
+        assert_eq!(r.trace.alerts.rules.expect.len(), 1);
+
+        std::fs::write(&file, "[scan]\ntargest = 5\n").unwrap();
+        let err = parse(&["--rules", &path]).unwrap_err();
+        assert!(err.contains("unknown field `targest`") && err.contains(&path), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let cases: &[(&[&str], &str)] = &[
+            (&["--expect", "nginx"], "'nginx' is not NAME:PORT"),
+            (&["--scan-failure-rate", "101"], "--scan-failure-rate"),
+            (&["--close-wait-after", "soon"], "'soon' is not a duration"),
+            (&["--disable-alert", "worms"], "unknown alert 'worms'"),
+            (&["--rules", "/nonexistent.toml"], "cannot read rules file /nonexistent.toml"),
+            (&["--no-alerts", "--fail-on-alert"], "cannot be used with"),
+            (&["record", "-o", "t.ptr", "--alerts-only"], "unexpected argument '--alerts-only'"),
+        ];
+        for (args, expected) in cases {
+            let err = task(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn durations_take_units() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));

@@ -542,13 +542,29 @@ pub fn write_summary<'a>(
         logged.len(),
         if logged.len() == 1 { "subject" } else { "subjects" }
     )?;
-    for l in logged {
+    for l in logged.iter().take(SUMMARY_LINES) {
         let a = &l.latest;
         let times = if l.fired > 1 { format!(" ({} times)", l.fired) } else { String::new() };
-        writeln!(w, "  ALERT {} {} [{}]{times}: {}", a.severity.name(), a.kind, a.subject, a.summary)?;
+        let mut line = Vec::new();
+        crate::output::push_printable(
+            &mut line,
+            &format!("  ALERT {} {} [{}]{times}: {}", a.severity.name(), a.kind, a.subject, a.summary),
+        );
+        line.push(b'\n');
+        w.write_all(&line)?;
+    }
+    if logged.len() > SUMMARY_LINES {
+        writeln!(
+            w,
+            "  ... and {} more subjects (`--format json` or `portrace report` has them all)",
+            logged.len() - SUMMARY_LINES
+        )?;
     }
     Ok(())
 }
+
+/// Subjects listed in the end-of-run summary at most.
+const SUMMARY_LINES: usize = 20;
 
 /// Why a command that found alerts exits with status 3 under `--fail-on-alert`.
 #[derive(Debug, thiserror::Error)]

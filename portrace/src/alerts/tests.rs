@@ -491,3 +491,97 @@ fn kinds_parse_and_print() {
     assert_eq!(PortRange::parse_proc("32768\t60999\n", "x").map(|r| r.size()), Some(28_232));
     assert_eq!(PortRange::parse_proc("9 1", "x"), None);
 }
+
+fn sample_alert(info: bool) -> Alert {
+    Alert {
+        kind: AlertKind::Scan,
+        severity: Severity::Critical,
+        time: ts(5 * S),
+        subject: Subject::Process(77),
+        summary: "scan\x1b[31m \"quoted\"".into(),
+        process: Some(AlertProcess {
+            pid: 77,
+            comm: Comm::new("nmap"),
+            info: info.then(|| ProcessInfo {
+                time: ts(0),
+                pid: 77,
+                comm: Comm::new("nmap"),
+                ppid: Some(1),
+                exe: Some("/usr/bin/nmap".into()),
+                cmdline: Some(vec!["nmap".into(), "-p-".into()]),
+                uid: Some(0),
+                user: Some("root".into()),
+                cgroup: None,
+                start_ticks: None,
+            }),
+        }),
+        netns: Some(NETNS),
+        evidence: vec![
+            ("targets", Evidence::Int(50)),
+            ("failure_rate", Evidence::Real(0.5)),
+            ("exhaustion_ns", Evidence::Null),
+            ("oldest_at_least", Evidence::Bool(true)),
+            ("sample", Evidence::List(vec!["10.0.0.9:1".into()])),
+            ("by", Evidence::Text("count".into())),
+        ],
+    }
+}
+
+#[test]
+fn alerts_render_as_json_and_as_highlighted_text() {
+    let mut json = Vec::new();
+    crate::output::push_alert_json(&mut json, &sample_alert(true));
+    assert_eq!(
+        String::from_utf8(json).unwrap(),
+        "{\"type\":\"alert\",\"time\":\"2026-11-29T02:41:12.000000Z\",\"ts_ns\":1005000000000,\"kind\":\"scan\",\
+         \"severity\":\"critical\",\"subject\":\"pid 77\",\"summary\":\"scan\\u001b[31m \\\"quoted\\\"\",\"pid\":77,\
+         \"comm\":\"nmap\",\"process\":{\"pid\":77,\"comm\":\"nmap\",\"ppid\":1,\"exe\":\"/usr/bin/nmap\",\
+         \"cmdline\":[\"nmap\",\"-p-\"],\"uid\":0,\"user\":\"root\",\"cgroup\":null},\"netns\":4026531840,\
+         \"evidence\":{\"targets\":50,\"failure_rate\":0.500,\"exhaustion_ns\":null,\"oldest_at_least\":true,\
+         \"sample\":[\"10.0.0.9:1\"],\"by\":\"count\"}}"
+    );
+    let mut json = Vec::new();
+    crate::output::push_alert_json(&mut json, &sample_alert(false));
+    let text = String::from_utf8(json).unwrap();
+    assert!(text.contains("\"pid\":77,\"comm\":\"nmap\",\"process\":null,"), "{text}");
+
+    let mut line = Vec::new();
+    crate::output::push_alert_text(&mut line, b"02:41:12.000000", &sample_alert(true), false);
+    assert_eq!(
+        String::from_utf8(line).unwrap(),
+        "02:41:12.000000 ALERT critical scan [pid 77] scan?[31m \"quoted\"\n                      \
+         process 77 (nmap), parent 1, user root (0), exe /usr/bin/nmap, cmdline: nmap -p-\n"
+    );
+    let mut line = Vec::new();
+    crate::output::push_alert_text(&mut line, b"02:41:12.000000", &sample_alert(false), true);
+    let text = String::from_utf8(line).unwrap();
+    assert!(text.starts_with("02:41:12.000000 \x1b[1;31mALERT critical scan"), "{text:?}");
+    assert!(text.ends_with("\x1b[0m\n") && text.lines().count() == 1, "{text:?}");
+}
+
+#[test]
+fn the_summary_lists_subjects_and_stops_at_twenty() {
+    let mut records = Vec::new();
+    for pid in 1..=25u32 {
+        let l = Tr { socket: u64::from(pid), local: (ip(1), 9000 + pid as u16), remote: (ip(0), 0), owner: owner(pid, "srv") };
+        records.push(Record::T(l.at(u64::from(pid) * MS, Close, Listen)));
+    }
+    let (_, d) = run_with(Rules::default(), &records, S, 0);
+    let mut text = Vec::new();
+    d.write_summary(&mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.starts_with("  ALERTS: 25 fired about 25 subjects\n  ALERT info new_listener [listener 10.0.0.1:9001 (netns 4026531840)]: srv (pid 1) started listening on 10.0.0.1:9001\n"), "{text}");
+    assert!(text.ends_with("  ... and 5 more subjects (`--format json` or `portrace report` has them all)\n"), "{text}");
+    let (_, quiet) = run_with(Rules::default(), &[], S, 0);
+    let mut text = Vec::new();
+    quiet.write_summary(&mut text).unwrap();
+    assert_eq!(String::from_utf8(text).unwrap(), "  alerts: none\n");
+    let section = section::AlertSection::of(&d);
+    assert_eq!(section.alerts.len(), 25);
+    let mut doc = Vec::new();
+    section.write_json(&mut doc).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(doc["fired"], 25);
+    assert_eq!(doc["alert_subjects"][0]["subject"], "listener 10.0.0.1:9001 (netns 4026531840)");
+    assert_eq!(doc["alert_subjects"][0]["latest"]["kind"], "new_listener");
+}

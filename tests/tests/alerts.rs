@@ -171,7 +171,7 @@ fn a_scanner_connecting_to_50_closed_ports_is_a_scan() {
     assert_eq!(last["evidence"]["connects_failed"], 50, "{last}");
     // One refusal per destination is no handshake trouble.
     assert_eq!(alerts(&live.records, "handshake_trouble").count(), 0, "{}", lines(&live.records));
-    assert!(live.stderr.contains("ALERT critical scan [pid"), "the summary lists it:\n{}", live.stderr);
+    assert!(live.stderr.contains("ALERT CRITICAL scan [pid"), "the summary lists it:\n{}", live.stderr);
 }
 
 #[test]

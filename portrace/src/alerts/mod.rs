@@ -107,6 +107,16 @@ impl Severity {
             Severity::Critical => "critical",
         }
     }
+
+    /// The name in capitals, as text output shows it (`WARNING`): it stands out, and
+    /// stays apart from portrace's own `warning:` messages on stderr.
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Critical => "CRITICAL",
+        }
+    }
 }
 
 /// What an alert is about: alerts are deduplicated per kind and subject.
@@ -548,7 +558,7 @@ pub fn write_summary<'a>(
         let mut line = Vec::new();
         crate::output::push_printable(
             &mut line,
-            &format!("  ALERT {} {} [{}]{times}: {}", a.severity.name(), a.kind, a.subject, a.summary),
+            &format!("  ALERT {} {} [{}]{times}: {}", a.severity.label(), a.kind, a.subject, a.summary),
         );
         line.push(b'\n');
         w.write_all(&line)?;

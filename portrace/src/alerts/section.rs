@@ -33,7 +33,7 @@ impl AlertSection {
         for l in &self.subjects {
             let a = &l.latest;
             let mut line = Vec::new();
-            line.extend_from_slice(format!("  ALERT {} {} [", a.severity.name(), a.kind).as_bytes());
+            line.extend_from_slice(format!("  ALERT {} {} [", a.severity.label(), a.kind).as_bytes());
             push_printable(&mut line, &a.subject.to_string());
             line.extend_from_slice(b"] ");
             push_printable(&mut line, &a.summary);

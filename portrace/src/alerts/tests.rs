@@ -549,13 +549,13 @@ fn alerts_render_as_json_and_as_highlighted_text() {
     crate::output::push_alert_text(&mut line, b"02:41:12.000000", &sample_alert(true), false);
     assert_eq!(
         String::from_utf8(line).unwrap(),
-        "02:41:12.000000 ALERT critical scan [pid 77] scan?[31m \"quoted\"\n                      \
+        "02:41:12.000000 ALERT CRITICAL scan [pid 77] scan?[31m \"quoted\"\n                      \
          process 77 (nmap), parent 1, user root (0), exe /usr/bin/nmap, cmdline: nmap -p-\n"
     );
     let mut line = Vec::new();
     crate::output::push_alert_text(&mut line, b"02:41:12.000000", &sample_alert(false), true);
     let text = String::from_utf8(line).unwrap();
-    assert!(text.starts_with("02:41:12.000000 \x1b[1;31mALERT critical scan"), "{text:?}");
+    assert!(text.starts_with("02:41:12.000000 \x1b[1;31mALERT CRITICAL scan"), "{text:?}");
     assert!(text.ends_with("\x1b[0m\n") && text.lines().count() == 1, "{text:?}");
 }
 
@@ -570,7 +570,7 @@ fn the_summary_lists_subjects_and_stops_at_twenty() {
     let mut text = Vec::new();
     d.write_summary(&mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
-    assert!(text.starts_with("  ALERTS: 25 fired about 25 subjects\n  ALERT info new_listener [listener 10.0.0.1:9001 (netns 4026531840)]: srv (pid 1) started listening on 10.0.0.1:9001\n"), "{text}");
+    assert!(text.starts_with("  ALERTS: 25 fired about 25 subjects\n  ALERT INFO new_listener [listener 10.0.0.1:9001 (netns 4026531840)]: srv (pid 1) started listening on 10.0.0.1:9001\n"), "{text}");
     assert!(text.ends_with("  ... and 5 more subjects (`--format json` or `portrace report` has them all)\n"), "{text}");
     let (_, quiet) = run_with(Rules::default(), &[], S, 0);
     let mut text = Vec::new();

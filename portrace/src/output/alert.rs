@@ -161,7 +161,7 @@ pub(crate) fn push_alert_text(buf: &mut Vec<u8>, time: &[u8], a: &Alert, color: 
         buf.extend_from_slice(severity_color(a.severity).as_bytes());
     }
     buf.extend_from_slice(b"ALERT ");
-    buf.extend_from_slice(a.severity.name().as_bytes());
+    buf.extend_from_slice(a.severity.label().as_bytes());
     buf.push(b' ');
     buf.extend_from_slice(a.kind.name().as_bytes());
     buf.extend_from_slice(b" [");

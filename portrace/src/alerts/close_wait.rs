@@ -136,9 +136,10 @@ impl CloseWait {
 /// `2.5s`, `30s`, `120s`: tenths of a second below 100 s, none when zero.
 pub(crate) fn seconds(ns: u64) -> String {
     let tenths = (ns + 50_000_000) / 100_000_000;
-    if tenths >= 1_000 || tenths % 10 == 0 {
+    let (whole, tenth) = (tenths / 10, tenths % 10);
+    if whole >= 100 || tenth == 0 {
         format!("{}s", (ns + 500_000_000) / 1_000_000_000)
     } else {
-        format!("{}.{}s", tenths / 10, tenths % 10)
+        format!("{whole}.{tenth}s")
     }
 }

@@ -298,8 +298,7 @@ fn a_listener_opened_during_the_trace_alerts_but_not_one_from_the_inventory() {
     assert_eq!(alerts[0].summary, "nc (pid 42) started listening on 10.0.0.1:9000");
     assert_eq!(alerts[0].severity, Severity::Info);
     // After the repeat window, it alerts again.
-    let mut rules = Rules::default();
-    rules.repeat_ns = S;
+    let rules = Rules { repeat_ns: S, ..Rules::default() };
     assert_eq!(run(rules, &records, 4 * S).len(), 2);
     // Disabled, never.
     let mut rules = Rules::default();
@@ -309,8 +308,8 @@ fn a_listener_opened_during_the_trace_alerts_but_not_one_from_the_inventory() {
 
 #[test]
 fn owners_outside_the_allowlist_alert_per_process_and_port() {
-    let mut rules = Rules::default();
-    rules.expect = vec![Expect::parse("server:8080").unwrap(), Expect::parse("client:*").unwrap()];
+    let mut rules =
+        Rules { expect: vec![Expect::parse("server:8080").unwrap(), Expect::parse("client:*").unwrap()], ..Rules::default() };
     let mut records = vec![Record::S(listener_socket(1, 8080, owner(100, "server")))];
     for i in 0..10 {
         ordinary(&mut records, 10 + 2 * i, i * MS, 40_000 + i as u16, false);
@@ -370,8 +369,8 @@ fn shells_and_interpreters_connecting_out_alert_unless_expected() {
     let pids: Vec<Subject> = alerts.iter().map(|a| a.subject).collect();
     assert_eq!(pids, [1, 2, 4, 5].map(Subject::Process), "{alerts:#?}");
     assert!(alerts[0].summary.contains("bash (pid 1), a shell, opened an outbound connection to 10.0.0.8:4444"));
-    let mut rules = Rules::default();
-    rules.expect = vec![Expect::parse("python3.11:443").unwrap(), Expect::parse("perl:*").unwrap()];
+    let rules =
+        Rules { expect: vec![Expect::parse("python3.11:443").unwrap(), Expect::parse("perl:*").unwrap()], ..Rules::default() };
     let pids: Vec<Subject> = run(rules, &records, S).iter().map(|a| a.subject).collect();
     assert_eq!(pids, [1, 5].map(Subject::Process));
 }

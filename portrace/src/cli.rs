@@ -188,11 +188,11 @@ pub struct AlertArgs {
     pub close_wait_after: Option<Duration>,
 
     /// TIME_WAIT pile-up: TIME_WAIT sockets towards one peer, in percent of the local port
-    /// range [default: 50]...
+    /// range [default: 50]; or the range used up within 60 s at the current rate.
     #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub time_wait_percent: Option<u32>,
 
-    /// TIME_WAIT pile-up: ...or this many, whatever the range.
+    /// TIME_WAIT pile-up: this many instead of a percentage, whatever the range.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub time_wait_count: Option<u32>,
 

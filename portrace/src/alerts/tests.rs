@@ -577,6 +577,17 @@ fn the_summary_lists_subjects_and_stops_at_twenty() {
     assert_eq!(String::from_utf8(text).unwrap(), "  alerts: none\n");
     let section = section::AlertSection::of(&d);
     assert_eq!(section.alerts.len(), 25);
+    let mut text = Vec::new();
+    section.write_text(&mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.starts_with(
+            "\nAlerts (25 fired about 25 subjects)\n  ALERT INFO new_listener [listener 10.0.0.1:9001 (netns 4026531840)] \
+             srv (pid 1) started listening on 10.0.0.1:9001\n      first 2026-11-29T02:41:07.001000Z, 1 alert\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 2 + 25 * 2, "a blank line, the heading, two lines a subject: {text}");
     let mut doc = Vec::new();
     section.write_json(&mut doc).unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();

@@ -9,6 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::command::CommandSpec;
+use crate::alerts::rules::{Expect, Rules};
+use crate::alerts::sink::AlertOptions;
+use crate::alerts::AlertKind;
 use crate::filter::{parse_port, FilterSpec, IpNet};
 use crate::record::Family;
 use crate::tcp_state::TcpState;
@@ -36,7 +39,13 @@ Examples:
                                  one connection of a recording, as a sequence diagram
   portrace --explain             each transition's cause in plain words
   portrace top --port 443        a live full-screen view of port 443's sockets
-  portrace top --from web.ptr    the same view of a recording, to move through in time";
+  portrace top --from web.ptr    the same view of a recording, to move through in time
+  portrace --alerts-only --expect nginx:443 --expect sshd:22
+                                 only the alerts: scans, new listeners, owners outside
+                                 the allowlist, CLOSE_WAIT leaks, TIME_WAIT pile-ups,
+                                 failing handshakes
+  portrace report web.ptr --fail-on-alert
+                                 exit status 3 if the recording raises any alert";
 
 /// Real-time TCP state tracer: every transition, with its process, endpoints and the time
 /// spent in the state it left.
@@ -210,6 +219,136 @@ impl CommandArgs {
     }
 }
 
+/// Alert detectors: thresholds, the allowlist, and what alerts do to the exit status.
+/// Defaults are in the README's table; a rules file sets them too, and flags override it.
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "Alerts")]
+pub struct AlertArgs {
+    /// Read thresholds and expectations from this TOML rules file (see the README).
+    #[arg(long = "rules", value_name = "FILE", value_parser = parse_rules_file)]
+    pub rules: Option<Rules>,
+
+    /// Allow processes named NAME (command name or executable file name) to listen on,
+    /// serve or connect to PORT (`*`: any). With any --expect, other owners of listening
+    /// or established sockets alert (repeatable).
+    #[arg(long = "expect", value_name = "NAME:PORT", value_parser = Expect::parse)]
+    pub expect: Vec<Expect>,
+
+    /// Exit with status 3 when any alert fired.
+    #[arg(long)]
+    pub fail_on_alert: bool,
+
+    /// Turn off one detector: scan, new-listener, unexpected-owner, close-wait-leak,
+    /// time-wait-pileup, handshake-trouble (repeatable).
+    #[arg(long = "disable-alert", value_name = "KIND", value_parser = AlertKind::parse)]
+    pub disable: Vec<AlertKind>,
+
+    /// Run no detector at all.
+    #[arg(long, conflicts_with_all = ["fail_on_alert", "disable"])]
+    pub no_alerts: bool,
+
+    /// Scan: SYNs to this many distinct destinations (address:port) within the window
+    /// [default: 20].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub scan_targets: Option<u32>,
+
+    /// Scan: or connects failing to this many distinct destinations within the window
+    /// [default: 10]...
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub scan_failures: Option<u32>,
+
+    /// Scan: ...at this failure rate or more, in percent [default: 50].
+    #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub scan_failure_rate: Option<u32>,
+
+    /// Scan: the window [default: 10s].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub scan_window: Option<Duration>,
+
+    /// CLOSE_WAIT leak: sockets in CLOSE_WAIT this long [default: 30s].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub close_wait_after: Option<Duration>,
+
+    /// TIME_WAIT pile-up: TIME_WAIT sockets towards one peer, in percent of the local port
+    /// range [default: 50]; or the range used up within 60 s at the current rate.
+    #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub time_wait_percent: Option<u32>,
+
+    /// TIME_WAIT pile-up: this many instead of a percentage, whatever the range.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub time_wait_count: Option<u32>,
+
+    /// Handshake trouble: this many failed handshakes per listener or destination within
+    /// the window [default: 5]...
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub handshake_failures: Option<u32>,
+
+    /// Handshake trouble: ...being at least this percentage of the handshakes [default: 50].
+    #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub handshake_failure_rate: Option<u32>,
+
+    /// Handshake trouble: the window [default: 60s].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub handshake_window: Option<Duration>,
+
+    /// A subject (process, listener, destination, peer) alerts again only after this long
+    /// [default: 60s].
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub alert_repeat: Option<Duration>,
+}
+
+impl AlertArgs {
+    /// The options: the rules file (or the defaults), then the flags over it.
+    pub fn into_options(self, only: bool) -> AlertOptions {
+        let mut r = self.rules.unwrap_or_default();
+        let ns = |d: Duration| d.as_nanos() as u64;
+        r.expect.extend(self.expect);
+        for kind in self.disable {
+            if !r.disabled.contains(&kind) {
+                r.disabled.push(kind);
+            }
+        }
+        if let Some(n) = self.scan_targets {
+            r.scan.targets = n;
+        }
+        if let Some(n) = self.scan_failures {
+            r.scan.failures = n;
+        }
+        if let Some(n) = self.scan_failure_rate {
+            r.scan.failure_pct = n;
+        }
+        if let Some(d) = self.scan_window {
+            r.scan.window_ns = ns(d);
+        }
+        if let Some(d) = self.close_wait_after {
+            r.close_wait.after_ns = ns(d);
+        }
+        if let Some(n) = self.time_wait_percent {
+            r.time_wait.percent = n;
+        }
+        if let Some(n) = self.time_wait_count {
+            r.time_wait.count = Some(n);
+        }
+        if let Some(n) = self.handshake_failures {
+            r.handshake.failures = n;
+        }
+        if let Some(n) = self.handshake_failure_rate {
+            r.handshake.failure_pct = n;
+        }
+        if let Some(d) = self.handshake_window {
+            r.handshake.window_ns = ns(d);
+        }
+        if let Some(d) = self.alert_repeat {
+            r.repeat_ns = ns(d);
+        }
+        AlertOptions { enabled: !self.no_alerts, rules: r, only, fail: self.fail_on_alert }
+    }
+}
+
+fn parse_rules_file(path: &str) -> Result<Rules, String> {
+    Rules::from_file(std::path::Path::new(path))
+}
+
 /// Live tracing: the flags of `portrace` without a command.
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
@@ -238,6 +377,12 @@ pub struct LiveArgs {
 
     #[command(flatten)]
     pub command: CommandArgs,
+    /// Show only the alerts (and lost-record lines, which say alerts may be missing).
+    #[arg(long, help_heading = "Alerts")]
+    pub alerts_only: bool,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 /// `portrace record`.
@@ -263,6 +408,9 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub command: CommandArgs,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 /// `portrace replay`.
@@ -295,6 +443,13 @@ pub struct ReplayArgs {
 
     #[command(flatten)]
     pub filter: FilterArgs,
+
+    /// Show only the alerts (and lost-record lines, which say alerts may be missing).
+    #[arg(long, help_heading = "Alerts")]
+    pub alerts_only: bool,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 /// `portrace report`.
@@ -326,6 +481,13 @@ pub struct ReportArgs {
 
     #[command(flatten)]
     pub filter: FilterArgs,
+
+    /// Print only the Alerts section of the report.
+    #[arg(long, help_heading = "Alerts")]
+    pub alerts_only: bool,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 /// `portrace top`.
@@ -388,6 +550,7 @@ pub struct Config {
     pub explain: bool,
     /// The command to run and trace alone (`portrace -- CMD`).
     pub command: Option<CommandSpec>,
+    pub alerts: AlertOptions,
 }
 
 /// `portrace record`, validated.
@@ -410,6 +573,7 @@ pub struct ReplayConfig {
     pub info: bool,
     pub salvage: bool,
     pub explain: bool,
+    pub alerts: AlertOptions,
 }
 
 /// `portrace report`, validated.
@@ -422,6 +586,7 @@ pub struct ReportConfig {
     pub by_process: bool,
     pub top: usize,
     pub salvage: bool,
+    pub alerts: AlertOptions,
 }
 
 /// `portrace top`, validated.
@@ -481,6 +646,7 @@ impl Args {
                     summary: r.limits.summary,
                     explain: false,
                     command: r.command.into_spec(),
+                    alerts: r.alerts.into_options(false),
                 },
                 output: r.output,
                 force: r.force,
@@ -494,6 +660,7 @@ impl Args {
                 info: r.info,
                 salvage: r.salvage,
                 explain: r.explain,
+                alerts: r.alerts.into_options(r.alerts_only),
             }),
             Some(Command::Report(r)) => Task::Report(ReportConfig {
                 file: r.file,
@@ -503,6 +670,7 @@ impl Args {
                 by_process: r.by_process,
                 top: r.top as usize,
                 salvage: r.salvage,
+                alerts: r.alerts.into_options(r.alerts_only),
             }),
             Some(Command::Diagram(d)) => Task::Diagram(Box::new(crate::diagram::DiagramConfig {
                 trace: Config {
@@ -516,6 +684,7 @@ impl Args {
                     summary: d.limits.summary,
                     explain: false,
                     command: None,
+                    alerts: AlertOptions { enabled: false, ..AlertOptions::default() },
                 },
                 from: d.from,
                 salvage: d.salvage,
@@ -552,6 +721,7 @@ impl LiveArgs {
             summary: self.limits.summary,
             explain: self.explain,
             command: self.command.into_spec(),
+            alerts: self.alerts.into_options(self.alerts_only),
         }
     }
 }
@@ -840,6 +1010,55 @@ mod tests {
             (&["sh", "-c", "true"], "unexpected argument 'sh'"),
             (&["replay", "t.ptr", "--", "true"], "unexpected argument"),
             (&["report", "t.ptr", "--", "true"], "unexpected argument"),
+        ];
+        for (args, expected) in cases {
+            let err = task(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn alert_flags_override_the_rules_file() {
+        let dir = std::env::temp_dir().join(format!("portrace-cli-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rules.toml");
+        std::fs::write(&file, "expect = [\"sshd:22\"]\n[scan]\ntargets = 5\nfailures = 3\n").unwrap();
+        let path = file.display().to_string();
+        let c = parse(&[
+            "--rules", &path, "--scan-targets", "7", "--expect", "nginx:*", "--close-wait-after", "2s",
+            "--time-wait-count", "100", "--disable-alert", "new-listener", "--alerts-only", "--fail-on-alert",
+        ])
+        .unwrap();
+        let r = &c.alerts.rules;
+        assert_eq!((r.scan.targets, r.scan.failures), (7, 3));
+        assert_eq!(r.expect, vec![Expect::parse("sshd:22").unwrap(), Expect::parse("nginx:*").unwrap()]);
+        assert_eq!(r.close_wait.after_ns, 2_000_000_000);
+        assert_eq!(r.time_wait.count, Some(100));
+        assert_eq!(r.disabled, vec![AlertKind::NewListener]);
+        assert!(c.alerts.enabled && c.alerts.only && c.alerts.fail);
+        assert!(!parse(&["--no-alerts"]).unwrap().alerts.enabled);
+        let Task::Report(r) = task(&["report", "t.ptr", "--alerts-only", "--handshake-failures", "2"]).unwrap() else {
+            panic!("not a report");
+        };
+        assert!(r.alerts.only);
+        assert_eq!(r.alerts.rules.handshake.failures, 2);
+        let Task::Record(r) = task(&["record", "-o", "t.ptr", "--expect", "a:1"]).unwrap() else {
+            panic!("not a recording");
+        };
+        assert_eq!(r.trace.alerts.rules.expect.len(), 1);
+
+        std::fs::write(&file, "[scan]\ntargest = 5\n").unwrap();
+        let err = parse(&["--rules", &path]).unwrap_err();
+        assert!(err.contains("unknown field `targest`") && err.contains(&path), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let cases: &[(&[&str], &str)] = &[
+            (&["--expect", "nginx"], "'nginx' is not NAME:PORT"),
+            (&["--scan-failure-rate", "101"], "--scan-failure-rate"),
+            (&["--close-wait-after", "soon"], "'soon' is not a duration"),
+            (&["--disable-alert", "worms"], "unknown alert 'worms'"),
+            (&["--rules", "/nonexistent.toml"], "cannot read rules file /nonexistent.toml"),
+            (&["--no-alerts", "--fail-on-alert"], "cannot be used with"),
+            (&["record", "-o", "t.ptr", "--alerts-only"], "unexpected argument '--alerts-only'"),
         ];
         for (args, expected) in cases {
             let err = task(args).expect_err(&format!("{args:?} should be refused"));

@@ -2,7 +2,7 @@
 //! `replay`, `report`, `diagram`, `top`), and turn the outcome into an exit code: 0 on success (a recording
 //! cut short that was read up to its cut included), 1 on any error, 2 for a bad command
 //! line (clap's own); with a traced command (`portrace -- CMD`), the command's status, or
-//! 127 when it could not be run.
+//! 127 when it could not be run; 3 when `--fail-on-alert` was given and an alert fired.
 
 use std::process::ExitCode;
 
@@ -21,6 +21,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(e) if e.downcast_ref::<portrace::alerts::Fired>().is_some() => {
+            eprintln!("portrace: {e}");
+            ExitCode::from(portrace::alerts::FIRED_EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("portrace: {e:#}");
             if e.downcast_ref::<portrace::command::NotRun>().is_some() {

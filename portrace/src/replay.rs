@@ -13,6 +13,9 @@ use std::io::{self, BufRead, IsTerminal as _, Write};
 use anyhow::Context as _;
 
 use crate::details::{Detail, Details};
+use crate::alerts::section::AlertSection;
+use crate::alerts::sink::AlertHandle;
+use crate::alerts::{Fired, PortRange};
 use crate::cli::{ColorChoice, OutputFormat, ReplayConfig, ReportConfig, ReportFormat};
 use crate::clock::Rfc3339;
 use crate::filter::FilterSpec;
@@ -194,17 +197,46 @@ pub fn replay(config: ReplayConfig) -> anyhow::Result<()> {
         OutputFormat::Json => Format::Json,
         OutputFormat::Csv => Format::Csv,
     };
+    if config.alerts.only && format == Format::Csv {
+        anyhow::bail!(
+            "--alerts-only shows alerts, and the CSV format has no rows for them: use --format text or json"
+        );
+    }
     let out = Box::new(io::BufWriter::with_capacity(1 << 16, stdout));
-    let mut sink = output::sink(format, out, output::TextOptions { explain: config.explain, ..output::TextOptions::system(color) });
+    let sink = output::sink(format, out, output::TextOptions { explain: config.explain, ..output::TextOptions::system(color) });
+    let alerts = config.alerts.enabled.then(|| AlertHandle::new(config.alerts.rules.clone(), PortRange::kernel_default()));
+    let mut sink: Box<dyn Sink + Send> = match &alerts {
+        Some(handle) => Box::new(handle.wrap(sink, config.alerts.only)),
+        None => sink,
+    };
     let mut filter = TransitionFilter::new(config.filter);
     let replayed = match replay_into(&mut reader, &mut filter, sink.as_mut(), None) {
         Ok(replayed) => replayed,
         Err(ReplayError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    replayed.summary.write_text(&mut io::stderr().lock())?;
+    if replayed.end.is_none() {
+        // A recording cut short: what the detectors hold is judged at the cut.
+        match sink.tick(replayed.summary.end()).and_then(|()| sink.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other.context("writing output")?,
+        }
+    }
+    let mut stderr = io::stderr().lock();
+    replayed.summary.write_text(&mut stderr)?;
+    if let Some(handle) = &alerts {
+        handle.lock().write_summary(&mut stderr)?;
+    }
     print_warning(replayed.warning.as_ref());
-    Ok(())
+    fail_on_alert(config.alerts.fail, alerts.as_ref())
+}
+
+/// `--fail-on-alert`: an error carrying the number of alerts when any fired.
+fn fail_on_alert(fail: bool, alerts: Option<&AlertHandle>) -> anyhow::Result<()> {
+    match alerts.map(|h| h.lock().fired()) {
+        Some(fired) if fired > 0 && fail => Err(Fired(fired).into()),
+        _ => Ok(()),
+    }
 }
 
 /// `portrace report`.
@@ -213,17 +245,31 @@ pub fn report(config: ReportConfig) -> anyhow::Result<()> {
     let options = ReportOptions { by_port: config.by_port, by_process: config.by_process, top: config.top };
     let mut report = Report::new(options);
     let mut filter = TransitionFilter::new(config.filter);
-    let replayed = replay_into(&mut reader, &mut filter, &mut Discard, Some(&mut report))?;
+    let alerts = config.alerts.enabled.then(|| AlertHandle::new(config.alerts.rules.clone(), PortRange::kernel_default()));
+    let replayed = match &alerts {
+        Some(handle) => {
+            let mut sink = handle.wrap(Box::new(Discard), false);
+            let replayed = replay_into(&mut reader, &mut filter, &mut sink, Some(&mut report))?;
+            sink.finish_at(replayed.summary.end())?;
+            report.set_alerts(AlertSection::of(&handle.lock()));
+            replayed
+        }
+        None => replay_into(&mut reader, &mut filter, &mut Discard, Some(&mut report))?,
+    };
     print_warning(replayed.warning.as_ref());
     let mut out = io::BufWriter::new(io::stdout().lock());
-    let written = match config.format {
-        ReportFormat::Text => report.write_text(&mut out),
-        ReportFormat::Json => report.write_json(&mut out),
+    let section = alerts.as_ref().filter(|_| config.alerts.only).map(|h| AlertSection::of(&h.lock()));
+    let written = match (config.format, section) {
+        (ReportFormat::Text, Some(section)) => section.write_text(&mut out),
+        (ReportFormat::Json, Some(section)) => section.write_json(&mut out),
+        (ReportFormat::Text, None) => report.write_text(&mut out),
+        (ReportFormat::Json, None) => report.write_json(&mut out),
     };
     match written.and_then(|()| out.flush()) {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing the report"),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other.context("writing the report")?,
     }
+    fail_on_alert(config.alerts.fail, alerts.as_ref())
 }
 
 /// A sink that keeps nothing, for a report that needs only the records.

@@ -446,6 +446,8 @@ pub struct Report {
     last: Option<Timestamp>,
     end: Option<Timestamp>,
     analysis: Option<Analysis>,
+    /// The Alerts section, when the detectors ran.
+    alerts: Option<crate::alerts::section::AlertSection>,
 }
 
 impl Report {
@@ -463,6 +465,7 @@ impl Report {
             last: None,
             end: None,
             analysis: None,
+            alerts: None,
         }
     }
 
@@ -601,6 +604,12 @@ impl Report {
 
     /// Ends the trace at `end`: connections not closed by then are open, their current
     /// stays ongoing. Computes the distributions and lists.
+    /// Adds the Alerts section (text) and the `alerts` and `alert_subjects` members
+    /// (JSON, documented in docs/json.md).
+    pub fn set_alerts(&mut self, alerts: crate::alerts::section::AlertSection) {
+        self.alerts = Some(alerts);
+    }
+
     pub fn finish(&mut self, end: Timestamp) {
         self.end = Some(end);
         self.analysis = Some(self.analyze(end));
@@ -1050,6 +1059,9 @@ impl Report {
         writeln!(out, "\nLongest CLOSE_WAITs (the application has not closed yet; top {top})")?;
         self.text_picks(&mut out, &a.close_waits, TcpState::CloseWait)?;
         self.text_peers(&mut out, &a)?;
+        if let Some(alerts) = &self.alerts {
+            alerts.write_text(&mut out)?;
+        }
         out.flush()
     }
 
@@ -1633,6 +1645,14 @@ impl Report {
             j.close(b'}')?;
         }
         j.close(b']')?;
+        if let Some(alerts) = &self.alerts {
+            j.key("alerts")?;
+            j.sep()?;
+            j.w.write_all(&alerts.json_alerts())?;
+            j.key("alert_subjects")?;
+            j.sep()?;
+            j.w.write_all(&alerts.json_subjects())?;
+        }
         j.close(b'}')?;
         j.w.write_all(b"\n")?;
         j.w.flush()

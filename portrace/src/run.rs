@@ -16,6 +16,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{interval, sleep, MissedTickBehavior};
 
+use crate::alerts::section::AlertSection;
+use crate::alerts::sink::AlertHandle;
+use crate::alerts::{Fired, PortRange};
 use crate::cli::{ColorChoice, Config, OutputFormat, RecordConfig};
 use crate::command::{self, CommandSpec, CommandStdout, Identity, Running};
 use crate::clock::Clock;
@@ -129,6 +132,11 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
             );
         }
         return snapshot(&config).map(|()| 0);
+    }
+    if config.alerts.only && config.format == OutputFormat::Csv {
+        anyhow::bail!(
+            "--alerts-only shows alerts, and the CSV format has no rows for them: use --format text or json"
+        );
     }
     preflight::check_privileges()?;
     let mut out = Stdout { format: config.format, color: config.color, explain: config.explain };
@@ -266,7 +274,7 @@ async fn trace_until_stopped(
 
     let clock = Clock::capture();
     let start = clock.now();
-    let mut sink = out.open(RunSetup {
+    let sink = out.open(RunSetup {
         clock_offset_ns: clock.offset_ns(),
         layout,
         sock_layout,
@@ -275,6 +283,11 @@ async fn trace_until_stopped(
         notes: tracer.limitations.clone(),
         command: config.command.as_ref().map(|c| c.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect()),
     })?;
+    let alerts = config.alerts.enabled.then(|| AlertHandle::new(config.alerts.rules.clone(), PortRange::of_this_host()));
+    let mut sink: Box<dyn Sink + Send> = match &alerts {
+        Some(handle) => Box::new(handle.wrap(sink, config.alerts.only)),
+        None => sink,
+    };
     // The programs are attached: tracing has started, and says so at once. Sockets that
     // change state from now on are seen; those that existed before are learned next, and
     // their owners handed to the kernel program.
@@ -410,15 +423,29 @@ async fn trace_until_stopped(
     if let Some(open) = &session.still_open {
         open.write_text(&mut stderr, end, session.summary.lost_total())?;
     }
+    if let Some(handle) = &alerts {
+        handle.lock().write_summary(&mut stderr)?;
+    }
     if let Some(report) = &mut session.report {
         report.finish(end);
+        if let Some(handle) = &alerts {
+            report.set_alerts(AlertSection::of(&handle.lock()));
+        }
         writeln!(stderr)?;
         report.write_text(&mut stderr)?;
     }
     stderr.flush()?;
     match session.failure.take() {
         Some(e) => Err(e).context(format!("writing {}", session.out.name())),
-        None => Ok(()),
+        None => fail_on_alert(config, alerts.as_ref()),
+    }
+}
+
+/// `--fail-on-alert`: an error carrying the number of alerts when any fired.
+fn fail_on_alert(config: &Config, alerts: Option<&AlertHandle>) -> anyhow::Result<()> {
+    match alerts.map(|h| h.lock().fired()) {
+        Some(fired) if fired > 0 && config.alerts.fail => Err(Fired(fired).into()),
+        _ => Ok(()),
     }
 }
 
@@ -650,8 +677,9 @@ impl Session<'_> {
         }
         if emptied {
             // Timewait timer removals not followed by a re-arm or expiry: killed.
-            self.timeline.settle(self.clock.now().mono_ns, self.seen.tw_ring_full > 0, &mut self.batch);
-            let written = self.write_batch();
+            let now = self.clock.now();
+            self.timeline.settle(now.mono_ns, self.seen.tw_ring_full > 0, &mut self.batch);
+            let written = self.write_batch().and_then(|stop| self.sink.tick(now).map(|()| stop));
             stop = self.sink_result(written);
         }
         if !matches!(stop, Some(Stop::BrokenPipe | Stop::WriteFailed)) {

@@ -6,6 +6,10 @@
 //!
 //! A `socket` row puts the socket's state in `newstate`. An unknown owner has empty
 //! `owner_pid` and `owner_comm` and `owner_source` `unknown`, as in JSON.
+//!
+//! Alerts have no rows: their evidence does not fit these columns, and adding columns would
+//! change the layout every CSV reader depends on. They are in the end-of-run summary on
+//! stderr; `--format json` has them in the stream.
 
 use std::io::{self, Write};
 use std::net::IpAddr;

@@ -236,6 +236,13 @@ impl Sink for JsonSink {
         self.emit()
     }
 
+    fn alert(&mut self, alert: &crate::alerts::Alert) -> io::Result<()> {
+        self.line.clear();
+        super::push_alert_json(&mut self.line, alert);
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+
     fn lost(&mut self, lost: &Lost) -> io::Result<()> {
         self.begin("lost");
         self.time(lost.time);

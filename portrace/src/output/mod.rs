@@ -8,14 +8,18 @@
 //! Every format builds one line at a time in a buffer it keeps for the whole run, then
 //! hands the line to the writer in a single call; nothing is allocated per event.
 
+mod alert;
 mod csv;
 mod json;
 mod text;
+
+pub(crate) use alert::{process_line, push_alert_json, push_alert_text, push_printable};
 
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::alerts::Alert;
 use crate::clock::Zone;
 use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
@@ -68,6 +72,16 @@ pub trait Sink {
     }
     fn transition(&mut self, t: &Transition) -> io::Result<()>;
     fn lost(&mut self, lost: &Lost) -> io::Result<()>;
+    /// An alert the records so far raised (see `crate::alerts`). Formats without a place
+    /// for alerts ignore it.
+    fn alert(&mut self, _alert: &Alert) -> io::Result<()> {
+        Ok(())
+    }
+    /// Trace time has reached `now` with no record (a live run calls it on every poll of
+    /// the ring buffer), so that time-based alerts can fire.
+    fn tick(&mut self, _now: Timestamp) -> io::Result<()> {
+        Ok(())
+    }
     fn end(&mut self, summary: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 }

@@ -361,6 +361,13 @@ impl Sink for TextSink {
         self.emit()
     }
 
+    fn alert(&mut self, alert: &crate::alerts::Alert) -> io::Result<()> {
+        let time = self.local_time.time_of_day(alert.time.unix_ns);
+        self.leave_socket_block();
+        super::push_alert_text(&mut self.line, time.as_bytes(), alert, self.color);
+        self.emit()
+    }
+
     fn end(&mut self, _summary: &Summary) -> io::Result<()> {
         Ok(())
     }

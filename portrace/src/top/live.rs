@@ -39,6 +39,7 @@ pub fn live(config: TopConfig) -> anyhow::Result<()> {
         summary: false,
         explain: false,
         command: None,
+        alerts: crate::alerts::sink::AlertOptions { enabled: false, ..Default::default() },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -8,11 +8,18 @@
 //!
 //! ```text
 //! tcpload server --listen ADDR:PORT --count N [--close first|second] [--linger0]
-//!                [--expect reset] [--announce] [--timeout SECS] [--wait-stdin] [--stats]
+//!                [--expect reset] [--announce] [--keep-open] [--timeout SECS] [--wait-stdin]
+//!                [--stats]
 //! tcpload client --connect ADDR:PORT --count N [--concurrency C] [--close first|second]
-//!                [--linger0] [--bind ADDR:PORT] [--hold] [--expect refused|timeout|reset]
-//!                [--timeout SECS] [--wait-stdin] [--stats]
+//!                [--linger0] [--bind ADDR:PORT] [--hold] [--sweep]
+//!                [--expect refused|timeout|reset] [--timeout SECS] [--wait-stdin] [--stats]
 //! ```
+//!
+//! `--keep-open` makes the server accept its N connections and never close them: it
+//! prints `done N` once all are accepted and keeps them (and itself) alive until stdin
+//! closes or it is killed, so every connection the client closes stays in CLOSE_WAIT.
+//! `--sweep` makes the client's connection k (from 0) go to port PORT+k, one connection
+//! per port, as a port scan does (with `--expect refused` for ports nobody listens on).
 //!
 //! `--close` names who closes first: for the server `first` closes each accepted socket at
 //! once and `second` (its default) reads until the client's EOF; for the client `first`
@@ -47,9 +54,9 @@ const BACKLOG: libc::c_int = 65535;
 const ACCEPT_THREADS: usize = 2;
 const USAGE: &str = "usage:
   tcpload server --listen ADDR:PORT --count N [--close first|second] [--linger0]
-                 [--expect reset] [--announce] [--timeout SECS] [--wait-stdin] [--stats]
+                 [--expect reset] [--announce] [--keep-open] [--timeout SECS] [--wait-stdin] [--stats]
   tcpload client --connect ADDR:PORT --count N [--concurrency C] [--rate CONN/S] [--close first|second]
-                 [--linger0] [--bind ADDR:PORT] [--hold] [--expect refused|timeout|reset]
+                 [--linger0] [--bind ADDR:PORT] [--hold] [--sweep] [--expect refused|timeout|reset]
                  [--timeout SECS] [--wait-stdin] [--stats]";
 
 /// Who closes the connection first, from the point of view of the process given the flag.
@@ -90,6 +97,10 @@ struct Options {
     stats: bool,
     /// Connections per second, all threads together; `None` for as fast as possible.
     rate: Option<u64>,
+    /// Server: keep every accepted connection open until stdin closes.
+    keep_open: bool,
+    /// Client: connection k goes to port PORT+k.
+    sweep: bool,
 }
 
 /// What a connection does once it exists; shared by the server and the client.
@@ -170,6 +181,8 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
     let mut timeout = Duration::from_secs(60);
     let mut wait_stdin = false;
     let mut stats = false;
+    let mut keep_open = false;
+    let mut sweep = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -232,6 +245,8 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
             "--announce" if inline.is_none() && is_server => announce = true,
             "--wait-stdin" if inline.is_none() => wait_stdin = true,
             "--stats" if inline.is_none() => stats = true,
+            "--keep-open" if inline.is_none() && is_server => keep_open = true,
+            "--sweep" if inline.is_none() && !is_server => sweep = true,
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
@@ -244,8 +259,11 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
     if outcome == Outcome::Reset && close != Close::Second {
         return Err("--expect reset needs --close second (the reset ends the read)".into());
     }
-    if (bind.is_some() || hold) && concurrency != 1 {
-        return Err("--bind and --hold make one connection at a time: --concurrency 1".into());
+    if (bind.is_some() || hold || sweep) && concurrency != 1 {
+        return Err("--bind, --hold and --sweep make one connection at a time: --concurrency 1".into());
+    }
+    if sweep && usize::from(addr.port()) + count > 65536 {
+        return Err(format!("--sweep from port {} with --count {count} goes past port 65535", addr.port()));
     }
     Ok(Options {
         addr,
@@ -261,6 +279,8 @@ fn parse(is_server: bool, args: &[String]) -> Result<Options, String> {
         wait_stdin,
         stats,
         rate,
+        keep_open,
+        sweep,
     })
 }
 
@@ -497,6 +517,9 @@ fn server(options: &Options) -> Result<usize, String> {
     let deadline = Instant::now() + options.timeout;
     let listener = listen(options.addr).map_err(|e| format!("listen on {}: {e}", options.addr))?;
     say("ready")?;
+    if options.keep_open {
+        return server_keeping(options, &listener, deadline);
+    }
 
     // Each accept is claimed before it is made, so the threads together accept exactly
     // `count` connections and none is left blocked on one more.
@@ -541,10 +564,43 @@ fn server(options: &Options) -> Result<usize, String> {
     Ok(finished.load(Ordering::Relaxed))
 }
 
+/// `--keep-open`: accepts `count` connections, says `done N`, then keeps them all open
+/// until stdin closes (or the process is killed); they are closed only as it exits.
+fn server_keeping(options: &Options, listener: &TcpListener, deadline: Instant) -> Result<usize, String> {
+    listener.set_nonblocking(true).map_err(|e| format!("listener: {e}"))?;
+    let mut open = Vec::with_capacity(options.count);
+    while open.len() < options.count {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if options.announce {
+                    say("accepted")?;
+                }
+                open.push(stream);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(format!("timed out: {} of {} connections accepted", open.len(), options.count));
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+    }
+    say(&format!("done {}", open.len()))?;
+    let mut rest = Vec::new();
+    let _ = io::stdin().lock().read_to_end(&mut rest);
+    Ok(open.len())
+}
+
 /// One connection attempt: `Ok(Some(stream))` when it connected as expected, `Ok(None)`
 /// when it failed as expected.
 fn attempt(options: &Options) -> Result<Option<TcpStream>, String> {
-    let addr = options.addr;
+    attempt_to(options, options.addr)
+}
+
+/// [`attempt`] to `addr`.
+fn attempt_to(options: &Options, addr: SocketAddr) -> Result<Option<TcpStream>, String> {
     let expected_errno = match options.outcome {
         Outcome::Refused => Some(libc::ECONNREFUSED),
         Outcome::Timeout => Some(libc::ETIMEDOUT),
@@ -598,7 +654,12 @@ fn client(options: &Options) -> Result<usize, String> {
                             thread::sleep(due - now);
                         }
                     }
-                    if let Some(stream) = attempt(&options)? {
+                    let mut addr = options.addr;
+                    if options.sweep {
+                        // One thread (checked in `parse`): connection k goes to PORT+k.
+                        addr.set_port(options.addr.port() + k as u16);
+                    }
+                    if let Some(stream) = attempt_to(&options, addr)? {
                         end_connection(stream, ending)?;
                     }
                     finished.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,603 @@
+//! Incident alerts: this module owns the [`Alert`] record (what fired, when, about what,
+//! for which process, with its evidence) and the [`Detectors`] engine that raises alerts
+//! from the same records every output consumes: the start-up inventory
+//! ([`Detectors::on_socket`]), transitions ([`Detectors::on_transition`]), process and
+//! network-namespace details ([`Detectors::on_process`], [`Detectors::on_netns`]), the
+//! passing of time ([`Detectors::tick`]) and the end of the trace ([`Detectors::finish`]).
+//! One file per detector: [`scan`], [`new_listener`], [`owner`] (unexpected owners),
+//! [`close_wait`], [`time_wait`], [`handshake`]; their thresholds come from [`rules`].
+//!
+//! The engine is pure and deterministic: it reads no clock and no file, only the records'
+//! own timestamps (the kernel's monotonic nanoseconds), so a recording fed to it gives the
+//! alerts the live run gave. Time-based checks (a CLOSE_WAIT growing old) run on a fixed
+//! one-second grid of those timestamps, whoever calls [`Detectors::tick`] and how often.
+//!
+//! Alerts are deduplicated per kind and [`Subject`] (a process, a listener, a destination,
+//! a peer): a subject alerts once, then again only after [`rules::Rules::repeat_ns`] if the
+//! condition still holds. In between, its evidence keeps being updated (at most once a
+//! second of trace time) in the [`Logged`] entry the end-of-run summary shows.
+
+pub mod close_wait;
+pub mod handshake;
+pub mod new_listener;
+pub mod owner;
+pub mod rules;
+pub mod scan;
+pub mod section;
+pub mod sink;
+pub mod time_wait;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{self, Write};
+use std::net::IpAddr;
+
+use crate::record::{Comm, NetnsInfo, Owner, ProcessInfo, SocketRecord, Timestamp, Transition};
+use rules::Rules;
+
+/// How often time-based checks run, on a grid of trace time.
+pub const CHECK_GRID_NS: u64 = 1_000_000_000;
+/// How often costly evidence (a scan's) is refreshed between two alerts.
+pub const REFRESH_NS: u64 = 1_000_000_000;
+/// Emitted alerts kept for the report; later ones are counted, not kept.
+const HISTORY_MAX: usize = 10_000;
+/// The kernel's default `net.ipv4.ip_local_port_range`.
+pub const DEFAULT_PORT_RANGE: (u16, u16) = (32768, 60999);
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlertKind {
+    Scan,
+    NewListener,
+    UnexpectedOwner,
+    CloseWaitLeak,
+    TimeWaitPileup,
+    HandshakeTrouble,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 6] = [
+        AlertKind::Scan,
+        AlertKind::NewListener,
+        AlertKind::UnexpectedOwner,
+        AlertKind::CloseWaitLeak,
+        AlertKind::TimeWaitPileup,
+        AlertKind::HandshakeTrouble,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::Scan => "scan",
+            AlertKind::NewListener => "new_listener",
+            AlertKind::UnexpectedOwner => "unexpected_owner",
+            AlertKind::CloseWaitLeak => "close_wait_leak",
+            AlertKind::TimeWaitPileup => "time_wait_pileup",
+            AlertKind::HandshakeTrouble => "handshake_trouble",
+        }
+    }
+
+    /// Parses a kind's name, with `-` or `_` between words.
+    pub fn parse(text: &str) -> Result<AlertKind, String> {
+        let wanted = text.trim().to_ascii_lowercase().replace('-', "_");
+        AlertKind::ALL.into_iter().find(|k| k.name() == wanted).ok_or_else(|| {
+            let names: Vec<&str> = AlertKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown alert '{text}' (known: {})", names.join(", "))
+        })
+    }
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The name in capitals, as text output shows it (`WARNING`): it stands out, and
+    /// stays apart from portrace's own `warning:` messages on stderr.
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// What an alert is about: alerts are deduplicated per kind and subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    /// A process, by pid (0: sockets whose owner is unknown).
+    Process(u32),
+    /// A listening address (for handshake trouble: the local address the connections
+    /// reached).
+    Listener { netns: u32, addr: IpAddr, port: u16 },
+    /// Where connects go.
+    Destination { netns: u32, addr: IpAddr, port: u16 },
+    /// TIME_WAIT sockets from one local address towards one remote address and port.
+    Peer { netns: u32, local: IpAddr, remote: IpAddr, port: u16 },
+    /// A process serving (`client: false`, local port) or connecting to (`client: true`,
+    /// remote port) a port.
+    Service { pid: u32, port: u16, client: bool },
+}
+
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+fn netns_suffix(netns: u32) -> String {
+    if netns == 0 {
+        String::new()
+    } else {
+        format!(" (netns {netns})")
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Subject::Process(0) => write!(f, "unknown process"),
+            Subject::Process(pid) => write!(f, "pid {pid}"),
+            Subject::Listener { netns, addr, port } => {
+                write!(f, "listener {}{}", endpoint(addr, port), netns_suffix(netns))
+            }
+            Subject::Destination { netns, addr, port } => {
+                write!(f, "destination {}{}", endpoint(addr, port), netns_suffix(netns))
+            }
+            Subject::Peer { netns, local, remote, port } => {
+                write!(f, "peer {} from {local}{}", endpoint(remote, port), netns_suffix(netns))
+            }
+            Subject::Service { pid, port, client: false } => write!(f, "pid {pid} serving port {port}"),
+            Subject::Service { pid, port, client: true } => write!(f, "pid {pid} connecting to port {port}"),
+        }
+    }
+}
+
+/// One piece of an alert's evidence.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Evidence {
+    Null,
+    Bool(bool),
+    Int(u64),
+    /// A fraction or a rate, shown with three decimals.
+    Real(f64),
+    Text(String),
+    List(Vec<String>),
+}
+
+/// The process an alert names: its pid and command name, and what was read about it from
+/// /proc when portrace had that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertProcess {
+    pub pid: u32,
+    pub comm: Comm,
+    pub info: Option<ProcessInfo>,
+}
+
+impl AlertProcess {
+    /// `tcpload (pid 42, /usr/bin/tcpload)`.
+    pub fn describe(&self) -> String {
+        let comm = self.comm.to_str_lossy();
+        match self.info.as_ref().and_then(|i| i.exe.as_deref()) {
+            Some(exe) => format!("{comm} (pid {}, {exe})", self.pid),
+            None => format!("{comm} (pid {})", self.pid),
+        }
+    }
+}
+
+/// An alert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub severity: Severity,
+    /// When the condition was found to hold, in trace time.
+    pub time: Timestamp,
+    pub subject: Subject,
+    /// One line for people.
+    pub summary: String,
+    pub process: Option<AlertProcess>,
+    /// The network namespace, when the alert is about one.
+    pub netns: Option<u32>,
+    /// Structured evidence, in a fixed order. Keys ending in `_ns` are durations.
+    pub evidence: Vec<(&'static str, Evidence)>,
+}
+
+/// A subject's alerts over the run, for the summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logged {
+    /// The first alert emitted.
+    pub first: Alert,
+    /// The latest evidence (emitted or not).
+    pub latest: Alert,
+    /// How many alerts were emitted.
+    pub fired: u32,
+    last_emit_ns: u64,
+    last_update_ns: u64,
+}
+
+/// The ports connect() picks from in a namespace, and where portrace learned them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+    /// Where the range comes from, for the alert ("netns 4026531840", "this host's
+    /// net.ipv4.ip_local_port_range", "the kernel's default").
+    pub source: String,
+}
+
+impl PortRange {
+    pub fn size(&self) -> u64 {
+        u64::from(self.high.saturating_sub(self.low)) + 1
+    }
+
+    /// The range used for a recording without namespace details: the kernel's default.
+    pub fn kernel_default() -> PortRange {
+        PortRange {
+            low: DEFAULT_PORT_RANGE.0,
+            high: DEFAULT_PORT_RANGE.1,
+            source: "the kernel's default (the recording does not say)".into(),
+        }
+    }
+
+    /// Parses the text of /proc/sys/net/ipv4/ip_local_port_range (`32768\t60999`).
+    pub fn parse_proc(text: &str, source: &str) -> Option<PortRange> {
+        let mut it = text.split_whitespace().map(|w| w.parse::<u16>());
+        let (Some(Ok(low)), Some(Ok(high)), None) = (it.next(), it.next(), it.next()) else {
+            return None;
+        };
+        (low <= high).then(|| PortRange { low, high, source: source.into() })
+    }
+
+    /// This host's range, read from /proc (live runs), or the kernel's default.
+    pub fn of_this_host() -> PortRange {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| PortRange::parse_proc(&t, "this host's net.ipv4.ip_local_port_range"))
+            .unwrap_or_else(|| PortRange { source: "the kernel's default".into(), ..PortRange::kernel_default() })
+    }
+}
+
+/// What detectors share: the rules, what is known of processes and namespaces, and the
+/// log that deduplicates their alerts.
+pub struct Ctx {
+    pub rules: Rules,
+    fallback_range: PortRange,
+    processes: HashMap<u32, ProcessInfo>,
+    ranges: HashMap<u32, (u16, u16)>,
+    log: BTreeMap<(AlertKind, Subject), Logged>,
+    /// Emission order of the log's keys (first emission).
+    order: Vec<(AlertKind, Subject)>,
+    history: Vec<Alert>,
+    fired: u64,
+}
+
+impl Ctx {
+    fn new(rules: Rules, fallback_range: PortRange) -> Ctx {
+        Ctx {
+            rules,
+            fallback_range,
+            processes: HashMap::new(),
+            ranges: HashMap::new(),
+            log: BTreeMap::new(),
+            order: Vec::new(),
+            history: Vec::new(),
+            fired: 0,
+        }
+    }
+
+    /// The process `pid` with command `comm`, with its details when known.
+    pub fn process(&self, pid: u32, comm: Comm) -> AlertProcess {
+        AlertProcess { pid, comm, info: self.processes.get(&pid).cloned() }
+    }
+
+    /// The owner as an alert's process.
+    pub fn owner_process(&self, owner: Option<&Owner>) -> Option<AlertProcess> {
+        owner.map(|o| self.process(o.pid, o.comm))
+    }
+
+    /// The file name of a process's executable, when known.
+    pub fn exe_name(&self, pid: u32) -> Option<&str> {
+        let exe = self.processes.get(&pid)?.exe.as_deref()?;
+        let exe = exe.strip_suffix(" (deleted)").unwrap_or(exe);
+        exe.rsplit('/').next()
+    }
+
+    /// The local port range of a network namespace.
+    pub fn port_range(&self, netns: u32) -> PortRange {
+        match self.ranges.get(&netns) {
+            Some(&(low, high)) => PortRange { low, high, source: format!("netns {netns}") },
+            None => self.fallback_range.clone(),
+        }
+    }
+
+    /// Whether a detector should build its alert for `subject` now: the subject has not
+    /// alerted yet, may alert again, or its evidence is due for a refresh.
+    /// Detectors whose alerts are costly to build pass a `refresh_ns` to update the
+    /// evidence at most that often, and refresh it at the end themselves.
+    pub fn due(&self, kind: AlertKind, subject: &Subject, now_ns: u64, refresh_ns: u64) -> bool {
+        if !self.rules.enabled(kind) {
+            return false;
+        }
+        match self.log.get(&(kind, *subject)) {
+            None => true,
+            Some(l) => {
+                now_ns >= l.last_emit_ns.saturating_add(self.rules.repeat_ns)
+                    || now_ns >= l.last_update_ns.saturating_add(refresh_ns)
+            }
+        }
+    }
+
+    /// Whether `subject` alerted already.
+    pub fn alerted(&self, kind: AlertKind, subject: &Subject) -> bool {
+        self.log.contains_key(&(kind, *subject))
+    }
+
+    /// Replaces the latest evidence of a subject that alerted already, emitting nothing.
+    pub fn update(&mut self, alert: Alert) {
+        if let Some(l) = self.log.get_mut(&(alert.kind, alert.subject)) {
+            l.last_update_ns = l.last_update_ns.max(alert.time.mono_ns);
+            l.latest = alert;
+        }
+    }
+
+    /// Takes a detector's alert: emits it into `out` unless its subject alerted less than
+    /// `repeat` ago, and keeps its evidence as the subject's latest either way.
+    pub fn raise(&mut self, alert: Alert, out: &mut Vec<Alert>) {
+        if !self.rules.enabled(alert.kind) {
+            return;
+        }
+        let now = alert.time.mono_ns;
+        let key = (alert.kind, alert.subject);
+        let emit = match self.log.get_mut(&key) {
+            None => {
+                self.order.push(key);
+                self.log.insert(
+                    key,
+                    Logged { first: alert.clone(), latest: alert.clone(), fired: 1, last_emit_ns: now, last_update_ns: now },
+                );
+                true
+            }
+            Some(l) => {
+                let again = now >= l.last_emit_ns.saturating_add(self.rules.repeat_ns);
+                if again {
+                    l.fired += 1;
+                    l.last_emit_ns = now;
+                }
+                l.last_update_ns = now;
+                l.latest = alert.clone();
+                again
+            }
+        };
+        if emit {
+            self.fired += 1;
+            if self.history.len() < HISTORY_MAX {
+                self.history.push(alert.clone());
+            }
+            out.push(alert);
+        }
+    }
+}
+
+/// The timestamp of `mono_ns`, given a timestamp of the same clock.
+pub fn at(reference: Timestamp, mono_ns: u64) -> Timestamp {
+    let delta = i128::from(mono_ns) - i128::from(reference.mono_ns);
+    Timestamp { mono_ns, unix_ns: reference.unix_ns + delta }
+}
+
+/// The detectors, fed every record of a trace in order.
+pub struct Detectors {
+    ctx: Ctx,
+    scan: scan::Scan,
+    new_listener: new_listener::NewListener,
+    owner: owner::Owners,
+    close_wait: close_wait::CloseWait,
+    time_wait: time_wait::TimeWait,
+    handshake: handshake::Handshake,
+    /// The next grid point at which time-based checks run.
+    next_check_ns: Option<u64>,
+    /// The latest time seen.
+    latest: Option<Timestamp>,
+    finished: bool,
+}
+
+impl Detectors {
+    /// An engine with `rules`. `fallback_range` is the local port range used for
+    /// namespaces no [`NetnsInfo`] describes.
+    pub fn new(rules: Rules, fallback_range: PortRange) -> Detectors {
+        Detectors {
+            ctx: Ctx::new(rules, fallback_range),
+            scan: scan::Scan::default(),
+            new_listener: new_listener::NewListener,
+            owner: owner::Owners::default(),
+            close_wait: close_wait::CloseWait::default(),
+            time_wait: time_wait::TimeWait::default(),
+            handshake: handshake::Handshake::default(),
+            next_check_ns: None,
+            latest: None,
+            finished: false,
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.ctx.rules
+    }
+
+    /// A socket of the start-up inventory.
+    pub fn on_socket(&mut self, s: &SocketRecord, out: &mut Vec<Alert>) {
+        self.tick(s.time, out);
+        self.owner.on_socket(s, &mut self.ctx, out);
+        self.close_wait.on_socket(s);
+        self.time_wait.on_socket(s);
+    }
+
+    pub fn on_transition(&mut self, t: &Transition, out: &mut Vec<Alert>) {
+        self.tick(t.time, out);
+        let ctx = &mut self.ctx;
+        self.scan.on_transition(t, ctx, out);
+        self.new_listener.on_transition(t, ctx, out);
+        self.owner.on_transition(t, ctx, out);
+        self.close_wait.on_transition(t);
+        self.time_wait.on_transition(t, ctx, out);
+        self.handshake.on_transition(t, ctx, out);
+    }
+
+    pub fn on_process(&mut self, p: &ProcessInfo) {
+        self.ctx.processes.insert(p.pid, p.clone());
+    }
+
+    pub fn on_netns(&mut self, n: &NetnsInfo) {
+        if let Some(range) = n.port_range {
+            self.ctx.ranges.insert(n.netns, range);
+        }
+    }
+
+    /// Time has passed up to `now`: runs the time-based checks at every grid point
+    /// reached since the last call, so that the checks see the same records at the same
+    /// grid points however often this is called. Grid points at which nothing can newly
+    /// cross a threshold are skipped.
+    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Alert>) {
+        if self.finished {
+            return;
+        }
+        if self.latest.is_none_or(|l| now.mono_ns > l.mono_ns) {
+            self.latest = Some(now);
+        }
+        let mut next = *self.next_check_ns.get_or_insert((now.mono_ns / CHECK_GRID_NS + 1) * CHECK_GRID_NS);
+        while next <= now.mono_ns {
+            self.check(at(now, next), out);
+            next += CHECK_GRID_NS;
+            // Only the records' arrival (which ticks first) changes what is in CLOSE_WAIT:
+            // until its oldest socket is due, no grid point before `now` can alert.
+            let due = self.close_wait.next_due(self.ctx.rules.close_wait.after_ns).unwrap_or(u64::MAX);
+            if due > next {
+                let skip_to = due.div_ceil(CHECK_GRID_NS).saturating_mul(CHECK_GRID_NS);
+                let after_now = (now.mono_ns / CHECK_GRID_NS + 1) * CHECK_GRID_NS;
+                next = skip_to.min(after_now).max(next);
+            }
+        }
+        self.next_check_ns = Some(next);
+    }
+
+    /// The trace ended at `end`: the grid checks up to `end` run, then the time-based
+    /// checks once more at `end` itself. Later calls do nothing.
+    pub fn finish(&mut self, end: Timestamp, out: &mut Vec<Alert>) {
+        if self.finished {
+            return;
+        }
+        self.tick(end, out);
+        self.check(end, out);
+        self.scan.refresh(&mut self.ctx);
+        self.finished = true;
+    }
+
+    fn check(&mut self, now: Timestamp, out: &mut Vec<Alert>) {
+        self.close_wait.check(now, &mut self.ctx, out);
+        self.scan.expire(now.mono_ns, &self.ctx.rules);
+        self.handshake.expire(now.mono_ns, &self.ctx.rules);
+        self.time_wait.expire(now.mono_ns, &self.ctx.rules);
+    }
+
+    /// Alerts emitted so far.
+    pub fn fired(&self) -> u64 {
+        self.ctx.fired
+    }
+
+    /// Every subject that alerted, in the order of its first alert.
+    pub fn logged(&self) -> impl Iterator<Item = &Logged> {
+        self.ctx.order.iter().filter_map(|k| self.ctx.log.get(k))
+    }
+
+    /// The alerts emitted, in order (the first [`HISTORY_MAX`]).
+    pub fn history(&self) -> &[Alert] {
+        &self.ctx.history
+    }
+
+    /// The end-of-run summary of the alerts, for stderr.
+    pub fn write_summary(&self, w: &mut dyn Write) -> io::Result<()> {
+        write_summary(w, self.fired(), self.logged())
+    }
+}
+
+/// `N alerts`, then one line per subject with its latest evidence.
+pub fn write_summary<'a>(
+    w: &mut dyn Write,
+    fired: u64,
+    logged: impl Iterator<Item = &'a Logged>,
+) -> io::Result<()> {
+    let logged: Vec<&Logged> = logged.collect();
+    if logged.is_empty() {
+        return writeln!(w, "  alerts: none");
+    }
+    writeln!(
+        w,
+        "  ALERTS: {fired} fired about {} {}",
+        logged.len(),
+        if logged.len() == 1 { "subject" } else { "subjects" }
+    )?;
+    for l in logged.iter().take(SUMMARY_LINES) {
+        let a = &l.latest;
+        let times = if l.fired > 1 { format!(" ({} times)", l.fired) } else { String::new() };
+        let mut line = Vec::new();
+        crate::output::push_printable(
+            &mut line,
+            &format!("  ALERT {} {} [{}]{times}: {}", a.severity.label(), a.kind, a.subject, a.summary),
+        );
+        line.push(b'\n');
+        w.write_all(&line)?;
+    }
+    if logged.len() > SUMMARY_LINES {
+        writeln!(
+            w,
+            "  ... and {} more subjects (`--format json` or `portrace report` has them all)",
+            logged.len() - SUMMARY_LINES
+        )?;
+    }
+    Ok(())
+}
+
+/// Subjects listed in the end-of-run summary at most.
+const SUMMARY_LINES: usize = 20;
+
+/// Why a command that found alerts exits with status 3 under `--fail-on-alert`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} alert(s) fired (--fail-on-alert)")]
+pub struct Fired(pub u64);
+
+/// The exit status of a run that ended with [`Fired`].
+pub const FIRED_EXIT_CODE: u8 = 3;
+
+/// Names of shells, for the unexpected-owner detector.
+pub const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "pdksh", "fish", "csh", "tcsh", "ash", "busybox"];
+
+/// Whether `name` is a shell or a script interpreter (a version suffix allowed:
+/// `python3.11`, `perl5.36`, `lua5.4`).
+pub fn shell_or_interpreter(name: &str) -> Option<&'static str> {
+    if SHELLS.contains(&name) {
+        return Some("a shell");
+    }
+    const INTERPRETERS: &[&str] =
+        &["python", "perl", "ruby", "php", "node", "nodejs", "lua", "luajit", "tclsh", "pwsh", "deno", "bun", "irb", "jrunscript", "osascript", "Rscript"];
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    INTERPRETERS.contains(&base).then_some("an interpreter")
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,203 @@
+//! The unexpected-owner detector, two checks:
+//!
+//! - **Allowlist** (only when there are `--expect NAME:PORT` entries): a listening or
+//!   established socket whose owner is not allowed on its port alerts. The port is the
+//!   local one for a listener and the server side of a connection (`SYN_RECV ->
+//!   ESTABLISHED`, or an inventory socket whose local port has a listener in its
+//!   namespace), the remote one for the client side (`SYN_SENT -> ESTABLISHED`). NAME
+//!   matches the command name or the executable's file name. One alert per process, port
+//!   and side; sockets of unknown owner cannot be judged and are left alone.
+//! - **Shells and interpreters** (always): a shell (sh, bash, dash, zsh, ...) or a script
+//!   interpreter (python, perl, ruby, php, node, lua, ...) that opens an outbound
+//!   connection (`CLOSE -> SYN_SENT`) alerts, unless an expectation allows it on the
+//!   remote port. One alert per process.
+
+use std::collections::HashMap;
+
+use super::{endpoint, shell_or_interpreter, Alert, AlertKind, Ctx, Evidence, Severity, Subject};
+use crate::record::{Owner, SocketRecord, Timestamp, Transition};
+use crate::tcp_state::TcpState;
+use std::net::IpAddr;
+
+/// Destinations listed in an alert at most.
+const SAMPLE: usize = 10;
+
+#[derive(Default)]
+pub struct Owners {
+    /// Listening sockets per (netns, port), to tell servers from clients in the inventory.
+    listeners: HashMap<(u32, u16), u32>,
+    /// Sockets seen per allowlist subject.
+    seen: HashMap<Subject, u64>,
+    /// Outbound connects per shell or interpreter process: count, first destinations.
+    outbound: HashMap<u32, (u64, Vec<(IpAddr, u16)>)>,
+}
+
+/// A socket to judge against the allowlist.
+struct Seen {
+    time: Timestamp,
+    owner: Owner,
+    netns: u32,
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+    state: TcpState,
+    client: bool,
+}
+
+impl Owners {
+    pub fn on_socket(&mut self, s: &SocketRecord, ctx: &mut Ctx, out: &mut Vec<Alert>) {
+        let client = match s.state {
+            TcpState::Listen => {
+                *self.listeners.entry((s.netns, s.sport)).or_default() += 1;
+                false
+            }
+            TcpState::Established => !self.listeners.contains_key(&(s.netns, s.sport)),
+            _ => return,
+        };
+        let Some(owner) = s.owner else { return };
+        let seen = Seen {
+            time: s.time,
+            owner,
+            netns: s.netns,
+            local: (s.saddr, s.sport),
+            remote: (s.daddr, s.dport),
+            state: s.state,
+            client,
+        };
+        self.judge(&seen, ctx, out);
+    }
+
+    pub fn on_transition(&mut self, t: &Transition, ctx: &mut Ctx, out: &mut Vec<Alert>) {
+        let client = match (t.oldstate, t.newstate) {
+            (TcpState::Close, TcpState::Listen) => {
+                *self.listeners.entry((t.netns, t.sport)).or_default() += 1;
+                false
+            }
+            (TcpState::Listen, TcpState::Close) => {
+                if let Some(n) = self.listeners.get_mut(&(t.netns, t.sport)) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.listeners.remove(&(t.netns, t.sport));
+                    }
+                }
+                return;
+            }
+            (TcpState::SynRecv, TcpState::Established) => false,
+            (TcpState::SynSent, TcpState::Established) => true,
+            (TcpState::Close, TcpState::SynSent) => {
+                self.outbound(t, ctx, out);
+                return;
+            }
+            _ => return,
+        };
+        let Some(owner) = t.owner else { return };
+        let seen = Seen {
+            time: t.time,
+            owner,
+            netns: t.netns,
+            local: (t.saddr, t.sport),
+            remote: (t.daddr, t.dport),
+            state: t.newstate,
+            client,
+        };
+        self.judge(&seen, ctx, out);
+    }
+
+    fn allowed(ctx: &Ctx, owner: &Owner, port: u16) -> bool {
+        let comm = owner.comm.to_str_lossy();
+        let exe = ctx.exe_name(owner.pid);
+        ctx.rules.expect.iter().any(|e| e.allows(&comm, exe, port))
+    }
+
+    fn judge(&mut self, s: &Seen, ctx: &mut Ctx, out: &mut Vec<Alert>) {
+        if ctx.rules.expect.is_empty() {
+            return;
+        }
+        let port = if s.client { s.remote.1 } else { s.local.1 };
+        if Owners::allowed(ctx, &s.owner, port) {
+            return;
+        }
+        let subject = Subject::Service { pid: s.owner.pid, port, client: s.client };
+        let count = self.seen.entry(subject).or_default();
+        *count += 1;
+        let count = *count;
+        if !ctx.due(AlertKind::UnexpectedOwner, &subject, s.time.mono_ns, 0) {
+            return;
+        }
+        let process = ctx.process(s.owner.pid, s.owner.comm);
+        let (local, remote) = (endpoint(s.local.0, s.local.1), endpoint(s.remote.0, s.remote.1));
+        let what = match (s.state, s.client) {
+            (TcpState::Listen, _) => format!("listens on {local}"),
+            (_, false) => format!("serves {local} to {remote}"),
+            (_, true) => format!("is connected to {remote}"),
+        };
+        let allowed: Vec<String> = ctx
+            .rules
+            .expect
+            .iter()
+            .filter(|e| e.port.is_none_or(|p| p == port))
+            .map(|e| e.name.clone())
+            .collect();
+        let alert = Alert {
+            kind: AlertKind::UnexpectedOwner,
+            severity: Severity::Warning,
+            time: s.time,
+            subject,
+            summary: format!("{} {what}: no --expect allows it on port {port}", process.describe()),
+            process: Some(process),
+            netns: Some(s.netns),
+            evidence: vec![
+                ("check", Evidence::Text("allowlist".into())),
+                ("state", Evidence::Text(s.state.name().into())),
+                ("side", Evidence::Text(if s.client { "client" } else { "server" }.into())),
+                ("port", Evidence::Int(u64::from(port))),
+                ("local", Evidence::Text(local)),
+                ("remote", Evidence::Text(remote)),
+                ("sockets", Evidence::Int(count)),
+                ("allowed", Evidence::List(allowed)),
+            ],
+        };
+        ctx.raise(alert, out);
+    }
+
+    fn outbound(&mut self, t: &Transition, ctx: &mut Ctx, out: &mut Vec<Alert>) {
+        let Some(owner) = t.owner else { return };
+        let comm = owner.comm.to_str_lossy();
+        let what = shell_or_interpreter(&comm).or_else(|| ctx.exe_name(owner.pid).and_then(shell_or_interpreter));
+        let Some(what) = what else { return };
+        if Owners::allowed(ctx, &owner, t.dport) {
+            return;
+        }
+        let (count, sample) = self.outbound.entry(owner.pid).or_default();
+        *count += 1;
+        let dest = (t.daddr, t.dport);
+        if sample.len() < SAMPLE && !sample.contains(&dest) {
+            sample.push(dest);
+        }
+        let subject = Subject::Process(owner.pid);
+        if !ctx.due(AlertKind::UnexpectedOwner, &subject, t.time.mono_ns, 0) {
+            return;
+        }
+        let (count, sample) = (*count, sample.clone());
+        let process = ctx.process(owner.pid, owner.comm);
+        let alert = Alert {
+            kind: AlertKind::UnexpectedOwner,
+            severity: Severity::Warning,
+            time: t.time,
+            subject,
+            summary: format!(
+                "{}, {what}, opened an outbound connection to {} ({count} so far)",
+                process.describe(),
+                endpoint(t.daddr, t.dport)
+            ),
+            process: Some(process),
+            netns: Some(t.netns),
+            evidence: vec![
+                ("check", Evidence::Text(if what == "a shell" { "shell" } else { "interpreter" }.into())),
+                ("destination", Evidence::Text(endpoint(t.daddr, t.dport))),
+                ("connects", Evidence::Int(count)),
+                ("sample", Evidence::List(sample.iter().map(|&(a, p)| endpoint(a, p)).collect())),
+            ],
+        };
+        ctx.raise(alert, out);
+    }
+}

@@ -1,0 +1,147 @@
+//! The TIME_WAIT pile-up detector. Each connection in TIME_WAIT keeps its 4-tuple, so
+//! the connections from one local address to one remote address and port can have at most
+//! as many TIME_WAITs as the local port range has ports: past that, connect() fails with
+//! EADDRNOTAVAIL. Per (network namespace, local address, remote address, remote port):
+//! the sockets in TIME_WAIT now, and the rate at which sockets entered TIME_WAIT over
+//! `time_wait.window`. Alerts when the count reaches `time_wait.percent` of the
+//! namespace's `ip_local_port_range` (or `time_wait.count`, when set), or when at the
+//! current rate the rest of the range would be used up within `time_wait.lifetime` (the
+//! kernel's 60 s TIME_WAIT), with the time to exhaustion at that rate. Server-side
+//! TIME_WAITs spread over their clients' ports, one per peer port, and never pile up here.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use super::close_wait::seconds;
+use super::rules::Rules;
+use super::{endpoint, Alert, AlertKind, Ctx, Evidence, Severity, Subject};
+use crate::record::{SocketRecord, Transition};
+use crate::tcp_state::TcpState;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    netns: u32,
+    local: IpAddr,
+    remote: IpAddr,
+    port: u16,
+}
+
+#[derive(Default)]
+struct Group {
+    count: u64,
+    /// Times sockets entered TIME_WAIT, within the window.
+    entered: VecDeque<u64>,
+}
+
+#[derive(Default)]
+pub struct TimeWait {
+    groups: HashMap<Key, Group>,
+    sockets: HashMap<u64, Key>,
+}
+
+impl TimeWait {
+    pub fn on_socket(&mut self, s: &SocketRecord) {
+        if s.state == TcpState::TimeWait {
+            let key = Key { netns: s.netns, local: s.saddr, remote: s.daddr, port: s.dport };
+            self.enter(s.socket, key, None);
+        }
+    }
+
+    pub fn on_transition(&mut self, t: &Transition, ctx: &mut Ctx, out: &mut Vec<Alert>) {
+        if let Some(key) = self.sockets.remove(&t.socket) {
+            if let Some(g) = self.groups.get_mut(&key) {
+                g.count = g.count.saturating_sub(1);
+                if g.count == 0 && g.entered.is_empty() {
+                    self.groups.remove(&key);
+                }
+            }
+        }
+        if t.newstate != TcpState::TimeWait {
+            return;
+        }
+        let key = Key { netns: t.netns, local: t.saddr, remote: t.daddr, port: t.dport };
+        let now = t.time.mono_ns;
+        self.enter(t.socket, key, Some(now));
+        let r = &ctx.rules.time_wait;
+        let g = self.groups.get_mut(&key).expect("just entered");
+        let from = now.saturating_sub(r.window_ns);
+        while g.entered.front().is_some_and(|&e| e < from) {
+            g.entered.pop_front();
+        }
+        let range = ctx.port_range(t.netns);
+        let size = range.size();
+        let threshold = r.count.map_or_else(|| (size * u64::from(r.percent)).div_ceil(100), u64::from);
+        let rate = g.entered.len() as f64 / (r.window_ns as f64 / 1e9);
+        let left = size.saturating_sub(g.count);
+        let exhaustion_s = if rate > 0.0 { left as f64 / rate } else { f64::INFINITY };
+        let by_count = g.count >= threshold;
+        let by_rate = exhaustion_s <= r.lifetime_ns as f64 / 1e9;
+        if !(by_count || by_rate) {
+            return;
+        }
+        let subject = Subject::Peer { netns: key.netns, local: key.local, remote: key.remote, port: key.port };
+        if !ctx.due(AlertKind::TimeWaitPileup, &subject, now, 0) {
+            return;
+        }
+        let share = g.count as f64 / size as f64;
+        let exhaustion = if exhaustion_s.is_finite() {
+            format!("exhausted in about {}", seconds((exhaustion_s * 1e9) as u64))
+        } else {
+            "not being used up now".to_string()
+        };
+        let alert = Alert {
+            kind: AlertKind::TimeWaitPileup,
+            severity: if share >= 0.9 { Severity::Critical } else { Severity::Warning },
+            time: t.time,
+            subject,
+            summary: format!(
+                "{} sockets in TIME_WAIT from {} to {} ({:.0}% of the local port range {}-{}, from {}); \
+                 {:.1} new per second: the range is {exhaustion}",
+                g.count,
+                key.local,
+                endpoint(key.remote, key.port),
+                share * 100.0,
+                range.low,
+                range.high,
+                range.source,
+                rate
+            ),
+            process: None,
+            netns: Some(key.netns),
+            evidence: vec![
+                ("time_wait", Evidence::Int(g.count)),
+                ("threshold", Evidence::Int(threshold)),
+                ("port_range", Evidence::Text(format!("{}-{}", range.low, range.high))),
+                ("port_range_source", Evidence::Text(range.source.clone())),
+                ("range_used", Evidence::Real(share)),
+                ("rate_per_s", Evidence::Real(rate)),
+                (
+                    "exhaustion_ns",
+                    if exhaustion_s.is_finite() { Evidence::Int((exhaustion_s * 1e9) as u64) } else { Evidence::Null },
+                ),
+                ("by", Evidence::Text(if by_count { "count" } else { "rate" }.into())),
+            ],
+        };
+        ctx.raise(alert, out);
+    }
+
+    fn enter(&mut self, socket: u64, key: Key, time: Option<u64>) {
+        let g = self.groups.entry(key).or_default();
+        g.count += 1;
+        if let Some(t) = time {
+            g.entered.push_back(t);
+        }
+        self.sockets.insert(socket, key);
+    }
+
+    /// Drops rate history older than the window, and groups left empty.
+    pub fn expire(&mut self, now: u64, rules: &Rules) {
+        let from = now.saturating_sub(rules.time_wait.window_ns);
+        self.groups.retain(|_, g| {
+            while g.entered.front().is_some_and(|&e| e < from) {
+                g.entered.pop_front();
+            }
+            g.count > 0 || !g.entered.is_empty()
+        });
+    }
+}

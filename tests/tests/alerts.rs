@@ -139,15 +139,19 @@ fn a_scanner_connecting_to_50_closed_ports_is_a_scan() {
     let _lock = privileged();
     let ns = Netns::create();
     let mut traced = Traced::start(&[]);
-    let scanner = load().spawn_client_with(
+    // The scanner waits at its start line after its exec, so portrace has read who it is
+    // (executable, command line, parent) well before it scans and exits.
+    let mut scanner = load().spawn_client_with(
         &ns,
         &endpoint(20_000),
         50,
         1,
         Closer::Client,
-        &["--sweep", "--expect", "refused"],
+        &["--sweep", "--expect", "refused", "--wait-stdin"],
     );
     let pid = scanner.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    Tcpload::go(&mut scanner);
     Tcpload::finish_client(scanner, 50);
     traced.wait_alert("scan");
     let (live, report) = traced.finish();
@@ -165,8 +169,17 @@ fn a_scanner_connecting_to_50_closed_ports_is_a_scan() {
     assert_eq!(e["failure_rate"].as_f64(), Some(1.0), "every connect was refused: {a}");
     let sample = e["sample"].as_array().expect("a sample of targets");
     assert!(sample.len() >= 10 && sample.iter().all(|t| t.as_str().unwrap().starts_with("127.77.0.1:20")), "{a}");
-    // By the end, the evidence names all 50 targets.
+    // The alert names the process in full, live and from the recording.
     let last = latest(&report, "scan", &subject);
+    let tcpload = std::fs::canonicalize(env!("CARGO_BIN_EXE_tcpload")).unwrap();
+    for p in [&a["process"], &last["process"]] {
+        assert_eq!(p["exe"].as_str(), tcpload.to_str(), "{p}");
+        assert_eq!(p["ppid"], std::process::id(), "the test started it: {p}");
+        assert_eq!(p["user"], "root", "{p}");
+        let cmdline: Vec<&str> = p["cmdline"].as_array().expect("a command line").iter().filter_map(|a| a.as_str()).collect();
+        assert!(cmdline.contains(&"--sweep") && cmdline.contains(&"client"), "{p}");
+    }
+    // By the end, the evidence names all 50 targets.
     assert_eq!(last["evidence"]["targets"], 50, "{last}");
     assert_eq!(last["evidence"]["connects_failed"], 50, "{last}");
     // One refusal per destination is no handshake trouble.
@@ -226,11 +239,13 @@ fn many_short_connections_to_one_peer_pile_up_time_wait() {
     assert!(e["rate_per_s"].as_f64().unwrap() > 0.0, "{a}");
     assert!(e["exhaustion_ns"].is_u64(), "a time to exhaustion at that rate: {a}");
     assert!(e["port_range"].as_str().unwrap().contains('-'), "{a}");
-    // Live, the range is this host's; from a recording without namespace details, the
-    // kernel's default; each says which it used.
-    assert!(e["port_range_source"].as_str().unwrap().contains("ip_local_port_range"), "{a}");
+    // The range is the namespace's own (its fixture sets 1024-65000, not the host's),
+    // live and from the recording, which keeps the namespace's details.
+    let netns = format!("netns {}", ns.inode());
+    assert_eq!((e["port_range"].as_str(), e["port_range_source"].as_str()), (Some("1024-65000"), Some(netns.as_str())), "{a}");
     let from_report = reported(&report, "time_wait_pileup").next().unwrap();
-    assert!(from_report["evidence"]["port_range_source"].as_str().unwrap().contains("default"), "{from_report}");
+    assert_eq!(from_report["evidence"]["port_range"], e["port_range"], "{from_report}");
+    assert_eq!(from_report["evidence"]["port_range_source"], e["port_range_source"], "{from_report}");
     // Ordinary in every other way: no other kind of alert but the new listener.
     let others: Vec<&Value> = live
         .records

@@ -12,9 +12,11 @@
 //!   program, so other tracing programs and BPF system calls never block it; it reads the
 //!   socket at offsets userspace takes from BTF (`SOCK`);
 //! - the backup is the classic tracepoint, reading the tracepoint record at offsets
-//!   userspace takes from tracefs (`LAYOUT`). It records a transition only while the main
-//!   program is mid-run on its CPU (`BUSY`), which is exactly when the kernel skips the
-//!   main one. On a kernel without BTF it is the only program (`CLASSIC_PRIMARY`).
+//!   userspace takes from tracefs (`LAYOUT`). The kernel runs it after the main program for
+//!   the same hit. The main program notes each hit it runs for (`HANDLED`); the backup
+//!   records exactly the hits it finds no note of, which are the ones the kernel skipped
+//!   the main program for. On a kernel without BTF it is the only program
+//!   (`CLASSIC_PRIMARY`).
 
 use core::ffi::c_void;
 use core::ptr::{addr_of, read_volatile};
@@ -25,7 +27,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
 };
 use portrace_ebpf::{
@@ -82,6 +84,76 @@ static HOLD: LruHashMap<u64, Event> = LruHashMap::with_max_entries(HOLD_ENTRIES,
 /// Per CPU: 1 while the main program runs there.
 #[map]
 static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which of the two state programs the kernel runs first for a hit, as userspace's
+/// calibration hit showed: [`ORDER_UNKNOWN`], [`ORDER_MAIN_FIRST`] or
+/// [`ORDER_BACKUP_FIRST`]. The backup can use the main program's notes of the hits it ran
+/// for only when the main program runs first (it is attached first, but a classic
+/// tracepoint another tool opened earlier puts the backup's probe ahead of it).
+#[map]
+static ORDER: Array<u32> = Array::with_max_entries(1, 0);
+
+const ORDER_UNKNOWN: u32 = 0;
+const ORDER_MAIN_FIRST: u32 = 1;
+const ORDER_BACKUP_FIRST: u32 = 2;
+
+/// portrace's own process id, set by userspace: the hits it makes itself are the
+/// calibration, never shown.
+#[no_mangle]
+static OWN_TGID: u32 = 0;
+
+/// Per CPU: the hits the main program ran for, most recent last, until the backup program
+/// takes its note off.
+#[map]
+static HANDLED: PerCpuArray<Handled> = PerCpuArray::with_max_entries(1, 0);
+
+/// Notes kept per CPU: more than hits can nest on one CPU (task, softirq, hardirq, NMI)
+/// between a main program run and the backup run for the same hit.
+const HANDLED_SLOTS: usize = 16;
+
+#[repr(C)]
+struct Handled {
+    /// Where the next note goes (modulo `HANDLED_SLOTS`).
+    next: u32,
+    _pad: u32,
+    /// Each note is [`hit_id`] of a hit; 0 when free.
+    ids: [u64; HANDLED_SLOTS],
+}
+
+/// One hit's identity: its socket's address and its two states. The states go into the
+/// top 16 bits, which are the same in every kernel address, so that two hits have the same
+/// identity only when they are of the same socket address and the same two states.
+fn hit_id(skaddr: u64, oldstate: u8, newstate: u8) -> u64 {
+    skaddr ^ (u64::from(oldstate ^ 0x5a) << 56) ^ (u64::from(newstate) << 48)
+}
+
+/// The main program notes a hit it runs for. The slot is claimed before it is written, so
+/// a run that interrupts this one (and completes, with its backup run, before this one
+/// goes on) takes the next slot and never overwrites this note.
+fn note_handled(id: u64) {
+    if let Some(h) = HANDLED.get_ptr_mut(0) {
+        unsafe {
+            let slot = (*h).next;
+            (*h).next = slot.wrapping_add(1);
+            (*h).ids[slot as usize % HANDLED_SLOTS] = id;
+        }
+    }
+}
+
+/// The backup program takes the note of its hit off; `false` when there is none: the
+/// kernel skipped the main program for this hit.
+fn take_handled(id: u64) -> bool {
+    let Some(h) = HANDLED.get_ptr_mut(0) else { return false };
+    for k in 0..HANDLED_SLOTS {
+        unsafe {
+            if (*h).ids[k] == id {
+                (*h).ids[k] = 0;
+                return true;
+            }
+        }
+    }
+    false
+}
 
 /// Live sockets' owners, by socket address.
 #[map]
@@ -170,7 +242,8 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: *const c_void = ctx.arg(0);
     let oldstate: u64 = ctx.arg(1);
     let newstate: u64 = ctx.arg(2);
-    if from_socket(sk, oldstate as u8, newstate as u8).is_err() {
+    note_handled(hit_id(sk as u64, oldstate as u8, newstate as u8));
+    if !is_calibration(oldstate as u8, newstate as u8) && from_socket(sk, oldstate as u8, newstate as u8).is_err() {
         bump(counter::UNREADABLE);
     }
     if let Some(busy) = busy {
@@ -179,15 +252,49 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// A hit portrace made itself, to learn the programs' order: its own listener opened or
+/// closed, in its own system call. (The task on the CPU alone says nothing: a softirq
+/// handles other sockets' packets in whatever task it interrupts, portrace's included;
+/// but a socket enters or leaves LISTEN only in its owner's own call.)
+fn is_calibration(oldstate: u8, newstate: u8) -> bool {
+    let own = global!(OWN_TGID);
+    own != 0
+        && (oldstate == tcp::LISTEN || newstate == tcp::LISTEN)
+        && (bpf_get_current_pid_tgid() >> 32) as u32 == own
+}
+
 /// The backup program (or, without BTF, the only one), on the classic tracepoint.
 #[tracepoint]
 pub fn inet_sock_set_state_backup(ctx: TracePointContext) -> u32 {
     if global!(CLASSIC_PRIMARY) != 0 {
         bump(counter::ENTERED);
     } else {
-        match BUSY.get(0) {
-            Some(&1) => {}
-            _ => return 0,
+        let l: Layout = global!(LAYOUT);
+        let (id, calibration) = unsafe {
+            match (ctx.read_at::<u64>(l.skaddr as usize), ctx.read_at::<i32>(l.oldstate as usize), ctx.read_at::<i32>(l.newstate as usize)) {
+                (Ok(sk), Ok(old), Ok(new)) => (hit_id(sk, old as u8, new as u8), is_calibration(old as u8, new as u8)),
+                _ => (0, false),
+            }
+        };
+        let order = ORDER.get(0).copied().unwrap_or(ORDER_UNKNOWN);
+        if calibration {
+            if order == ORDER_UNKNOWN {
+                let learned = if id != 0 && take_handled(id) { ORDER_MAIN_FIRST } else { ORDER_BACKUP_FIRST };
+                if let Some(o) = ORDER.get_ptr_mut(0) {
+                    unsafe { *o = learned };
+                }
+            }
+            return 0;
+        }
+        let skipped = if order == ORDER_MAIN_FIRST {
+            // Exactly the hits the main program has no note of.
+            !(id != 0 && take_handled(id))
+        } else {
+            // The main program is mid-run on this CPU: the kernel skipped it for this hit.
+            matches!(BUSY.get(0), Some(&1))
+        };
+        if !skipped {
+            return 0;
         }
         bump(counter::RESCUED);
     }

@@ -116,6 +116,7 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("CLASSIC_PRIMARY", &classic_primary, true)
         .override_global("TW_HANDLER", &tw_handler, true)
+        .override_global("OWN_TGID", &std::process::id(), true)
         .override_global("TRACE_COMMAND", &trace_command, true)
         .override_global("TASK", &task, true)
         .map_max_entries("EVENTS", setup.ring_size)
@@ -131,7 +132,10 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
             // The backup records what the kernel skips the main program for; without it
             // those transitions are still counted as lost.
             let backed_up = match attach_classic(&mut ebpf) {
-                Ok(()) => true,
+                Ok(()) => {
+                    calibrate(&ebpf);
+                    true
+                }
                 Err(e) => {
                     limitations.push(format!(
                         "the backup program could not be attached ({e:#}): transitions the kernel skips \
@@ -204,6 +208,33 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
     let tracer =
         Tracer { ebpf, counters, inventory, listeners, traced, primary, backed_up, timewait_tracked, limitations };
     Ok((tracer, ring))
+}
+
+/// Which state program the kernel runs first for a hit, as the backup program learned it
+/// from [`calibrate`]'s hit (the values of `ORDER` in the kernel program).
+pub mod order {
+    pub const UNKNOWN: u32 = 0;
+    pub const MAIN_FIRST: u32 = 1;
+    pub const BACKUP_FIRST: u32 = 2;
+}
+
+/// Makes two transitions of a socket of portrace's own (a loopback listener opened and
+/// closed), which the programs recognise as the calibration and never show. The backup
+/// program learns from the first whether the kernel runs it after the main program: then
+/// it records exactly the hits the main one was skipped for; otherwise (a classic
+/// tracepoint another tool opened earlier runs ahead) it records the hits that come while
+/// the main one is mid-run. Returns what it learned.
+fn calibrate(ebpf: &Ebpf) -> u32 {
+    // bind and listen: CLOSE -> LISTEN; the drop: LISTEN -> CLOSE.
+    let made = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).is_ok();
+    let learned = ebpf
+        .map("ORDER")
+        .and_then(|m| aya::maps::Array::<_, u32>::try_from(m).ok())
+        .and_then(|a| a.get(&0, 0).ok());
+    match (made, learned) {
+        (true, Some(order)) => order,
+        _ => order::UNKNOWN,
+    }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {

@@ -523,14 +523,15 @@ fn filter_state() {
 /// makes 10 transitions and the listener 2; a burst also makes the kernel end a few of the
 /// clients' TIME_WAITs early (a reset answers a late segment: TIME_WAIT assassination),
 /// each one more transition, `TIME_WAIT->CLOSE`. Which ones is the kernel's choice, so the
-/// kernel is asked: returns the run and the local ports of the clients still in TIME_WAIT.
+/// kernel is asked: returns the run and the local ports of the clients in TIME_WAIT just
+/// before portrace was stopped and just after, for the caller to compare.
 fn stop_when_settled(
     mut portrace: Portrace,
     ns: &Netns,
     port: u16,
     connections: usize,
     timeout: Duration,
-) -> (Run, BTreeSet<u16>) {
+) -> (Run, BTreeSet<u16>, BTreeSet<u16>) {
     // The kernel's list is only worth comparing while its TIME_WAITs last (60 s): stop well
     // before, so a run that never settles fails on what is missing, not on expiries.
     let deadline = Instant::now() + timeout.min(Duration::from_secs(40));
@@ -551,13 +552,7 @@ fn stop_when_settled(
     let run = portrace.stop();
     run.assert_clean();
     let after = ns.time_wait_ports(port);
-    assert_eq!(
-        after.len(),
-        time_wait.len(),
-        "a client's TIME_WAIT ended while portrace was being stopped, so the run cannot be \
-         compared with the kernel's list"
-    );
-    (run, time_wait)
+    (run, time_wait, after)
 }
 
 #[test]
@@ -573,15 +568,23 @@ fn tiny_ring_reports_losses() {
     let server = load.server(&ns, "127.0.0.1:65131", CONNECTIONS, Closer::Client);
     load.client(&ns, "127.0.0.1:65131", CONNECTIONS, 4, Closer::Client);
     server.wait_success(WAIT);
-    let (run, time_wait) = stop_when_settled(portrace, &ns, 65131, CONNECTIONS, RECORDS_TIMEOUT);
-    let killed = CONNECTIONS - time_wait.len();
-    let expected = CONNECTIONS as u64 * 10 + 2 + killed as u64;
+    let (run, before, after) = stop_when_settled(portrace, &ns, 65131, CONNECTIONS, RECORDS_TIMEOUT);
+    // With the ring overflowing, portrace's own count cannot tell when the traffic's last
+    // transitions are in: a client may enter TIME_WAIT, or leave it, while portrace stops.
+    // Those may or may not be in the run, and either is right.
+    // Killed for sure: listed at neither time. Entered TIME_WAIT late: its FIN_WAIT2 ->
+    // TIME_WAIT may be missing; left it late: its TIME_WAIT -> CLOSE may be there.
+    let killed = CONNECTIONS - before.union(&after).count();
+    let (entered_late, killed_late) = (after.difference(&before).count(), before.difference(&after).count());
+    let expected_max = CONNECTIONS as u64 * 10 + 2 + (killed + killed_late) as u64;
+    let expected = expected_max - (killed_late + entered_late) as u64;
     let ts = run.transitions();
     let losses = lost_total(&run.records);
     let summary = run.summary();
     let received = ts.len() as u64;
     let numbers = format!(
-        "expected {expected} transitions ({killed} TIME_WAITs killed by the kernel): received \
+        "expected {expected} to {expected_max} transitions ({killed} TIME_WAITs killed by the \
+         kernel; while portrace stopped, {killed_late} left TIME_WAIT and {entered_late} entered it): received \
          {received}, lost {} in {} lost records by cause {:?}, end record lost {:?}, summary \
          {summary:?}",
         losses.in_stream, losses.records, losses.by_cause, losses.at_end
@@ -628,7 +631,7 @@ fn tiny_ring_reports_losses() {
                 .chain(CHILD_PASSIVE)
                 .map(|e| (*e, CONNECTIONS)),
         )
-        .chain([("TIME_WAIT->CLOSE", killed)])
+        .chain([("TIME_WAIT->CLOSE", killed + killed_late)])
         .collect();
     for t in &ts {
         assert!(
@@ -645,7 +648,7 @@ fn tiny_ring_reports_losses() {
         );
     }
     assert!(
-        received <= expected,
+        received <= expected_max,
         "more transitions than the traffic made: {numbers}"
     );
     // A transition that finds the ring full is counted after the filter, so received +
@@ -653,9 +656,8 @@ fn tiny_ring_reports_losses() {
     // program for (`skipped`, from the program's recursion misses) is counted before the
     // filter can see it, so it may have been anyone's: then only `>=` holds.
     if losses.by_cause.keys().all(|cause| cause == "ring_full") {
-        assert_eq!(
-            received + losses.in_stream,
-            expected,
+        assert!(
+            (expected..=expected_max).contains(&(received + losses.in_stream)),
             "received + lost must account for every transition: {numbers}"
         );
     } else {
@@ -702,8 +704,13 @@ fn burst_5000_connections_at_15000_per_second_lossless() {
     server.wait_success(WAIT);
     // Until every transition is accounted for, received or lost (a shortfall then shows
     // in the assertions below at once instead of at the deadline).
-    let (run, time_wait) =
+    let (run, time_wait, after) =
         stop_when_settled(portrace, &ns, 65132, CONNECTIONS, Duration::from_secs(60));
+    assert_eq!(
+        after, time_wait,
+        "a client's TIME_WAIT began or ended while portrace was being stopped, so the run cannot \
+         be compared with the kernel's list"
+    );
     let killed = CONNECTIONS - time_wait.len();
     let expect = [
         Expect {

@@ -107,9 +107,12 @@ static OWN_TGID: u32 = 0;
 #[map]
 static HANDLED: PerCpuArray<Handled> = PerCpuArray::with_max_entries(1, 0);
 
-/// Notes kept per CPU: more than hits can nest on one CPU (task, softirq, hardirq, NMI)
-/// between a main program run and the backup run for the same hit.
-const HANDLED_SLOTS: usize = 16;
+/// Notes kept per CPU. Between a main program run and the backup run for the same hit,
+/// an interrupt can run any number of other hits' pairs on the same CPU; each takes a
+/// free slot and frees it again, so a note waiting for its backup run is overwritten
+/// only when every slot holds a note (those of hits whose backup run the kernel skipped
+/// stay behind).
+const HANDLED_SLOTS: usize = 32;
 
 #[repr(C)]
 struct Handled {
@@ -127,15 +130,24 @@ fn hit_id(skaddr: u64, oldstate: u8, newstate: u8) -> u64 {
     skaddr ^ (u64::from(oldstate ^ 0x5a) << 56) ^ (u64::from(newstate) << 48)
 }
 
-/// The main program notes a hit it runs for. The slot is claimed before it is written, so
-/// a run that interrupts this one (and completes, with its backup run, before this one
-/// goes on) takes the next slot and never overwrites this note.
+/// The main program notes a hit it runs for, in the first free slot from `next` (or, when
+/// none is free, at `next`). `next` moves past the slot before the note is written, so a
+/// run that interrupts this one (and completes, with its backup run, before this one goes
+/// on) never takes the same slot.
 fn note_handled(id: u64) {
     if let Some(h) = HANDLED.get_ptr_mut(0) {
         unsafe {
-            let slot = (*h).next;
-            (*h).next = slot.wrapping_add(1);
-            (*h).ids[slot as usize % HANDLED_SLOTS] = id;
+            let start = (*h).next as usize;
+            let mut slot = start % HANDLED_SLOTS;
+            for k in 0..HANDLED_SLOTS {
+                let i = (start + k) % HANDLED_SLOTS;
+                if (*h).ids[i] == 0 {
+                    slot = i;
+                    break;
+                }
+            }
+            (*h).next = (slot + 1) as u32;
+            (*h).ids[slot] = id;
         }
     }
 }

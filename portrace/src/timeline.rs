@@ -49,6 +49,11 @@ pub struct Timeline {
     /// re-arm turns out to have been a new timewait socket at a killed one's address (a
     /// hand-over claims it), the old connection ended at that removal.
     rearmed_after: HashMap<u64, Decoded>,
+    /// Timewait sockets whose own records came before their hand-over's (records of
+    /// different CPUs reach the ring out of order): the connection was moved to them
+    /// then, by the full socket address those records name, and their hand-over, when it
+    /// comes, changes nothing.
+    early: HashMap<u64, u64>,
 }
 
 impl Timeline {
@@ -64,6 +69,23 @@ impl Timeline {
             cancels: Vec::new(),
             timewaits: HashMap::new(),
             rearmed_after: HashMap::new(),
+            early: HashMap::new(),
+        }
+    }
+
+    /// A record of timewait socket `tw` that this timeline does not know yet, naming the
+    /// full socket `d.skaddr` the connection had, which it knows in a state that leads to
+    /// a timewait socket: the hand-over's record is still to come (another CPU was
+    /// faster). Moves the connection to `tw` now.
+    fn adopt_early(&mut self, tw: u64, d: &Decoded) {
+        if self.timewaits.contains_key(&tw) {
+            return;
+        }
+        let full = SockKey::Full(d.skaddr);
+        if matches!(self.sockets.state(full), Some(TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing)) {
+            self.sockets.rekey(full, SockKey::TimeWait(tw));
+            self.timewaits.insert(tw, *d);
+            self.early.insert(tw, d.skaddr);
         }
     }
 
@@ -127,12 +149,21 @@ impl Timeline {
                     .then(|| end_reason(d.oldstate, d.error, self.timewait_tracked));
                 self.emit(full, d, d.oldstate, d.newstate, owner, reason, out);
             }
+            Kind::Handover { tw } if self.early.get(&tw) == Some(&d.skaddr) => {
+                // The timewait socket's own records came first and moved the connection
+                // there already.
+                self.early.remove(&tw);
+                if d.oldstate != d.newstate && self.sockets.state(SockKey::TimeWait(tw)) == Some(d.oldstate) {
+                    self.emit(SockKey::TimeWait(tw), d, d.oldstate, d.newstate, owner, None, out);
+                }
+            }
             Kind::Handover { tw } => {
                 // The connection lives on in its timewait socket, in `newstate`: TIME_WAIT,
                 // or FIN_WAIT2 still (an orphan waiting for the peer's FIN), which is no
                 // transition at all.
                 // A connection still recorded at this timewait address is over: the
                 // address now holds this connection's timewait socket.
+                self.early.remove(&tw);
                 self.settle_where(|c| c.tw == tw, out);
                 if let Some(old) = self.timewaits.remove(&tw) {
                     let key = SockKey::TimeWait(tw);
@@ -149,6 +180,7 @@ impl Timeline {
                 self.timewaits.insert(tw, Decoded { owner, ..*d });
             }
             Kind::TwArmed { tw, state } => {
+                self.adopt_early(tw, d);
                 // `oldstate` is the timewait socket's state before, as the kernel program
                 // last reported it: a re-arm in the same state is no transition.
                 match self.cancels.iter().position(|c| c.tw == tw) {
@@ -166,10 +198,12 @@ impl Timeline {
                 }
             }
             Kind::TwCancel { tw, state } => {
+                self.adopt_early(tw, d);
                 self.rearmed_after.remove(&tw);
                 self.cancels.push(PendingCancel { tw, record: *d, state });
             }
             Kind::TwExpire { tw, state } => {
+                self.early.remove(&tw);
                 self.rearmed_after.remove(&tw);
                 // `state` is the timewait socket's state when its timer fired, `oldstate`
                 // the state last reported: they differ only when its change was not seen
@@ -320,6 +354,31 @@ mod tests {
                 (1, FinWait2, TimeWait, Some(10), None),
                 (1, TimeWait, Close, Some(60_000_010), Some(EndReason::ActiveClose)),
             ]
+        );
+        assert_eq!(t.live_sockets(), 0);
+    }
+
+    #[test]
+    fn timewait_records_that_overtake_their_hand_over_keep_the_connection_whole() {
+        // An orphan in FIN_WAIT2 moves to its timewait socket on one CPU; the peer's FIN
+        // reaches that timewait socket on another CPU, whose records (the timer's removal
+        // and re-arming in TIME_WAIT) reach the ring before the hand-over's.
+        let (mut t, mut out) = (timeline(), vec![]);
+        for (ts, old, new) in [(10, Close, SynSent), (20, SynSent, Established), (30, Established, FinWait1), (40, FinWait1, FinWait2)] {
+            t.push(&rec(Kind::Transition, ts, SK, old, new), &mut out);
+        }
+        t.push(&rec(Kind::TwCancel { tw: TW, state: FinWait2 }, 45, SK, FinWait2, Close), &mut out);
+        t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 46, SK, FinWait2, TimeWait), &mut out);
+        t.push(&rec(Kind::Handover { tw: TW }, 50, SK, FinWait2, FinWait2), &mut out);
+        t.settle(u64::MAX, false, &mut out);
+        t.push(&rec(Kind::TwExpire { tw: TW, state: TimeWait }, 60_000_046, SK, TimeWait, Close), &mut out);
+        assert_eq!(
+            edges(&out[4..]),
+            vec![
+                (1, FinWait2, TimeWait, Some(6), None),
+                (1, TimeWait, Close, Some(60_000_000), Some(EndReason::ActiveClose)),
+            ],
+            "one socket, no kill"
         );
         assert_eq!(t.live_sockets(), 0);
     }

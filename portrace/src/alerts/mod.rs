@@ -321,6 +321,14 @@ impl Ctx {
     }
 
     /// The local port range of a network namespace.
+    /// The number of ports in [`Ctx::port_range`], without building its description.
+    pub fn port_range_size(&self, netns: u32) -> u64 {
+        match self.ranges.get(&netns) {
+            Some(&(low, high)) => u64::from(high.saturating_sub(low)) + 1,
+            None => self.fallback_range.size(),
+        }
+    }
+
     pub fn port_range(&self, netns: u32) -> PortRange {
         match self.ranges.get(&netns) {
             Some(&(low, high)) => PortRange { low, high, source: format!("netns {netns}") },
@@ -505,6 +513,7 @@ impl Detectors {
         self.tick(end, out);
         self.check(end, out);
         self.scan.refresh(&mut self.ctx);
+        self.time_wait.refresh(&mut self.ctx, end);
         self.finished = true;
     }
 

@@ -14,8 +14,8 @@ use std::net::IpAddr;
 
 use super::close_wait::seconds;
 use super::rules::Rules;
-use super::{endpoint, Alert, AlertKind, Ctx, Evidence, Severity, Subject};
-use crate::record::{SocketRecord, Transition};
+use super::{endpoint, Alert, AlertKind, Ctx, Evidence, Severity, Subject, REFRESH_NS};
+use crate::record::{SocketRecord, Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +29,8 @@ struct Key {
 #[derive(Default)]
 struct Group {
     count: u64,
+    /// When a socket last entered TIME_WAIT.
+    last: Option<Timestamp>,
     /// Times sockets entered TIME_WAIT, within the window.
     entered: VecDeque<u64>,
 }
@@ -62,67 +64,43 @@ impl TimeWait {
         let key = Key { netns: t.netns, local: t.saddr, remote: t.daddr, port: t.dport };
         let now = t.time.mono_ns;
         self.enter(t.socket, key, Some(now));
+        if let Some(g) = self.groups.get_mut(&key) {
+            g.last = Some(t.time);
+        }
         let r = &ctx.rules.time_wait;
         let g = self.groups.get_mut(&key).expect("just entered");
         let from = now.saturating_sub(r.window_ns);
         while g.entered.front().is_some_and(|&e| e < from) {
             g.entered.pop_front();
         }
-        let range = ctx.port_range(t.netns);
-        let size = range.size();
-        let threshold = r.count.map_or_else(|| (size * u64::from(r.percent)).div_ceil(100), u64::from);
-        let rate = g.entered.len() as f64 / (r.window_ns as f64 / 1e9);
-        let left = size.saturating_sub(g.count);
-        let exhaustion_s = if rate > 0.0 { left as f64 / rate } else { f64::INFINITY };
-        let by_count = g.count >= threshold;
-        let by_rate = exhaustion_s <= r.lifetime_ns as f64 / 1e9;
-        if !(by_count || by_rate) {
-            return;
-        }
+        let g = &*g;
+        // Building an alert is costly: at most once a second while a pile-up lasts.
         let subject = Subject::Peer { netns: key.netns, local: key.local, remote: key.remote, port: key.port };
-        if !ctx.due(AlertKind::TimeWaitPileup, &subject, now, 0) {
+        if !ctx.due(AlertKind::TimeWaitPileup, &subject, now, REFRESH_NS) {
             return;
         }
-        let share = g.count as f64 / size as f64;
-        let exhaustion = if exhaustion_s.is_finite() {
-            format!("exhausted in about {}", seconds((exhaustion_s * 1e9) as u64))
-        } else {
-            "not being used up now".to_string()
-        };
-        let alert = Alert {
-            kind: AlertKind::TimeWaitPileup,
-            severity: if share >= 0.9 { Severity::Critical } else { Severity::Warning },
-            time: t.time,
-            subject,
-            summary: format!(
-                "{} sockets in TIME_WAIT from {} to {} ({:.0}% of the local port range {}-{}, from {}); \
-                 {:.1} new per second: the range is {exhaustion}",
-                g.count,
-                key.local,
-                endpoint(key.remote, key.port),
-                share * 100.0,
-                range.low,
-                range.high,
-                range.source,
-                rate
-            ),
-            process: None,
-            netns: Some(key.netns),
-            evidence: vec![
-                ("time_wait", Evidence::Int(g.count)),
-                ("threshold", Evidence::Int(threshold)),
-                ("port_range", Evidence::Text(format!("{}-{}", range.low, range.high))),
-                ("port_range_source", Evidence::Text(range.source.clone())),
-                ("range_used", Evidence::Real(share)),
-                ("rate_per_s", Evidence::Real(rate)),
-                (
-                    "exhaustion_ns",
-                    if exhaustion_s.is_finite() { Evidence::Int((exhaustion_s * 1e9) as u64) } else { Evidence::Null },
-                ),
-                ("by", Evidence::Text(if by_count { "count" } else { "rate" }.into())),
-            ],
-        };
-        ctx.raise(alert, out);
+        if let Some(alert) = judge(key, g, ctx, t.time, g.entered.len()) {
+            ctx.raise(alert, out);
+        }
+    }
+
+    /// At the end of the trace: the latest evidence of every peer that alerted and still
+    /// piles up, for the summary (during the trace it is refreshed at most once a second).
+    pub fn refresh(&mut self, ctx: &mut Ctx, end: Timestamp) {
+        let mut keys: Vec<&Key> = self.groups.keys().collect();
+        keys.sort_unstable_by_key(|k| (k.netns, k.local, k.remote, k.port));
+        for key in keys {
+            let subject = Subject::Peer { netns: key.netns, local: key.local, remote: key.remote, port: key.port };
+            if ctx.alerted(AlertKind::TimeWaitPileup, &subject) {
+                let g = &self.groups[key];
+                let time = g.last.unwrap_or(end);
+                let from = time.mono_ns.saturating_sub(ctx.rules.time_wait.window_ns);
+                let entered = g.entered.iter().filter(|&&e| e >= from).count();
+                if let Some(alert) = judge(*key, g, ctx, time, entered) {
+                    ctx.update(alert);
+                }
+            }
+        }
     }
 
     fn enter(&mut self, socket: u64, key: Key, time: Option<u64>) {
@@ -144,4 +122,61 @@ impl TimeWait {
             g.count > 0 || !g.entered.is_empty()
         });
     }
+}
+
+/// The alert the group `key` raises now, if its TIME_WAITs pile up.
+/// `entered`: how many sockets entered TIME_WAIT within the window before `time`.
+fn judge(key: Key, g: &Group, ctx: &Ctx, time: Timestamp, entered: usize) -> Option<Alert> {
+    let r = &ctx.rules.time_wait;
+    let size = ctx.port_range_size(key.netns);
+    let threshold = r.count.map_or_else(|| (size * u64::from(r.percent)).div_ceil(100), u64::from);
+    let rate = entered as f64 / (r.window_ns as f64 / 1e9);
+    let left = size.saturating_sub(g.count);
+    let exhaustion_s = if rate > 0.0 { left as f64 / rate } else { f64::INFINITY };
+    let by_count = g.count >= threshold;
+    let by_rate = exhaustion_s <= r.lifetime_ns as f64 / 1e9;
+    if !(by_count || by_rate) {
+        return None;
+    }
+    let range = ctx.port_range(key.netns);
+    let subject = Subject::Peer { netns: key.netns, local: key.local, remote: key.remote, port: key.port };
+    let share = g.count as f64 / size as f64;
+    let exhaustion = if exhaustion_s.is_finite() {
+        format!("exhausted in about {}", seconds((exhaustion_s * 1e9) as u64))
+    } else {
+        "not being used up now".to_string()
+    };
+    Some(Alert {
+        kind: AlertKind::TimeWaitPileup,
+        severity: if share >= 0.9 { Severity::Critical } else { Severity::Warning },
+        time,
+        subject,
+        summary: format!(
+            "{} sockets in TIME_WAIT from {} to {} ({:.0}% of the local port range {}-{}, from {}); \
+             {:.1} new per second: the range is {exhaustion}",
+            g.count,
+            key.local,
+            endpoint(key.remote, key.port),
+            share * 100.0,
+            range.low,
+            range.high,
+            range.source,
+            rate
+        ),
+        process: None,
+        netns: Some(key.netns),
+        evidence: vec![
+            ("time_wait", Evidence::Int(g.count)),
+            ("threshold", Evidence::Int(threshold)),
+            ("port_range", Evidence::Text(format!("{}-{}", range.low, range.high))),
+            ("port_range_source", Evidence::Text(range.source.clone())),
+            ("range_used", Evidence::Real(share)),
+            ("rate_per_s", Evidence::Real(rate)),
+            (
+                "exhaustion_ns",
+                if exhaustion_s.is_finite() { Evidence::Int((exhaustion_s * 1e9) as u64) } else { Evidence::Null },
+            ),
+            ("by", Evidence::Text(if by_count { "count" } else { "rate" }.into())),
+        ],
+    })
 }

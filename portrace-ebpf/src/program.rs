@@ -110,8 +110,7 @@ static HANDLED: PerCpuArray<Handled> = PerCpuArray::with_max_entries(1, 0);
 /// Notes kept per CPU. Between a main program run and the backup run for the same hit,
 /// an interrupt can run any number of other hits' pairs on the same CPU; each takes a
 /// free slot and frees it again, so a note waiting for its backup run is overwritten
-/// only when every slot holds a note (those of hits whose backup run the kernel skipped
-/// stay behind).
+/// only when every slot holds a note that is neither taken off nor stale.
 const HANDLED_SLOTS: usize = 32;
 
 #[repr(C)]
@@ -121,7 +120,14 @@ struct Handled {
     _pad: u32,
     /// Each note is [`hit_id`] of a hit; 0 when free.
     ids: [u64; HANDLED_SLOTS],
+    /// When each note was made.
+    stamps: [u64; HANDLED_SLOTS],
 }
+
+/// A note older than this is stale: the backup run for its hit never came (the kernel
+/// skipped it, or dropped the classic tracepoint's run without counting it). A main run
+/// and the backup run for the same hit are microseconds apart, interrupts included.
+const HANDLED_STALE_NS: u64 = 5_000_000;
 
 /// One hit's identity: its socket's address and its two states. The states go into the
 /// top 16 bits, which are the same in every kernel address, so that two hits have the same
@@ -130,23 +136,35 @@ fn hit_id(skaddr: u64, oldstate: u8, newstate: u8) -> u64 {
     skaddr ^ (u64::from(oldstate ^ 0x5a) << 56) ^ (u64::from(newstate) << 48)
 }
 
-/// The main program notes a hit it runs for, in the first free slot from `next` (or, when
-/// none is free, at `next`). `next` moves past the slot before the note is written, so a
+/// The main program notes a hit it runs for, in the first free (or stale) slot from
+/// `next`. `next` moves past the slot before the note is written, so a
 /// run that interrupts this one (and completes, with its backup run, before this one goes
 /// on) never takes the same slot.
 fn note_handled(id: u64) {
     if let Some(h) = HANDLED.get_ptr_mut(0) {
         unsafe {
+            let now = bpf_ktime_get_ns();
             let start = (*h).next as usize;
+            // No free slot: the newest note goes. Every slot full means a burst of hits
+            // interrupted a backup run on this CPU (the kernel then skips the backup
+            // program for each of them, so their notes are never taken off); the note
+            // waiting for that interrupted backup run is older than all of theirs.
             let mut slot = start % HANDLED_SLOTS;
+            let mut newest = 0u64;
             for k in 0..HANDLED_SLOTS {
                 let i = (start + k) % HANDLED_SLOTS;
-                if (*h).ids[i] == 0 {
+                let stamp = (*h).stamps[i];
+                if (*h).ids[i] == 0 || now.wrapping_sub(stamp) > HANDLED_STALE_NS {
                     slot = i;
                     break;
                 }
+                if stamp >= newest {
+                    newest = stamp;
+                    slot = i;
+                }
             }
             (*h).next = (slot + 1) as u32;
+            (*h).stamps[slot] = now;
             (*h).ids[slot] = id;
         }
     }
@@ -579,6 +597,14 @@ fn claim_timewait(ev: &mut Event, owner: &Owner) {
     ev.tw_substate = p.substate;
     // The connection lives on in the timewait socket's state, not in CLOSE.
     ev.newstate = p.substate;
+    // The timewait socket was live before this entry existed: the peer's FIN may have
+    // reached it on another CPU meanwhile (FIN_WAIT2 -> TIME_WAIT), whose programs found
+    // no entry to report it by. Report it now (before the hand-over: userspace moves the
+    // connection on the first record of its timewait socket).
+    let l: SockLayout = global!(SOCK);
+    if let Ok(now) = kread::<u8>(p.tw, l.tw_substate) {
+        substate_changed(p.tw, entry, now);
+    }
 }
 
 /// The timewait socket a timer belongs to, if it is a timewait timer.

@@ -193,7 +193,9 @@ impl Timeline {
                     }
                 }
                 self.timewaits.insert(tw, *d);
-                if d.oldstate != state {
+                // Two CPUs can both report the same change (the hand-over's program and the
+                // timer's, racing): it is shown once.
+                if d.oldstate != state && self.sockets.state(SockKey::TimeWait(tw)) != Some(state) {
                     self.emit(SockKey::TimeWait(tw), d, d.oldstate, state, owner, None, out);
                 }
             }

@@ -386,6 +386,18 @@ mod tests {
     }
 
     #[test]
+    fn a_change_two_cpus_both_report_is_shown_once() {
+        // The peer's FIN reaches a new timewait socket while its hand-over is recorded: the
+        // hand-over's program and the timer's both report FIN_WAIT2 -> TIME_WAIT.
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, FinWait2);
+        t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 60, SK, FinWait2, TimeWait), &mut out);
+        t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 61, SK, FinWait2, TimeWait), &mut out);
+        t.settle(u64::MAX, false, &mut out);
+        assert_eq!(edges(&out[4..]), vec![(1, FinWait2, TimeWait, Some(20), None)]);
+    }
+
+    #[test]
     fn an_orphan_waits_in_fin_wait2_then_enters_time_wait() {
         let (mut t, mut out) = (timeline(), vec![]);
         active_close_until_handover(&mut t, &mut out, FinWait2);

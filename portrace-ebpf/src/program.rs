@@ -107,27 +107,22 @@ static OWN_TGID: u32 = 0;
 #[map]
 static HANDLED: PerCpuArray<Handled> = PerCpuArray::with_max_entries(1, 0);
 
-/// Notes kept per CPU. Between a main program run and the backup run for the same hit,
-/// an interrupt can run any number of other hits' pairs on the same CPU; each takes a
-/// free slot and frees it again, so a note waiting for its backup run is overwritten
-/// only when every slot holds a note that is neither taken off nor stale.
-const HANDLED_SLOTS: usize = 32;
+/// Notes kept per CPU, as a stack: the main program pushes a note for each hit it runs
+/// for; the backup run for the same hit, which comes after it (and after any other hits'
+/// pairs that interrupted them on this CPU, which push and pop their own), finds it on top,
+/// or a few below when hits whose backup run the kernel skipped left their notes above it.
+const HANDLED_SLOTS: usize = 64;
+/// How far below the top the backup program looks for its note.
+const HANDLED_SEARCH: u32 = 16;
 
 #[repr(C)]
 struct Handled {
-    /// Where the next note goes (modulo `HANDLED_SLOTS`).
-    next: u32,
+    /// The number of notes pushed and not popped (the stack's top, modulo `HANDLED_SLOTS`).
+    top: u32,
     _pad: u32,
-    /// Each note is [`hit_id`] of a hit; 0 when free.
+    /// Each note is [`hit_id`] of a hit.
     ids: [u64; HANDLED_SLOTS],
-    /// When each note was made.
-    stamps: [u64; HANDLED_SLOTS],
 }
-
-/// A note older than this is stale: the backup run for its hit never came (the kernel
-/// skipped it, or dropped the classic tracepoint's run without counting it). A main run
-/// and the backup run for the same hit are microseconds apart, interrupts included.
-const HANDLED_STALE_NS: u64 = 5_000_000;
 
 /// One hit's identity: its socket's address and its two states. The states go into the
 /// top 16 bits, which are the same in every kernel address, so that two hits have the same
@@ -136,48 +131,30 @@ fn hit_id(skaddr: u64, oldstate: u8, newstate: u8) -> u64 {
     skaddr ^ (u64::from(oldstate ^ 0x5a) << 56) ^ (u64::from(newstate) << 48)
 }
 
-/// The main program notes a hit it runs for, in the first free (or stale) slot from
-/// `next`. `next` moves past the slot before the note is written, so a
-/// run that interrupts this one (and completes, with its backup run, before this one goes
-/// on) never takes the same slot.
+/// The main program notes a hit it runs for. It claims the slot (moves the top) before it
+/// writes the note, so a pair of runs that interrupts it in between takes the next slot.
 fn note_handled(id: u64) {
     if let Some(h) = HANDLED.get_ptr_mut(0) {
         unsafe {
-            let now = bpf_ktime_get_ns();
-            let start = (*h).next as usize;
-            // No free slot: the newest note goes. Every slot full means a burst of hits
-            // interrupted a backup run on this CPU (the kernel then skips the backup
-            // program for each of them, so their notes are never taken off); the note
-            // waiting for that interrupted backup run is older than all of theirs.
-            let mut slot = start % HANDLED_SLOTS;
-            let mut newest = 0u64;
-            for k in 0..HANDLED_SLOTS {
-                let i = (start + k) % HANDLED_SLOTS;
-                let stamp = (*h).stamps[i];
-                if (*h).ids[i] == 0 || now.wrapping_sub(stamp) > HANDLED_STALE_NS {
-                    slot = i;
-                    break;
-                }
-                if stamp >= newest {
-                    newest = stamp;
-                    slot = i;
-                }
-            }
-            (*h).next = (slot + 1) as u32;
-            (*h).stamps[slot] = now;
-            (*h).ids[slot] = id;
+            let slot = (*h).top;
+            (*h).top = slot.wrapping_add(1);
+            (*h).ids[slot as usize % HANDLED_SLOTS] = id;
         }
     }
 }
 
-/// The backup program takes the note of its hit off; `false` when there is none: the
-/// kernel skipped the main program for this hit.
+/// The backup program takes the note of its hit off, with the notes left above it (of
+/// hits whose backup run the kernel skipped); `false` when there is none: the kernel
+/// skipped the main program for this hit.
 fn take_handled(id: u64) -> bool {
     let Some(h) = HANDLED.get_ptr_mut(0) else { return false };
-    for k in 0..HANDLED_SLOTS {
-        unsafe {
-            if (*h).ids[k] == id {
-                (*h).ids[k] = 0;
+    unsafe {
+        let top = (*h).top;
+        for k in 1..=HANDLED_SEARCH {
+            let slot = top.wrapping_sub(k);
+            if (*h).ids[slot as usize % HANDLED_SLOTS] == id {
+                (*h).ids[slot as usize % HANDLED_SLOTS] = 0;
+                (*h).top = slot;
                 return true;
             }
         }
@@ -599,11 +576,17 @@ fn claim_timewait(ev: &mut Event, owner: &Owner) {
     ev.newstate = p.substate;
     // The timewait socket was live before this entry existed: the peer's FIN may have
     // reached it on another CPU meanwhile (FIN_WAIT2 -> TIME_WAIT), whose programs found
-    // no entry to report it by. Report it now (before the hand-over: userspace moves the
-    // connection on the first record of its timewait socket).
+    // no entry to report it by. The hand-over then reports the state it has now. (When
+    // the other CPU's program sees the entry first and reports the change too, userspace
+    // shows it once.)
     let l: SockLayout = global!(SOCK);
     if let Ok(now) = kread::<u8>(p.tw, l.tw_substate) {
-        substate_changed(p.tw, entry, now);
+        if now != p.substate && matches!(now, tcp::TIME_WAIT | tcp::FIN_WAIT2 | tcp::CLOSING) {
+            let moved = TimeWaitEntry { substate: now, ..entry };
+            let _ = TIMEWAITS.insert(&p.tw, &moved, 0);
+            ev.tw_substate = now;
+            ev.newstate = now;
+        }
     }
 }
 

@@ -1,13 +1,15 @@
 //! One measured run. An untraced run is the workload alone, in fresh namespaces. A traced
 //! run is the same workload with one tracer, measured like this:
 //!
-//! 1. switch the kernel's BPF run-time statistics on and attach the two empty floor
-//!    programs to `sock:inet_sock_set_state`;
+//! 1. switch the kernel's BPF run-time statistics on and attach the empty raw tracepoint
+//!    floor program to `sock:inet_sock_set_state`;
 //! 2. start the tracer and wait until it is ready: for portrace until its `start` record,
 //!    for bcc until its header (both written after attaching); for libbpf-tools and
 //!    bpftrace until the kernel first runs one of their programs, which the benchmark
 //!    provokes every 2 ms with a listen() and close() of its own (two transitions on an
-//!    unrelated port). Start-up time is launch to ready;
+//!    unrelated port). Start-up time is launch to ready. Then attach the empty classic
+//!    tracepoint floor (after the tracer, so that its probe does not run ahead of the
+//!    tracer's programs);
 //! 3. find the tracer's programs (the `prog_id`s in its `/proc/PID/fdinfo`, or else the
 //!    programs that appeared since it started) and read their counters, the floors'
 //!    counters, the tracer's CPU time and the machine's busy time;
@@ -472,12 +474,6 @@ pub fn traced(
     let floor_raw = bpf::floor_raw()
         .map_err(|e| run.floor_errors.push(format!("raw tracepoint floor: {e}")))
         .ok();
-    let floor_classic = bpf::floor_classic()
-        .map_err(|e| {
-            run.floor_errors
-                .push(format!("classic tracepoint floor: {e}"))
-        })
-        .ok();
     let before: BTreeSet<u32> = bpf::prog_ids().into_iter().collect();
 
     let stdout = dir.join("tracer.out");
@@ -550,6 +546,16 @@ pub fn traced(
         sys::sleep(Duration::from_millis(2))?;
     };
     run.startup.ready = ready;
+    // The classic floor comes after the tracer: a classic tracepoint opened first would
+    // put its probe ahead of a tracer's raw tracepoint program for every hit, an order a
+    // tracer like portrace checks at start-up and adapts to; the benchmark must not
+    // impose it.
+    let floor_classic = bpf::floor_classic()
+        .map_err(|e| {
+            run.floor_errors
+                .push(format!("classic tracepoint floor: {e}"))
+        })
+        .ok();
 
     // 3. Its programs and the counters before the workload.
     let mut ids = procfs::held_programs_of(&procfs::tree(proc.pid));

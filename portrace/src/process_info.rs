@@ -19,14 +19,19 @@ pub const MAX_ARGS: usize = 256;
 
 /// `text` cut to [`MAX_TEXT`] bytes.
 pub fn cut(mut text: String) -> String {
-    if text.len() > MAX_TEXT {
-        let mut len = MAX_TEXT;
-        while !text.is_char_boundary(len) {
-            len -= 1;
-        }
-        text.truncate(len);
-    }
+    let len = kept_len(&text);
+    text.truncate(len);
     text
+}
+
+/// How many bytes of `text` are kept: at most [`MAX_TEXT`], ending on a character
+/// boundary.
+pub fn kept_len(text: &str) -> usize {
+    let mut len = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(len) {
+        len -= 1;
+    }
+    len
 }
 
 /// Reads process details from a procfs (normally /proc), and user names from a passwd

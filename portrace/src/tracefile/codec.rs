@@ -18,6 +18,7 @@ use crate::record::{
     Comm, EndReason, Family, LossCause, Lost, NetnsInfo, Owner, OwnerSource, ProcessInfo, SocketRecord, Timestamp,
     Transition,
 };
+use crate::process_info::{kept_len, MAX_ARGS, MAX_TEXT};
 use crate::tcp_state::TcpState;
 
 /// Record tags, the first byte of each record in a block.
@@ -42,7 +43,6 @@ mod process_flag {
     pub const ALL: u8 = PPID | EXE | CMDLINE | UID | USER | CGROUP | START;
 }
 
-use crate::process_info::{MAX_ARGS, MAX_TEXT};
 
 /// Header field keys.
 pub mod key {
@@ -351,10 +351,7 @@ pub fn put_end(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase, end: 
 
 /// Appends a text's length (varint) and bytes, cut to [`MAX_TEXT`] bytes.
 fn put_text(buf: &mut Vec<u8>, text: &str) {
-    let mut len = text.len().min(MAX_TEXT);
-    while !text.is_char_boundary(len) {
-        len -= 1;
-    }
+    let len = kept_len(text);
     put_varint(buf, len as u64);
     buf.extend_from_slice(&text.as_bytes()[..len]);
 }
@@ -1107,19 +1104,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for r in [
-            EndReason::ActiveClose,
-            EndReason::PassiveClose,
-            EndReason::Refused,
-            EndReason::ConnectTimeout,
-            EndReason::ResetByPeer,
-            EndReason::ResetSent,
-            EndReason::ConnectAborted,
-            EndReason::FinWait2Timeout,
-            EndReason::TimeWaitKilled,
-            EndReason::ListenerClosed,
-            EndReason::Error,
-        ] {
+        for r in EndReason::ALL {
             assert_eq!(reason_from(reason_code(r)), Some(r));
         }
         for s in [OwnerSource::Syscall, OwnerSource::Listener, OwnerSource::Inventory] {

@@ -636,18 +636,31 @@ impl Session<'_> {
     fn take_early(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<Transition>) -> u64 {
         let mut malformed = 0;
         while let Some(item) = ring.next() {
-            match decode::decode(&item) {
-                Ok(d) if d.kind == decode::Kind::Exec => {
-                    self.details.exec(d.pid, d.comm, self.clock.timestamp(d.ts_ns));
-                }
-                Ok(d) => self.timeline.push(&d, out),
-                Err(err) => {
-                    eprintln!("portrace: dropped a malformed record from the kernel: {err}");
-                    malformed += 1;
-                }
+            if !self.absorb(&item, out) {
+                malformed += 1;
             }
         }
         malformed
+    }
+
+    /// Takes one ring record: an exec reads the process's details, anything else goes
+    /// through the timeline, the transitions it makes visible onto `out`. `false` for a
+    /// record that cannot be decoded (said on stderr; the caller counts it lost).
+    fn absorb(&mut self, item: &[u8], out: &mut Vec<Transition>) -> bool {
+        match decode::decode(item) {
+            Ok(d) if d.kind == decode::Kind::Exec => {
+                self.details.exec(d.pid, d.comm, self.clock.timestamp(d.ts_ns));
+                true
+            }
+            Ok(d) => {
+                self.timeline.push(&d, out);
+                true
+            }
+            Err(err) => {
+                eprintln!("portrace: dropped a malformed record from the kernel: {err}");
+                false
+            }
+        }
     }
 
     /// Moves every waiting record through the timeline to the sink, then reports losses.
@@ -655,19 +668,13 @@ impl Session<'_> {
         let mut stop = None;
         let mut emptied = true;
         while let Some(item) = ring.next() {
-            let result = match decode::decode(&item) {
-                Ok(d) if d.kind == decode::Kind::Exec => {
-                    self.details.exec(d.pid, d.comm, self.clock.timestamp(d.ts_ns));
-                    Ok(None)
-                }
-                Ok(d) => {
-                    self.timeline.push(&d, &mut self.batch);
-                    self.write_batch()
-                }
-                Err(err) => {
-                    eprintln!("portrace: dropped a malformed record from the kernel: {err}");
-                    self.report_lost(1, LossCause::Malformed).map(|()| None)
-                }
+            let mut batch = std::mem::take(&mut self.batch);
+            let decoded = self.absorb(&item, &mut batch);
+            self.batch = batch;
+            let result = if decoded {
+                self.write_batch()
+            } else {
+                self.report_lost(1, LossCause::Malformed).map(|()| None)
             };
             stop = self.sink_result(result);
             if stop.is_some() {

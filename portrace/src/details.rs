@@ -18,6 +18,11 @@ use crate::record::{Comm, NetnsInfo, Owner, ProcessInfo, Timestamp};
 /// (and announced) again when next seen.
 const MAX_PROCESSES: usize = 1 << 18;
 
+/// Programs read at their exec and not seen owning a socket yet, kept at most (a few KB
+/// each). An exec read helps a process that connects and exits within milliseconds of
+/// starting; past this many, those read are forgotten, and read again when first seen.
+const MAX_PREFETCHED: usize = 8192;
+
 /// A detail to write before a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detail<'a> {
@@ -90,10 +95,12 @@ impl Details {
             }
             self.read_as.insert(pid, comm);
             self.processes.insert(pid, info);
-            if self.processes.len() > MAX_PROCESSES {
-                // Programs that never own a socket: forget them all rather than grow.
+            if self.processes.len() > MAX_PREFETCHED {
+                // Mostly programs that never own a socket: forget them rather than grow.
+                for pid in self.processes.keys() {
+                    self.read_as.remove(pid);
+                }
                 self.processes.clear();
-                self.read_as.clear();
             }
         }
     }
@@ -122,11 +129,16 @@ impl Details {
                 self.namespaces.insert(netns, NetnsInfo { time, netns, port_range });
             }
         }
-        if let Some(n) = self.namespaces.remove(&netns) {
-            emit(Detail::Netns(&n))?;
+        // Nearly always nothing is waiting: no lookup then (this runs for every record).
+        if !self.namespaces.is_empty() {
+            if let Some(n) = self.namespaces.remove(&netns) {
+                emit(Detail::Netns(&n))?;
+            }
         }
-        if let Some(p) = owner.and_then(|o| self.processes.remove(&o.pid)) {
-            emit(Detail::Process(&p))?;
+        if !self.processes.is_empty() {
+            if let Some(p) = owner.and_then(|o| self.processes.remove(&o.pid)) {
+                emit(Detail::Process(&p))?;
+            }
         }
         Ok(())
     }

@@ -135,6 +135,21 @@ fn surroundings_end(
 /// disturbed and is done again.
 const DISTURBED_CORES: f64 = 0.35;
 
+/// `why` with the disturbances every run can have (other processes' CPU, others' BPF
+/// programs) added, joined; `None` when there is none.
+fn disturbances(s: &Surroundings, foreign_programs: &[String], mut why: Vec<String>) -> Option<String> {
+    if s.other_cores > DISTURBED_CORES {
+        why.push(format!("other processes used {:.2} cores", s.other_cores));
+    }
+    if !foreign_programs.is_empty() {
+        why.push(format!(
+            "BPF programs of others were loaded: {}",
+            foreign_programs.join(", ")
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
 #[derive(Clone, Debug)]
 pub struct UntracedRun {
     pub transport: Transport,
@@ -149,20 +164,7 @@ pub struct UntracedRun {
 impl UntracedRun {
     /// Why the run's numbers cannot be trusted, if they cannot.
     pub fn disturbed(&self) -> Option<String> {
-        let mut why = Vec::new();
-        if self.surroundings.other_cores > DISTURBED_CORES {
-            why.push(format!(
-                "other processes used {:.2} cores",
-                self.surroundings.other_cores
-            ));
-        }
-        if !self.foreign_programs.is_empty() {
-            why.push(format!(
-                "BPF programs of others were loaded: {}",
-                self.foreign_programs.join(", ")
-            ));
-        }
-        (!why.is_empty()).then(|| why.join("; "))
+        disturbances(&self.surroundings, &self.foreign_programs, Vec::new())
     }
 }
 
@@ -271,19 +273,7 @@ impl TracedRun {
                 ));
             }
         }
-        if self.surroundings.other_cores > DISTURBED_CORES {
-            why.push(format!(
-                "other processes used {:.2} cores",
-                self.surroundings.other_cores
-            ));
-        }
-        if !self.foreign_programs.is_empty() {
-            why.push(format!(
-                "BPF programs of others were loaded: {}",
-                self.foreign_programs.join(", ")
-            ));
-        }
-        (!why.is_empty()).then(|| why.join("; "))
+        disturbances(&self.surroundings, &self.foreign_programs, why)
     }
 
     /// Transitions missing that the tracer did not report as lost.

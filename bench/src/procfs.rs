@@ -32,20 +32,19 @@ fn stat_fields(pid: i32) -> Option<Vec<u64>> {
     )
 }
 
+/// The pids of the processes now (none when /proc cannot be read).
+fn pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+}
+
 /// Parent pid of every process.
 fn parents() -> HashMap<i32, i32> {
     let mut map = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids() {
         if let Some(fields) = stat_fields(pid) {
             // ppid is field 4, index 1 here.
             if let Some(&ppid) = fields.get(1) {
@@ -169,17 +168,7 @@ pub fn busy_strangers(ours: &[i32]) -> Vec<String> {
     ];
     let mut found = Vec::new();
     let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids() {
         if pid == me || ours.contains(&pid) {
             continue;
         }

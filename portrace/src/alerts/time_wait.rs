@@ -63,12 +63,8 @@ impl TimeWait {
         }
         let key = Key { netns: t.netns, local: t.saddr, remote: t.daddr, port: t.dport };
         let now = t.time.mono_ns;
-        self.enter(t.socket, key, Some(now));
-        if let Some(g) = self.groups.get_mut(&key) {
-            g.last = Some(t.time);
-        }
+        let g = self.enter(t.socket, key, Some(t.time));
         let r = &ctx.rules.time_wait;
-        let g = self.groups.get_mut(&key).expect("just entered");
         let from = now.saturating_sub(r.window_ns);
         while g.entered.front().is_some_and(|&e| e < from) {
             g.entered.pop_front();
@@ -103,13 +99,16 @@ impl TimeWait {
         }
     }
 
-    fn enter(&mut self, socket: u64, key: Key, time: Option<u64>) {
+    /// Counts `socket` in its group; `time`: when it entered TIME_WAIT, if seen.
+    fn enter(&mut self, socket: u64, key: Key, time: Option<Timestamp>) -> &mut Group {
+        self.sockets.insert(socket, key);
         let g = self.groups.entry(key).or_default();
         g.count += 1;
         if let Some(t) = time {
-            g.entered.push_back(t);
+            g.entered.push_back(t.mono_ns);
+            g.last = Some(t);
         }
-        self.sockets.insert(socket, key);
+        g
     }
 
     /// Drops rate history older than the window, and groups left empty.

@@ -111,9 +111,15 @@ static HANDLED: PerCpuArray<Handled> = PerCpuArray::with_max_entries(1, 0);
 /// for; the backup run for the same hit, which comes after it (and after any other hits'
 /// pairs that interrupted them on this CPU, which push and pop their own), finds it on top,
 /// or a few below when hits whose backup run the kernel skipped left their notes above it.
+/// Notes are stamped, and a stale one is never matched.
 const HANDLED_SLOTS: usize = 64;
 /// How far below the top the backup program looks for its note.
-const HANDLED_SEARCH: u32 = 16;
+const HANDLED_SEARCH: u32 = 32;
+/// A note older than this is stale (the backup run for its hit never came): a main run and
+/// the backup run for the same hit are microseconds apart, interrupts included. A stale
+/// note is never taken for a later hit's (the same socket address can make the same
+/// transition again once it holds a new socket).
+const HANDLED_STALE_NS: u64 = 5_000_000;
 
 #[repr(C)]
 struct Handled {
@@ -122,6 +128,8 @@ struct Handled {
     _pad: u32,
     /// Each note is [`hit_id`] of a hit.
     ids: [u64; HANDLED_SLOTS],
+    /// When each note was made.
+    stamps: [u64; HANDLED_SLOTS],
 }
 
 /// One hit's identity: its socket's address and its two states. The states go into the
@@ -138,6 +146,7 @@ fn note_handled(id: u64) {
         unsafe {
             let slot = (*h).top;
             (*h).top = slot.wrapping_add(1);
+            (*h).stamps[slot as usize % HANDLED_SLOTS] = bpf_ktime_get_ns();
             (*h).ids[slot as usize % HANDLED_SLOTS] = id;
         }
     }
@@ -150,10 +159,12 @@ fn take_handled(id: u64) -> bool {
     let Some(h) = HANDLED.get_ptr_mut(0) else { return false };
     unsafe {
         let top = (*h).top;
+        let now = bpf_ktime_get_ns();
         for k in 1..=HANDLED_SEARCH {
             let slot = top.wrapping_sub(k);
-            if (*h).ids[slot as usize % HANDLED_SLOTS] == id {
-                (*h).ids[slot as usize % HANDLED_SLOTS] = 0;
+            let i = slot as usize % HANDLED_SLOTS;
+            if (*h).ids[i] == id && now.wrapping_sub((*h).stamps[i]) <= HANDLED_STALE_NS {
+                (*h).ids[i] = 0;
                 (*h).top = slot;
                 return true;
             }
@@ -217,6 +228,23 @@ struct PendingTw {
     dport: u16,
     substate: u8,
     _pad: [u8; 3],
+}
+
+/// A timewait socket's timer armed where no entry was known for it yet: its first arming
+/// (the hand-over that claims it follows), or a re-arm that beat the hand-over's program
+/// to it (the peer's FIN reached the new timewait socket on another CPU). The hand-over
+/// reads it to report such a change where and when it happened.
+#[map]
+static EARLY_TW: LruHashMap<u64, EarlyTw> = LruHashMap::with_max_entries(4096, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EarlyTw {
+    ts_ns: u64,
+    pid_tgid: u64,
+    comm: [u8; 16],
+    substate: u8,
+    _pad: [u8; 7],
 }
 
 /// How long after its timer was armed a timewait socket may still be matched to the full
@@ -541,7 +569,10 @@ fn process(mut ev: Event) {
     if !passes(&ev, false) {
         return;
     }
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    if ev.comm[0] == 0 {
+        // (A hand-over that reports a change made on another CPU carries that task.)
+        ev.comm = bpf_get_current_comm().unwrap_or_default();
+    }
     emit(&ev);
 }
 
@@ -575,17 +606,30 @@ fn claim_timewait(ev: &mut Event, owner: &Owner) {
     // The connection lives on in the timewait socket's state, not in CLOSE.
     ev.newstate = p.substate;
     // The timewait socket was live before this entry existed: the peer's FIN may have
-    // reached it on another CPU meanwhile (FIN_WAIT2 -> TIME_WAIT), whose programs found
-    // no entry to report it by. The hand-over then reports the state it has now. (When
-    // the other CPU's program sees the entry first and reports the change too, userspace
-    // shows it once.)
+    // reached it on another CPU meanwhile (FIN_WAIT2 -> TIME_WAIT), whose timer program
+    // found no entry to report it by and noted the re-arm instead. The hand-over then
+    // reports the state it has now, as of that re-arm (its time and task); without a
+    // note, as of now. (When the other CPU's program sees the entry first and reports the
+    // change too, userspace shows it once.)
+    let early = unsafe { EARLY_TW.get(&p.tw) }.copied();
+    let _ = EARLY_TW.remove(&p.tw);
     let l: SockLayout = global!(SOCK);
-    if let Ok(now) = kread::<u8>(p.tw, l.tw_substate) {
+    let now = match early {
+        Some(e) if e.substate != p.substate => Some(e.substate),
+        _ => kread::<u8>(p.tw, l.tw_substate).ok(),
+    };
+    if let Some(now) = now {
         if now != p.substate && matches!(now, tcp::TIME_WAIT | tcp::FIN_WAIT2 | tcp::CLOSING) {
             let moved = TimeWaitEntry { substate: now, ..entry };
             let _ = TIMEWAITS.insert(&p.tw, &moved, 0);
             ev.tw_substate = now;
             ev.newstate = now;
+            if let Some(e) = early.filter(|e| e.substate == now) {
+                ev.ts_ns = e.ts_ns;
+                ev.pid = (e.pid_tgid >> 32) as u32;
+                ev.tid = e.pid_tgid as u32;
+                ev.comm = e.comm;
+            }
         }
     }
 }
@@ -665,6 +709,15 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
         timewait_report(tw, &entry, kind::TW_ARMED, before);
     } else if let Some(entry) = unsafe { TIMEWAITS.get(&tw) } {
         substate_changed(tw, *entry, substate);
+    } else {
+        let early = EarlyTw {
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            pid_tgid: bpf_get_current_pid_tgid(),
+            comm: bpf_get_current_comm().unwrap_or_default(),
+            substate,
+            _pad: [0; 7],
+        };
+        let _ = EARLY_TW.insert(&tw, &early, 0);
     }
     0
 }

@@ -13,9 +13,10 @@
 //!   socket at offsets userspace takes from BTF (`SOCK`);
 //! - the backup is the classic tracepoint, reading the tracepoint record at offsets
 //!   userspace takes from tracefs (`LAYOUT`). The kernel runs it after the main program for
-//!   the same hit. The main program notes each hit it runs for (`HANDLED`); the backup
-//!   records exactly the hits it finds no note of, which are the ones the kernel skipped
-//!   the main program for. On a kernel without BTF it is the only program
+//!   the same hit. The backup records exactly the hits the kernel skipped the main program
+//!   for: those that came while the main program ran for another (`BUSY`), and those the
+//!   main program left no note of (`HANDLED`), which came as its run was starting or
+//!   ending. On a kernel without BTF it is the only program
 //!   (`CLASSIC_PRIMARY`).
 
 use core::ffi::c_void;
@@ -81,9 +82,17 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[map]
 static HOLD: LruHashMap<u64, Event> = LruHashMap::with_max_entries(HOLD_ENTRIES, 0);
 
-/// Per CPU: 1 while the main program runs there.
+/// Per CPU: 1 while the main program runs there. A backup run that finds it set is
+/// nested in the main program's run for another hit, which is exactly when the kernel
+/// skips the main program: the backup records its hit without looking for a note.
 #[map]
 static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU: 1 while the backup program runs there. The kernel skips every classic
+/// tracepoint program (the backup included) for a hit that interrupts it, so a main run
+/// that finds it set leaves no note: no backup run would ever take it off.
+#[map]
+static BACKUP_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Which of the two state programs the kernel runs first for a hit, as userspace's
 /// calibration hit showed: [`ORDER_UNKNOWN`], [`ORDER_MAIN_FIRST`] or
@@ -107,19 +116,22 @@ static OWN_TGID: u32 = 0;
 #[map]
 static HANDLED: PerCpuArray<Handled> = PerCpuArray::with_max_entries(1, 0);
 
-/// Notes kept per CPU, as a stack: the main program pushes a note for each hit it runs
-/// for; the backup run for the same hit, which comes after it (and after any other hits'
-/// pairs that interrupted them on this CPU, which push and pop their own), finds it on top,
-/// or a few below when hits whose backup run the kernel skipped left their notes above it.
-/// Notes are stamped, and a stale one is never matched.
-const HANDLED_SLOTS: usize = 64;
-/// How far below the top the backup program looks for its note.
-const HANDLED_SEARCH: u32 = 32;
-/// A note older than this is stale (the backup run for its hit never came): a main run and
-/// the backup run for the same hit are microseconds apart, interrupts included. A stale
-/// note is never taken for a later hit's (the same socket address can make the same
-/// transition again once it holds a new socket).
-const HANDLED_STALE_NS: u64 = 5_000_000;
+/// Notes kept per CPU, as a stack. The main program pushes a note for each hit it runs
+/// for. The backup run for the same hit comes after it on the same CPU; the pairs of runs
+/// of hits that interrupt the two in between push and pop their own notes, so it finds
+/// its note on top, or below the notes of interrupting hits whose backup run the kernel
+/// skipped. Those come in whole batches: a softirq that lands after the kernel has
+/// claimed the classic tracepoint's slot for this hit, but before the backup program
+/// starts, handles every packet waiting (hundreds under load) with no backup run. The
+/// stack holds such a batch whole; the notes above the one taken are those leftovers and
+/// are popped with it.
+const HANDLED_SLOTS: usize = 1024;
+/// A note older than this is stale: its backup run never came. A main run and the backup
+/// run for the same hit are apart only by the interrupts between them (a softirq runs at
+/// most about 2 ms before it yields). A stale note is never taken for a later hit's
+/// (the same socket address can make the same transition again once it holds a new
+/// socket), and the search stops at the first one: the notes below it are older still.
+const HANDLED_STALE_NS: u64 = 10_000_000;
 
 #[repr(C)]
 struct Handled {
@@ -160,10 +172,13 @@ fn take_handled(id: u64) -> bool {
     unsafe {
         let top = (*h).top;
         let now = bpf_ktime_get_ns();
-        for k in 1..=HANDLED_SEARCH {
+        for k in 1..(HANDLED_SLOTS as u32) {
             let slot = top.wrapping_sub(k);
             let i = slot as usize % HANDLED_SLOTS;
-            if (*h).ids[i] == id && now.wrapping_sub((*h).stamps[i]) <= HANDLED_STALE_NS {
+            if now.wrapping_sub((*h).stamps[i]) > HANDLED_STALE_NS {
+                return false;
+            }
+            if (*h).ids[i] == id {
                 (*h).ids[i] = 0;
                 (*h).top = slot;
                 return true;
@@ -214,10 +229,24 @@ struct Cancelled {
     entry: TimeWaitEntry,
 }
 
-/// Per CPU: the timewait socket whose timer was just armed for the first time, waiting for
-/// the transition of the full socket it replaces (which follows on the same CPU).
+/// Per CPU: the timewait sockets whose timer was just armed for the first time, each
+/// waiting for the transition of the full socket it replaces (which follows on the same
+/// CPU). There can be several: a connection handled in a task (from its socket's backlog)
+/// can be interrupted between the two by a softirq that hands another connection over.
 #[map]
-static PENDING_TW: PerCpuArray<PendingTw> = PerCpuArray::with_max_entries(1, 0);
+static PENDING_TW: PerCpuArray<PendingTws> = PerCpuArray::with_max_entries(1, 0);
+
+/// Armings kept per CPU: enough for a hand-over interrupted by a softirq that arms a few
+/// timewait timers of its own.
+const PENDING_TW_SLOTS: usize = 8;
+
+#[repr(C)]
+struct PendingTws {
+    /// Where the next one goes (modulo `PENDING_TW_SLOTS`): the oldest is replaced.
+    next: u32,
+    _pad: u32,
+    slots: [PendingTw; PENDING_TW_SLOTS],
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -248,8 +277,9 @@ struct EarlyTw {
 }
 
 /// How long after its timer was armed a timewait socket may still be matched to the full
-/// socket's transition (they happen one after the other in the same kernel function).
-const PENDING_TW_NS: u64 = 1_000_000;
+/// socket's transition (they happen one after the other in the same kernel function, but
+/// interrupts can come between).
+const PENDING_TW_NS: u64 = 10_000_000;
 
 /// How long after a timer's removal its re-arming or expiry may follow. The kernel does
 /// both in the same function, microseconds apart, but a virtual CPU can stall for longer.
@@ -277,7 +307,9 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: *const c_void = ctx.arg(0);
     let oldstate: u64 = ctx.arg(1);
     let newstate: u64 = ctx.arg(2);
-    note_handled(hit_id(sk as u64, oldstate as u8, newstate as u8));
+    if !matches!(BACKUP_BUSY.get(0), Some(&1)) {
+        note_handled(hit_id(sk as u64, oldstate as u8, newstate as u8));
+    }
     if !is_calibration(oldstate as u8, newstate as u8) && from_socket(sk, oldstate as u8, newstate as u8).is_err() {
         bump(counter::UNREADABLE);
     }
@@ -303,40 +335,54 @@ fn is_calibration(oldstate: u8, newstate: u8) -> bool {
 pub fn inet_sock_set_state_backup(ctx: TracePointContext) -> u32 {
     if global!(CLASSIC_PRIMARY) != 0 {
         bump(counter::ENTERED);
-    } else {
-        let l: Layout = global!(LAYOUT);
-        let (id, calibration) = unsafe {
-            match (ctx.read_at::<u64>(l.skaddr as usize), ctx.read_at::<i32>(l.oldstate as usize), ctx.read_at::<i32>(l.newstate as usize)) {
-                (Ok(sk), Ok(old), Ok(new)) => (hit_id(sk, old as u8, new as u8), is_calibration(old as u8, new as u8)),
-                _ => (0, false),
-            }
-        };
-        let order = ORDER.get(0).copied().unwrap_or(ORDER_UNKNOWN);
-        if calibration {
-            if order == ORDER_UNKNOWN {
-                let learned = if id != 0 && take_handled(id) { ORDER_MAIN_FIRST } else { ORDER_BACKUP_FIRST };
-                if let Some(o) = ORDER.get_ptr_mut(0) {
-                    unsafe { *o = learned };
-                }
-            }
-            return 0;
+        if from_tracepoint(&ctx).is_err() {
+            bump(counter::UNREADABLE);
         }
-        let skipped = if order == ORDER_MAIN_FIRST {
-            // Exactly the hits the main program has no note of.
-            !(id != 0 && take_handled(id))
-        } else {
-            // The main program is mid-run on this CPU: the kernel skipped it for this hit.
-            matches!(BUSY.get(0), Some(&1))
-        };
-        if !skipped {
-            return 0;
-        }
-        bump(counter::RESCUED);
+        return 0;
     }
-    if from_tracepoint(&ctx).is_err() {
-        bump(counter::UNREADABLE);
+    let busy = BACKUP_BUSY.get_ptr_mut(0);
+    if let Some(busy) = busy {
+        unsafe { *busy = 1 };
+    }
+    if main_skipped(&ctx) {
+        bump(counter::RESCUED);
+        if from_tracepoint(&ctx).is_err() {
+            bump(counter::UNREADABLE);
+        }
+    }
+    if let Some(busy) = busy {
+        unsafe { *busy = 0 };
     }
     0
+}
+
+/// Whether the kernel skipped the main program for the backup's hit. (The calibration hit
+/// teaches the order of the two programs and is never recorded.)
+fn main_skipped(ctx: &TracePointContext) -> bool {
+    let l: Layout = global!(LAYOUT);
+    let (id, calibration) = unsafe {
+        match (ctx.read_at::<u64>(l.skaddr as usize), ctx.read_at::<i32>(l.oldstate as usize), ctx.read_at::<i32>(l.newstate as usize)) {
+            (Ok(sk), Ok(old), Ok(new)) => (hit_id(sk, old as u8, new as u8), is_calibration(old as u8, new as u8)),
+            _ => (0, false),
+        }
+    };
+    let order = ORDER.get(0).copied().unwrap_or(ORDER_UNKNOWN);
+    if calibration {
+        if order == ORDER_UNKNOWN {
+            let learned = if id != 0 && take_handled(id) { ORDER_MAIN_FIRST } else { ORDER_BACKUP_FIRST };
+            if let Some(o) = ORDER.get_ptr_mut(0) {
+                unsafe { *o = learned };
+            }
+        }
+        return false;
+    }
+    // The main program is mid-run on this CPU: the kernel skipped it for this hit.
+    if matches!(BUSY.get(0), Some(&1)) {
+        return true;
+    }
+    // Otherwise, when the main program runs first, exactly the hits it has no note of
+    // (it was just starting or ending its run for another hit when this one came).
+    order == ORDER_MAIN_FIRST && !(id != 0 && take_handled(id))
 }
 
 fn from_tracepoint(ctx: &TracePointContext) -> Result<(), i32> {
@@ -589,12 +635,7 @@ fn claim_timewait(ev: &mut Event, owner: &Owner) {
     if !matches!(ev.oldstate, tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::CLOSING) {
         return;
     }
-    let Some(pending) = PENDING_TW.get_ptr_mut(0) else { return };
-    let p = unsafe { *pending };
-    if p.tw == 0 || p.sport != ev.sport || p.dport != ev.dport || ev.ts_ns.wrapping_sub(p.ts_ns) > PENDING_TW_NS {
-        return;
-    }
-    unsafe { (*pending).tw = 0 };
+    let Some(p) = take_pending_tw(ev) else { return };
     let entry = TimeWaitEntry { skaddr: ev.skaddr, owner: *owner, substate: p.substate, _pad: [0; 7] };
     if TIMEWAITS.insert(&p.tw, &entry, 0).is_err() {
         bump(counter::TIMEWAIT_FULL);
@@ -632,6 +673,20 @@ fn claim_timewait(ev: &mut Event, owner: &Owner) {
             }
         }
     }
+}
+
+/// Takes the timewait socket armed a moment ago on this CPU for the connection `ev` is a
+/// transition of (same ports), if there is one.
+fn take_pending_tw(ev: &Event) -> Option<PendingTw> {
+    let pending = PENDING_TW.get_ptr_mut(0)?;
+    for i in 0..PENDING_TW_SLOTS {
+        let p = unsafe { (*pending).slots[i] };
+        if p.tw != 0 && p.sport == ev.sport && p.dport == ev.dport && ev.ts_ns.wrapping_sub(p.ts_ns) <= PENDING_TW_NS {
+            unsafe { (*pending).slots[i].tw = 0 };
+            return Some(p);
+        }
+    }
+    None
 }
 
 /// The timewait socket a timer belongs to, if it is a timewait timer.
@@ -693,7 +748,9 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
         let sport: u16 = kread(tw, l.num).unwrap_or(0);
         let dport: u16 = u16::from_be(kread(tw, l.dport).unwrap_or(0));
         unsafe {
-            *pending = PendingTw { tw, ts_ns: bpf_ktime_get_ns(), sport, dport, substate, _pad: [0; 3] };
+            let i = (*pending).next as usize % PENDING_TW_SLOTS;
+            (*pending).next = (*pending).next.wrapping_add(1);
+            (*pending).slots[i] = PendingTw { tw, ts_ns: bpf_ktime_get_ns(), sport, dport, substate, _pad: [0; 3] };
         }
     }
     let cancelled = take_cancelled(tw);

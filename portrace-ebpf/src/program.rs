@@ -25,7 +25,7 @@ use core::ptr::{addr_of, read_volatile};
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_loop,
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -132,6 +132,8 @@ const HANDLED_SLOTS: usize = 1024;
 /// (the same socket address can make the same transition again once it holds a new
 /// socket), and the search stops at the first one: the notes below it are older still.
 const HANDLED_STALE_NS: u64 = 10_000_000;
+/// How deep the backup program looks on a kernel without `bpf_loop`.
+const HANDLED_SEARCH_BOUNDED: u32 = 255;
 
 #[repr(C)]
 struct Handled {
@@ -167,25 +169,64 @@ fn note_handled(id: u64) {
 /// The backup program takes the note of its hit off, with the notes left above it (of
 /// hits whose backup run the kernel skipped); `false` when there is none: the kernel
 /// skipped the main program for this hit.
-fn take_handled(id: u64) -> bool {
+fn take_handled<const HELPER_LOOP: bool>(id: u64) -> bool {
     let Some(h) = HANDLED.get_ptr_mut(0) else { return false };
-    unsafe {
-        let top = (*h).top;
-        let now = bpf_ktime_get_ns();
-        for k in 1..(HANDLED_SLOTS as u32) {
-            let slot = top.wrapping_sub(k);
-            let i = slot as usize % HANDLED_SLOTS;
-            if now.wrapping_sub((*h).stamps[i]) > HANDLED_STALE_NS {
-                return false;
-            }
-            if (*h).ids[i] == id {
-                (*h).ids[i] = 0;
-                (*h).top = slot;
-                return true;
+    let top = unsafe { (*h).top };
+    let mut search = NoteSearch { id, now: unsafe { bpf_ktime_get_ns() }, top, depth: 0 };
+    if HELPER_LOOP {
+        // A loop the kernel runs (`bpf_loop`): the verifier checks its body once, whatever
+        // the stack's size.
+        unsafe {
+            bpf_loop(HANDLED_SLOTS as u32 - 1, search_step as *mut c_void, &mut search as *mut NoteSearch as *mut c_void, 0);
+        }
+    } else {
+        // Kernels before 5.17: an ordinary loop, which the verifier walks step by step,
+        // so it stops sooner.
+        for k in 0..u64::from(HANDLED_SEARCH_BOUNDED) {
+            if search_step(k, &mut search as *mut NoteSearch as *mut c_void) != 0 {
+                break;
             }
         }
     }
-    false
+    if search.depth == 0 {
+        return false;
+    }
+    let slot = top.wrapping_sub(search.depth);
+    unsafe {
+        (*h).ids[slot as usize % HANDLED_SLOTS] = 0;
+        (*h).top = slot;
+    }
+    true
+}
+
+/// Where [`take_handled`]'s search stands.
+#[repr(C)]
+struct NoteSearch {
+    id: u64,
+    now: u64,
+    top: u32,
+    /// How far below the top the note was found; 0 while it is not.
+    depth: u32,
+}
+
+/// One step of [`take_handled`]'s search, `k` notes below the top (counting from 0): 1
+/// ends the search (the note is found, or the notes from here down are stale), 0 goes on.
+#[inline(never)]
+extern "C" fn search_step(k: u64, ctx: *mut c_void) -> i64 {
+    let search = ctx as *mut NoteSearch;
+    let Some(h) = HANDLED.get_ptr_mut(0) else { return 1 };
+    unsafe {
+        let depth = k as u32 + 1;
+        let i = (*search).top.wrapping_sub(depth) as usize % HANDLED_SLOTS;
+        if (*search).now.wrapping_sub((*h).stamps[i]) > HANDLED_STALE_NS {
+            return 1;
+        }
+        if (*h).ids[i] == (*search).id {
+            (*search).depth = depth;
+            return 1;
+        }
+    }
+    0
 }
 
 /// Live sockets' owners, by socket address.
@@ -333,9 +374,21 @@ fn is_calibration(oldstate: u8, newstate: u8) -> bool {
 /// The backup program (or, without BTF, the only one), on the classic tracepoint.
 #[tracepoint]
 pub fn inet_sock_set_state_backup(ctx: TracePointContext) -> u32 {
+    backup::<true>(&ctx)
+}
+
+/// The same, for kernels without the `bpf_loop` helper (before 5.17), which refuse the
+/// first; userspace loads this one instead.
+#[tracepoint]
+pub fn inet_sock_set_state_backup_bounded(ctx: TracePointContext) -> u32 {
+    backup::<false>(&ctx)
+}
+
+#[inline(always)]
+fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
     if global!(CLASSIC_PRIMARY) != 0 {
         bump(counter::ENTERED);
-        if from_tracepoint(&ctx).is_err() {
+        if from_tracepoint(ctx).is_err() {
             bump(counter::UNREADABLE);
         }
         return 0;
@@ -344,9 +397,9 @@ pub fn inet_sock_set_state_backup(ctx: TracePointContext) -> u32 {
     if let Some(busy) = busy {
         unsafe { *busy = 1 };
     }
-    if main_skipped(&ctx) {
+    if main_skipped::<HELPER_LOOP>(ctx) {
         bump(counter::RESCUED);
-        if from_tracepoint(&ctx).is_err() {
+        if from_tracepoint(ctx).is_err() {
             bump(counter::UNREADABLE);
         }
     }
@@ -358,7 +411,7 @@ pub fn inet_sock_set_state_backup(ctx: TracePointContext) -> u32 {
 
 /// Whether the kernel skipped the main program for the backup's hit. (The calibration hit
 /// teaches the order of the two programs and is never recorded.)
-fn main_skipped(ctx: &TracePointContext) -> bool {
+fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> bool {
     let l: Layout = global!(LAYOUT);
     let (id, calibration) = unsafe {
         match (ctx.read_at::<u64>(l.skaddr as usize), ctx.read_at::<i32>(l.oldstate as usize), ctx.read_at::<i32>(l.newstate as usize)) {
@@ -367,22 +420,24 @@ fn main_skipped(ctx: &TracePointContext) -> bool {
         }
     };
     let order = ORDER.get(0).copied().unwrap_or(ORDER_UNKNOWN);
+    // The main program is mid-run on this CPU: the kernel skipped it for this hit.
+    if !calibration && matches!(BUSY.get(0), Some(&1)) {
+        return true;
+    }
+    // Otherwise, when the main program runs first, exactly the hits it has no note of
+    // (it was just starting or ending its run for another hit when this one came). The
+    // calibration hit's note says whether it runs first. (One search, for the verifier.)
+    let learning = calibration && order == ORDER_UNKNOWN;
+    let noted = (learning || order == ORDER_MAIN_FIRST) && id != 0 && take_handled::<HELPER_LOOP>(id);
     if calibration {
-        if order == ORDER_UNKNOWN {
-            let learned = if id != 0 && take_handled(id) { ORDER_MAIN_FIRST } else { ORDER_BACKUP_FIRST };
+        if learning {
             if let Some(o) = ORDER.get_ptr_mut(0) {
-                unsafe { *o = learned };
+                unsafe { *o = if noted { ORDER_MAIN_FIRST } else { ORDER_BACKUP_FIRST } };
             }
         }
         return false;
     }
-    // The main program is mid-run on this CPU: the kernel skipped it for this hit.
-    if matches!(BUSY.get(0), Some(&1)) {
-        return true;
-    }
-    // Otherwise, when the main program runs first, exactly the hits it has no note of
-    // (it was just starting or ending its run for another hit when this one came).
-    order == ORDER_MAIN_FIRST && !(id != 0 && take_handled(id))
+    order == ORDER_MAIN_FIRST && !noted
 }
 
 fn from_tracepoint(ctx: &TracePointContext) -> Result<(), i32> {
@@ -679,14 +734,21 @@ fn claim_timewait(ev: &mut Event, owner: &Owner) {
 /// transition of (same ports), if there is one.
 fn take_pending_tw(ev: &Event) -> Option<PendingTw> {
     let pending = PENDING_TW.get_ptr_mut(0)?;
+    let mut found = PENDING_TW_SLOTS;
     for i in 0..PENDING_TW_SLOTS {
-        let p = unsafe { (*pending).slots[i] };
+        let p = unsafe { &(*pending).slots[i] };
         if p.tw != 0 && p.sport == ev.sport && p.dport == ev.dport && ev.ts_ns.wrapping_sub(p.ts_ns) <= PENDING_TW_NS {
-            unsafe { (*pending).slots[i].tw = 0 };
-            return Some(p);
+            found = i;
+            break;
         }
     }
-    None
+    if found >= PENDING_TW_SLOTS {
+        return None;
+    }
+    let slot = unsafe { &mut (*pending).slots[found] };
+    let p = *slot;
+    slot.tw = 0;
+    Some(p)
 }
 
 /// The timewait socket a timer belongs to, if it is a timewait timer.

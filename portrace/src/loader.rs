@@ -20,6 +20,9 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/p
 
 const MAIN: &str = "inet_sock_set_state";
 const BACKUP: &str = "inet_sock_set_state_backup";
+/// The same program for kernels without the `bpf_loop` helper (before Linux 5.17): its
+/// search for the main program's note stops at a fixed depth.
+const BACKUP_BOUNDED: &str = "inet_sock_set_state_backup_bounded";
 const TIMER_PROGRAMS: [&str; 3] = ["timer_start", "timer_expire_entry", "timer_cancel"];
 /// Sees the peer's FIN reach an orphan's timewait socket (FIN_WAIT2 becoming TIME_WAIT).
 const PACKET_PROGRAM: &str = "kfree_skb";
@@ -132,7 +135,7 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
             // The backup records what the kernel skips the main program for; without it
             // those transitions are still counted as lost.
             let backed_up = match attach_classic(&mut ebpf) {
-                Ok(()) => {
+                Ok(_) => {
                     calibrate(&ebpf);
                     true
                 }
@@ -147,13 +150,13 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
             (MAIN, backed_up)
         }
         Err(why) => {
-            attach_classic(&mut ebpf)?;
+            let classic = attach_classic(&mut ebpf)?;
             limitations.push(format!(
                 "no kernel BTF ({why}): owners are known only from the owner's own system calls, \
                  TIME_WAIT and close errors are not shown, and transitions the kernel skips under \
                  heavy load are counted as lost, not recovered"
             ));
-            (BACKUP, false)
+            (classic, false)
         }
     };
 
@@ -253,16 +256,29 @@ fn attach_raw(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> anyhow::Resul
     Ok(())
 }
 
-fn attach_classic(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let p: &mut TracePoint = ebpf
-        .program_mut(BACKUP)
-        .ok_or_else(|| anyhow!("the eBPF object has no program {BACKUP} (a build problem)"))?
-        .try_into()?;
-    p.load().map_err(|e| explain(e.into())).context("loading the classic tracepoint program")?;
+/// Loads and attaches the classic tracepoint program: the one that uses `bpf_loop`, or on
+/// a kernel that refuses it, the one that does without. Returns its name.
+fn attach_classic(ebpf: &mut Ebpf) -> anyhow::Result<&'static str> {
+    let program = match load_program(ebpf, BACKUP) {
+        Ok(()) => BACKUP,
+        Err(first) => {
+            load_program(ebpf, BACKUP_BOUNDED).map_err(|e| first.context(format!("and then: {e:#}")))?;
+            BACKUP_BOUNDED
+        }
+    };
+    let p: &mut TracePoint = ebpf.program_mut(program).expect("loaded above").try_into()?;
     p.attach("sock", "inet_sock_set_state")
         .map_err(|e| explain(e.into()))
         .context("attaching to the sock:inet_sock_set_state tracepoint")?;
-    Ok(())
+    Ok(program)
+}
+
+fn load_program(ebpf: &mut Ebpf, program: &str) -> anyhow::Result<()> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {program} (a build problem)"))?
+        .try_into()?;
+    p.load().map_err(|e| explain(e.into())).with_context(|| format!("loading the classic tracepoint program {program}"))
 }
 
 fn attach_classic_named(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
@@ -463,6 +479,20 @@ mod tests {
         // As root the real addresses are visible; portrace needs root anyway.
         if unsafe { libc::geteuid() } == 0 {
             assert!(tw_timer_handler().is_ok());
+        }
+    }
+
+    #[test]
+    fn the_kernel_accepts_both_backup_programs() {
+        // The program without `bpf_loop` is what a kernel before 5.17 gets: check here that
+        // the verifier accepts it too, with the search it would run. Loading needs root,
+        // which portrace needs anyway (CI runs its tests as root).
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let mut ebpf = EbpfLoader::new().btf(None).load(PROGRAM).expect("the object loads");
+        for program in [BACKUP, BACKUP_BOUNDED] {
+            load_program(&mut ebpf, program).unwrap_or_else(|e| panic!("{program}: {e:#}"));
         }
     }
 }

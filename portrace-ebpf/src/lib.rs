@@ -61,6 +61,11 @@ pub mod owner_source {
     pub const LISTENER: u8 = 2;
     /// From the inventory of sockets that existed when portrace started.
     pub const INVENTORY: u8 = 3;
+    /// Not a source: a bit set on top of one in a transition the backup program recorded
+    /// (the kernel skipped the main program for it). Userspace uses it to drop the one
+    /// kind of duplicate the backup can make: a hit the main program did record, whose
+    /// note the backup did not find (its CPU stalled longer than a note lasts).
+    pub const BY_BACKUP: u8 = 0x80;
 }
 
 /// One record in the ring buffer: a TCP state transition, or a timewait socket's event.

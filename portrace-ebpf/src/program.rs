@@ -388,7 +388,7 @@ pub fn inet_sock_set_state_backup_bounded(ctx: TracePointContext) -> u32 {
 fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
     if global!(CLASSIC_PRIMARY) != 0 {
         bump(counter::ENTERED);
-        if from_tracepoint(ctx).is_err() {
+        if from_tracepoint(ctx, false).is_err() {
             bump(counter::UNREADABLE);
         }
         return 0;
@@ -399,7 +399,7 @@ fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
     }
     if main_skipped::<HELPER_LOOP>(ctx) {
         bump(counter::RESCUED);
-        if from_tracepoint(ctx).is_err() {
+        if from_tracepoint(ctx, true).is_err() {
             bump(counter::UNREADABLE);
         }
     }
@@ -440,7 +440,9 @@ fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> bool {
     order == ORDER_MAIN_FIRST && !noted
 }
 
-fn from_tracepoint(ctx: &TracePointContext) -> Result<(), i32> {
+/// A transition from the classic tracepoint's record; `rescue`: the backup program records
+/// it because the kernel skipped the main program.
+fn from_tracepoint(ctx: &TracePointContext, rescue: bool) -> Result<(), i32> {
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let l: Layout = global!(LAYOUT);
     let protocol = if l.protocol_size == 1 {
@@ -473,7 +475,7 @@ fn from_tracepoint(ctx: &TracePointContext) -> Result<(), i32> {
         }
         _ => return Err(0),
     }
-    process(ev);
+    process(ev, rescue);
     Ok(())
 }
 
@@ -498,7 +500,7 @@ fn from_socket(sk: *const c_void, oldstate: u8, newstate: u8) -> Result<(), i32>
     ev.oldstate = oldstate;
     ev.newstate = newstate;
     read_addresses(&mut ev, sk, &l, l.saddr)?;
-    process(ev);
+    process(ev, false);
     Ok(())
 }
 
@@ -571,7 +573,7 @@ fn made_by_owner(old: u8, new: u8) -> bool {
 
 /// Everything after reading a state transition: owner, timewait hand-over, close details,
 /// the filter, holding unbound `SYN_SENT`s, and output.
-fn process(mut ev: Event) {
+fn process(mut ev: Event, rescue: bool) {
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
@@ -673,6 +675,9 @@ fn process(mut ev: Event) {
     if ev.comm[0] == 0 {
         // (A hand-over that reports a change made on another CPU carries that task.)
         ev.comm = bpf_get_current_comm().unwrap_or_default();
+    }
+    if rescue {
+        ev.owner_source |= owner_source::BY_BACKUP;
     }
     emit(&ev);
 }

@@ -52,6 +52,8 @@ pub struct Decoded {
     pub error: i32,
     pub retransmits: u8,
     pub netns: u32,
+    /// Recorded by the backup program, for a hit the kernel skipped the main program for.
+    pub by_backup: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +90,7 @@ fn exec(ev: &Event) -> Decoded {
         error: 0,
         retransmits: 0,
         netns: 0,
+        by_backup: false,
     }
 }
 
@@ -127,7 +130,8 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
         kind::TW_EXPIRE => Kind::TwExpire { tw: ev.aux, state: state(ev.tw_substate)? },
         other => return Err(DecodeError::Kind(other)),
     };
-    let source = match ev.owner_source {
+    let by_backup = ev.owner_source & owner_source::BY_BACKUP != 0;
+    let source = match ev.owner_source & !owner_source::BY_BACKUP {
         owner_source::UNKNOWN => None,
         owner_source::SYSCALL => Some(OwnerSource::Syscall),
         owner_source::LISTENER => Some(OwnerSource::Listener),
@@ -156,6 +160,7 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
         error: ev.error,
         retransmits: ev.retransmits,
         netns: ev.netns,
+        by_backup,
     })
 }
 
@@ -240,6 +245,20 @@ mod tests {
         assert_eq!(d.owner, None);
         ev.kind = kind::HANDOVER;
         assert_eq!(decode(&encode(&ev)).unwrap().kind, Kind::Handover { tw: 0xffff_8880_0000_1000 });
+    }
+
+    #[test]
+    fn a_transition_the_backup_recorded_is_marked_and_keeps_its_owner() {
+        let mut ev = event();
+        assert!(!decode(&encode(&ev)).unwrap().by_backup);
+        ev.owner_source = owner_source::LISTENER | owner_source::BY_BACKUP;
+        let d = decode(&encode(&ev)).unwrap();
+        assert!(d.by_backup);
+        assert_eq!(d.owner.map(|o| o.source), Some(OwnerSource::Listener));
+        ev.owner_source = owner_source::BY_BACKUP;
+        let d = decode(&encode(&ev)).unwrap();
+        assert!(d.by_backup);
+        assert_eq!(d.owner, None);
     }
 
     #[test]

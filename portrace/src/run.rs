@@ -753,7 +753,9 @@ impl Session<'_> {
         }
         let stats = self.tracer.prog_stats().map_err(io::Error::other)?;
         // A run the kernel skipped is lost unless the backup program recorded it.
-        let rescued = if self.tracer.backed_up { counters.rescued } else { 0 };
+        // (Not the backup's second records of runs the main program made: see
+        // `Timeline::duplicates`.)
+        let rescued = if self.tracer.backed_up { counters.rescued.saturating_sub(self.timeline.duplicates()) } else { 0 };
         let misses = stats.recursion_misses.unwrap_or(0);
         // Hits the kernel handed to no program and did not count either.
         let unseen = match (&self.hits, instance) {

@@ -6,7 +6,7 @@
 //! A connection that moves to a timewait socket keeps its id: it is re-keyed from the full
 //! socket's address to the timewait socket's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use crate::tcp_state::TcpState;
@@ -48,6 +48,8 @@ struct Live {
     /// `since_ns` is the start of the trace, not the moment the state was entered.
     at_least: bool,
     ends: Endpoints,
+    /// The state its last transition left (none for a socket older than the trace).
+    left: Option<TcpState>,
 }
 
 /// The tracker's verdict on one transition.
@@ -67,13 +69,28 @@ pub struct Sockets {
     next_id: u64,
     capacity: usize,
     untracked: u64,
+    /// The state each recently ended socket (closed, or moved to a timewait socket) left
+    /// last, by the key it had, oldest first in `ended_order`.
+    ended: HashMap<SockKey, TcpState>,
+    ended_order: VecDeque<SockKey>,
 }
+
+/// How many ended sockets [`Sockets::repeats`] remembers: a second record of a socket's last
+/// transition comes at most milliseconds after the first.
+const ENDED_REMEMBERED: usize = 8192;
 
 impl Sockets {
     /// A tracker that remembers at most `capacity` live sockets; beyond that, new sockets
     /// still get ids but their durations read as unknown (counted by [`Self::untracked`]).
     pub fn new(capacity: usize) -> Sockets {
-        Sockets { live: HashMap::new(), next_id: 1, capacity, untracked: 0 }
+        Sockets {
+            live: HashMap::new(),
+            next_id: 1,
+            capacity,
+            untracked: 0,
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+        }
     }
 
     /// A new socket id, for a socket portrace learns of outside a transition.
@@ -86,13 +103,36 @@ impl Sockets {
     /// Remembers a socket that existed before the trace: in `state` since at least `since_ns`.
     pub fn seed(&mut self, key: SockKey, id: u64, state: TcpState, since_ns: u64, ends: Endpoints) {
         if self.live.len() < self.capacity {
-            self.live.insert(key, Live { id, state, since_ns, at_least: true, ends });
+            self.live.insert(key, Live { id, state, since_ns, at_least: true, ends, left: None });
         }
     }
 
     /// The state the tracker has for a socket.
     pub fn state(&self, key: SockKey) -> Option<TcpState> {
         self.live.get(&key).map(|l| l.state)
+    }
+
+    /// Whether `old -> new` is the last transition the socket at `key` made, seen already:
+    /// it is in `new` having left `old`, or it went from `old` into CLOSE or to a timewait
+    /// socket a moment ago and its address holds no socket in `old` now. A socket never
+    /// makes one transition twice in a row, so a second record of it is a duplicate.
+    pub fn repeats(&self, key: SockKey, old: TcpState, new: TcpState) -> bool {
+        match self.live.get(&key) {
+            Some(l) if l.state == new && l.left == Some(old) => true,
+            Some(l) if l.state == old => false,
+            _ => new == TcpState::Close && self.ended.get(&key) == Some(&old),
+        }
+    }
+
+    fn remember_ended(&mut self, key: SockKey, left: TcpState) {
+        if self.ended.insert(key, left).is_none() {
+            self.ended_order.push_back(key);
+            if self.ended_order.len() > ENDED_REMEMBERED {
+                if let Some(oldest) = self.ended_order.pop_front() {
+                    self.ended.remove(&oldest);
+                }
+            }
+        }
     }
 
     /// Records a transition `old -> new` at `ts_ns` and says which socket it belongs to and
@@ -114,9 +154,10 @@ impl Sockets {
         };
         if new == TcpState::Close {
             self.live.remove(&key);
+            self.remember_ended(key, old);
         } else if self.live.contains_key(&key) || self.live.len() < self.capacity {
             let ends = merge(known.map(|l| l.ends), ends);
-            self.live.insert(key, Live { id, state: new, since_ns: ts_ns, at_least: false, ends });
+            self.live.insert(key, Live { id, state: new, since_ns: ts_ns, at_least: false, ends, left: Some(old) });
         } else {
             self.untracked += 1;
         }
@@ -126,6 +167,9 @@ impl Sockets {
     /// Moves a socket to another key (a connection moving to its timewait socket).
     pub fn rekey(&mut self, from: SockKey, to: SockKey) {
         if let Some(live) = self.live.remove(&from) {
+            if let Some(left) = live.left {
+                self.remember_ended(from, left);
+            }
             self.live.insert(to, live);
         }
     }

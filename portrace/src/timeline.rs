@@ -54,6 +54,8 @@ pub struct Timeline {
     /// then, by the full socket address those records name, and their hand-over, when it
     /// comes, changes nothing.
     early: HashMap<u64, u64>,
+    /// Second records of a transition, dropped (see [`Timeline::duplicates`]).
+    duplicates: u64,
 }
 
 impl Timeline {
@@ -70,7 +72,17 @@ impl Timeline {
             timewaits: HashMap::new(),
             rearmed_after: HashMap::new(),
             early: HashMap::new(),
+            duplicates: 0,
         }
+    }
+
+    /// Records the backup program made of transitions the main program had recorded
+    /// already, dropped: it recorded them because it found no note of the main program's
+    /// run, which happens when a CPU stalls between the two runs for longer than a note
+    /// lasts. Each one is among the kernel's count of backup recordings without being a
+    /// run the kernel skipped.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
     }
 
     /// A record of timewait socket `tw` that this timeline does not know yet, naming the
@@ -144,6 +156,9 @@ impl Timeline {
             }
         }
         match d.kind {
+            Kind::Transition if d.by_backup && self.sockets.repeats(full, d.oldstate, d.newstate) => {
+                self.duplicates += 1;
+            }
             Kind::Transition => {
                 let reason = (d.newstate == TcpState::Close)
                     .then(|| end_reason(d.oldstate, d.error, self.timewait_tracked));
@@ -319,6 +334,7 @@ mod tests {
             error: 0,
             retransmits: 0,
             netns: 1,
+            by_backup: false,
         }
     }
 
@@ -341,6 +357,70 @@ mod tests {
             t.push(&rec(Kind::Transition, ts, SK, old, new), out);
         }
         t.push(&rec(Kind::Handover { tw: TW }, 50, SK, FinWait2, substate), out);
+    }
+
+    fn by_backup(d: Decoded) -> Decoded {
+        Decoded { by_backup: true, ..d }
+    }
+
+    #[test]
+    fn the_backups_second_record_of_a_transition_is_dropped_and_counted() {
+        let (mut t, mut out) = (timeline(), Vec::new());
+        t.push(&rec(Kind::Transition, 10, SK, Close, SynSent), &mut out);
+        t.push(&rec(Kind::Transition, 20, SK, SynSent, Established), &mut out);
+        // The CPU stalled between the main program's run and the backup's: a second record.
+        t.push(&by_backup(rec(Kind::Transition, 11_020, SK, SynSent, Established)), &mut out);
+        // A record of the backup that is no repeat is the socket's next transition.
+        t.push(&by_backup(rec(Kind::Transition, 11_030, SK, Established, FinWait1)), &mut out);
+        assert_eq!(
+            edges(&out),
+            [
+                (1, Close, SynSent, None, None),
+                (1, SynSent, Established, Some(10), None),
+                (1, Established, FinWait1, Some(11_010), None),
+            ]
+        );
+        assert_eq!(t.duplicates(), 1);
+    }
+
+    #[test]
+    fn a_second_record_of_a_last_transition_is_dropped_even_once_the_address_is_reused() {
+        let (mut t, mut out) = (timeline(), Vec::new());
+        for (ts, old, new) in [(10, Listen, SynRecv), (20, SynRecv, Established), (30, Established, CloseWait), (40, CloseWait, LastAck), (50, LastAck, Close)] {
+            t.push(&rec(Kind::Transition, ts, SK, old, new), &mut out);
+        }
+        t.push(&by_backup(rec(Kind::Transition, 60, SK, LastAck, Close)), &mut out);
+        // A new socket at the same address; then another late second record of the old one.
+        t.push(&rec(Kind::Transition, 70, SK, Close, SynSent), &mut out);
+        t.push(&by_backup(rec(Kind::Transition, 80, SK, LastAck, Close)), &mut out);
+        t.push(&rec(Kind::Transition, 90, SK, SynSent, Established), &mut out);
+        let sockets: Vec<(u64, TcpState, TcpState)> = out.iter().map(|t| (t.socket, t.oldstate, t.newstate)).collect();
+        assert_eq!(sockets.len(), 7, "{sockets:?}");
+        assert_eq!(sockets[5..], [(2, Close, SynSent), (2, SynSent, Established)]);
+        assert_eq!(t.duplicates(), 2);
+    }
+
+    #[test]
+    fn a_second_record_of_a_hand_over_is_dropped() {
+        let (mut t, mut out) = (timeline(), Vec::new());
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        // The backup's record of the same hit: the timewait socket was claimed already.
+        t.push(&by_backup(rec(Kind::Transition, 51, SK, FinWait2, Close)), &mut out);
+        assert_eq!(out.last().map(|t| (t.oldstate, t.newstate)), Some((FinWait2, TimeWait)));
+        assert_eq!(out.len(), 5);
+        assert_eq!(t.duplicates(), 1);
+    }
+
+    #[test]
+    fn a_backup_record_of_a_socket_in_that_state_again_is_kept() {
+        // Lost in between (and counted): SYN_SENT -> CLOSE. The socket connects again, and the
+        // backup records CLOSE -> SYN_SENT a second time; it is no repeat of what is shown.
+        let (mut t, mut out) = (timeline(), Vec::new());
+        t.push(&rec(Kind::Transition, 10, SK, Close, SynSent), &mut out);
+        t.push(&rec(Kind::Transition, 20, SK, SynSent, Close), &mut out);
+        t.push(&by_backup(rec(Kind::Transition, 30, SK, Close, SynSent)), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(t.duplicates(), 0);
     }
 
     #[test]

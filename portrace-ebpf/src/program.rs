@@ -362,12 +362,13 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 
 /// A hit portrace made itself, to learn the programs' order: its own listener opened or
 /// closed, in its own system call. (The task on the CPU alone says nothing: a softirq
-/// handles other sockets' packets in whatever task it interrupts, portrace's included;
-/// but a socket enters or leaves LISTEN only in its owner's own call.)
+/// handles other sockets' packets in whatever task it interrupts, portrace's included,
+/// and a new child socket leaves LISTEN there; but a listener enters or leaves LISTEN only
+/// in its owner's own call.)
 fn is_calibration(oldstate: u8, newstate: u8) -> bool {
     let own = global!(OWN_TGID);
     own != 0
-        && (oldstate == tcp::LISTEN || newstate == tcp::LISTEN)
+        && matches!((oldstate, newstate), (tcp::CLOSE, tcp::LISTEN) | (tcp::LISTEN, tcp::CLOSE))
         && (bpf_get_current_pid_tgid() >> 32) as u32 == own
 }
 

@@ -282,6 +282,8 @@ struct Prepared {
     envp: Vec<CString>,
     identity: Option<Identity>,
     stdout: CommandStdout,
+    /// The priority portrace was started with, for the command (portrace raises its own).
+    nice: Option<i32>,
 }
 
 /// A forked child waiting to exec the command.
@@ -312,6 +314,7 @@ pub fn spawn_held(spec: &CommandSpec, identity: Option<Identity>, stdout: Comman
             .collect(),
         identity,
         stdout,
+        nice: crate::priority::started_with(),
     };
     let mut argv: Vec<*const libc::c_char> = prepared.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -396,6 +399,9 @@ unsafe fn child_exec(
     libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     if p.stdout == CommandStdout::Stderr {
         libc::dup2(2, 1);
+    }
+    if let Some(nice) = p.nice {
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
     }
     if let Some(id) = &p.identity {
         if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {

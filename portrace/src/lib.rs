@@ -34,3 +34,4 @@ pub mod follow;
 pub mod still_open;
 pub mod top;
 pub mod hitcount;
+pub mod priority;

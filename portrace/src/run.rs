@@ -26,6 +26,7 @@ use crate::decode;
 use crate::inventory;
 use crate::loader::{self, Counters, Setup, Tracer};
 use crate::output::{self, Format, Sink, Start};
+use crate::priority;
 use crate::record::{Comm, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition};
 use crate::report::{Report, ReportOptions};
 use crate::still_open::StillOpen;
@@ -220,6 +221,8 @@ async fn trace_until_stopped(
     running: &mut Option<Running>,
 ) -> anyhow::Result<()> {
     let kernel = preflight::check_kernel()?;
+    // Before any thread starts: they all inherit it.
+    priority::raise();
     let tracefs = tracefs::ensure_mounted()?;
     if tracefs.mounted_by_us {
         eprintln!("portrace: tracefs was not mounted; mounted it at {}", tracefs.path.display());

@@ -407,6 +407,14 @@ async fn trace_until_stopped(
              transitions may be missing"
         )?;
     }
+    let twice = session.timeline.duplicates();
+    if twice > 0 {
+        writeln!(
+            stderr,
+            "  {twice} transitions were recorded by both kernel programs (a CPU stalled between \
+             them) and are shown once"
+        )?;
+    }
     let c = session.seen;
     if c.owners_full > 0 || c.timewait_full > 0 {
         writeln!(

@@ -259,35 +259,36 @@ fn attach_raw(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> anyhow::Resul
 /// Loads and attaches the classic tracepoint program: the one that uses `bpf_loop`, or on
 /// a kernel that refuses it, the one that does without. Returns its name.
 fn attach_classic(ebpf: &mut Ebpf) -> anyhow::Result<&'static str> {
-    let program = match load_program(ebpf, BACKUP) {
+    let program = match load_classic(ebpf, BACKUP) {
         Ok(()) => BACKUP,
         Err(first) => {
-            load_program(ebpf, BACKUP_BOUNDED).map_err(|e| first.context(format!("and then: {e:#}")))?;
+            load_classic(ebpf, BACKUP_BOUNDED).map_err(|e| first.context(format!("and then: {e:#}")))?;
             BACKUP_BOUNDED
         }
     };
-    let p: &mut TracePoint = ebpf.program_mut(program).expect("loaded above").try_into()?;
-    p.attach("sock", "inet_sock_set_state")
-        .map_err(|e| explain(e.into()))
-        .context("attaching to the sock:inet_sock_set_state tracepoint")?;
+    attach_loaded_classic(ebpf, program, "sock", "inet_sock_set_state")?;
     Ok(program)
 }
 
-fn load_program(ebpf: &mut Ebpf, program: &str) -> anyhow::Result<()> {
-    let p: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("the eBPF object has no program {program} (a build problem)"))?
-        .try_into()?;
-    p.load().map_err(|e| explain(e.into())).with_context(|| format!("loading the classic tracepoint program {program}"))
+fn attach_classic_named(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
+    load_classic(ebpf, program)?;
+    attach_loaded_classic(ebpf, program, category, name)
 }
 
-fn attach_classic_named(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
-    let p: &mut TracePoint = ebpf
+fn classic<'a>(ebpf: &'a mut Ebpf, program: &str) -> anyhow::Result<&'a mut TracePoint> {
+    Ok(ebpf
         .program_mut(program)
         .ok_or_else(|| anyhow!("the eBPF object has no program {program} (a build problem)"))?
-        .try_into()?;
-    p.load().map_err(|e| explain(e.into())).with_context(|| format!("loading {program}"))?;
-    p.attach(category, name)
+        .try_into()?)
+}
+
+fn load_classic(ebpf: &mut Ebpf, program: &str) -> anyhow::Result<()> {
+    classic(ebpf, program)?.load().map_err(|e| explain(e.into())).with_context(|| format!("loading {program}"))
+}
+
+fn attach_loaded_classic(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
+    classic(ebpf, program)?
+        .attach(category, name)
         .map_err(|e| explain(e.into()))
         .with_context(|| format!("attaching {program} to the {category}:{name} tracepoint"))?;
     Ok(())
@@ -492,7 +493,7 @@ mod tests {
         }
         let mut ebpf = EbpfLoader::new().btf(None).load(PROGRAM).expect("the object loads");
         for program in [BACKUP, BACKUP_BOUNDED] {
-            load_program(&mut ebpf, program).unwrap_or_else(|e| panic!("{program}: {e:#}"));
+            load_classic(&mut ebpf, program).unwrap_or_else(|e| panic!("{program}: {e:#}"));
         }
     }
 }

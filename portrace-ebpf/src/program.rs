@@ -420,11 +420,11 @@ fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> bool {
             _ => (0, false),
         }
     };
-    let order = ORDER.get(0).copied().unwrap_or(ORDER_UNKNOWN);
     // The main program is mid-run on this CPU: the kernel skipped it for this hit.
     if !calibration && matches!(BUSY.get(0), Some(&1)) {
         return true;
     }
+    let order = ORDER.get(0).copied().unwrap_or(ORDER_UNKNOWN);
     // Otherwise, when the main program runs first, exactly the hits it has no note of
     // (it was just starting or ending its run for another hit when this one came). The
     // calibration hit's note says whether it runs first. (One search, for the verifier.)

@@ -154,6 +154,13 @@ impl FilterSpec {
 }
 
 impl FilterSpec {
+    /// Whether the filter keeps every transition of a socket or none: it looks only at
+    /// what a socket keeps for life (family, ports, addresses), not at states or owners.
+    /// (A `CLOSE -> SYN_SENT` the port filters drop comes first, so it leaves no hole.)
+    pub fn keeps_whole_sockets(&self) -> bool {
+        self.states.is_empty() && self.pids.is_empty() && self.comm.is_none()
+    }
+
     /// Whether a socket from the inventory passes the filter, by the rules the kernel
     /// program applies to transitions (its state counts as both ends of a transition).
     pub fn matches_socket(&self, s: &SocketRecord) -> bool {

@@ -169,6 +169,37 @@ pub enum NamespaceError {
 /// Fails only when portrace's own namespace cannot be dumped (IPv4) or /proc cannot be
 /// read; every other problem becomes a warning and the inventory goes on without it.
 pub fn collect() -> Result<Inventory, InventoryError> {
+    let mut warnings = Vec::new();
+    let dumped = dump_namespaces(&mut warnings)?;
+    let owners = procfs::socket_owners().map_err(InventoryError::Owners)?;
+    if owners.unreadable > 0 {
+        warnings.push(format!(
+            "the file descriptors of {} processes could not be read, so their sockets show no \
+             owner; run portrace as root to see every owner",
+            owners.unreadable
+        ));
+    }
+    let namespaces = dumped.len();
+    let sockets = assemble(dumped.into_iter().map(|d| (d.netns, d.sockets)).collect(), &owners, &mut warnings);
+    Ok(Inventory { sockets, namespaces, warnings })
+}
+
+/// The TCP sockets of one network namespace, IPv4 and IPv6, without their owners.
+#[derive(Debug)]
+pub struct NamespaceSockets {
+    /// The namespace's inode.
+    pub netns: u32,
+    pub sockets: Vec<DiagSocket>,
+    /// Both dumps ran to their end and the kernel flagged neither as interrupted by
+    /// changes: a socket missing from `sockets` did not exist.
+    pub whole: bool,
+}
+
+/// Dumps the TCP sockets of every network namespace (portrace's own first), as many at
+/// once as there are CPUs. Fails only when portrace's own namespace cannot be dumped
+/// (IPv4); other problems are pushed onto `warnings` and the namespace is left out or
+/// marked as not whole.
+pub fn dump_namespaces(warnings: &mut Vec<String>) -> Result<Vec<NamespaceSockets>, InventoryError> {
     let namespaces = procfs::network_namespaces().map_err(InventoryError::Namespaces)?;
     // The kernel walks its whole established-socket hash table for every dump, shared by
     // all namespaces: each namespace costs about the same however few sockets it has, so
@@ -180,16 +211,17 @@ pub fn collect() -> Result<Inventory, InventoryError> {
         outcomes.extend(started.into_iter().map(finish_dump));
     }
 
-    let mut warnings = Vec::new();
     let mut dumped = Vec::with_capacity(namespaces.len());
     for (i, (ns, outcome)) in namespaces.iter().zip(outcomes).enumerate() {
         let inode = ns.inode;
         match outcome {
             Ok([v4, v6]) => {
                 let mut sockets = Vec::new();
+                let mut whole = true;
                 for (name, dump) in [("IPv4", v4), ("IPv6", v6)] {
+                    whole &= dump.as_ref().is_ok_and(|d| !d.interrupted);
                     match dump {
-                        Ok(dump) => sockets.extend(take(dump, inode, name, &mut warnings)),
+                        Ok(dump) => sockets.extend(take(dump, inode, name, warnings)),
                         // Without its own IPv4 sockets portrace has no inventory worth the
                         // name; an IPv6 failure may just mean IPv6 is disabled.
                         Err(e) if i == 0 && name == "IPv4" => {
@@ -198,7 +230,7 @@ pub fn collect() -> Result<Inventory, InventoryError> {
                         Err(e) => warnings.push(format!("network namespace net:[{inode}]: {e}")),
                     }
                 }
-                dumped.push((inode, sockets));
+                dumped.push(NamespaceSockets { netns: inode, sockets, whole });
             }
             Err(source) if i == 0 => return Err(InventoryError::Dump { netns: inode, source }),
             Err(e) => warnings.push(format!(
@@ -207,17 +239,7 @@ pub fn collect() -> Result<Inventory, InventoryError> {
             )),
         }
     }
-    let owners = procfs::socket_owners().map_err(InventoryError::Owners)?;
-    if owners.unreadable > 0 {
-        warnings.push(format!(
-            "the file descriptors of {} processes could not be read, so their sockets show no \
-             owner; run portrace as root to see every owner",
-            owners.unreadable
-        ));
-    }
-    let namespaces = dumped.len();
-    let sockets = assemble(dumped, &owners, &mut warnings);
-    Ok(Inventory { sockets, namespaces, warnings })
+    Ok(dumped)
 }
 
 /// A dump's sockets, noting an interrupted dump.

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod filter;
 pub mod loader;
 pub mod sockets;
+pub mod gaps;
 pub mod run;
 pub mod btf;
 pub mod tracefs;

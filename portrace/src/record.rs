@@ -244,12 +244,21 @@ pub enum LossCause {
     /// Records of timewait sockets (armed, removed, expired) found the ring buffer full:
     /// some connections' TIME_WAIT may be missing, or end without being seen.
     TimeWait,
+    /// Transitions missing from sockets' sequences beyond every count above: the kernel
+    /// lost them without counting them anywhere ([`crate::gaps`]).
+    Gap,
 }
 
 impl LossCause {
     /// Every cause, in the order summaries list them.
-    pub const ALL: [LossCause; 5] =
-        [LossCause::RingFull, LossCause::Skipped, LossCause::Malformed, LossCause::Unreadable, LossCause::TimeWait];
+    pub const ALL: [LossCause; 6] = [
+        LossCause::RingFull,
+        LossCause::Skipped,
+        LossCause::Malformed,
+        LossCause::Unreadable,
+        LossCause::TimeWait,
+        LossCause::Gap,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -258,6 +267,7 @@ impl LossCause {
             LossCause::Malformed => "malformed",
             LossCause::Unreadable => "unreadable",
             LossCause::TimeWait => "timewait",
+            LossCause::Gap => "gap",
         }
     }
 

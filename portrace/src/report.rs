@@ -214,7 +214,7 @@ fn slot(state: TcpState) -> usize {
 }
 
 /// Every loss cause, in the order the report lists them.
-const CAUSES: [LossCause; 5] = LossCause::ALL;
+const CAUSES: [LossCause; LossCause::ALL.len()] = LossCause::ALL;
 
 fn cause_slot(cause: LossCause) -> usize {
     cause.index()
@@ -439,7 +439,7 @@ pub struct Report {
     /// Transitions by (from, to) state slot.
     matrix: [[u64; 12]; 12],
     transitions: u64,
-    lost: [u64; 5],
+    lost: [u64; LossCause::ALL.len()],
     unmatched_children: u64,
     /// The earliest and latest record.
     first: Option<Timestamp>,
@@ -459,7 +459,7 @@ impl Report {
             listeners: HashMap::new(),
             matrix: [[0; 12]; 12],
             transitions: 0,
-            lost: [0; 5],
+            lost: [0; LossCause::ALL.len()],
             unmatched_children: 0,
             first: None,
             last: None,
@@ -2475,7 +2475,7 @@ mod tests {
         assert_eq!(totals["lost"], 3);
         assert_eq!(
             totals["lost_by_cause"],
-            serde_json::json!({"ring_full": 3, "skipped": 0, "malformed": 0, "unreadable": 0, "timewait": 0})
+            serde_json::json!({"ring_full": 3, "skipped": 0, "malformed": 0, "unreadable": 0, "timewait": 0, "gap": 0})
         );
 
         let conns = j["connections"].as_array().unwrap();

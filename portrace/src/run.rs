@@ -36,7 +36,9 @@ use crate::details::Details;
 use crate::replay;
 use crate::tracefile::{self, RunSetup};
 use crate::hitcount::{self, HitCounter};
-use crate::{btf, follow, preflight, tracefs};
+use crate::sockets::Endpoints;
+use crate::tcp_state::TcpState;
+use crate::{btf, follow, gaps, preflight, tracefs};
 
 /// How often the ring buffer is drained. The kernel program wakes the reader only when the
 /// ring is a quarter full, so this bounds how late a quiet host's events appear.
@@ -45,6 +47,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How long portrace keeps reading after the traced command exited: the transitions its
 /// exit set off (closes, handshakes finishing in softirq) are still on their way.
 const COMMAND_GRACE: Duration = Duration::from_millis(150);
+
+/// How long the end-of-run check lets transitions made while the kernel listed its sockets
+/// reach the ring buffer before it reads them (see [`Session::check_ends`]).
+const LISTING_GRACE: Duration = Duration::from_millis(20);
 
 /// Sockets the tracker remembers at most (about 100 bytes each).
 const MAX_TRACKED_SOCKETS: usize = 4_000_000;
@@ -332,6 +338,8 @@ async fn trace_until_stopped(
         count: config.count,
         seen: Counters::default(),
         skipped_reported: 0,
+        gap_check: plan.is_none() && config.filter.keeps_whole_sockets(),
+        end_check: None,
         hits,
         batch: Vec::new(),
         details: Details::live(),
@@ -406,6 +414,13 @@ async fn trace_until_stopped(
             "  the kernel skipped the timewait timer programs {timer_misses} times: some TIME_WAIT \
              transitions may be missing"
         )?;
+    }
+    if let Some((checked, unseen)) = session.end_check.filter(|&(checked, _)| checked > 0) {
+        let verdict = match unseen {
+            0 => "every one as the kernel lists it".to_string(),
+            n => format!("{n} transitions of these and earlier sockets missing"),
+        };
+        writeln!(stderr, "  {checked} sockets still open checked against the kernel's socket table: {verdict}")?;
     }
     let twice = session.timeline.duplicates();
     if twice > 0 {
@@ -555,6 +570,12 @@ struct Session<'a> {
     seen: Counters,
     /// Skipped runs already reported as lost.
     skipped_reported: u64,
+    /// Whether holes in sockets' sequences mean lost transitions: the filter keeps whole
+    /// sockets ([`crate::filter::FilterSpec::keeps_whole_sockets`]) and no command is traced (whose
+    /// sockets are followed from the moment the kernel ties them to it).
+    gap_check: bool,
+    /// The end-of-run check, once made: open sockets judged, transitions found unseen.
+    end_check: Option<(usize, u64)>,
     /// The count of the state tracepoint's hits that does not depend on BPF, and the
     /// primary program's count of hits when it started ([`crate::hitcount`]).
     hits: Option<(HitCounter, u64)>,
@@ -638,8 +659,48 @@ impl Session<'_> {
             if let Some(stop) = self.drain(ring.get_mut())? {
                 return Ok(stop);
             }
+            if self.gap_check {
+                if let Some(stop) = self.check_ends(ring.get_mut()).await? {
+                    return Ok(stop);
+                }
+            }
         }
         Ok(stop)
+    }
+
+    /// At the end of a run: lists the kernel's TCP sockets, reads the records of
+    /// transitions made meanwhile, and judges the sockets the timeline has as open against
+    /// the listing ([`gaps::unseen_at_end`]), so that the last transitions of sockets,
+    /// which no later record can show missing, are checked too. What no count explains is
+    /// reported lost.
+    async fn check_ends(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<Option<Stop>> {
+        let listed_ns = self.clock.now().mono_ns;
+        let mut warnings = Vec::new();
+        let dumped = match inventory::dump_namespaces(&mut warnings) {
+            Ok(dumped) => dumped,
+            Err(e) => {
+                eprintln!(
+                    "portrace: cannot list the sockets at the end of the run ({e}); the last \
+                     transitions of open sockets were not checked for losses no count shows"
+                );
+                return Ok(None);
+            }
+        };
+        let mut listing = gaps::Listing::default();
+        for ns in dumped {
+            let sockets = ns.sockets.iter().filter_map(|s| {
+                let ends = Endpoints { saddr: s.saddr, sport: s.sport, daddr: s.daddr, dport: s.dport, netns: ns.netns };
+                TcpState::from_kernel(s.state).map(|state| (ends, state))
+            });
+            listing.add_namespace(ns.netns, sockets, ns.whole);
+        }
+        sleep(LISTING_GRACE).await;
+        if let Some(stop) = self.drain(ring)? {
+            return Ok(Some(stop));
+        }
+        self.end_check = Some(self.timeline.check_against(&listing, listed_ns));
+        let checked = self.check_losses().and_then(|()| self.sink.flush()).map(|()| None);
+        Ok(self.sink_result(checked))
     }
 
     /// Moves the records waiting in the ring through the timeline into `out`, without
@@ -735,8 +796,16 @@ impl Session<'_> {
         Ok(reached(summary).then_some(Stop::Count))
     }
 
-    /// Reports losses the kernel programs counted since the last check.
+    /// Reports losses the kernel programs counted since the last check, then the holes in
+    /// sockets' sequences that no count explains.
     fn check_losses(&mut self) -> io::Result<()> {
+        // Holes found so far: each is in a socket's sequence before a record already read,
+        // so the counts read after this cover every loss counted for it.
+        let unseen = self.timeline.unseen();
+        // To weigh the holes, the programs' side is read before the independent count as
+        // well: hits handled between the two reads make that estimate of the uncounted
+        // hits too large, never too small.
+        let handed_before = if self.gap_check && self.hits.is_some() { self.tracer.handed().ok() } else { None };
         // The independent count first, then the programs' side (see crate::hitcount).
         let instance = match self.hits.as_ref().map(|(counter, _)| counter.total()) {
             Some(Ok(total)) => Some(total),
@@ -769,15 +838,27 @@ impl Session<'_> {
         let rescued = if self.tracer.backed_up { counters.rescued.saturating_sub(self.timeline.duplicates()) } else { 0 };
         let misses = stats.recursion_misses.unwrap_or(0);
         // Hits the kernel handed to no program and did not count either.
-        let unseen = match (&self.hits, instance) {
+        let uncounted_hits = match (&self.hits, instance) {
             (Some((_, at_start)), Some(total)) => hitcount::unseen(total, counters.entered + misses, *at_start),
             _ => 0,
         };
-        let skipped = misses.saturating_sub(rescued) + unseen;
+        let uncounted_at_most = match (&self.hits, instance, handed_before) {
+            (Some((_, at_start)), Some(total), Some(before)) => hitcount::unseen(total, before, *at_start),
+            _ => uncounted_hits,
+        };
+        let skipped = misses.saturating_sub(rescued) + uncounted_hits;
         if skipped > self.skipped_reported {
             let new = skipped - self.skipped_reported;
             self.skipped_reported = skipped;
             self.report_lost(new, LossCause::Skipped)?;
+        }
+        // Every count covers the whole host, so it may include losses of sockets the filter
+        // hides, never fewer than the holes it explains: transitions missing beyond all of
+        // them at their largest (and beyond holes reported before) went uncounted. Each
+        // count grows when its loss happens, before any later record can show the hole.
+        let counted_at_most = self.summary.lost_total() + uncounted_at_most.saturating_sub(uncounted_hits);
+        if self.gap_check && unseen > counted_at_most {
+            self.report_lost(unseen - counted_at_most, LossCause::Gap)?;
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
+use crate::gaps;
 use crate::tcp_state::TcpState;
 
 /// Where the kernel keeps a socket: a full socket or a timewait socket, at an address.
@@ -18,13 +19,15 @@ pub enum SockKey {
     TimeWait(u64),
 }
 
-/// The endpoints of a socket as far as they are known (0 and unspecified when not yet).
+/// The endpoints of a socket as far as they are known (0 and unspecified when not yet),
+/// and its network namespace (0 when not known).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoints {
     pub saddr: IpAddr,
     pub sport: u16,
     pub daddr: IpAddr,
     pub dport: u16,
+    pub netns: u32,
 }
 
 impl Endpoints {
@@ -32,7 +35,8 @@ impl Endpoints {
     fn compatible(&self, later: &Endpoints) -> bool {
         let addr_ok = |a: IpAddr, b: IpAddr| a.is_unspecified() || a == b;
         let port_ok = |a: u16, b: u16| a == 0 || a == b;
-        addr_ok(self.saddr, later.saddr)
+        (self.netns == 0 || later.netns == 0 || self.netns == later.netns)
+            && addr_ok(self.saddr, later.saddr)
             && port_ok(self.sport, later.sport)
             && addr_ok(self.daddr, later.daddr)
             && port_ok(self.dport, later.dport)
@@ -69,6 +73,11 @@ pub struct Sockets {
     next_id: u64,
     capacity: usize,
     untracked: u64,
+    /// See [`Sockets::unseen`].
+    unseen: u64,
+    /// Sockets whose end went unseen, found when a new socket took their address; the
+    /// latest [`ENDED_UNSEEN_REMEMBERED`].
+    ended_unseen: VecDeque<gaps::Open>,
     /// The state each recently ended socket (closed, or moved to a timewait socket) left
     /// last, by the key it had, oldest first in `ended_order`.
     ended: HashMap<SockKey, TcpState>,
@@ -79,6 +88,9 @@ pub struct Sockets {
 /// transition comes at most milliseconds after the first.
 const ENDED_REMEMBERED: usize = 8192;
 
+/// How many sockets whose end went unseen [`Sockets::ended_unseen`] remembers.
+const ENDED_UNSEEN_REMEMBERED: usize = 65_536;
+
 impl Sockets {
     /// A tracker that remembers at most `capacity` live sockets; beyond that, new sockets
     /// still get ids but their durations read as unknown (counted by [`Self::untracked`]).
@@ -88,6 +100,8 @@ impl Sockets {
             next_id: 1,
             capacity,
             untracked: 0,
+            unseen: 0,
+            ended_unseen: VecDeque::new(),
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
         }
@@ -138,20 +152,41 @@ impl Sockets {
     /// Records a transition `old -> new` at `ts_ns` and says which socket it belongs to and
     /// how long it spent in the state it left.
     pub fn observe(&mut self, key: SockKey, ts_ns: u64, old: TcpState, new: TcpState, ends: Endpoints) -> Observed {
-        let known = self.live.get(&key).copied().filter(|l| l.ends.compatible(&ends));
+        let before = self.live.get(&key).copied();
+        let known = before.filter(|l| l.ends.compatible(&ends));
+        // A new socket: one just created (it leaves CLOSE) or a child cloned from a
+        // listener. An entry left from an earlier life of the same address is stale.
+        let birth = is_birth(old, new);
         let (id, prev_state_ns, at_least) = match known {
-            Some(live) if live.state == old => {
+            Some(live) if !birth && live.state == old => {
                 (live.id, Some(ts_ns.saturating_sub(live.since_ns)), live.at_least)
             }
-            // The address belongs to a new socket: one just created (it leaves CLOSE) or a
-            // child cloned from a listener. An entry left from an earlier life of the same
-            // address is stale.
-            _ if is_birth(old, new) => (self.new_id(), None, false),
+            _ if birth => (self.new_id(), None, false),
             // Transitions of this socket were not seen (lost, filtered out, or it predates
             // portrace).
             Some(live) => (live.id, None, false),
             None => (self.new_id(), None, false),
         };
+        let (unseen, ended) = match (key, before) {
+            // A timewait socket's records come from timers, on their own terms (see
+            // `crate::timeline`); a socket from the inventory may have changed state
+            // between the inventory and the start.
+            (SockKey::TimeWait(_), _) | (_, None) => (0, None),
+            (_, Some(l)) if l.at_least => (0, None),
+            (_, Some(l)) if birth => (gaps::unseen_end(l.state), Some(l)),
+            (_, Some(l)) if known.is_some() => (gaps::between(l.state, old), None),
+            // Another socket at a socket's address: the first one's end and this one's
+            // birth were not seen.
+            (_, Some(l)) => (gaps::unseen_end(l.state) + gaps::unseen_since_birth(old), Some(l)),
+        };
+        self.unseen += unseen;
+        if let Some(l) = ended {
+            // Where it went may still show at the end of the run.
+            if self.ended_unseen.len() == ENDED_UNSEEN_REMEMBERED {
+                self.ended_unseen.pop_front();
+            }
+            self.ended_unseen.push_back(gaps::Open { full: true, state: l.state, since_ns: l.since_ns, ends: l.ends });
+        }
         if new == TcpState::Close {
             self.live.remove(&key);
             self.remember_ended(key, old);
@@ -188,6 +223,38 @@ impl Sockets {
     pub fn untracked(&self) -> u64 {
         self.untracked
     }
+
+    /// The sockets the tracker has as open.
+    pub fn open(&self) -> Vec<gaps::Open> {
+        self.live
+            .iter()
+            .map(|(key, l)| gaps::Open {
+                full: matches!(key, SockKey::Full(_)),
+                state: l.state,
+                since_ns: l.since_ns,
+                ends: l.ends,
+            })
+            .collect()
+    }
+
+    /// Sockets whose end went unseen, found when a new socket took their address (the
+    /// latest 65,536), as they were last seen.
+    pub fn ended_unseen(&self) -> Vec<gaps::Open> {
+        self.ended_unseen.iter().copied().collect()
+    }
+
+    /// Adds transitions found unseen otherwise than by [`Self::observe`].
+    pub fn add_unseen(&mut self, n: u64) {
+        self.unseen += n;
+    }
+
+    /// Transitions that sockets made unseen, at least, as the holes in their sequences
+    /// show ([`crate::gaps`]): a socket seen leaving a state it was not seen entering, or a
+    /// socket's address taken by a new one before its end was seen. Only meaningful when
+    /// every transition of a socket passes the filter or none does.
+    pub fn unseen(&self) -> u64 {
+        self.unseen
+    }
 }
 
 /// The endpoints known so far: a port or address learned later fills in an unknown one.
@@ -198,6 +265,7 @@ fn merge(before: Option<Endpoints>, now: Endpoints) -> Endpoints {
         sport: if now.sport == 0 { b.sport } else { now.sport },
         daddr: if now.daddr.is_unspecified() { b.daddr } else { now.daddr },
         dport: if now.dport == 0 { b.dport } else { now.dport },
+        netns: if now.netns == 0 { b.netns } else { now.netns },
     }
 }
 
@@ -218,7 +286,7 @@ mod tests {
 
     fn ends(sport: u16, dport: u16) -> Endpoints {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        Endpoints { saddr: lo, sport, daddr: lo, dport }
+        Endpoints { saddr: lo, sport, daddr: lo, dport, netns: 0 }
     }
 
     fn obs(s: &mut Sockets, key: SockKey, ts: u64, old: TcpState, new: TcpState) -> Observed {
@@ -313,6 +381,71 @@ mod tests {
         assert_eq!(s.state(tw), Some(TimeWait));
         let end = obs(&mut s, tw, 60_000_006, TimeWait, Close);
         assert_eq!(end, Observed { socket: id, prev_state_ns: Some(60_000_000), at_least: false });
+    }
+
+    #[test]
+    fn whole_sequences_leave_no_hole() {
+        let mut s = Sockets::new(16);
+        for (i, key) in [SockKey::Full(1), SockKey::Full(2)].into_iter().enumerate() {
+            let t = 10 * i as u64;
+            obs(&mut s, key, t, Close, SynSent);
+            obs(&mut s, key, t + 1, SynSent, Established);
+            obs(&mut s, key, t + 2, Established, CloseWait);
+            obs(&mut s, key, t + 3, CloseWait, LastAck);
+            obs(&mut s, key, t + 4, LastAck, Close);
+        }
+        // The address reused after a seen end; a child; a move to a timewait socket.
+        obs(&mut s, SockKey::Full(1), 30, Close, Listen);
+        obs(&mut s, SockKey::Full(1), 31, Listen, Close);
+        obs(&mut s, SockKey::Full(3), 32, Listen, SynRecv);
+        obs(&mut s, SockKey::Full(3), 33, SynRecv, Established);
+        obs(&mut s, SockKey::Full(3), 34, Established, FinWait1);
+        obs(&mut s, SockKey::Full(3), 35, FinWait1, FinWait2);
+        obs(&mut s, SockKey::Full(3), 36, FinWait2, TimeWait);
+        s.rekey(SockKey::Full(3), SockKey::TimeWait(9));
+        obs(&mut s, SockKey::Full(3), 37, Close, SynSent);
+        assert_eq!(s.unseen(), 0);
+    }
+
+    #[test]
+    fn a_hole_counts_the_fewest_transitions_that_fill_it() {
+        let mut s = Sockets::new(16);
+        obs(&mut s, A, 10, Close, SynSent);
+        obs(&mut s, A, 20, Established, FinWait1);
+        assert_eq!(s.unseen(), 1, "SYN_SENT -> ESTABLISHED");
+        obs(&mut s, A, 30, FinWait2, TimeWait);
+        assert_eq!(s.unseen(), 2, "and FIN_WAIT1 -> FIN_WAIT2");
+    }
+
+    #[test]
+    fn a_new_socket_at_the_address_of_one_still_open_means_its_end_was_unseen() {
+        let mut s = Sockets::new(16);
+        obs(&mut s, A, 1, Close, SynSent);
+        obs(&mut s, A, 2, SynSent, Established);
+        obs(&mut s, A, 3, Established, FinWait1);
+        // Its way to CLOSE or TIME_WAIT was lost; a new socket takes its address.
+        obs(&mut s, A, 4, Close, SynSent);
+        assert_eq!(s.unseen(), 1);
+        // A child too; and a socket with other ports, first seen mid-life, also counts
+        // the transitions that brought it there.
+        obs(&mut s, A, 5, SynSent, Established);
+        obs(&mut s, A, 6, Listen, SynRecv);
+        assert_eq!(s.unseen(), 2);
+        s.observe(A, 7, Established, CloseWait, ends(3, 4));
+        assert_eq!(s.unseen(), 2 + 1 + 2, "the child's end, then CLOSE -> SYN_SENT -> ESTABLISHED");
+    }
+
+    #[test]
+    fn sockets_older_than_the_trace_and_timewait_sockets_are_not_judged() {
+        let mut s = Sockets::new(16);
+        // The inventory said ESTABLISHED; it closed before the trace began.
+        s.seed(A, 42, Established, 1000, ends(1, 2));
+        obs(&mut s, A, 5000, Close, SynSent);
+        let tw = SockKey::TimeWait(0xb);
+        s.seed(tw, 43, TimeWait, 1000, ends(1, 2));
+        obs(&mut s, tw, 6000, FinWait2, TimeWait);
+        obs(&mut s, tw, 7000, FinWait2, Close);
+        assert_eq!(s.unseen(), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use crate::record::{LossCause, Lost, Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
-const CAUSES: [LossCause; 5] = LossCause::ALL;
+const CAUSES: [LossCause; LossCause::ALL.len()] = LossCause::ALL;
 
 fn cause_index(cause: LossCause) -> usize {
     cause.index()
@@ -83,7 +83,7 @@ impl Summary {
     }
 
     /// Transitions lost by cause: every cause, zeros included, in [`LossCause`] order.
-    pub fn lost_by_cause(&self) -> [(LossCause, u64); 5] {
+    pub fn lost_by_cause(&self) -> [(LossCause, u64); LossCause::ALL.len()] {
         CAUSES.map(|cause| (cause, self.lost[cause_index(cause)]))
     }
 
@@ -161,6 +161,12 @@ fn advice(cause: LossCause) -> (&'static str, &'static str) {
             "timewait records dropped, ring buffer full",
             "some TIME_WAIT transitions may be missing; try a larger --ring-size",
         ),
+        LossCause::Gap => (
+            "missing from sockets' sequences",
+            "sockets were seen leaving states they were not seen entering, more often than every \
+             count above explains: the kernel handed these transitions to none of portrace's \
+             programs and counted them nowhere",
+        ),
     }
 }
 
@@ -237,7 +243,8 @@ mod tests {
                 (LossCause::Skipped, 0),
                 (LossCause::Malformed, 3),
                 (LossCause::Unreadable, 0),
-                (LossCause::TimeWait, 0)
+                (LossCause::TimeWait, 0),
+                (LossCause::Gap, 0)
             ]
         );
         assert_eq!(s.elapsed_ns(), 12_346_000_000);

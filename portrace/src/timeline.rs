@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::clock::Clock;
 use crate::decode::{Decoded, Kind};
+use crate::gaps;
 use crate::reasons::{end_reason, timewait_expired};
 use crate::record::{EndReason, Owner, OwnerSource, SocketRecord, Transition};
 use crate::sockets::{Endpoints, SockKey, Sockets};
@@ -108,7 +109,7 @@ impl Timeline {
         let id = self.sockets.new_id();
         s.socket = id;
         if s.cookie != 0 {
-            let ends = Endpoints { saddr: s.saddr, sport: s.sport, daddr: s.daddr, dport: s.dport };
+            let ends = Endpoints { saddr: s.saddr, sport: s.sport, daddr: s.daddr, dport: s.dport, netns: s.netns };
             self.inventory.insert(s.cookie, Known { id, state: s.state, owner: s.owner, ends });
         }
         id
@@ -275,7 +276,7 @@ impl Timeline {
         reason: Option<EndReason>,
         out: &mut Vec<Transition>,
     ) {
-        let ends = Endpoints { saddr: d.saddr, sport: d.sport, daddr: d.daddr, dport: d.dport };
+        let ends = Endpoints { saddr: d.saddr, sport: d.sport, daddr: d.daddr, dport: d.dport, netns: d.netns };
         let seen = self.sockets.observe(key, d.ts_ns, old, new, ends);
         let closing = new == TcpState::Close;
         out.push(Transition {
@@ -298,6 +299,23 @@ impl Timeline {
             retransmits: if closing { d.retransmits } else { 0 },
             netns: d.netns,
         });
+    }
+
+    /// Transitions sockets made unseen, at least, by the holes in their sequences
+    /// ([`Sockets::unseen`]).
+    pub fn unseen(&self) -> u64 {
+        self.sockets.unseen()
+    }
+
+    /// Judges the sockets the timeline has as open against the kernel's `listing`, taken
+    /// from `listed_ns` on, once every record written before then was pushed
+    /// ([`crate::gaps::unseen_at_end`]); what they made unseen counts in [`Self::unseen`].
+    /// Returns the open sockets judged and the transitions found unseen.
+    pub fn check_against(&mut self, listing: &gaps::Listing, listed_ns: u64) -> (usize, u64) {
+        let (checked, unseen) =
+            gaps::unseen_at_end(&self.sockets.open(), &self.sockets.ended_unseen(), listing, listed_ns);
+        self.sockets.add_unseen(unseen);
+        (checked, unseen)
     }
 
     /// Live sockets the tracker remembers.

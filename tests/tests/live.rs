@@ -562,6 +562,68 @@ fn stop_when_settled(
 /// once or counted lost: none twice, none missing without a count. (Losses are allowed
 /// here, unlike at 15,000/s above, because the kernel's uncounted gap, which portrace
 /// counts from ftrace's tally, is likelier at this rate.)
+/// The sockets still open when portrace stops are checked against the kernel's socket
+/// table (a hole there is a transition lost with no count): listening, established and
+/// CLOSE_WAIT sockets, IPv4 and IPv6, in a namespace. The kernel lists every one as
+/// portrace has it, so portrace says it checked them and reports nothing lost.
+#[test]
+fn sockets_open_at_the_end_are_checked_against_the_kernel() {
+    let _lock = privileged();
+    let ns = Netns::create();
+    let load = load();
+    let (v4, v6) = ("127.0.0.1:65143", "[::1]:65144");
+    let mut portrace = Portrace::start(&["--port", "65143", "--port", "65144"]);
+    // Established both ways: the server reads until the client's EOF, the client holds.
+    let server4 = load.server(&ns, v4, N, Closer::Client);
+    let mut client4 = load.spawn_client_with(&ns, v4, N, 1, Closer::Client, &["--hold"]);
+    client4.wait_line(&format!("connected {N}"), WAIT);
+    // CLOSE_WAIT: the server closes each connection at once, the client holds its end.
+    let server6 = load.server(&ns, v6, N, Closer::Server);
+    let mut client6 = load.spawn_client_with(&ns, v6, N, 1, Closer::Server, &["--hold"]);
+    client6.wait_line(&format!("connected {N}"), WAIT);
+    let count = |records: &[serde_json::Value], edge: &str| {
+        records
+            .iter()
+            .filter(|r| r["type"] == "transition" && format!("{}->{}", r["oldstate"].as_str().unwrap_or(""), r["newstate"].as_str().unwrap_or("")) == edge)
+            .count()
+    };
+    let settled = portrace.wait_until(RECORDS_TIMEOUT, |r| {
+        count(r, "SYN_RECV->ESTABLISHED") == 2 * N && count(r, "ESTABLISHED->CLOSE_WAIT") == N
+    });
+    // Past the time a socket's last transition must be old for the check to judge it.
+    std::thread::sleep(Duration::from_millis(500));
+    let run = portrace.stop();
+    Tcpload::go(&mut client4);
+    Tcpload::go(&mut client6);
+    Tcpload::finish_client(client4, N);
+    Tcpload::finish_client(client6, N);
+    server4.wait_success(WAIT);
+    server6.wait_success(WAIT);
+
+    run.assert_clean();
+    assert!(settled, "the connections did not show up:\n{}", timeline(&run.transitions()));
+    let losses = lost_total(&run.records);
+    assert_eq!(
+        (losses.in_stream, losses.at_end),
+        (0, Some(0)),
+        "no transition is lost, and none may be reported lost: {:?}\n{}",
+        losses.by_cause,
+        run.stderr
+    );
+    // The IPv4 client and server ends (established) and the IPv6 client ends (CLOSE_WAIT)
+    // at least; the listeners too while their servers still listen.
+    let checked: usize = run
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_suffix(" sockets still open checked against the kernel's socket table: every one as the kernel lists it")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("portrace does not say it checked the open sockets:\n{}", run.stderr));
+    assert!(checked >= 3 * N, "{checked} sockets checked, fewer than the {} open:\n{}", 3 * N, run.stderr);
+}
+
 #[test]
 fn burst_at_40000_per_second_shows_every_transition_once_or_counts_it_lost() {
     const CONNECTIONS: usize = 10_000;

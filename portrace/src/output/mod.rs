@@ -1176,7 +1176,7 @@ mod tests {
         assert_eq!(end["lost"], 16);
         assert_eq!(
             end["lost_by_cause"],
-            serde_json::json!({"ring_full": 12, "skipped": 1, "malformed": 3, "unreadable": 0, "timewait": 0})
+            serde_json::json!({"ring_full": 12, "skipped": 1, "malformed": 3, "unreadable": 0, "timewait": 0, "gap": 0})
         );
         let kinds: Vec<&str> =
             end["by_transition"].as_object().unwrap().keys().map(String::as_str).collect();

@@ -422,6 +422,7 @@ fn loss_reason(cause: LossCause) -> &'static str {
         LossCause::Malformed => "malformed records",
         LossCause::Unreadable => "unreadable in the kernel (a socket field could not be read)",
         LossCause::TimeWait => "timewait records dropped, ring buffer full (TIME_WAIT transitions may be missing)",
+        LossCause::Gap => "missing from sockets' sequences, counted nowhere by the kernel",
     }
 }
 

@@ -230,6 +230,7 @@ pub fn cause_code(cause: LossCause) -> u8 {
         LossCause::Malformed => 3,
         LossCause::Unreadable => 4,
         LossCause::TimeWait => 5,
+        LossCause::Gap => 6,
     }
 }
 
@@ -240,6 +241,7 @@ fn cause_from(code: u8) -> Option<LossCause> {
         3 => LossCause::Malformed,
         4 => LossCause::Unreadable,
         5 => LossCause::TimeWait,
+        6 => LossCause::Gap,
         _ => return None,
     })
 }

@@ -102,16 +102,17 @@ pub struct End {
     /// Transition records written.
     pub transitions: u64,
     /// Transitions lost, by cause, every cause listed.
-    pub lost: [(LossCause, u64); 5],
+    pub lost: [(LossCause, u64); LossCause::ALL.len()],
 }
 
 impl End {
-    pub const NO_LOSS: [(LossCause, u64); 5] = [
+    pub const NO_LOSS: [(LossCause, u64); LossCause::ALL.len()] = [
         (LossCause::RingFull, 0),
         (LossCause::Skipped, 0),
         (LossCause::Malformed, 0),
         (LossCause::Unreadable, 0),
         (LossCause::TimeWait, 0),
+        (LossCause::Gap, 0),
     ];
 
     /// Transitions lost, all causes together.

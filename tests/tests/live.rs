@@ -581,14 +581,10 @@ fn sockets_open_at_the_end_are_checked_against_the_kernel() {
     let server6 = load.server(&ns, v6, N, Closer::Server);
     let mut client6 = load.spawn_client_with(&ns, v6, N, 1, Closer::Server, &["--hold"]);
     client6.wait_line(&format!("connected {N}"), WAIT);
-    let count = |records: &[serde_json::Value], edge: &str| {
-        records
-            .iter()
-            .filter(|r| r["type"] == "transition" && format!("{}->{}", r["oldstate"].as_str().unwrap_or(""), r["newstate"].as_str().unwrap_or("")) == edge)
-            .count()
-    };
     let settled = portrace.wait_until(RECORDS_TIMEOUT, |r| {
-        count(r, "SYN_RECV->ESTABLISHED") == 2 * N && count(r, "ESTABLISHED->CLOSE_WAIT") == N
+        let ts = portrace_tests::records::transitions(r);
+        let count = |edge: &str| ts.iter().filter(|t| t.edge() == edge).count();
+        count("SYN_RECV->ESTABLISHED") == 2 * N && count("ESTABLISHED->CLOSE_WAIT") == N
     });
     // Past the time a socket's last transition must be old for the check to judge it.
     std::thread::sleep(Duration::from_millis(500));

@@ -804,8 +804,11 @@ impl Session<'_> {
         let unseen = self.timeline.unseen();
         // To weigh the holes, the programs' side is read before the independent count as
         // well: hits handled between the two reads make that estimate of the uncounted
-        // hits too large, never too small.
-        let handed_before = if self.gap_check && self.hits.is_some() { self.tracer.handed().ok() } else { None };
+        // hits too large, never too small. Only needed when the holes exceed the losses
+        // reported so far (the comparison below is against no less), which is rare: it
+        // saves the drain loop a map read and a system call.
+        let weigh = self.gap_check && unseen > self.summary.lost_total() && self.hits.is_some();
+        let handed_before = if weigh { self.tracer.handed().ok() } else { None };
         // The independent count first, then the programs' side (see crate::hitcount).
         let instance = match self.hits.as_ref().map(|(counter, _)| counter.total()) {
             Some(Ok(total)) => Some(total),

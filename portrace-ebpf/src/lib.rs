@@ -321,7 +321,9 @@ pub mod counter {
     pub const OWNERS_FULL: u32 = 4;
     /// A connection's timewait socket could not be remembered: the timewait map was full.
     pub const TIMEWAIT_FULL: u32 = 5;
-    /// A timewait socket's record (armed, removed, expired) found the ring buffer full.
+    /// A timewait socket's record that is no transition found the ring buffer full: a
+    /// timer removal, a re-arm in the same state, a hand-over that keeps FIN_WAIT2. It
+    /// hides a transition only when the removal was the timewait socket being killed.
     pub const TW_RING_FULL: u32 = 6;
     /// A transition the program could not read (a socket field or tracepoint field read
     /// failed, or an address family it does not know).
@@ -334,7 +336,14 @@ pub mod counter {
     /// skipped, this is every hit of the tracepoint the kernel handed to the program;
     /// userspace compares it with a count of the hits that does not depend on BPF.
     pub const ENTERED: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// A timewait socket's record that is a transition (its change from FIN_WAIT2 to
+    /// TIME_WAIT, its expiry) found the ring buffer full: a transition lost, like
+    /// `RING_FULL`, and a timer removal reported before it lacks its follow-up.
+    pub const TW_CHANGE_FULL: u32 = 10;
+    /// A timer removal userspace got was followed by a re-arm or expiry it will not get
+    /// (dropped, or filtered out): noted in the `FOLLOWED` map.
+    pub const FOLLOWED: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// Capacity of the map of held, not yet port-bound `CLOSE -> SYN_SENT` transitions.
@@ -346,6 +355,16 @@ pub const OWNER_ENTRIES: u32 = 262_144;
 pub const LISTENER_ENTRIES: u32 = 16_384;
 /// Capacity of the timewait map (connections in TIME_WAIT or orphaned FIN_WAIT2).
 pub const TIMEWAIT_ENTRIES: u32 = 262_144;
+/// Capacity of the map of timer removals whose follow-up userspace does not get
+/// (`FOLLOWED`): the least recently noted are forgotten first.
+pub const FOLLOWED_ENTRIES: u32 = 16_384;
+/// How long after a timewait timer's removal its re-arming or expiry may follow. The
+/// kernel does both in the same function, microseconds apart, but a virtual CPU can stall
+/// for longer. A killed timewait socket whose memory holds a new one within this window
+/// is told apart by the new one's first arming, which the transition of the full socket
+/// it replaces claims (`claim_timewait` in the program). Userspace matches a removal to
+/// the note of its follow-up (`FOLLOWED`) within it too.
+pub const REARM_WINDOW_NS: u64 = 10_000_000;
 
 /// Byte offsets in the records of the tracepoints that follow the traced command's
 /// processes (`portrace -- CMD`), read by userspace from tracefs.

@@ -34,7 +34,7 @@ use aya_ebpf::{
 use portrace_ebpf::{
     counter, kind, owner_source, tcp, Event, Filter, Layout, ListenKey, Owner, SockLayout,
     SockOwner, TaskLayout, TimeWaitEntry, AF_INET, AF_INET6, CLONE_THREAD, HOLD_ENTRIES, IPPROTO_TCP,
-    LISTENER_ENTRIES, MAX_NETS, MAX_PIDS, MAX_PORTS, OWNER_ENTRIES, TIMEWAIT_ENTRIES, TRACED_ENTRIES,
+    LISTENER_ENTRIES, MAX_NETS, MAX_PIDS, MAX_PORTS, OWNER_ENTRIES, FOLLOWED_ENTRIES, REARM_WINDOW_NS, TIMEWAIT_ENTRIES, TRACED_ENTRIES,
 };
 
 /// Tracepoint field offsets, set by userspace before load.
@@ -268,7 +268,17 @@ struct Cancelled {
     tw: u64,
     ts_ns: u64,
     entry: TimeWaitEntry,
+    /// Whether the removal's record reached the ring buffer.
+    delivered: u64,
 }
+
+/// Timer removals that userspace got and whose follow-up (re-arm or expiry) it will not
+/// get: the follow-up's record was dropped in a full ring, or the filter let the removal
+/// through but not it (`--state CLOSE` keeps a removal, reported as a move to CLOSE, and
+/// drops a re-arm in TIME_WAIT). By timewait socket, the time of the follow-up. Userspace
+/// reads it before it takes an unanswered removal for a kill.
+#[map]
+static FOLLOWED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(FOLLOWED_ENTRIES, 0);
 
 /// Per CPU: the timewait sockets whose timer was just armed for the first time, each
 /// waiting for the transition of the full socket it replaces (which follows on the same
@@ -321,13 +331,6 @@ struct EarlyTw {
 /// socket's transition (they happen one after the other in the same kernel function, but
 /// interrupts can come between).
 const PENDING_TW_NS: u64 = 10_000_000;
-
-/// How long after a timer's removal its re-arming or expiry may follow. The kernel does
-/// both in the same function, microseconds apart, but a virtual CPU can stall for longer.
-/// A killed timewait socket whose memory holds a new one within this window is told apart
-/// by the new one's first arming, which the transition of the full socket it replaces
-/// claims (see `claim_timewait`).
-const REARM_WINDOW_NS: u64 = 10_000_000;
 
 /// Reads a global that userspace rewrote before load; volatile so the compiler does not
 /// fold in the placeholder value.
@@ -662,9 +665,12 @@ fn process(mut ev: Event, rescue: bool) {
             }
             return;
         }
-        if let Some(held) = HOLD.get_ptr(&sk) {
-            if passes(&ev, false) {
-                emit(unsafe { &*held });
+        if let Some(held) = unsafe { HOLD.get(&sk) } {
+            // Judged again with the port the socket has now; written as it was made.
+            let mut bound = *held;
+            bound.sport = ev.sport;
+            if passes(&bound, false) {
+                emit(held);
                 bump(counter::RELEASED);
             }
             let _ = HOLD.remove(&sk);
@@ -771,15 +777,24 @@ fn timewait_of(timer: u64) -> Option<u64> {
     Some(timer - l.tw_timer as u64)
 }
 
-/// The entry of a timewait socket whose timer was removed a moment ago on this CPU.
-fn take_cancelled(tw: u64) -> Option<TimeWaitEntry> {
+/// The timewait socket whose timer was removed a moment ago on this CPU, if it is `tw`.
+fn take_cancelled(tw: u64) -> Option<Cancelled> {
     let slot = CANCELLED.get_ptr_mut(0)?;
     let c = unsafe { *slot };
     if c.tw != tw || unsafe { bpf_ktime_get_ns() }.wrapping_sub(c.ts_ns) > REARM_WINDOW_NS {
         return None;
     }
     unsafe { (*slot).tw = 0 };
-    Some(c.entry)
+    Some(c)
+}
+
+/// After a removal's follow-up: when userspace got the removal but not the follow-up, it
+/// is told, so that it does not take the removal for a kill.
+fn followed(c: &Cancelled, delivered: bool) {
+    if c.delivered != 0 && !delivered {
+        let _ = FOLLOWED.insert(&c.tw, &unsafe { bpf_ktime_get_ns() }, 0);
+        bump(counter::FOLLOWED);
+    }
 }
 
 /// Reports a timewait socket's new state, if it changed.
@@ -793,11 +808,13 @@ fn substate_changed(tw: u64, mut entry: TimeWaitEntry, substate: u8) {
     timewait_report(tw, &entry, kind::TW_ARMED, before);
 }
 
-/// Reports a timewait socket's event, counting one that cannot be read.
-fn timewait_report(tw: u64, entry: &TimeWaitEntry, kind: u8, before: u8) {
-    if timewait_event(tw, entry, kind, before).is_err() {
+/// Reports a timewait socket's event, counting one that cannot be read. Returns whether
+/// its record reached the ring buffer.
+fn timewait_report(tw: u64, entry: &TimeWaitEntry, kind: u8, before: u8) -> bool {
+    timewait_event(tw, entry, kind, before).unwrap_or_else(|_| {
         bump(counter::UNREADABLE);
-    }
+        false
+    })
 }
 
 /// `timer_start(struct timer_list *timer, unsigned long expires, unsigned int flags)`.
@@ -824,14 +841,15 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
     let cancelled = take_cancelled(tw);
     // A timewait socket never goes back from TIME_WAIT to FIN_WAIT2: an "arming" that does
     // is a new timewait socket in a killed one's memory, whose hand-over follows.
-    let cancelled = cancelled.filter(|e| !(e.substate == tcp::TIME_WAIT && substate == tcp::FIN_WAIT2));
-    if let Some(mut entry) = cancelled {
+    let cancelled = cancelled.filter(|c| !(c.entry.substate == tcp::TIME_WAIT && substate == tcp::FIN_WAIT2));
+    if let Some(c) = cancelled {
         // Re-armed: the same timewait socket goes on. Say so even when its state is the
         // same, so the removal reported a moment ago is not taken for its end.
+        let mut entry = c.entry;
         let before = entry.substate;
         entry.substate = substate;
         let _ = TIMEWAITS.insert(&tw, &entry, 0);
-        timewait_report(tw, &entry, kind::TW_ARMED, before);
+        followed(&c, timewait_report(tw, &entry, kind::TW_ARMED, before));
     } else if let Some(entry) = unsafe { TIMEWAITS.get(&tw) } {
         substate_changed(tw, *entry, substate);
     } else {
@@ -852,19 +870,20 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
 pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
     let Some(tw) = timewait_of(timer) else { return 0 };
-    let entry = match take_cancelled(tw) {
-        Some(entry) => entry,
-        None => match unsafe { TIMEWAITS.get(&tw) } {
-            Some(entry) => *entry,
-            None => return 0,
-        },
+    let cancelled = take_cancelled(tw);
+    let mut entry = match (&cancelled, unsafe { TIMEWAITS.get(&tw) }) {
+        (Some(c), _) => c.entry,
+        (None, Some(entry)) => *entry,
+        (None, None) => return 0,
     };
     let _ = TIMEWAITS.remove(&tw);
     let l: SockLayout = global!(SOCK);
     let before = entry.substate;
-    let mut entry = entry;
     entry.substate = kread(tw, l.tw_substate).unwrap_or(entry.substate);
-    timewait_report(tw, &entry, kind::TW_EXPIRE, before);
+    let delivered = timewait_report(tw, &entry, kind::TW_EXPIRE, before);
+    if let Some(c) = cancelled {
+        followed(&c, delivered);
+    }
     0
 }
 
@@ -875,10 +894,10 @@ pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
     let Some(tw) = timewait_of(timer) else { return 0 };
     let Some(entry) = (unsafe { TIMEWAITS.get(&tw) }).copied() else { return 0 };
     let _ = TIMEWAITS.remove(&tw);
+    let delivered = timewait_report(tw, &entry, kind::TW_CANCEL, entry.substate);
     if let Some(slot) = CANCELLED.get_ptr_mut(0) {
-        unsafe { *slot = Cancelled { tw, ts_ns: bpf_ktime_get_ns(), entry } };
+        unsafe { *slot = Cancelled { tw, ts_ns: bpf_ktime_get_ns(), entry, delivered: u64::from(delivered) } };
     }
-    timewait_report(tw, &entry, kind::TW_CANCEL, entry.substate);
     0
 }
 
@@ -901,10 +920,11 @@ pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
 }
 
 /// Reports an event of a timewait socket portrace saw a connection move to; `before` is
-/// the state portrace last reported for it.
-fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8, before: u8) -> Result<(), i32> {
+/// the state portrace last reported for it. Returns whether its record reached the ring
+/// buffer.
+fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8, before: u8) -> Result<bool, i32> {
     if global!(TRACE_COMMAND) != 0 && known.owner.traced == 0 {
-        return Ok(());
+        return Ok(false);
     }
     let l: SockLayout = global!(SOCK);
     let family: u16 = kread(tw, l.family)?;
@@ -923,11 +943,11 @@ fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8, before: u8) -> Resul
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
-    if passes(&ev, false) {
-        ev.comm = bpf_get_current_comm().unwrap_or_default();
-        emit(&ev);
+    if !passes(&ev, false) {
+        return Ok(false);
     }
-    Ok(())
+    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    Ok(emit(&ev))
 }
 
 /// `task:task_newtask`, in the creating task: a process the traced command starts (fork,
@@ -1121,11 +1141,18 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-fn emit(ev: &Event) {
-    // A hand-over that keeps the connection in FIN_WAIT2 is bookkeeping, not a transition
-    // users would have seen.
-    let visible = ev.kind == kind::TRANSITION || (ev.kind == kind::HANDOVER && ev.oldstate != ev.newstate);
-    let full = if visible { counter::RING_FULL } else { counter::TW_RING_FULL };
+/// Writes the record into the ring buffer; returns whether there was room.
+fn emit(ev: &Event) -> bool {
+    // What a full ring costs: a transition users would have seen, or a timewait socket's
+    // bookkeeping (a hand-over that keeps the connection in FIN_WAIT2, a timer removal, a
+    // re-arm in the same state).
+    let full = match ev.kind {
+        kind::TRANSITION => counter::RING_FULL,
+        kind::HANDOVER if ev.oldstate != ev.newstate => counter::RING_FULL,
+        kind::TW_EXPIRE => counter::TW_CHANGE_FULL,
+        kind::TW_ARMED if ev.oldstate != ev.newstate => counter::TW_CHANGE_FULL,
+        _ => counter::TW_RING_FULL,
+    };
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(*ev);
@@ -1136,8 +1163,12 @@ fn emit(ev: &Event) {
             };
             slot.submit(flags.into());
             bump(counter::EMITTED);
+            true
         }
-        None => bump(full),
+        None => {
+            bump(full);
+            false
+        }
     }
 }
 

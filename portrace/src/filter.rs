@@ -186,8 +186,8 @@ impl FilterSpec {
     /// The kernel program also holds a `CLOSE -> SYN_SENT` whose local port is not bound
     /// yet (`sport` 0) until the socket's next transition shows the port; a caller
     /// replaying transitions does that itself, judging the held transition without the
-    /// local-port conditions (`lports` and `ports` cleared) and releasing it only if the
-    /// socket's next transition passes.
+    /// local-port conditions (`lports` and `ports` cleared), then again with the port the
+    /// next transition shows, and releasing it only if it passes then.
     pub fn matches_transition(&self, t: &Transition) -> bool {
         let any = |list: &[u16], port: u16| list.is_empty() || list.contains(&port);
         let owner = t.owner.as_ref();

@@ -56,6 +56,9 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     inventory: HashMap<MapData, u64, Owner>,
     listeners: HashMap<MapData, ListenKey, SockOwner>,
+    /// Timewait timer removals whose follow-up userspace will not get (see
+    /// [`Tracer::removal_followed`]).
+    followed: HashMap<MapData, u64, u64>,
     /// The traced command's processes, when tracing a command.
     traced: Option<HashMap<MapData, u32, u8>>,
     /// The program whose skipped runs are losses: the raw tracepoint, or the classic one
@@ -78,11 +81,23 @@ pub struct Counters {
     pub rescued: u64,
     pub owners_full: u64,
     pub timewait_full: u64,
+    /// Timewait records that are no transition, dropped in a full ring.
     pub tw_ring_full: u64,
+    /// Timewait records that are transitions, dropped in a full ring.
+    pub tw_change_full: u64,
+    /// Timer removals whose follow-up userspace does not get, noted.
+    pub followed: u64,
     pub unreadable: u64,
     pub unfollowed: u64,
     /// Runs of the primary program.
     pub entered: u64,
+}
+
+impl Counters {
+    /// Transitions dropped in a full ring: full sockets' and timewait sockets'.
+    pub fn ring_full_transitions(&self) -> u64 {
+        self.ring_full + self.tw_change_full
+    }
 }
 
 /// What the kernel itself counts for a program.
@@ -208,8 +223,19 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).context("opening the counters")?;
     let inventory = HashMap::try_from(take_map(&mut ebpf, "INVENTORY")?).context("opening the inventory map")?;
     let listeners = HashMap::try_from(take_map(&mut ebpf, "LISTENERS")?).context("opening the listener map")?;
-    let tracer =
-        Tracer { ebpf, counters, inventory, listeners, traced, primary, backed_up, timewait_tracked, limitations };
+    let followed = HashMap::try_from(take_map(&mut ebpf, "FOLLOWED")?).context("opening the timer follow-up map")?;
+    let tracer = Tracer {
+        ebpf,
+        counters,
+        inventory,
+        listeners,
+        followed,
+        traced,
+        primary,
+        backed_up,
+        timewait_tracked,
+        limitations,
+    };
     Ok((tracer, ring))
 }
 
@@ -325,10 +351,24 @@ impl Tracer {
             owners_full: read(counter::OWNERS_FULL)?,
             timewait_full: read(counter::TIMEWAIT_FULL)?,
             tw_ring_full: read(counter::TW_RING_FULL)?,
+            tw_change_full: read(counter::TW_CHANGE_FULL)?,
+            followed: read(counter::FOLLOWED)?,
             unreadable: read(counter::UNREADABLE)?,
             unfollowed: read(counter::UNFOLLOWED)?,
             entered: read(counter::ENTERED)?,
         })
+    }
+
+    /// Whether the timer of timewait socket `tw`, removed at `removed_ns` (monotonic), was
+    /// re-armed or expired without userspace getting that record (dropped in a full ring,
+    /// or filtered out): then the removal was no kill. Forgets the note it finds.
+    pub fn removal_followed(&mut self, tw: u64, removed_ns: u64) -> bool {
+        let Ok(at) = self.followed.get(&tw, 0) else { return false };
+        let _ = self.followed.remove(&tw);
+        // The kernel program matched the follow-up to the removal within the window,
+        // counted from a moment after the removal's record was stamped: twice the window
+        // leaves room for that, and is still far less than a timewait socket's life.
+        at >= removed_ns && at - removed_ns <= 2 * portrace_ebpf::REARM_WINDOW_NS
     }
 
     /// Hits of the state tracepoint handed to the primary program so far: the runs it

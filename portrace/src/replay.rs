@@ -59,7 +59,8 @@ impl TransitionFilter {
                 return;
             }
             if let Some(held) = self.held.remove(&t.socket) {
-                if self.spec.matches_transition(&t) {
+                // Judged again with the port the socket has now; written as it was made.
+                if self.spec.matches_transition(&Transition { sport: t.sport, ..held.clone() }) {
                     out.push(held);
                 }
             }
@@ -582,6 +583,8 @@ mod tests {
             FilterSpec { states: vec![TcpState::Established], ..Default::default() },
             FilterSpec { pids: vec![10], ..Default::default() },
             FilterSpec { comm: Some("client".into()), lports: vec![41000], ..Default::default() },
+            // The connect passes, the transition that shows its port does not.
+            FilterSpec { states: vec![TcpState::Close], ports: vec![8080], ..Default::default() },
         ];
         for spec in cases {
             // The kernel keeps the client's unbound connect when its next transition
@@ -662,6 +665,15 @@ mod tests {
         assert!(out.is_empty(), "another port: dropped with what follows");
         f.offer(t(3, 5000, Close, Listen), &mut out);
         assert_eq!(out.len(), 1);
+
+        // The held connect is judged itself, with its port: a state filter may keep it
+        // and not the transition that showed the port.
+        let mut f =
+            TransitionFilter::new(FilterSpec { lports: vec![5000], states: vec![Close], ..Default::default() });
+        let mut out = Vec::new();
+        f.offer(t(1, 0, Close, SynSent), &mut out);
+        f.offer(t(1, 5000, SynSent, Established), &mut out);
+        assert_eq!(out.iter().map(|t| (t.socket, t.sport, t.newstate)).collect::<Vec<_>>(), [(1, 0, SynSent)]);
 
         // Without a local-port condition nothing is held.
         let mut f = TransitionFilter::new(FilterSpec { rports: vec![80], ..Default::default() });

@@ -757,7 +757,8 @@ impl Session<'_> {
         if emptied {
             // Timewait timer removals not followed by a re-arm or expiry: killed.
             let now = self.clock.now();
-            self.timeline.settle(now.mono_ns, self.seen.tw_ring_full > 0, &mut self.batch);
+            let tracer = &mut self.tracer;
+            self.timeline.settle(now.mono_ns, |tw, at| tracer.removal_followed(tw, at), &mut self.batch);
             let written = self.write_batch().and_then(|stop| self.sink.tick(now).map(|()| stop));
             stop = self.sink_result(written);
         }
@@ -826,7 +827,7 @@ impl Session<'_> {
         let before = self.seen;
         self.seen = counters;
         for (now, then, cause) in [
-            (counters.ring_full, before.ring_full, LossCause::RingFull),
+            (counters.ring_full_transitions(), before.ring_full_transitions(), LossCause::RingFull),
             (counters.tw_ring_full, before.tw_ring_full, LossCause::TimeWait),
             (counters.unreadable, before.unreadable, LossCause::Unreadable),
         ] {

@@ -158,8 +158,9 @@ fn advice(cause: LossCause) -> (&'static str, &'static str) {
             "a socket field could not be read; please report it with your kernel version",
         ),
         LossCause::TimeWait => (
-            "timewait records dropped, ring buffer full",
-            "some TIME_WAIT transitions may be missing; try a larger --ring-size",
+            "timewait timer records dropped, ring buffer full",
+            "records, not transitions: at most this many TIME_WAITs cut short meanwhile show no end; \
+             try a larger --ring-size",
         ),
         LossCause::Gap => (
             "missing from sockets' sequences",

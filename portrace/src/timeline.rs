@@ -237,16 +237,13 @@ impl Timeline {
 
     /// Settles timewait timer removals that no re-arm or expiry followed: those timewait
     /// sockets were killed. Call it after the ring buffer was drained empty, with the
-    /// current monotonic time. `records_lost`: timewait records were lost (the ring was
-    /// full), so a removal may lack its re-arm only because that record was dropped; the
-    /// removal then proves nothing and is let go rather than shown as a kill (the loss
-    /// itself is reported).
-    pub fn settle(&mut self, now_ns: u64, records_lost: bool, out: &mut Vec<Transition>) {
+    /// current monotonic time. `followed(tw, removed_ns)`, asked of each removal due,
+    /// says whether the kernel program saw a re-arm or expiry follow it whose record this
+    /// timeline will not get (dropped in a full ring, or filtered out): that removal is
+    /// let go, no kill.
+    pub fn settle(&mut self, now_ns: u64, mut followed: impl FnMut(u64, u64) -> bool, out: &mut Vec<Transition>) {
         let due = |c: &PendingCancel| now_ns.saturating_sub(c.record.ts_ns) >= CANCEL_GRACE_NS;
-        if records_lost {
-            self.cancels.retain(|c| !due(c));
-            return;
-        }
+        self.cancels.retain(|c| !(due(c) && followed(c.tw, c.record.ts_ns)));
         self.settle_where(due, out);
     }
 
@@ -447,7 +444,7 @@ mod tests {
         active_close_until_handover(&mut t, &mut out, TimeWait);
         t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 60_000_050, SK, TimeWait, Close), &mut out);
         t.push(&rec(Kind::TwExpire { tw: TW, state: TimeWait }, 60_000_060, SK, TimeWait, Close), &mut out);
-        t.settle(u64::MAX, false, &mut out);
+        t.settle(u64::MAX, |_, _| false, &mut out);
         assert_eq!(
             edges(&out[4..]),
             vec![
@@ -470,7 +467,7 @@ mod tests {
         t.push(&rec(Kind::TwCancel { tw: TW, state: FinWait2 }, 45, SK, FinWait2, Close), &mut out);
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 46, SK, FinWait2, TimeWait), &mut out);
         t.push(&rec(Kind::Handover { tw: TW }, 50, SK, FinWait2, FinWait2), &mut out);
-        t.settle(u64::MAX, false, &mut out);
+        t.settle(u64::MAX, |_, _| false, &mut out);
         t.push(&rec(Kind::TwExpire { tw: TW, state: TimeWait }, 60_000_046, SK, TimeWait, Close), &mut out);
         assert_eq!(
             edges(&out[4..]),
@@ -491,7 +488,7 @@ mod tests {
         active_close_until_handover(&mut t, &mut out, FinWait2);
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 60, SK, FinWait2, TimeWait), &mut out);
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 61, SK, FinWait2, TimeWait), &mut out);
-        t.settle(u64::MAX, false, &mut out);
+        t.settle(u64::MAX, |_, _| false, &mut out);
         assert_eq!(edges(&out[4..]), vec![(1, FinWait2, TimeWait, Some(20), None)]);
     }
 
@@ -503,7 +500,7 @@ mod tests {
         // The peer's FIN arrives: the kernel re-arms the timer (removal first, then arming).
         t.push(&rec(Kind::TwCancel { tw: TW, state: FinWait2 }, 100, SK, FinWait2, Close), &mut out);
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, FinWait2, TimeWait), &mut out);
-        t.settle(u64::MAX, false, &mut out);
+        t.settle(u64::MAX, |_, _| false, &mut out);
         assert_eq!(edges(&out[4..]), vec![(1, FinWait2, TimeWait, Some(61), None)]);
     }
 
@@ -520,9 +517,9 @@ mod tests {
         let (mut t, mut out) = (timeline(), vec![]);
         active_close_until_handover(&mut t, &mut out, TimeWait);
         t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 5_000, SK, TimeWait, Close), &mut out);
-        t.settle(5_000 + CANCEL_GRACE_NS - 1, false, &mut out);
+        t.settle(5_000 + CANCEL_GRACE_NS - 1, |_, _| unreachable!("asked with no removal due"), &mut out);
         assert_eq!(out.len(), 5, "not settled within the grace period");
-        t.settle(5_000 + CANCEL_GRACE_NS, false, &mut out);
+        t.settle(5_000 + CANCEL_GRACE_NS, |_, _| false, &mut out);
         assert_eq!(edges(&out[5..]), vec![(1, TimeWait, Close, Some(4_950), Some(EndReason::TimeWaitKilled))]);
     }
 
@@ -575,12 +572,21 @@ mod tests {
     }
 
     #[test]
-    fn after_lost_timewait_records_an_unanswered_removal_is_no_kill() {
+    fn a_removal_whose_follow_up_was_not_delivered_is_no_kill() {
         let (mut t, mut out) = (timeline(), vec![]);
         active_close_until_handover(&mut t, &mut out, TimeWait);
         t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 5_000, SK, TimeWait, Close), &mut out);
-        t.settle(5_000 + CANCEL_GRACE_NS, true, &mut out);
-        assert_eq!(out.len(), 5, "no kill is invented when the re-arm may have been dropped");
+        let mut asked = Vec::new();
+        t.settle(
+            5_000 + CANCEL_GRACE_NS,
+            |tw, at| {
+                asked.push((tw, at));
+                true
+            },
+            &mut out,
+        );
+        assert_eq!(asked, vec![(TW, 5_000)], "the kernel's note is looked up by timewait socket and removal time");
+        assert_eq!(out.len(), 5, "no kill is invented when the re-arm was dropped or filtered out");
         // The connection is still known: its real end shows when its timer fires.
         t.push(&rec(Kind::TwExpire { tw: TW, state: TimeWait }, 60_000_050, SK, TimeWait, Close), &mut out);
         assert_eq!(out.last().map(|t| (t.socket, t.reason)), Some((1, Some(EndReason::ActiveClose))));
@@ -592,7 +598,7 @@ mod tests {
         active_close_until_handover(&mut t, &mut out, TimeWait);
         t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 100, SK, TimeWait, Close), &mut out);
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, TimeWait, TimeWait), &mut out);
-        t.settle(u64::MAX, false, &mut out);
+        t.settle(u64::MAX, |_, _| false, &mut out);
         assert_eq!(out.len(), 5);
     }
 

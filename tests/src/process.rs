@@ -90,6 +90,11 @@ impl Proc {
         self.child.as_ref().expect("the process is running").id()
     }
 
+    /// Closes the process's stdin: it reads EOF.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
     /// Writes one line to the process's stdin.
     pub fn send_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is piped");

@@ -438,6 +438,19 @@ pub struct Losses {
     pub at_end: Option<u64>,
 }
 
+impl Losses {
+    /// Timewait records dropped (cause `timewait`): timer bookkeeping, each of which hides
+    /// a transition only when it was a timewait socket being killed.
+    pub fn timewait_records(&self) -> u64 {
+        self.by_cause.get("timewait").copied().unwrap_or(0)
+    }
+
+    /// Transitions counted lost: every cause but `timewait`, which counts records.
+    pub fn transitions(&self) -> u64 {
+        self.in_stream - self.timewait_records()
+    }
+}
+
 /// Adds up the `lost` records and reads the `end` record's total. Panics on a malformed
 /// `lost` record.
 pub fn lost_total(records: &[Value]) -> Losses {

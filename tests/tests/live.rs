@@ -517,6 +517,62 @@ fn filter_state() {
     );
 }
 
+/// `--state CLOSE` with a local-port filter (`--port` is either end): a connect, held by the
+/// kernel program until the socket's next transition shows its port, is kept although that
+/// transition is not; and a client whose timewait timer the kernel moves is not taken for
+/// killed. The server closes seconds after its clients: their timewait sockets, waiting in
+/// FIN_WAIT2 for its FIN, then have their 60 s timer removed and re-armed in another
+/// bucket of the kernel's timer wheel. The removal passes the filter (it would be a move
+/// to CLOSE if nothing followed it); the re-arm, FIN_WAIT2 -> TIME_WAIT, does not.
+#[test]
+fn filter_state_close_keeps_connects_and_sees_no_kill_in_a_moved_timer() {
+    let _lock = privileged();
+    let ns = Netns::create();
+    let load = load();
+    let portrace = Portrace::start(&["--state", "CLOSE", "--port", "65146"]);
+    let mut server = load.server_with(&ns, "127.0.0.1:65146", N, Closer::Client, &["--keep-open"]);
+    load.client(&ns, "127.0.0.1:65146", N, 1, Closer::Client);
+    server.wait_line(&format!("done {N}"), WAIT);
+    // Wheel buckets for a 60 s timer span 2 s at 250 Hz, 4 s at 1000 Hz, 5.1 s at 100 Hz.
+    std::thread::sleep(Duration::from_millis(5_500));
+    server.close_stdin();
+    server.wait_success(WAIT);
+    let expect = [
+        Expect {
+            role: "listener",
+            count: 1,
+            edges: LISTENER,
+        },
+        Expect {
+            role: "client",
+            count: N,
+            edges: &["CLOSE->SYN_SENT"],
+        },
+        Expect {
+            role: "child",
+            count: N,
+            edges: &["LAST_ACK->CLOSE"],
+        },
+    ];
+    let mut portrace = portrace;
+    portrace.wait_for_transitions(expected_total(&expect), RECORDS_TIMEOUT);
+    // A removal is taken for a kill once nothing followed it for 20 ms: give it the time.
+    std::thread::sleep(Duration::from_millis(300));
+    let run = portrace.stop();
+    run.assert_clean();
+    let ts = run.transitions();
+    let roles = assert_sequences(&ts, &expect);
+    assert_all(&ts, "no TIME_WAIT is said to be cut short", |t| t.reason.as_deref() != Some("time_wait_killed"));
+    assert!(
+        roles.get("client").iter().all(|s| s.first().dport == 65146),
+        "the connects are the clients' own:\n{}",
+        timeline(&ts)
+    );
+    // The clients are in TIME_WAIT now, so their timers did move.
+    let time_wait = ns.time_wait_ports(65146);
+    assert_eq!(time_wait.len(), N, "every client is in TIME_WAIT: {time_wait:?}");
+}
+
 /// Stops portrace once it has accounted for (received or reported lost) every transition
 /// of `connections` client-closes-first connections to `port` in `ns` and the kernel's own
 /// list of TIME_WAIT sockets has stopped changing (or `timeout` passed). Every connection
@@ -666,10 +722,17 @@ fn burst_at_40000_per_second_shows_every_transition_once_or_counts_it_lost() {
             socket.socket
         );
     }
-    assert_eq!(
-        ts.len() as u64 + losses.in_stream,
-        expected as u64,
-        "every transition shown once or counted lost ({killed} TIME_WAITs killed by the kernel)"
+    // Dropped timewait records (timer bookkeeping) hide a transition only when they were a
+    // TIME_WAIT being killed: then a killed client may show no end, uncounted.
+    let accounted = ts.len() as u64 + losses.transitions();
+    let hidden_at_most = if losses.timewait_records() > 0 { killed as u64 } else { 0 };
+    assert!(
+        accounted <= expected as u64 && expected as u64 - accounted <= hidden_at_most,
+        "every transition shown once or counted lost: {} shown + {} lost = {accounted} of \
+         {expected} ({killed} TIME_WAITs killed by the kernel; {} timewait records dropped)",
+        ts.len(),
+        losses.transitions(),
+        losses.timewait_records()
     );
     assert_eq!(losses.at_end, Some(losses.in_stream), "the end record counts the same losses");
 }
@@ -771,19 +834,20 @@ fn tiny_ring_reports_losses() {
         "more transitions than the traffic made: {numbers}"
     );
     // A transition that finds the ring full is counted after the filter, so received +
-    // lost is exact when every loss is `ring_full`. A transition the kernel skipped the
-    // program for (`skipped`, from the program's recursion misses) is counted before the
-    // filter can see it, so it may have been anyone's: then only `>=` holds.
-    if losses.by_cause.keys().all(|cause| cause == "ring_full") {
+    // lost is exact when every loss is `ring_full`, but for kills: a dropped timewait
+    // record (`timewait`, timer bookkeeping) can hide a killed TIME_WAIT's end. A
+    // transition the kernel skipped the program for (`skipped`, from the program's
+    // recursion misses) is counted before the filter can see it, so it may have been
+    // anyone's: then only `>=` holds.
+    let accounted = received + losses.transitions();
+    if losses.by_cause.keys().all(|cause| cause == "ring_full" || cause == "timewait") {
+        let hidden_at_most = if losses.timewait_records() > 0 { (killed + killed_late) as u64 } else { 0 };
         assert!(
-            (expected..=expected_max).contains(&(received + losses.in_stream)),
+            (expected.saturating_sub(hidden_at_most)..=expected_max).contains(&accounted),
             "received + lost must account for every transition: {numbers}"
         );
     } else {
-        assert!(
-            received + losses.in_stream >= expected,
-            "received + lost must cover every transition: {numbers}"
-        );
+        assert!(accounted >= expected, "received + lost must cover every transition: {numbers}");
     }
 }
 

@@ -421,7 +421,7 @@ fn loss_reason(cause: LossCause) -> &'static str {
         LossCause::Skipped => "skipped by the kernel (another BPF program was running on that CPU)",
         LossCause::Malformed => "malformed records",
         LossCause::Unreadable => "unreadable in the kernel (a socket field could not be read)",
-        LossCause::TimeWait => "timewait records dropped, ring buffer full (TIME_WAIT transitions may be missing)",
+        LossCause::TimeWait => "timewait timer records dropped, ring buffer full (a TIME_WAIT cut short meanwhile may show no end)",
         LossCause::Gap => "missing from sockets' sequences, counted nowhere by the kernel",
     }
 }

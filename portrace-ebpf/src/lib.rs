@@ -340,10 +340,7 @@ pub mod counter {
     /// TIME_WAIT, its expiry) found the ring buffer full: a transition lost, like
     /// `RING_FULL`, and a timer removal reported before it lacks its follow-up.
     pub const TW_CHANGE_FULL: u32 = 10;
-    /// A timer removal userspace got was followed by a re-arm or expiry it will not get
-    /// (dropped, or filtered out): noted in the `FOLLOWED` map.
-    pub const FOLLOWED: u32 = 11;
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 11;
 }
 
 /// Capacity of the map of held, not yet port-bound `CLOSE -> SYN_SENT` transitions.

@@ -793,7 +793,6 @@ fn take_cancelled(tw: u64) -> Option<Cancelled> {
 fn followed(c: &Cancelled, delivered: bool) {
     if c.delivered != 0 && !delivered {
         let _ = FOLLOWED.insert(&c.tw, &unsafe { bpf_ktime_get_ns() }, 0);
-        bump(counter::FOLLOWED);
     }
 }
 

@@ -85,8 +85,6 @@ pub struct Counters {
     pub tw_ring_full: u64,
     /// Timewait records that are transitions, dropped in a full ring.
     pub tw_change_full: u64,
-    /// Timer removals whose follow-up userspace does not get, noted.
-    pub followed: u64,
     pub unreadable: u64,
     pub unfollowed: u64,
     /// Runs of the primary program.
@@ -352,7 +350,6 @@ impl Tracer {
             timewait_full: read(counter::TIMEWAIT_FULL)?,
             tw_ring_full: read(counter::TW_RING_FULL)?,
             tw_change_full: read(counter::TW_CHANGE_FULL)?,
-            followed: read(counter::FOLLOWED)?,
             unreadable: read(counter::UNREADABLE)?,
             unfollowed: read(counter::UNFOLLOWED)?,
             entered: read(counter::ENTERED)?,

@@ -21,7 +21,7 @@ fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 /// The `process` record of `pid`; panics unless there is exactly one.
-fn process<'a>(records: &'a [Value], pid: u32) -> &'a Value {
+fn process(records: &[Value], pid: u32) -> &Value {
     let found: Vec<&Value> = of_type(records, "process").into_iter().filter(|p| p["pid"] == pid).collect();
     assert_eq!(found.len(), 1, "one process record for pid {pid}: {found:?}");
     found[0]

@@ -309,7 +309,8 @@ pub struct Filter {
 
 /// Indices into the per-CPU `COUNTERS` array.
 pub mod counter {
-    /// A transition passed the filter but the ring buffer had no room for it.
+    /// A transition passed the filter but the ring buffer had no room for it: a full
+    /// socket's, or a timewait socket's (its change to TIME_WAIT, its expiry).
     pub const RING_FULL: u32 = 0;
     /// A transition was written into the ring buffer.
     pub const EMITTED: u32 = 1;
@@ -336,11 +337,7 @@ pub mod counter {
     /// skipped, this is every hit of the tracepoint the kernel handed to the program;
     /// userspace compares it with a count of the hits that does not depend on BPF.
     pub const ENTERED: u32 = 9;
-    /// A timewait socket's record that is a transition (its change from FIN_WAIT2 to
-    /// TIME_WAIT, its expiry) found the ring buffer full: a transition lost, like
-    /// `RING_FULL`, and a timer removal reported before it lacks its follow-up.
-    pub const TW_CHANGE_FULL: u32 = 10;
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 10;
 }
 
 /// Capacity of the map of held, not yet port-bound `CLOSE -> SYN_SENT` transitions.

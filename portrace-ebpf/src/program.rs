@@ -870,10 +870,12 @@ pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
     let Some(tw) = timewait_of(timer) else { return 0 };
     let cancelled = take_cancelled(tw);
-    let mut entry = match (&cancelled, unsafe { TIMEWAITS.get(&tw) }) {
-        (Some(c), _) => c.entry,
-        (None, Some(entry)) => *entry,
-        (None, None) => return 0,
+    let mut entry = match &cancelled {
+        Some(c) => c.entry,
+        None => match unsafe { TIMEWAITS.get(&tw) } {
+            Some(entry) => *entry,
+            None => return 0,
+        },
     };
     let _ = TIMEWAITS.remove(&tw);
     let l: SockLayout = global!(SOCK);
@@ -1145,13 +1147,12 @@ fn emit(ev: &Event) -> bool {
     // What a full ring costs: a transition users would have seen, or a timewait socket's
     // bookkeeping (a hand-over that keeps the connection in FIN_WAIT2, a timer removal, a
     // re-arm in the same state).
-    let full = match ev.kind {
-        kind::TRANSITION => counter::RING_FULL,
-        kind::HANDOVER if ev.oldstate != ev.newstate => counter::RING_FULL,
-        kind::TW_EXPIRE => counter::TW_CHANGE_FULL,
-        kind::TW_ARMED if ev.oldstate != ev.newstate => counter::TW_CHANGE_FULL,
-        _ => counter::TW_RING_FULL,
+    let transition = match ev.kind {
+        kind::TRANSITION | kind::TW_EXPIRE => true,
+        kind::HANDOVER | kind::TW_ARMED => ev.oldstate != ev.newstate,
+        _ => false,
     };
+    let full = if transition { counter::RING_FULL } else { counter::TW_RING_FULL };
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(*ev);

@@ -83,19 +83,10 @@ pub struct Counters {
     pub timewait_full: u64,
     /// Timewait records that are no transition, dropped in a full ring.
     pub tw_ring_full: u64,
-    /// Timewait records that are transitions, dropped in a full ring.
-    pub tw_change_full: u64,
     pub unreadable: u64,
     pub unfollowed: u64,
     /// Runs of the primary program.
     pub entered: u64,
-}
-
-impl Counters {
-    /// Transitions dropped in a full ring: full sockets' and timewait sockets'.
-    pub fn ring_full_transitions(&self) -> u64 {
-        self.ring_full + self.tw_change_full
-    }
 }
 
 /// What the kernel itself counts for a program.
@@ -349,7 +340,6 @@ impl Tracer {
             owners_full: read(counter::OWNERS_FULL)?,
             timewait_full: read(counter::TIMEWAIT_FULL)?,
             tw_ring_full: read(counter::TW_RING_FULL)?,
-            tw_change_full: read(counter::TW_CHANGE_FULL)?,
             unreadable: read(counter::UNREADABLE)?,
             unfollowed: read(counter::UNFOLLOWED)?,
             entered: read(counter::ENTERED)?,

@@ -827,7 +827,7 @@ impl Session<'_> {
         let before = self.seen;
         self.seen = counters;
         for (now, then, cause) in [
-            (counters.ring_full_transitions(), before.ring_full_transitions(), LossCause::RingFull),
+            (counters.ring_full, before.ring_full, LossCause::RingFull),
             (counters.tw_ring_full, before.tw_ring_full, LossCause::TimeWait),
             (counters.unreadable, before.unreadable, LossCause::Unreadable),
         ] {

@@ -449,6 +449,16 @@ impl Losses {
     pub fn transitions(&self) -> u64 {
         self.in_stream - self.timewait_records()
     }
+
+    /// Transitions that may be neither shown nor counted when the kernel killed `killed`
+    /// TIME_WAITs: a dropped timewait record hides a killed one's end, and nothing else.
+    pub fn hidden_at_most(&self, killed: usize) -> u64 {
+        if self.timewait_records() > 0 {
+            killed as u64
+        } else {
+            0
+        }
+    }
 }
 
 /// Adds up the `lost` records and reads the `end` record's total. Panics on a malformed

@@ -7,6 +7,19 @@
 //! implicit padding, so their bytes mean the same thing on both sides.
 #![no_std]
 
+/// The tools the kernel program is built with, pinned: what the verifier accepts depends
+/// on the code they generate (frame sizes above all), so a new nightly or bpf-linker is
+/// adopted on purpose, with the stack check and the kernel matrix run again.
+pub mod build {
+    /// The nightly toolchain (`rustup` name) that compiles the kernel program: rustc
+    /// 1.97.0-nightly, commit e50aa6fba of 2026-05-19, with its own LLVM 22.1.4.
+    pub const TOOLCHAIN: &str = "nightly-2026-05-20";
+    /// The bpf-linker release that links it, built against the distribution's LLVM 22.
+    pub const BPF_LINKER: &str = "0.13.0";
+    /// The LLVM major version bpf-linker is built against.
+    pub const LLVM_MAJOR: u32 = 22;
+}
+
 /// Kernel TCP state numbers (`include/net/tcp_states.h`).
 pub mod tcp {
     pub const ESTABLISHED: u8 = 1;

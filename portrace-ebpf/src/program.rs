@@ -18,21 +18,29 @@
 //!   main program left no note of (`HANDLED`), which came as its run was starting or
 //!   ending. On a kernel without BTF it is the only program
 //!   (`CLASSIC_PRIMARY`).
+//!
+//! The verifier allows 512 bytes of stack for a program's deepest call chain, and
+//! `portrace/build.rs` holds every program to 384 of them over every path. So no record is
+//! built on the stack: each run takes a record slot of its own in the per-CPU `SCRATCH`
+//! map, one level deeper for each run it interrupts (see [`Scratch`]), and records reach
+//! the ring buffer by copy from there. Functions pass records by reference, never by value.
 
 use core::ffi::c_void;
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_loop,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_get_current_comm as get_comm_into, bpf_loop, bpf_probe_read_kernel as probe_read_into},
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
 };
 use portrace_ebpf::{
-    counter, kind, owner_source, tcp, Event, Filter, Layout, ListenKey, Owner, SockLayout,
+    counter, kind, owner_source, tcp, Event, EVENT_SIZE, Filter, Layout, ListenKey, Owner, SockLayout,
     SockOwner, TaskLayout, TimeWaitEntry, AF_INET, AF_INET6, CLONE_THREAD, HOLD_ENTRIES, IPPROTO_TCP,
     LISTENER_ENTRIES, MAX_NETS, MAX_PIDS, MAX_PORTS, OWNER_ENTRIES, FOLLOWED_ENTRIES, REARM_WINDOW_NS, TIMEWAIT_ENTRIES, TRACED_ENTRIES,
 };
@@ -77,6 +85,48 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Per CPU: where runs build their records.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// How many runs of portrace's programs can be under way on one CPU at once. A run in a
+/// task (a system call: connect, close, listen) can be interrupted by a softirq (packets,
+/// timers) whose programs run, and that by a hardirq that arms a timer (`timer_start`,
+/// `timer_cancel`); the kernel never runs a program inside itself on the same CPU (a raw
+/// tracepoint program's own guard, and one guard for all classic tracepoint programs), but
+/// every other pair can nest: the state programs, the timer programs and the packet program
+/// in any order. Three levels are the most seen; the fourth is margin.
+const SCRATCH_LEVELS: usize = 4;
+
+/// The record slots of one CPU, a level each. A run takes the level `depth` says is free
+/// and moves `depth` past it until it ends. A run that interrupts another between its read
+/// of `depth` and its write takes the same level, but it also ends before the interrupted
+/// run goes on, so the two never use the level at the same time.
+#[repr(C)]
+struct Scratch {
+    depth: u32,
+    _pad: u32,
+    events: [Event; SCRATCH_LEVELS],
+}
+
+/// Runs `f` with this run's record slot; `None` (and `f` not run) when every level is in
+/// use, which only a kernel nesting programs deeper than they are known to nest would do.
+#[inline(always)]
+fn with_scratch<R>(f: impl FnOnce(&mut Event) -> R) -> Option<R> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the map value is this CPU's and lives as long as the program; the levels
+    // keep nested runs apart (see `Scratch`).
+    let depth = unsafe { (*scratch).depth };
+    let level = depth as usize;
+    if level >= SCRATCH_LEVELS {
+        return None;
+    }
+    unsafe { (*scratch).depth = depth + 1 };
+    let result = f(unsafe { &mut (*scratch).events[level] });
+    unsafe { (*scratch).depth = depth };
+    Some(result)
+}
 
 /// `CLOSE -> SYN_SENT` transitions held until their socket's local port is known.
 #[map]
@@ -335,8 +385,26 @@ const PENDING_TW_NS: u64 = 10_000_000;
 /// Reads a global that userspace rewrote before load; volatile so the compiler does not
 /// fold in the placeholder value.
 macro_rules! global {
-    ($place:expr) => {
-        unsafe { read_volatile(addr_of!($place)) }
+    ($place:expr) => {{
+        #[allow(unused_unsafe, reason = "also used inside unsafe blocks")]
+        // SAFETY: a plain read of a global the program never writes.
+        let value = unsafe { read_volatile(addr_of!($place)) };
+        value
+    }};
+}
+
+/// One socket offset from `SOCK`, read where it is used (a copy of the whole layout would
+/// take 40 bytes of the stack).
+macro_rules! sock {
+    ($field:ident) => {
+        global!(SOCK.$field)
+    };
+}
+
+/// One tracepoint record offset from `LAYOUT`, likewise.
+macro_rules! lay {
+    ($field:ident) => {
+        global!(LAYOUT.$field)
     };
 }
 
@@ -354,8 +422,11 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     if !matches!(BACKUP_BUSY.get(0), Some(&1)) {
         note_handled(hit_id(sk as u64, oldstate as u8, newstate as u8));
     }
-    if !is_calibration(oldstate as u8, newstate as u8) && from_socket(sk, oldstate as u8, newstate as u8).is_err() {
-        bump(counter::UNREADABLE);
+    if !is_calibration(oldstate as u8, newstate as u8) {
+        let read = with_scratch(|ev| from_socket(ev, sk, oldstate as u8, newstate as u8));
+        if !matches!(read, Some(Ok(()))) {
+            bump(counter::UNREADABLE);
+        }
     }
     if let Some(busy) = busy {
         unsafe { *busy = 0 };
@@ -392,7 +463,7 @@ pub fn inet_sock_set_state_backup_bounded(ctx: TracePointContext) -> u32 {
 fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
     if global!(CLASSIC_PRIMARY) != 0 {
         bump(counter::ENTERED);
-        if from_tracepoint(ctx, false).is_err() {
+        if !matches!(with_scratch(|ev| from_tracepoint(ev, ctx, false)), Some(Ok(()))) {
             bump(counter::UNREADABLE);
         }
         return 0;
@@ -403,7 +474,7 @@ fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
     }
     if main_skipped::<HELPER_LOOP>(ctx) {
         bump(counter::RESCUED);
-        if from_tracepoint(ctx, true).is_err() {
+        if !matches!(with_scratch(|ev| from_tracepoint(ev, ctx, true)), Some(Ok(()))) {
             bump(counter::UNREADABLE);
         }
     }
@@ -416,9 +487,8 @@ fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
 /// Whether the kernel skipped the main program for the backup's hit. (The calibration hit
 /// teaches the order of the two programs and is never recorded.)
 fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> bool {
-    let l: Layout = global!(LAYOUT);
     let (id, calibration) = unsafe {
-        match (ctx.read_at::<u64>(l.skaddr as usize), ctx.read_at::<i32>(l.oldstate as usize), ctx.read_at::<i32>(l.newstate as usize)) {
+        match (ctx.read_at::<u64>(lay!(skaddr) as usize), ctx.read_at::<i32>(lay!(oldstate) as usize), ctx.read_at::<i32>(lay!(newstate) as usize)) {
             (Ok(sk), Ok(old), Ok(new)) => (hit_id(sk, old as u8, new as u8), is_calibration(old as u8, new as u8)),
             _ => (0, false),
         }
@@ -444,43 +514,58 @@ fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> bool {
     order == ORDER_MAIN_FIRST && !noted
 }
 
-/// A transition from the classic tracepoint's record; `rescue`: the backup program records
-/// it because the kernel skipped the main program.
-fn from_tracepoint(ctx: &TracePointContext, rescue: bool) -> Result<(), i32> {
+/// A transition from the classic tracepoint's record, processed; `rescue`: the backup
+/// program records it because the kernel skipped the main program.
+#[inline(always)]
+fn from_tracepoint(ev: &mut Event, ctx: &TracePointContext, rescue: bool) -> Result<(), i32> {
+    if read_tracepoint(ev, ctx)? {
+        process(ev, rescue);
+    }
+    Ok(())
+}
+
+/// Reads a transition from the classic tracepoint's record into `ev`; `false` when it is
+/// not TCP's.
+#[inline(never)]
+fn read_tracepoint(ev: &mut Event, ctx: &TracePointContext) -> Result<bool, i32> {
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let l: Layout = global!(LAYOUT);
-    let protocol = if l.protocol_size == 1 {
-        u16::from(unsafe { ctx.read_at::<u8>(l.protocol as usize)? })
+    let protocol = if lay!(protocol_size) == 1 {
+        u16::from(unsafe { ctx.read_at::<u8>(lay!(protocol) as usize)? })
     } else {
-        unsafe { ctx.read_at::<u16>(l.protocol as usize)? }
+        unsafe { ctx.read_at::<u16>(lay!(protocol) as usize)? }
     };
     if protocol != IPPROTO_TCP {
-        return Ok(());
+        return Ok(false);
     }
-    let family: u16 = unsafe { ctx.read_at(l.family as usize)? };
-    let oldstate: i32 = unsafe { ctx.read_at(l.oldstate as usize)? };
-    let newstate: i32 = unsafe { ctx.read_at(l.newstate as usize)? };
-    let mut ev = new_event(ts_ns, unsafe { ctx.read_at(l.skaddr as usize)? }, family);
-    ev.sport = unsafe { ctx.read_at(l.sport as usize)? };
-    ev.dport = unsafe { ctx.read_at(l.dport as usize)? };
+    let family: u16 = unsafe { ctx.read_at(lay!(family) as usize)? };
+    let oldstate: i32 = unsafe { ctx.read_at(lay!(oldstate) as usize)? };
+    let newstate: i32 = unsafe { ctx.read_at(lay!(newstate) as usize)? };
+    reset(ev, ts_ns, unsafe { ctx.read_at(lay!(skaddr) as usize)? }, family);
+    ev.sport = unsafe { ctx.read_at(lay!(sport) as usize)? };
+    ev.dport = unsafe { ctx.read_at(lay!(dport) as usize)? };
     ev.oldstate = oldstate as u8;
     ev.newstate = newstate as u8;
+    let record = ctx.as_ptr() as u64;
     match family {
         AF_INET => {
-            let s: [u8; 4] = unsafe { ctx.read_at(l.saddr as usize)? };
-            let d: [u8; 4] = unsafe { ctx.read_at(l.daddr as usize)? };
-            ev.saddr[..4].copy_from_slice(&s);
-            ev.daddr[..4].copy_from_slice(&d);
+            read_into(first4(&mut ev.saddr), record + lay!(saddr) as u64)?;
+            read_into(first4(&mut ev.daddr), record + lay!(daddr) as u64)?;
         }
         AF_INET6 => {
-            ev.saddr = unsafe { ctx.read_at(l.saddr_v6 as usize)? };
-            ev.daddr = unsafe { ctx.read_at(l.daddr_v6 as usize)? };
-            unmap_v4(&mut ev);
+            read_into(&mut ev.saddr, record + lay!(saddr_v6) as u64)?;
+            read_into(&mut ev.daddr, record + lay!(daddr_v6) as u64)?;
+            unmap_v4(ev);
         }
         _ => return Err(0),
     }
-    process(ev, rescue);
-    Ok(())
+    Ok(true)
+}
+
+/// The first four bytes of an address: where an IPv4 address goes.
+#[inline(always)]
+fn first4(a: &mut [u8; 16]) -> &mut [u8; 4] {
+    // SAFETY: [u8; 16] starts with 4 bytes, and [u8; 4] has alignment 1.
+    unsafe { &mut *(a.as_mut_ptr() as *mut [u8; 4]) }
 }
 
 /// Reads a kernel value at `offset` bytes from `base`.
@@ -488,64 +573,81 @@ fn kread<T>(base: u64, offset: u16) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(|e| e as i32) }
 }
 
-fn from_socket(sk: *const c_void, oldstate: u8, newstate: u8) -> Result<(), i32> {
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let l: SockLayout = global!(SOCK);
-    let sk = sk as u64;
-    let protocol =
-        if l.protocol_size == 1 { u16::from(kread::<u8>(sk, l.protocol)?) } else { kread::<u16>(sk, l.protocol)? };
-    if protocol != IPPROTO_TCP {
-        return Ok(());
+/// Reads `size_of::<T>()` kernel bytes at `address` straight into `dst` (a record slot's
+/// field), with no copy on the stack.
+#[inline(always)]
+fn read_into<T>(dst: &mut T, address: u64) -> Result<(), i32> {
+    // SAFETY: the helper writes exactly size_of::<T>() bytes into `dst`, and T here is
+    // always an array of bytes, valid for any content.
+    let ret = unsafe { probe_read_into(dst as *mut T as *mut c_void, core::mem::size_of::<T>() as u32, address as *const c_void) };
+    if ret < 0 { Err(ret as i32) } else { Ok(()) }
+}
+
+/// The current task's command, straight into `dst`.
+#[inline(always)]
+fn comm_into(dst: &mut [u8; 16]) {
+    // SAFETY: the helper writes at most 16 bytes, NUL-padded; on failure it zeroes them.
+    unsafe { get_comm_into(dst.as_mut_ptr() as *mut c_void, 16) };
+}
+
+/// A transition read from the socket itself, processed.
+#[inline(always)]
+fn from_socket(ev: &mut Event, sk: *const c_void, oldstate: u8, newstate: u8) -> Result<(), i32> {
+    if read_socket(ev, sk, oldstate, newstate)? {
+        process(ev, false);
     }
-    let family: u16 = kread(sk, l.family)?;
-    let mut ev = new_event(ts_ns, sk, family);
-    ev.sport = u16::from_be(kread(sk, l.sport)?);
-    ev.dport = u16::from_be(kread(sk, l.dport)?);
-    ev.oldstate = oldstate;
-    ev.newstate = newstate;
-    read_addresses(&mut ev, sk, &l, l.saddr)?;
-    process(ev, false);
     Ok(())
 }
 
-fn new_event(ts_ns: u64, skaddr: u64, family: u16) -> Event {
-    Event {
-        ts_ns,
-        skaddr,
-        aux: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        pid: 0,
-        tid: 0,
-        comm: [0; 16],
-        owner_pid: 0,
-        error: 0,
-        owner_comm: [0; 16],
-        sport: 0,
-        dport: 0,
-        family,
-        oldstate: 0,
-        newstate: 0,
-        kind: kind::TRANSITION,
-        owner_source: owner_source::UNKNOWN,
-        tw_substate: 0,
-        retransmits: 0,
-        netns: 0,
+/// Reads a transition from the socket into `ev`; `false` when it is not a TCP socket's.
+#[inline(never)]
+fn read_socket(ev: &mut Event, sk: *const c_void, oldstate: u8, newstate: u8) -> Result<bool, i32> {
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let sk = sk as u64;
+    let protocol =
+        if sock!(protocol_size) == 1 { u16::from(kread::<u8>(sk, sock!(protocol))?) } else { kread::<u16>(sk, sock!(protocol))? };
+    if protocol != IPPROTO_TCP {
+        return Ok(false);
     }
+    let family: u16 = kread(sk, sock!(family))?;
+    reset(ev, ts_ns, sk, family);
+    ev.sport = u16::from_be(kread(sk, sock!(sport))?);
+    ev.dport = u16::from_be(kread(sk, sock!(dport))?);
+    ev.oldstate = oldstate;
+    ev.newstate = newstate;
+    read_addresses(ev, sk, sock!(saddr))?;
+    Ok(true)
+}
+
+/// Clears a record slot for a new record: every field, so nothing of the slot's last
+/// record reaches userspace.
+#[inline(always)]
+fn reset(ev: &mut Event, ts_ns: u64, skaddr: u64, family: u16) {
+    // Word by word, volatile: the compiler would otherwise call `memset`, a function of its
+    // own with a frame of its own.
+    let words = ev as *mut Event as *mut u64;
+    for i in 0..EVENT_SIZE / 8 {
+        // SAFETY: Event is 8-byte aligned, EVENT_SIZE bytes long, and valid with any bits.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+    ev.ts_ns = ts_ns;
+    ev.skaddr = skaddr;
+    ev.family = family;
+    ev.kind = kind::TRANSITION;
+    ev.owner_source = owner_source::UNKNOWN;
 }
 
 /// Reads the addresses from a socket (`saddr_at`: where its local IPv4 address is).
-fn read_addresses(ev: &mut Event, sk: u64, l: &SockLayout, saddr_at: u16) -> Result<(), i32> {
+#[inline(always)]
+fn read_addresses(ev: &mut Event, sk: u64, saddr_at: u16) -> Result<(), i32> {
     match ev.family {
         AF_INET => {
-            let s: [u8; 4] = kread(sk, saddr_at)?;
-            let d: [u8; 4] = kread(sk, l.daddr)?;
-            ev.saddr[..4].copy_from_slice(&s);
-            ev.daddr[..4].copy_from_slice(&d);
+            read_into(first4(&mut ev.saddr), sk + saddr_at as u64)?;
+            read_into(first4(&mut ev.daddr), sk + sock!(daddr) as u64)?;
         }
         AF_INET6 => {
-            ev.saddr = kread(sk, l.saddr_v6)?;
-            ev.daddr = kread(sk, l.daddr_v6)?;
+            read_into(&mut ev.saddr, sk + sock!(saddr_v6) as u64)?;
+            read_into(&mut ev.daddr, sk + sock!(daddr_v6) as u64)?;
             unmap_v4(ev);
         }
         _ => return Err(0),
@@ -554,12 +656,12 @@ fn read_addresses(ev: &mut Event, sk: u64, l: &SockLayout, saddr_at: u16) -> Res
 }
 
 /// The socket's network namespace inode number (0 when it cannot be read).
-fn netns_of(sk: u64, l: &SockLayout) -> u32 {
-    let net: u64 = kread(sk, l.net).unwrap_or(0);
+fn netns_of(sk: u64) -> u32 {
+    let net: u64 = kread(sk, sock!(net)).unwrap_or(0);
     if net == 0 {
         return 0;
     }
-    kread(net, l.net_inum).unwrap_or(0)
+    kread(net, sock!(net_inum)).unwrap_or(0)
 }
 
 /// The transitions only a socket's own process makes, in a system call: `listen`,
@@ -576,17 +678,17 @@ fn made_by_owner(old: u8, new: u8) -> bool {
 }
 
 /// Everything after reading a state transition: owner, timewait hand-over, close details,
-/// the filter, holding unbound `SYN_SENT`s, and output.
-fn process(mut ev: Event, rescue: bool) {
+/// the filter, holding transitions whose ports the kernel has not set yet, and output.
+#[inline(never)]
+fn process(ev: &mut Event, rescue: bool) {
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
     let sk = ev.skaddr;
-    let l: SockLayout = global!(SOCK);
-    let have_btf = l.valid != 0;
+    let have_btf = sock!(valid) != 0;
     if have_btf {
-        ev.netns = netns_of(sk, &l);
-        ev.aux = kread(sk, l.cookie).unwrap_or(0);
+        ev.netns = netns_of(sk);
+        ev.aux = kread(sk, sock!(cookie)).unwrap_or(0);
     }
 
     // The owner, and whether the socket is the traced command's.
@@ -595,7 +697,7 @@ fn process(mut ev: Event, rescue: bool) {
     let mut traced = 0u8;
     if made_by_owner(ev.oldstate, ev.newstate) && ev.pid != 0 {
         ev.owner_pid = ev.pid;
-        ev.owner_comm = bpf_get_current_comm().unwrap_or_default();
+        comm_into(&mut ev.owner_comm);
         ev.owner_source = owner_source::SYSCALL;
         learned = true;
         if global!(TRACE_COMMAND) != 0 {
@@ -606,12 +708,12 @@ fn process(mut ev: Event, rescue: bool) {
         }
     } else if ev.oldstate == tcp::LISTEN && ev.newstate == tcp::SYN_RECV {
         if let Some(l) = unsafe { LISTENERS.get(&listen_key) } {
-            set_owner(&mut ev, &l.owner, owner_source::LISTENER);
+            set_owner(ev, &l.owner, owner_source::LISTENER);
             traced = l.owner.traced;
             learned = true;
         }
     } else if let Some(o) = unsafe { OWNERS.get(&sk) } {
-        set_owner(&mut ev, o, o.source);
+        set_owner(ev, o, o.source);
         traced = o.traced;
         if o.source != owner_source::SYSCALL && ev.newstate == tcp::CLOSE && ev.pid == o.pid && ev.pid != 0 {
             // The owner's own process closed the socket (an abort: close with SO_LINGER 0):
@@ -622,7 +724,7 @@ fn process(mut ev: Event, rescue: bool) {
         }
     } else if ev.aux != 0 {
         if let Some(o) = unsafe { INVENTORY.get(&ev.aux) } {
-            set_owner(&mut ev, o, owner_source::INVENTORY);
+            set_owner(ev, o, owner_source::INVENTORY);
             learned = true;
         }
     }
@@ -638,9 +740,9 @@ fn process(mut ev: Event, rescue: bool) {
             }
         }
         if have_btf {
-            ev.error = kread(sk, l.err).unwrap_or(0);
-            ev.retransmits = kread(sk, l.retransmits).unwrap_or(0);
-            claim_timewait(&mut ev, &owner);
+            ev.error = kread(sk, sock!(err)).unwrap_or(0);
+            ev.retransmits = kread(sk, sock!(retransmits)).unwrap_or(0);
+            claim_timewait(ev, &owner);
         }
     } else if learned && ev.owner_source != owner_source::UNKNOWN {
         if OWNERS.insert(&sk, &owner, 0).is_err() {
@@ -655,38 +757,76 @@ fn process(mut ev: Event, rescue: bool) {
     if global!(TRACE_COMMAND) != 0 && traced == 0 {
         return;
     }
-    if global!(FILTER.hold_unbound) != 0 {
-        if ev.sport == 0 && ev.newstate == tcp::SYN_SENT {
-            // The local port is bound right after this transition: keep it until the
-            // socket's next transition tells whether the port matches.
-            if passes(&ev, true) {
-                ev.comm = bpf_get_current_comm().unwrap_or_default();
-                let _ = HOLD.insert(&sk, &ev, 0);
-            }
-            return;
-        }
-        if let Some(held) = unsafe { HOLD.get(&sk) } {
-            // Judged again with the port the socket has now; written as it was made.
-            let mut bound = *held;
-            bound.sport = ev.sport;
-            if passes(&bound, false) {
-                emit(held);
-                bump(counter::RELEASED);
-            }
-            let _ = HOLD.remove(&sk);
-        }
+    // A transition held for a port its socket had not set yet goes out first, judged with
+    // the port this transition shows. Only a socket's first transition is ever held, so
+    // only a transition out of the held one's new state can follow it.
+    let connect_held = ev.oldstate == tcp::SYN_SENT && global!(FILTER.hold_unbound) != 0;
+    if connect_held || ev.oldstate == tcp::SYN_RECV {
+        release_held(ev);
     }
-    if !passes(&ev, false) {
+    if ev.sport == 0 && ev.newstate == tcp::SYN_SENT && global!(FILTER.hold_unbound) != 0 {
+        // A connect: its local port is bound right after this transition. The filter has a
+        // condition on it, so the transition waits for the socket's next one to tell.
+        if passes(ev, None) {
+            stamp_comm(ev);
+            let _ = HOLD.insert(&sk, ev, 0);
+        }
         return;
     }
-    if ev.comm[0] == 0 {
-        // (A hand-over that reports a change made on another CPU carries that task.)
-        ev.comm = bpf_get_current_comm().unwrap_or_default();
+    if ev.dport == 0 && ev.oldstate == tcp::LISTEN && ev.newstate == tcp::SYN_RECV {
+        // A child socket that some kernels (6.1, 6.12) create before they copy the peer's
+        // port into it: the record waits for the child's next transition, a moment later in
+        // the same softirq, which has the port, and is judged then.
+        stamp_comm(ev);
+        if rescue {
+            ev.owner_source |= owner_source::BY_BACKUP;
+        }
+        let _ = HOLD.insert(&sk, ev, 0);
+        return;
     }
+    if !passes(ev, Some(ev.sport)) {
+        return;
+    }
+    stamp_comm(ev);
     if rescue {
         ev.owner_source |= owner_source::BY_BACKUP;
     }
-    emit(&ev);
+    emit(ev);
+}
+
+/// The task's command, unless the record already names the task it reports (a hand-over
+/// that reports a change made on another CPU carries that task).
+#[inline(always)]
+fn stamp_comm(ev: &mut Event) {
+    if ev.comm[0] == 0 {
+        comm_into(&mut ev.comm);
+    }
+}
+
+/// Writes out the transition held for `ev`'s socket, if any, now that `ev` shows the ports
+/// it lacked. A held connect is judged with its local port but written as it was made (with
+/// port 0: the port was not bound yet); a held child gets its peer's port, which it had in
+/// all but the kernel's copy.
+fn release_held(ev: &Event) {
+    let Some(held) = HOLD.get_ptr_mut(&ev.skaddr) else { return };
+    // SAFETY: the map value stays valid until the removal below; nothing else on this CPU
+    // writes this socket's entry meanwhile (its transitions come one at a time).
+    unsafe {
+        let child = (*held).oldstate == tcp::LISTEN;
+        let pass = if child {
+            (*held).dport = ev.dport;
+            passes(&*held, Some((*held).sport))
+        } else {
+            passes(&*held, Some(ev.sport))
+        };
+        if pass {
+            emit(&*held);
+            if !child {
+                bump(counter::RELEASED);
+            }
+        }
+    }
+    let _ = HOLD.remove(&ev.skaddr);
 }
 
 fn set_owner(ev: &mut Event, o: &Owner, source: u8) {
@@ -698,69 +838,73 @@ fn set_owner(ev: &mut Event, o: &Owner, source: u8) {
 /// At a transition into CLOSE: if the connection just moved to a timewait socket (its timer
 /// was armed a moment ago on this CPU, for the same ports), remember that socket and mark
 /// the transition as a hand-over.
+#[inline(never)]
 fn claim_timewait(ev: &mut Event, owner: &Owner) {
     if !matches!(ev.oldstate, tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::CLOSING) {
         return;
     }
-    let Some(p) = take_pending_tw(ev) else { return };
-    let entry = TimeWaitEntry { skaddr: ev.skaddr, owner: *owner, substate: p.substate, _pad: [0; 7] };
-    if TIMEWAITS.insert(&p.tw, &entry, 0).is_err() {
+    let Some((tw, armed)) = take_pending_tw(ev) else { return };
+    let mut entry = TimeWaitEntry { skaddr: ev.skaddr, owner: *owner, substate: armed, _pad: [0; 7] };
+    if TIMEWAITS.insert(&tw, &entry, 0).is_err() {
         bump(counter::TIMEWAIT_FULL);
         return;
     }
     ev.kind = kind::HANDOVER;
-    ev.aux = p.tw;
-    ev.tw_substate = p.substate;
+    ev.aux = tw;
+    ev.tw_substate = armed;
     // The connection lives on in the timewait socket's state, not in CLOSE.
-    ev.newstate = p.substate;
+    ev.newstate = armed;
     // The timewait socket was live before this entry existed: the peer's FIN may have
     // reached it on another CPU meanwhile (FIN_WAIT2 -> TIME_WAIT), whose timer program
     // found no entry to report it by and noted the re-arm instead. The hand-over then
     // reports the state it has now, as of that re-arm (its time and task); without a
     // note, as of now. (When the other CPU's program sees the entry first and reports the
-    // change too, userspace shows it once.)
-    let early = unsafe { EARLY_TW.get(&p.tw) }.copied();
-    let _ = EARLY_TW.remove(&p.tw);
-    let l: SockLayout = global!(SOCK);
-    let now = match early {
-        Some(e) if e.substate != p.substate => Some(e.substate),
-        _ => kread::<u8>(p.tw, l.tw_substate).ok(),
+    // change too, userspace shows it once.) The note is read where it is, not copied.
+    let early = EARLY_TW.get_ptr(&tw);
+    // SAFETY: the map keeps the value's memory valid while the program runs; a value being
+    // replaced meanwhile is only a hint gone stale.
+    let early_substate = early.map(|e| unsafe { (*e).substate });
+    let now = match early_substate {
+        Some(noted) if noted != armed => Some(noted),
+        _ => kread::<u8>(tw, sock!(tw_substate)).ok(),
     };
     if let Some(now) = now {
-        if now != p.substate && matches!(now, tcp::TIME_WAIT | tcp::FIN_WAIT2 | tcp::CLOSING) {
-            let moved = TimeWaitEntry { substate: now, ..entry };
-            let _ = TIMEWAITS.insert(&p.tw, &moved, 0);
+        if now != armed && matches!(now, tcp::TIME_WAIT | tcp::FIN_WAIT2 | tcp::CLOSING) {
+            entry.substate = now;
+            let _ = TIMEWAITS.insert(&tw, &entry, 0);
             ev.tw_substate = now;
             ev.newstate = now;
-            if let Some(e) = early.filter(|e| e.substate == now) {
-                ev.ts_ns = e.ts_ns;
-                ev.pid = (e.pid_tgid >> 32) as u32;
-                ev.tid = e.pid_tgid as u32;
-                ev.comm = e.comm;
+            if let (Some(e), Some(noted)) = (early, early_substate) {
+                if noted == now {
+                    unsafe {
+                        ev.ts_ns = (*e).ts_ns;
+                        ev.pid = ((*e).pid_tgid >> 32) as u32;
+                        ev.tid = (*e).pid_tgid as u32;
+                        ev.comm = (*e).comm;
+                    }
+                }
             }
         }
+    }
+    if early.is_some() {
+        let _ = EARLY_TW.remove(&tw);
     }
 }
 
 /// Takes the timewait socket armed a moment ago on this CPU for the connection `ev` is a
-/// transition of (same ports), if there is one.
-fn take_pending_tw(ev: &Event) -> Option<PendingTw> {
+/// transition of (same ports), if there is one: its address and its state when armed.
+fn take_pending_tw(ev: &Event) -> Option<(u64, u8)> {
     let pending = PENDING_TW.get_ptr_mut(0)?;
-    let mut found = PENDING_TW_SLOTS;
     for i in 0..PENDING_TW_SLOTS {
-        let p = unsafe { &(*pending).slots[i] };
+        // SAFETY: this CPU's map value, valid while the program runs.
+        let p = unsafe { &mut (*pending).slots[i] };
         if p.tw != 0 && p.sport == ev.sport && p.dport == ev.dport && ev.ts_ns.wrapping_sub(p.ts_ns) <= PENDING_TW_NS {
-            found = i;
-            break;
+            let taken = (p.tw, p.substate);
+            p.tw = 0;
+            return Some(taken);
         }
     }
-    if found >= PENDING_TW_SLOTS {
-        return None;
-    }
-    let slot = unsafe { &mut (*pending).slots[found] };
-    let p = *slot;
-    slot.tw = 0;
-    Some(p)
+    None
 }
 
 /// The timewait socket a timer belongs to, if it is a timewait timer.
@@ -769,51 +913,65 @@ fn timewait_of(timer: u64) -> Option<u64> {
     if handler == 0 || timer == 0 {
         return None;
     }
-    let l: SockLayout = global!(SOCK);
-    let function: u64 = kread(timer, l.timer_function).ok()?;
+    let function: u64 = kread(timer, sock!(timer_function)).ok()?;
     if function != handler {
         return None;
     }
-    Some(timer - l.tw_timer as u64)
+    Some(timer - sock!(tw_timer) as u64)
 }
 
 /// The timewait socket whose timer was removed a moment ago on this CPU, if it is `tw`.
-fn take_cancelled(tw: u64) -> Option<Cancelled> {
+fn take_cancelled(tw: u64) -> Option<Removal> {
     let slot = CANCELLED.get_ptr_mut(0)?;
-    let c = unsafe { *slot };
-    if c.tw != tw || unsafe { bpf_ktime_get_ns() }.wrapping_sub(c.ts_ns) > REARM_WINDOW_NS {
-        return None;
+    // SAFETY: this CPU's map value, valid while the program runs.
+    unsafe {
+        if (*slot).tw != tw || bpf_ktime_get_ns().wrapping_sub((*slot).ts_ns) > REARM_WINDOW_NS {
+            return None;
+        }
+        (*slot).tw = 0;
+        Some(Removal { entry: (*slot).entry, delivered: (*slot).delivered != 0 })
     }
-    unsafe { (*slot).tw = 0 };
-    Some(c)
+}
+
+/// What [`take_cancelled`] hands on of a removal.
+struct Removal {
+    entry: TimeWaitEntry,
+    /// Whether the removal's record reached the ring buffer.
+    delivered: bool,
 }
 
 /// After a removal's follow-up: when userspace got the removal but not the follow-up, it
 /// is told, so that it does not take the removal for a kill.
-fn followed(c: &Cancelled, delivered: bool) {
-    if c.delivered != 0 && !delivered {
-        let _ = FOLLOWED.insert(&c.tw, &unsafe { bpf_ktime_get_ns() }, 0);
+fn followed(tw: u64, removal: &Removal, delivered: bool) {
+    if removal.delivered && !delivered {
+        let _ = FOLLOWED.insert(&tw, &unsafe { bpf_ktime_get_ns() }, 0);
     }
 }
 
 /// Reports a timewait socket's new state, if it changed.
-fn substate_changed(tw: u64, mut entry: TimeWaitEntry, substate: u8) {
-    if entry.substate == substate {
-        return;
+fn substate_changed(tw: u64, entry: *mut TimeWaitEntry, substate: u8) {
+    // SAFETY: a value of the timewait map, changed in place (no copy on the stack); valid
+    // while the program runs.
+    unsafe {
+        if (*entry).substate == substate {
+            return;
+        }
+        let before = (*entry).substate;
+        (*entry).substate = substate;
+        timewait_report(tw, &*entry, kind::TW_ARMED, before);
     }
-    let before = entry.substate;
-    entry.substate = substate;
-    let _ = TIMEWAITS.insert(&tw, &entry, 0);
-    timewait_report(tw, &entry, kind::TW_ARMED, before);
 }
 
 /// Reports a timewait socket's event, counting one that cannot be read. Returns whether
 /// its record reached the ring buffer.
 fn timewait_report(tw: u64, entry: &TimeWaitEntry, kind: u8, before: u8) -> bool {
-    timewait_event(tw, entry, kind, before).unwrap_or_else(|_| {
-        bump(counter::UNREADABLE);
-        false
-    })
+    match with_scratch(|ev| timewait_event(ev, tw, entry, kind, before)) {
+        Some(Ok(delivered)) => delivered,
+        _ => {
+            bump(counter::UNREADABLE);
+            false
+        }
+    }
 }
 
 /// `timer_start(struct timer_list *timer, unsigned long expires, unsigned int flags)`.
@@ -821,47 +979,69 @@ fn timewait_report(tw: u64, entry: &TimeWaitEntry, kind: u8, before: u8) -> bool
 pub fn timer_start(ctx: RawTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
     let Some(tw) = timewait_of(timer) else { return 0 };
-    let l: SockLayout = global!(SOCK);
-    let substate: u8 = kread(tw, l.tw_substate).unwrap_or(0);
-    // Offer it to the transition that follows a first arming: the full socket the timewait
-    // socket replaces goes to CLOSE right after, on this CPU. A re-arm has no such
-    // transition; and when one does follow what looked like a re-arm, the address held a
-    // killed timewait socket a moment ago and now holds a new one, which the transition
-    // claims.
-    if let Some(pending) = PENDING_TW.get_ptr_mut(0) {
-        let sport: u16 = kread(tw, l.num).unwrap_or(0);
-        let dport: u16 = u16::from_be(kread(tw, l.dport).unwrap_or(0));
-        unsafe {
-            let i = (*pending).next as usize % PENDING_TW_SLOTS;
-            (*pending).next = (*pending).next.wrapping_add(1);
-            (*pending).slots[i] = PendingTw { tw, ts_ns: bpf_ktime_get_ns(), sport, dport, substate, _pad: [0; 3] };
-        }
+    let substate: u8 = kread(tw, sock!(tw_substate)).unwrap_or(0);
+    offer_armed(tw, substate);
+    armed(tw, substate);
+    0
+}
+
+/// Offers a timewait socket just armed to the transition that follows a first arming: the
+/// full socket the timewait socket replaces goes to CLOSE right after, on this CPU. A
+/// re-arm has no such transition; and when one does follow what looked like a re-arm, the
+/// address held a killed timewait socket a moment ago and now holds a new one, which the
+/// transition claims.
+#[inline(never)]
+fn offer_armed(tw: u64, substate: u8) {
+    let Some(pending) = PENDING_TW.get_ptr_mut(0) else { return };
+    let sport: u16 = kread(tw, sock!(num)).unwrap_or(0);
+    let dport: u16 = u16::from_be(kread(tw, sock!(dport)).unwrap_or(0));
+    // SAFETY: this CPU's map value, valid while the program runs; written field by field.
+    unsafe {
+        let i = (*pending).next as usize % PENDING_TW_SLOTS;
+        (*pending).next = (*pending).next.wrapping_add(1);
+        let slot = &mut (*pending).slots[i];
+        slot.tw = tw;
+        slot.ts_ns = bpf_ktime_get_ns();
+        slot.sport = sport;
+        slot.dport = dport;
+        slot.substate = substate;
     }
-    let cancelled = take_cancelled(tw);
+}
+
+/// What a timewait socket's timer being armed means: the re-arm of a timer just removed,
+/// a change of state of a timewait socket portrace knows, or one it does not know yet.
+#[inline(never)]
+fn armed(tw: u64, substate: u8) {
     // A timewait socket never goes back from TIME_WAIT to FIN_WAIT2: an "arming" that does
     // is a new timewait socket in a killed one's memory, whose hand-over follows.
-    let cancelled = cancelled.filter(|c| !(c.entry.substate == tcp::TIME_WAIT && substate == tcp::FIN_WAIT2));
-    if let Some(c) = cancelled {
+    let removal = take_cancelled(tw).filter(|r| !(r.entry.substate == tcp::TIME_WAIT && substate == tcp::FIN_WAIT2));
+    if let Some(mut r) = removal {
         // Re-armed: the same timewait socket goes on. Say so even when its state is the
         // same, so the removal reported a moment ago is not taken for its end.
-        let mut entry = c.entry;
-        let before = entry.substate;
-        entry.substate = substate;
-        let _ = TIMEWAITS.insert(&tw, &entry, 0);
-        followed(&c, timewait_report(tw, &entry, kind::TW_ARMED, before));
-    } else if let Some(entry) = unsafe { TIMEWAITS.get(&tw) } {
-        substate_changed(tw, *entry, substate);
+        let before = r.entry.substate;
+        r.entry.substate = substate;
+        let _ = TIMEWAITS.insert(&tw, &r.entry, 0);
+        let delivered = timewait_report(tw, &r.entry, kind::TW_ARMED, before);
+        followed(tw, &r, delivered);
+    } else if let Some(entry) = TIMEWAITS.get_ptr_mut(&tw) {
+        substate_changed(tw, entry, substate);
     } else {
-        let early = EarlyTw {
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            pid_tgid: bpf_get_current_pid_tgid(),
-            comm: bpf_get_current_comm().unwrap_or_default(),
-            substate,
-            _pad: [0; 7],
-        };
-        let _ = EARLY_TW.insert(&tw, &early, 0);
+        note_early(tw, substate);
     }
-    0
+}
+
+/// Notes a timewait socket armed before any hand-over claimed it (see `EARLY_TW`).
+#[inline(never)]
+fn note_early(tw: u64, substate: u8) {
+    let mut early = EarlyTw {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid: bpf_get_current_pid_tgid(),
+        comm: [0; 16],
+        substate,
+        _pad: [0; 7],
+    };
+    comm_into(&mut early.comm);
+    let _ = EARLY_TW.insert(&tw, &early, 0);
 }
 
 /// `timer_expire_entry(struct timer_list *timer, unsigned long baseclk)`.
@@ -869,23 +1049,28 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
 pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
     let Some(tw) = timewait_of(timer) else { return 0 };
-    let cancelled = take_cancelled(tw);
-    let mut entry = match &cancelled {
-        Some(c) => c.entry,
+    expired(tw);
+    0
+}
+
+/// A timewait socket's life is over.
+#[inline(never)]
+fn expired(tw: u64) {
+    let removal = take_cancelled(tw);
+    let mut entry = match &removal {
+        Some(r) => r.entry,
         None => match unsafe { TIMEWAITS.get(&tw) } {
             Some(entry) => *entry,
-            None => return 0,
+            None => return,
         },
     };
     let _ = TIMEWAITS.remove(&tw);
-    let l: SockLayout = global!(SOCK);
     let before = entry.substate;
-    entry.substate = kread(tw, l.tw_substate).unwrap_or(entry.substate);
+    entry.substate = kread(tw, sock!(tw_substate)).unwrap_or(entry.substate);
     let delivered = timewait_report(tw, &entry, kind::TW_EXPIRE, before);
-    if let Some(c) = cancelled {
-        followed(&c, delivered);
+    if let Some(r) = removal {
+        followed(tw, &r, delivered);
     }
-    0
 }
 
 /// `timer_cancel(struct timer_list *timer)`.
@@ -897,7 +1082,13 @@ pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
     let _ = TIMEWAITS.remove(&tw);
     let delivered = timewait_report(tw, &entry, kind::TW_CANCEL, entry.substate);
     if let Some(slot) = CANCELLED.get_ptr_mut(0) {
-        unsafe { *slot = Cancelled { tw, ts_ns: bpf_ktime_get_ns(), entry, delivered: u64::from(delivered) } };
+        // SAFETY: this CPU's map value; written field by field, with no copy on the stack.
+        unsafe {
+            (*slot).tw = tw;
+            (*slot).ts_ns = bpf_ktime_get_ns();
+            (*slot).entry = entry;
+            (*slot).delivered = u64::from(delivered);
+        }
     }
     0
 }
@@ -913,9 +1104,8 @@ pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
     if rx_sk == 0 {
         return 0;
     }
-    let Some(entry) = (unsafe { TIMEWAITS.get(&rx_sk) }).copied() else { return 0 };
-    let l: SockLayout = global!(SOCK);
-    let substate: u8 = kread(rx_sk, l.tw_substate).unwrap_or(entry.substate);
+    let Some(entry) = TIMEWAITS.get_ptr_mut(&rx_sk) else { return 0 };
+    let substate: u8 = kread(rx_sk, sock!(tw_substate)).unwrap_or(unsafe { (*entry).substate });
     substate_changed(rx_sk, entry, substate);
     0
 }
@@ -923,32 +1113,32 @@ pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
 /// Reports an event of a timewait socket portrace saw a connection move to; `before` is
 /// the state portrace last reported for it. Returns whether its record reached the ring
 /// buffer.
-fn timewait_event(tw: u64, known: &TimeWaitEntry, kind: u8, before: u8) -> Result<bool, i32> {
+#[inline(never)]
+fn timewait_event(ev: &mut Event, tw: u64, known: &TimeWaitEntry, kind: u8, before: u8) -> Result<bool, i32> {
     if global!(TRACE_COMMAND) != 0 && known.owner.traced == 0 {
         return Ok(false);
     }
-    let l: SockLayout = global!(SOCK);
-    let family: u16 = kread(tw, l.family)?;
-    let mut ev = new_event(unsafe { bpf_ktime_get_ns() }, known.skaddr, family);
+    let family: u16 = kread(tw, sock!(family))?;
+    reset(ev, unsafe { bpf_ktime_get_ns() }, known.skaddr, family);
     ev.aux = tw;
     ev.kind = kind;
     ev.tw_substate = known.substate;
-    ev.sport = kread(tw, l.num)?;
-    ev.dport = u16::from_be(kread(tw, l.dport)?);
-    read_addresses(&mut ev, tw, &l, l.rcv_saddr)?;
-    ev.netns = netns_of(tw, &l);
-    set_owner(&mut ev, &known.owner, known.owner.source);
+    ev.sport = kread(tw, sock!(num))?;
+    ev.dport = u16::from_be(kread(tw, sock!(dport))?);
+    read_addresses(ev, tw, sock!(rcv_saddr))?;
+    ev.netns = netns_of(tw);
+    set_owner(ev, &known.owner, known.owner.source);
     // The states the filter sees: the timewait socket's, and CLOSE when it ends.
     ev.oldstate = before;
     ev.newstate = if kind == kind::TW_ARMED { known.substate } else { tcp::CLOSE };
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
-    if !passes(&ev, false) {
+    if !passes(ev, Some(ev.sport)) {
         return Ok(false);
     }
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
-    Ok(emit(&ev))
+    comm_into(&mut ev.comm);
+    Ok(emit(ev))
 }
 
 /// `task:task_newtask`, in the creating task: a process the traced command starts (fork,
@@ -1000,12 +1190,30 @@ fn unmap_v4(ev: &mut Event) {
     let d_v4 = is_v4_mapped(d) || d == [0; 4];
     if s_v4 && d_v4 && (is_v4_mapped(s) || is_v4_mapped(d)) {
         ev.family = AF_INET;
-        ev.saddr = [0; 16];
-        ev.daddr = [0; 16];
-        ev.saddr[..4].copy_from_slice(&s[3].to_ne_bytes());
-        ev.daddr[..4].copy_from_slice(&d[3].to_ne_bytes());
+        clear16(&mut ev.saddr);
+        clear16(&mut ev.daddr);
+        *first4(&mut ev.saddr) = s[3].to_ne_bytes();
+        *first4(&mut ev.daddr) = d[3].to_ne_bytes();
     }
 }
+
+/// Zeroes an address or command field of a record: two word writes, not a `memset` call.
+#[inline(always)]
+fn clear16(a: &mut [u8; 16]) {
+    let words = a.as_mut_ptr() as *mut u64;
+    // SAFETY: every 16-byte field of Event starts at a multiple of 8 (asserted below) in an
+    // 8-byte aligned Event.
+    unsafe {
+        core::ptr::write_volatile(words, 0);
+        core::ptr::write_volatile(words.add(1), 0);
+    }
+}
+
+const _: () = {
+    assert!(core::mem::offset_of!(Event, saddr) % 8 == 0);
+    assert!(core::mem::offset_of!(Event, daddr) % 8 == 0);
+    assert!(core::mem::align_of::<Event>() == 8);
+};
 
 fn words(a: &[u8; 16]) -> [u32; 4] {
     [
@@ -1022,19 +1230,46 @@ fn is_v4_mapped(w: [u32; 4]) -> bool {
     w[0] == 0 && w[1] == 0 && w[2] == V4_MAPPED_MARK
 }
 
-/// The address as the filter compares it: IPv4 addresses v4-mapped.
-fn filter_words(ev: &Event, a: &[u8; 16]) -> [u32; 4] {
-    let w = words(a);
-    if ev.family == AF_INET {
-        [0, 0, V4_MAPPED_MARK, w[0]]
-    } else {
-        w
+/// Whether either of the event's addresses lies in one of the filter's networks (the
+/// filter lists some).
+#[inline(never)]
+fn in_filter_nets(ev: &Event, n_nets: usize) -> bool {
+    for i in 0..MAX_NETS {
+        if i >= n_nets {
+            break;
+        }
+        if in_filter_net(ev.family, &ev.saddr, i) || in_filter_net(ev.family, &ev.daddr, i) {
+            return true;
+        }
     }
+    false
 }
 
-/// Whether the event passes the user's filter. With `local_port_unknown`, conditions on
-/// the local port count as met.
-fn passes(ev: &Event, local_port_unknown: bool) -> bool {
+/// Whether an address lies in the filter's network `i`, compared byte by byte as the
+/// filter stores it: an IPv4 address v4-mapped (`::ffff:a.b.c.d`).
+#[inline(always)]
+fn in_filter_net(family: u16, a: &[u8; 16], i: usize) -> bool {
+    for j in 0..16 {
+        let byte = if family != AF_INET {
+            a[j]
+        } else if j < 10 {
+            0
+        } else if j < 12 {
+            0xff
+        } else {
+            a[j - 12]
+        };
+        if byte & global!(FILTER.nets[i].mask[j]) != global!(FILTER.nets[i].addr[j]) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the event passes the user's filter, taking `sport` for its local port; with
+/// `None` (not bound yet), conditions on the local port count as met.
+#[inline(never)]
+fn passes(ev: &Event, sport: Option<u16>) -> bool {
     let family = global!(FILTER.family);
     if family != 0 && family != ev.family {
         return false;
@@ -1068,38 +1303,24 @@ fn passes(ev: &Event, local_port_unknown: bool) -> bool {
             }
         }
     }
-    if !local_port_unknown && !port_listed(global!(FILTER.n_lports), |i| global!(FILTER.lports[i]), ev.sport) {
-        return false;
+    if let Some(sport) = sport {
+        if !port_listed(global!(FILTER.n_lports), |i| global!(FILTER.lports[i]), sport) {
+            return false;
+        }
     }
     if !port_listed(global!(FILTER.n_rports), |i| global!(FILTER.rports[i]), ev.dport) {
         return false;
     }
     let n_ports = global!(FILTER.n_ports);
-    if n_ports != 0
-        && !local_port_unknown
-        && !port_listed(n_ports, |i| global!(FILTER.ports[i]), ev.sport)
-        && !port_listed(n_ports, |i| global!(FILTER.ports[i]), ev.dport)
-    {
-        return false;
-    }
-    let n_nets = global!(FILTER.n_nets) as usize;
-    if n_nets != 0 {
-        let (s, d) = (filter_words(ev, &ev.saddr), filter_words(ev, &ev.daddr));
-        let mut found = false;
-        for i in 0..MAX_NETS {
-            if i < n_nets {
-                let addr = words(&global!(FILTER.nets[i].addr));
-                let mask = words(&global!(FILTER.nets[i].mask));
-                if in_net(s, addr, mask) || in_net(d, addr, mask) {
-                    found = true;
-                }
-            }
-        }
-        if !found {
+    if let (true, Some(sport)) = (n_ports != 0, sport) {
+        if !port_listed(n_ports, |i| global!(FILTER.ports[i]), sport)
+            && !port_listed(n_ports, |i| global!(FILTER.ports[i]), ev.dport)
+        {
             return false;
         }
     }
-    true
+    let n_nets = global!(FILTER.n_nets) as usize;
+    n_nets == 0 || in_filter_nets(ev, n_nets)
 }
 
 /// True when the list is empty or holds `port`.
@@ -1116,12 +1337,7 @@ fn port_listed(n: u16, at: impl Fn(usize) -> u16, port: u16) -> bool {
     found
 }
 
-fn in_net(a: [u32; 4], net: [u32; 4], mask: [u32; 4]) -> bool {
-    a[0] & mask[0] == net[0]
-        && a[1] & mask[1] == net[1]
-        && a[2] & mask[2] == net[2]
-        && a[3] & mask[3] == net[3]
-}
+
 
 /// A program started: its pid goes to userspace at once, waking it, so that the process's
 /// details (executable, command line, parent, user) are read from /proc while it runs,
@@ -1129,20 +1345,20 @@ fn in_net(a: [u32; 4], net: [u32; 4], mask: [u32; 4]) -> bool {
 /// full ring loses only that head start, and is not counted.
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
-    let mut ev = new_event(unsafe { bpf_ktime_get_ns() }, 0, 0);
-    ev.kind = kind::EXEC;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    ev.pid = (pid_tgid >> 32) as u32;
-    ev.tid = pid_tgid as u32;
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
-    if let Some(mut slot) = EVENTS.reserve::<Event>(0) {
-        slot.write(ev);
-        slot.submit(BPF_RB_FORCE_WAKEUP.into());
-    }
+    with_scratch(|ev| {
+        reset(ev, unsafe { bpf_ktime_get_ns() }, 0, 0);
+        ev.kind = kind::EXEC;
+        let pid_tgid = bpf_get_current_pid_tgid();
+        ev.pid = (pid_tgid >> 32) as u32;
+        ev.tid = pid_tgid as u32;
+        comm_into(&mut ev.comm);
+        let _ = EVENTS.output::<Event>(&*ev, BPF_RB_FORCE_WAKEUP.into());
+    });
     0
 }
 
-/// Writes the record into the ring buffer; returns whether there was room.
+/// Copies the record into the ring buffer; returns whether there was room.
+#[inline(never)]
 fn emit(ev: &Event) -> bool {
     // What a full ring costs: a transition users would have seen, or a timewait socket's
     // bookkeeping (a hand-over that keeps the connection in FIN_WAIT2, a timer removal, a
@@ -1153,22 +1369,15 @@ fn emit(ev: &Event) -> bool {
         _ => false,
     };
     let full = if transition { counter::RING_FULL } else { counter::TW_RING_FULL };
-    match EVENTS.reserve::<Event>(0) {
-        Some(mut slot) => {
-            slot.write(*ev);
-            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= global!(WAKEUP_BYTES) {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            };
-            slot.submit(flags.into());
-            bump(counter::EMITTED);
-            true
-        }
-        None => {
-            bump(full);
-            false
-        }
+    // Wake the reader once the ring holds WAKEUP_BYTES (this record included).
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA.into()) + EVENT_SIZE as u64;
+    let flags = if waiting >= global!(WAKEUP_BYTES) { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    if EVENTS.output::<Event>(ev, flags.into()).is_ok() {
+        bump(counter::EMITTED);
+        true
+    } else {
+        bump(full);
+        false
     }
 }
 

@@ -36,3 +36,4 @@ pub mod still_open;
 pub mod top;
 pub mod hitcount;
 pub mod priority;
+pub mod stack_budget;

@@ -18,6 +18,11 @@ use portrace_ebpf::{counter, Filter, Layout, ListenKey, Owner, SockLayout, SockO
 /// The kernel programs, built by build.rs.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portrace"));
 
+/// The kernel programs' object as built, for what reads it without loading it.
+pub fn object() -> &'static [u8] {
+    PROGRAM
+}
+
 const MAIN: &str = "inet_sock_set_state";
 const BACKUP: &str = "inet_sock_set_state_backup";
 /// The same program for kernels without the `bpf_loop` helper (before Linux 5.17): its

@@ -9,9 +9,10 @@ pub const USAGE: &str = "\
 usage: cargo xtask <TASK> [-- ARGS]
 
 tasks:
-  setup            install what building the kernel program needs, if missing:
-                   the nightly toolchain with rust-src, the LLVM 22 apt packages,
-                   bpf-linker 0.13 (idempotent; quick when all is present)
+  setup            install what building the kernel program needs, if missing,
+                   at the pinned versions (portrace-ebpf/src/lib.rs, `build`):
+                   nightly-2026-05-20 with rust-src, the LLVM 22 apt packages,
+                   bpf-linker 0.13.0 (idempotent; quick when all is present)
   build            setup, then `cargo build --release -p portrace`; prints the
                    path of the binary on standard output
   test [-- ARGS]   setup, `cargo build -p portrace`, then the tests: every

@@ -1,10 +1,14 @@
 //! `cargo xtask setup`: installs what building the kernel program needs and a
-//! fresh machine lacks: the nightly toolchain with `rust-src` (for
-//! `-Z build-std=core`), the LLVM 22 development packages, and `bpf-linker` 0.13
-//! built against them. Each step first checks cheaply whether it is already
-//! satisfied, so running setup again is fast and changes nothing.
+//! fresh machine lacks, at the versions the project pins
+//! (`portrace_ebpf::build`): the dated nightly toolchain with `rust-src` (for
+//! `-Z build-std=core`), the LLVM 22 development packages, and bpf-linker built
+//! against them. Each step first checks cheaply whether it is already satisfied,
+//! so running setup again is fast and changes nothing. It ends by printing the
+//! versions in use.
 
 use std::io;
+
+use portrace_ebpf::build::{BPF_LINKER, LLVM_MAJOR, TOOLCHAIN};
 
 use crate::process::{Cmd, Stdout};
 
@@ -20,49 +24,70 @@ pub const APT_PACKAGES: [&str; 4] = [
 /// `LLVM_PREFIX`.
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
-/// The bpf-linker release series the kernel program is linked with.
-pub const BPF_LINKER_SERIES: (u64, u64) = (0, 13);
-
 /// Runs every setup step in order (later steps need earlier ones: bpf-linker is
 /// built against the LLVM packages).
 pub fn run() -> Result<(), String> {
     nightly_toolchain()?;
     apt_packages()?;
     bpf_linker()?;
-    eprintln!("setup: done");
+    eprintln!(
+        "setup: done: kernel program built with {TOOLCHAIN} ({}), bpf-linker {BPF_LINKER}, LLVM {}",
+        toolchain_version(),
+        llvm_version()
+    );
     Ok(())
 }
 
-/// Step 1: the nightly toolchain and its `rust-src` component.
+/// `rustc --version` of the pinned toolchain, for the record.
+fn toolchain_version() -> String {
+    Cmd::new("rustup")
+        .args(["run", TOOLCHAIN, "rustc", "--version"])
+        .capture()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(|| "version unknown".into(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+/// The version of the LLVM that bpf-linker is built against.
+fn llvm_version() -> String {
+    Cmd::new(format!("{LLVM_PREFIX}/bin/llvm-config"))
+        .arg("--version")
+        .capture()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(|| format!("{LLVM_MAJOR} (version unknown)"), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+/// Step 1: the pinned nightly toolchain and its `rust-src` component.
 fn nightly_toolchain() -> Result<(), String> {
     const STEP: &str = "setup step 'nightly toolchain'";
     let list = capture_stdout(&Cmd::new("rustup").args(["toolchain", "list"]), STEP).map_err(|err| {
         format!("{err}; install rustup from https://rustup.rs (the kernel program is built with a nightly toolchain)")
     })?;
     let mut installed_now = false;
-    if !has_nightly_toolchain(&list) {
+    if !has_toolchain(&list, TOOLCHAIN) {
         eprintln!(
-            "setup: installing the nightly toolchain (the kernel program is built with -Z build-std, which needs nightly)"
+            "setup: installing the {TOOLCHAIN} toolchain (the kernel program is built with -Z build-std, which needs nightly; the date is pinned because the code it generates decides what the verifier accepts)"
         );
         Cmd::new("rustup")
-            .args(["toolchain", "install", "nightly", "--profile", "minimal"])
+            .args(["toolchain", "install", TOOLCHAIN, "--profile", "minimal", "--component", "rust-src"])
             .run(STEP, Stdout::ToStderr)?;
         installed_now = true;
     }
     let components = capture_stdout(
-        &Cmd::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]),
+        &Cmd::new("rustup").args(["component", "list", "--toolchain", TOOLCHAIN, "--installed"]),
         STEP,
     )?;
     if has_rust_src(&components) {
         if !installed_now {
-            eprintln!("setup: nightly toolchain with rust-src: present");
+            eprintln!("setup: {TOOLCHAIN} toolchain with rust-src: present");
         }
     } else {
         eprintln!(
-            "setup: installing rust-src for nightly (-Z build-std=core compiles core from source)"
+            "setup: installing rust-src for {TOOLCHAIN} (-Z build-std=core compiles core from source)"
         );
         Cmd::new("rustup")
-            .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+            .args(["component", "add", "rust-src", "--toolchain", TOOLCHAIN])
             .run(STEP, Stdout::ToStderr)?;
     }
     Ok(())
@@ -125,7 +150,7 @@ fn missing_packages(step: &str) -> Result<Vec<&'static str>, String> {
     Ok(missing)
 }
 
-/// Step 3: bpf-linker 0.13, which links the kernel program.
+/// Step 3: the pinned bpf-linker, which links the kernel program.
 fn bpf_linker() -> Result<(), String> {
     const STEP: &str = "setup step 'bpf-linker'";
     let reason = match installed_bpf_linker() {
@@ -136,14 +161,14 @@ fn bpf_linker() -> Result<(), String> {
         other => other.to_string(),
     };
     eprintln!(
-        "setup: installing bpf-linker 0.13 (builds the kernel program; about 2 minutes): {reason}"
+        "setup: installing bpf-linker {BPF_LINKER} (links the kernel program; about 2 minutes): {reason}"
     );
     let install = |locked: bool| {
         let cmd = Cmd::cargo().env("LLVM_PREFIX", LLVM_PREFIX).args([
             "install",
             "bpf-linker",
             "--version",
-            "^0.13",
+            &format!("={BPF_LINKER}"),
         ]);
         let cmd = if locked { cmd.arg("--locked") } else { cmd };
         // --force: rebuild even when cargo's records say it is installed (the
@@ -184,11 +209,7 @@ impl std::fmt::Display for LinkerState {
         match self {
             Self::Usable(version) => write!(f, "bpf-linker {version} is installed"),
             Self::WrongVersion(version) => {
-                write!(
-                    f,
-                    "found bpf-linker {version}, need {}.{}.x",
-                    BPF_LINKER_SERIES.0, BPF_LINKER_SERIES.1
-                )
+                write!(f, "found bpf-linker {version}, need {BPF_LINKER}")
             }
             Self::NotFound => f.write_str("bpf-linker is not on PATH"),
             Self::Broken(why) => write!(f, "`bpf-linker --version` failed ({why})"),
@@ -212,7 +233,7 @@ fn installed_bpf_linker() -> LinkerState {
         ));
     }
     match parse_bpf_linker_version(&stdout) {
-        Some(version) if version.in_series(BPF_LINKER_SERIES) => LinkerState::Usable(version),
+        Some(version) if version.to_string() == BPF_LINKER => LinkerState::Usable(version),
         Some(version) => LinkerState::WrongVersion(version),
         None => LinkerState::Broken(format!("unrecognised output {:?}", stdout.trim())),
     }
@@ -224,13 +245,6 @@ pub struct Version {
     pub major: u64,
     pub minor: u64,
     pub patch: u64,
-}
-
-impl Version {
-    /// Whether this is a `major.minor.*` release.
-    pub fn in_series(self, (major, minor): (u64, u64)) -> bool {
-        self.major == major && self.minor == minor
-    }
 }
 
 impl std::fmt::Display for Version {
@@ -275,17 +289,18 @@ pub fn dpkg_status_installed(output: &str) -> bool {
     })
 }
 
-/// Whether `rustup toolchain list` shows the plain (undated) nightly toolchain,
-/// e.g. `nightly-x86_64-unknown-linux-gnu (active)`; `nightly-2024-05-01-…` does not
-/// count.
-pub fn has_nightly_toolchain(list: &str) -> bool {
+/// Whether `rustup toolchain list` shows the toolchain `name` (listed with its host
+/// triple, e.g. `nightly-2026-05-20-x86_64-unknown-linux-gnu (active)`). The plain
+/// `nightly`, or another date, does not count.
+pub fn has_toolchain(list: &str, name: &str) -> bool {
     list.lines()
         .filter_map(|line| line.split_whitespace().next())
-        .any(|name| {
-            name == "nightly"
-                || name
-                    .strip_prefix("nightly-")
-                    .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+        .any(|listed| {
+            listed == name
+                || listed
+                    .strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|triple| !triple.starts_with(|c: char| c.is_ascii_digit()))
         })
 }
 
@@ -341,16 +356,11 @@ mod tests {
                 patch: 0
             }
         );
-        assert!(v.in_series(BPF_LINKER_SERIES));
         assert_eq!(v.to_string(), "0.13.0");
     }
 
     #[test]
-    fn other_bpf_linker_versions_are_not_in_series() {
-        let old = parse_bpf_linker_version("bpf-linker 0.9.15").unwrap();
-        assert!(!old.in_series(BPF_LINKER_SERIES));
-        let new = parse_bpf_linker_version("bpf-linker 0.14.2").unwrap();
-        assert!(!new.in_series(BPF_LINKER_SERIES));
+    fn other_bpf_linker_versions_are_not_the_pinned_one() {
         let patch = parse_bpf_linker_version("\n  bpf-linker 0.13.12-dev\n").unwrap();
         assert_eq!(
             patch,
@@ -360,7 +370,8 @@ mod tests {
                 patch: 12
             }
         );
-        assert!(patch.in_series(BPF_LINKER_SERIES));
+        assert_ne!(patch.to_string(), BPF_LINKER);
+        assert_ne!(parse_bpf_linker_version("bpf-linker 0.14.2").unwrap().to_string(), BPF_LINKER);
     }
 
     #[test]
@@ -387,22 +398,17 @@ mod tests {
     }
 
     #[test]
-    fn nightly_toolchain_detection() {
+    fn pinned_toolchain_detection() {
+        let name = "nightly-2026-05-20";
         let list = "stable-x86_64-unknown-linux-gnu (active, default)\n\
                     nightly-x86_64-unknown-linux-gnu\n\
-                    1.95.0-x86_64-unknown-linux-gnu\n";
-        assert!(has_nightly_toolchain(list));
-        assert!(has_nightly_toolchain(
-            "nightly-aarch64-unknown-linux-gnu (active)\n"
-        ));
-        assert!(!has_nightly_toolchain(
-            "stable-x86_64-unknown-linux-gnu (default)\n"
-        ));
-        assert!(!has_nightly_toolchain(
-            "nightly-2024-05-01-x86_64-unknown-linux-gnu\n"
-        ));
-        assert!(!has_nightly_toolchain("no installed toolchains\n"));
-        assert!(!has_nightly_toolchain(""));
+                    nightly-2026-05-20-x86_64-unknown-linux-gnu\n";
+        assert!(has_toolchain(list, name));
+        assert!(has_toolchain("nightly-2026-05-20-aarch64-unknown-linux-gnu (active)\n", name));
+        assert!(!has_toolchain("nightly-x86_64-unknown-linux-gnu\n", name));
+        assert!(!has_toolchain("nightly-2026-05-21-x86_64-unknown-linux-gnu\n", name));
+        assert!(!has_toolchain("nightly-2026-05-20-x86_64-unknown-linux-gnu\n", "nightly-2026-05-2"));
+        assert!(!has_toolchain("", name));
     }
 
     #[test]
@@ -434,7 +440,7 @@ mod tests {
         };
         assert_eq!(
             LinkerState::WrongVersion(v).to_string(),
-            "found bpf-linker 0.12.4, need 0.13.x"
+            format!("found bpf-linker 0.12.4, need {BPF_LINKER}")
         );
         assert_eq!(
             LinkerState::NotFound.to_string(),

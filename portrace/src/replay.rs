@@ -101,7 +101,12 @@ pub fn replay_into<R: BufRead>(
     mut report: Option<&mut Report>,
 ) -> Result<Replayed, ReplayError> {
     let header = reader.header();
-    let start = Start { time: header.start, host: header.host.clone(), kernel: header.kernel.clone() };
+    let start = Start {
+        time: header.start,
+        host: header.host.clone(),
+        kernel: header.kernel.clone(),
+        features: header.features.clone(),
+    };
     let mut summary = Summary::new(start.time);
     let mut last = start.time;
     sink.start(&start)?;
@@ -506,7 +511,7 @@ mod tests {
     /// Feeds `steps` to `sink` as the live run does, keeping the transitions `keep` lets
     /// through (the kernel's filter), and ends the run.
     fn live(sink: &mut dyn Sink, steps: &[Step], keep: &dyn Fn(&Transition) -> bool, sockets: &dyn Fn(&SocketRecord) -> bool) {
-        let start = Start { time: ts(1_000), host: "h".into(), kernel: "6.18".into() };
+        let start = Start { time: ts(1_000), host: "h".into(), kernel: "6.18".into(), features: Default::default() };
         let mut summary = Summary::new(start.time);
         sink.start(&start).unwrap();
         for step in steps {
@@ -537,7 +542,6 @@ mod tests {
             sock_layout: None,
             filter: FilterSpec::default(),
             ring_size: 4096,
-            notes: Vec::new(),
             command: None,
         };
         let mut sink = FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: true });

@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::alerts::Alert;
 use crate::clock::Zone;
+use crate::features::Features;
 use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
@@ -49,6 +50,9 @@ pub struct Start {
     pub host: String,
     /// The kernel release (`uname -r`).
     pub kernel: String,
+    /// What works on this kernel and what does not; empty when unknown (a snapshot, a
+    /// recording made before portrace wrote them).
+    pub features: Features,
 }
 
 /// A destination for records in one format. The caller calls `start` once, then `socket`
@@ -637,7 +641,7 @@ mod tests {
     }
 
     fn start_record() -> Start {
-        Start { time: at(0), host: "web-1".into(), kernel: "6.1.0-28-amd64".into() }
+        Start { time: at(0), host: "web-1".into(), kernel: "6.1.0-28-amd64".into(), features: Features::default() }
     }
 
     /// Feeds the start record, every event, and the end record to a fresh sink.

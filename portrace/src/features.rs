@@ -329,6 +329,49 @@ mod tests {
         assert_eq!(f.notes(), ["owners limited: only from system calls"]);
     }
 
+    fn facts() -> Facts {
+        Facts {
+            sock: Ok(()),
+            main: Ok(()),
+            classic: Ok(()),
+            tw_handler: Ok(()),
+            timers: Ok(()),
+            packets: Ok(()),
+            exec: Ok(()),
+            command: None,
+        }
+    }
+
+    #[test]
+    fn everything_loaded_is_everything_on() {
+        let f = decide(&facts());
+        assert_eq!(f.degraded().count(), 0, "{:?}", f.notes());
+        assert!(f.get(Feature::Command).is_none(), "-- CMD is listed only when asked for");
+        assert!(f.get(Feature::HitCount).is_none(), "the hit count is the live run's to add");
+    }
+
+    #[test]
+    fn an_optional_rejection_degrades_only_its_feature() {
+        let timers = "timer_start did not load: the kernel's verifier rejected it: combined stack size of 2 calls is 560. Too large";
+        let f = decide(&Facts { timers: Err(timers.into()), command: Some(Ok(Err("no group_dead".into()))), ..facts() });
+        assert!(f.is_on(Feature::LiveTimeline) && f.is_on(Feature::Owners) && f.is_on(Feature::Backup));
+        assert_eq!(f.get(Feature::TimeWait), Some(&State { on: false, reason: Some(timers.into()) }));
+        assert!(f.get(Feature::CloseReasons).is_some_and(|s| s.on && s.reason.is_some()));
+        assert!(f.get(Feature::Command).is_some_and(|s| s.on && s.reason.as_deref().unwrap().starts_with("no group_dead")));
+    }
+
+    #[test]
+    fn without_btf_the_classic_program_is_the_core() {
+        let f = decide(&Facts { sock: Err("no /sys/kernel/btf/vmlinux".into()), main: Err("not used".into()), ..facts() });
+        assert!(f.is_on(Feature::LiveTimeline));
+        assert!(f.get(Feature::Owners).is_some_and(|s| s.on && s.reason.as_deref().unwrap().contains("no kernel BTF")));
+        for off in [Feature::TimeWait, Feature::Backup, Feature::CloseReasons] {
+            assert!(!f.is_on(off), "{off:?}");
+        }
+        let dead = decide(&Facts { sock: Err("no BTF".into()), classic: Err("rejected".into()), ..facts() });
+        assert_eq!(dead.get(Feature::LiveTimeline), Some(&State { on: false, reason: Some("rejected".into()) }));
+    }
+
     #[test]
     fn summary_lines_say_what_is_off_and_hide_control_bytes() {
         let mut f = Features::default();

@@ -230,6 +230,7 @@ pub fn replay(config: ReplayConfig) -> anyhow::Result<()> {
     }
     let mut stderr = io::stderr().lock();
     replayed.summary.write_text(&mut stderr)?;
+    reader.header().features.write_summary(&mut stderr)?;
     if let Some(handle) = &alerts {
         handle.lock().write_summary(&mut stderr)?;
     }
@@ -263,6 +264,10 @@ pub fn report(config: ReportConfig) -> anyhow::Result<()> {
         None => replay_into(&mut reader, &mut filter, &mut Discard, Some(&mut report))?,
     };
     print_warning(replayed.warning.as_ref());
+    // What the recorded run could not see: the report leaves it out too.
+    for note in reader.header().features.notes() {
+        eprintln!("portrace: the recorded run had {note}");
+    }
     let mut out = io::BufWriter::new(io::stdout().lock());
     let section = alerts.as_ref().filter(|_| config.alerts.only).map(|h| AlertSection::of(&h.lock()));
     let written = match (config.format, section) {
@@ -380,8 +385,19 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyh
             let _ = writeln!(text, "socket BTF:   not available: owners, timewait and close details were not read");
         }
     }
-    for note in &h.notes {
-        let _ = writeln!(text, "note:         {note}");
+    for (feature, state) in h.features.iter() {
+        let how = match (state.on, &state.reason) {
+            (true, None) => "on".to_owned(),
+            (true, Some(what)) => format!("on, limited: {}", crate::features::printable(what)),
+            (false, why) => format!("off: {}", crate::features::printable(why.as_deref().unwrap_or(""))),
+        };
+        let _ = writeln!(text, "feature:      {} {how}", feature.name());
+    }
+    // A recording made before features were written says what did not work in notes.
+    if h.features.is_empty() {
+        for note in &h.notes {
+            let _ = writeln!(text, "note:         {}", crate::features::printable(note));
+        }
     }
     if let Some(args) = &h.command {
         let _ = writeln!(text, "command:      {} (only its sockets were traced)", crate::command::shell_words(args));

@@ -644,6 +644,40 @@ mod tests {
         Start { time: at(0), host: "web-1".into(), kernel: "6.1.0-28-amd64".into(), features: Features::default() }
     }
 
+    #[test]
+    fn a_degraded_run_says_so_at_the_start_in_text_and_json() {
+        let mut start = start_record();
+        start.features.on(crate::features::Feature::LiveTimeline);
+        start.features.off(
+            crate::features::Feature::TimeWait,
+            "timer_start did not load: the kernel's verifier rejected it: combined stack size of 2 calls is 560. Too large",
+        );
+        start.features.limited(crate::features::Feature::Owners, "no kernel \"BTF\"\x1b");
+        let first = |format| {
+            let buf = SharedBuf::default();
+            let mut sink = sink(format, Box::new(buf.clone()), TextOptions::default());
+            sink.start(&start).unwrap();
+            sink.flush().unwrap();
+            buf.text()
+        };
+        insta::assert_snapshot!(first(Format::Text), @r#"
+        # owners limited: no kernel "BTF"?
+        # TIME_WAIT off: timer_start did not load: the kernel's verifier rejected it: combined stack size of 2 calls is 560. Too large
+        "#);
+        let json: serde_json::Value = serde_json::from_str(first(Format::Json).trim()).unwrap();
+        assert_eq!(json["features"]["live_timeline"], serde_json::json!({"on": true, "reason": null}));
+        assert_eq!(json["features"]["time_wait"]["on"], false);
+        assert_eq!(json["features"]["owners"]["reason"], "no kernel \"BTF\"\u{1b}");
+        let plain = {
+            let buf = SharedBuf::default();
+            let mut sink = sink(Format::Json, Box::new(buf.clone()), TextOptions::default());
+            sink.start(&start_record()).unwrap();
+            sink.flush().unwrap();
+            buf.text()
+        };
+        assert!(!plain.contains("features"), "no feature known, none written: {plain}");
+    }
+
     /// Feeds the start record, every event, and the end record to a fresh sink.
     fn render(format: Format, text: TextOptions) -> String {
         render_events(format, text, events())

@@ -204,6 +204,7 @@ fn userspace(c: &mut Criterion) {
             time: clock.timestamp(1_000_000_000),
             host: "bench".into(),
             kernel: "6.18.0".into(),
+            features: Default::default(),
         })
         .expect("writing the start record");
         let mut timeline = Timeline::new(clock, 4_000_000, 1_000_000_000, true);

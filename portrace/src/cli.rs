@@ -45,7 +45,8 @@ Examples:
                                  the allowlist, CLOSE_WAIT leaks, TIME_WAIT pile-ups,
                                  failing handshakes
   portrace report web.ptr --fail-on-alert
-                                 exit status 3 if the recording raises any alert";
+                                 exit status 3 if the recording raises any alert
+  portrace doctor                what this kernel lets portrace do, and why not";
 
 /// Real-time TCP state tracer: every transition, with its process, endpoints and the time
 /// spent in the state it left.
@@ -103,6 +104,20 @@ pub enum Command {
     /// (.svg, .dot, .mmd, .txt); text on standard output without -o. With --conn, one
     /// connection of a recording as a sequence diagram (SVG or text).
     Diagram(DiagramArgs),
+    /// Say what this machine lets portrace do, without tracing: kernel, BTF,
+    /// capabilities, tracefs, ring buffers, each kernel program loaded (not attached) or
+    /// why not, and each feature on or off with the reason.
+    ///
+    /// Exits 0 when the core timeline can run here, 1 when it cannot.
+    Doctor(DoctorArgs),
+}
+
+/// `portrace doctor`.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// One JSON object on standard output instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `portrace diagram`.
@@ -608,6 +623,7 @@ pub enum Task {
     Report(ReportConfig),
     Diagram(Box<crate::diagram::DiagramConfig>),
     Top(TopConfig),
+    Doctor(crate::doctor::DoctorConfig),
 }
 
 impl FilterArgs {
@@ -692,6 +708,7 @@ impl Args {
                 format: d.format,
                 conn: d.conn,
             })),
+            Some(Command::Doctor(d)) => Task::Doctor(crate::doctor::DoctorConfig { json: d.json }),
             Some(Command::Top(t)) => Task::Top(TopConfig {
                 from: t.from,
                 salvage: t.salvage,

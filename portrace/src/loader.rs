@@ -4,16 +4,25 @@
 //! the ring buffer, attaches the programs, and exposes the ring buffer, the loss counters,
 //! the kernel's own statistics of the main program (`recursion_misses`: runs it skipped),
 //! and the maps userspace maintains (owners of sockets older than the trace, timewait
-//! sockets that were killed, and the traced command's processes).
+//! sockets that were killed, and the traced command's processes). Programs are loaded one
+//! at a time through [`load_program`], which says how each load went (time, the kernel's
+//! count of verified instructions, or why it failed); the live run attaches what loaded,
+//! and `portrace doctor` ([`probe`]) loads every program the same way without attaching.
+//! Which features the outcome leaves on is decided by [`features::decide`].
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context as _};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::{Program, ProgramError, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use portrace_ebpf::{counter, Filter, Layout, ListenKey, Owner, SockLayout, SockOwner, TaskLayout};
+
+use crate::features::{self, Facts, Features};
+use crate::load_error::{self, LoadFailure};
+use crate::preflight;
 
 /// The kernel programs, built by build.rs.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portrace"));
@@ -36,6 +45,142 @@ const EXEC_PROGRAM: &str = "sched_process_exec";
 /// Follow the traced command's processes (`portrace -- CMD`).
 const NEWTASK_PROGRAM: &str = "task_newtask";
 const EXIT_PROGRAM: &str = "sched_process_exit";
+
+/// What each kernel program is for, in a few words (messages, `portrace doctor`).
+pub fn purpose(program: &str) -> &'static str {
+    match program {
+        MAIN => "every TCP state transition, with owners and close errors",
+        BACKUP => "recovers transitions the kernel skips the main program for",
+        BACKUP_BOUNDED => "the backup program for kernels without bpf_loop (before 5.17)",
+        "timer_start" => "TIME_WAIT: a timewait socket's timer armed",
+        "timer_expire_entry" => "TIME_WAIT: a timewait socket's timer expired",
+        "timer_cancel" => "TIME_WAIT: a timewait socket's timer removed",
+        PACKET_PROGRAM => "an orphan's FIN_WAIT2 becoming TIME_WAIT",
+        EXEC_PROGRAM => "programs started during the trace, noticed at once",
+        NEWTASK_PROGRAM => "`-- CMD`: follows the command's new processes",
+        EXIT_PROGRAM => "`-- CMD`: forgets the command's exited processes",
+        _ => "not described (a program this portrace does not know)",
+    }
+}
+
+/// How loading one program went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgramLoad {
+    pub name: String,
+    pub purpose: &'static str,
+    /// Loaded, or why not.
+    pub result: Result<(), LoadFailure>,
+    /// How long `BPF_PROG_LOAD` (and the verifier) took, in milliseconds.
+    pub load_ms: f64,
+    /// Instructions the verifier processed (`verified_insns`, Linux 5.16 and later);
+    /// `None` when the kernel does not say, or the program did not load.
+    pub verified_insns: Option<u64>,
+}
+
+/// Loads one program of the opened object, without attaching it.
+pub fn load_program(ebpf: &mut Ebpf, name: &str) -> ProgramLoad {
+    let started = Instant::now();
+    let outcome = match ebpf.program_mut(name) {
+        None => Err(LoadFailure::Missing),
+        Some(Program::RawTracePoint(p)) => p.load().map_err(failure),
+        Some(Program::TracePoint(p)) => p.load().map_err(failure),
+        Some(other) => Err(LoadFailure::Other(format!("{:?} programs are not loaded by portrace", other.prog_type()))),
+    };
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let verified_insns = match (&outcome, ebpf.program(name)) {
+        (Ok(()), Some(p)) => p.fd().ok().and_then(|fd| prog_stats(fd.as_fd()).ok()).and_then(|s| s.verified_insns),
+        _ => None,
+    };
+    ProgramLoad { name: name.to_owned(), purpose: purpose(name), result: outcome, load_ms, verified_insns }
+}
+
+/// Turns aya's load error into what portrace tells the user.
+fn failure(err: ProgramError) -> LoadFailure {
+    match err {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            LoadFailure::from_load(io_error.raw_os_error().unwrap_or(0), &verifier_log.to_string())
+        }
+        ProgramError::SyscallError(e) => {
+            LoadFailure::from_load(e.io_error.raw_os_error().unwrap_or(0), "")
+        }
+        other => LoadFailure::Other(other.to_string()),
+    }
+}
+
+/// What the messages need to know of this process and kernel.
+pub fn error_context() -> load_error::Context {
+    let cap_eff = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| preflight::parse_cap_eff(&s));
+    let kernel = preflight::KernelRelease::current().map(|k| k.release).unwrap_or_else(|_| "unknown".into());
+    load_error::Context { cap_eff, kernel }
+}
+
+/// A program's failed load as an error for the user.
+fn load_failed(load: &ProgramLoad) -> anyhow::Error {
+    match &load.result {
+        Ok(()) => anyhow!("{} loaded", load.name),
+        Err(f) => anyhow!(load_error::message(&load.name, load.purpose, f, &error_context())),
+    }
+}
+
+/// A program's state in the features: loaded (and attached), or why not.
+fn outcome(load: &ProgramLoad) -> Result<(), String> {
+    load.result.as_ref().map(|_| ()).map_err(|f| format!("{} did not load: {}", load.name, f.reason()))
+}
+
+/// `portrace doctor`: opens the object with `setup` and loads every program in it, in
+/// the object's order, attaching none. Returns each program's load and the features the
+/// outcome would give a live run.
+/// `task_error` says why the task tracepoints' layout could not be read, when it could not
+/// (then `setup.command` is `None`).
+pub fn probe(setup: &Setup, task_error: Option<String>) -> anyhow::Result<(Vec<ProgramLoad>, Features)> {
+    let mut ebpf = open(setup)?;
+    let mut names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
+    // The object's order is a hash map's: sort by the order a live run loads them in.
+    let rank = |n: &str| {
+        [MAIN, BACKUP, BACKUP_BOUNDED, "timer_start", "timer_expire_entry", "timer_cancel", PACKET_PROGRAM,
+         EXEC_PROGRAM, NEWTASK_PROGRAM, EXIT_PROGRAM]
+            .iter()
+            .position(|&k| k == n)
+            .unwrap_or(usize::MAX)
+    };
+    names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+    let loads: Vec<ProgramLoad> = names.iter().map(|n| load_program(&mut ebpf, n)).collect();
+    let of = |name: &str| -> Result<(), String> {
+        loads.iter().find(|l| l.name == name).map_or_else(|| Err(format!("the object has no {name}")), outcome)
+    };
+    let classic = of(BACKUP).or_else(|first| of(BACKUP_BOUNDED).map_err(|second| format!("{first}; and then {second}")));
+    let timers = TIMER_PROGRAMS.iter().try_for_each(|n| of(n));
+    let facts = Facts {
+        sock: setup.sock.as_ref().map(|_| ()).map_err(Clone::clone),
+        main: of(MAIN),
+        classic,
+        tw_handler: setup.tw_handler.as_ref().map(|_| ()).map_err(Clone::clone),
+        timers,
+        packets: packets_fact(setup.kfree_skb_has_rx_sk, || of(PACKET_PROGRAM)),
+        exec: of(EXEC_PROGRAM),
+        command: Some(match &setup.command {
+            Some((task, _)) => of(NEWTASK_PROGRAM).map(|()| exit_fact(task, || of(EXIT_PROGRAM))),
+            None => Err(task_error.unwrap_or_else(|| "the task tracepoints' layout was not read".to_owned())),
+        }),
+    };
+    Ok((loads, features::decide(&facts)))
+}
+
+fn packets_fact(has_rx_sk: bool, load: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    if has_rx_sk {
+        load()
+    } else {
+        Err("skb:kfree_skb does not name the receiving socket before Linux 6.11".to_owned())
+    }
+}
+
+fn exit_fact(task: &TaskLayout, load: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    if task.exit_group_dead != 0 {
+        load()
+    } else {
+        Err("sched:sched_process_exit does not say when a whole process has exited on this kernel".to_owned())
+    }
+}
 
 /// What the programs need to know about this kernel, and the user's choices.
 pub struct Setup {
@@ -73,8 +218,8 @@ pub struct Tracer {
     pub backed_up: bool,
     /// Whether connections are followed into their timewait sockets.
     pub timewait_tracked: bool,
-    /// What does not work on this kernel, and why, for the user.
-    pub limitations: Vec<String>,
+    /// What works on this kernel, and what does not and why, for every reader of the run.
+    pub features: Features,
 }
 
 /// Totals of the kernel programs' per-CPU counters.
@@ -104,10 +249,13 @@ pub struct ProgStats {
     /// Runs and total run time; zero unless `kernel.bpf_stats_enabled` is set.
     pub run_count: u64,
     pub run_time_ns: u64,
+    /// Instructions the verifier processed to accept the program; `None` before Linux 5.16.
+    pub verified_insns: Option<u64>,
 }
 
-/// Loads and attaches the programs. Returns the tracer and the ring buffer to read.
-pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
+/// Opens the eBPF object: hands the programs their configuration and creates the maps.
+/// Loads no program.
+pub fn open(setup: &Setup) -> anyhow::Result<Ebpf> {
     // Wake the reader only when the ring is a quarter full; it polls for the rest.
     let wakeup_bytes = u64::from(setup.ring_size / 4);
     let sock = setup.sock.as_ref().copied().unwrap_or(SockLayout::ZERO);
@@ -118,7 +266,7 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
     };
     let trace_command = u32::from(setup.command.is_some());
     let (task, traced_entries) = setup.command.unwrap_or((TaskLayout::ZERO, 1));
-    let mut ebpf = EbpfLoader::new()
+    EbpfLoader::new()
         // The programs use no CO-RE relocations (portrace computes the offsets it needs
         // from BTF itself), so aya has nothing to relocate.
         .btf(None)
@@ -135,84 +283,74 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
         .map_max_entries("TRACED", traced_entries)
         .load(PROGRAM)
         .map_err(|e| explain(e.into()))
-        .context("loading portrace's eBPF object")?;
+        .context("loading portrace's eBPF object")
+}
 
-    let mut limitations = Vec::new();
-    let (primary, backed_up) = match &setup.sock {
+/// Loads and attaches the programs. Returns the tracer and the ring buffer to read. The
+/// core (the main program, or the classic one without BTF) and, with `-- CMD`, the
+/// command's programs must load; every other program that fails only turns its feature off.
+pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
+    let mut ebpf = open(&setup)?;
+    let timewait_possible = setup.sock.is_ok() && setup.tw_handler.is_ok();
+
+    let not_tried = |why: &str| Err::<(), String>(why.to_owned());
+    let (primary, main, classic) = match &setup.sock {
         Ok(_) => {
             attach_raw(&mut ebpf, MAIN, "inet_sock_set_state")?;
             // The backup records what the kernel skips the main program for; without it
             // those transitions are still counted as lost.
-            let backed_up = match attach_classic(&mut ebpf) {
-                Ok(_) => {
-                    calibrate(&ebpf);
-                    true
-                }
-                Err(e) => {
-                    limitations.push(format!(
-                        "the backup program could not be attached ({e:#}): transitions the kernel skips \
-                         under heavy load are counted as lost, not recovered"
-                    ));
-                    false
-                }
-            };
-            (MAIN, backed_up)
+            let classic = attach_classic(&mut ebpf).map(|_| calibrate(&ebpf));
+            (MAIN, Ok(()), classic.map(|_| ()).map_err(|e| format!("{e:#}")))
         }
-        Err(why) => {
+        Err(_) => {
             let classic = attach_classic(&mut ebpf)?;
-            limitations.push(format!(
-                "no kernel BTF ({why}): owners are known only from the owner's own system calls, \
-                 TIME_WAIT and close errors are not shown, and transitions the kernel skips under \
-                 heavy load are counted as lost, not recovered"
-            ));
-            (classic, false)
+            (classic, not_tried("not used without BTF"), Ok(()))
         }
     };
+    let backed_up = setup.sock.is_ok() && classic.is_ok();
 
-    let mut timewait_tracked = false;
-    if tw_handler != 0 {
-        match TIMER_PROGRAMS.iter().try_for_each(|name| attach_raw(&mut ebpf, name, name)) {
-            Ok(()) => timewait_tracked = true,
-            Err(e) => limitations.push(format!("TIME_WAIT will not be shown: {e:#}")),
-        }
-        let packets = if setup.kfree_skb_has_rx_sk {
+    let (timers, packets) = if timewait_possible {
+        let timers = TIMER_PROGRAMS.iter().try_for_each(|name| attach_raw(&mut ebpf, name, name)).map_err(|e| format!("{e:#}"));
+        let packets = packets_fact(setup.kfree_skb_has_rx_sk, || {
             attach_raw(&mut ebpf, PACKET_PROGRAM, PACKET_PROGRAM).map_err(|e| format!("{e:#}"))
-        } else {
-            Err("skb:kfree_skb does not name the receiving socket before Linux 6.11".to_string())
-        };
-        if let (true, Err(why)) = (timewait_tracked, packets) {
-            limitations.push(format!(
-                "an orphaned connection's move from FIN_WAIT2 to TIME_WAIT is shown only when its \
-                 timewait socket ends ({why})"
-            ));
-        }
-    } else if let (Ok(_), Err(why)) = (&setup.sock, &setup.tw_handler) {
-        limitations.push(format!("TIME_WAIT will not be shown: {why}"));
-    }
+        });
+        (timers, packets)
+    } else {
+        (not_tried("needs BTF and tw_timer_handler"), not_tried("needs TIME_WAIT"))
+    };
+    let timewait_tracked = timewait_possible && timers.is_ok();
 
-    if let Err(e) = attach_classic_named(&mut ebpf, EXEC_PROGRAM, "sched", "sched_process_exec") {
-        limitations.push(format!(
-            "programs started during the trace are not noticed at once ({e:#}): a process that \
-             exits within a few milliseconds of its connection may be named by its command alone"
-        ));
-    }
+    let exec = attach_classic_named(&mut ebpf, EXEC_PROGRAM, "sched", "sched_process_exec").map_err(|e| format!("{e:#}"));
 
-    let traced = match setup.command {
+    let (traced, command) = match setup.command {
         Some((task, _)) => {
             attach_classic_named(&mut ebpf, NEWTASK_PROGRAM, "task", "task_newtask")?;
-            if task.exit_group_dead != 0 {
-                attach_classic_named(&mut ebpf, EXIT_PROGRAM, "sched", "sched_process_exit")?;
-            } else {
-                limitations.push(
-                    "sched:sched_process_exit does not say when a whole process has exited on this kernel: \
-                     the command's exited processes stay in the traced set until their pid is reused"
-                        .to_string(),
-                );
+            let exit = exit_fact(&task, || {
+                attach_classic_named(&mut ebpf, EXIT_PROGRAM, "sched", "sched_process_exit").map_err(|e| format!("{e:#}"))
+            });
+            if let Err(why) = &exit {
+                if task.exit_group_dead != 0 {
+                    // Loaded but not attached: a real failure, not a kernel without the field.
+                    return Err(anyhow!("{why}"));
+                }
             }
-            Some(HashMap::try_from(take_map(&mut ebpf, "TRACED")?).context("opening the traced-process map")?)
+            let map = HashMap::try_from(take_map(&mut ebpf, "TRACED")?).context("opening the traced-process map")?;
+            (Some(map), Some(Ok(exit)))
         }
-        None => None,
+        None => (None, None),
     };
+    let facts = Facts {
+        sock: setup.sock.as_ref().map(|_| ()).map_err(Clone::clone),
+        main,
+        classic,
+        tw_handler: setup.tw_handler.as_ref().map(|_| ()).map_err(Clone::clone),
+        timers,
+        packets,
+        exec,
+        command,
+    };
+    let features = features::decide(&facts);
+
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).context("opening the ring buffer")?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).context("opening the counters")?;
     let inventory = HashMap::try_from(take_map(&mut ebpf, "INVENTORY")?).context("opening the inventory map")?;
@@ -228,7 +366,7 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
         primary,
         backed_up,
         timewait_tracked,
-        limitations,
+        features,
     };
     Ok((tracer, ring))
 }
@@ -265,11 +403,14 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
 }
 
 fn attach_raw(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> anyhow::Result<()> {
+    let load = load_program(ebpf, program);
+    if load.result.is_err() {
+        return Err(load_failed(&load));
+    }
     let p: &mut RawTracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| anyhow!("the eBPF object has no program {program} (a build problem)"))?
         .try_into()?;
-    p.load().map_err(|e| explain(e.into())).with_context(|| format!("loading {program}"))?;
     p.attach(tracepoint)
         .map_err(|e| explain(e.into()))
         .with_context(|| format!("attaching {program} to the raw tracepoint {tracepoint}"))?;
@@ -303,7 +444,11 @@ fn classic<'a>(ebpf: &'a mut Ebpf, program: &str) -> anyhow::Result<&'a mut Trac
 }
 
 fn load_classic(ebpf: &mut Ebpf, program: &str) -> anyhow::Result<()> {
-    classic(ebpf, program)?.load().map_err(|e| explain(e.into())).with_context(|| format!("loading {program}"))
+    let load = load_program(ebpf, program);
+    match load.result {
+        Ok(()) => Ok(()),
+        Err(_) => Err(load_failed(&load)),
+    }
 }
 
 fn attach_loaded_classic(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
@@ -314,19 +459,24 @@ fn attach_loaded_classic(ebpf: &mut Ebpf, program: &str, category: &str, name: &
     Ok(())
 }
 
-/// Turns a permission error into the advice a user needs; leaves others as they are.
+/// Turns a permission error into the advice a user needs: privileges only when the
+/// effective capabilities really lack them; leaves other errors as they are.
 fn explain(err: anyhow::Error) -> anyhow::Error {
     let denied = err.chain().any(|cause| {
         cause.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
             || cause.to_string().contains("Operation not permitted")
     });
-    if denied {
-        err.context(
+    match (denied, error_context().lacks_privileges()) {
+        (false, _) => err,
+        (true, true) => err.context(
             "the kernel refused portrace's eBPF program: it needs CAP_BPF and CAP_PERFMON \
              (or CAP_SYS_ADMIN); run it as root (sudo portrace)",
-        )
-    } else {
-        err
+        ),
+        (true, false) => err.context(
+            "the kernel refused portrace's eBPF program although this process has the capabilities it \
+             needs: something else forbids it here (kernel lockdown, a seccomp profile, a security module); \
+             run `portrace doctor` to see what loads",
+        ),
     }
 }
 
@@ -450,6 +600,18 @@ pub fn find_symbol(kallsyms: &str, name: &str) -> Result<u64, String> {
     Err(format!("this kernel has no {name} symbol"))
 }
 
+/// The socket offsets from the kernel's BTF and the timewait timer handler's address, or
+/// why not: what a run hands the programs beyond the tracepoint layout. The symbol table
+/// and BTF are each some 25 ms to read: they are read at once.
+pub fn kernel_offsets() -> (Result<SockLayout, String>, Result<u64, String>) {
+    std::thread::scope(|scope| {
+        let symbols = scope.spawn(tw_timer_handler);
+        let sock = crate::btf::Btf::from_kernel().and_then(|b| crate::btf::sock_layout(&b)).map_err(|e| e.to_string());
+        let tw_handler = symbols.join().unwrap_or_else(|_| Err("reading /proc/kallsyms failed".to_string()));
+        (sock, tw_handler)
+    })
+}
+
 /// The timewait timer's handler, for the timer programs.
 pub fn tw_timer_handler() -> Result<u64, String> {
     let text = std::fs::read_to_string("/proc/kallsyms").map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
@@ -460,6 +622,8 @@ pub fn tw_timer_handler() -> Result<u64, String> {
 const INFO_RUN_TIME_NS: usize = 192;
 const INFO_RUN_CNT: usize = 200;
 const INFO_RECURSION_MISSES: usize = 208;
+/// `__u32 verified_insns`, right after `recursion_misses` (Linux 5.16).
+const INFO_VERIFIED_INSNS: usize = 216;
 const INFO_LEN: usize = 224;
 
 /// Reads a program's statistics with `BPF_OBJ_GET_INFO_BY_FD` (aya does not expose
@@ -486,7 +650,11 @@ fn prog_stats(fd: BorrowedFd<'_>) -> io::Result<ProgStats> {
     let field = |offset: usize| -> Option<u64> {
         (filled >= offset + 8).then(|| u64::from_ne_bytes(info[offset..offset + 8].try_into().unwrap()))
     };
+    let field32 = |offset: usize| -> Option<u64> {
+        (filled >= offset + 4).then(|| u64::from(u32::from_ne_bytes(info[offset..offset + 4].try_into().unwrap())))
+    };
     Ok(ProgStats {
+        verified_insns: field32(INFO_VERIFIED_INSNS),
         recursion_misses: field(INFO_RECURSION_MISSES),
         run_count: field(INFO_RUN_CNT).unwrap_or(0),
         run_time_ns: field(INFO_RUN_TIME_NS).unwrap_or(0),

@@ -1,8 +1,9 @@
 //! `portrace`: parse the command line, run what it asks for (live tracing, `record`,
-//! `replay`, `report`, `diagram`, `top`), and turn the outcome into an exit code: 0 on success (a recording
+//! `replay`, `report`, `diagram`, `top`, `doctor`), and turn the outcome into an exit code: 0 on success (a recording
 //! cut short that was read up to its cut included), 1 on any error, 2 for a bad command
 //! line (clap's own); with a traced command (`portrace -- CMD`), the command's status, or
-//! 127 when it could not be run; 3 when `--fail-on-alert` was given and an alert fired.
+//! 127 when it could not be run; 3 when `--fail-on-alert` was given and an alert fired;
+//! for `doctor`, 1 when the core timeline cannot run here.
 
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
         Task::Record(config) => block_on(portrace::run::record(config)),
         Task::Diagram(config) => block_on(async { portrace::diagram::run(*config).await.map(|()| 0) }),
         Task::Top(config) => portrace::top::top(config).map(|()| 0),
+        Task::Doctor(config) => portrace::doctor::doctor(config),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -101,7 +101,12 @@ pub fn replay_into<R: BufRead>(
     mut report: Option<&mut Report>,
 ) -> Result<Replayed, ReplayError> {
     let header = reader.header();
-    let start = Start { time: header.start, host: header.host.clone(), kernel: header.kernel.clone() };
+    let start = Start {
+        time: header.start,
+        host: header.host.clone(),
+        kernel: header.kernel.clone(),
+        features: header.features.clone(),
+    };
     let mut summary = Summary::new(start.time);
     let mut last = start.time;
     sink.start(&start)?;
@@ -225,6 +230,7 @@ pub fn replay(config: ReplayConfig) -> anyhow::Result<()> {
     }
     let mut stderr = io::stderr().lock();
     replayed.summary.write_text(&mut stderr)?;
+    reader.header().features.write_summary(&mut stderr)?;
     if let Some(handle) = &alerts {
         handle.lock().write_summary(&mut stderr)?;
     }
@@ -258,6 +264,10 @@ pub fn report(config: ReportConfig) -> anyhow::Result<()> {
         None => replay_into(&mut reader, &mut filter, &mut Discard, Some(&mut report))?,
     };
     print_warning(replayed.warning.as_ref());
+    // What the recorded run could not see: the report leaves it out too.
+    for note in reader.header().features.notes() {
+        eprintln!("portrace: the recorded run had {note}");
+    }
     let mut out = io::BufWriter::new(io::stdout().lock());
     let section = alerts.as_ref().filter(|_| config.alerts.only).map(|h| AlertSection::of(&h.lock()));
     let written = match (config.format, section) {
@@ -375,8 +385,19 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyh
             let _ = writeln!(text, "socket BTF:   not available: owners, timewait and close details were not read");
         }
     }
-    for note in &h.notes {
-        let _ = writeln!(text, "note:         {note}");
+    for (feature, state) in h.features.iter() {
+        let how = match (state.on, &state.reason) {
+            (true, None) => "on".to_owned(),
+            (true, Some(what)) => format!("on, limited: {}", crate::features::printable(what)),
+            (false, why) => format!("off: {}", crate::features::printable(why.as_deref().unwrap_or(""))),
+        };
+        let _ = writeln!(text, "feature:      {} {how}", feature.name());
+    }
+    // A recording made before features were written says what did not work in notes.
+    if h.features.is_empty() {
+        for note in &h.notes {
+            let _ = writeln!(text, "note:         {}", crate::features::printable(note));
+        }
     }
     if let Some(args) = &h.command {
         let _ = writeln!(text, "command:      {} (only its sockets were traced)", crate::command::shell_words(args));
@@ -506,7 +527,7 @@ mod tests {
     /// Feeds `steps` to `sink` as the live run does, keeping the transitions `keep` lets
     /// through (the kernel's filter), and ends the run.
     fn live(sink: &mut dyn Sink, steps: &[Step], keep: &dyn Fn(&Transition) -> bool, sockets: &dyn Fn(&SocketRecord) -> bool) {
-        let start = Start { time: ts(1_000), host: "h".into(), kernel: "6.18".into() };
+        let start = Start { time: ts(1_000), host: "h".into(), kernel: "6.18".into(), features: Default::default() };
         let mut summary = Summary::new(start.time);
         sink.start(&start).unwrap();
         for step in steps {
@@ -537,7 +558,6 @@ mod tests {
             sock_layout: None,
             filter: FilterSpec::default(),
             ring_size: 4096,
-            notes: Vec::new(),
             command: None,
         };
         let mut sink = FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: true });

@@ -23,6 +23,7 @@ use crate::cli::{ColorChoice, Config, OutputFormat, RecordConfig};
 use crate::command::{self, CommandSpec, CommandStdout, Identity, Running};
 use crate::clock::Clock;
 use crate::decode;
+use crate::features::Feature;
 use crate::inventory;
 use crate::loader::{self, Counters, Setup, Tracer};
 use crate::output::{self, Format, Sink, Start};
@@ -38,7 +39,7 @@ use crate::tracefile::{self, RunSetup};
 use crate::hitcount::{self, HitCounter};
 use crate::sockets::Endpoints;
 use crate::tcp_state::TcpState;
-use crate::{btf, follow, gaps, preflight, tracefs};
+use crate::{follow, gaps, preflight, tracefs};
 
 /// How often the ring buffer is drained. The kernel program wakes the reader only when the
 /// ring is a quarter full, so this bounds how late a quiet host's events appear.
@@ -233,13 +234,7 @@ async fn trace_until_stopped(
     if tracefs.mounted_by_us {
         eprintln!("portrace: tracefs was not mounted; mounted it at {}", tracefs.path.display());
     }
-    // The kernel's symbol table and its BTF are each some 25 ms to read: read them at once.
-    let (sock, tw_handler) = std::thread::scope(|scope| {
-        let symbols = scope.spawn(loader::tw_timer_handler);
-        let sock = btf::Btf::from_kernel().and_then(|b| btf::sock_layout(&b)).map_err(|e| e.to_string());
-        let tw_handler = symbols.join().unwrap_or_else(|_| Err("reading /proc/kallsyms failed".to_string()));
-        (sock, tw_handler)
-    });
+    let (sock, tw_handler) = loader::kernel_offsets();
     let setup = Setup {
         layout: tracefs::read_layout(&tracefs.path)?,
         sock,
@@ -265,16 +260,20 @@ async fn trace_until_stopped(
         Err(why) => Err(why),
     };
     let hits = match hits {
-        Ok(hits) => Some(hits),
+        Ok(hits) => {
+            tracer.features.on(Feature::HitCount);
+            Some(hits)
+        }
         Err(why) => {
-            tracer.limitations.push(format!(
-                "transitions the kernel hands to no BPF program without counting them cannot be detected: {why}"
-            ));
+            tracer.features.off(
+                Feature::HitCount,
+                format!("transitions the kernel hands to no BPF program without counting them cannot be detected: {why}"),
+            );
             None
         }
     };
-    for limitation in &tracer.limitations {
-        eprintln!("portrace: {limitation}");
+    for note in tracer.features.notes() {
+        eprintln!("portrace: {note}");
     }
     // SAFETY: the ring buffer owns its descriptor and moves into the AsyncFd, which keeps
     // it open for as long as it is registered.
@@ -289,7 +288,6 @@ async fn trace_until_stopped(
         sock_layout,
         filter: config.filter.clone(),
         ring_size: config.ring_size,
-        notes: tracer.limitations.clone(),
         command: config.command.as_ref().map(|c| c.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect()),
     })?;
     let alerts = config.alerts.enabled.then(|| AlertHandle::new(config.alerts.rules.clone(), PortRange::of_this_host()));
@@ -302,7 +300,7 @@ async fn trace_until_stopped(
     // their owners handed to the kernel program.
     let host = read_trimmed("/proc/sys/kernel/hostname");
     let started = sink
-        .start(&Start { time: start, host, kernel: kernel.to_string() })
+        .start(&Start { time: start, host, kernel: kernel.to_string(), features: tracer.features.clone() })
         .and_then(|()| sink.flush());
     let mut timeline = Timeline::new(clock, MAX_TRACKED_SOCKETS, start.mono_ns, tracer.timewait_tracked);
     // A traced command owns no socket older than the trace: no inventory is needed.
@@ -407,6 +405,7 @@ async fn trace_until_stopped(
     }
     let mut stderr = io::stderr().lock();
     session.summary.write_text(&mut stderr)?;
+    session.tracer.features.write_summary(&mut stderr)?;
     let timer_misses = session.tracer.timer_misses();
     if timer_misses > 0 {
         writeln!(
@@ -486,7 +485,9 @@ fn snapshot(config: &Config) -> anyhow::Result<()> {
     }
     let kernel = preflight::KernelRelease::current().map(|k| k.to_string()).unwrap_or_default();
     let write = || -> io::Result<()> {
-        sink.start(&Start { time: start, host: read_trimmed("/proc/sys/kernel/hostname"), kernel })?;
+        let host = read_trimmed("/proc/sys/kernel/hostname");
+        // No program is loaded: no feature is known.
+        sink.start(&Start { time: start, host, kernel, features: Default::default() })?;
         for s in sockets.iter().filter(|s| config.filter.matches_socket(s)) {
             sink.socket(s)?;
         }

@@ -20,11 +20,11 @@ fuzz_target!(|data: &[u8]| {
             sock_layout: header.sock_layout,
             filter: header.filter.clone(),
             ring_size: header.ring_size,
-            notes: header.notes.clone(),
+            command: header.command.clone(),
         };
         let options = WriteOptions { compress: header.compressed };
         let mut sink = FileSink::new(Vec::new(), "again", setup, options);
-        let start = Start { time: header.start, host: header.host.clone(), kernel: header.kernel.clone() };
+        let start = Start { time: header.start, host: header.host.clone(), kernel: header.kernel.clone(), features: header.features.clone() };
         sink.start(&start).expect("writing to memory");
         let mut kept = Vec::new();
         for record in &records {

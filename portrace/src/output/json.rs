@@ -136,6 +136,27 @@ impl Sink for JsonSink {
         self.time(start.time);
         self.str_field("host", start.host.as_bytes());
         self.str_field("kernel", start.kernel.as_bytes());
+        if !start.features.is_empty() {
+            self.line.extend_from_slice(b",\"features\":{");
+            for (i, (feature, state)) in start.features.iter().enumerate() {
+                if i > 0 {
+                    self.line.push(b',');
+                }
+                self.line.push(b'"');
+                self.line.extend_from_slice(feature.key().as_bytes());
+                self.line.extend_from_slice(if state.on { b"\":{\"on\":true,\"reason\":" } else { b"\":{\"on\":false,\"reason\":" });
+                match &state.reason {
+                    Some(reason) => {
+                        self.line.push(b'"');
+                        push_json_str(&mut self.line, reason.as_bytes());
+                        self.line.push(b'"');
+                    }
+                    None => self.line.extend_from_slice(b"null"),
+                }
+                self.line.push(b'}');
+            }
+            self.line.push(b'}');
+        }
         self.emit()
     }
 

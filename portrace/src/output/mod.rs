@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::alerts::Alert;
 use crate::clock::Zone;
+use crate::features::Features;
 use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
@@ -49,6 +50,9 @@ pub struct Start {
     pub host: String,
     /// The kernel release (`uname -r`).
     pub kernel: String,
+    /// What works on this kernel and what does not; empty when unknown (a snapshot, a
+    /// recording made before portrace wrote them).
+    pub features: Features,
 }
 
 /// A destination for records in one format. The caller calls `start` once, then `socket`
@@ -637,7 +641,41 @@ mod tests {
     }
 
     fn start_record() -> Start {
-        Start { time: at(0), host: "web-1".into(), kernel: "6.1.0-28-amd64".into() }
+        Start { time: at(0), host: "web-1".into(), kernel: "6.1.0-28-amd64".into(), features: Features::default() }
+    }
+
+    #[test]
+    fn a_degraded_run_says_so_at_the_start_in_text_and_json() {
+        let mut start = start_record();
+        start.features.on(crate::features::Feature::LiveTimeline);
+        start.features.off(
+            crate::features::Feature::TimeWait,
+            "timer_start did not load: the kernel's verifier rejected it: combined stack size of 2 calls is 560. Too large",
+        );
+        start.features.limited(crate::features::Feature::Owners, "no kernel \"BTF\"\x1b");
+        let first = |format| {
+            let buf = SharedBuf::default();
+            let mut sink = sink(format, Box::new(buf.clone()), TextOptions::default());
+            sink.start(&start).unwrap();
+            sink.flush().unwrap();
+            buf.text()
+        };
+        insta::assert_snapshot!(first(Format::Text), @r#"
+        # owners limited: no kernel "BTF"?
+        # TIME_WAIT off: timer_start did not load: the kernel's verifier rejected it: combined stack size of 2 calls is 560. Too large
+        "#);
+        let json: serde_json::Value = serde_json::from_str(first(Format::Json).trim()).unwrap();
+        assert_eq!(json["features"]["live_timeline"], serde_json::json!({"on": true, "reason": null}));
+        assert_eq!(json["features"]["time_wait"]["on"], false);
+        assert_eq!(json["features"]["owners"]["reason"], "no kernel \"BTF\"\u{1b}");
+        let plain = {
+            let buf = SharedBuf::default();
+            let mut sink = sink(Format::Json, Box::new(buf.clone()), TextOptions::default());
+            sink.start(&start_record()).unwrap();
+            sink.flush().unwrap();
+            buf.text()
+        };
+        assert!(!plain.contains("features"), "no feature known, none written: {plain}");
     }
 
     /// Feeds the start record, every event, and the end record to a fresh sink.

@@ -197,7 +197,16 @@ impl TextSink {
 }
 
 impl Sink for TextSink {
-    fn start(&mut self, _start: &Start) -> io::Result<()> {
+    /// Says, before any record, what this run cannot show: one `#` line per feature off
+    /// or limited. Nothing when the run has everything.
+    fn start(&mut self, start: &Start) -> io::Result<()> {
+        for note in start.features.notes() {
+            self.line.clear();
+            self.line.extend_from_slice(b"# ");
+            self.line.extend_from_slice(note.as_bytes());
+            self.line.push(b'\n');
+            self.out.write_all(&self.line)?;
+        }
         Ok(())
     }
 

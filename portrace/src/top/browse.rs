@@ -96,7 +96,7 @@ impl Browser {
     /// Reads every record of `reader`, keeping what `filter` lets through.
     pub fn read<R: std::io::BufRead>(reader: &mut TraceReader<R>, filter: FilterSpec) -> anyhow::Result<Browser> {
         let header = reader.header().clone();
-        let start = Start { time: header.start, host: header.host.clone(), kernel: header.kernel.clone() };
+        let start = Start { time: header.start, host: header.host.clone(), kernel: header.kernel.clone(), features: header.features.clone() };
         let mut filter = TransitionFilter::new(filter);
         let mut records = Vec::new();
         let mut batch = Vec::new();

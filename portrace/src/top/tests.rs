@@ -38,7 +38,7 @@ fn owner(pid: u32, comm: &str, source: OwnerSource) -> Option<Owner> {
 }
 
 fn start() -> Start {
-    Start { time: ts(START), host: "web1".into(), kernel: "6.18.0".into() }
+    Start { time: ts(START), host: "web1".into(), kernel: "6.18.0".into(), features: Default::default() }
 }
 
 fn inventory() -> Vec<SocketRecord> {
@@ -374,7 +374,6 @@ fn recording() -> Vec<u8> {
         sock_layout: None,
         filter: FilterSpec::default(),
         ring_size: 4096,
-        notes: Vec::new(),
         command: None,
     };
     let mut sink = FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: false });

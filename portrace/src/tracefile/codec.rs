@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use portrace_ebpf::{Layout, SockLayout};
 
 use super::{End, Header, Record};
+use crate::features::{Feature, Features, State};
 use crate::filter::{FilterSpec, IpNet};
 use crate::record::{
     Comm, EndReason, Family, LossCause, Lost, NetnsInfo, Owner, OwnerSource, ProcessInfo, SocketRecord, Timestamp,
@@ -58,6 +59,7 @@ pub mod key {
     pub const COMPRESSION: u8 = 10;
     pub const NOTE: u8 = 11;
     pub const COMMAND: u8 = 12;
+    pub const FEATURE: u8 = 13;
 }
 
 /// Flag bits of transition and socket records.
@@ -508,6 +510,12 @@ pub fn put_header_fields(buf: &mut Vec<u8>, h: &Header) {
     for note in &h.notes {
         put_field(buf, key::NOTE, note.as_bytes());
     }
+    for (feature, state) in h.features.iter() {
+        value.clear();
+        value.extend_from_slice(&[feature.code(), u8::from(state.on)]);
+        value.extend_from_slice(state.reason.as_deref().unwrap_or("").as_bytes());
+        put_field(buf, key::FEATURE, &value);
+    }
     if let Some(args) = &h.command {
         let words: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         put_field(buf, key::COMMAND, &words.join(&0u8));
@@ -952,6 +960,7 @@ pub fn header_fields(body: &[u8], version: u16) -> Result<Header, String> {
         compressed: false,
         notes: Vec::new(),
         command: None,
+        features: Features::default(),
     };
     let mut seen = [false; 256];
     while !c.is_empty() {
@@ -984,6 +993,16 @@ pub fn header_fields(body: &[u8], version: u16) -> Result<Header, String> {
             key::COMPRESSION => h.compressed = value.first().is_some_and(|&b| b != 0),
             key::NOTE => h.notes.push(text(value)),
             key::COMMAND => h.command = Some(value.split(|&b| b == 0).map(text).collect()),
+            key::FEATURE => match value {
+                // A feature a later portrace added is skipped, like an unknown field.
+                [code, on, reason @ ..] => {
+                    if let Some(feature) = Feature::from_code(*code) {
+                        let reason = (!reason.is_empty()).then(|| text(reason));
+                        h.features.set(feature, State { on: *on != 0, reason });
+                    }
+                }
+                _ => return Err(bad(format!("a feature needs 2 bytes or more, not {}", value.len()))),
+            },
             _ => {}
         }
     }
@@ -1013,6 +1032,7 @@ mod tests {
             compressed: false,
             notes: vec!["a note".into()],
             command: Some(vec!["sh".into(), "-c".into(), "echo 'a b'".into(), String::new(), "é".into()]),
+            features: Features::default(),
         };
         let mut buf = Vec::new();
         put_header_fields(&mut buf, &h);
@@ -1021,6 +1041,38 @@ mod tests {
         let mut buf = Vec::new();
         put_header_fields(&mut buf, &h);
         assert_eq!(header_fields(&buf, 1).unwrap(), h);
+    }
+
+    #[test]
+    fn features_round_trip_and_old_headers_have_none() {
+        let mut h = header_fields(&minimal_fields(), 1).expect("a header without features reads");
+        assert!(h.features.is_empty(), "a recording made before features were written knows none");
+        h.features.on(Feature::LiveTimeline);
+        h.features.off(Feature::TimeWait, "timer_start did not load: the kernel's verifier rejected it");
+        h.features.limited(Feature::Owners, "no kernel BTF");
+        let mut buf = Vec::new();
+        put_header_fields(&mut buf, &h);
+        assert_eq!(header_fields(&buf, 1).unwrap().features, h.features);
+
+        // A feature a later portrace knows (code 200) is skipped; a cut one is refused.
+        let mut later = minimal_fields();
+        put_field(&mut later, key::FEATURE, &[200, 1]);
+        assert!(header_fields(&later, 1).unwrap().features.is_empty());
+        let mut cut = minimal_fields();
+        put_field(&mut cut, key::FEATURE, &[3]);
+        let err = header_fields(&cut, 1).unwrap_err();
+        assert!(err.contains("a feature needs 2 bytes"), "{err}");
+    }
+
+    /// The required fields alone, as an old recording has them.
+    fn minimal_fields() -> Vec<u8> {
+        let mut buf = Vec::new();
+        put_field(&mut buf, key::PORTRACE, b"0.1.0");
+        let mut start = 1u64.to_le_bytes().to_vec();
+        start.extend_from_slice(&2i128.to_le_bytes());
+        put_field(&mut buf, key::START, &start);
+        put_field(&mut buf, key::CLOCK, &3i128.to_le_bytes());
+        buf
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod writer;
 
 use portrace_ebpf::{Layout, SockLayout};
 
+use crate::features::Features;
 use crate::filter::FilterSpec;
 use crate::record::{LossCause, Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 
@@ -76,10 +77,14 @@ pub struct Header {
     pub ring_size: u32,
     /// Whether the recorder was asked to compress blocks (each block says whether it is).
     pub compressed: bool,
-    /// What did not work on the traced kernel (the same notes the live run prints).
+    /// What did not work on the traced kernel, for people; written from `features` (so
+    /// that an older portrace shows them too).
     pub notes: Vec<String>,
     /// The command traced (`portrace record -- CMD ARGS...`), its arguments.
     pub command: Option<Vec<String>>,
+    /// What worked on the traced kernel and what did not; empty for a recording made
+    /// before portrace wrote them (its `notes` still say what did not work).
+    pub features: Features,
 }
 
 /// What the live engine knows about a run beyond the start record, for the header.
@@ -90,7 +95,6 @@ pub struct RunSetup {
     pub sock_layout: Option<SockLayout>,
     pub filter: FilterSpec,
     pub ring_size: u32,
-    pub notes: Vec<String>,
     /// The command traced, its arguments.
     pub command: Option<Vec<String>>,
 }

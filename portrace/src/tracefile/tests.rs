@@ -32,13 +32,15 @@ fn setup() -> RunSetup {
         sock_layout: Some(SockLayout { family: 16, cookie: 88, valid: 1, ..SockLayout::ZERO }),
         filter: FilterSpec { ports: vec![8080], states: vec![TcpState::Listen], ..Default::default() },
         ring_size: 8 << 20,
-        notes: vec!["timewait sockets are not followed on this kernel".into()],
         command: None,
     }
 }
 
 fn start() -> Start {
-    Start { time: at(0), host: "web-1".into(), kernel: "6.18.0-test".into() }
+    let mut features = crate::features::Features::default();
+    features.on(crate::features::Feature::LiveTimeline);
+    features.off(crate::features::Feature::TimeWait, "timewait sockets are not followed on this kernel");
+    Start { time: at(0), host: "web-1".into(), kernel: "6.18.0-test".into(), features }
 }
 
 fn v4(d: u8) -> IpAddr {
@@ -202,8 +204,9 @@ fn expected_header(compressed: bool) -> Header {
         filter: s.filter,
         ring_size: s.ring_size,
         compressed,
-        notes: s.notes,
+        notes: vec!["TIME_WAIT off: timewait sockets are not followed on this kernel".into()],
         command: s.command,
+        features: start().features,
     }
 }
 

@@ -177,8 +177,9 @@ impl<W: Write> FileSink<W> {
             filter: self.setup.filter.clone(),
             ring_size: self.setup.ring_size,
             compressed: self.options.compress,
-            notes: self.setup.notes.clone(),
+            notes: start.features.notes(),
             command: self.setup.command.clone(),
+            features: start.features.clone(),
         }
     }
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::features::{printable, Feature, Features};
 use crate::filter::FilterSpec;
 use crate::loader::{self, ProgramLoad, Setup};
+use crate::stack_budget::{self, StackReport};
 use crate::{follow, preflight, tracefs};
 
 /// The version of the `--json` object's shape.
@@ -46,6 +47,8 @@ pub struct Diagnosis {
     pub features: Features,
     /// Why no program could be tried at all (no tracefs layout, the object refused).
     pub not_tried: Option<String>,
+    /// Each program's worst stack use, from the object (no kernel needed).
+    pub stack: Result<StackReport, String>,
 }
 
 impl Diagnosis {
@@ -90,6 +93,7 @@ pub fn diagnose() -> Diagnosis {
         programs: Vec::new(),
         features: Features::default(),
         not_tried: None,
+        stack: stack_budget::analyse(loader::object(), stack_budget::BUDGET).map_err(|e| e.to_string()),
     };
     let setup = tracefs.clone().and_then(|path| {
         let path = Path::new(&path);
@@ -168,6 +172,11 @@ fn hit_count_possible(tracefs: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A program's worst stack use as the object shows it, when known.
+fn stack_of(d: &Diagnosis, program: &str) -> Option<u32> {
+    d.stack.as_ref().ok()?.programs.iter().find(|p| p.program == program).map(|p| p.total)
+}
+
 /// The `--json` object: one line.
 pub fn write_json(d: &Diagnosis, w: &mut impl Write) -> io::Result<()> {
     let mut capabilities = serde_json::Map::new();
@@ -185,6 +194,7 @@ pub fn write_json(d: &Diagnosis, w: &mut impl Write) -> io::Result<()> {
                 "error": p.result.as_ref().err().map(|f| f.reason()),
                 "load_ms": (p.load_ms * 10.0).round() / 10.0,
                 "verified_insns": p.verified_insns,
+                "stack_bytes": stack_of(d, &p.name),
             })
         })
         .collect();
@@ -202,6 +212,7 @@ pub fn write_json(d: &Diagnosis, w: &mut impl Write) -> io::Result<()> {
         "ring_buffer": d.ring_buffer,
         "capabilities": capabilities,
         "programs": programs,
+        "stack_budget": stack_budget::BUDGET,
         "features": features,
         "core_ok": d.core_ok(),
     });
@@ -244,6 +255,19 @@ pub fn write_text(d: &Diagnosis, w: &mut impl Write) -> io::Result<()> {
         if let Err(f) = &p.result {
             writeln!(w, "  {:name_width$}  -> {}", "", f.reason())?;
         }
+    }
+
+    match &d.stack {
+        Ok(report) => {
+            writeln!(
+                w,
+                "\nStack (each program's deepest call chain, from the object; budget {} of the verifier's {} bytes)",
+                stack_budget::BUDGET,
+                stack_budget::VERIFIER_LIMIT
+            )?;
+            write!(w, "{report}")?;
+        }
+        Err(why) => writeln!(w, "\nStack: {}", printable(why))?,
     }
 
     writeln!(w, "\nFeatures")?;
@@ -319,6 +343,14 @@ mod tests {
             ],
             features,
             not_tried: None,
+            stack: Ok(StackReport {
+                programs: vec![crate::stack_budget::ProgramStack {
+                    program: "inet_sock_set_state".into(),
+                    chain: vec![("inet_sock_set_state".into(), 400), ("process".into(), 320)],
+                    total: 736,
+                }],
+                budget: stack_budget::BUDGET,
+            }),
         }
     }
 
@@ -332,8 +364,22 @@ mod tests {
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["type", "schema", "kernel", "btf", "tracefs", "ring_buffer", "capabilities", "programs", "features", "core_ok"]
+            [
+                "type",
+                "schema",
+                "kernel",
+                "btf",
+                "tracefs",
+                "ring_buffer",
+                "capabilities",
+                "programs",
+                "stack_budget",
+                "features",
+                "core_ok"
+            ]
         );
+        assert_eq!(v["programs"][0]["stack_bytes"], 736);
+        assert_eq!(v["programs"][1]["stack_bytes"], Value::Null, "not in the stack report");
         assert_eq!(v["type"], "doctor");
         assert_eq!(v["core_ok"], false);
         assert_eq!(v["programs"][0]["loaded"], false);

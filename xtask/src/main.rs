@@ -136,6 +136,14 @@ fn test(args: &TestArgs) -> Result<(), String> {
     let root = workspace_root();
 
     let mut failed = Vec::new();
+    // The kernel programs as this kernel takes them, and their stack figures from the
+    // object (build.rs has already refused an object over budget).
+    let doctor = Cmd::new(&binary).arg("doctor");
+    eprintln!("xtask test: kernel programs on this kernel: {doctor}");
+    if let Err(err) = doctor.run("portrace doctor", Stdout::Inherit) {
+        eprintln!("xtask test: {err}");
+        failed.push("portrace doctor");
+    }
     for (what, cmd) in test_phases(args) {
         let cmd = cmd.cwd(&root);
         eprintln!("xtask test: {what}: {cmd}");

@@ -350,10 +350,20 @@ pub mod counter {
     /// skipped, this is every hit of the tracepoint the kernel handed to the program;
     /// userspace compares it with a count of the hits that does not depend on BPF.
     pub const ENTERED: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// A transition that waits for a port its socket has not set yet (a connect under a
+    /// local-port filter, a child socket whose peer port the kernel copies later) found the
+    /// hold map full: it was written at once, without the port, and judged without it.
+    pub const HOLD_FULL: u32 = 10;
+    /// A listener could not be remembered: the listener map was full. Its children's
+    /// owners are unknown until they act themselves.
+    pub const LISTENERS_FULL: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
-/// Capacity of the map of held, not yet port-bound `CLOSE -> SYN_SENT` transitions.
+/// Capacity of the map of held transitions whose socket had not set a port yet (a
+/// `CLOSE -> SYN_SENT` before its local port is bound, under a local-port filter; a
+/// `LISTEN -> SYN_RECV` before the kernel copies the peer's port). Each waits a moment,
+/// for its socket's next transition; when the map is full, one is written at once.
 pub const HOLD_ENTRIES: u32 = 16_384;
 /// Capacity of the owner map (live sockets) and of the inventory map (sockets older
 /// than the trace, by cookie).

@@ -130,7 +130,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut Event) -> R) -> Option<R> {
 
 /// `CLOSE -> SYN_SENT` transitions held until their socket's local port is known.
 #[map]
-static HOLD: LruHashMap<u64, Event> = LruHashMap::with_max_entries(HOLD_ENTRIES, 0);
+static HOLD: HashMap<u64, Event> = HashMap::with_max_entries(HOLD_ENTRIES, 0);
 
 /// Per CPU: 1 while the main program runs there. A backup run that finds it set is
 /// nested in the main program's run for another hit, which is exactly when the kernel
@@ -749,7 +749,9 @@ fn process(ev: &mut Event, rescue: bool) {
             bump(counter::OWNERS_FULL);
         }
         if ev.newstate == tcp::LISTEN {
-            let _ = LISTENERS.insert(&listen_key, &SockOwner { skaddr: sk, owner }, 0);
+            if LISTENERS.insert(&listen_key, &SockOwner { skaddr: sk, owner }, 0).is_err() {
+                bump(counter::LISTENERS_FULL);
+            }
         }
     }
 
@@ -767,24 +769,26 @@ fn process(ev: &mut Event, rescue: bool) {
     if ev.sport == 0 && ev.newstate == tcp::SYN_SENT && global!(FILTER.hold_unbound) != 0 {
         // A connect: its local port is bound right after this transition. The filter has a
         // condition on it, so the transition waits for the socket's next one to tell.
-        if passes(ev, None) {
+        if passes(ev, None, Some(ev.dport)) {
             stamp_comm(ev);
-            let _ = HOLD.insert(&sk, ev, 0);
+            hold(ev);
         }
         return;
     }
     if ev.dport == 0 && ev.oldstate == tcp::LISTEN && ev.newstate == tcp::SYN_RECV {
         // A child socket that some kernels (6.1, 6.12) create before they copy the peer's
-        // port into it: the record waits for the child's next transition, a moment later in
-        // the same softirq, which has the port, and is judged then.
+        // address and port into it: the record waits for the child's next transition, a
+        // moment later in the same softirq, which has them, and is judged then.
         stamp_comm(ev);
         if rescue {
             ev.owner_source |= owner_source::BY_BACKUP;
         }
-        let _ = HOLD.insert(&sk, ev, 0);
+        if passes(ev, Some(ev.sport), None) {
+            hold(ev);
+        }
         return;
     }
-    if !passes(ev, Some(ev.sport)) {
+    if !passes(ev, Some(ev.sport), Some(ev.dport)) {
         return;
     }
     stamp_comm(ev);
@@ -803,10 +807,21 @@ fn stamp_comm(ev: &mut Event) {
     }
 }
 
+/// Holds a transition until its socket's next one shows the port it lacks. When the hold
+/// map is full it is written at once, as it is (it passed the filter with the port
+/// unknown): shown without the port, and perhaps against a port filter it would have
+/// failed, rather than lost; the count says how many.
+fn hold(ev: &Event) {
+    if HOLD.insert(&ev.skaddr, ev, 0).is_err() {
+        bump(counter::HOLD_FULL);
+        emit(ev);
+    }
+}
+
 /// Writes out the transition held for `ev`'s socket, if any, now that `ev` shows the ports
 /// it lacked. A held connect is judged with its local port but written as it was made (with
-/// port 0: the port was not bound yet); a held child gets its peer's port, which it had in
-/// all but the kernel's copy.
+/// port 0: the port was not bound yet); a held child gets its addresses and ports, which it
+/// had in all but the kernel's copy.
 fn release_held(ev: &Event) {
     let Some(held) = HOLD.get_ptr_mut(&ev.skaddr) else { return };
     // SAFETY: the map value stays valid until the removal below; nothing else on this CPU
@@ -814,10 +829,16 @@ fn release_held(ev: &Event) {
     unsafe {
         let child = (*held).oldstate == tcp::LISTEN;
         let pass = if child {
+            // The kernel copies the peer's address and port into the child after its first
+            // transition (and its own address, for a listener on a wildcard address).
+            (*held).saddr = ev.saddr;
+            (*held).daddr = ev.daddr;
+            (*held).family = ev.family;
+            (*held).sport = ev.sport;
             (*held).dport = ev.dport;
-            passes(&*held, Some((*held).sport))
+            passes(&*held, Some((*held).sport), Some(ev.dport))
         } else {
-            passes(&*held, Some(ev.sport))
+            passes(&*held, Some(ev.sport), Some((*held).dport))
         };
         if pass {
             emit(&*held);
@@ -1134,7 +1155,7 @@ fn timewait_event(ev: &mut Event, tw: u64, known: &TimeWaitEntry, kind: u8, befo
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
-    if !passes(ev, Some(ev.sport)) {
+    if !passes(ev, Some(ev.sport), Some(ev.dport)) {
         return Ok(false);
     }
     comm_into(&mut ev.comm);
@@ -1266,10 +1287,10 @@ fn in_filter_net(family: u16, a: &[u8; 16], i: usize) -> bool {
     true
 }
 
-/// Whether the event passes the user's filter, taking `sport` for its local port; with
-/// `None` (not bound yet), conditions on the local port count as met.
+/// Whether the event passes the user's filter, taking `sport` and `dport` for its ports;
+/// a port `None` (not set yet) meets every condition on it.
 #[inline(never)]
-fn passes(ev: &Event, sport: Option<u16>) -> bool {
+fn passes(ev: &Event, sport: Option<u16>, dport: Option<u16>) -> bool {
     let family = global!(FILTER.family);
     if family != 0 && family != ev.family {
         return false;
@@ -1308,13 +1329,16 @@ fn passes(ev: &Event, sport: Option<u16>) -> bool {
             return false;
         }
     }
-    if !port_listed(global!(FILTER.n_rports), |i| global!(FILTER.rports[i]), ev.dport) {
-        return false;
+    if let Some(dport) = dport {
+        if !port_listed(global!(FILTER.n_rports), |i| global!(FILTER.rports[i]), dport) {
+            return false;
+        }
     }
     let n_ports = global!(FILTER.n_ports);
-    if let (true, Some(sport)) = (n_ports != 0, sport) {
+    if let (true, Some(sport), Some(dport)) = (n_ports != 0, sport, dport) {
+        // (Either port may match: with one unknown, the condition may still be met.)
         if !port_listed(n_ports, |i| global!(FILTER.ports[i]), sport)
-            && !port_listed(n_ports, |i| global!(FILTER.ports[i]), ev.dport)
+            && !port_listed(n_ports, |i| global!(FILTER.ports[i]), dport)
         {
             return false;
         }
@@ -1381,9 +1405,15 @@ fn emit(ev: &Event) -> bool {
     }
 }
 
+/// Adds one to a counter of this CPU, atomically: a program that interrupts another on
+/// the same CPU may bump the same counter between its load and its store.
 fn bump(index: u32) {
     if let Some(count) = COUNTERS.get_ptr_mut(index) {
-        unsafe { *count += 1 };
+        // SAFETY: a u64 of this CPU's map value, 8-byte aligned, valid while the program
+        // runs; the kernel's atomic add needs no more.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(count, 1);
+        }
     }
 }
 

@@ -231,6 +231,10 @@ pub struct Counters {
     pub rescued: u64,
     pub owners_full: u64,
     pub timewait_full: u64,
+    /// Transitions written at once, without the port they waited for: the hold map was full.
+    pub hold_full: u64,
+    /// Listeners not remembered: the listener map was full.
+    pub listeners_full: u64,
     /// Timewait records that are no transition, dropped in a full ring.
     pub tw_ring_full: u64,
     pub unreadable: u64,
@@ -494,6 +498,8 @@ impl Tracer {
             rescued: read(counter::RESCUED)?,
             owners_full: read(counter::OWNERS_FULL)?,
             timewait_full: read(counter::TIMEWAIT_FULL)?,
+            hold_full: read(counter::HOLD_FULL)?,
+            listeners_full: read(counter::LISTENERS_FULL)?,
             tw_ring_full: read(counter::TW_RING_FULL)?,
             unreadable: read(counter::UNREADABLE)?,
             unfollowed: read(counter::UNFOLLOWED)?,

@@ -430,11 +430,19 @@ async fn trace_until_stopped(
         )?;
     }
     let c = session.seen;
-    if c.owners_full > 0 || c.timewait_full > 0 {
+    if c.owners_full > 0 || c.timewait_full > 0 || c.listeners_full > 0 {
         writeln!(
             stderr,
-            "  the kernel program's maps were full: {} owners and {} timewait sockets not remembered",
-            c.owners_full, c.timewait_full
+            "  the kernel program's maps were full: {} owners, {} listeners and {} timewait sockets not remembered",
+            c.owners_full, c.listeners_full, c.timewait_full
+        )?;
+    }
+    if c.hold_full > 0 {
+        writeln!(
+            stderr,
+            "  {} transitions were shown at once without the port they waited for (the hold map was full): \
+             a connect's local port or a new child's peer port shows as 0, and a port filter let them through",
+            c.hold_full
         )?;
     }
     let unfollowed = c.unfollowed + session.tracer.newtask_misses();

@@ -1,9 +1,9 @@
 //! `cargo xtask`: the project's developer commands (`setup`, `build`, `test`,
 //! `run`, `bench`, `vm-test`). They install what the BPF build needs on a fresh
-//! machine, then drive cargo from the workspace root, so one command works the same on a developer's
-//! machine and in CI (`.ci/run`). Progress goes to standard error; standard output
-//! is left to cargo test, to the traced program, and to the binary path `build`
-//! prints.
+//! machine, then drive cargo from the workspace root, so one command works the
+//! same on a developer's machine and in CI (`.ci/run`). Progress goes to standard
+//! error; standard output is left to cargo test, to the traced program, and to the
+//! binary path `build` prints.
 
 mod bench;
 mod cli;

@@ -38,6 +38,8 @@ const DEBIAN_612: &str = "linux-image-6.12.111+deb12-amd64";
 const VM_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// One command of the guest script (doctor, one scenario), inside the guest or host.
 const STEP_TIMEOUT_SECS: u32 = 300;
+/// How long a QEMU with KVM must keep running for KVM to count as working.
+const KVM_PROBE_RUN: Duration = Duration::from_secs(2);
 /// The guest's size.
 const VM_MEMORY: &str = "2G";
 const VM_CPUS: &str = "2";
@@ -479,7 +481,12 @@ pub fn choose_accel(create_vm: Result<(), String>, cpuinfo: &str) -> Accel {
     }
 }
 
-/// Opens `/dev/kvm` and asks it for a VM (KVM_CREATE_VM); the VM is closed at once.
+/// Whether KVM runs a guest the way virtme-ng starts one. Opening `/dev/kvm` and asking
+/// it for a VM (KVM_CREATE_VM) is not enough: on a CPU without vmx, behind a hypervisor
+/// that passes a `/dev/kvm` through, that succeeds and QEMU then aborts setting the
+/// guest CPU's registers (`-cpu host`, which virtme-ng uses with KVM). So after the ioctl
+/// this starts such a QEMU with no guest and counts it working when it is still running
+/// after [`KVM_PROBE_RUN`]; then it is killed and reaped.
 fn probe_kvm() -> Result<(), String> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
@@ -504,6 +511,49 @@ fn probe_kvm() -> Result<(), String> {
     }
     // SAFETY: `vm` is a descriptor the kernel just gave us and nothing else holds.
     drop(unsafe { OwnedFd::from_raw_fd(vm) });
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args([
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-nodefaults",
+        "-display",
+        "none",
+    ])
+    .args([
+        "-m",
+        "32",
+        "-no-reboot",
+        "-serial",
+        "none",
+        "-monitor",
+        "none",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = qemu
+        .spawn()
+        .map_err(|e| format!("could not start qemu-system-x86_64 to try KVM: {e}"))?;
+    let deadline = Instant::now() + KVM_PROBE_RUN;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            return Err(format!(
+                "/dev/kvm creates a VM, but QEMU with KVM and -cpu host {} at once: {}",
+                describe_status(status),
+                first_line(&stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Only the QEMU this function started, by its own id.
+    let _ = child.kill();
+    let _ = child.wait();
     Ok(())
 }
 
@@ -698,7 +748,7 @@ fn fresh_out(dirs: &Dirs, label: &str) -> Result<PathBuf, String> {
 }
 
 /// Reads what the script left in `out`.
-fn collect(label: String, how: &str, out: &Path) -> KernelResult {
+fn collect(label: String, how: &str, out: &Path, status: ExitStatus) -> KernelResult {
     let read = |name: &str| fs::read_to_string(out.join(name)).unwrap_or_default();
     let rc = |name: &str| read(&format!("{name}.rc")).trim().parse::<i32>().ok();
     // `timeout` exits 124 (or 137 after its kill) when it had to stop the step.
@@ -711,7 +761,8 @@ fn collect(label: String, how: &str, out: &Path) -> KernelResult {
             label,
             how,
             format!(
-                "the kernel did not finish the script ({} has the console); its last lines:\n{}",
+                "the script did not finish: the runner {} ({} has the console); its last lines:\n{}",
+                describe_status(status),
                 out.join("console.log").display(),
                 tail.join("\n")
             ),
@@ -750,7 +801,7 @@ fn run_host(dirs: &Dirs, bin: &Path) -> KernelResult {
     let mut cmd = Command::new("sh");
     cmd.arg(dirs.script()).arg(&out).arg(bin);
     match run_bounded(cmd, &out.join("console.log"), VM_TIMEOUT) {
-        Ok(_) => collect(label, how, &out),
+        Ok(status) => collect(label, how, &out, status),
         Err(why) => KernelResult::failed(label, how, why),
     }
 }
@@ -768,8 +819,15 @@ fn run_guest(dirs: &Dirs, bin: &Path, label: &str, image: &Path, accel: &Accel) 
         shell_quote(&out.to_string_lossy()),
         shell_quote(&bin.to_string_lossy())
     );
-    let mut cmd = Command::new(dirs.venv().join("bin").join("vng"));
-    cmd.arg("--run")
+    let venv_bin = dirs.venv().join("bin");
+    let mut cmd = Command::new(venv_bin.join("vng"));
+    // vng starts virtme-run from the same virtualenv through PATH.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path =
+        std::env::join_paths(std::iter::once(venv_bin.clone()).chain(std::env::split_paths(&path)))
+            .unwrap_or(path);
+    cmd.env("PATH", path)
+        .arg("--run")
         .arg(image)
         .args(["--memory", VM_MEMORY, "--cpus", VM_CPUS, "--verbose"])
         .arg(format!("--rwdir={}", out.display()))
@@ -784,7 +842,7 @@ fn run_guest(dirs: &Dirs, bin: &Path, label: &str, image: &Path, accel: &Accel) 
         started.elapsed().as_secs_f64()
     );
     match result {
-        Ok(_) => collect(label.into(), how, &out),
+        Ok(status) => collect(label.into(), how, &out, status),
         Err(why) => KernelResult::failed(label.into(), how, why),
     }
 }

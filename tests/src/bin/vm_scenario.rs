@@ -35,6 +35,8 @@ use serde_json::Value;
 /// How long portrace may take to deliver the expected transitions once the workload is
 /// done: generous, for software emulation.
 const RECORDS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long portrace may take to load and attach its programs and print its start record.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// After the expected count arrived: time for a duplicate or a stray record to show.
 const SETTLE: Duration = Duration::from_millis(500);
 /// The server's name in the scenario (a link to tcpload), so `--comm` can tell it apart.
@@ -119,7 +121,7 @@ fn main() -> ExitCode {
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "the scenario panicked".into());
-            let short = summarize(&why);
+            let short = why.lines().next().unwrap_or("").to_string();
             full_message = Some(why);
             Outcome::broken(mode, &[], short)
         }
@@ -241,7 +243,29 @@ fn run(options: &Options) -> Outcome {
     };
     let args = filters.as_ref().map(Filters::args).unwrap_or_default();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut portrace = Portrace::start(&args);
+    let mut portrace = Portrace::spawn(&args);
+    // The fixture's own wait gives up after 15 s: software emulation verifies a program
+    // ten to a hundred times slower than the host (13 s for the main program on 6.1).
+    let ready = portrace.wait_until(READY_TIMEOUT, |records| !records.is_empty());
+    let started = portrace
+        .records()
+        .first()
+        .is_some_and(|r| r["type"] == "start");
+    if !ready || !started {
+        let waited = READY_TIMEOUT.as_secs();
+        let run = portrace.stop();
+        let said = run
+            .stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .map(refusal)
+            .unwrap_or_else(|| format!("it printed nothing within {waited} s"));
+        return Outcome::broken(
+            mode,
+            &expected,
+            format!("portrace did not start ({}): {said}", run.status),
+        );
+    }
 
     Tcpload::release_server(&mut server_a_proc);
     Tcpload::release_server(&mut server_b_proc);

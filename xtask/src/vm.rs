@@ -93,7 +93,7 @@ impl Kernel {
 
 /// The usage of `cargo xtask vm-test`.
 pub const USAGE: &str = "\
-usage: cargo xtask vm-test [--kernel debian-6.1|debian-6.12|host|PATH]...
+usage: cargo xtask vm-test [--kernel debian-6.1|debian-6.12|host|PATH]... [--bin-dir DIR]
 
 Boots each kernel in QEMU (virtme-ng, the host's root read-only; KVM when it works,
 software emulation otherwise), loads every portrace program there and runs the scenario
@@ -101,17 +101,43 @@ without and with filters; `host` runs them on the running kernel, without a VM. 
 debian-6.1, debian-6.12 and host. Prints a table; fails when a kernel's core programs
 do not load or a scenario fails. Root; installs qemu-system-x86, kmod, busybox-static and
 virtme-ng (in target/vm/venv) when missing, and caches the kernels in target/vm/.
+It builds the release binaries first, unless --bin-dir names a directory holding
+portrace, tcpload and vm_scenario to run instead.
 ";
 
+/// `vm-test`'s options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub kernels: Vec<Kernel>,
+    /// Run the `portrace`, `tcpload` and `vm_scenario` found here instead of building.
+    pub bin_dir: Option<PathBuf>,
+}
+
 /// Parses `vm-test`'s arguments.
-pub fn parse_args(args: &[OsString]) -> Result<Vec<Kernel>, String> {
+pub fn parse_args(args: &[OsString]) -> Result<Options, String> {
     let mut kernels = Vec::new();
+    let mut bin_dir = None;
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = args.next() {
         if let Some(value) = arg.strip_prefix("--kernel=") {
             kernels.push(Kernel::parse(value)?);
         } else if arg == "--kernel" {
             kernels.push(Kernel::parse(&args.next().unwrap_or_default())?);
+        } else if arg == "--bin-dir" {
+            let dir = PathBuf::from(args.next().unwrap_or_default());
+            let missing: Vec<&str> = ["portrace", "tcpload", "vm_scenario"]
+                .into_iter()
+                .filter(|b| !dir.join(b).is_file())
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "--bin-dir {}: no {} there (build them with `cargo build --release -p \
+                     portrace -p portrace-tests`)",
+                    dir.display(),
+                    missing.join(", ")
+                ));
+            }
+            bin_dir = Some(fs::canonicalize(&dir).map_err(|e| format!("--bin-dir: {e}"))?);
         } else if arg == "-h" || arg == "--help" {
             return Err(USAGE.into());
         } else {
@@ -121,7 +147,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Vec<Kernel>, String> {
     if kernels.is_empty() {
         kernels = vec![Kernel::Debian61, Kernel::Debian612, Kernel::Host];
     }
-    Ok(kernels)
+    Ok(Options { kernels, bin_dir })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -623,25 +649,11 @@ impl Dirs {
 
 /// `cargo xtask vm-test ARGS`.
 pub fn run(args: &[OsString]) -> Result<(), String> {
-    let kernels = parse_args(args)?;
-    let portrace = crate::build_release()?;
-    Cmd::cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "portrace-tests",
-            "--bin",
-            "tcpload",
-            "--bin",
-            "vm_scenario",
-        ])
-        .cwd(&crate::workspace_root())
-        .run("release build of the scenario", Stdout::ToStderr)?;
-    let bin = portrace
-        .parent()
-        .ok_or("the release binary has no directory")?
-        .to_path_buf();
+    let Options { kernels, bin_dir } = parse_args(args)?;
+    let bin = match bin_dir {
+        Some(dir) => dir,
+        None => build()?,
+    };
     let dirs = Dirs {
         root: crate::target_dir().join("vm"),
     };
@@ -707,6 +719,20 @@ pub fn run(args: &[OsString]) -> Result<(), String> {
             dirs.root.join("out").display()
         ))
     }
+}
+
+/// Builds the release binaries and returns their directory.
+fn build() -> Result<PathBuf, String> {
+    let portrace = crate::build_release()?;
+    Cmd::cargo()
+        .args(["build", "--release", "-p", "portrace-tests"])
+        .args(["--bin", "tcpload", "--bin", "vm_scenario"])
+        .cwd(&crate::workspace_root())
+        .run("release build of the scenario", Stdout::ToStderr)?;
+    portrace
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "the release binary has no directory".into())
 }
 
 /// The script each kernel runs, in a guest or on the host: `sh guest.sh OUT BIN`. It
@@ -1061,12 +1087,16 @@ mod tests {
     #[test]
     fn kernels_default_to_the_three_and_repeat() {
         assert_eq!(
-            parse_args(&[]).unwrap(),
+            parse_args(&[]).unwrap().kernels,
             [Kernel::Debian61, Kernel::Debian612, Kernel::Host]
         );
-        assert_eq!(
-            parse_args(&os(&["--kernel", "host", "--kernel=debian-6.12"])).unwrap(),
-            [Kernel::Host, Kernel::Debian612]
+        let options = parse_args(&os(&["--kernel", "host", "--kernel=debian-6.12"])).unwrap();
+        assert_eq!(options.kernels, [Kernel::Host, Kernel::Debian612]);
+        assert_eq!(options.bin_dir, None);
+        let err = parse_args(&os(&["--bin-dir", "/"])).unwrap_err();
+        assert!(
+            err.contains("no portrace, tcpload, vm_scenario there"),
+            "{err}"
         );
         let err = parse_args(&os(&["--kernel", "/no/such/bzImage"])).unwrap_err();
         assert!(err.contains("no such file"), "{err}");

@@ -140,33 +140,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// A fixture's message, shortened for the result line: when portrace did not start, what
-/// it said (its stderr's first line, where it names the program the kernel refused and
-/// the verifier's verdict); otherwise the message itself. The whole text is on stderr.
-fn summarize(why: &str) -> String {
-    if why.contains("before its start record") {
-        if let Some((_, stderr)) = why.split_once("--- stderr\n") {
-            let said = stderr
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("no message");
-            // `portrace: loading NAME: ... Verifier output: VERDICT`: the name and verdict.
-            let program = said
-                .split_once("loading ")
-                .and_then(|(_, rest)| rest.split_once(':'))
-                .map(|(name, _)| name);
-            if let (Some(program), Some((_, verdict))) =
-                (program, said.split_once("Verifier output:"))
-            {
-                return format!(
-                    "portrace did not start: the verifier refused {program}: {}",
-                    verdict.trim()
-                );
-            }
-            return format!("portrace did not start: {said}");
+/// portrace's first line of complaint, shortened when it is a verifier's refusal
+/// (`portrace: loading NAME: ... Verifier output: VERDICT`) to the program and verdict.
+fn refusal(said: &str) -> String {
+    let program = said
+        .split_once("loading ")
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .map(|(name, _)| name);
+    match (program, said.split_once("Verifier output:")) {
+        (Some(program), Some((_, verdict))) => {
+            format!("the verifier refused {program}: {}", verdict.trim())
         }
+        _ => said.trim().to_string(),
     }
-    why.to_string()
 }
 
 /// A process held at its start line: spawned, its pid known, not yet on the network.
@@ -254,6 +240,7 @@ fn run(options: &Options) -> Outcome {
     if !ready || !started {
         let waited = READY_TIMEOUT.as_secs();
         let run = portrace.stop();
+        eprintln!("vm_scenario: portrace's stderr:\n{}", run.stderr);
         let said = run
             .stderr
             .lines()
@@ -291,6 +278,9 @@ fn run(options: &Options) -> Outcome {
     });
     std::thread::sleep(SETTLE);
     let run = portrace.stop();
+    // What portrace said about the kernel (features it turned off, and why) goes with
+    // the result, for whoever reads a failure.
+    eprintln!("vm_scenario: portrace's stderr:\n{}", run.stderr);
     if !run.status.success() {
         return Outcome::broken(
             mode,

@@ -2,7 +2,8 @@
 //! (in a QEMU guest, or on the host). In a network namespace of its own it starts
 //! portrace, then two servers and three clients as separate processes: a connection the
 //! client closes first (the client goes to TIME_WAIT), one the server closes first (the
-//! server's socket does), and a connect to a port nobody listens on (refused). Every
+//! server's socket does), and a connect to a port nobody listens on (refused); then it
+//! deletes the namespace, which ends both TIME_WAITs. Every
 //! port is fixed in advance, so each transition's addresses, ports and owner are known;
 //! `portrace_tests::scenario` says what portrace must print and compares. It prints one
 //! JSON line, `{"type":"vm_scenario","pass":...,"problems":[...]}`, and exits 0 only
@@ -267,6 +268,9 @@ fn run(options: &Options) -> Outcome {
 
     // Unfiltered, only this namespace's records count; filtered, every record does.
     let netns = ns.inode();
+    // Deleting the namespace ends its TIME_WAITs (the kernel kills them as it tears the
+    // namespace down, shortly after): both connections' TIME_WAIT then shows its end.
+    drop(ns);
     let ours = move |r: &Value| options.filtered || r["netns"].as_u64() == Some(netns);
     let want: usize = expected.iter().map(|s| s.edges.len()).sum();
     portrace.wait_until(RECORDS_TIMEOUT, |records| {

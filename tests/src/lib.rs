@@ -3,7 +3,8 @@
 //! dropped, a handle on a running portrace that collects its JSON records, the tcpload
 //! workload generator, a pseudo-terminal to run `portrace top` in, and helpers that turn
 //! records into per-socket timelines and check their sequences and the owner of every
-//! transition, with messages that show the whole observed timeline.
+//! transition, with messages that show the whole observed timeline, and the expectations
+//! and check of the kernel matrix's scenario (`cargo xtask vm-test`).
 //!
 //! Everything here is bounded: every wait has a deadline, and every process or namespace a
 //! fixture creates is removed by its `Drop`.
@@ -13,6 +14,7 @@ pub mod portrace;
 pub mod process;
 pub mod pty;
 pub mod records;
+pub mod scenario;
 pub mod tcpload;
 
 use std::sync::{Mutex, MutexGuard};

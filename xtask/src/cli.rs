@@ -25,6 +25,11 @@ tasks:
   bench [-- ARGS]  setup, release builds of portrace, tcpload and the benchmark, then
                    the benchmark (root; a few minutes): portrace and the installed
                    peers against ground truth; `cargo xtask bench --help` for ARGS
+  vm-test [--kernel debian-6.1|debian-6.12|host|PATH]...
+                   the kernel matrix (root; minutes per kernel): boot each kernel
+                   in QEMU with virtme-ng, load every program, run the scenario
+                   without and with filters, print the table; default: all three
+                   (`test` runs it for debian-6.1 when given no cargo arguments)
   help             print this text
 ";
 
@@ -36,6 +41,7 @@ pub enum Task {
     Test(TestArgs),
     Run(Vec<OsString>),
     Bench(Vec<OsString>),
+    VmTest(Vec<OsString>),
     Help,
 }
 
@@ -115,6 +121,7 @@ where
         Some("test") => Ok(Task::Test(split_test_args(rest))),
         Some("run") => Ok(Task::Run(rest)),
         Some("bench") => Ok(Task::Bench(rest)),
+        Some("vm-test") => Ok(Task::VmTest(rest)),
         _ => Err(UsageError::UnknownTask(task.to_string_lossy().into_owned())),
     }
 }
@@ -198,6 +205,14 @@ mod tests {
         assert_eq!(
             parse_strs(&["run", "--", "--", "x"]),
             Ok(Task::Run(os(&["--", "x"])))
+        );
+    }
+
+    #[test]
+    fn vm_test_passes_arguments_through() {
+        assert_eq!(
+            parse_strs(&["vm-test", "--kernel", "host"]),
+            Ok(Task::VmTest(os(&["--kernel", "host"])))
         );
     }
 

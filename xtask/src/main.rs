@@ -1,14 +1,15 @@
 //! `cargo xtask`: the project's developer commands (`setup`, `build`, `test`,
-//! `run`). They install what the BPF build needs on a fresh machine, then drive
-//! cargo from the workspace root, so one command works the same on a developer's
-//! machine and in CI (`.ci/run`). Progress goes to standard error; standard output
-//! is left to cargo test, to the traced program, and to the binary path `build`
-//! prints.
+//! `run`, `bench`, `vm-test`). They install what the BPF build needs on a fresh
+//! machine, then drive cargo from the workspace root, so one command works the
+//! same on a developer's machine and in CI (`.ci/run`). Progress goes to standard
+//! error; standard output is left to cargo test, to the traced program, and to the
+//! binary path `build` prints.
 
 mod bench;
 mod cli;
 mod process;
 mod setup;
+mod vm;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         Task::Test(args) => ("test", test(&args)),
         Task::Run(args) => ("run", run(&args)),
         Task::Bench(args) => ("bench", bench::run(&args)),
+        Task::VmTest(args) => ("vm-test", vm::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -152,12 +154,37 @@ fn test(args: &TestArgs) -> Result<(), String> {
             failed.push(what);
         }
     }
+    if let Some(kernels) = vm_phase(args) {
+        let what = "kernel matrix (cargo xtask vm-test)";
+        eprintln!(
+            "xtask test: {what}: {}",
+            kernels
+                .iter()
+                .map(|k| k.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if let Err(err) = vm::run(&kernels) {
+            eprintln!("xtask test: {what}: {err}");
+            failed.push(what);
+        }
+    }
     if failed.is_empty() {
         eprintln!("xtask test: PASSED (all tests, including the privileged portrace-tests)");
         Ok(())
     } else {
         Err(failed.join("; "))
     }
+}
+
+/// The kernel matrix's part in a full test run: a kernel besides the host's (Debian 12's
+/// 6.1, the oldest the README promises) boots in a VM and runs the scenario. Only when the
+/// caller gave `cargo test` no arguments (a whole run, as CI makes); the host's kernel is
+/// covered by the privileged tests.
+fn vm_phase(args: &TestArgs) -> Option<Vec<OsString>> {
+    args.cargo
+        .is_empty()
+        .then(|| vec![OsString::from("--kernel"), OsString::from("debian-6.1")])
 }
 
 /// The `cargo test` invocations for `args`: unit tests of every package but
@@ -257,6 +284,24 @@ mod tests {
             lines(&args),
             ["cargo test -p portrace --no-fail-fast -- --test-threads=1"]
         );
+    }
+
+    #[test]
+    fn a_whole_run_boots_debian_6_1_and_a_chosen_one_does_not() {
+        assert_eq!(
+            vm_phase(&TestArgs::default()),
+            Some(os(&["--kernel", "debian-6.1"]))
+        );
+        let harness_only = TestArgs {
+            cargo: Vec::new(),
+            harness: os(&["--nocapture"]),
+        };
+        assert!(vm_phase(&harness_only).is_some());
+        let chosen = TestArgs {
+            cargo: os(&["tcp_state"]),
+            harness: Vec::new(),
+        };
+        assert_eq!(vm_phase(&chosen), None);
     }
 
     #[test]

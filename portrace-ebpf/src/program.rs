@@ -769,7 +769,7 @@ fn process(ev: &mut Event, rescue: bool) {
     if ev.sport == 0 && ev.newstate == tcp::SYN_SENT && global!(FILTER.hold_unbound) != 0 {
         // A connect: its local port is bound right after this transition. The filter has a
         // condition on it, so the transition waits for the socket's next one to tell.
-        if passes(ev, None, Some(ev.dport)) {
+        if passes(ev, UNSET, ev.dport.into()) {
             stamp_comm(ev);
             hold(ev);
         }
@@ -783,12 +783,12 @@ fn process(ev: &mut Event, rescue: bool) {
         if rescue {
             ev.owner_source |= owner_source::BY_BACKUP;
         }
-        if passes(ev, Some(ev.sport), None) {
+        if passes(ev, ev.sport.into(), UNSET) {
             hold(ev);
         }
         return;
     }
-    if !passes(ev, Some(ev.sport), Some(ev.dport)) {
+    if !passes(ev, ev.sport.into(), ev.dport.into()) {
         return;
     }
     stamp_comm(ev);
@@ -836,9 +836,9 @@ fn release_held(ev: &Event) {
             (*held).family = ev.family;
             (*held).sport = ev.sport;
             (*held).dport = ev.dport;
-            passes(&*held, Some((*held).sport), Some(ev.dport))
+            passes(&*held, (*held).sport.into(), ev.dport.into())
         } else {
-            passes(&*held, Some(ev.sport), Some((*held).dport))
+            passes(&*held, ev.sport.into(), (*held).dport.into())
         };
         if pass {
             emit(&*held);
@@ -1155,7 +1155,7 @@ fn timewait_event(ev: &mut Event, tw: u64, known: &TimeWaitEntry, kind: u8, befo
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
-    if !passes(ev, Some(ev.sport), Some(ev.dport)) {
+    if !passes(ev, ev.sport.into(), ev.dport.into()) {
         return Ok(false);
     }
     comm_into(&mut ev.comm);
@@ -1287,10 +1287,17 @@ fn in_filter_net(family: u16, a: &[u8; 16], i: usize) -> bool {
     true
 }
 
-/// Whether the event passes the user's filter, taking `sport` and `dport` for its ports;
-/// a port `None` (not set yet) meets every condition on it.
+/// A port not set yet, for [`passes`]: it meets every condition on it. (Plain integers,
+/// not `Option`s: a call passing `None` would leave the register of the `Option`'s value
+/// unset, and the verifier refuses a function that copies an unset register.)
+const UNSET: u32 = u32::MAX;
+
+/// Whether the event passes the user's filter, taking `sport` and `dport` (ports, or
+/// [`UNSET`]) for its ports.
 #[inline(never)]
-fn passes(ev: &Event, sport: Option<u16>, dport: Option<u16>) -> bool {
+fn passes(ev: &Event, sport: u32, dport: u32) -> bool {
+    let sport = u16::try_from(sport).ok();
+    let dport = u16::try_from(dport).ok();
     let family = global!(FILTER.family);
     if family != 0 && family != ev.family {
         return false;

@@ -239,9 +239,17 @@ pub struct SockLayout {
     pub tw_timer: u16,
     /// `timer_list.function`.
     pub timer_function: u16,
+    /// `sk_buff.head`, `sk_buff.network_header` and `sk_buff.transport_header`: where a
+    /// packet's IP and TCP headers are. Used on kernels whose `skb:kfree_skb` does not name
+    /// the receiving socket (before 6.11), to find a timewait socket by the packet's
+    /// addresses and ports. 0 when unknown (`skb_head` is never 0 when known).
+    pub skb_head: u16,
+    pub skb_network_header: u16,
+    pub skb_transport_header: u16,
     /// Non-zero when the offsets above are valid; without them the classic tracepoint
     /// program is the only one, and owners, timewait and close details are not read.
     pub valid: u16,
+    pub _pad: u16,
 }
 
 impl SockLayout {
@@ -265,7 +273,11 @@ impl SockLayout {
         tw_substate: 0,
         tw_timer: 0,
         timer_function: 0,
+        skb_head: 0,
+        skb_network_header: 0,
+        skb_transport_header: 0,
         valid: 0,
+        _pad: 0,
     };
 }
 
@@ -372,6 +384,26 @@ pub const OWNER_ENTRIES: u32 = 262_144;
 pub const LISTENER_ENTRIES: u32 = 16_384;
 /// Capacity of the timewait map (connections in TIME_WAIT or orphaned FIN_WAIT2).
 pub const TIMEWAIT_ENTRIES: u32 = 262_144;
+/// Capacity of the map from a timewait socket's addresses and ports to the socket, kept
+/// on kernels before 6.11 only (see `SockLayout::skb_head`); the least recently used go
+/// first.
+pub const TW_TUPLE_ENTRIES: u32 = 65_536;
+
+/// A timewait socket's addresses and ports, as its packets carry them: IPv4 addresses in
+/// the first four bytes, ports in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwTuple {
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub family: u16,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<TwTuple>() == 40);
+
 /// Capacity of the map of timer removals whose follow-up userspace does not get
 /// (`FOLLOWED`): the least recently noted are forgotten first.
 pub const FOLLOWED_ENTRIES: u32 = 16_384;
@@ -466,7 +498,7 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<Layout>() == 24);
-const _: () = assert!(core::mem::size_of::<SockLayout>() == 40);
+const _: () = assert!(core::mem::size_of::<SockLayout>() == 48);
 const _: () = assert!(core::mem::size_of::<Filter>() == 376);
 const _: () = assert!(core::mem::size_of::<Owner>() == 24);
 const _: () = assert!(core::mem::size_of::<TaskLayout>() == 8);

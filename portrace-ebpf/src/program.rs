@@ -41,7 +41,7 @@ use aya_ebpf::{
 };
 use portrace_ebpf::{
     counter, kind, owner_source, tcp, Event, EVENT_SIZE, Filter, Layout, ListenKey, Owner, SockLayout,
-    SockOwner, TaskLayout, TimeWaitEntry, AF_INET, AF_INET6, CLONE_THREAD, HOLD_ENTRIES, IPPROTO_TCP,
+    SockOwner, TaskLayout, TimeWaitEntry, TwTuple, TW_TUPLE_ENTRIES, AF_INET, AF_INET6, CLONE_THREAD, HOLD_ENTRIES, IPPROTO_TCP,
     LISTENER_ENTRIES, MAX_NETS, MAX_PIDS, MAX_PORTS, OWNER_ENTRIES, FOLLOWED_ENTRIES, REARM_WINDOW_NS, TIMEWAIT_ENTRIES, TRACED_ENTRIES,
 };
 
@@ -71,6 +71,12 @@ static CLASSIC_PRIMARY: u32 = 0;
 /// timewait programs off.
 #[no_mangle]
 static TW_HANDLER: u64 = 0;
+
+/// Non-zero when `skb:kfree_skb` names the socket that received the packet (`rx_sk`,
+/// Linux 6.11 and later); otherwise the packet program finds timewait sockets by the
+/// packet's addresses and ports (`TW_TUPLES`).
+#[no_mangle]
+static KFREE_SKB_RX_SK: u32 = 0;
 
 /// Non-zero when only the traced command's sockets are kept (`portrace -- CMD`).
 #[no_mangle]
@@ -305,6 +311,13 @@ static TIMEWAITS: HashMap<u64, TimeWaitEntry> =
 #[map]
 static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_ENTRIES, BPF_F_NO_PREALLOC);
 
+/// Kernels before 6.11 only: timewait sockets by their addresses and ports, so that the
+/// packet program can tell which one a packet reached. Entries are not removed: a stale
+/// one leads to a timewait socket `TIMEWAITS` no longer knows, or whose ports differ, and
+/// is ignored; the least recently used go first.
+#[map]
+static TW_TUPLES: LruHashMap<TwTuple, u64> = LruHashMap::with_max_entries(TW_TUPLE_ENTRIES, 0);
+
 /// Per CPU: the timewait socket whose timer was just removed, and its entry. The kernel
 /// removes a timer right before re-arming it and right before running it, on the same CPU;
 /// a removal followed by neither is the timewait socket being killed, and its address may
@@ -486,6 +499,7 @@ fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
 
 /// Whether the kernel skipped the main program for the backup's hit. (The calibration hit
 /// teaches the order of the two programs and is never recorded.)
+#[inline(never)]
 fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> bool {
     let (id, calibration) = unsafe {
         match (ctx.read_at::<u64>(lay!(skaddr) as usize), ctx.read_at::<i32>(lay!(oldstate) as usize), ctx.read_at::<i32>(lay!(newstate) as usize)) {
@@ -870,6 +884,9 @@ fn claim_timewait(ev: &mut Event, owner: &Owner) {
         bump(counter::TIMEWAIT_FULL);
         return;
     }
+    if global!(KFREE_SKB_RX_SK) == 0 && sock!(skb_head) != 0 {
+        remember_tuple(ev, tw);
+    }
     ev.kind = kind::HANDOVER;
     ev.aux = tw;
     ev.tw_substate = armed;
@@ -1121,14 +1138,78 @@ pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
 /// the only sign.
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
-    let rx_sk: u64 = ctx.arg(3);
-    if rx_sk == 0 {
+    let tw: u64 = if global!(KFREE_SKB_RX_SK) != 0 {
+        ctx.arg(3)
+    } else if sock!(skb_head) != 0 {
+        timewait_of_packet(ctx.arg(0)).unwrap_or(0)
+    } else {
+        0
+    };
+    if tw == 0 {
         return 0;
     }
-    let Some(entry) = TIMEWAITS.get_ptr_mut(&rx_sk) else { return 0 };
-    let substate: u8 = kread(rx_sk, sock!(tw_substate)).unwrap_or(unsafe { (*entry).substate });
-    substate_changed(rx_sk, entry, substate);
+    let Some(entry) = TIMEWAITS.get_ptr_mut(&tw) else { return 0 };
+    let substate: u8 = kread(tw, sock!(tw_substate)).unwrap_or(unsafe { (*entry).substate });
+    substate_changed(tw, entry, substate);
     0
+}
+
+/// Notes a timewait socket's addresses and ports (those of the transition handing the
+/// connection over to it), for [`timewait_of_packet`].
+#[inline(never)]
+fn remember_tuple(ev: &Event, tw: u64) {
+    let tuple = TwTuple {
+        local: ev.saddr,
+        remote: ev.daddr,
+        local_port: ev.sport,
+        remote_port: ev.dport,
+        family: ev.family,
+        _pad: 0,
+    };
+    let _ = TW_TUPLES.insert(&tuple, &tw, 0);
+}
+
+/// The timewait socket a freed TCP packet was addressed to, if portrace knows one there:
+/// the packet's destination is the socket's local end.
+#[inline(never)]
+fn timewait_of_packet(skb: u64) -> Option<u64> {
+    let head: u64 = kread(skb, sock!(skb_head)).ok()?;
+    let network: u16 = kread(skb, sock!(skb_network_header)).ok()?;
+    let transport: u16 = kread(skb, sock!(skb_transport_header)).ok()?;
+    // (The kernel marks an unset header offset with all ones.)
+    if head == 0 || network == u16::MAX || transport == u16::MAX {
+        return None;
+    }
+    let ip = head + u64::from(network);
+    let tcp = head + u64::from(transport);
+    let mut tuple = TwTuple::default();
+    let version: u8 = kread::<u8>(ip, 0).ok()? >> 4;
+    match version {
+        4 => {
+            if kread::<u8>(ip, 9).ok()? != IPPROTO_TCP as u8 {
+                return None;
+            }
+            read_into(first4(&mut tuple.remote), ip + 12).ok()?;
+            read_into(first4(&mut tuple.local), ip + 16).ok()?;
+            tuple.family = AF_INET;
+        }
+        6 => {
+            if kread::<u8>(ip, 6).ok()? != IPPROTO_TCP as u8 {
+                return None;
+            }
+            read_into(&mut tuple.remote, ip + 8).ok()?;
+            read_into(&mut tuple.local, ip + 24).ok()?;
+            tuple.family = AF_INET6;
+        }
+        _ => return None,
+    }
+    tuple.remote_port = u16::from_be(kread(tcp, 0).ok()?);
+    tuple.local_port = u16::from_be(kread(tcp, 2).ok()?);
+    let tw = unsafe { TW_TUPLES.get(&tuple) }.copied()?;
+    // Still the connection the tuple was noted for: its ports are the timewait socket's.
+    let local_port: u16 = kread(tw, sock!(num)).ok()?;
+    let remote_port: u16 = u16::from_be(kread(tw, sock!(dport)).ok()?);
+    (local_port == tuple.local_port && remote_port == tuple.remote_port).then_some(tw)
 }
 
 /// Reports an event of a timewait socket portrace saw a connection move to; `before` is

@@ -261,7 +261,13 @@ pub fn sock_layout(btf: &Btf) -> Result<portrace_ebpf::SockLayout, BtfError> {
         tw_substate: offset("inet_timewait_sock", "tw_substate", &[1])?.0,
         tw_timer: offset("inet_timewait_sock", "tw_timer", &[40, 48, 56, 64, 72, 80])?.0,
         timer_function: offset("timer_list", "function", &[8])?.0,
+        // Optional: without them an orphan's move to TIME_WAIT shows only at its end on
+        // kernels before 6.11.
+        skb_head: offset("sk_buff", "head", &[8]).map_or(0, |(at, _)| at),
+        skb_network_header: offset("sk_buff", "network_header", &[2]).map_or(0, |(at, _)| at),
+        skb_transport_header: offset("sk_buff", "transport_header", &[2]).map_or(0, |(at, _)| at),
         valid: 1,
+        _pad: 0,
     })
 }
 

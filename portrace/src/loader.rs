@@ -156,7 +156,7 @@ pub fn probe(setup: &Setup, task_error: Option<String>) -> anyhow::Result<(Vec<P
         classic,
         tw_handler: setup.tw_handler.as_ref().map(|_| ()).map_err(Clone::clone),
         timers,
-        packets: packets_fact(setup.kfree_skb_has_rx_sk, || of(PACKET_PROGRAM)),
+        packets: packets_fact(setup, || of(PACKET_PROGRAM)),
         exec: of(EXEC_PROGRAM),
         command: Some(match &setup.command {
             Some((task, _)) => of(NEWTASK_PROGRAM).map(|()| exit_fact(task, || of(EXIT_PROGRAM))),
@@ -166,11 +166,17 @@ pub fn probe(setup: &Setup, task_error: Option<String>) -> anyhow::Result<(Vec<P
     Ok((loads, features::decide(&facts)))
 }
 
-fn packets_fact(has_rx_sk: bool, load: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
-    if has_rx_sk {
+/// The packet program sees a timewait socket receive its peer's FIN: by the socket
+/// `skb:kfree_skb` names (Linux 6.11 and later), or else by the packet's addresses and
+/// ports, which needs `struct sk_buff`'s header offsets from BTF.
+fn packets_fact(setup: &Setup, load: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    let packet_offsets = setup.sock.as_ref().is_ok_and(|sock| sock.skb_head != 0);
+    if setup.kfree_skb_has_rx_sk || packet_offsets {
         load()
     } else {
-        Err("skb:kfree_skb does not name the receiving socket before Linux 6.11".to_owned())
+        Err("skb:kfree_skb does not name the receiving socket before Linux 6.11, and this kernel's BTF \
+             does not say where a packet's headers are"
+            .to_owned())
     }
 }
 
@@ -283,6 +289,7 @@ pub fn open(setup: &Setup) -> anyhow::Result<Ebpf> {
         .override_global("OWN_TGID", &std::process::id(), true)
         .override_global("TRACE_COMMAND", &trace_command, true)
         .override_global("TASK", &task, true)
+        .override_global("KFREE_SKB_RX_SK", &u32::from(setup.kfree_skb_has_rx_sk), true)
         .map_max_entries("EVENTS", setup.ring_size)
         .map_max_entries("TRACED", traced_entries)
         .load(PROGRAM)
@@ -315,7 +322,7 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
 
     let (timers, packets) = if timewait_possible {
         let timers = TIMER_PROGRAMS.iter().try_for_each(|name| attach_raw(&mut ebpf, name, name)).map_err(|e| format!("{e:#}"));
-        let packets = packets_fact(setup.kfree_skb_has_rx_sk, || {
+        let packets = packets_fact(&setup, || {
             attach_raw(&mut ebpf, PACKET_PROGRAM, PACKET_PROGRAM).map_err(|e| format!("{e:#}"))
         });
         (timers, packets)

@@ -235,11 +235,11 @@ impl CommandArgs {
 }
 
 /// Alert detectors: thresholds, the allowlist, and what alerts do to the exit status.
-/// Defaults are in the README's table; a rules file sets them too, and flags override it.
+/// Defaults are in docs/usage.md's table (Alerts); a rules file sets them too, and flags override it.
 #[derive(Debug, Default, clap::Args)]
 #[command(next_help_heading = "Alerts")]
 pub struct AlertArgs {
-    /// Read thresholds and expectations from this TOML rules file (see the README).
+    /// Read thresholds and expectations from this TOML rules file (see docs/usage.md).
     #[arg(long = "rules", value_name = "FILE", value_parser = parse_rules_file)]
     pub rules: Option<Rules>,
 

@@ -16,6 +16,11 @@ pub const MAX_TEXT: usize = 4096;
 /// The most arguments portrace keeps of a command line; the last kept one says how many
 /// more there were.
 pub const MAX_ARGS: usize = 256;
+/// The most bytes of a command line's arguments portrace keeps, all together: with the
+/// path, cgroup and names, a process's details stay under about 20 KB, so the 8,192
+/// processes held at most (`details.rs`) stay under about 160 MB whatever the programs
+/// any user starts. The last kept argument says how many more there were.
+pub const MAX_CMDLINE: usize = 8192;
 
 /// `text` cut to [`MAX_TEXT`] bytes.
 pub fn cut(mut text: String) -> String {
@@ -110,10 +115,19 @@ pub fn parse_cmdline(raw: &[u8]) -> Option<Vec<String>> {
     if raw.is_empty() {
         return None;
     }
-    let mut args: Vec<String> = raw.split(|&b| b == 0).map(|arg| cut(String::from_utf8_lossy(arg).into_owned())).collect();
-    if args.len() > MAX_ARGS {
-        let more = args.len() - (MAX_ARGS - 1);
-        args.truncate(MAX_ARGS - 1);
+    let total = raw.split(|&b| b == 0).count();
+    let mut args = Vec::new();
+    let mut bytes = 0;
+    for arg in raw.split(|&b| b == 0) {
+        let arg = cut(String::from_utf8_lossy(arg).into_owned());
+        if args.len() == MAX_ARGS - 1 && total > MAX_ARGS || bytes + arg.len() > MAX_CMDLINE {
+            break;
+        }
+        bytes += arg.len();
+        args.push(arg);
+    }
+    if args.len() < total {
+        let more = total - args.len();
         args.push(format!("... ({more} more arguments)"));
     }
     Some(args)
@@ -191,6 +205,12 @@ mod tests {
         assert_eq!(args.len(), MAX_ARGS);
         assert_eq!(args[MAX_ARGS - 2], format!("a{}", MAX_ARGS - 2));
         assert_eq!(args[MAX_ARGS - 1], format!("... ({} more arguments)", 300 - (MAX_ARGS - 1)));
+        // 256 arguments of 4 KB: 8 KB of them are kept, and the count of the rest.
+        let huge: Vec<u8> = (0..256).flat_map(|_| [vec![b'x'; MAX_TEXT], vec![0]].concat()).collect();
+        let args = parse_cmdline(&huge).unwrap();
+        assert_eq!(args.len(), 3, "two whole arguments, then the count");
+        assert_eq!(args[2], "... (254 more arguments)");
+        assert!(args.iter().map(String::len).sum::<usize>() <= MAX_CMDLINE + 32);
         let long = "é".repeat(MAX_TEXT);
         let cut_arg = &parse_cmdline(long.as_bytes()).unwrap()[0];
         assert!(cut_arg.len() <= MAX_TEXT && cut_arg.len() >= MAX_TEXT - 1);

@@ -7,6 +7,7 @@
 
 mod bench;
 mod cli;
+mod fuzz;
 mod process;
 mod setup;
 mod vm;
@@ -145,6 +146,15 @@ fn test(args: &TestArgs) -> Result<(), String> {
     if let Err(err) = doctor.run("portrace doctor", Stdout::Inherit) {
         eprintln!("xtask test: {err}");
         failed.push("portrace doctor");
+    }
+    // The fuzz targets, a short coverage-guided run of each (skipped when the caller
+    // picks packages).
+    if !args.selects_packages() {
+        eprintln!("xtask test: fuzzing (portrace/fuzz, {} s per target)", fuzz::SECONDS);
+        if let Err(err) = fuzz::run(&root, &target_dir()) {
+            eprintln!("xtask test: {err}");
+            failed.push("fuzzing");
+        }
     }
     for (what, cmd) in test_phases(args) {
         let cmd = cmd.cwd(&root);

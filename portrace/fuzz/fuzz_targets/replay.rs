@@ -1,11 +1,16 @@
 //! Fuzz target `replay`: any bytes replayed through a filter into the text, JSON and CSV
-//! output formats must give an error or output, never a panic or a hang, whatever odd
-//! values (times, addresses, command names, error numbers) the records hold.
+//! output formats, with the alert engine on as `portrace replay` has it by default, must
+//! give an error or output, never a panic or a hang, whatever odd values (times near the
+//! end of the clock, gaps of centuries, addresses, command names, error numbers) the
+//! records hold.
 #![no_main]
 
 use std::io;
 
 use libfuzzer_sys::fuzz_target;
+use portrace::alerts::rules::Rules;
+use portrace::alerts::sink::AlertHandle;
+use portrace::alerts::PortRange;
 use portrace::filter::FilterSpec;
 use portrace::output::{self, Format, TextOptions};
 use portrace::replay::{replay_into, TransitionFilter};
@@ -29,7 +34,13 @@ fuzz_target!(|data: &[u8]| {
         let Ok(mut reader) = TraceReader::new(data, "fuzz", ReadOptions { salvage: true }) else {
             return;
         };
-        let mut sink = output::sink(format, Box::new(io::sink()), TextOptions::default());
-        let _ = replay_into(&mut reader, &mut TransitionFilter::new(filter), sink.as_mut(), None);
+        let mut rules = Rules::default();
+        rules.close_wait.after_ns = 1_000_000_000;
+        rules.repeat_ns = 1_000_000_000;
+        let alerts = AlertHandle::new(rules, PortRange::kernel_default());
+        let mut sink = alerts.wrap(output::sink(format, Box::new(io::sink()), TextOptions::default()), false);
+        if let Ok(replayed) = replay_into(&mut reader, &mut TransitionFilter::new(filter), &mut sink, None) {
+            let _ = sink.finish_at(replayed.summary.end());
+        }
     }
 });

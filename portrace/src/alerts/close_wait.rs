@@ -71,6 +71,17 @@ impl CloseWait {
         self.entries.keys().next().map(|&(since, _)| since.saturating_add(after))
     }
 
+    /// The earliest time after `now` at which a socket in CLOSE_WAIT reaches the threshold
+    /// `after`, if one does.
+    pub fn next_crossing(&self, now: u64, after: u64) -> Option<u64> {
+        // Sockets with `since + after > now`: those that entered after `now - after`.
+        let from = match now.checked_sub(after) {
+            Some(limit) => (limit.checked_add(1)?, 0),
+            None => (0, 0),
+        };
+        self.entries.range(from..).next().map(|(&(since, _), _)| since.saturating_add(after))
+    }
+
     /// Alerts for every process with sockets in CLOSE_WAIT for the threshold or longer
     /// at `now`.
     pub fn check(&mut self, now: Timestamp, ctx: &mut Ctx, out: &mut Vec<Alert>) {

@@ -353,6 +353,17 @@ impl Ctx {
         }
     }
 
+    /// The earliest time after `after_ns` at which a subject of `kind` that alerted may
+    /// alert again.
+    pub fn next_repeat(&self, kind: AlertKind, after_ns: u64) -> Option<u64> {
+        self.log
+            .range((kind, Subject::Process(0))..)
+            .take_while(|((k, _), _)| *k == kind)
+            .map(|(_, l)| l.last_emit_ns.saturating_add(self.rules.repeat_ns))
+            .filter(|&t| t > after_ns)
+            .min()
+    }
+
     /// Whether `subject` alerted already.
     pub fn alerted(&self, kind: AlertKind, subject: &Subject) -> bool {
         self.log.contains_key(&(kind, *subject))
@@ -410,6 +421,30 @@ pub fn at(reference: Timestamp, mono_ns: u64) -> Timestamp {
     Timestamp { mono_ns, unix_ns: reference.unix_ns + delta }
 }
 
+/// Repeat points (a process in CLOSE_WAIT alerting again) checked within one gap between
+/// records at most; later ones in the same gap are skipped, and counted.
+pub const REPEAT_POINTS_MAX: usize = 100;
+
+/// The first grid point after `t`, if one is representable.
+fn grid_after(t: u64) -> Option<u64> {
+    (t / CHECK_GRID_NS).checked_add(1)?.checked_mul(CHECK_GRID_NS)
+}
+
+/// The first grid point at or after `t`, if one is representable.
+fn ceil_grid(t: u64) -> Option<u64> {
+    t.div_ceil(CHECK_GRID_NS).checked_mul(CHECK_GRID_NS)
+}
+
+/// Where the grid stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NextCheck {
+    /// No time seen yet.
+    Unset,
+    At(u64),
+    /// Past the last representable grid point.
+    Never,
+}
+
 /// The detectors, fed every record of a trace in order.
 pub struct Detectors {
     ctx: Ctx,
@@ -420,7 +455,13 @@ pub struct Detectors {
     time_wait: time_wait::TimeWait,
     handshake: handshake::Handshake,
     /// The next grid point at which time-based checks run.
-    next_check_ns: Option<u64>,
+    next_check: NextCheck,
+    /// Grid points checked so far: the work [`Detectors::tick`] did.
+    checks: u64,
+    /// Gaps whose repeats were cut at [`REPEAT_POINTS_MAX`].
+    repeats_cut: u64,
+    /// Visit every grid point (the reference behaviour the tests compare with).
+    step_every_point: bool,
     /// The latest time seen.
     latest: Option<Timestamp>,
     finished: bool,
@@ -438,7 +479,10 @@ impl Detectors {
             close_wait: close_wait::CloseWait::default(),
             time_wait: time_wait::TimeWait::default(),
             handshake: handshake::Handshake::default(),
-            next_check_ns: None,
+            next_check: NextCheck::Unset,
+            checks: 0,
+            repeats_cut: 0,
+            step_every_point: false,
             latest: None,
             finished: false,
         }
@@ -477,10 +521,21 @@ impl Detectors {
         }
     }
 
-    /// Time has passed up to `now`: runs the time-based checks at every grid point
-    /// reached since the last call, so that the checks see the same records at the same
-    /// grid points however often this is called. Grid points at which nothing can newly
-    /// cross a threshold are skipped.
+    /// Time has passed up to `now`: runs the time-based checks at the grid points reached
+    /// since the last call, so that the checks see the same records at the same grid
+    /// points however often this is called.
+    ///
+    /// Between two records nothing changes but the clock, so only some grid points can
+    /// do anything: the first one reached, those where a socket's CLOSE_WAIT reaches the
+    /// threshold, those where a process that alerted may alert again (`repeat`), and the
+    /// last one before `now` (the latest evidence, and what the windows of the other
+    /// detectors forget, which only grows with time). Those are the points visited, found
+    /// directly, never by stepping over the grid; the others would only have rewritten
+    /// evidence the last point rewrites again. So a call does at most
+    /// [`REPEAT_POINTS_MAX`] + 2 checks plus one per socket newly over the threshold,
+    /// whatever the gap: past that many repeats the engine jumps to the last point and
+    /// counts the gap as cut ([`Detectors::repeats_cut`]). Times near `u64::MAX` stop the
+    /// grid at its last representable point.
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Alert>) {
         if self.finished {
             return;
@@ -488,20 +543,70 @@ impl Detectors {
         if self.latest.is_none_or(|l| now.mono_ns > l.mono_ns) {
             self.latest = Some(now);
         }
-        let mut next = *self.next_check_ns.get_or_insert((now.mono_ns / CHECK_GRID_NS + 1) * CHECK_GRID_NS);
-        while next <= now.mono_ns {
-            self.check(at(now, next), out);
-            next += CHECK_GRID_NS;
-            // Only the records' arrival (which ticks first) changes what is in CLOSE_WAIT:
-            // until its oldest socket is due, no grid point before `now` can alert.
-            let due = self.close_wait.next_due(self.ctx.rules.close_wait.after_ns).unwrap_or(u64::MAX);
-            if due > next {
-                let skip_to = due.div_ceil(CHECK_GRID_NS).saturating_mul(CHECK_GRID_NS);
-                let after_now = (now.mono_ns / CHECK_GRID_NS + 1) * CHECK_GRID_NS;
-                next = skip_to.min(after_now).max(next);
-            }
+        let first = match self.next_check {
+            NextCheck::Unset => grid_after(now.mono_ns),
+            NextCheck::At(next) => Some(next),
+            NextCheck::Never => None,
+        };
+        let Some(mut next) = first else {
+            self.next_check = NextCheck::Never;
+            return;
+        };
+        if next > now.mono_ns {
+            self.next_check = NextCheck::At(next);
+            return;
         }
-        self.next_check_ns = Some(next);
+        // The last grid point not after `now`: at least `next`, which is a grid point.
+        let last = now.mono_ns / CHECK_GRID_NS * CHECK_GRID_NS;
+        let mut repeats = 0usize;
+        loop {
+            self.check(at(now, next), out);
+            self.checks += 1;
+            if next >= last || self.step_every_point {
+                if next >= last {
+                    break;
+                }
+                next += CHECK_GRID_NS;
+                continue;
+            }
+            let after = self.ctx.rules.close_wait.after_ns;
+            let oldest_due = self.close_wait.next_due(after).unwrap_or(u64::MAX);
+            let following = next + CHECK_GRID_NS;
+            next = if oldest_due > following {
+                // Nothing is over the threshold yet: the next point that can do anything
+                // is the one where the oldest socket gets there.
+                match ceil_grid(oldest_due) {
+                    Some(point) if point <= last => point,
+                    _ => break,
+                }
+            } else {
+                let crossing = self.close_wait.next_crossing(next, after).and_then(ceil_grid);
+                let repeat = self.ctx.next_repeat(AlertKind::CloseWaitLeak, next).and_then(ceil_grid);
+                match (crossing, repeat) {
+                    (Some(c), _) if c <= last && repeat.is_none_or(|r| c <= r) => c.max(following),
+                    (_, Some(r)) if r <= last => {
+                        repeats += 1;
+                        if repeats > REPEAT_POINTS_MAX {
+                            self.repeats_cut += 1;
+                            last
+                        } else {
+                            r.max(following)
+                        }
+                    }
+                    _ => last,
+                }
+            };
+        }
+        self.next_check = match grid_after(last) {
+            Some(point) => NextCheck::At(point),
+            None => NextCheck::Never,
+        };
+    }
+
+    /// How many times a gap between two records held more than [`REPEAT_POINTS_MAX`]
+    /// repeat points, so that the repeats in it past those were not emitted.
+    pub fn repeats_cut(&self) -> u64 {
+        self.repeats_cut
     }
 
     /// The trace ended at `end`: the grid checks up to `end` run, then the time-based
@@ -541,7 +646,17 @@ impl Detectors {
 
     /// The end-of-run summary of the alerts, for stderr.
     pub fn write_summary(&self, w: &mut dyn Write) -> io::Result<()> {
-        write_summary(w, self.fired(), self.logged())
+        write_summary(w, self.fired(), self.logged())?;
+        if self.repeats_cut > 0 {
+            writeln!(
+                w,
+                "  (in {} long {} between records, repeats of a CLOSE_WAIT alert past the first \
+                 {REPEAT_POINTS_MAX} were not emitted; the latest evidence is kept)",
+                self.repeats_cut,
+                if self.repeats_cut == 1 { "gap" } else { "gaps" }
+            )?;
+        }
+        Ok(())
     }
 }
 

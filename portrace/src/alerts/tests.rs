@@ -595,3 +595,97 @@ fn the_summary_lists_subjects_and_stops_at_twenty() {
     assert_eq!(doc["alert_subjects"][0]["subject"], "listener 10.0.0.1:9001 (netns 4026531840)");
     assert_eq!(doc["alert_subjects"][0]["latest"]["kind"], "new_listener");
 }
+
+/// Records with sockets of a few processes entering and leaving CLOSE_WAIT at times drawn
+/// from `seed`, with gaps from milliseconds to half an hour between records.
+fn drawn_close_wait_records(seed: u64) -> (Vec<Record>, u64) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut draw = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let gaps = [MS, 300 * MS, 2 * S, 45 * S, 10 * 60 * S, 30 * 60 * S];
+    let mut records = Vec::new();
+    let mut time = 0;
+    let mut open: Vec<(Tr, u64)> = Vec::new();
+    for i in 0..40u64 {
+        time += gaps[draw(gaps.len() as u64) as usize] + draw(S);
+        if !open.is_empty() && draw(3) == 0 {
+            let (s, _) = open.swap_remove(draw(open.len() as u64) as usize);
+            records.push(Record::T(s.at(time, CloseWait, LastAck)));
+        } else {
+            let pid = 100 + draw(3) as u32;
+            let s = Tr { socket: i + 1, local: (ip(1), 8080), remote: (ip(2), 40_000 + i as u16), owner: owner(pid, "server") };
+            records.push(Record::T(s.at(time, Established, CloseWait)));
+            open.push((s, time));
+        }
+    }
+    (records, time + draw(20 * 60 * S))
+}
+
+#[test]
+fn visiting_only_the_grid_points_that_matter_gives_what_every_point_gives() {
+    let mut rules = Rules::default();
+    rules.close_wait.after_ns = 20 * S;
+    for seed in 0..40 {
+        let (records, end) = drawn_close_wait_records(seed);
+        let (alerts, fast) = run_with(rules.clone(), &records, end, 0);
+        let mut reference = Detectors::new(rules.clone(), PortRange::kernel_default());
+        reference.step_every_point = true;
+        let mut expected = Vec::new();
+        for r in &records {
+            if let Record::T(t) = r {
+                reference.on_transition(t, &mut expected);
+            }
+        }
+        reference.finish(ts(end), &mut expected);
+        assert_eq!(alerts, expected, "seed {seed}");
+        assert!(!expected.is_empty(), "seed {seed}: the scenario raised nothing to compare");
+        let latest = |d: &Detectors| d.logged().map(|l| (l.latest.clone(), l.fired)).collect::<Vec<_>>();
+        assert_eq!(latest(&fast), latest(&reference), "seed {seed}");
+        assert_eq!(fast.repeats_cut(), 0, "seed {seed}");
+        assert!(fast.checks < reference.checks / 10, "seed {seed}: {} checks, {} stepping", fast.checks, reference.checks);
+    }
+}
+
+#[test]
+fn a_gap_of_centuries_costs_a_bounded_number_of_checks() {
+    let mut rules = Rules::default();
+    rules.close_wait.after_ns = 2 * S;
+    let s = Tr { socket: 1, local: (ip(1), 8080), remote: (ip(2), 40_000), owner: owner(100, "server") };
+    let other = Tr { socket: 2, local: (ip(1), 8080), remote: (ip(2), 40_001), owner: None };
+    let records = [Record::T(s.at(0, Established, CloseWait)), Record::T(other.at(1 << 62, Established, FinWait1))];
+    let (alerts, d) = run_with(rules, &records, (1 << 62) + S, 0);
+    // The first alert, then repeats every 60 s up to the cap, then the one at the last point.
+    assert_eq!(alerts.len(), REPEAT_POINTS_MAX + 2, "{:#?}", &alerts[..3]);
+    assert!(d.checks <= REPEAT_POINTS_MAX as u64 + 8, "{} checks", d.checks);
+    assert_eq!(d.repeats_cut(), 1);
+    let latest = &d.logged().next().unwrap().latest;
+    assert_eq!(latest.time, ts((1 << 62) + S));
+    let mut summary = Vec::new();
+    d.write_summary(&mut summary).unwrap();
+    let summary = String::from_utf8(summary).unwrap();
+    assert!(summary.contains("in 1 long gap between records, repeats of a CLOSE_WAIT alert past the first 100 were not emitted"), "{summary}");
+}
+
+#[test]
+fn times_near_the_end_of_the_clock_do_not_wrap_the_grid() {
+    let mut rules = Rules::default();
+    rules.close_wait.after_ns = 2 * S;
+    let mut d = Detectors::new(rules, PortRange::kernel_default());
+    let mut out = Vec::new();
+    let s = Tr { socket: 1, local: (ip(1), 8080), remote: (ip(2), 40_000), owner: owner(100, "server") };
+    let at = |mono_ns: u64| Timestamp { mono_ns, unix_ns: i128::from(mono_ns) };
+    let entered = Transition { time: at(u64::MAX - 10 * S), ..s.at(0, Established, CloseWait) };
+    d.on_transition(&entered, &mut out);
+    d.tick(at(u64::MAX - S), &mut out);
+    d.tick(at(u64::MAX - 1), &mut out);
+    d.finish(at(u64::MAX - 1), &mut out);
+    // Alerted once, on the first grid point where the socket was 2 s old.
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].time.mono_ns, (u64::MAX - 8 * S).div_ceil(S) * S);
+    assert!(d.checks <= 12, "{} checks", d.checks);
+    assert_eq!(d.next_check, NextCheck::Never);
+}

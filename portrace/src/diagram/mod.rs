@@ -97,12 +97,20 @@ impl DiagramConfig {
     }
 }
 
+/// Transitions a live `--conn` run keeps at most (a recording is read twice instead,
+/// keeping only the connection's: [`sequence::Kept`]).
+pub const LIVE_KEEP_MAX: usize = 200_000;
+
 /// What a trace gave the diagram.
 #[derive(Default)]
 pub struct Collected {
     pub observed: Observed,
-    /// Every transition, kept only for `--conn`.
+    /// Every transition (up to [`LIVE_KEEP_MAX`]), kept only for a live `--conn`.
     pub all: Option<Vec<Transition>>,
+    /// What a recording gave `--conn`.
+    pub kept: Option<sequence::Kept>,
+    /// Transitions left out of `all` at the cap.
+    pub dropped: u64,
 }
 
 /// A sink that collects what the diagram needs.
@@ -128,8 +136,15 @@ impl Sink for Collector {
     fn transition(&mut self, t: &Transition) -> io::Result<()> {
         self.with(|c| {
             c.observed.add(t);
+            if let Some(kept) = &mut c.kept {
+                kept.first_pass(t);
+            }
             if let Some(all) = &mut c.all {
-                all.push(t.clone());
+                if all.len() < LIVE_KEEP_MAX {
+                    all.push(t.clone());
+                } else {
+                    c.dropped += 1;
+                }
             }
         });
         Ok(())
@@ -174,7 +189,7 @@ pub async fn run(mut config: DiagramConfig) -> anyhow::Result<()> {
     let format = config.resolve_format()?;
     let keep_all = config.conn.is_some();
     let collected = match &config.from {
-        Some(path) => from_recording(path, &config, keep_all)?,
+        Some(path) => from_recording(path, &config)?,
         None => {
             crate::preflight::check_privileges()?;
             if config.trace.duration.is_none() && config.trace.count.is_none() {
@@ -193,15 +208,17 @@ pub async fn run(mut config: DiagramConfig) -> anyhow::Result<()> {
             collected
         }
     };
-    let drawing = draw(&collected, format, config.conn)?;
+    let mut collected = collected;
+    let drawing = draw(&mut collected, format, config.conn)?;
     write(&drawing, config.output.as_deref(), format, &collected.observed)
 }
 
-/// Reads a recording through the user's filter.
-fn from_recording(path: &Path, config: &DiagramConfig, keep_all: bool) -> anyhow::Result<Collected> {
+/// Reads a recording through the user's filter; for `--conn`, up to three times: the
+/// later passes for the connection's possible peers ([`sequence::Kept`]).
+fn from_recording(path: &Path, config: &DiagramConfig) -> anyhow::Result<Collected> {
     let mut reader = TraceReader::open(path, ReadOptions { salvage: config.salvage })?;
     let recorded = filter_flags(&reader.header().filter);
-    let shared = Arc::new(Mutex::new(Collected { all: keep_all.then(Vec::new), ..Default::default() }));
+    let shared = Arc::new(Mutex::new(Collected { kept: config.conn.map(sequence::Kept::new), ..Default::default() }));
     let mut sink = Collector(shared.clone());
     let mut filter = TransitionFilter::new(config.trace.filter.clone());
     let replayed = replay_into(&mut reader, &mut filter, &mut sink, None)?;
@@ -210,16 +227,77 @@ fn from_recording(path: &Path, config: &DiagramConfig, keep_all: bool) -> anyhow
     }
     drop(sink);
     let mut collected = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Some(kept) = &mut collected.kept {
+        if kept.wants_second_pass() {
+            let mut reader = TraceReader::open(path, ReadOptions { salvage: config.salvage })?;
+            let mut filter = TransitionFilter::new(config.trace.filter.clone());
+            replay_into(&mut reader, &mut filter, &mut Peers(kept, 2), None)?;
+            if kept.wants_third_pass() {
+                let mut reader = TraceReader::open(path, ReadOptions { salvage: config.salvage })?;
+                let mut filter = TransitionFilter::new(config.trace.filter.clone());
+                replay_into(&mut reader, &mut filter, &mut Peers(kept, 3), None)?;
+            }
+        }
+    }
     let asked = filter_flags(&config.trace.filter);
     collected.observed.filter = [recorded, asked].into_iter().filter(|f| !f.is_empty()).collect::<Vec<_>>().join(" ");
     Ok(collected)
 }
 
+/// The second or third pass of `--conn` over a recording: the possible peers.
+struct Peers<'a>(&'a mut sequence::Kept, u8);
+
+impl Sink for Peers<'_> {
+    fn start(&mut self, _: &Start) -> io::Result<()> {
+        Ok(())
+    }
+    fn socket(&mut self, _: &SocketRecord) -> io::Result<()> {
+        Ok(())
+    }
+    fn transition(&mut self, t: &Transition) -> io::Result<()> {
+        match self.1 {
+            2 => self.0.second_pass(t),
+            _ => self.0.third_pass(t),
+        }
+        Ok(())
+    }
+    fn lost(&mut self, _: &Lost) -> io::Result<()> {
+        Ok(())
+    }
+    fn end(&mut self, _: &Summary) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The drawing, in `format`.
-pub fn draw(collected: &Collected, format: DiagramFormat, conn: Option<u64>) -> anyhow::Result<String> {
+pub fn draw(collected: &mut Collected, format: DiagramFormat, conn: Option<u64>) -> anyhow::Result<String> {
     if let Some(id) = conn {
-        let all = collected.all.as_deref().unwrap_or(&[]);
-        let connection = sequence::find(all, id).map_err(anyhow::Error::msg)?;
+        let connection = match collected.kept.take() {
+            Some(kept) => {
+                if kept.dropped > 0 {
+                    eprintln!(
+                        "portrace: --conn {id}: drew the first {} transitions of each socket and kept {} of its possible peers' at most; {} more were left out (a narrower --from recording or filter shows them)",
+                        sequence::SIDE_MAX,
+                        sequence::PEERS_MAX,
+                        kept.dropped
+                    );
+                }
+                kept.connection()
+            }
+            None => {
+                if collected.dropped > 0 {
+                    eprintln!(
+                        "portrace: --conn {id}: kept the first {LIVE_KEEP_MAX} transitions of the live trace; {} later ones were left out (record with `portrace record` and draw with --from to see them)",
+                        collected.dropped
+                    );
+                }
+                sequence::find(collected.all.as_deref().unwrap_or(&[]), id)
+            }
+        }
+        .map_err(anyhow::Error::msg)?;
         return Ok(match format {
             DiagramFormat::Svg => sequence::render_svg(&connection),
             _ => sequence::render_text(&connection),
@@ -295,7 +373,7 @@ mod tests {
     }
 
     fn drawn(o: &Observed, format: DiagramFormat) -> String {
-        draw(&Collected { observed: o.clone(), all: None }, format, None).unwrap()
+        draw(&mut Collected { observed: o.clone(), ..Default::default() }, format, None).unwrap()
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! side's transition sends and the other's receives drawn between them. A peer on another
 //! host, or not in the trace, leaves one side drawn, and the figure says so.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -74,6 +75,16 @@ impl Side {
         format!("{}, socket {}, {}, {owner}", self.role.name(), self.socket, endpoint(self.local))
     }
 
+    /// Whether `t` is of a socket with this one's addresses and ports reversed, in the
+    /// same network namespace (or one of them unknown).
+    fn reversed_by(&self, t: &Transition) -> bool {
+        t.saddr == self.remote.0
+            && t.sport == self.remote.1
+            && t.daddr == self.local.0
+            && t.dport == self.local.1
+            && (t.netns == 0 || self.transitions[0].netns == 0 || t.netns == self.transitions[0].netns)
+    }
+
     fn first_ns(&self) -> u64 {
         self.transitions[0].time.mono_ns
     }
@@ -100,54 +111,138 @@ pub struct Connection {
     pub alone: Option<String>,
 }
 
-/// Finds socket `id` in `all` and its peer.
-pub fn find(all: &[Transition], id: u64) -> Result<Connection, String> {
-    let mine: Vec<Transition> = all.iter().filter(|t| t.socket == id).cloned().collect();
-    if mine.is_empty() {
-        let (lo, hi) = all.iter().fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t.socket), hi.max(t.socket)));
-        return Err(if all.is_empty() {
-            format!("no socket {id}: the trace has no transitions")
-        } else {
-            format!(
-                "no socket {id} in this trace (its sockets are numbered {lo} to {hi}): pick one from the SOCKET column of `portrace replay FILE`"
-            )
-        });
+/// Transitions of one socket drawn at most: a connection has a dozen, and the layout
+/// pairs rows, so more would only make a figure no one can read, slowly.
+pub const SIDE_MAX: usize = 2_000;
+/// Transitions of possible peers (sockets with the reversed addresses and ports, over
+/// the whole trace, as ports are reused) kept at most while looking for the peer.
+pub const PEERS_MAX: usize = 100_000;
+
+/// What `--conn ID` keeps of a trace, in up to three passes over it: first the socket's
+/// own transitions ([`Kept::first_pass`]); then, once its addresses are known, the
+/// numbers of the sockets that may be its peer ([`Kept::second_pass`]); then all of
+/// their transitions ([`Kept::third_pass`]). Nothing else is kept, and each part is
+/// capped ([`SIDE_MAX`], [`PEERS_MAX`]), so memory is bounded whatever the trace.
+#[derive(Debug)]
+pub struct Kept {
+    id: u64,
+    mine: Vec<Transition>,
+    candidates: BTreeSet<u64>,
+    peers: BTreeMap<u64, Vec<Transition>>,
+    peers_kept: usize,
+    /// The lowest and highest socket numbers seen, for an error naming a missing one.
+    range: Option<(u64, u64)>,
+    side: Option<Side>,
+    /// Transitions left out because a cap was reached.
+    pub dropped: u64,
+}
+
+impl Kept {
+    pub fn new(id: u64) -> Kept {
+        Kept { id, mine: Vec::new(), candidates: BTreeSet::new(), peers: BTreeMap::new(), peers_kept: 0, range: None, side: None, dropped: 0 }
     }
-    let side = Side::new(id, mine);
-    if side.role == Role::Listener {
-        return Ok(Connection { left: side, right: None, alone: Some("a listening socket has no peer".into()) });
-    }
-    let reversed = |t: &Transition| {
-        t.saddr == side.remote.0
-            && t.sport == side.remote.1
-            && t.daddr == side.local.0
-            && t.dport == side.local.1
-            && (t.netns == 0 || side.transitions[0].netns == 0 || t.netns == side.transitions[0].netns)
-    };
-    // Sockets with the reversed 4-tuple, alive during this socket's life; the closest in
-    // time wins (ports are reused, so an older or later connection may match too).
-    let mut candidates: Vec<u64> = all.iter().filter(|t| t.socket != id && reversed(t)).map(|t| t.socket).collect();
-    candidates.sort_unstable();
-    candidates.dedup();
-    let peer = candidates
-        .into_iter()
-        .map(|s| Side::new(s, all.iter().filter(|t| t.socket == s).cloned().collect()))
-        .filter(|p| p.first_ns() <= side.last_ns() && side.first_ns() <= p.last_ns())
-        .min_by_key(|p| p.first_ns().abs_diff(side.first_ns()));
-    Ok(match peer {
-        Some(peer) => {
-            let (left, right) = if side.role == Role::Server || peer.role == Role::Client { (peer, side) } else { (side, peer) };
-            Connection { left, right: Some(right), alone: None }
+
+    pub fn first_pass(&mut self, t: &Transition) {
+        self.range = Some(self.range.map_or((t.socket, t.socket), |(lo, hi)| (lo.min(t.socket), hi.max(t.socket))));
+        if t.socket == self.id {
+            if self.mine.len() < SIDE_MAX {
+                self.mine.push(t.clone());
+            } else {
+                self.dropped += 1;
+            }
         }
-        None => Connection {
-            alone: Some(format!(
-                "the peer {} is on another host or outside the trace: only this side is drawn",
-                endpoint(side.remote)
-            )),
-            left: side,
-            right: None,
-        },
-    })
+    }
+
+    /// Ends the first pass; whether a second one can find a peer.
+    pub fn wants_second_pass(&mut self) -> bool {
+        if self.side.is_none() && !self.mine.is_empty() {
+            self.side = Some(Side::new(self.id, std::mem::take(&mut self.mine)));
+        }
+        self.side.as_ref().is_some_and(|s| s.role != Role::Listener)
+    }
+
+    pub fn second_pass(&mut self, t: &Transition) {
+        let Some(side) = &self.side else { return };
+        if t.socket == self.id || !side.reversed_by(t) || self.candidates.contains(&t.socket) {
+            return;
+        }
+        if self.candidates.len() < PEERS_MAX {
+            self.candidates.insert(t.socket);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// Ends the second pass; whether a third one is needed.
+    pub fn wants_third_pass(&self) -> bool {
+        !self.candidates.is_empty()
+    }
+
+    pub fn third_pass(&mut self, t: &Transition) {
+        if !self.candidates.contains(&t.socket) {
+            return;
+        }
+        let kept = self.peers.entry(t.socket).or_default();
+        if self.peers_kept < PEERS_MAX && kept.len() < SIDE_MAX {
+            kept.push(t.clone());
+            self.peers_kept += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// The connection: the socket and its peer, the one alive at the same time whose
+    /// start is closest to the socket's (ports are reused, so an older or later
+    /// connection may match too).
+    pub fn connection(mut self) -> Result<Connection, String> {
+        self.wants_second_pass();
+        let id = self.id;
+        let Some(side) = self.side else {
+            return Err(match self.range {
+                None => format!("no socket {id}: the trace has no transitions"),
+                Some((lo, hi)) => format!(
+                    "no socket {id} in this trace (its sockets are numbered {lo} to {hi}): pick one from the SOCKET column of `portrace replay FILE`"
+                ),
+            });
+        };
+        if side.role == Role::Listener {
+            return Ok(Connection { left: side, right: None, alone: Some("a listening socket has no peer".into()) });
+        }
+        let peer = self
+            .peers
+            .into_iter()
+            .filter(|(_, ts)| !ts.is_empty())
+            .map(|(s, ts)| Side::new(s, ts))
+            .filter(|p| p.first_ns() <= side.last_ns() && side.first_ns() <= p.last_ns())
+            .min_by_key(|p| p.first_ns().abs_diff(side.first_ns()));
+        Ok(match peer {
+            Some(peer) => {
+                let (left, right) = if side.role == Role::Server || peer.role == Role::Client { (peer, side) } else { (side, peer) };
+                Connection { left, right: Some(right), alone: None }
+            }
+            None => Connection {
+                alone: Some(format!(
+                    "the peer {} is on another host or outside the trace: only this side is drawn",
+                    endpoint(side.remote)
+                )),
+                left: side,
+                right: None,
+            },
+        })
+    }
+}
+
+/// Finds socket `id` in `all` and its peer, in passes over `all` as over a file.
+pub fn find(all: &[Transition], id: u64) -> Result<Connection, String> {
+    let mut kept = Kept::new(id);
+    all.iter().for_each(|t| kept.first_pass(t));
+    if kept.wants_second_pass() {
+        all.iter().for_each(|t| kept.second_pass(t));
+        if kept.wants_third_pass() {
+            all.iter().for_each(|t| kept.third_pass(t));
+        }
+    }
+    kept.connection()
 }
 
 /// A segment one side sends with a transition and the other receives with one.
@@ -487,6 +582,31 @@ mod tests {
         assert!(c.alone.unwrap().contains("127.0.0.1:7180 is on another host"));
         let err = find(&all, 99).unwrap_err();
         assert!(err.contains("no socket 99") && err.contains("1 to 5"), "{err}");
+    }
+
+    #[test]
+    fn only_the_socket_and_its_possible_peers_are_kept_and_capped() {
+        // 200,000 connections on other ports around the one asked for: nothing of them is
+        // kept, and a socket with too many transitions keeps the first SIDE_MAX.
+        let mut all = trace();
+        for i in 0..200_000u64 {
+            all.push(at(100 + i, 2_000_000_000 + i, Close, SynSent, 1024 + (i % 50_000) as u16, 9));
+        }
+        for i in 0..(SIDE_MAX as u64 + 10) {
+            all.push(at(5, 1_000_600_000 + i, Established, Established, 7180, 50190));
+        }
+        let mut kept = Kept::new(4);
+        all.iter().for_each(|t| kept.first_pass(t));
+        assert!(kept.wants_second_pass());
+        all.iter().for_each(|t| kept.second_pass(t));
+        assert!(kept.wants_third_pass());
+        all.iter().for_each(|t| kept.third_pass(t));
+        assert_eq!(kept.peers.keys().copied().collect::<Vec<_>>(), [2, 5], "only reversed sockets");
+        assert_eq!(kept.peers_kept, 1 + SIDE_MAX);
+        // Socket 5's five, then SIDE_MAX + 10 more: the last 15 are past the cap.
+        assert_eq!(kept.dropped, 15);
+        let c = kept.connection().unwrap();
+        assert_eq!(c.right.unwrap().transitions.len(), SIDE_MAX);
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //!   byte the recording was cut and how many records were read;
 //! - anything else (an empty or foreign file, a newer format version, a damaged header, a
 //!   damaged block with more after it): a [`ReadError`] naming the file, the byte offset
-//!   and what to do. With [`ReadOptions::salvage`], damage after the header stops the
-//!   reading with a warning instead, keeping the records before it.
+//!   and what to do. With [`ReadOptions::salvage`], damage after the header is skipped
+//!   instead: blocks decode on their own, so the reader looks for the next block whose
+//!   framing and checksum hold (byte by byte from the damage on, hashing at most
+//!   [`RESYNC_HASH_BUDGET`] bytes per damaged region) and goes on from there; the warning
+//!   says where the first damage was and how many regions and bytes were skipped.
 
 use std::fmt;
 use std::fs::File;
@@ -33,6 +36,11 @@ const SKIP_CRC: bool = cfg!(fuzzing);
 /// How far past a damaged block or an end record the reader looks to describe what
 /// follows (whether it is only zero bytes, and how much of it there is).
 const TAIL_SCAN_LIMIT: u64 = 64 << 20;
+
+/// While looking for the next good block after damage (`--salvage`), the most bytes
+/// hashed to test candidate blocks; past that the rest of the file is ignored, with a
+/// warning. It bounds the time a region of forged block headers can take.
+pub const RESYNC_HASH_BUDGET: u64 = 256 << 20;
 
 /// How to read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,8 +87,10 @@ pub enum WarningKind {
     /// The block at the offset is damaged and the file holds nothing but it, or zero
     /// bytes, after that point (`ignored` bytes from the offset on).
     DamagedTail { ignored: u64 },
-    /// Damage at the offset, with more data after it; read with `salvage`.
-    Salvaged { ignored: u64 },
+    /// Damage at the offset, with more data after it; read with `salvage`. `ignored`
+    /// bytes in `regions` damaged regions were skipped, the first at the offset; the
+    /// blocks after each region that decode were read.
+    Salvaged { ignored: u64, regions: u64 },
     /// `ignored` bytes follow the end record, from the offset on.
     AfterEnd { ignored: u64 },
 }
@@ -96,6 +106,20 @@ pub struct Warning {
     pub kind: WarningKind,
     /// What was wrong, for the damaged kinds.
     pub detail: String,
+    /// Damage skipped with `salvage` before the recording stopped this way (for every
+    /// kind but [`WarningKind::Salvaged`], which says it itself).
+    pub skipped: Option<Skipped>,
+}
+
+/// Damaged regions `--salvage` skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// Where the first one starts.
+    pub offset: u64,
+    pub regions: u64,
+    pub bytes: u64,
+    /// What was wrong at the first one.
+    pub detail: String,
 }
 
 impl Warning {
@@ -107,6 +131,24 @@ impl Warning {
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_kind(f)?;
+        match &self.skipped {
+            Some(s) => write!(
+                f,
+                "; before that, --salvage skipped {} bytes in {} damaged {} from byte {} ({})",
+                s.bytes,
+                s.regions,
+                if s.regions == 1 { "region" } else { "regions" },
+                s.offset,
+                s.detail
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Warning {
+    fn fmt_kind(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (file, at, n) = (&self.file, self.offset, self.records);
         match self.kind {
             WarningKind::CutInBlock { ignored } => write!(
@@ -130,11 +172,12 @@ impl fmt::Display for Warning {
                 self.detail,
                 records(n)
             ),
-            WarningKind::Salvaged { ignored } => write!(
+            WarningKind::Salvaged { ignored, regions } => write!(
                 f,
-                "{file}: the recording is damaged at byte {at}: {}; salvaged the {} before it \
-                 and ignored the {ignored} bytes from there on",
+                "{file}: the recording is damaged at byte {at}: {}; skipped {ignored} bytes in \
+                 {regions} damaged {} from there on and read {} from the blocks that decode",
                 self.detail,
+                if regions == 1 { "region" } else { "regions" },
                 records(n)
             ),
             WarningKind::AfterEnd { ignored } => write!(
@@ -175,6 +218,12 @@ pub struct TraceReader<R: BufRead> {
     block_lz4: bool,
     /// The current block as stored (reused).
     stored: Vec<u8>,
+    /// Bytes read from `src` but not used yet (after damage, while looking for the next
+    /// block): they come before the rest of `src`, from `pending_pos` on.
+    pending: Vec<u8>,
+    pending_pos: usize,
+    /// Damage skipped so far (`salvage`).
+    skipped: Option<Skipped>,
     time: TimeBase,
     records: u64,
     warning: Option<Warning>,
@@ -214,6 +263,9 @@ impl<R: BufRead> TraceReader<R> {
             in_block: 0,
             block_lz4: false,
             stored: Vec::new(),
+            pending: Vec::new(),
+            pending_pos: 0,
+            skipped: None,
             time,
             records: 0,
             warning: None,
@@ -279,6 +331,14 @@ impl<R: BufRead> TraceReader<R> {
                             self.block_start
                         );
                         let at = self.payload_offset(self.pos);
+                        if self.options.salvage {
+                            // The block's framing held: the next one starts where it ends.
+                            let rest = self.block_end().saturating_sub(at);
+                            self.note_skipped(at, rest, detail);
+                            self.payload.clear();
+                            self.pos = 0;
+                            continue;
+                        }
                         self.done = true;
                         return self.corrupt(at, detail, false).map(|()| None);
                     }
@@ -301,6 +361,8 @@ impl<R: BufRead> TraceReader<R> {
             self.done = true;
             if !self.ended {
                 self.warn(start, WarningKind::NoEnd, String::new());
+            } else if let Some(s) = self.skipped.take() {
+                self.warn(s.offset, WarningKind::Salvaged { ignored: s.bytes, regions: s.regions }, s.detail);
             }
             return Ok(false);
         }
@@ -332,17 +394,38 @@ impl<R: BufRead> TraceReader<R> {
         };
         if let Some(detail) = problem {
             self.offset += got as u64;
-            self.done = true;
-            return self.corrupt(start, format!("the block header is damaged: {detail}"), true).map(|()| false);
+            let detail = format!("the block header is damaged: {detail}");
+            return self.damaged_framing(start, head[1..got].to_vec(), detail);
         }
         let want = u64::from(stored_len) + CRC_LEN as u64;
         self.stored.clear();
-        let read = (&mut self.src).take(want).read_to_end(&mut self.stored);
-        let got_body = read.map_err(|e| self.io_error(start, e))?;
+        let from = self.pending_pos;
+        let upto = from + (want as usize).min(self.pending.len() - from);
+        self.pending_pos = upto;
+        self.stored.extend_from_slice(&self.pending[from..upto]);
+        let rest = want - self.stored.len() as u64;
+        let read = (&mut self.src).take(rest).read_to_end(&mut self.stored);
+        read.map_err(|e| self.io_error(start, e))?;
+        let got_body = self.stored.len();
         self.offset += (BLOCK_HEADER_LEN + got_body) as u64;
         if (got_body as u64) < want {
-            self.done = true;
             let ignored = (BLOCK_HEADER_LEN + got_body) as u64;
+            if self.options.salvage {
+                // A damaged length can point past the end: a good block may follow.
+                let mut pending = head[1..].to_vec();
+                pending.extend_from_slice(&self.stored);
+                self.offset = start + 1;
+                self.pending = pending;
+                self.pending_pos = 0;
+                if let Some(skipped) = self.resync()? {
+                    let detail = format!("the block says it is {stored_len} bytes long, past the end of the file");
+                    self.note_skipped(start, skipped + 1, detail);
+                    return Ok(self.skip_block());
+                }
+                self.pending_pos = self.pending.len();
+                self.offset = start + ignored;
+            }
+            self.done = true;
             self.warn(start, WarningKind::CutInBlock { ignored }, String::new());
             return Ok(false);
         }
@@ -358,9 +441,12 @@ impl<R: BufRead> TraceReader<R> {
         crc.update(&self.stored[..body_len]);
         let actual = crc.finalize();
         if actual != expected && !SKIP_CRC {
-            self.done = true;
             let detail = format!("the block's checksum does not match: {actual:#010x} computed, {expected:#010x} stored");
-            return self.corrupt(start, detail, true).map(|()| false);
+            // The next block may start anywhere after this one's first byte (its length
+            // may be what is damaged).
+            let mut consumed = head[1..].to_vec();
+            consumed.extend_from_slice(&self.stored);
+            return self.damaged_framing(start, consumed, detail);
         }
         self.stored.truncate(body_len);
         if lz4 {
@@ -369,14 +455,12 @@ impl<R: BufRead> TraceReader<R> {
             match lz4_flex::block::decompress_into(&self.stored, &mut self.payload) {
                 Ok(n) if n == raw_len as usize => {}
                 Ok(n) => {
-                    self.done = true;
                     let detail = format!("the block decompresses to {n} bytes, not the {raw_len} it says");
-                    return self.corrupt(start, detail, false).map(|()| false);
+                    return self.undecodable_block(start, detail);
                 }
                 Err(e) => {
-                    self.done = true;
                     let detail = format!("the block does not decompress: {e}");
-                    return self.corrupt(start, detail, false).map(|()| false);
+                    return self.undecodable_block(start, detail);
                 }
             }
         } else {
@@ -402,7 +486,11 @@ impl<R: BufRead> TraceReader<R> {
             return Ok(());
         }
         if self.options.salvage {
-            self.warn(at, WarningKind::Salvaged { ignored }, detail);
+            let (at, detail, ignored, regions) = match self.skipped.take() {
+                Some(s) => (s.offset, s.detail, s.bytes.saturating_add(ignored), s.regions + 1),
+                None => (at, detail, ignored, 1),
+            };
+            self.warn(at, WarningKind::Salvaged { ignored, regions }, detail);
             return Ok(());
         }
         Err(ReadError {
@@ -436,13 +524,16 @@ impl<R: BufRead> TraceReader<R> {
     }
 
     fn warn(&mut self, offset: u64, kind: WarningKind, detail: String) {
-        self.warning = Some(Warning { file: self.name.clone(), offset, records: self.records, kind, detail });
+        let skipped = self.skipped.take();
+        self.warning = Some(Warning { file: self.name.clone(), offset, records: self.records, kind, detail, skipped });
     }
 
     /// Reads what is left of the file (up to [`TAIL_SCAN_LIMIT`]): how many bytes, and
     /// whether they are all zero.
     fn scan_rest(&mut self) -> Result<(u64, bool), ReadError> {
-        let (mut n, mut zeros) = (0u64, true);
+        let pending = &self.pending[self.pending_pos..];
+        let (mut n, mut zeros) = (pending.len() as u64, pending.iter().all(|&b| b == 0));
+        self.pending_pos = self.pending.len();
         while n < TAIL_SCAN_LIMIT {
             let buf = match self.src.fill_buf() {
                 Ok(buf) => buf,
@@ -461,12 +552,163 @@ impl<R: BufRead> TraceReader<R> {
     }
 
     fn read_up_to(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
-        read_up_to(&mut self.src, buf).map_err(|e| self.io_error(self.offset, e))
+        let from_pending = self.take_pending(buf.len());
+        let n = from_pending.len();
+        buf[..n].copy_from_slice(from_pending);
+        let more = read_up_to(&mut self.src, &mut buf[n..]).map_err(|e| self.io_error(self.offset, e))?;
+        Ok(n + more)
+    }
+
+    /// Up to `n` bytes of `pending`, consumed.
+    fn take_pending(&mut self, n: usize) -> &[u8] {
+        let from = self.pending_pos;
+        let to = from + n.min(self.pending.len() - from);
+        self.pending_pos = to;
+        &self.pending[from..to]
+    }
+
+    /// Leaves no records of the current block to read, so that the next call reads the
+    /// next block (no recursion however many blocks are skipped in a row).
+    fn skip_block(&mut self) -> bool {
+        self.payload.clear();
+        self.pos = 0;
+        true
+    }
+
+    /// The file offset just past the current block.
+    fn block_end(&self) -> u64 {
+        self.offset
+    }
+
+    /// Counts `bytes` skipped from `at` (`salvage`), the first time with `detail`.
+    fn note_skipped(&mut self, at: u64, bytes: u64, detail: String) {
+        match &mut self.skipped {
+            Some(s) => {
+                s.regions += 1;
+                s.bytes = s.bytes.saturating_add(bytes);
+            }
+            None => self.skipped = Some(Skipped { offset: at, regions: 1, bytes, detail }),
+        }
+    }
+
+    /// A block whose framing and checksum held but whose records cannot be had: the next
+    /// block starts right after it.
+    fn undecodable_block(&mut self, start: u64, detail: String) -> Result<bool, ReadError> {
+        if self.options.salvage {
+            self.note_skipped(start, self.offset - start, detail);
+            return Ok(self.skip_block());
+        }
+        self.done = true;
+        self.corrupt(start, detail, false).map(|()| false)
+    }
+
+    /// A block at `start` whose framing is damaged; `consumed` holds the bytes after its
+    /// first one that were read (up to `self.offset`). Without `salvage`, or when nothing
+    /// but zero bytes follows, as [`TraceReader::corrupt`] says; with it, the reading goes
+    /// on at the next block that holds together.
+    fn damaged_framing(&mut self, start: u64, consumed: Vec<u8>, detail: String) -> Result<bool, ReadError> {
+        if !self.options.salvage {
+            self.done = true;
+            return self.corrupt(start, detail, true).map(|()| false);
+        }
+        // Put the bytes after the damaged block's first one back in front of the rest.
+        let mut pending = consumed;
+        pending.extend_from_slice(&self.pending[self.pending_pos..]);
+        self.offset = start + 1;
+        self.pending = pending;
+        self.pending_pos = 0;
+        match self.resync()? {
+            Some(skipped) => {
+                self.note_skipped(start, skipped + 1, detail);
+                Ok(self.skip_block())
+            }
+            None => {
+                // No good block after it: as without salvage, a damaged tail or damage.
+                self.done = true;
+                self.corrupt(start, detail, true).map(|()| false)
+            }
+        }
+    }
+
+    /// Looks for the next block whose header is plausible and whose checksum matches,
+    /// from the front of `pending` (then `src`) on. On success the block starts at the
+    /// front of `pending`, `offset` is its file offset, and the bytes skipped are
+    /// returned; `None` when the file ends first or [`RESYNC_HASH_BUDGET`] is spent.
+    fn resync(&mut self) -> Result<Option<u64>, ReadError> {
+        let mut hashed = 0u64;
+        let mut skipped = 0u64;
+        loop {
+            // Keep what is buffered small: drop what was passed.
+            if self.pending_pos >= 1 << 20 {
+                self.pending.drain(..self.pending_pos);
+                self.pending_pos = 0;
+            }
+            if !self.buffer(BLOCK_HEADER_LEN)? {
+                return Ok(None);
+            }
+            let p = self.pending_pos;
+            let head: [u8; BLOCK_HEADER_LEN] = self.pending[p..p + BLOCK_HEADER_LEN].try_into().expect("nine bytes");
+            if let Some(stored_len) = plausible_block(&head) {
+                let total = BLOCK_HEADER_LEN + stored_len as usize + CRC_LEN;
+                if self.buffer(total)? {
+                    hashed += total as u64;
+                    if hashed > RESYNC_HASH_BUDGET {
+                        return Ok(None);
+                    }
+                    let block = &self.pending[p..p + total];
+                    let body_end = BLOCK_HEADER_LEN + stored_len as usize;
+                    let expected = u32::from_le_bytes(block[body_end..].try_into().expect("four bytes"));
+                    if SKIP_CRC || crc32fast::hash(&block[..body_end]) == expected {
+                        return Ok(Some(skipped));
+                    }
+                }
+            }
+            self.pending_pos += 1;
+            self.offset += 1;
+            skipped += 1;
+        }
+    }
+
+    /// Makes `pending` hold at least `n` bytes from `pending_pos` on, reading from `src`;
+    /// `false` when the file ends first.
+    fn buffer(&mut self, n: usize) -> Result<bool, ReadError> {
+        while self.pending.len() - self.pending_pos < n {
+            let buf = match self.src.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error(self.offset, e)),
+            };
+            if buf.is_empty() {
+                return Ok(false);
+            }
+            let len = buf.len();
+            self.pending.extend_from_slice(buf);
+            self.src.consume(len);
+        }
+        Ok(true)
     }
 
     fn io_error(&self, offset: u64, e: io::Error) -> ReadError {
         ReadError { file: self.name.clone(), offset, kind: ErrorKind::Io, message: format!("reading failed: {e}") }
     }
+}
+
+/// The stored length of the block whose header is `head`, if that header could be one
+/// this format writes.
+fn plausible_block(head: &[u8; BLOCK_HEADER_LEN]) -> Option<u32> {
+    let stored_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let raw_len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let flags = head[8];
+    let lz4 = flags & BLOCK_LZ4 != 0;
+    let ok = flags & !BLOCK_LZ4 == 0
+        && raw_len != 0
+        && raw_len <= MAX_BLOCK_LEN
+        && if lz4 {
+            stored_len != 0 && stored_len as usize <= lz4_flex::block::get_maximum_output_size(raw_len as usize)
+        } else {
+            stored_len == raw_len
+        };
+    ok.then_some(stored_len)
 }
 
 /// Fills `buf` as far as the source allows; the count is short only at the end of it.

@@ -373,7 +373,16 @@ fn assert_damage_noticed(damaged: &[u8], intact: &[Record], what: &str) {
             Ok((_, records, warning)) => {
                 assert!(warning.is_some(), "{what}: damage went unnoticed");
                 assert!(records.len() <= intact.len(), "{what}: more records than written");
-                assert_eq!(records[..], intact[..records.len()], "{what}: records differ before the damage");
+                if salvage {
+                    // Damaged blocks are skipped: what is read is the intact file's records
+                    // less some, in order.
+                    let mut rest = intact.iter();
+                    for (i, r) in records.iter().enumerate() {
+                        assert!(rest.any(|x| x == r), "{what}: salvaged record {i} was not written, or not in this order");
+                    }
+                } else {
+                    assert_eq!(records[..], intact[..records.len()], "{what}: records differ before the damage");
+                }
             }
         }
     }
@@ -442,12 +451,71 @@ fn a_damaged_block_in_the_middle_is_an_error_unless_salvaging() {
     assert!(err.message.contains(&format!("the {before} records before it")), "{err}");
     assert!(err.message.contains("--salvage"), "{err}");
 
+    // Salvaging skips the damaged block and reads every block after it.
     let (_, records, warning) = read_all(&damaged, NAME, ReadOptions { salvage: true }).unwrap();
-    assert_eq!(records[..], given[..before]);
+    let after = read_all(&[header_bytes(&file), &file[blocks[4]..]].concat(), NAME, ReadOptions::default()).unwrap().1;
+    assert_eq!(records[..before], given[..before]);
+    assert_eq!(records[before..], after[..]);
+    assert!(records.len() < given.len() && matches!(records.last(), Some(Record::End(_))));
     let warning = warning.unwrap();
     assert_eq!(warning.offset, victim as u64);
-    assert_eq!(warning.kind, WarningKind::Salvaged { ignored: (file.len() - victim) as u64 });
+    assert_eq!(warning.kind, WarningKind::Salvaged { ignored: (blocks[4] - victim) as u64, regions: 1 });
     assert!(warning.to_string().contains(&format!("damaged at byte {victim}")), "{warning}");
+    assert!(warning.to_string().contains("skipped"), "{warning}");
+}
+
+#[test]
+fn salvage_goes_on_after_damaged_framing_and_undecodable_blocks() {
+    for compress in [false, true] {
+        let (file, given) = record(&script(60), WriteOptions { compress });
+        let blocks = block_offsets(&file);
+        assert!(blocks.len() > 8, "{} blocks", blocks.len());
+        let only = |from: usize, to: usize| {
+            let mut part = header_bytes(&file).to_vec();
+            part.extend_from_slice(&file[blocks[from]..blocks.get(to).copied().unwrap_or(file.len())]);
+            read(&part).unwrap().1.into_iter().filter(|r| !matches!(r, Record::End(_))).collect::<Vec<_>>()
+        };
+        let mut damaged = file.clone();
+        // Block 2's stored length: the framing no longer says where block 3 starts.
+        damaged[blocks[2] + 2] ^= 0x40;
+        // Block 5: its raw length claims one byte more (the checksum recomputed), so it
+        // does not decode as it says.
+        let raw = u32::from_le_bytes(damaged[blocks[5] + 4..blocks[5] + 8].try_into().unwrap()) + 1;
+        damaged[blocks[5] + 4..blocks[5] + 8].copy_from_slice(&raw.to_le_bytes());
+        if !compress {
+            damaged[blocks[5]..blocks[5] + 4].copy_from_slice(&raw.to_le_bytes());
+        }
+        let (b5, b6) = (blocks[5], blocks[6]);
+        let crc = crc32fast::hash(&damaged[b5..b6 - CRC_LEN]);
+        damaged[b6 - CRC_LEN..b6].copy_from_slice(&crc.to_le_bytes());
+        let (_, records, warning) = read_all(&damaged, NAME, ReadOptions { salvage: true }).unwrap();
+        let mut expected = only(0, 2);
+        expected.extend(only(3, 5));
+        expected.extend(only(6, blocks.len()));
+        expected.push(given.last().unwrap().clone());
+        assert_eq!(records, expected, "compress {compress}");
+        let warning = warning.unwrap();
+        let WarningKind::Salvaged { regions, .. } = warning.kind else { panic!("{warning}") };
+        assert_eq!((warning.offset, regions), (blocks[2] as u64, 2), "compress {compress}: {warning}");
+        // Without --salvage, still an error naming the first damage.
+        assert_eq!(read(&damaged).unwrap_err().offset, blocks[2] as u64);
+    }
+}
+
+#[test]
+fn salvage_skips_many_damaged_blocks_in_a_row_without_recursion() {
+    let (file, _) = record(&script(8), WriteOptions::default());
+    let mut damaged = header_bytes(&file).to_vec();
+    // 50,000 blocks whose one record runs past its block, then the file.
+    let junk = frame(&[0x01, 0x7f]);
+    for _ in 0..50_000 {
+        damaged.extend_from_slice(&junk);
+    }
+    damaged.extend_from_slice(&file[block_offsets(&file)[0]..]);
+    let (_, records, warning) = read_all(&damaged, NAME, ReadOptions { salvage: true }).unwrap();
+    assert_eq!(records, read(&file).unwrap().1);
+    let warning = warning.unwrap();
+    assert!(matches!(warning.kind, WarningKind::Salvaged { regions: 50_000, .. }), "{warning}");
 }
 
 #[test]

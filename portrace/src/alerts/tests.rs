@@ -548,7 +548,7 @@ fn alerts_render_as_json_and_as_highlighted_text() {
     crate::output::push_alert_text(&mut line, b"02:41:12.000000", &sample_alert(true), false);
     assert_eq!(
         String::from_utf8(line).unwrap(),
-        "02:41:12.000000 ALERT CRITICAL scan [pid 77] scan?[31m \"quoted\"\n                      \
+        "02:41:12.000000 ALERT CRITICAL scan [pid 77] scan\\x1b[31m \"quoted\"\n                      \
          process 77 (nmap), parent 1, user root (0), exe /usr/bin/nmap, cmdline: nmap -p-\n"
     );
     let mut line = Vec::new();

@@ -284,16 +284,6 @@ fn push_json_str(buf: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// Appends `bytes` as text with invalid UTF-8 replaced by U+FFFD and nothing escaped.
-fn push_lossy(buf: &mut Vec<u8>, bytes: &[u8]) {
-    for chunk in bytes.utf8_chunks() {
-        buf.extend_from_slice(chunk.valid().as_bytes());
-        if !chunk.invalid().is_empty() {
-            buf.extend_from_slice(REPLACEMENT);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -1005,7 +995,8 @@ mod tests {
         assert!(!out.contains("swapper"), "{out}");
         // Nobody owns a TIME_WAIT socket.
         assert!(out.contains("03:41:07.127456       - -                    7 "), "{out}");
-        assert!(out.contains(" 4194304 a,b\"c??d        123456 255.255.255.255:65535  "), "{out}");
+        // A byte that is not UTF-8 and a control byte, shown as escapes.
+        assert!(out.contains(" 4194304 a,b\"c\\xff\\x01d  123456 255.255.255.255:65535  "), "{out}");
         assert!(out.contains(
             "03:41:07.125456 ** 12 transitions lost: ring buffer full (try a larger --ring-size)\n"
         ));
@@ -1475,8 +1466,8 @@ mod tests {
         assert_eq!(col(&rows[SOCKETS + 3], "prev_state_at_least"), "true");
         let odd = &rows[SOCKETS + 4];
         assert_eq!(odd[0], "transition");
-        assert_eq!(col(odd, "comm"), "a,b\"c\u{fffd}\u{1}d");
-        assert_eq!(col(odd, "owner_comm"), "a,b\"c\u{fffd}\u{1}d");
+        assert_eq!(col(odd, "comm"), "a,b\"c\\xff\\x01d");
+        assert_eq!(col(odd, "owner_comm"), "a,b\"c\\xff\\x01d");
         assert_eq!(col(odd, "prev_state_us"), "0.850");
         assert_eq!(&odd[22..], ["", ""]);
         let lost = &rows[SOCKETS + 5];
@@ -1504,7 +1495,14 @@ mod tests {
         csv::push_field(&mut buf, b"\"q\"");
         buf.push(b'|');
         csv::push_field(&mut buf, b"two\r\nlines");
-        assert_eq!(String::from_utf8(buf).unwrap(), "plain name|\"\"\"q\"\"\"|\"two\r\nlines\"");
+        buf.push(b'|');
+        csv::push_field(&mut buf, b"=1+2,\"x\"");
+        buf.push(b'|');
+        csv::push_field(&mut buf, b"\x1b[2J\xff");
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "plain name|\"\"\"q\"\"\"|two\\x0d\\x0alines|\"'=1+2,\"\"x\"\"\"|\\x1b[2J\\xff"
+        );
     }
 
     #[test]

@@ -253,6 +253,11 @@ pub struct AlertArgs {
     #[arg(long = "expect", value_name = "NAME:PORT", value_parser = Expect::parse)]
     pub expect: Vec<Expect>,
 
+    /// Warn when a script interpreter (python, perl, node, ...) opens an outbound
+    /// connection, as when a shell does (off by default: most services are interpreters).
+    #[arg(long)]
+    pub alert_interpreters: bool,
+
     /// Exit with status 3 when any alert fired.
     #[arg(long)]
     pub fail_on_alert: bool,
@@ -322,6 +327,7 @@ impl AlertArgs {
         let mut r = self.rules.unwrap_or_default();
         let ns = |d: Duration| d.as_nanos() as u64;
         r.expect.extend(self.expect);
+        r.interpreters |= self.alert_interpreters;
         for kind in self.disable {
             if !r.disabled.contains(&kind) {
                 r.disabled.push(kind);

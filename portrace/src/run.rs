@@ -173,18 +173,25 @@ fn plan_command(spec: &CommandSpec) -> anyhow::Result<CommandPlan<'_>> {
     command::resolve(&spec.argv[0], std::env::var_os("PATH").as_deref()).map_err(not_run)?;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    let user = command::choose_user(
-        euid,
-        std::env::var_os("SUDO_UID").as_deref(),
-        std::env::var_os("SUDO_GID").as_deref(),
-        spec.as_root,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let identity = user.map(|(uid, gid)| command::identity(uid, gid));
-    if let (Some(id), true) = (&identity, io::stderr().is_terminal()) {
-        let name = id.user.as_ref().map_or_else(|| format!("uid {}", id.uid), |(n, _)| n.to_string_lossy().into_owned());
-        eprintln!("portrace: running {} as {name} (who ran sudo); --as-root runs it as root", spec.name());
-    }
+    let run_as = command::choose_user(euid, &command::Invocation::current(), spec.as_root, command::user_by_name)
+        .map_err(anyhow::Error::msg)?;
+    let name = crate::escape::text(&spec.name()).into_owned();
+    let identity = match run_as {
+        command::RunAs::Own => None,
+        command::RunAs::User { uid, gid, via } => {
+            let id = command::identity(uid, gid);
+            if io::stderr().is_terminal() {
+                let user = id.user.as_ref().map_or_else(|| format!("uid {uid}"), |(n, _)| n.to_string_lossy().into_owned());
+                eprintln!("portrace: running {name} as {user} (who asked for root, from {via}); --as-root runs it as root");
+            }
+            Some(id)
+        }
+        command::RunAs::Root(why) => {
+            // Said whether or not stderr is a terminal: it matters most in logs.
+            eprintln!("portrace: running {name} as root ({why})");
+            None
+        }
+    };
     Ok(CommandPlan { spec, identity })
 }
 

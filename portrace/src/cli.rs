@@ -376,7 +376,7 @@ impl AlertArgs {
 fn parse_rules_file(path: &str) -> Result<Rules, String> {
     crate::privilege::with_user_rights(|| Rules::from_file(std::path::Path::new(path)))
         .map_err(|e| format!("cannot lower this process's capabilities to read {path} with your rights: {e}"))?
-        .map_err(|e| crate::escape::text(&e).into_owned())
+        .map_err(|e| e.split('\n').map(|line| crate::escape::text(line)).collect::<Vec<_>>().join("\n"))
 }
 
 /// Live tracing: the flags of `portrace` without a command.
@@ -1098,6 +1098,10 @@ mod tests {
         std::fs::write(&file, "[scan]\ntargest = 5\n").unwrap();
         let err = parse(&["--rules", &path]).unwrap_err();
         assert!(err.contains("unknown field `targest`") && err.contains(&path), "{err}");
+        // A rules file quoted in an error reaches the terminal escaped, its lines kept.
+        std::fs::write(&file, "repeat = \"\x1b]0;pwn\x07\n").unwrap();
+        let err = parse(&["--rules", &path]).unwrap_err();
+        assert!(err.contains("\\x1b]0;pwn\\x07") && !err.contains('\x1b') && err.contains('\n'), "{err:?}");
         std::fs::remove_dir_all(&dir).unwrap();
         let cases: &[(&[&str], &str)] = &[
             (&["--expect", "nginx"], "'nginx' is not NAME:PORT"),

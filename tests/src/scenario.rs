@@ -361,6 +361,14 @@ pub fn check(
             ));
             continue;
         };
+        // A child the kernel created twice for one request (two CPUs handled the
+        // handshake's last ACK at once, as a retransmitted SYN-ACK under slow emulation
+        // can cause): the one that lost the race is closed at once. Both are real, and
+        // portrace shows both; the connection's child is the other one.
+        let (raced, sockets): (Vec<_>, Vec<_>) = sockets.into_iter().partition(|s| {
+            first == "LISTEN->SYN_RECV" && s.edges() == ["LISTEN->SYN_RECV", "SYN_RECV->CLOSE"]
+        });
+        let sockets = if sockets.is_empty() { raced } else { sockets };
         if sockets.len() > 1 {
             problems.push(format!(
                 "{}: {} sockets instead of one (ids {:?})",
@@ -514,6 +522,35 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_child_the_kernel_dropped_after_losing_a_race_is_no_duplicate() {
+        let expected = plan().expected();
+        let mut seen = perfect(&expected);
+        let child = seen
+            .iter()
+            .find(|t| t.oldstate == "LISTEN" && t.newstate == "SYN_RECV")
+            .expect("a child in the plan")
+            .clone();
+        let mut lost_race = child.clone();
+        lost_race.socket = 77;
+        let mut closed = child.clone();
+        closed.socket = 77;
+        closed.oldstate = "SYN_RECV".into();
+        closed.newstate = "CLOSE".into();
+        seen.push(lost_race);
+        seen.push(closed.clone());
+        let outcome = check("unfiltered", &expected, &seen, 0);
+        assert_eq!(outcome.problems, Vec::<String>::new());
+        // Any other second child is still a duplicate.
+        let mut established = closed;
+        established.newstate = "ESTABLISHED".into();
+        seen.pop();
+        seen.push(established);
+        let outcome = check("unfiltered", &expected, &seen, 0);
+        assert!(!outcome.problems.is_empty(), "a second child that went on is a duplicate");
+        assert!(outcome.problems.join("\n").contains("2 sockets instead of one"), "{:?}", outcome.problems);
     }
 
     #[test]

@@ -146,11 +146,28 @@ impl CloseWait {
 
 /// `2.5s`, `30s`, `120s`: tenths of a second below 100 s, none when zero.
 pub(crate) fn seconds(ns: u64) -> String {
-    let tenths = (ns + 50_000_000) / 100_000_000;
+    // Saturating: a recording can hold any durations, up to the end of the clock.
+    let tenths = ns.saturating_add(50_000_000) / 100_000_000;
     let (whole, tenth) = (tenths / 10, tenths % 10);
     if whole >= 100 || tenth == 0 {
-        format!("{}s", (ns + 500_000_000) / 1_000_000_000)
+        format!("{}s", ns.saturating_add(500_000_000) / 1_000_000_000)
     } else {
         format!("{whole}.{tenth}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds;
+
+    #[test]
+    fn durations_read_in_seconds_up_to_the_end_of_the_clock() {
+        assert_eq!(seconds(2_500_000_000), "2.5s");
+        assert_eq!(seconds(30_000_000_000), "30s");
+        assert_eq!(seconds(120_400_000_000), "120s");
+        // The fuzzer's find: a CLOSE_WAIT lasting nearly u64::MAX nanoseconds overflowed
+        // the rounding.
+        assert_eq!(seconds(u64::MAX), "18446744073s");
+        assert_eq!(seconds(u64::MAX - 40_000_000), "18446744073s");
     }
 }

@@ -409,11 +409,12 @@ const _: () = assert!(core::mem::size_of::<TwTuple>() == 40);
 pub const FOLLOWED_ENTRIES: u32 = 16_384;
 /// How long after a timewait timer's removal its re-arming or expiry may follow. The
 /// kernel does both in the same function, microseconds apart, but a virtual CPU can stall
-/// for longer. A killed timewait socket whose memory holds a new one within this window
+/// between them for far longer: its host may run something else (seen: more than 10 ms
+/// under software emulation on a busy host). A killed timewait socket whose memory holds a new one within this window
 /// is told apart by the new one's first arming, which the transition of the full socket
 /// it replaces claims (`claim_timewait` in the program). Userspace matches a removal to
 /// the note of its follow-up (`FOLLOWED`) within it too.
-pub const REARM_WINDOW_NS: u64 = 10_000_000;
+pub const REARM_WINDOW_NS: u64 = 250_000_000;
 
 /// Byte offsets in the records of the tracepoints that follow the traced command's
 /// processes (`portrace -- CMD`), read by userspace from tracefs.

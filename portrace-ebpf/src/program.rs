@@ -391,9 +391,10 @@ struct EarlyTw {
 }
 
 /// How long after its timer was armed a timewait socket may still be matched to the full
-/// socket's transition (they happen one after the other in the same kernel function, but
-/// interrupts can come between).
-const PENDING_TW_NS: u64 = 10_000_000;
+/// socket's transition: they happen one after the other in the same kernel function, but
+/// interrupts can come between, and a virtual CPU's host can stall it (as `REARM_WINDOW_NS`
+/// says). The newest arming that matches is taken, so a stale one never wins over it.
+const PENDING_TW_NS: u64 = REARM_WINDOW_NS;
 
 /// Reads a global that userspace rewrote before load; volatile so the compiler does not
 /// fold in the placeholder value.
@@ -933,16 +934,29 @@ fn claim_timewait(ev: &mut Event, owner: &Owner) {
 /// transition of (same ports), if there is one: its address and its state when armed.
 fn take_pending_tw(ev: &Event) -> Option<(u64, u8)> {
     let pending = PENDING_TW.get_ptr_mut(0)?;
+    let mut found = PENDING_TW_SLOTS;
+    let mut newest = 0u64;
     for i in 0..PENDING_TW_SLOTS {
         // SAFETY: this CPU's map value, valid while the program runs.
-        let p = unsafe { &mut (*pending).slots[i] };
-        if p.tw != 0 && p.sport == ev.sport && p.dport == ev.dport && ev.ts_ns.wrapping_sub(p.ts_ns) <= PENDING_TW_NS {
-            let taken = (p.tw, p.substate);
-            p.tw = 0;
-            return Some(taken);
+        let p = unsafe { &(*pending).slots[i] };
+        if p.tw != 0
+            && p.sport == ev.sport
+            && p.dport == ev.dport
+            && ev.ts_ns.wrapping_sub(p.ts_ns) <= PENDING_TW_NS
+            && (found == PENDING_TW_SLOTS || p.ts_ns > newest)
+        {
+            found = i;
+            newest = p.ts_ns;
         }
     }
-    None
+    if found >= PENDING_TW_SLOTS {
+        return None;
+    }
+    // SAFETY: as above; `found` is a valid slot index.
+    let slot = unsafe { &mut (*pending).slots[found] };
+    let taken = (slot.tw, slot.substate);
+    slot.tw = 0;
+    Some(taken)
 }
 
 /// The timewait socket a timer belongs to, if it is a timewait timer.

@@ -17,8 +17,9 @@ use crate::tcp_state::TcpState;
 /// How long a timewait timer's removal waits for a re-arm or an expiry of the same timer
 /// before it counts as the timewait socket being killed. The kernel removes a timer before
 /// re-arming it and before running it, in the same function, so both follow within
-/// microseconds on the same CPU.
-const CANCEL_GRACE_NS: u64 = 20_000_000;
+/// microseconds on the same CPU, unless the host of a virtual CPU stalls it between the
+/// two: the kernel program matches them within `REARM_WINDOW_NS`, and so does this.
+const CANCEL_GRACE_NS: u64 = portrace_ebpf::REARM_WINDOW_NS;
 
 /// A socket from the inventory, waiting for its first transition.
 #[derive(Clone, Copy, Debug)]

@@ -79,6 +79,9 @@ pub struct Replayed {
     pub end: Option<End>,
     /// Why the recording stopped before its end record, if it did.
     pub warning: Option<Warning>,
+    /// Process and namespace records dropped at the bounds of what is held (see
+    /// `details.rs`) before a record named them.
+    pub details_dropped: u64,
 }
 
 /// A replay that could not go on.
@@ -165,7 +168,7 @@ pub fn replay_into<R: BufRead>(
         sink.end(&summary)?;
     }
     sink.flush()?;
-    Ok(Replayed { summary, end, warning: reader.warning().cloned() })
+    Ok(Replayed { summary, end, warning: reader.warning().cloned(), details_dropped: details.dropped() })
 }
 
 /// Writes a process or namespace detail to `sink`.
@@ -183,6 +186,22 @@ fn open(path: &std::path::Path, salvage: bool) -> anyhow::Result<TraceReader<io:
 fn print_warning(warning: Option<&Warning>) {
     if let Some(w) = warning {
         eprintln!("portrace: warning: {w}");
+    }
+}
+
+/// The warnings of a replay: the reader's, and details dropped at their bounds.
+fn print_warnings(replayed: &Replayed) {
+    print_warning(replayed.warning.as_ref());
+    if replayed.details_dropped > 0 {
+        eprintln!(
+            "portrace: warning: {} process or namespace records of the recording were dropped \
+             before a record named them (at most {} processes, {} MiB of their details, and {} \
+             namespaces are held at once); those processes are shown without details",
+            replayed.details_dropped,
+            crate::details::HELD_PROCESSES_MAX,
+            crate::details::HELD_BYTES_MAX >> 20,
+            crate::details::HELD_NAMESPACES_MAX,
+        );
     }
 }
 
@@ -234,7 +253,7 @@ pub fn replay(config: ReplayConfig) -> anyhow::Result<()> {
     if let Some(handle) = &alerts {
         handle.lock().write_summary(&mut stderr)?;
     }
-    print_warning(replayed.warning.as_ref());
+    print_warnings(&replayed);
     fail_on_alert(config.alerts.fail, alerts.as_ref())
 }
 
@@ -263,7 +282,7 @@ pub fn report(config: ReportConfig) -> anyhow::Result<()> {
         }
         None => replay_into(&mut reader, &mut filter, &mut Discard, Some(&mut report))?,
     };
-    print_warning(replayed.warning.as_ref());
+    print_warnings(&replayed);
     // What the recorded run could not see: the report leaves it out too.
     for note in reader.header().features.notes() {
         eprintln!("portrace: the recorded run had {note}");

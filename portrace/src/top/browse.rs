@@ -2,7 +2,10 @@
 //! through: one transition at a time, ten seconds at a time, to either end, or played at
 //! a chosen speed. The recording is read once (with the tracefile reader, the user's
 //! filters applied again as in `portrace replay`); the table at a moment is the recording's
-//! records applied up to it, rebuilt from the start when the user goes back.
+//! records applied up to it, rebuilt from the start when the user goes back. It holds at
+//! most [`RECORDS_MAX`] records (those the filters keep), so its memory is bounded, and
+//! every move, a rebuild included, applies at most that many; a longer recording is shown
+//! up to there, and the screen says so.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -21,6 +24,9 @@ use super::terminal::Screen;
 
 /// How far `[` and `]` move.
 const JUMP_NS: u64 = 10_000_000_000;
+/// The most records held: the first ones the filters keep, a few hundred MB at most.
+pub const RECORDS_MAX: usize = 1_000_000;
+
 /// The fastest play speed, times real time.
 const MAX_SPEED: u32 = 1024;
 
@@ -95,12 +101,26 @@ impl Browser {
 
     /// Reads every record of `reader`, keeping what `filter` lets through.
     pub fn read<R: std::io::BufRead>(reader: &mut TraceReader<R>, filter: FilterSpec) -> anyhow::Result<Browser> {
+        Browser::read_at_most(reader, filter, RECORDS_MAX)
+    }
+
+    /// Reads the first `max` records of `reader` that `filter` lets through.
+    pub fn read_at_most<R: std::io::BufRead>(
+        reader: &mut TraceReader<R>,
+        filter: FilterSpec,
+        max: usize,
+    ) -> anyhow::Result<Browser> {
         let header = reader.header().clone();
         let start = Start { time: header.start, host: header.host.clone(), kernel: header.kernel.clone(), features: header.features.clone() };
         let mut filter = TransitionFilter::new(filter);
         let mut records = Vec::new();
         let mut batch = Vec::new();
+        let mut full = false;
         while let Some(record) = reader.next_record()? {
+            if records.len() >= max {
+                full = true;
+                break;
+            }
             match record {
                 Record::Socket(s) if !filter.spec().matches_socket(&s) => {}
                 Record::Process(_) | Record::Netns(_) => {}
@@ -111,7 +131,18 @@ impl Browser {
                 other => records.push(other),
             }
         }
+        records.truncate(max);
         let last = records.iter().map(record_time).max().unwrap_or(start.time).max(start.time);
+        let warning = if full {
+            Some(format!(
+                "showing the recording up to {}: `top --from` holds the first {max} records the \
+                 filters keep; narrow them (--port, --pid, --state) to see further, or read it \
+                 all with `portrace report` or `portrace replay`",
+                crate::clock::Rfc3339::new(last.unix_ns)
+            ))
+        } else {
+            reader.warning().map(|w| format!("recording cut short: {w}"))
+        };
         Ok(Browser {
             clock: Clock::from_offset(header.clock_offset_ns),
             at: start.time,
@@ -121,8 +152,13 @@ impl Browser {
             last,
             playing: None,
             speed: 1,
-            warning: reader.warning().map(|w| format!("recording cut short: {w}")),
+            warning,
         })
+    }
+
+    /// The records held.
+    pub fn total(&self) -> usize {
+        self.records.len()
     }
 
     fn cursor(&self) -> Cursor {

@@ -598,3 +598,25 @@ fn durations_are_short() {
         assert_eq!(render::duration(ns), want);
     }
 }
+
+/// A recording longer than the browser holds: the records it holds stop at the bound, the
+/// screen says where and how to see the rest, and moving to the end stays within them.
+#[test]
+fn a_recording_past_the_bound_is_browsed_up_to_it_and_says_so() {
+    let file = recording();
+    let all = {
+        let mut reader = TraceReader::new(&file[..], "run.ptr", ReadOptions::default()).unwrap();
+        Browser::read(&mut reader, FilterSpec::default()).unwrap()
+    };
+    let total = all.total();
+    assert!(all.warning.is_none());
+    let mut reader = TraceReader::new(&file[..], "run.ptr", ReadOptions::default()).unwrap();
+    let mut b = Browser::read_at_most(&mut reader, FilterSpec::default(), total - 2).unwrap();
+    assert_eq!(b.total(), total - 2);
+    let warning = b.warning.clone().unwrap();
+    assert!(warning.contains(&format!("holds the first {} records", total - 2)), "{warning}");
+    let mut top = Top::new("run.ptr");
+    b.to_start(&mut top);
+    super::app::Source::act(&mut b, &mut top, Action::ToEnd);
+    assert_eq!(top.cursor.as_ref().map(|c| (c.position, c.total)), Some((total - 2, total - 2)));
+}

@@ -127,6 +127,10 @@ pub struct DiagramArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Replace FILE if it exists (never a symbolic link).
+    #[arg(long, requires = "output")]
+    pub force: bool,
+
     /// The diagram's format.
     #[arg(short = 'f', long, value_enum)]
     pub format: Option<crate::diagram::DiagramFormat>,
@@ -249,6 +253,11 @@ pub struct AlertArgs {
     #[arg(long = "expect", value_name = "NAME:PORT", value_parser = Expect::parse)]
     pub expect: Vec<Expect>,
 
+    /// Warn when a script interpreter (python, perl, node, ...) opens an outbound
+    /// connection, as when a shell does (off by default: most services are interpreters).
+    #[arg(long)]
+    pub alert_interpreters: bool,
+
     /// Exit with status 3 when any alert fired.
     #[arg(long)]
     pub fail_on_alert: bool,
@@ -318,6 +327,7 @@ impl AlertArgs {
         let mut r = self.rules.unwrap_or_default();
         let ns = |d: Duration| d.as_nanos() as u64;
         r.expect.extend(self.expect);
+        r.interpreters |= self.alert_interpreters;
         for kind in self.disable {
             if !r.disabled.contains(&kind) {
                 r.disabled.push(kind);
@@ -360,8 +370,13 @@ impl AlertArgs {
     }
 }
 
+/// Reads the rules file with the user's own rights ([`crate::privilege::with_user_rights`]):
+/// a binary given capabilities must not read, and quote in a parse error, a file its user
+/// could not read. The error is escaped for the terminal.
 fn parse_rules_file(path: &str) -> Result<Rules, String> {
-    Rules::from_file(std::path::Path::new(path))
+    crate::privilege::with_user_rights(|| Rules::from_file(std::path::Path::new(path)))
+        .map_err(|e| format!("cannot lower this process's capabilities to read {path} with your rights: {e}"))?
+        .map_err(|e| e.split('\n').map(|line| crate::escape::text(line)).collect::<Vec<_>>().join("\n"))
 }
 
 /// Live tracing: the flags of `portrace` without a command.
@@ -407,7 +422,8 @@ pub struct RecordArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
 
-    /// Overwrite FILE if it exists.
+    /// Replace FILE if it exists (never a symbolic link; the old file is kept until
+    /// tracing has started).
     #[arg(long)]
     pub force: bool,
 
@@ -626,6 +642,20 @@ pub enum Task {
     Doctor(crate::doctor::DoctorConfig),
 }
 
+impl Task {
+    /// Whether the task only reads files the user names (a recording) and needs no
+    /// capability: `replay`, `report`, `diagram --from`, `top --from`. These drop every
+    /// capability before they open anything ([`crate::privilege::drop_all`]).
+    pub fn is_offline(&self) -> bool {
+        match self {
+            Task::Replay(_) | Task::Report(_) => true,
+            Task::Diagram(d) => d.from.is_some(),
+            Task::Top(t) => t.from.is_some(),
+            Task::Live(_) | Task::Record(_) | Task::Doctor(_) => false,
+        }
+    }
+}
+
 impl FilterArgs {
     pub fn into_spec(self) -> FilterSpec {
         let family = match (self.ipv4, self.ipv6) {
@@ -705,6 +735,7 @@ impl Args {
                 from: d.from,
                 salvage: d.salvage,
                 output: d.output,
+                force: d.force,
                 format: d.format,
                 conn: d.conn,
             })),
@@ -1067,6 +1098,10 @@ mod tests {
         std::fs::write(&file, "[scan]\ntargest = 5\n").unwrap();
         let err = parse(&["--rules", &path]).unwrap_err();
         assert!(err.contains("unknown field `targest`") && err.contains(&path), "{err}");
+        // A rules file quoted in an error reaches the terminal escaped, its lines kept.
+        std::fs::write(&file, "repeat = \"\x1b]0;pwn\x07\n").unwrap();
+        let err = parse(&["--rules", &path]).unwrap_err();
+        assert!(err.contains("\\x1b]0;pwn\\x07") && !err.contains('\x1b') && err.contains('\n'), "{err:?}");
         std::fs::remove_dir_all(&dir).unwrap();
         let cases: &[(&[&str], &str)] = &[
             (&["--expect", "nginx"], "'nginx' is not NAME:PORT"),

@@ -1,6 +1,8 @@
 //! The traced command (`portrace -- CMD ARGS...`): finding it, starting it held until the
-//! kernel programs trace it, running it as the user who called `sudo`, passing SIGTERM on
-//! to it, waiting for it, and turning how it ended into portrace's exit status.
+//! kernel programs trace it, running it as the user who asked for root (through sudo,
+//! run0, doas or pkexec, or, failing those, the login user the kernel remembers), passing
+//! SIGTERM and SIGHUP on to it, waiting for it, and turning how it ended into portrace's
+//! exit status. When it does run the command as root, it says so and why.
 //!
 //! Start order: [`spawn_held`] forks a child that waits on a pipe before it does anything
 //! else; the caller puts the child's pid into the kernel's traced set; [`Held::release`]
@@ -173,19 +175,67 @@ pub struct Identity {
     pub groups: Vec<u32>,
 }
 
-/// Whom to run the command as: `None` for portrace's own user. Started through sudo
-/// (`SUDO_UID`, `SUDO_GID` set) as root, the command runs as the invoking user unless
-/// `as_root`; run as plain root, it runs as root.
+/// What the environment says about who asked for root, read by [`Invocation::current`]
+/// and judged by [`choose_user`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// `SUDO_UID` and `SUDO_GID`: set by sudo, and by systemd's run0 (256 and later).
+    pub sudo_uid: Option<OsString>,
+    pub sudo_gid: Option<OsString>,
+    /// `DOAS_USER`: the name of the user who ran doas.
+    pub doas_user: Option<OsString>,
+    /// `PKEXEC_UID`: the uid of the user who ran pkexec.
+    pub pkexec_uid: Option<OsString>,
+    /// The audit login uid (`/proc/self/loginuid`), which su, sudo, doas and pkexec all
+    /// leave as the login session's user; `None` when unset (4294967295).
+    pub login_uid: Option<u32>,
+}
+
+impl Invocation {
+    /// This process's environment and login uid.
+    pub fn current() -> Invocation {
+        let login_uid = std::fs::read_to_string("/proc/self/loginuid")
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|&uid| uid != u32::MAX);
+        Invocation {
+            sudo_uid: std::env::var_os("SUDO_UID"),
+            sudo_gid: std::env::var_os("SUDO_GID"),
+            doas_user: std::env::var_os("DOAS_USER"),
+            pkexec_uid: std::env::var_os("PKEXEC_UID"),
+            login_uid,
+        }
+    }
+}
+
+/// Whom the command runs as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunAs {
+    /// portrace's own user, which is not root: there is nothing to drop.
+    Own,
+    /// The user who asked for root: `uid`, `gid` when the tool said (else the user's
+    /// primary group), and what told portrace (`sudo`, `doas`, ...).
+    User { uid: u32, gid: Option<u32>, via: &'static str },
+    /// Root, and why (for the notice portrace prints).
+    Root(&'static str),
+}
+
+/// Whom to run the command as, as root (`euid` 0): the user who asked for root, found in
+/// `SUDO_UID` (sudo, run0), `DOAS_USER` (doas), `PKEXEC_UID` (pkexec), then the login uid
+/// (su), in that order, unless `as_root`; root when none names anyone but root.
+/// `user_by_name` looks a name up in the password database (uid and primary group).
 pub fn choose_user(
     euid: u32,
-    sudo_uid: Option<&OsStr>,
-    sudo_gid: Option<&OsStr>,
+    inv: &Invocation,
     as_root: bool,
-) -> Result<Option<(u32, Option<u32>)>, String> {
-    if euid != 0 || as_root {
-        return Ok(None);
+    user_by_name: impl Fn(&OsStr) -> Option<(u32, u32)>,
+) -> Result<RunAs, String> {
+    if euid != 0 {
+        return Ok(RunAs::Own);
     }
-    let Some(uid_text) = sudo_uid else { return Ok(None) };
+    if as_root {
+        return Ok(RunAs::Root("--as-root was given"));
+    }
     let number = |name: &str, text: &OsStr| -> Result<u32, String> {
         text.to_str().and_then(|t| t.trim().parse::<u32>().ok()).ok_or_else(|| {
             format!(
@@ -194,12 +244,39 @@ pub fn choose_user(
             )
         })
     };
-    let uid = number("SUDO_UID", uid_text)?;
-    let gid = sudo_gid.map(|g| number("SUDO_GID", g)).transpose()?;
-    if uid == 0 {
-        return Ok(None);
-    }
-    Ok(Some((uid, gid)))
+    let found = if let Some(uid) = &inv.sudo_uid {
+        let gid = inv.sudo_gid.as_deref().map(|g| number("SUDO_GID", g)).transpose()?;
+        Some((number("SUDO_UID", uid)?, gid, "sudo"))
+    } else if let Some(name) = &inv.doas_user {
+        let (uid, gid) = user_by_name(name).ok_or_else(|| {
+            format!(
+                "DOAS_USER={:?} is not a user in the password database; unset it, or give --as-root to run the command as root",
+                name.to_string_lossy()
+            )
+        })?;
+        Some((uid, Some(gid), "doas"))
+    } else if let Some(uid) = &inv.pkexec_uid {
+        Some((number("PKEXEC_UID", uid)?, None, "pkexec"))
+    } else {
+        inv.login_uid.map(|uid| (uid, None, "the login session"))
+    };
+    Ok(match found {
+        Some((0, _, _)) => RunAs::Root("the user who asked for root is root"),
+        Some((uid, gid, via)) => RunAs::User { uid, gid, via },
+        None => RunAs::Root("no user asked for root: portrace runs as root itself, not through sudo, run0, doas or pkexec"),
+    })
+}
+
+/// A user's uid and primary group from the password database.
+pub fn user_by_name(name: &OsStr) -> Option<(u32, u32)> {
+    let name = CString::new(name.as_bytes()).ok()?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: all zeroes is a valid passwd (null pointers, zero ids).
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, and buf outlives the use of `pw`.
+    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut found) };
+    (rc == 0 && !found.is_null()).then_some((pw.pw_uid, pw.pw_gid))
 }
 
 /// The identity of `uid` from the password and group databases: its name, home and
@@ -629,19 +706,58 @@ mod tests {
     }
 
     #[test]
-    fn sudo_users_get_their_command_back() {
+    fn the_user_who_asked_for_root_gets_the_command() {
         let s = |t: &str| Some(OsString::from(t));
-        let choose = |euid, uid: Option<OsString>, gid: Option<OsString>, as_root| {
-            choose_user(euid, uid.as_deref(), gid.as_deref(), as_root)
+        let users = |name: &OsStr| match name.to_str() {
+            Some("alice") => Some((1000, 1000)),
+            Some("root") => Some((0, 0)),
+            _ => None,
         };
-        assert_eq!(choose(0, s("1000"), s("1001"), false), Ok(Some((1000, Some(1001)))));
-        assert_eq!(choose(0, s("1000"), None, false), Ok(Some((1000, None))));
-        assert_eq!(choose(0, s("1000"), s("1000"), true), Ok(None), "--as-root");
-        assert_eq!(choose(0, None, None, false), Ok(None), "plain root");
-        assert_eq!(choose(0, s("0"), s("0"), false), Ok(None), "sudo from root");
-        assert_eq!(choose(1000, s("1000"), s("1000"), false), Ok(None), "not root: nothing to drop");
-        let err = choose(0, s("alice"), None, false).unwrap_err();
+        let choose = |inv: &Invocation, as_root| choose_user(0, inv, as_root, users);
+        let user = |uid, gid, via| Ok(RunAs::User { uid, gid, via });
+
+        let sudo = Invocation { sudo_uid: s("1000"), sudo_gid: s("1001"), ..Default::default() };
+        assert_eq!(choose(&sudo, false), user(1000, Some(1001), "sudo"));
+        let sudo_no_gid = Invocation { sudo_uid: s("1000"), ..Default::default() };
+        assert_eq!(choose(&sudo_no_gid, false), user(1000, None, "sudo"));
+        assert_eq!(choose(&sudo, true), Ok(RunAs::Root("--as-root was given")));
+        let doas = Invocation { doas_user: s("alice"), ..Default::default() };
+        assert_eq!(choose(&doas, false), user(1000, Some(1000), "doas"));
+        let pkexec = Invocation { pkexec_uid: s("1000"), ..Default::default() };
+        assert_eq!(choose(&pkexec, false), user(1000, None, "pkexec"));
+        // su sets nothing of its own; the login uid survives it.
+        let su = Invocation { login_uid: Some(1000), ..Default::default() };
+        assert_eq!(choose(&su, false), user(1000, None, "the login session"));
+        // sudo's word comes first.
+        let both = Invocation { sudo_uid: s("1002"), doas_user: s("alice"), login_uid: Some(1003), ..Default::default() };
+        assert_eq!(choose(&both, false), user(1002, None, "sudo"));
+
+        // Root, said plainly.
+        let Ok(RunAs::Root(why)) = choose(&Invocation::default(), false) else { panic!("plain root runs it as root") };
+        assert!(why.contains("not through sudo, run0, doas or pkexec"), "{why}");
+        let from_root = Invocation { sudo_uid: s("0"), sudo_gid: s("0"), ..Default::default() };
+        assert_eq!(choose(&from_root, false), Ok(RunAs::Root("the user who asked for root is root")));
+        let root_login = Invocation { login_uid: Some(0), ..Default::default() };
+        assert!(matches!(choose(&root_login, false), Ok(RunAs::Root(_))));
+        let doas_root = Invocation { doas_user: s("root"), ..Default::default() };
+        assert!(matches!(choose(&doas_root, false), Ok(RunAs::Root(_))));
+        assert_eq!(choose_user(1000, &sudo, false, users), Ok(RunAs::Own), "not root: nothing to drop");
+
+        // Bad values are errors that say what to do.
+        let bad = Invocation { sudo_uid: s("alice"), ..Default::default() };
+        let err = choose(&bad, false).unwrap_err();
         assert!(err.contains("SUDO_UID=\"alice\" is not a number") && err.contains("--as-root"), "{err}");
+        let err = choose(&Invocation { doas_user: s("mallory"), ..Default::default() }, false).unwrap_err();
+        assert!(err.contains("DOAS_USER=\"mallory\" is not a user") && err.contains("--as-root"), "{err}");
+        let err = choose(&Invocation { pkexec_uid: s("x1"), ..Default::default() }, false).unwrap_err();
+        assert!(err.contains("PKEXEC_UID=\"x1\" is not a number"), "{err}");
+    }
+
+    #[test]
+    fn user_names_resolve_from_the_password_database() {
+        assert_eq!(user_by_name(OsStr::new("root")), Some((0, 0)));
+        assert_eq!(user_by_name(OsStr::new("no-such-user-portrace")), None);
+        assert_eq!(user_by_name(OsStr::new("bad\0name")), None);
     }
 
     #[test]

@@ -5,10 +5,20 @@
 //! programs, without counting a skipped run: measured on Linux 6.18 as whole softirq
 //! batches (hundreds of transitions) that ftrace recorded while both programs' run counts
 //! and `recursion_misses` stood still. To see such gaps, portrace enables the same event in
-//! a private ftrace instance of its own (`<tracefs>/instances/portrace-<pid>`, a small
-//! buffer nobody reads, which once full drops and counts each new event) and compares the number of events the instance took
-//! with the number of hits the primary program was handed: the runs it counted itself plus
-//! the runs the kernel says it skipped.
+//! a private ftrace instance of its own (`<tracefs>/instances/portrace-<pid>-<start>`, a
+//! small buffer nobody reads, which once full drops and counts each new event) and
+//! compares the number of events the instance took with the number of hits the primary
+//! program was handed: the runs it counted itself plus the runs the kernel says it skipped.
+//!
+//! An instance outlives a portrace killed before it could remove it (SIGKILL, a crash), so
+//! each start removes the instances nobody owns. Ownership is not judged by the pid, which
+//! is reused and means another process in another pid namespace: the owner keeps a file
+//! of its instance open for as long as it runs, and the kernel refuses to remove an
+//! instance with an open file (EBUSY), so removal is simply attempted and a live instance,
+//! whoever and wherever its owner, stays. The name also carries the owner's start time
+//! (clock ticks after boot, from `/proc/self/stat`), so that in the moment between creating
+//! the instance and opening the file, a process of the same namespace with that pid and
+//! that start time is taken as its owner too.
 //!
 //! Comparison without false alarms: the instance's probe is registered after the programs'
 //! probes, so for any one hit it runs after them, and a hit that began before the
@@ -33,6 +43,9 @@ const PREFIX: &str = "portrace-";
 #[derive(Debug)]
 pub struct HitCounter {
     dir: PathBuf,
+    /// A file of the instance, open while portrace runs: it marks the instance as owned
+    /// (the kernel will not remove it while it is open).
+    hold: Option<fs::File>,
 }
 
 impl HitCounter {
@@ -42,9 +55,18 @@ impl HitCounter {
     pub fn start(tracefs: &Path) -> Result<HitCounter, String> {
         let instances = tracefs.join("instances");
         remove_stale(&instances);
-        let dir = instances.join(format!("{PREFIX}{}", std::process::id()));
+        let pid = std::process::id();
+        let started = start_time(pid).ok_or("cannot read this process's start time from /proc/self/stat")?;
+        let dir = instances.join(instance_name(pid, started));
         fs::create_dir(&dir).map_err(|e| format!("cannot create the ftrace instance {}: {e}", dir.display()))?;
-        let counter = HitCounter { dir };
+        let hold = match fs::File::open(dir.join("buffer_size_kb")) {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = fs::remove_dir(&dir);
+                return Err(format!("cannot open {}: {e}", dir.join("buffer_size_kb").display()));
+            }
+        };
+        let counter = HitCounter { dir, hold: Some(hold) };
         let write = |file: &str, value: &str| {
             let path = counter.dir.join(file);
             fs::write(&path, value).map_err(|e| format!("cannot write {value} to {}: {e}", path.display()))
@@ -78,8 +100,35 @@ impl HitCounter {
 impl Drop for HitCounter {
     fn drop(&mut self) {
         let _ = fs::write(self.dir.join(EVENT).join("enable"), "0");
+        // The held file first: the kernel refuses to remove an instance with a file open.
+        drop(self.hold.take());
         let _ = fs::remove_dir(&self.dir);
     }
+}
+
+/// `portrace-<pid>-<start time>`.
+fn instance_name(pid: u32, start_ticks: u64) -> String {
+    format!("{PREFIX}{pid}-{start_ticks}")
+}
+
+/// The pid and start time an instance's name carries, `None` for a name of another form
+/// (an instance portrace did not make, or one of an older portrace: `portrace-<pid>`).
+fn parse_instance_name(name: &str) -> Option<(u32, u64)> {
+    let (pid, start) = name.strip_prefix(PREFIX)?.split_once('-')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
+/// A process's start time, in clock ticks after boot: field 22 of `/proc/<pid>/stat`, read
+/// after the command name (which may hold spaces and parentheses).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_start_time(&stat)
+}
+
+fn stat_start_time(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Fields from the state (field 3) on; the start time is field 22.
+    after_comm.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 /// Events a CPU's ring buffer was offered, from its `per_cpu/cpuN/stats` in a buffer that
@@ -108,20 +157,32 @@ pub fn unseen(instance: u64, programs_now: u64, programs_at_start: u64) -> u64 {
     instance.saturating_sub(programs_now.saturating_sub(programs_at_start))
 }
 
-/// Removes the instances of portrace processes that no longer exist.
-fn remove_stale(instances: &Path) {
-    let Ok(entries) = fs::read_dir(instances) else { return };
+/// Removes the instances no portrace owns any more; returns the names removed.
+///
+/// A live owner holds a file of its instance open, so the kernel refuses the removal
+/// (EBUSY) whatever pid namespace the owner is in; an owner of this namespace that has not
+/// opened it yet is recognised by its pid and start time. The instances of an older
+/// portrace (`portrace-<pid>`, which held nothing open) are removed only when that pid is
+/// gone.
+fn remove_stale(instances: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(instances) else { return removed };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)).and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let orphan = match parse_instance_name(&name) {
+            Some((pid, started)) => start_time(pid) != Some(started),
+            None => match rest.parse::<u32>() {
+                Ok(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+                Err(_) => false,
+            },
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::write(entry.path().join(EVENT).join("enable"), "0");
-            let _ = fs::remove_dir(entry.path());
+        // Removing an instance disables its events; one still in use is refused (EBUSY).
+        if orphan && fs::remove_dir(entry.path()).is_ok() {
+            removed.push(name);
         }
     }
+    removed
 }
 
 #[cfg(test)]
@@ -147,6 +208,62 @@ mod tests {
         // Programs ahead of the instance (hits in flight): no gap.
         assert_eq!(unseen(1000, 6010, 5000), 0);
         assert_eq!(unseen(0, 0, 0), 0);
+    }
+
+    #[test]
+    fn names_carry_the_pid_and_start_time() {
+        assert_eq!(instance_name(4242, 98765), "portrace-4242-98765");
+        assert_eq!(parse_instance_name("portrace-4242-98765"), Some((4242, 98765)));
+        assert_eq!(parse_instance_name("portrace-4242"), None);
+        assert_eq!(parse_instance_name("portrace-x-1"), None);
+        assert_eq!(parse_instance_name("other-1-2"), None);
+        // A command name with spaces and parentheses does not shift the fields.
+        let stat = "77 (a b) c) S 1 77 77 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10";
+        assert_eq!(stat_start_time(stat), Some(123456));
+        let own = start_time(std::process::id()).expect("our own start time");
+        assert!(own > 0);
+    }
+
+    /// As root with tracefs mounted: instances left by a killed portrace, by one whose pid
+    /// was reused, and by a live one in another pid namespace (seen here as a pid that
+    /// does not match, with its file held open).
+    #[test]
+    fn stale_instances_are_told_from_live_ones() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/sys/kernel/tracing/instances").is_dir() {
+            eprintln!("skipped: needs root and tracefs");
+            return;
+        }
+        let instances = Path::new("/sys/kernel/tracing/instances");
+        let me = std::process::id();
+        let my_start = start_time(me).unwrap();
+        // A dead owner: pid 1's start time is never this one.
+        let killed = instance_name(1, my_start + 1_000_000);
+        // A reused pid: ours, with another start time, no file held.
+        let reused = instance_name(me, my_start + 1);
+        // Alive elsewhere: a name that matches nothing here, but its file is held open.
+        let elsewhere = instance_name(1, my_start + 2_000_000);
+        // Alive here, not yet holding its file: a live pid (init) and its start time.
+        let starting = instance_name(1, start_time(1).expect("pid 1's start time"));
+        for name in [&killed, &reused, &elsewhere, &starting] {
+            fs::create_dir(instances.join(name)).expect("instance");
+        }
+        fs::write(instances.join(&killed).join(EVENT).join("enable"), "1").unwrap();
+        let held = fs::File::open(instances.join(&elsewhere).join("buffer_size_kb")).unwrap();
+        let mut removed = remove_stale(instances);
+        removed.sort();
+        let still = |name: &str| instances.join(name).exists();
+        let (kept_elsewhere, kept_starting) = (still(&elsewhere), still(&starting));
+        drop(held);
+        for name in [&elsewhere, &starting] {
+            let _ = fs::remove_dir(instances.join(name));
+        }
+        let mut expected = vec![killed.clone(), reused.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(!still(&killed) && !still(&reused));
+        assert!(kept_elsewhere, "a live instance of another namespace is kept");
+        assert!(kept_starting, "an instance of this process is kept");
     }
 
     #[test]

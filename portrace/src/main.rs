@@ -12,6 +12,14 @@ use portrace::cli::{Args, Task};
 
 fn main() -> ExitCode {
     let task = Args::parse().into_task();
+    // A recording is a file the user names: read with the user's rights, never the
+    // program's (a binary given capabilities has them for whoever runs it).
+    if task.is_offline() {
+        if let Err(e) = portrace::privilege::drop_all() {
+            eprintln!("portrace: cannot drop this process's capabilities before reading files: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match task {
         Task::Replay(config) => portrace::replay::replay(config).map(|()| 0),
         Task::Report(config) => portrace::replay::report(config).map(|()| 0),

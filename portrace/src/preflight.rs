@@ -68,11 +68,19 @@ pub enum PreflightError {
     Uname { errno: i32 },
 }
 
+/// The advice on how to run portrace with the capabilities it needs. File capabilities
+/// apply to whoever runs the file, so they go only on a copy that one group can run, and
+/// that group is as trusted as root (see SECURITY.md).
 fn remedy(binary: &str) -> String {
     format!(
-        "Run it as root (`sudo portrace`), or grant the binary these capabilities once with \
-         `sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_admin+ep {binary}` \
-         (cap_dac_read_search lets it read tracefs, which only root can read by default)."
+        "Run it as root (`sudo portrace`). To let chosen users trace without sudo, give the \
+         capabilities to a copy only their group can run: `sudo groupadd portrace && sudo \
+         install -o root -g portrace -m 0750 {binary} /usr/local/sbin/portrace && sudo setcap \
+         cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_admin+ep /usr/local/sbin/portrace`, \
+         then add them with `sudo usermod -aG portrace USER` (cap_dac_read_search lets it read \
+         tracefs, which only root can read by default). Members of that group can see every \
+         process's connections: add only users you would trust with root, and never set these \
+         capabilities on a binary everyone can run."
     )
 }
 
@@ -334,10 +342,18 @@ mod tests {
             "this process lacks CAP_PERFMON (or else CAP_SYS_ADMIN): loading and attaching \
              its eBPF program needs CAP_BPF and CAP_PERFMON together, or CAP_SYS_ADMIN, which \
              is also what mounting tracefs takes when it is not mounted. Run it as root \
-             (`sudo portrace`), or grant the binary these capabilities once with `sudo setcap \
-             cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_admin+ep /usr/local/bin/portrace` \
-             (cap_dac_read_search lets it read tracefs, which only root can read by default)."
+             (`sudo portrace`). To let chosen users trace without sudo, give the capabilities \
+             to a copy only their group can run: `sudo groupadd portrace && sudo install -o \
+             root -g portrace -m 0750 /usr/local/bin/portrace /usr/local/sbin/portrace && sudo \
+             setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_admin+ep \
+             /usr/local/sbin/portrace`, then add them with `sudo usermod -aG portrace USER` \
+             (cap_dac_read_search lets it read tracefs, which only root can read by default). \
+             Members of that group can see every process's connections: add only users you \
+             would trust with root, and never set these capabilities on a binary everyone can \
+             run."
         );
+        // Never the advice to give the capabilities to a binary anyone can run.
+        assert!(!err.to_string().contains(&format!("+ep {BIN}")), "{err}");
         let err = check_capabilities(0, BIN).unwrap_err();
         assert!(
             err.to_string().starts_with(
@@ -397,10 +413,8 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("the kernel refused to create a BPF map (EPERM): "), "{text}");
         assert!(text.contains("`sudo portrace`"), "{text}");
-        assert!(
-            text.contains("`sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_admin+ep /usr/local/bin/portrace`"),
-            "{text}"
-        );
+        assert!(text.contains("-m 0750 /usr/local/bin/portrace /usr/local/sbin/portrace"), "{text}");
+        assert!(!text.contains("+ep /usr/local/bin/portrace"), "{text}");
 
         assert_eq!(
             ringbuf_error(old.clone(), libc::ENOSYS, BIN),

@@ -365,11 +365,13 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyh
         }
     }
     let mut text = String::new();
+    // Everything the header says was written by whoever wrote the file.
+    let esc = |s: &str| crate::escape::text(s).into_owned();
     let time = |t: Timestamp| format!("{} (CLOCK_MONOTONIC {} ns)", Rfc3339::new(t.unix_ns), t.mono_ns);
-    let _ = writeln!(text, "file:         {} ({}, format version {})", path.display(), human_bytes(reader.bytes_read()), h.version);
-    let _ = writeln!(text, "recorded by:  portrace {}", h.portrace);
-    let _ = writeln!(text, "host:         {}", h.host);
-    let _ = writeln!(text, "kernel:       {}", h.kernel);
+    let _ = writeln!(text, "file:         {} ({}, format version {})", esc(&path.display().to_string()), human_bytes(reader.bytes_read()), h.version);
+    let _ = writeln!(text, "recorded by:  portrace {}", esc(&h.portrace));
+    let _ = writeln!(text, "host:         {}", esc(&h.host));
+    let _ = writeln!(text, "kernel:       {}", esc(&h.kernel));
     let _ = writeln!(text, "started:      {}", time(h.start));
     match (&end, reader.warning()) {
         (Some(e), _) => {
@@ -384,7 +386,7 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyh
         }
     }
     let flags = filter_flags(&h.filter);
-    let _ = writeln!(text, "filter:       {}", if flags.is_empty() { "none (every transition)" } else { &flags });
+    let _ = writeln!(text, "filter:       {}", if flags.is_empty() { "none (every transition)".into() } else { esc(&flags) });
     let _ = writeln!(text, "ring buffer:  {}", human_bytes(u64::from(h.ring_size)));
     let _ = writeln!(text, "compression:  {}", if h.compressed { "LZ4 blocks" } else { "none" });
     let _ = writeln!(text, "clock:        wall clock = CLOCK_MONOTONIC + {} ns", h.clock_offset_ns);
@@ -407,19 +409,19 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyh
     for (feature, state) in h.features.iter() {
         let how = match (state.on, &state.reason) {
             (true, None) => "on".to_owned(),
-            (true, Some(what)) => format!("on, limited: {}", crate::features::printable(what)),
-            (false, why) => format!("off: {}", crate::features::printable(why.as_deref().unwrap_or(""))),
+            (true, Some(what)) => format!("on, limited: {}", esc(what)),
+            (false, why) => format!("off: {}", esc(why.as_deref().unwrap_or(""))),
         };
         let _ = writeln!(text, "feature:      {} {how}", feature.name());
     }
     // A recording made before features were written says what did not work in notes.
     if h.features.is_empty() {
         for note in &h.notes {
-            let _ = writeln!(text, "note:         {}", crate::features::printable(note));
+            let _ = writeln!(text, "note:         {}", esc(note));
         }
     }
     if let Some(args) = &h.command {
-        let _ = writeln!(text, "command:      {} (only its sockets were traced)", crate::command::shell_words(args));
+        let _ = writeln!(text, "command:      {} (only its sockets were traced)", esc(&crate::command::shell_words(args)));
     }
     let total_lost: u64 = lost.iter().map(|&(_, n)| n).sum();
     let _ = write!(

@@ -1,6 +1,6 @@
 //! A run from start to end. Live: check the environment, load the kernel programs, take
 //! the inventory of existing sockets, then move records from the ring buffer through
-//! decoding and the timeline to the output sink until a signal, `--duration` or `--count`
+//! decoding and the timeline to the output sink until a signal (SIGINT, SIGTERM or SIGHUP), `--duration` or `--count`
 //! ends it, reporting every loss in the stream as it is noticed and in the summary at the
 //! end. `--snapshot`: print the inventory and stop. `record` is the same run with another
 //! [`Output`]: a recording file instead of standard output, and a status line. With a
@@ -173,18 +173,25 @@ fn plan_command(spec: &CommandSpec) -> anyhow::Result<CommandPlan<'_>> {
     command::resolve(&spec.argv[0], std::env::var_os("PATH").as_deref()).map_err(not_run)?;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    let user = command::choose_user(
-        euid,
-        std::env::var_os("SUDO_UID").as_deref(),
-        std::env::var_os("SUDO_GID").as_deref(),
-        spec.as_root,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let identity = user.map(|(uid, gid)| command::identity(uid, gid));
-    if let (Some(id), true) = (&identity, io::stderr().is_terminal()) {
-        let name = id.user.as_ref().map_or_else(|| format!("uid {}", id.uid), |(n, _)| n.to_string_lossy().into_owned());
-        eprintln!("portrace: running {} as {name} (who ran sudo); --as-root runs it as root", spec.name());
-    }
+    let run_as = command::choose_user(euid, &command::Invocation::current(), spec.as_root, command::user_by_name)
+        .map_err(anyhow::Error::msg)?;
+    let name = crate::escape::text(&spec.name()).into_owned();
+    let identity = match run_as {
+        command::RunAs::Own => None,
+        command::RunAs::User { uid, gid, via } => {
+            let id = command::identity(uid, gid);
+            if io::stderr().is_terminal() {
+                let user = id.user.as_ref().map_or_else(|| format!("uid {uid}"), |(n, _)| n.to_string_lossy().into_owned());
+                eprintln!("portrace: running {name} as {user} (who asked for root, from {via}); --as-root runs it as root");
+            }
+            Some(id)
+        }
+        command::RunAs::Root(why) => {
+            // Said whether or not stderr is a terminal: it matters most in logs.
+            eprintln!("portrace: running {name} as root ({why})");
+            None
+        }
+    };
     Ok(CommandPlan { spec, identity })
 }
 
@@ -207,9 +214,9 @@ pub(crate) async fn trace(config: &Config, out: &mut dyn Output) -> anyhow::Resu
     traced.map(|()| code)
 }
 
-/// Waits for the command to exit, passing SIGTERM on to it.
+/// Waits for the command to exit, passing SIGTERM and SIGHUP on to it.
 async fn wait_forwarding(running: &mut Running) {
-    let Ok(mut sigterm) = signal(SignalKind::terminate()) else {
+    let (Ok(mut sigterm), Ok(mut sighup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
         running.exited().await;
         return;
     };
@@ -217,7 +224,35 @@ async fn wait_forwarding(running: &mut Running) {
         tokio::select! {
             _ = running.exited() => return,
             _ = sigterm.recv() => running.signal(libc::SIGTERM),
+            _ = sighup.recv() => running.signal(libc::SIGHUP),
         }
+    }
+}
+
+/// The signals that end a run: SIGINT (Ctrl-C), SIGTERM, and SIGHUP (the terminal went
+/// away, as when an SSH connection drops). Their handlers are installed before anything
+/// that must be undone at the end (the kernel programs, the private ftrace instance), so
+/// that from then on none of them ends the process before it has cleaned up; one that
+/// arrives while the run is starting ends it as soon as it can stop.
+struct Stops {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Stops {
+    fn install() -> anyhow::Result<Stops> {
+        Ok(Stops {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// Whether a stopping signal has arrived already (it is taken), without waiting.
+    fn arrived(&mut self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        [&mut self.int, &mut self.term, &mut self.hup].into_iter().any(|s| s.poll_recv(&mut cx).is_ready())
     }
 }
 
@@ -227,6 +262,7 @@ async fn trace_until_stopped(
     plan: Option<CommandPlan<'_>>,
     running: &mut Option<Running>,
 ) -> anyhow::Result<()> {
+    let mut stops = Stops::install()?;
     let kernel = preflight::check_kernel()?;
     // Before any thread starts: they all inherit it.
     priority::raise();
@@ -372,10 +408,13 @@ async fn trace_until_stopped(
     });
     let stop = match session.sink_result(opened) {
         Some(stop) => stop,
+        // Stopped while the run was starting (Ctrl-C during the inventory): the command is
+        // not started at all.
+        None if plan.is_some() && stops.arrived() => {
+            eprintln!("portrace: stopped by a signal before the command was started");
+            Stop::Signal
+        }
         None => {
-            // Before the command starts: a SIGTERM from then on must be passed on to it.
-            let sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-            let sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
             if let Some(plan) = &plan {
                 // The programs are attached: start the command, traced from its first step.
                 let stdout = if session.out.uses_stdout() { CommandStdout::Stderr } else { CommandStdout::Inherit };
@@ -386,7 +425,7 @@ async fn trace_until_stopped(
                 eprintln!("{}", session.out.banner());
             }
             session.out.tracing();
-            let stop = session.event_loop(ring, config.duration, sigint, sigterm).await;
+            let stop = session.event_loop(ring, config.duration, &mut stops).await;
             *running = session.command.take();
             stop?
         }
@@ -608,8 +647,7 @@ impl Session<'_> {
         &mut self,
         mut ring: AsyncFd<RingBuf<MapData>>,
         duration: Option<Duration>,
-        mut sigint: Signal,
-        mut sigterm: Signal,
+        stops: &mut Stops,
     ) -> anyhow::Result<Stop> {
         let deadline = sleep(duration.unwrap_or(Duration::MAX / 4));
         tokio::pin!(deadline);
@@ -623,10 +661,18 @@ impl Session<'_> {
         let stop = loop {
             let woken_by = tokio::select! {
                 // Ctrl-C reaches the command too (same process group): its end ends the run.
-                _ = sigint.recv() => if self.command.is_some() { None } else { Some(Stop::Signal) },
-                _ = sigterm.recv() => match &self.command {
+                _ = stops.int.recv() => if self.command.is_some() { None } else { Some(Stop::Signal) },
+                _ = stops.term.recv() => match &self.command {
                     Some(command) if !exited => {
                         command.signal(libc::SIGTERM);
+                        None
+                    }
+                    _ => Some(Stop::Signal),
+                },
+                // A hang-up ends the run as SIGTERM does, the command's first.
+                _ = stops.hup.recv() => match &self.command {
+                    Some(command) if !exited => {
+                        command.signal(libc::SIGHUP);
                         None
                     }
                     _ => Some(Stop::Signal),

@@ -65,7 +65,7 @@ impl StillOpen {
             let width = open.iter().map(|t| t.newstate.name().len()).max().unwrap_or(0);
             for t in open {
                 let owner = match &t.owner {
-                    Some(o) => format!("{}[{}]", o.comm.to_str_lossy(), o.pid),
+                    Some(o) => format!("{}[{}]", crate::escape::comm(&o.comm), o.pid),
                     None => "owner unknown".to_string(),
                 };
                 let secs = end.mono_ns.saturating_sub(t.time.mono_ns) as f64 / 1e9;

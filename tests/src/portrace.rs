@@ -229,6 +229,21 @@ impl Portrace {
         }
     }
 
+    /// With a text format: waits until a line of output (not JSON) holds `needle` or
+    /// `timeout` passes; returns whether one did.
+    pub fn wait_for_text(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.garbage.iter().any(|line| line.contains(needle)) {
+                return true;
+            }
+            if self.stdout_closed || Instant::now() >= deadline {
+                return false;
+            }
+            self.pump_for(deadline.saturating_duration_since(Instant::now()).min(POLL * 10));
+        }
+    }
+
     /// Waits until at least `n` transition records arrived or `timeout` passes; returns how
     /// many arrived.
     pub fn wait_for_transitions(&mut self, n: usize, timeout: Duration) -> usize {

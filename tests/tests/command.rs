@@ -253,6 +253,37 @@ fn the_command_runs_as_the_user_who_ran_sudo_unless_as_root() {
     assert!(run.stderr.contains("uid 0 gid 0 "), "{}", shown(&run));
 }
 
+#[test]
+fn the_command_runs_as_the_user_who_ran_doas_or_pkexec_and_root_is_said_plainly() {
+    let _lock = privileged();
+    let script = "echo \"uid $(id -u) gid $(id -g)\"";
+    for (var, value) in [("DOAS_USER", "nobody"), ("PKEXEC_UID", "65534")] {
+        let mut cmd = portrace(&["-f", "json", "--", "sh", "-c", script]);
+        cmd.env_remove("SUDO_UID").env_remove("SUDO_GID").env(var, value);
+        let run = run_bounded(&format!("{var}={value} portrace -- sh -c SCRIPT"), cmd, RUN_TIMEOUT);
+        assert!(run.status.success(), "{}", shown(&run));
+        assert!(run.stderr.contains("uid 65534 gid 65534"), "{var}: {}", shown(&run));
+        assert!(!run.stderr.contains("as root"), "{var}: {}", shown(&run));
+    }
+    // Nobody asked for root: the command runs as root, and portrace says so even when its
+    // stderr is not a terminal.
+    let mut cmd = portrace(&["-f", "json", "--", "sh", "-c", script]);
+    for var in ["SUDO_UID", "SUDO_GID", "DOAS_USER", "PKEXEC_UID"] {
+        cmd.env_remove(var);
+    }
+    let run = run_bounded("portrace -- sh -c SCRIPT as plain root", cmd, RUN_TIMEOUT);
+    assert!(run.status.success(), "{}", shown(&run));
+    assert!(run.stderr.contains("uid 0 gid 0"), "{}", shown(&run));
+    assert!(run.stderr.contains("portrace: running sh as root ("), "{}", shown(&run));
+    // A DOAS_USER that names nobody known is refused before anything runs.
+    let mut cmd = portrace(&["-f", "json", "--", "sh", "-c", script]);
+    cmd.env_remove("SUDO_UID").env("DOAS_USER", "no-such-user-portrace");
+    let run = run_bounded("DOAS_USER=unknown portrace -- sh", cmd, RUN_TIMEOUT);
+    assert!(!run.status.success(), "{}", shown(&run));
+    assert!(run.stderr.contains("DOAS_USER=\"no-such-user-portrace\" is not a user"), "{}", shown(&run));
+    assert!(!run.stderr.contains("uid 0"), "the command did not run: {}", shown(&run));
+}
+
 /// The home directory of uid 65534 in /etc/passwd.
 fn nobody_home() -> String {
     let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");

@@ -7,10 +7,12 @@
 //!   namespace), the remote one for the client side (`SYN_SENT -> ESTABLISHED`). NAME
 //!   matches the command name or the executable's file name. One alert per process, port
 //!   and side; sockets of unknown owner cannot be judged and are left alone.
-//! - **Shells and interpreters** (always): a shell (sh, bash, dash, zsh, ...) or a script
-//!   interpreter (python, perl, ruby, php, node, lua, ...) that opens an outbound
-//!   connection (`CLOSE -> SYN_SENT`) alerts, unless an expectation allows it on the
-//!   remote port. One alert per process.
+//! - **Shells** (always): a shell (sh, bash, dash, zsh, ...) that opens an outbound
+//!   connection (`CLOSE -> SYN_SENT`), the shape of a reverse shell, alerts, unless an
+//!   expectation allows it on the remote port. One alert per process. **Interpreters**
+//!   (python, perl, ruby, php, node, lua, ...) alike only when asked
+//!   (`--alert-interpreters`, `interpreters = true`): most services are interpreters, and
+//!   their outbound connections are ordinary traffic.
 
 use std::collections::HashMap;
 
@@ -164,6 +166,9 @@ impl Owners {
         let comm = owner.comm.to_str_lossy();
         let what = shell_or_interpreter(&comm).or_else(|| ctx.exe_name(owner.pid).and_then(shell_or_interpreter));
         let Some(what) = what else { return };
+        if what != "a shell" && !ctx.rules.interpreters {
+            return;
+        }
         if Owners::allowed(ctx, &owner, t.dport) {
             return;
         }

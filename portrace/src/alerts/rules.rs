@@ -6,6 +6,7 @@
 //! repeat = "60s"               # a subject alerts again only after this long
 //! disable = ["new_listener"]   # detectors to turn off
 //! expect = ["nginx:443", "sshd:22", "backup:*"]
+//! interpreters = false         # true: interpreters connecting out alert, as shells do
 //!
 //! [scan]
 //! window = "10s"
@@ -112,6 +113,10 @@ pub struct Rules {
     pub repeat_ns: u64,
     pub disabled: Vec<AlertKind>,
     pub expect: Vec<Expect>,
+    /// Whether a script interpreter (python, node, ...) opening an outbound connection is
+    /// an `unexpected_owner` warning, as a shell's is. Off by default: most services are
+    /// interpreters, and their connections are ordinary traffic.
+    pub interpreters: bool,
     pub scan: ScanRules,
     pub close_wait: CloseWaitRules,
     pub time_wait: TimeWaitRules,
@@ -124,6 +129,7 @@ impl Default for Rules {
             repeat_ns: 60 * SECOND,
             disabled: Vec::new(),
             expect: Vec::new(),
+            interpreters: false,
             scan: ScanRules { window_ns: 10 * SECOND, targets: 20, failures: 10, failure_pct: 50 },
             close_wait: CloseWaitRules { after_ns: 30 * SECOND },
             time_wait: TimeWaitRules { percent: 50, count: None, lifetime_ns: 60 * SECOND, window_ns: 10 * SECOND },
@@ -155,6 +161,9 @@ impl Rules {
             if !rules.disabled.contains(&kind) {
                 rules.disabled.push(kind);
             }
+        }
+        if let Some(on) = file.interpreters {
+            rules.interpreters = on;
         }
         for e in file.expect.unwrap_or_default() {
             rules.expect.push(Expect::parse(&e).map_err(|e| format!("expect: {e}"))?);
@@ -262,6 +271,7 @@ struct File {
     repeat: Option<Duration>,
     disable: Option<Vec<String>>,
     expect: Option<Vec<String>>,
+    interpreters: Option<bool>,
     scan: Option<ScanFile>,
     close_wait: Option<CloseWaitFile>,
     time_wait: Option<TimeWaitFile>,

@@ -365,14 +365,25 @@ fn shells_and_interpreters_connecting_out_alert_unless_expected() {
         .into_iter()
         .map(|(s, comm, port)| Record::T(conn(s, comm, port).at(s * MS, Close, SynSent)))
         .collect();
+    // By default only the shell: interpreters connecting out are ordinary traffic.
     let alerts = run(Rules::default(), &records, S);
     let pids: Vec<Subject> = alerts.iter().map(|a| a.subject).collect();
-    assert_eq!(pids, [1, 2, 4, 5].map(Subject::Process), "{alerts:#?}");
+    assert_eq!(pids, [Subject::Process(1)], "{alerts:#?}");
+    assert_eq!(alerts[0].severity, Severity::Warning);
     assert!(alerts[0].summary.contains("bash (pid 1), a shell, opened an outbound connection to 10.0.0.8:4444"));
-    let rules =
-        Rules { expect: vec![Expect::parse("python3.11:443").unwrap(), Expect::parse("perl:*").unwrap()], ..Rules::default() };
+    // Asked for, interpreters alert too.
+    let asked = Rules { interpreters: true, ..Rules::default() };
+    let pids: Vec<Subject> = run(asked, &records, S).iter().map(|a| a.subject).collect();
+    assert_eq!(pids, [1, 2, 4, 5].map(Subject::Process));
+    let rules = Rules {
+        interpreters: true,
+        expect: vec![Expect::parse("python3.11:443").unwrap(), Expect::parse("perl:*").unwrap()],
+        ..Rules::default()
+    };
     let pids: Vec<Subject> = run(rules, &records, S).iter().map(|a| a.subject).collect();
     assert_eq!(pids, [1, 5].map(Subject::Process));
+    assert!(Rules::from_toml("interpreters = true").unwrap().interpreters);
+    assert!(!Rules::from_toml("").unwrap().interpreters);
 }
 
 fn close_wait_records(n: u64, leave_after: Option<u64>) -> Vec<Record> {
@@ -548,7 +559,7 @@ fn alerts_render_as_json_and_as_highlighted_text() {
     crate::output::push_alert_text(&mut line, b"02:41:12.000000", &sample_alert(true), false);
     assert_eq!(
         String::from_utf8(line).unwrap(),
-        "02:41:12.000000 ALERT CRITICAL scan [pid 77] scan?[31m \"quoted\"\n                      \
+        "02:41:12.000000 ALERT CRITICAL scan [pid 77] scan\\x1b[31m \"quoted\"\n                      \
          process 77 (nmap), parent 1, user root (0), exe /usr/bin/nmap, cmdline: nmap -p-\n"
     );
     let mut line = Vec::new();

@@ -71,6 +71,8 @@ pub struct DiagramConfig {
     pub salvage: bool,
     /// Where to write; standard output when `None`.
     pub output: Option<PathBuf>,
+    /// Replace `output` if it exists (`--force`).
+    pub force: bool,
     pub format: Option<DiagramFormat>,
     /// Draw this socket's connection as a sequence diagram.
     pub conn: Option<u64>,
@@ -125,7 +127,8 @@ impl Collector {
 impl Sink for Collector {
     fn start(&mut self, start: &Start) -> io::Result<()> {
         self.with(|c| {
-            c.observed.host = start.host.clone();
+            // A recording's host name is whatever its writer put there.
+            c.observed.host = crate::escape::text(&start.host).into_owned();
             c.observed.start = Some(start.time);
         });
         Ok(())
@@ -187,6 +190,10 @@ impl Output for Live {
 /// Runs `portrace diagram`.
 pub async fn run(mut config: DiagramConfig) -> anyhow::Result<()> {
     let format = config.resolve_format()?;
+    // Before a live trace: a file in the way is said at once, not after the trace.
+    if let Some(path) = &config.output {
+        crate::outfile::check_target(path, config.force).context("cannot write the diagram")?;
+    }
     let keep_all = config.conn.is_some();
     let collected = match &config.from {
         Some(path) => from_recording(path, &config)?,
@@ -210,7 +217,7 @@ pub async fn run(mut config: DiagramConfig) -> anyhow::Result<()> {
     };
     let mut collected = collected;
     let drawing = draw(&mut collected, format, config.conn)?;
-    write(&drawing, config.output.as_deref(), format, &collected.observed)
+    write(&drawing, config.output.as_deref(), config.force, format, &collected.observed)
 }
 
 /// Reads a recording through the user's filter; for `--conn`, up to three times: the
@@ -312,10 +319,19 @@ pub fn draw(collected: &mut Collected, format: DiagramFormat, conn: Option<u64>)
     })
 }
 
-fn write(drawing: &str, output: Option<&Path>, format: DiagramFormat, observed: &Observed) -> anyhow::Result<()> {
+/// Writes the drawing to `output` ([`crate::outfile`]: mode 0644, never through a link, an
+/// existing file replaced only with `force`), or to standard output.
+fn write(
+    drawing: &str,
+    output: Option<&Path>,
+    force: bool,
+    format: DiagramFormat,
+    observed: &Observed,
+) -> anyhow::Result<()> {
     match output {
         Some(path) => {
-            std::fs::write(path, drawing).with_context(|| format!("writing the diagram to {}", path.display()))?;
+            crate::outfile::write_whole(path, drawing.as_bytes(), crate::outfile::DIAGRAM_MODE, force)
+                .context("cannot write the diagram")?;
             if io::stderr().is_terminal() {
                 eprintln!(
                     "portrace: wrote {} ({format:?}: {} transitions, {} kinds)",
@@ -452,6 +468,7 @@ mod tests {
             from: None,
             salvage: false,
             output: output.map(PathBuf::from),
+            force: false,
             format,
             conn,
         };

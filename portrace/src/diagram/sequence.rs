@@ -69,7 +69,7 @@ impl Side {
     /// `client, socket 4, 127.0.0.1:50190, fetcher (pid 14127)`.
     pub fn describe(&self) -> String {
         let owner = match self.owner {
-            Some(o) => format!("{} (pid {})", o.comm.to_str_lossy(), o.pid),
+            Some(o) => format!("{} (pid {})", crate::escape::comm(&o.comm), o.pid),
             None => "owner unknown".to_string(),
         };
         format!("{}, socket {}, {}, {owner}", self.role.name(), self.socket, endpoint(self.local))
@@ -451,7 +451,7 @@ pub fn render_svg(c: &Connection) -> String {
                 format!(
                     "{} · {}",
                     endpoint(side.local),
-                    side.owner.map_or("owner unknown".to_string(), |o| format!("{} ({})", o.comm.to_str_lossy(), o.pid))
+                    side.owner.map_or("owner unknown".to_string(), |o| format!("{} ({})", crate::escape::comm(&o.comm), o.pid))
                 ),
             ),
             None => ("peer, not traced".to_string(), endpoint(c.left.remote)),

@@ -140,16 +140,9 @@ fn severity_color(s: Severity) -> &'static str {
     }
 }
 
-/// Appends text for a terminal: control characters shown as `?`.
+/// Appends text for a terminal, control characters escaped ([`crate::escape`]).
 pub(crate) fn push_printable(buf: &mut Vec<u8>, text: &str) {
-    for c in text.chars() {
-        if c.is_control() {
-            buf.push(b'?');
-        } else {
-            let mut tmp = [0u8; 4];
-            buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-        }
-    }
+    buf.extend_from_slice(crate::escape::text(text).as_bytes());
 }
 
 /// Appends the alert's text lines after `time`: `TIME ALERT severity kind [subject]
@@ -184,7 +177,7 @@ pub(crate) fn push_alert_text(buf: &mut Vec<u8>, time: &[u8], a: &Alert, color: 
 /// details are known.
 pub(crate) fn process_line(p: &AlertProcess) -> Option<String> {
     let info = p.info.as_ref()?;
-    let mut parts = vec![format!("process {} ({})", p.pid, p.comm.to_str_lossy())];
+    let mut parts = vec![format!("process {} ({})", p.pid, crate::escape::comm(&p.comm))];
     if let Some(ppid) = info.ppid {
         parts.push(format!("parent {ppid}"));
     }

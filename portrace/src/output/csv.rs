@@ -1,8 +1,11 @@
 //! The CSV format: this module owns the column layout (one header row, then a row per
 //! inventory socket, transition or loss, all with the same twenty-four columns, empty where
 //! a kind of row has no value) and RFC 4180 quoting of the command names. Rows end with
-//! `\n`, as Unix tools expect; RFC 4180 readers accept it. Text is UTF-8, invalid bytes in
-//! command names replaced by U+FFFD. There are no start or end rows.
+//! `\n`, as Unix tools expect; RFC 4180 readers accept it. Text is UTF-8. Command names
+//! are set by their processes, so they are made safe first ([`crate::escape::csv_cell`]):
+//! control characters and bytes that are not UTF-8 escaped (`\x1b`), and a name that
+//! would start a spreadsheet formula (`=`, `+`, `-`, `@`) prefixed with `'`. There are no
+//! start or end rows.
 //!
 //! A `socket` row puts the socket's state in `newstate`. An unknown owner has empty
 //! `owner_pid` and `owner_comm` and `owner_source` `unknown`, as in JSON.
@@ -14,7 +17,7 @@
 use std::io::{self, Write};
 use std::net::IpAddr;
 
-use super::{push_errno, push_lossy, push_micros, push_u64, AddrText, Sink, Start};
+use super::{push_errno, push_micros, push_u64, AddrText, Sink, Start};
 use crate::clock::Rfc3339;
 use crate::record::{Family, Lost, Owner, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
@@ -102,21 +105,32 @@ impl CsvSink {
     }
 }
 
-/// Appends `text` as one CSV field, quoted (with quotes doubled) only when it holds a
-/// comma, a quote, CR or LF.
+/// Appends untrusted `text` (a command name) as one CSV field: control characters and
+/// invalid UTF-8 escaped and a formula start neutralised ([`crate::escape::push_csv_cell`]),
+/// then quoted (with quotes doubled) only when it holds a comma or a quote.
 pub(super) fn push_field(buf: &mut Vec<u8>, text: &[u8]) {
-    if !text.iter().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
-        push_lossy(buf, text);
+    let start = buf.len();
+    crate::escape::push_csv_cell(buf, text);
+    if !buf[start..].iter().any(|b| matches!(b, b',' | b'"')) {
         return;
     }
-    buf.push(b'"');
-    for (i, part) in text.split(|&b| b == b'"').enumerate() {
-        if i > 0 {
-            buf.extend_from_slice(b"\"\"");
+    // Rare: quote in place, doubling the quotes.
+    let quotes = buf[start..].iter().filter(|&&b| b == b'"').count();
+    let end = buf.len();
+    buf.resize(end + quotes + 2, 0);
+    let (mut from, mut to) = (end, buf.len());
+    to -= 1;
+    buf[to] = b'"';
+    while from > start {
+        from -= 1;
+        to -= 1;
+        buf[to] = buf[from];
+        if buf[from] == b'"' {
+            to -= 1;
+            buf[to] = b'"';
         }
-        push_lossy(buf, part);
     }
-    buf.push(b'"');
+    buf[start] = b'"';
 }
 
 impl Sink for CsvSink {

@@ -257,37 +257,39 @@ impl fmt::Write for AddrText {
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 /// Appends `bytes` as the inside of a JSON string: `"` and `\` escaped, control
-/// characters as `\u00XX`, invalid UTF-8 replaced by U+FFFD (one per maximal invalid
-/// sequence, as `String::from_utf8_lossy` does).
+/// characters (C0, DEL and C1, which some terminals obey) as `\u00XX`, invalid UTF-8
+/// replaced by U+FFFD (one per maximal invalid sequence, as `String::from_utf8_lossy`
+/// does).
 fn push_json_str(buf: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid().as_bytes();
         let mut clean_from = 0;
-        for (i, &b) in valid.iter().enumerate() {
-            let escape: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                0x00..=0x1f | 0x7f => {
-                    &[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]
+        let mut i = 0;
+        while i < valid.len() {
+            let b = valid[i];
+            // A C1 control is 0xC2 then 0x80..=0x9F in UTF-8: escaped as its code point.
+            let (code, len) = match (b, valid.get(i + 1)) {
+                (0xc2, Some(&next @ 0x80..=0x9f)) => (next, 2),
+                _ => (b, 1),
+            };
+            let escape: &[u8] = match (code, len) {
+                (b'"', 1) => b"\\\"",
+                (b'\\', 1) => b"\\\\",
+                (0x00..=0x1f | 0x7f, 1) | (_, 2) => {
+                    &[b'\\', b'u', b'0', b'0', HEX[usize::from(code >> 4)], HEX[usize::from(code & 0xf)]]
                 }
-                _ => continue,
+                _ => {
+                    i += 1;
+                    continue;
+                }
             };
             buf.extend_from_slice(&valid[clean_from..i]);
             buf.extend_from_slice(escape);
-            clean_from = i + 1;
+            i += len;
+            clean_from = i;
         }
         buf.extend_from_slice(&valid[clean_from..]);
-        if !chunk.invalid().is_empty() {
-            buf.extend_from_slice(REPLACEMENT);
-        }
-    }
-}
-
-/// Appends `bytes` as text with invalid UTF-8 replaced by U+FFFD and nothing escaped.
-fn push_lossy(buf: &mut Vec<u8>, bytes: &[u8]) {
-    for chunk in bytes.utf8_chunks() {
-        buf.extend_from_slice(chunk.valid().as_bytes());
         if !chunk.invalid().is_empty() {
             buf.extend_from_slice(REPLACEMENT);
         }
@@ -1005,7 +1007,8 @@ mod tests {
         assert!(!out.contains("swapper"), "{out}");
         // Nobody owns a TIME_WAIT socket.
         assert!(out.contains("03:41:07.127456       - -                    7 "), "{out}");
-        assert!(out.contains(" 4194304 a,b\"c??d        123456 255.255.255.255:65535  "), "{out}");
+        // A byte that is not UTF-8 and a control byte, shown as escapes.
+        assert!(out.contains(" 4194304 a,b\"c\\xff\\x01d  123456 255.255.255.255:65535  "), "{out}");
         assert!(out.contains(
             "03:41:07.125456 ** 12 transitions lost: ring buffer full (try a larger --ring-size)\n"
         ));
@@ -1403,6 +1406,10 @@ mod tests {
         // A truncated three-byte sequence, then a lone continuation byte: two replacements.
         push_json_str(&mut buf, b"x\xe2\x82y\x80");
         assert_eq!(String::from_utf8(buf).unwrap(), "x\u{fffd}y\u{fffd}");
+        // C1 controls (a one-character CSI among them) are escaped like C0 ones.
+        let mut buf = Vec::new();
+        push_json_str(&mut buf, "a\u{9b}31m\u{85}é\u{a0}".as_bytes());
+        assert_eq!(String::from_utf8(buf).unwrap(), "a\\u009b31m\\u0085é\u{a0}");
     }
 
     /// A strict RFC 4180 reader for the test: rows of fields, quotes doubled inside
@@ -1475,8 +1482,8 @@ mod tests {
         assert_eq!(col(&rows[SOCKETS + 3], "prev_state_at_least"), "true");
         let odd = &rows[SOCKETS + 4];
         assert_eq!(odd[0], "transition");
-        assert_eq!(col(odd, "comm"), "a,b\"c\u{fffd}\u{1}d");
-        assert_eq!(col(odd, "owner_comm"), "a,b\"c\u{fffd}\u{1}d");
+        assert_eq!(col(odd, "comm"), "a,b\"c\\xff\\x01d");
+        assert_eq!(col(odd, "owner_comm"), "a,b\"c\\xff\\x01d");
         assert_eq!(col(odd, "prev_state_us"), "0.850");
         assert_eq!(&odd[22..], ["", ""]);
         let lost = &rows[SOCKETS + 5];
@@ -1504,7 +1511,14 @@ mod tests {
         csv::push_field(&mut buf, b"\"q\"");
         buf.push(b'|');
         csv::push_field(&mut buf, b"two\r\nlines");
-        assert_eq!(String::from_utf8(buf).unwrap(), "plain name|\"\"\"q\"\"\"|\"two\r\nlines\"");
+        buf.push(b'|');
+        csv::push_field(&mut buf, b"=1+2,\"x\"");
+        buf.push(b'|');
+        csv::push_field(&mut buf, b"\x1b[2J\xff");
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "plain name|\"\"\"q\"\"\"|two\\x0d\\x0alines|\"'=1+2,\"\"x\"\"\"|\\x1b[2J\\xff"
+        );
     }
 
     #[test]

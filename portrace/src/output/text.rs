@@ -203,7 +203,7 @@ impl Sink for TextSink {
         for note in start.features.notes() {
             self.line.clear();
             self.line.extend_from_slice(b"# ");
-            self.line.extend_from_slice(note.as_bytes());
+            self.line.extend_from_slice(crate::escape::text(&note).as_bytes());
             self.line.push(b'\n');
             self.out.write_all(&self.line)?;
         }
@@ -395,11 +395,12 @@ fn owner_pid<'a>(owner: Option<&Owner>, buf: &'a mut itoa::Buffer) -> &'a [u8] {
 }
 
 /// Appends the owner's command name, `-` when the owner is unknown, in the COMM column:
-/// anything but printable ASCII shown as `?`, padded to the column's width.
+/// control characters and bytes that are not UTF-8 escaped ([`crate::escape`]), padded to
+/// the column's width.
 fn push_comm(line: &mut Vec<u8>, owner: Option<&Owner>) {
     let comm = owner.map_or(&b"-"[..], |owner| owner.comm.as_bytes());
-    line.extend(comm.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b } else { b'?' }));
-    push_spaces(line, COMM_WIDTH.saturating_sub(comm.len()));
+    let width = crate::escape::push_bytes(line, comm);
+    push_spaces(line, COMM_WIDTH.saturating_sub(width));
 }
 
 /// Appends the NOTE of a transition: why the connection ended (`connection refused`), the

@@ -92,7 +92,7 @@ impl Conn {
     /// The lower-cased text the filter looks in: pid, command, endpoints, state.
     fn search_text(&self) -> String {
         let (pid, comm) = match &self.owner {
-            Some(o) => (o.pid.to_string(), o.comm.to_str_lossy().into_owned()),
+            Some(o) => (o.pid.to_string(), crate::escape::comm(&o.comm)),
             None => (String::new(), String::new()),
         };
         format!(

@@ -91,7 +91,7 @@ fn title(top: &Top, clock: &mut LocalTime) -> Paragraph<'static> {
     let bold = Style::new().add_modifier(Modifier::BOLD);
     let mut spans = vec![Span::styled(" portrace top ", bold.add_modifier(Modifier::REVERSED))];
     if let Some(s) = table.start_record() {
-        spans.push(Span::raw(format!(" {} ", s.host)));
+        spans.push(Span::raw(format!(" {} ", crate::escape::text(&s.host))));
     }
     spans.push(Span::raw(format!(" {} ", top.source)));
     spans.push(Span::styled(format!(" {} ", &clock.time_of_day(now.unix_ns).as_str()[..8]), bold));
@@ -172,7 +172,7 @@ fn row_look(c: &Conn, now_ns: u64) -> (&'static str, Style) {
 
 fn owner_cells(owner: Option<crate::record::Owner>) -> (String, String) {
     match owner {
-        Some(o) => (o.pid.to_string(), o.comm.to_str_lossy().into_owned()),
+        Some(o) => (o.pid.to_string(), crate::escape::comm(&o.comm)),
         None => ("-".into(), "?".into()),
     }
 }
@@ -338,7 +338,7 @@ fn transition_line(t: &Transition, clock: &mut LocalTime, endpoints: Option<(usi
     }
     if !with_endpoints && t.owner.is_some_and(|o| o.pid != t.pid) {
         spans.push(Span::styled(
-            format!("  (on the CPU: {} {})", t.pid, t.comm.to_str_lossy()),
+            format!("  (on the CPU: {} {})", t.pid, crate::escape::comm(&t.comm)),
             Style::new().fg(Color::DarkGray),
         ));
     }

@@ -3,7 +3,9 @@
 //! `flush` (the live engine flushes once per drain of the ring buffer) closes the block,
 //! compresses it if asked, appends its checksum and hands it to the writer in one call.
 //! Nothing is allocated per record, nothing is synced to disk per block, and a file cut at
-//! any point keeps every block written before the cut.
+//! any point keeps every block written before the cut. A sink given a way to sync
+//! ([`FileSink::syncing`]) syncs after the header, once every [`SYNC_EVERY`] bytes, and
+//! after the end record, so that a crash of the machine loses at most that much.
 //!
 //! Once a write fails (a full disk, an I/O error), the sink stops: every later call
 //! returns the same error at once, without writing, so a caller that keeps calling it
@@ -21,6 +23,9 @@ use super::{
 use crate::output::{Sink, Start, VERSION};
 use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Transition};
 use crate::summary::Summary;
+
+/// Bytes written between two syncs of a recording.
+pub const SYNC_EVERY: u64 = 16 << 20;
 
 /// How a recording is written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +58,10 @@ pub struct FileSink<W: Write> {
     /// The first write error, repeated to every later call.
     failed: Option<(io::ErrorKind, String)>,
     started: bool,
+    /// Makes what was written durable (`fsync`); none for a writer in memory.
+    sync: Option<fn(&mut W) -> io::Result<()>>,
+    /// The offset at the last sync.
+    synced: u64,
 }
 
 impl<W: Write> FileSink<W> {
@@ -75,7 +84,30 @@ impl<W: Write> FileSink<W> {
             committed: 0,
             failed: None,
             started: false,
+            sync: None,
+            synced: 0,
         }
+    }
+
+    /// Syncs the writer with `sync` after the header, every [`SYNC_EVERY`] bytes and at
+    /// the end.
+    pub fn syncing(mut self, sync: fn(&mut W) -> io::Result<()>) -> FileSink<W> {
+        self.sync = Some(sync);
+        self
+    }
+
+    /// Flushes and syncs, if this sink syncs; `always` at the header and the end, else
+    /// only once [`SYNC_EVERY`] bytes were written since the last sync.
+    fn sync(&mut self, always: bool) -> io::Result<()> {
+        let Some(sync) = self.sync else { return Ok(()) };
+        if !always && self.offset - self.synced < SYNC_EVERY {
+            return Ok(());
+        }
+        if let Err(e) = self.out.flush().and_then(|()| sync(&mut self.out)) {
+            return Err(self.fail(e, "data to disk (fsync)"));
+        }
+        self.synced = self.offset;
+        Ok(())
     }
 
     /// A handle on the number of bytes written so far, for a progress display.
@@ -213,7 +245,7 @@ impl<W: Write> Sink for FileSink<W> {
         self.frame = frame;
         self.write_frame("header")?;
         self.started = true;
-        Ok(())
+        self.sync(true)
     }
 
     fn socket(&mut self, s: &SocketRecord) -> io::Result<()> {
@@ -257,7 +289,8 @@ impl<W: Write> Sink for FileSink<W> {
         codec::put_end(&mut self.block, &mut self.body, &mut self.time, &end);
         self.pending += 1;
         self.emit_block()?;
-        self.flush()
+        self.flush()?;
+        self.sync(true)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -269,6 +302,112 @@ impl<W: Write> Sink for FileSink<W> {
         if let Err(e) = self.out.flush() {
             return Err(self.fail(e, "buffered data"));
         }
-        Ok(())
+        self.sync(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Comm, Family, Timestamp};
+    use crate::tcp_state::TcpState;
+
+    /// A writer that counts the syncs asked of it and when they came.
+    #[derive(Default)]
+    struct Disk {
+        data: Vec<u8>,
+        synced_at: Vec<usize>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.data.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn at(ns: u64) -> Timestamp {
+        Timestamp { mono_ns: ns, unix_ns: i128::from(ns) }
+    }
+
+    fn transition(i: u64) -> Transition {
+        Transition {
+            time: at(i * 1000),
+            pid: 7,
+            // Incompressible names keep the blocks large.
+            comm: Comm::new(&format!("{:015x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))),
+            socket: i,
+            family: Family::Ipv4,
+            saddr: [10, 0, 0, 1].into(),
+            sport: (i % 60_000) as u16,
+            daddr: [10, 0, 0, 2].into(),
+            dport: 80,
+            oldstate: TcpState::SynSent,
+            newstate: TcpState::Established,
+            prev_state_ns: Some(i),
+            prev_state_at_least: false,
+            owner: None,
+            reason: None,
+            error: None,
+            retransmits: 0,
+            netns: 0,
+        }
+    }
+
+    #[test]
+    fn syncs_after_the_header_periodically_and_at_the_end() {
+        let setup = RunSetup {
+            clock_offset_ns: 0,
+            layout: crate::tracefs::tests::LAYOUT_6_18,
+            sock_layout: None,
+            filter: Default::default(),
+            ring_size: 1 << 20,
+            command: None,
+        };
+        let mut sink = FileSink::new(Disk::default(), "t.ptr", setup, WriteOptions::default()).syncing(|d| {
+            d.synced_at.push(d.data.len());
+            Ok(())
+        });
+        let start = Start { time: at(0), host: "h".into(), kernel: "k".into(), features: Default::default() };
+        sink.start(&start).unwrap();
+        assert_eq!(sink.out.synced_at.len(), 1, "synced after the header");
+        let mut i = 0;
+        while sink.offset < 2 * SYNC_EVERY + SYNC_EVERY / 2 {
+            sink.transition(&transition(i)).unwrap();
+            i += 1;
+            if i % 100 == 0 {
+                sink.flush().unwrap();
+            }
+        }
+        sink.flush().unwrap();
+        let periodic = sink.out.synced_at.len() - 1;
+        assert_eq!(periodic, 2, "one sync per {SYNC_EVERY} bytes: {:?}", sink.out.synced_at);
+        let mut summary = Summary::new(at(0));
+        summary.finish(at(i * 1000));
+        sink.end(&summary).unwrap();
+        let disk = sink.into_inner();
+        assert_eq!(disk.synced_at.last(), Some(&disk.data.len()), "the end record is synced");
+        assert_eq!(disk.synced_at.len(), 4);
+    }
+
+    #[test]
+    fn a_failed_sync_stops_the_recording() {
+        let setup = RunSetup {
+            clock_offset_ns: 0,
+            layout: crate::tracefs::tests::LAYOUT_6_18,
+            sock_layout: None,
+            filter: Default::default(),
+            ring_size: 1 << 20,
+            command: None,
+        };
+        let mut sink = FileSink::new(Vec::new(), "t.ptr", setup, WriteOptions::default())
+            .syncing(|_| Err(io::Error::from_raw_os_error(libc::EIO)));
+        let start = Start { time: at(0), host: "h".into(), kernel: "k".into(), features: Default::default() };
+        let err = sink.start(&start).unwrap_err();
+        assert!(err.to_string().contains("(fsync)"), "{err}");
+        assert!(sink.transition(&transition(1)).is_err(), "nothing is written after a failed sync");
     }
 }

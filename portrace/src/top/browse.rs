@@ -184,6 +184,21 @@ impl Browser {
         Browser::paged(open, filter, page)
     }
 
+    /// A recording whose file is `first` when the browser counts its records, and `later`
+    /// each time it reads it again: one that changed while it was browsed.
+    #[cfg(test)]
+    pub fn changing(first: &[u8], later: &[u8], filter: FilterSpec, page: usize) -> anyhow::Result<Browser> {
+        let (first, later): (std::sync::Arc<[u8]>, std::sync::Arc<[u8]>) = (first.into(), later.into());
+        let opened = std::cell::Cell::new(0_u32);
+        let open: Open = Box::new(move || {
+            let bytes = if opened.get() == 0 { &first } else { &later };
+            opened.set(opened.get() + 1);
+            let src = std::io::Cursor::new(std::sync::Arc::clone(bytes));
+            TraceReader::new(Box::new(src) as Box<dyn BufRead>, "changing.ptr", ReadOptions::default())
+        });
+        Browser::paged(open, filter, page)
+    }
+
     /// Reads what `open` opens once, counting the records `filter` keeps; holds at most
     /// `page` of them from then on.
     fn paged(open: Open, filter: FilterSpec, page: usize) -> anyhow::Result<Browser> {

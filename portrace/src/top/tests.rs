@@ -750,3 +750,31 @@ fn a_recording_longer_than_the_window_is_browsed_to_its_end_with_bounded_memory(
         assert!(whole.held() == records.len() && paged.held() <= WINDOW);
     }
 }
+
+/// A recording cut shorter while it is browsed: the browser shows it up to where the
+/// records stop, says why on the screen, and still holds at most a window.
+#[test]
+fn a_recording_that_shrinks_while_browsed_is_shown_up_to_where_it_stops() {
+    use super::app::Source as _;
+    const WINDOW: usize = 8;
+    let (long, short) = (long_recording(30), long_recording(5));
+    let shorter = kept_records(&short, FilterSpec::default()).len();
+    let mut b = Browser::changing(&long, &short, FilterSpec::default(), WINDOW).unwrap();
+    let total = b.total();
+    assert!(total > shorter + WINDOW);
+    let mut top = Top::new("changing.ptr");
+    b.to_start(&mut top);
+    assert!(top.message.is_none());
+    b.act(&mut top, Action::ToEnd);
+    let c = top.cursor.unwrap();
+    // Read again, the recording runs out after the short one's records, its end included.
+    assert_eq!((c.position, c.total), (shorter, total));
+    assert!(b.held() <= WINDOW);
+    let message = top.message.clone().unwrap();
+    assert!(message.contains("cannot read the recording again"), "{message}");
+    assert!(message.contains(&format!("not {total}")), "{message}");
+    b.act(&mut top, Action::StepBack);
+    assert!(top.cursor.unwrap().position < shorter);
+    b.act(&mut top, Action::ToEnd);
+    assert_eq!(top.cursor.unwrap().position, shorter);
+}

@@ -30,7 +30,7 @@ use super::terminal::Screen;
 
 /// How far `[` and `]` move.
 const JUMP_NS: u64 = 10_000_000_000;
-/// The records held at once: one page of those the filters keep, some tens of MB at most.
+/// The records held at once: one page of those the filters keep.
 pub const PAGE: usize = 65_536;
 
 /// The fastest play speed, times real time.
@@ -337,7 +337,7 @@ impl Browser {
                 return latest;
             }
         };
-        let end = self.total.min(self.window_start + self.page);
+        let end = self.total.min(self.window_start.saturating_add(self.page));
         let mut read = 0;
         let mut trouble = None;
         while read < end {

@@ -6,12 +6,16 @@
 //! reusing the pid) is read again. From a recording, the recorded details are held until a
 //! record that passes the filter names them, so a filtered replay announces exactly the
 //! processes its records name, in the order a live run with that filter would have.
+//! What a recording makes it hold is bounded: [`HELD_PROCESSES_MAX`] processes and
+//! [`HELD_BYTES_MAX`] bytes of their details, [`HELD_NAMESPACES_MAX`] namespaces; past
+//! those the oldest held are dropped and counted ([`Details::dropped`]), and their
+//! processes are then announced without details.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 
 use crate::netns_info;
-use crate::process_info::ProcessReader;
+use crate::process_info::{held_bytes, ProcessReader};
 use crate::record::{Comm, NetnsInfo, Owner, ProcessInfo, Timestamp};
 
 /// Processes remembered at most; past this the memory is cleared and processes are read
@@ -22,6 +26,17 @@ const MAX_PROCESSES: usize = 1 << 18;
 /// each). An exec read helps a process that connects and exits within milliseconds of
 /// starting; past this many, those read are forgotten, and read again when first seen.
 const MAX_PREFETCHED: usize = 8192;
+
+/// Recorded processes held at most, waiting for a record that names them.
+pub const HELD_PROCESSES_MAX: usize = 8192;
+
+/// Bytes of recorded process details held at most (as [`held_bytes`] counts them): a
+/// process's details are at most about 21 KB, so the count bounds them first unless they
+/// are large.
+pub const HELD_BYTES_MAX: usize = 64 << 20;
+
+/// Recorded namespaces held at most.
+pub const HELD_NAMESPACES_MAX: usize = 65_536;
 
 /// A detail to write before a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +62,12 @@ pub struct Details {
     /// Details known and not announced yet.
     processes: HashMap<u32, ProcessInfo>,
     namespaces: HashMap<u32, NetnsInfo>,
+    /// Recorded: the pids and namespaces held, oldest first (with stale entries for those
+    /// since announced or replaced, skipped when met), and the bytes held.
+    process_order: VecDeque<(u32, Timestamp)>,
+    netns_order: VecDeque<u32>,
+    bytes: usize,
+    dropped: u64,
 }
 
 impl Details {
@@ -72,17 +93,62 @@ impl Details {
             netns_read: HashSet::new(),
             processes: HashMap::new(),
             namespaces: HashMap::new(),
+            process_order: VecDeque::new(),
+            netns_order: VecDeque::new(),
+            bytes: 0,
+            dropped: 0,
         }
     }
 
-    /// A recorded `process` record: held until a record names its pid.
+    /// A recorded `process` record: held until a record names its pid. Past the bounds,
+    /// the oldest held are dropped.
     pub fn recorded_process(&mut self, p: ProcessInfo) {
-        self.processes.insert(p.pid, p);
+        self.bytes += held_bytes(&p);
+        self.process_order.push_back((p.pid, p.time));
+        if let Some(old) = self.processes.insert(p.pid, p) {
+            self.bytes -= held_bytes(&old);
+        }
+        while self.processes.len() > HELD_PROCESSES_MAX || self.bytes > HELD_BYTES_MAX {
+            let Some((pid, time)) = self.process_order.pop_front() else { break };
+            if self.processes.get(&pid).is_some_and(|p| p.time == time) {
+                let old = self.processes.remove(&pid).expect("just found");
+                self.bytes -= held_bytes(&old);
+                self.dropped += 1;
+            }
+        }
+        // Entries of processes announced or replaced: dropped when they outnumber the rest.
+        if self.process_order.len() > 2 * self.processes.len() + 64 {
+            let processes = &self.processes;
+            self.process_order.retain(|(pid, time)| processes.get(pid).is_some_and(|p| p.time == *time));
+        }
     }
 
-    /// A recorded `netns` record: held until a record is in its namespace.
+    /// A recorded `netns` record: held until a record is in its namespace. Past the
+    /// bound, the oldest held are dropped.
     pub fn recorded_netns(&mut self, n: NetnsInfo) {
-        self.namespaces.insert(n.netns, n);
+        if self.namespaces.insert(n.netns, n).is_none() {
+            self.netns_order.push_back(n.netns);
+        }
+        while self.namespaces.len() > HELD_NAMESPACES_MAX {
+            let Some(netns) = self.netns_order.pop_front() else { break };
+            if self.namespaces.remove(&netns).is_some() {
+                self.dropped += 1;
+            }
+        }
+        if self.netns_order.len() > 2 * self.namespaces.len() + 64 {
+            let namespaces = &self.namespaces;
+            self.netns_order.retain(|netns| namespaces.contains_key(netns));
+        }
+    }
+
+    /// Recorded details dropped at the bounds before a record named them.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Recorded processes held, and the bytes of their details.
+    pub fn held(&self) -> (usize, usize) {
+        (self.processes.len(), self.bytes)
     }
 
     /// Process `pid` started the program `comm` (exec): reads its details now, while it
@@ -137,6 +203,9 @@ impl Details {
         }
         if !self.processes.is_empty() {
             if let Some(p) = owner.and_then(|o| self.processes.remove(&o.pid)) {
+                if matches!(self.source, Source::Recorded) {
+                    self.bytes -= held_bytes(&p);
+                }
                 emit(Detail::Process(&p))?;
             }
         }
@@ -237,5 +306,44 @@ mod tests {
         details.recorded_process(info(20, "c"));
         let out = announced(&mut details, Some(&owner(20, "c")), 7, 4);
         assert_eq!(out, vec![r#"process 20 c Some(["c"])"#.to_string()]);
+    }
+
+    /// A recording whose process records name processes no record owns: what is held
+    /// stays within the count and the bytes, and the oldest are the ones dropped.
+    #[test]
+    fn recorded_details_held_are_bounded_in_count_and_bytes() {
+        let big = |pid: u32| ProcessInfo {
+            time: at(u64::from(pid)),
+            pid,
+            comm: Comm::new("big"),
+            ppid: None,
+            exe: Some("e".repeat(4096)),
+            cmdline: Some(vec!["a".repeat(4096); 2]),
+            uid: None,
+            user: Some("u".repeat(4096)),
+            cgroup: Some("c".repeat(4096)),
+            start_ticks: None,
+        };
+        let mut details = Details::recorded();
+        let n = 4 * HELD_PROCESSES_MAX as u32;
+        for pid in 1..=n {
+            details.recorded_process(big(pid));
+            let (count, bytes) = details.held();
+            assert!(count <= HELD_PROCESSES_MAX && bytes <= HELD_BYTES_MAX, "{count} {bytes}");
+        }
+        let (count, bytes) = details.held();
+        assert_eq!(u64::from(n) - count as u64, details.dropped());
+        assert!(bytes > HELD_BYTES_MAX - 2 * held_bytes(&big(1)), "held up to the bound: {bytes}");
+        // The newest are kept, the oldest dropped.
+        assert_eq!(announced(&mut details, Some(&owner(n, "big")), 0, 1).len(), 1);
+        assert!(announced(&mut details, Some(&owner(1, "big")), 0, 1).is_empty());
+        assert_eq!(details.held().1, bytes - held_bytes(&big(n)));
+
+        for netns in 1..=HELD_NAMESPACES_MAX as u32 + 10 {
+            details.recorded_netns(NetnsInfo { time: at(1), netns, port_range: None });
+        }
+        assert_eq!(details.namespaces.len(), HELD_NAMESPACES_MAX);
+        assert!(announced(&mut details, None, 10, 1).is_empty(), "the oldest dropped");
+        assert_eq!(announced(&mut details, None, 11, 1), vec!["netns 11".to_string()]);
     }
 }

@@ -133,6 +133,42 @@ pub fn parse_cmdline(raw: &[u8]) -> Option<Vec<String>> {
     Some(args)
 }
 
+/// The longest "... (N more arguments)" note a kept command line ends with.
+const MORE_NOTE_MAX: usize = 40;
+
+/// A command line read from a recording, held to the bounds of one read live: the
+/// arguments that fit in [`MAX_CMDLINE`] bytes together (each already at most
+/// [`MAX_TEXT`]), then the note a live read ends with, or one saying how many arguments
+/// were not kept.
+pub fn cap_args(mut args: Vec<String>) -> Vec<String> {
+    let mut bytes = 0;
+    let mut kept = 0;
+    for (i, arg) in args.iter().enumerate() {
+        let last_note = i + 1 == args.len() && arg.starts_with("... (") && arg.len() <= MORE_NOTE_MAX;
+        if bytes + arg.len() > MAX_CMDLINE && !last_note {
+            break;
+        }
+        bytes += arg.len();
+        kept += 1;
+    }
+    if kept < args.len() {
+        let more = args.len() - kept;
+        args.truncate(kept.min(MAX_ARGS - 1));
+        args.push(format!("... ({more} more arguments)"));
+    }
+    args
+}
+
+/// The bytes a process's details take in memory, about: what [`crate::details`] counts
+/// against its bound.
+pub fn held_bytes(p: &ProcessInfo) -> usize {
+    let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+    let args = p.cmdline.as_ref().map_or(0, |a| {
+        a.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum()
+    });
+    std::mem::size_of::<ProcessInfo>() + text(&p.exe) + text(&p.user) + text(&p.cgroup) + args
+}
+
 /// The cgroup v2 path from /proc/PID/cgroup (the `0::PATH` line). On a host with only
 /// cgroup v1 hierarchies, the `name=systemd` one, which names the unit or container.
 pub fn parse_cgroup(raw: &[u8]) -> Option<String> {
@@ -274,5 +310,24 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
         assert_eq!((info.pid, info.comm.to_str_lossy().as_ref()), (77, "gone"));
         assert_eq!((info.ppid, info.exe, info.cmdline, info.uid, info.user, info.cgroup, info.start_ticks), (None, None, None, None, None, None, None));
+    }
+
+    #[test]
+    fn a_recorded_command_line_is_held_to_the_live_bound() {
+        // 256 arguments of 4 KiB: what the decoder accepts, 1 MiB.
+        let args = cap_args(vec!["x".repeat(MAX_TEXT); MAX_ARGS]);
+        assert_eq!(args.len(), MAX_CMDLINE / MAX_TEXT + 1);
+        assert_eq!(args.last().unwrap(), &format!("... ({} more arguments)", MAX_ARGS - 2));
+        // A command line read live and recorded comes back unchanged, its note included.
+        let mut raw = vec![b'y'; 3000];
+        for _ in 0..299 {
+            raw.push(0);
+            raw.extend_from_slice(&[b'z'; 30]);
+        }
+        let live = parse_cmdline(&raw).unwrap();
+        assert!(live.last().unwrap().ends_with("more arguments)"));
+        assert_eq!(cap_args(live.clone()), live);
+        let small = vec!["curl".to_string(), "http://x/".to_string()];
+        assert_eq!(cap_args(small.clone()), small);
     }
 }

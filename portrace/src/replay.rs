@@ -79,6 +79,9 @@ pub struct Replayed {
     pub end: Option<End>,
     /// Why the recording stopped before its end record, if it did.
     pub warning: Option<Warning>,
+    /// Process and namespace records dropped at the bounds of what is held (see
+    /// `details.rs`) before a record named them.
+    pub details_dropped: u64,
 }
 
 /// A replay that could not go on.
@@ -165,7 +168,7 @@ pub fn replay_into<R: BufRead>(
         sink.end(&summary)?;
     }
     sink.flush()?;
-    Ok(Replayed { summary, end, warning: reader.warning().cloned() })
+    Ok(Replayed { summary, end, warning: reader.warning().cloned(), details_dropped: details.dropped() })
 }
 
 /// Writes a process or namespace detail to `sink`.
@@ -183,6 +186,22 @@ fn open(path: &std::path::Path, salvage: bool) -> anyhow::Result<TraceReader<io:
 fn print_warning(warning: Option<&Warning>) {
     if let Some(w) = warning {
         eprintln!("portrace: warning: {w}");
+    }
+}
+
+/// The warnings of a replay: the reader's, and details dropped at their bounds.
+fn print_warnings(replayed: &Replayed) {
+    print_warning(replayed.warning.as_ref());
+    if replayed.details_dropped > 0 {
+        eprintln!(
+            "portrace: warning: {} process or namespace records of the recording were dropped \
+             before a record named them (at most {} processes, {} MiB of their details, and {} \
+             namespaces are held at once); those processes are shown without details",
+            replayed.details_dropped,
+            crate::details::HELD_PROCESSES_MAX,
+            crate::details::HELD_BYTES_MAX >> 20,
+            crate::details::HELD_NAMESPACES_MAX,
+        );
     }
 }
 
@@ -234,7 +253,7 @@ pub fn replay(config: ReplayConfig) -> anyhow::Result<()> {
     if let Some(handle) = &alerts {
         handle.lock().write_summary(&mut stderr)?;
     }
-    print_warning(replayed.warning.as_ref());
+    print_warnings(&replayed);
     fail_on_alert(config.alerts.fail, alerts.as_ref())
 }
 
@@ -263,7 +282,7 @@ pub fn report(config: ReportConfig) -> anyhow::Result<()> {
         }
         None => replay_into(&mut reader, &mut filter, &mut Discard, Some(&mut report))?,
     };
-    print_warning(replayed.warning.as_ref());
+    print_warnings(&replayed);
     // What the recorded run could not see: the report leaves it out too.
     for note in reader.header().features.notes() {
         eprintln!("portrace: the recorded run had {note}");
@@ -702,5 +721,87 @@ mod tests {
         let mut out = Vec::new();
         f.offer(t(1, 0, Close, SynSent), &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    /// A recording made to inflate: every record alike but for its time and socket, so
+    /// that LZ4 packs each into under 3 bytes (about 2 MB here). 10,000 connections more than a
+    /// report keeps as rows, and one socket that stays in CLOSE_WAIT over and over, more
+    /// times than a state keeps exact samples. The report of it holds no more than its
+    /// bounds, prints a bounded text, and says what it left out.
+    #[test]
+    fn a_report_of_a_recording_that_inflates_stays_within_its_bounds() {
+        use crate::report::{Report, ReportOptions, EXACT_SAMPLES_MAX, ROWS_MAX, STAYS_KEPT};
+        use TcpState::*;
+        let setup = RunSetup {
+            clock_offset_ns: OFFSET,
+            layout: portrace_ebpf::Layout::ZERO,
+            sock_layout: None,
+            filter: FilterSpec::default(),
+            ring_size: 4096,
+            command: None,
+        };
+        let mut sink = FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: true });
+        let start = Start { time: ts(1_000), host: "h".into(), kernel: "6.18".into(), features: Default::default() };
+        let mut summary = Summary::new(start.time);
+        sink.start(&start).unwrap();
+        let conns = ROWS_MAX as u64 + 10_000;
+        let flips = EXACT_SAMPLES_MAX as u64 + 100_000;
+        let mut time = 1_000;
+        let mut put = |sink: &mut FileSink<Vec<u8>>, socket, old, new, ns| {
+            time += 1;
+            let t = Transition { time: ts(time), prev_state_ns: ns, ..t(socket, 40_000, old, new) };
+            summary.add_transition(&t);
+            sink.transition(&t).unwrap();
+        };
+        for socket in 1..=conns {
+            put(&mut sink, socket, Close, SynSent, None);
+            put(&mut sink, socket, SynSent, Established, Some(1_000));
+        }
+        for i in 0..flips {
+            put(&mut sink, 1, CloseWait, CloseWait, Some(1_000 + i % 1_000));
+        }
+        summary.finish(ts(time + 1));
+        sink.end(&summary).unwrap();
+        let file = sink.into_inner();
+        let records = 2 * conns + flips;
+        assert!((file.len() as u64) < 3 * records, "{} bytes for {records} records", file.len());
+
+        let mut report = Report::new(ReportOptions { by_port: true, by_process: true, top: 10 });
+        let mut reader = TraceReader::new(&file[..], "run.ptr", ReadOptions::default()).unwrap();
+        replay_into(&mut reader, &mut TransitionFilter::new(FilterSpec::default()), &mut Discard, Some(&mut report))
+            .unwrap();
+        let held = report.held();
+        assert_eq!(held.rows, ROWS_MAX);
+        assert_eq!(held.most_stays, STAYS_KEPT);
+        assert!(held.exact_samples <= 12 * EXACT_SAMPLES_MAX, "{held:?}");
+        assert_eq!(held.histograms, 1, "CLOSE_WAIT's samples moved to a histogram: {held:?}");
+        assert!(held.candidates <= 3 * 2 * 10, "{held:?}");
+
+        let mut text = Vec::new();
+        report.write_text(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.len() < 64 << 10, "{} bytes of text", text.len());
+        assert!(text.contains(&format!("the report keeps the first {ROWS_MAX} connections as rows; after them 20000 transitions (10000 begun)")), "{text}");
+        assert!(text.contains(&format!("{} stays after the first {STAYS_KEPT}", flips + 1 - STAYS_KEPT as u64)), "{text}");
+        assert!(text.contains(&format!("[{} more stays not kept]", flips + 1 - STAYS_KEPT as u64)), "{text}");
+        let mut lines = text.lines().skip_while(|l| !l.starts_with("Time in state ("));
+        let close_wait = lines.find(|l| l.starts_with("CLOSE_WAIT")).unwrap();
+        assert!(close_wait.contains('~'), "{close_wait}");
+        assert!(text.contains("(from the stays the rows keep: see NOT KEPT above)"), "{text}");
+
+        let mut json = Vec::new();
+        report.write_json(&mut json).unwrap();
+        assert!(json.len() < ROWS_MAX * 1_024, "{} bytes of JSON", json.len());
+        let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(doc["connections"].as_array().unwrap().len(), ROWS_MAX);
+        assert_eq!(doc["not_kept"]["transitions"], 20_000);
+        assert_eq!(doc["connections"][0]["stays_not_kept"], flips + 1 - STAYS_KEPT as u64);
+        let cw = doc["time_in_state"].as_array().unwrap().iter().find(|s| s["state"] == "CLOSE_WAIT").unwrap();
+        assert_eq!(cw["count"], flips);
+        assert_eq!(cw["approximate"], true);
+        assert_eq!(cw["max_ns"], 1_999);
+        // The median of 1,000 ns to 1,999 ns, each as often: 1,499 ns, within 1/32.
+        let p50 = cw["p50_ns"].as_u64().unwrap();
+        assert!((1_499..=1_499 + 1_499 / 32).contains(&p50), "{p50}");
     }
 }

@@ -49,10 +49,18 @@
 //!   with at least p% of the samples at or below it; it is always an observed value. The
 //!   samples are the complete stays with a known time, lower bounds included (a
 //!   percentile or maximum that falls on a lower bound is marked as one); unknown times
-//!   and ongoing stays are counted apart. Every sample is kept until [`Report::finish`]:
-//!   8 bytes per stay, so a trace of a few million transitions needs a few tens of
-//!   megabytes, plus about 400 bytes per connection for the table (the row, and 24 bytes
-//!   per stay).
+//!   and ongoing stays are counted apart. The overall table keeps up to
+//!   [`EXACT_SAMPLES_MAX`] exact samples per state (8 bytes each); past that, the state's
+//!   samples move to a histogram of fixed size with buckets at most 1/32 of their value
+//!   wide, and its percentiles are the largest value of their bucket, marked `~` (text) and
+//!   `"approximate": true` (JSON); its count and maximum stay exact.
+//! - **Bounds**: the report keeps the first [`ROWS_MAX`] connections as rows, and each row
+//!   its first [`STAYS_KEPT`] stays: about 800 bytes a row at most, so about 40 MB, plus
+//!   at most 4 MB of exact samples per state. Transitions of later sockets count in the
+//!   totals, the matrix and time in state; later stays of a row also count in the lists and
+//!   in TIME_WAIT per peer. The groups by port and by process are made of the rows' stays.
+//!   What was not kept is said under the totals (`NOT KEPT`), in the row (`[N more stays
+//!   not kept]`) and in the JSON document (`not_kept`, `stays_not_kept`).
 //! - **Handshake** time: a client connection's time in SYN_SENT (until ESTABLISHED, or
 //!   until it failed: refused, timed out, abandoned), and a server connection's time in
 //!   SYN_RECV, listed apart. The kernel creates a server child when the handshake's last
@@ -101,7 +109,8 @@
 //! | `complete` | boolean | `false` when transitions were lost: every figure may then be incomplete. |
 //! | `options` | object | `{"by_port": bool, "by_process": bool, "top": integer}` |
 //! | `totals` | object | Below. |
-//! | `connections` | array | Every connection, in order of first sight (below). |
+//! | `not_kept` | object | Present only when a bound was reached: `rows_max`, `stays_kept` (the bounds), `transitions` and `sockets` (of sockets without a row), `begun` (connections begun among those transitions), `stays` (stays of rows not kept). |
+//! | `connections` | array | Every connection kept as a row (the first `rows_max`), in order of first sight (below). |
 //! | `transitions` | array | The matrix: `{"from": state, "to": state, "count": integer}` for every kind of transition seen, states in the order of a connection's life (`CLOSE`, `LISTEN`, `SYN_SENT`, `SYN_RECV`, `NEW_SYN_RECV`, `ESTABLISHED`, `FIN_WAIT1`, `FIN_WAIT2`, `CLOSING`, `TIME_WAIT`, `CLOSE_WAIT`, `LAST_ACK`), from-state first. |
 //! | `time_in_state` | array | One object per state with any stay, in the same order (below). |
 //! | `by_port` | array or null | `{"port": integer, "time_in_state": [...]}` per service port, by port number; `null` unless asked for. |
@@ -124,7 +133,8 @@
 //! that), `last` (its transition into CLOSE, or the end of the trace while open),
 //! `lifetime_ns`, `lifetime_at_least`, `open` (still open at the end), `reason` (the
 //! [`EndReason`] name, or null when open or unknown), `error` (errno name or null),
-//! `retransmits`, `children` (an integer for listeners, null for others), and `states`: its
+//! `retransmits`, `children` (an integer for listeners, null for others),
+//! `stays_not_kept` (only when the row has more than `stays_kept` stays), and `states`: its
 //! stays in order, each `{"state", "ns" (null when unknown), "at_least" (a lower bound:
 //! older than the trace, or ongoing), "ongoing" (still in the state at the end),
 //! "gap_before" (states may be missing before this one: records were lost), "then" (the
@@ -133,7 +143,8 @@
 //! A `time_in_state` entry: `state`, `count` (complete stays with a known time),
 //! `lower_bounds` (how many of those are lower bounds), `unknown`, `at_end` (ongoing stays,
 //! not in `count`), then `p50_ns`, `p50_at_least`, `p90_ns`, `p90_at_least`, `p99_ns`,
-//! `p99_at_least`, `max_ns`, `max_at_least` (null when `count` is 0).
+//! `p99_at_least`, `max_ns`, `max_at_least` (null when `count` is 0), and `approximate`
+//! (`true`, only when the percentiles come from a histogram).
 //!
 //! A stay in the lists: `socket`, `owner_pid`, `owner_comm`, `saddr`, `sport`, `daddr`,
 //! `dport`, `ns`, `at_least`, `ongoing`, `then` (null while ongoing), `reason` (the
@@ -153,6 +164,20 @@ use crate::tcp_state::TcpState;
 
 /// The most connection rows the text report shows.
 pub const TEXT_ROWS: usize = 50;
+
+/// The most connections a report keeps as rows: the first ones seen. The transitions of
+/// later sockets are counted in the totals, the transition matrix and time in state only.
+pub const ROWS_MAX: usize = 50_000;
+
+/// The most stays a row keeps, its first ones. Later stays of the connection still count
+/// in time in state, in the lists and in TIME_WAIT per peer, and the row says how many
+/// it does not show.
+pub const STAYS_KEPT: usize = 16;
+
+/// The most exact samples the overall time in state keeps for one state. Past it, that
+/// state's samples move to a histogram whose buckets are at most 1/32 of their value wide,
+/// and its percentiles are marked approximate (`~`); its maximum stays exact.
+pub const EXACT_SAMPLES_MAX: usize = 500_000;
 
 /// The version of the JSON document's layout.
 pub const JSON_SCHEMA: u32 = 1;
@@ -285,6 +310,36 @@ struct Conn {
     now: Option<Current>,
     ending: Option<Ending>,
     children: u64,
+    /// Stays after the first [`STAYS_KEPT`], counted but not kept.
+    stays_cut: u64,
+    /// One of the stays not kept was in TIME_WAIT.
+    time_wait_cut: bool,
+}
+
+/// What the report counted without keeping it, by its bounds.
+#[derive(Clone, Debug, Default)]
+struct Cut {
+    /// Sockets of the inventory that got no row (past [`ROWS_MAX`]).
+    sockets: u64,
+    /// Transitions of sockets that got no row.
+    transitions: u64,
+    /// Of those, births (from CLOSE, or a listener's child): connections begun.
+    births: u64,
+    /// Stays of rows past their first [`STAYS_KEPT`].
+    stays: u64,
+    /// The longest of those stays for the lists (client handshakes, server handshakes,
+    /// CLOSE_WAITs), trimmed to the lists' length as they grow.
+    picks: [Vec<Pick>; 3],
+}
+
+/// Which list a stay in `state` is a candidate for.
+fn list_of(state: TcpState) -> Option<usize> {
+    match state {
+        TcpState::SynSent => Some(0),
+        TcpState::SynRecv => Some(1),
+        TcpState::CloseWait => Some(2),
+        _ => None,
+    }
 }
 
 /// A stay picked for one of the lists.
@@ -328,12 +383,106 @@ fn nearest_rank(sorted: &[u64], p: u64) -> Option<u64> {
     Some(sorted[(rank - 1) as usize])
 }
 
-/// The stays of one state, while they are being gathered.
+/// Sub-buckets per power of two in a [`Histogram`]: a bucket is at most 1/32 of its
+/// values wide.
+const SUB_BITS: u32 = 5;
+const SUBS: u64 = 1 << SUB_BITS;
+/// Buckets for packed samples' durations, which are below 2^63.
+const BUCKETS: usize = ((63 - SUB_BITS) as usize + 1) * SUBS as usize;
+
+/// The bucket of a duration: exact below 32 ns, then 32 buckets per power of two.
+fn bucket(ns: u64) -> usize {
+    if ns < SUBS {
+        return ns as usize;
+    }
+    let e = 63 - ns.leading_zeros();
+    let sub = (ns >> (e - SUB_BITS)) & (SUBS - 1);
+    ((u64::from(e - SUB_BITS) + 1) * SUBS + sub) as usize
+}
+
+/// The largest duration in bucket `b`.
+fn bucket_high(b: usize) -> u64 {
+    let b = b as u64;
+    if b < SUBS {
+        return b;
+    }
+    let shift = (b / SUBS - 1) as u32;
+    let low = (SUBS + b % SUBS) << shift;
+    low + ((1u64 << shift) - 1)
+}
+
+/// Samples counted by bucket, exact ones and lower bounds apart: a fixed 30 KiB whatever
+/// their number.
+#[derive(Clone, Debug)]
+struct Histogram {
+    /// Index `2 * bucket + at_least`, so that counts come in the samples' sort order.
+    counts: Vec<u64>,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram { counts: vec![0; 2 * BUCKETS] }
+    }
+
+    fn add(&mut self, word: u64) {
+        let s = Sample::unpack(word);
+        self.counts[2 * bucket(s.ns) + usize::from(s.at_least)] += 1;
+    }
+
+    /// The nearest-rank `p`-th percentile of `n` samples, as the largest duration of its
+    /// bucket (at most `max`).
+    fn nearest_rank(&self, n: u64, p: u64, max: u64) -> Option<Sample> {
+        if n == 0 {
+            return None;
+        }
+        let rank = (p * n).div_ceil(100).clamp(1, n);
+        let mut seen = 0;
+        for (i, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let ns = bucket_high(i / 2).min(max);
+                return Some(Sample { ns, at_least: i % 2 == 1 });
+            }
+        }
+        None
+    }
+}
+
+/// The stays of one state, while they are being gathered: exact samples, up to a limit,
+/// then a histogram.
 #[derive(Clone, Debug, Default)]
 struct Gather {
     samples: Vec<u64>,
+    /// Every sample once there were more than the limit.
+    histogram: Option<Box<Histogram>>,
+    /// Samples in all, lower bounds among them, and the largest (packed).
+    count: u64,
+    lower_bounds: u64,
+    max: Option<u64>,
     unknown: u64,
     at_end: u64,
+}
+
+impl Gather {
+    /// Adds a packed sample; more than `limit` exact ones move to the histogram.
+    fn add(&mut self, word: u64, limit: usize) {
+        self.count += 1;
+        self.lower_bounds += word & 1;
+        self.max = Some(self.max.map_or(word, |m| m.max(word)));
+        if let Some(h) = &mut self.histogram {
+            h.add(word);
+            return;
+        }
+        self.samples.push(word);
+        if self.samples.len() > limit {
+            let mut h = Box::new(Histogram::new());
+            for &w in &self.samples {
+                h.add(w);
+            }
+            self.samples = Vec::new();
+            self.histogram = Some(h);
+        }
+    }
 }
 
 /// The stays of every state, gathered for one group.
@@ -341,12 +490,18 @@ struct Gather {
 struct Gathers([Gather; 12]);
 
 impl Gathers {
-    fn stay(&mut self, stay: &Stay) {
+    /// Adds a stay; a state's exact samples past `limit` move to its histogram.
+    fn stay(&mut self, stay: &Stay, limit: usize) {
         let g = &mut self.0[slot(stay.state)];
         match stay.ns {
-            Some(ns) => g.samples.push(Sample::pack(ns, stay.at_least)),
+            Some(ns) => g.add(Sample::pack(ns, stay.at_least), limit),
             None => g.unknown += 1,
         }
+    }
+
+    /// Stays with an unknown time, in every state.
+    fn unknown(&self) -> u64 {
+        self.0.iter().map(|g| g.unknown).sum()
     }
 
     fn ongoing(&mut self, state: TcpState) {
@@ -359,21 +514,26 @@ impl Gathers {
             .into_iter()
             .filter_map(|state| {
                 let g = &mut self.0[slot(state)];
-                if g.samples.is_empty() && g.unknown == 0 && g.at_end == 0 {
+                if g.count == 0 && g.unknown == 0 && g.at_end == 0 {
                     return None;
                 }
                 g.samples.sort_unstable();
-                let pick = |p| nearest_rank(&g.samples, p).map(Sample::unpack);
+                let max = g.max.map(Sample::unpack);
+                let pick = |p| match &g.histogram {
+                    Some(h) => h.nearest_rank(g.count, p, max.map_or(0, |m| m.ns)),
+                    None => nearest_rank(&g.samples, p).map(Sample::unpack),
+                };
                 Some(Stats {
                     state,
-                    count: g.samples.len() as u64,
-                    lower_bounds: g.samples.iter().filter(|&&w| w & 1 == 1).count() as u64,
+                    count: g.count,
+                    lower_bounds: g.lower_bounds,
                     unknown: g.unknown,
                     at_end: g.at_end,
                     p50: pick(50),
                     p90: pick(90),
                     p99: pick(99),
-                    max: g.samples.last().copied().map(Sample::unpack),
+                    max,
+                    approximate: g.histogram.is_some(),
                 })
             })
             .collect()
@@ -396,6 +556,8 @@ struct Stats {
     p90: Option<Sample>,
     p99: Option<Sample>,
     max: Option<Sample>,
+    /// The percentiles come from a histogram (more than [`EXACT_SAMPLES_MAX`] samples).
+    approximate: bool,
 }
 
 /// TIME_WAIT towards one peer.
@@ -448,6 +610,9 @@ pub struct Report {
     analysis: Option<Analysis>,
     /// The Alerts section, when the detectors ran.
     alerts: Option<crate::alerts::section::AlertSection>,
+    /// Time in state over every stay, gathered as they come.
+    overall: Gathers,
+    cut: Cut,
 }
 
 impl Report {
@@ -466,6 +631,8 @@ impl Report {
             end: None,
             analysis: None,
             alerts: None,
+            overall: Gathers::default(),
+            cut: Cut::default(),
         }
     }
 
@@ -475,6 +642,10 @@ impl Report {
         self.analysis = None;
         self.seen(s.time);
         if self.index.contains_key(&s.socket) {
+            return;
+        }
+        if self.conns.len() >= ROWS_MAX {
+            self.cut.sockets += 1;
             return;
         }
         let row = self.conns.len();
@@ -495,6 +666,8 @@ impl Report {
             now: open.then_some(Current { state: s.state, entered: s.time }),
             ending: None,
             children: 0,
+            stays_cut: 0,
+            time_wait_cut: false,
         });
         self.index.insert(s.socket, row);
         let role = match s.state {
@@ -516,6 +689,7 @@ impl Report {
         let child_birth = t.oldstate == Listen && t.newstate == SynRecv;
         let (row, fresh) = match self.index.get(&t.socket) {
             Some(&row) => (row, false),
+            None if self.conns.len() >= ROWS_MAX => return self.add_without_row(t),
             None => {
                 let row = self.conns.len();
                 let birth = t.oldstate == Close || child_birth;
@@ -539,6 +713,8 @@ impl Report {
                     now: None,
                     ending: None,
                     children: 0,
+                    stays_cut: 0,
+                    time_wait_cut: false,
                 });
                 self.index.insert(t.socket, row);
                 (row, true)
@@ -553,18 +729,32 @@ impl Report {
 
         let c = &mut self.conns[row];
         let birth = t.oldstate == Close || (fresh && child_birth);
+        let mut trim = None;
         if !birth {
             let gap_before = match c.now {
                 Some(now) => now.state != t.oldstate,
                 None => !fresh,
             };
-            c.stays.push(Stay {
+            let stay = Stay {
                 state: t.oldstate,
                 then: t.newstate,
                 ns: t.prev_state_ns,
                 at_least: t.prev_state_at_least,
                 gap_before,
-            });
+            };
+            self.overall.stay(&stay, EXACT_SAMPLES_MAX);
+            if c.stays.len() < STAYS_KEPT {
+                c.stays.push(stay);
+            } else {
+                c.stays_cut += 1;
+                c.time_wait_cut |= stay.state == TcpState::TimeWait;
+                self.cut.stays += 1;
+                if let (Some(ns), Some(list)) = (stay.ns, list_of(stay.state)) {
+                    let then = Some(stay.then);
+                    self.cut.picks[list].push(Pick { row, ns, at_least: stay.at_least, then });
+                    trim = Some(list);
+                }
+            }
         }
         if t.newstate == Close {
             c.now = None;
@@ -594,6 +784,39 @@ impl Report {
             None
         };
         self.set_role(row, role);
+        // The candidates for a list are trimmed to its length when they reach twice that.
+        if let Some(list) = trim {
+            let top = self.options.top.max(1);
+            if self.cut.picks[list].len() >= 2 * top {
+                keep_longest(&mut self.cut.picks[list], top, &self.conns);
+            }
+        }
+    }
+
+    /// A transition of a socket that got no row: it counts in the totals, the matrix (done
+    /// by the caller), time in state, and a new server connection among its listener's
+    /// children.
+    fn add_without_row(&mut self, t: &Transition) {
+        let child_birth = t.oldstate == TcpState::Listen && t.newstate == TcpState::SynRecv;
+        self.cut.transitions += 1;
+        if t.oldstate == TcpState::Close || child_birth {
+            self.cut.births += 1;
+        } else {
+            let stay = Stay {
+                state: t.oldstate,
+                then: t.newstate,
+                ns: t.prev_state_ns,
+                at_least: t.prev_state_at_least,
+                gap_before: false,
+            };
+            self.overall.stay(&stay, EXACT_SAMPLES_MAX);
+        }
+        if child_birth {
+            match self.find_listener(t.netns, t.saddr, t.sport) {
+                Some(listener) => self.conns[listener].children += 1,
+                None => self.unmatched_children += 1,
+            }
+        }
     }
 
     pub fn add_lost(&mut self, l: &Lost) {
@@ -684,15 +907,14 @@ impl Report {
             })
             .collect();
 
-        let mut overall = Gathers::default();
+        let mut overall = self.overall.clone();
         let mut by_port: HashMap<u16, Gathers> = HashMap::new();
         let mut by_process: HashMap<Option<Comm>, Gathers> = HashMap::new();
-        let mut client_handshakes = Vec::new();
-        let mut server_handshakes = Vec::new();
-        let mut close_waits = Vec::new();
+        let [mut client_handshakes, mut server_handshakes, mut close_waits] =
+            self.cut.picks.clone();
         let mut peers: HashMap<IpAddr, Peer> = HashMap::new();
-        let (mut listeners, mut clients, mut servers, mut open_at_end, mut unknown_durations) =
-            (0, 0, 0, 0, 0);
+        let (mut listeners, mut clients, mut servers, mut open_at_end) = (0, 0, 0, 0);
+        let unknown_durations = self.overall.unknown();
 
         for (row, c) in self.conns.iter().enumerate() {
             let role = roles[row];
@@ -709,17 +931,17 @@ impl Report {
                 .options
                 .by_process
                 .then(|| by_process.entry(c.owner.map(|o| o.comm)).or_default());
-            let mut time_wait = false;
+            // The overall gathers have every stay already; the groups are made of the
+            // rows' stays, bounded by `ROWS_MAX` and `STAYS_KEPT`.
+            let mut time_wait = c.time_wait_cut;
             for stay in &c.stays {
-                overall.stay(stay);
                 if let Some(g) = port_group.as_deref_mut() {
-                    g.stay(stay);
+                    g.stay(stay, usize::MAX);
                 }
                 if let Some(g) = process_group.as_deref_mut() {
-                    g.stay(stay);
+                    g.stay(stay, usize::MAX);
                 }
                 let Some(ns) = stay.ns else {
-                    unknown_durations += 1;
                     time_wait |= stay.state == TcpState::TimeWait;
                     continue;
                 };
@@ -817,6 +1039,33 @@ impl Report {
     }
 }
 
+/// What a report holds, to check its bounds.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub rows: usize,
+    /// The most stays one row keeps.
+    pub most_stays: usize,
+    /// Exact samples of the overall time in state.
+    pub exact_samples: usize,
+    pub histograms: usize,
+    /// Candidates for the lists from stays rows do not keep.
+    pub candidates: usize,
+}
+
+#[cfg(test)]
+impl Report {
+    pub(crate) fn held(&self) -> Held {
+        Held {
+            rows: self.conns.len().max(self.index.len()),
+            most_stays: self.conns.iter().map(|c| c.stays.len()).max().unwrap_or(0),
+            exact_samples: self.overall.0.iter().map(|g| g.samples.len()).sum(),
+            histograms: self.overall.0.iter().filter(|g| g.histogram.is_some()).count(),
+            candidates: self.cut.picks.iter().map(Vec::len).sum(),
+        }
+    }
+}
+
 /// `time` moved back by `ns`.
 fn earlier(time: Timestamp, ns: u64) -> Timestamp {
     let mono_ns = time.mono_ns.saturating_sub(ns);
@@ -911,6 +1160,14 @@ fn sample_text(sample: Option<Sample>) -> String {
     sample.map_or_else(|| "-".to_string(), |s| duration_text(Some(s.ns), s.at_least))
 }
 
+/// A percentile, `~` before it when it comes from a histogram.
+fn approximate_text(sample: Option<Sample>, approximate: bool) -> String {
+    match sample {
+        Some(_) if approximate => format!("~{}", sample_text(sample)),
+        _ => sample_text(sample),
+    }
+}
+
 /// A command name for a table: anything but printable ASCII as `?`, so that a process
 /// name cannot break the alignment or send escape sequences.
 fn comm_text(comm: &Comm) -> String {
@@ -959,6 +1216,9 @@ fn states_text(c: &Conn, end: Timestamp) -> String {
             parts.push("...".to_string());
         }
         parts.push(format!("{} {}", stay.state, duration_text(stay.ns, stay.at_least)));
+    }
+    if c.stays_cut > 0 {
+        parts.push(format!("[{} not kept]", plural(c.stays_cut, "more stay", "more stays")));
     }
     if let Some((state, ns)) = Report::ongoing(c, end) {
         parts.push(format!("{state} {}", duration_text(Some(ns), true)));
@@ -1095,6 +1355,7 @@ impl Report {
                 plural(self.unmatched_children, "server connection", "server connections")
             )?;
         }
+        self.text_cut(w)?;
         let lost = self.lost_total();
         if lost == 0 {
             writeln!(w, "  lost         none")?;
@@ -1121,6 +1382,38 @@ impl Report {
             w,
             "!! Connections can be missing, and states and durations unknown (`?`) or wrong."
         )
+    }
+
+    /// What the report's bounds left out, said under the totals when anything was.
+    fn text_cut(&self, w: &mut impl Write) -> io::Result<()> {
+        let cut = &self.cut;
+        if cut.transitions > 0 || cut.sockets > 0 {
+            let mut parts = Vec::new();
+            if cut.transitions > 0 {
+                let transitions = plural(cut.transitions, "transition", "transitions");
+                parts.push(format!("{transitions} ({} begun)", cut.births));
+            }
+            if cut.sockets > 0 {
+                parts.push(plural(cut.sockets, "socket of the inventory", "sockets of the inventory"));
+            }
+            writeln!(
+                w,
+                "  NOT KEPT     the report keeps the first {ROWS_MAX} connections as rows; after them \
+                 {} count only in the totals, the matrix and time in state (not in the rows, \
+                 lists, groups or TIME_WAIT per peer)",
+                parts.join(" and "),
+            )?;
+        }
+        if cut.stays > 0 {
+            writeln!(
+                w,
+                "  NOT KEPT     {} after the first {STAYS_KEPT} of their connection: counted in \
+                 time in state, the lists and TIME_WAIT per peer, not shown in the rows or the \
+                 groups by port and process",
+                plural(cut.stays, "stay", "stays"),
+            )?;
+        }
+        Ok(())
     }
 
     fn text_connections(&self, w: &mut impl Write, a: &Analysis) -> io::Result<()> {
@@ -1247,13 +1540,27 @@ impl Report {
             "COUNT: stays with a known time, LOWER of them lower bounds; UNKNOWN and AT_END \
              (still in the state at the end) are not in COUNT."
         )?;
+        if a.time_in_state.iter().any(|s| s.approximate) {
+            writeln!(
+                w,
+                "~: a state with more than {EXACT_SAMPLES_MAX} samples has percentiles from a \
+                 histogram, within 1/32 of the exact value (MAX stays exact)."
+            )?;
+        }
+        let groups_cut = self.cut.stays > 0 || self.cut.transitions > 0;
         if let Some(groups) = &a.by_port {
             writeln!(w, "\nTime in state by service port (local port of listeners and servers, remote port of clients)")?;
+            if groups_cut {
+                writeln!(w, "(from the stays the rows keep: see NOT KEPT above)")?;
+            }
             let groups = groups.iter().map(|(port, stats)| (port.to_string(), &stats[..]));
             stats_table(Some("PORT"), groups).write(w)?;
         }
         if let Some(groups) = &a.by_process {
             writeln!(w, "\nTime in state by process (owner's command name)")?;
+            if groups_cut {
+                writeln!(w, "(from the stays the rows keep: see NOT KEPT above)")?;
+            }
             let groups = groups.iter().map(|(comm, stats)| {
                 (comm.as_ref().map_or_else(|| "-".to_string(), comm_text), &stats[..])
             });
@@ -1346,9 +1653,9 @@ fn stats_table<'a>(
             cells.extend([
                 s.state.name().to_string(),
                 s.count.to_string(),
-                sample_text(s.p50),
-                sample_text(s.p90),
-                sample_text(s.p99),
+                approximate_text(s.p50, s.approximate),
+                approximate_text(s.p90, s.approximate),
+                approximate_text(s.p99, s.approximate),
                 sample_text(s.max),
                 s.lower_bounds.to_string(),
                 s.unknown.to_string(),
@@ -1528,6 +1835,9 @@ impl<W: Write> Json<W> {
             self.sample("p90", s.p90)?;
             self.sample("p99", s.p99)?;
             self.sample("max", s.max)?;
+            if s.approximate {
+                self.bool("approximate", true)?;
+            }
             self.close(b'}')?;
         }
         self.close(b']')
@@ -1575,6 +1885,18 @@ impl Report {
         }
         j.close(b'}')?;
         j.close(b'}')?;
+        let cut = &self.cut;
+        if cut.transitions > 0 || cut.sockets > 0 || cut.stays > 0 {
+            j.key("not_kept")?;
+            j.open(b'{')?;
+            j.u64("rows_max", ROWS_MAX as u64)?;
+            j.u64("stays_kept", STAYS_KEPT as u64)?;
+            j.u64("transitions", cut.transitions)?;
+            j.u64("begun", cut.births)?;
+            j.u64("sockets", cut.sockets)?;
+            j.u64("stays", cut.stays)?;
+            j.close(b'}')?;
+        }
 
         j.key("connections")?;
         j.open(b'[')?;
@@ -1690,6 +2012,9 @@ impl Report {
         }
         j.u64("retransmits", ending.map_or(0, |e| u64::from(e.retransmits)))?;
         j.opt_u64("children", (role == Role::Listener).then_some(c.children))?;
+        if c.stays_cut > 0 {
+            j.u64("stays_not_kept", c.stays_cut)?;
+        }
         j.key("states")?;
         j.open(b'[')?;
         for stay in &c.stays {
@@ -2197,6 +2522,31 @@ mod tests {
     }
 
     #[test]
+    fn histogram_buckets_are_within_a_32nd_of_their_values() {
+        let mut ns = 0u64;
+        while ns < u64::MAX >> 1 {
+            let b = bucket(ns);
+            assert!(b < BUCKETS, "{ns}");
+            let high = bucket_high(b);
+            assert!(high >= ns && high - ns <= ns / 32, "{ns}: bucket {b} ends at {high}");
+            assert_eq!(bucket(high), b, "{ns}");
+            ns += ns / 8 + 1;
+        }
+        // Past the limit the percentiles come from buckets; below it they are exact.
+        let mut g = Gather::default();
+        for ns in 1..=1_000u64 {
+            g.add(Sample::pack(ns * 1_000, false), 500);
+        }
+        assert!(g.histogram.is_some() && g.samples.is_empty());
+        let stats = Gathers([(); 12].map(|_| g.clone())).into_stats();
+        let s = stats[0];
+        assert!(s.approximate);
+        assert_eq!((s.count, s.max), (1_000, Some(Sample { ns: 1_000_000, at_least: false })));
+        let p50 = s.p50.unwrap().ns;
+        assert!((500_000..=500_000 + 500_000 / 32).contains(&p50), "{p50}");
+    }
+
+    #[test]
     fn nearest_rank_percentiles() {
         assert_eq!(nearest_rank(&[], 50), None);
         assert_eq!(nearest_rank(&[7], 50), Some(7));
@@ -2259,6 +2609,7 @@ mod tests {
                 p90: exact(7 * S),
                 p99: exact(7 * S),
                 max: exact(7 * S),
+                approximate: false,
             }
         );
         // 1s, 1.5s, >=2s, 2.3s, 3s, 10s and one unknown (socket 15): the median is the
@@ -2275,6 +2626,7 @@ mod tests {
                 p90: exact(10 * S),
                 p99: exact(10 * S),
                 max: exact(10 * S),
+                approximate: false,
             }
         );
         // >=20s (inventory) and 60s; sockets 14 and 20 still in TIME_WAIT at the end.

@@ -2,7 +2,8 @@
 //! transitions themselves, or of a recording the user moves through in time. Split as
 //! model (state, no terminal), render (ratatui, from the model only), input (keys to
 //! actions), terminal (setup and guaranteed restoration), app (the loop), and the two
-//! sources: live (the live run into a channel) and browse (a recording in memory).
+//! sources: live (the live run into a channel) and browse (a recording read page by page,
+//! in bounded memory).
 
 pub mod app;
 pub mod browse;

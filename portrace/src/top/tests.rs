@@ -394,9 +394,7 @@ fn recording() -> Vec<u8> {
 }
 
 fn browser(filter: FilterSpec) -> (Browser, Top) {
-    let file = recording();
-    let mut reader = TraceReader::new(&file[..], "run.ptr", ReadOptions::default()).unwrap();
-    let mut b = Browser::read(&mut reader, filter).unwrap();
+    let mut b = Browser::from_bytes(&recording(), "run.ptr", filter, super::browse::PAGE).unwrap();
     let mut top = Top::new("run.ptr");
     b.to_start(&mut top);
     (b, top)
@@ -597,4 +595,186 @@ fn durations_are_short() {
     for (ns, want) in cases {
         assert_eq!(render::duration(ns), want);
     }
+}
+
+// ---- paging through a recording longer than the window ----
+
+/// A recording of `n` connections, one every half second, each connecting (from port 0,
+/// as the kernel reports a connect before its port is bound), established and closed; every
+/// tenth with a loss, written in blocks of about twenty records.
+fn long_recording(n: u64) -> Vec<u8> {
+    let setup = RunSetup {
+        clock_offset_ns: OFFSET,
+        layout: portrace_ebpf::Layout::ZERO,
+        sock_layout: None,
+        filter: FilterSpec::default(),
+        ring_size: 4096,
+        command: None,
+    };
+    let mut sink = FileSink::new(Vec::new(), "long.ptr", setup, WriteOptions { compress: false });
+    sink.start(&start()).unwrap();
+    for s in inventory() {
+        sink.socket(&s).unwrap();
+    }
+    sink.flush().unwrap();
+    let me = v4(10, 0, 0, 5);
+    for k in 0..n {
+        let at = SEC + k * 500 * MS;
+        let id = 100 + k;
+        let peer = (v4(93, 184, 216, 34), if k % 2 == 0 { 443 } else { 80 });
+        let sport = 40_000 + u16::try_from(k).unwrap();
+        let who = owner(4000 + u32::try_from(k).unwrap(), "curl", OwnerSource::Syscall);
+        sink.transition(&tr(at, id, (me, 0), peer, Close, SynSent, None, who)).unwrap();
+        sink.transition(&tr(at + 20 * MS, id, (me, sport), peer, SynSent, Established, Some(20 * MS), who)).unwrap();
+        sink.transition(&tr(at + 300 * MS, id, (me, sport), peer, Established, Close, Some(280 * MS), who)).unwrap();
+        if k % 10 == 9 {
+            sink.lost(&Lost { time: ts(START + at + 400 * MS), count: 1, cause: LossCause::RingFull }).unwrap();
+        }
+        if k % 7 == 6 {
+            sink.flush().unwrap();
+        }
+    }
+    let mut summary = crate::summary::Summary::new(ts(START));
+    summary.finish(ts(START + SEC + n * 500 * MS));
+    sink.end(&summary).unwrap();
+    sink.flush().unwrap();
+    sink.into_inner()
+}
+
+/// The records `filter` keeps, all of them in memory, read as `top --from` read them
+/// before it paged.
+fn kept_records(file: &[u8], filter: FilterSpec) -> Vec<crate::tracefile::Record> {
+    use crate::tracefile::Record;
+    let mut reader = TraceReader::new(file, "long.ptr", ReadOptions::default()).unwrap();
+    let mut filter = crate::replay::TransitionFilter::new(filter);
+    let (mut records, mut batch) = (Vec::new(), Vec::new());
+    while let Some(record) = reader.next_record().unwrap() {
+        match record {
+            Record::Socket(s) if !filter.spec().matches_socket(&s) => {}
+            Record::Process(_) | Record::Netns(_) => {}
+            Record::Transition(t) => {
+                filter.offer(t, &mut batch);
+                records.extend(batch.drain(..).map(Record::Transition));
+            }
+            other => records.push(other),
+        }
+    }
+    records
+}
+
+/// The table with the first `n` of `records` applied, at `now`, as the old in-memory
+/// browser built it.
+fn table_of(records: &[crate::tracefile::Record], n: usize, now: Timestamp) -> Table {
+    use crate::tracefile::Record;
+    let mut table = Table::new();
+    table.start(&start());
+    for r in &records[..n] {
+        match r {
+            Record::Socket(s) => table.socket(s),
+            Record::Transition(t) => table.transition(t),
+            Record::Lost(l) => table.lost(l),
+            Record::End(_) => table.end(),
+            Record::Process(_) | Record::Netns(_) => {}
+        }
+    }
+    table.tick(now);
+    table
+}
+
+/// What a table shows, in an order that does not depend on hashing.
+fn fingerprint(t: &Table) -> String {
+    let mut sockets: Vec<_> = t.sockets().collect();
+    sockets.sort_by_key(|c| c.id);
+    let lost: Vec<_> = t.lost_by_cause().collect();
+    format!(
+        "{sockets:?}\n{:?}\n{} transitions, lost {lost:?}, ended {}, now {:?}, evicted {}",
+        t.recent(),
+        t.transitions(),
+        t.ended(),
+        t.now(),
+        t.evicted()
+    )
+}
+
+/// A recording many windows long, browsed with a window of 8 records: moving across pages
+/// both ways holds at most a window, reaches the recording's end, and shows at every step
+/// the cursor and table of a browser that holds the whole recording, which are those of
+/// the records applied from the start, with or without a filter that holds connects.
+#[test]
+fn a_recording_longer_than_the_window_is_browsed_to_its_end_with_bounded_memory() {
+    use super::app::Source as _;
+    const WINDOW: usize = 8;
+    let file = long_recording(60);
+    let moves = [
+        [Action::StepForward; 20].as_slice(),
+        &[Action::StepBack; 13],
+        &[Action::JumpForward; 3],
+        &[Action::StepForward; 4],
+        &[Action::JumpBack; 2],
+        &[Action::StepBack; 3],
+        &[Action::ToEnd],
+        &[Action::StepBack; 9],
+        &[Action::StepForward; 2],
+        &[Action::ToStart],
+        &[Action::JumpForward; 7],
+        &[Action::JumpBack],
+        &[Action::ToEnd],
+    ]
+    .concat();
+    for filter in [FilterSpec::default(), FilterSpec { ports: vec![443], ..Default::default() }] {
+        let records = kept_records(&file, filter.clone());
+        let mut paged = Browser::from_bytes(&file, "long.ptr", filter.clone(), WINDOW).unwrap();
+        let mut whole = Browser::from_bytes(&file, "long.ptr", filter.clone(), usize::MAX).unwrap();
+        assert_eq!(paged.total(), records.len());
+        assert!(paged.total() > 10 * WINDOW, "{} records: many windows", paged.total());
+        let (mut top, mut all) = (Top::new("long.ptr"), Top::new("long.ptr"));
+        paged.to_start(&mut top);
+        whole.to_start(&mut all);
+        let mut pages_seen = std::collections::BTreeSet::new();
+        for (i, &action) in moves.iter().enumerate() {
+            paged.act(&mut top, action);
+            whole.act(&mut all, action);
+            assert!(paged.held() <= WINDOW, "move {i} ({action:?}): {} records held", paged.held());
+            let cursor = top.cursor.unwrap();
+            assert_eq!(Some(cursor), all.cursor, "move {i} ({action:?}), {filter:?}");
+            let shown = fingerprint(top.live_table());
+            assert_eq!(shown, fingerprint(all.live_table()), "move {i} ({action:?}), {filter:?}");
+            let now = top.live_table().now();
+            assert_eq!(shown, fingerprint(&table_of(&records, cursor.position, now)), "move {i} ({action:?})");
+            pages_seen.insert(cursor.position / WINDOW);
+        }
+        assert!(pages_seen.len() > 5, "the moves crossed pages: {pages_seen:?}");
+        let end = top.cursor.unwrap();
+        assert_eq!((end.position, end.total), (records.len(), records.len()), "browsed to its end");
+        assert!(top.live_table().ended());
+        assert!(whole.held() == records.len() && paged.held() <= WINDOW);
+    }
+}
+
+/// A recording cut shorter while it is browsed: the browser shows it up to where the
+/// records stop, says why on the screen, and still holds at most a window.
+#[test]
+fn a_recording_that_shrinks_while_browsed_is_shown_up_to_where_it_stops() {
+    use super::app::Source as _;
+    const WINDOW: usize = 8;
+    let (long, short) = (long_recording(30), long_recording(5));
+    let shorter = kept_records(&short, FilterSpec::default()).len();
+    let mut b = Browser::changing(&long, &short, FilterSpec::default(), WINDOW).unwrap();
+    let total = b.total();
+    assert!(total > shorter + WINDOW);
+    let mut top = Top::new("changing.ptr");
+    b.to_start(&mut top);
+    assert!(top.message.is_none());
+    b.act(&mut top, Action::ToEnd);
+    let c = top.cursor.unwrap();
+    // Read again, the recording runs out after the short one's records, its end included.
+    assert_eq!((c.position, c.total), (shorter, total));
+    assert!(b.held() <= WINDOW);
+    let message = top.message.clone().unwrap();
+    assert!(message.contains("cannot read the recording again"), "{message}");
+    assert!(message.contains(&format!("not {total}")), "{message}");
+    b.act(&mut top, Action::StepBack);
+    assert!(top.cursor.unwrap().position < shorter);
+    b.act(&mut top, Action::ToEnd);
+    assert_eq!(top.cursor.unwrap().position, shorter);
 }

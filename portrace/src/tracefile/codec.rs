@@ -760,7 +760,8 @@ fn process(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<ProcessInfo, Strin
         if n > MAX_ARGS as u64 {
             return Err(format!("a command line of {n} arguments (at most {MAX_ARGS} are written)"));
         }
-        Some((0..n).map(|_| c.text("argument")).collect::<Result<Vec<_>, _>>()?)
+        let args = (0..n).map(|_| c.text("argument")).collect::<Result<Vec<_>, _>>()?;
+        Some(crate::process_info::cap_args(args))
     } else {
         None
     };

@@ -250,7 +250,13 @@ impl Stops {
     }
 
     /// Whether a stopping signal has arrived already (it is taken), without waiting.
-    fn arrived(&mut self) -> bool {
+    ///
+    /// Tokio's handler only notes a signal; its receivers learn of it when the runtime's
+    /// driver runs, and the start-up runs without yielding to it. So this yields once
+    /// first: the current-thread runtime then polls its driver without blocking, which
+    /// hands over every signal that came before the yield.
+    async fn arrived(&mut self) -> bool {
+        tokio::task::yield_now().await;
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         [&mut self.int, &mut self.term, &mut self.hup].into_iter().any(|s| s.poll_recv(&mut cx).is_ready())
     }
@@ -410,7 +416,7 @@ async fn trace_until_stopped(
         Some(stop) => stop,
         // Stopped while the run was starting (Ctrl-C during the inventory): the command is
         // not started at all.
-        None if plan.is_some() && stops.arrived() => {
+        None if plan.is_some() && stops.arrived().await => {
             eprintln!("portrace: stopped by a signal before the command was started");
             Stop::Signal
         }

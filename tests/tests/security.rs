@@ -11,6 +11,9 @@
 //! - SIGHUP ends a run cleanly (the recording ends with its end record, the private ftrace
 //!   instance is removed), and an instance a SIGKILL left behind is removed at the next
 //!   start;
+//! - Ctrl-C while the run starts (programs attached, nothing printed yet) ends it cleanly
+//!   too, the inventory and end record still written, and with `-- CMD` the command is
+//!   never started;
 //! - a process name holding terminal escapes reaches the text output escaped;
 //! - an ordinary client/server workload in Python raises nothing above `info`, and
 //!   `--alert-interpreters` turns the interpreter check on.
@@ -395,4 +398,180 @@ fn an_ordinary_python_client_and_server_raise_nothing_above_info() {
     assert!(!owner.is_empty(), "--alert-interpreters: {alerts:#?}");
     assert_eq!(owner[0]["severity"], "warning");
     assert_eq!(owner[0]["evidence"]["check"], "interpreter", "{:#?}", owner[0]);
+}
+
+/// A pipe whose buffer is already full, for a portrace's standard output: its first write
+/// (the `start` record, written and flushed once the kernel programs are attached and
+/// before the inventory is taken) blocks until the test reads.
+struct FullPipe {
+    read: std::fs::File,
+    write: Option<std::os::fd::OwnedFd>,
+    /// The bytes the test put in to fill it (newlines: empty lines, no record).
+    filler: usize,
+}
+
+impl FullPipe {
+    fn new() -> FullPipe {
+        use std::os::fd::FromRawFd as _;
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2");
+        // SAFETY: both descriptors were just made and are owned by nothing else.
+        let (read, write) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) };
+        // The smallest buffer the kernel allows (one page): little to fill.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096) };
+        // SAFETY: as above; O_NONBLOCK only while filling, so a full pipe says EAGAIN.
+        let flags = unsafe { libc::fcntl(fds[1], libc::F_GETFL) };
+        assert_eq!(unsafe { libc::fcntl(fds[1], libc::F_SETFL, flags | libc::O_NONBLOCK) }, 0);
+        let newlines = [b'\n'; 512];
+        let mut filler = 0;
+        loop {
+            // SAFETY: writes from a live buffer of that length to a descriptor we own.
+            let n = unsafe { libc::write(fds[1], newlines.as_ptr().cast(), newlines.len()) };
+            if n < 0 {
+                assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN), "filling the pipe");
+                break;
+            }
+            filler += n as usize;
+        }
+        // SAFETY: as above: the write end blocks again, as a terminal's pipe would.
+        assert_eq!(unsafe { libc::fcntl(fds[1], libc::F_SETFL, flags) }, 0);
+        assert!(filler > 0, "the pipe took no filler");
+        FullPipe { read, write: Some(write), filler }
+    }
+
+    /// The write end, for the child's standard output (the test keeps no copy of it, so
+    /// reading reaches EOF once the child is gone).
+    fn writer(&mut self) -> std::process::Stdio {
+        self.write.take().expect("one writer").into()
+    }
+
+    /// Reads everything on a background thread: the child can write again.
+    fn drain(self) -> std::sync::mpsc::Receiver<Vec<u8>> {
+        use std::io::Read as _;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut read = self.read;
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = read.read_to_end(&mut bytes);
+            let _ = tx.send(bytes);
+        });
+        rx
+    }
+}
+
+/// Whether some thread of `pid` is blocked writing to a pipe.
+fn blocked_on_pipe(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.filter_map(Result::ok).any(|t| {
+        std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.contains("pipe_write"))
+    })
+}
+
+/// A portrace run whose standard output is a full pipe, signalled with SIGINT while it is
+/// blocked writing its `start` record, then let go; returns its exit, its JSON records and
+/// the instance it had made.
+fn interrupted_at_start(args: &[&str]) -> (portrace_tests::Finished, Vec<Value>, PathBuf) {
+    let mut pipe = FullPipe::new();
+    let mut cmd = Command::new(Portrace::bin());
+    cmd.args(["--format", "json"]).args(args);
+    cmd.stdin(std::process::Stdio::null()).stdout(pipe.writer()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("starting portrace");
+    // The command holds the pipe's write end: dropped, the child's is the only one left.
+    drop(cmd);
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    // The hook: the private ftrace instance exists (the programs are attached and the
+    // independent hit count has started, the last step before the start record) and the
+    // process is blocked writing that record to the full pipe. Nothing is printed yet, the
+    // inventory is not taken, and a command would not be started.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let instance = loop {
+        let instance = instances_of(pid);
+        if instance.len() == 1 && blocked_on_pipe(pid) {
+            break instance[0].clone();
+        }
+        if Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("portrace never blocked on its first record (instances {instance:?}): {}", stderr.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    signal(pid, libc::SIGINT);
+    let filler = pipe.filler;
+    let out = pipe.drain();
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("portrace did not end after SIGINT at start-up: {}", stderr.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let bytes = out.recv_timeout(Duration::from_secs(5)).expect("portrace's output reaches EOF");
+    assert!(bytes.len() >= filler && bytes[..filler].iter().all(|&b| b == b'\n'), "the filler comes out first");
+    let text = String::from_utf8_lossy(&bytes[filler..]).into_owned();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect();
+    let finished = portrace_tests::Finished {
+        label: format!("portrace {}", args.join(" ")),
+        status,
+        stdout: text.lines().map(str::to_string).collect(),
+        stderr: stderr.join().unwrap(),
+    };
+    (finished, records, instance)
+}
+
+/// Ctrl-C while portrace starts (its programs attached, its first record not yet out, the
+/// inventory not yet taken) ends the run cleanly: status 0, the inventory and the end record
+/// still written, the private ftrace instance removed; with `-- CMD`, the command is never
+/// started.
+///
+/// Reliable without a sleep: the test fills the pipe that is portrace's standard output
+/// before starting it, so the `start` record's write blocks; that the process is blocked
+/// there (`pipe_write` in a thread's `/proc/PID/task/TID/wchan`) and that its instance
+/// exists are both observed before SIGINT is sent, and portrace cannot get past the write
+/// until the test reads the pipe, which it does only after the signal.
+#[test]
+fn sigint_while_starting_ends_the_run_cleanly_and_starts_no_command() {
+    let _lock = privileged();
+    // An existing listener that only the inventory can show.
+    let listener = std::net::TcpListener::bind("127.77.8.5:0").expect("binding a listener");
+    let port = listener.local_addr().unwrap().port();
+
+    let (run, records, instance) = interrupted_at_start(&["--addr", "127.77.8.5"]);
+    assert!(run.status.success(), "{run:?}");
+    assert!(!instance.exists(), "the instance {} is removed", instance.display());
+    assert_eq!(records.first().map(|r| &r["type"]), Some(&Value::from("start")), "{run:?}");
+    assert_eq!(records.last().map(|r| &r["type"]), Some(&Value::from("end")), "{run:?}");
+    let listed = records.iter().any(|r| r["type"] == "socket" && r["state"] == "LISTEN" && r["sport"] == port);
+    assert!(listed, "the inventory taken after the signal still lists the listener on port {port}: {run:?}");
+    drop(listener);
+
+    // With a command: stopped before it is started. The marker's directory lets any user
+    // write, so the command would create it whoever it ran as.
+    let dir = sticky_dir();
+    let marker = dir.file("started");
+    let marker_s = marker.display().to_string();
+    let (run, records, instance) = interrupted_at_start(&["--", "/usr/bin/touch", &marker_s]);
+    assert!(run.status.success(), "{run:?}");
+    assert!(!instance.exists(), "the instance {} is removed", instance.display());
+    assert!(!marker.exists(), "the command was started: {run:?}");
+    assert!(run.stderr.contains("stopped by a signal before the command was started"), "{}", run.stderr);
+    assert_eq!(records.last().map(|r| &r["type"]), Some(&Value::from("end")), "{run:?}");
+
+    // Control: unsignalled, the same command does create the marker.
+    let mut cmd = Command::new(Portrace::bin());
+    cmd.args(["--format", "json", "--", "/usr/bin/touch", &marker_s]);
+    run_bounded("portrace -- touch", cmd, RUN_TIMEOUT).assert_success();
+    assert!(marker.exists(), "the command runs when no signal comes");
 }

@@ -1174,4 +1174,45 @@ mod tests {
         assert_eq!(reason_from(0), None);
         assert_eq!(reason_from(12), None);
     }
+
+    /// A crafted process record with the most arguments a record may hold, each of the
+    /// longest length, decodes to a command line held to the live bound: the arguments
+    /// that fit in `MAX_CMDLINE` bytes, then a note saying how many were not kept.
+    #[test]
+    fn a_process_record_of_256_arguments_of_4_kib_decodes_capped() {
+        use crate::process_info::MAX_CMDLINE;
+        let args: Vec<String> = (0..MAX_ARGS).map(|i| format!("{i:04}").repeat(MAX_TEXT / 4)).collect();
+        assert!(args.iter().all(|a| a.len() == MAX_TEXT));
+        let p = ProcessInfo {
+            time: Timestamp { mono_ns: 7, unix_ns: 8 },
+            pid: 4242,
+            comm: Comm::new("hog"),
+            ppid: Some(1),
+            exe: Some("/usr/bin/hog".into()),
+            cmdline: Some(args.clone()),
+            uid: Some(0),
+            user: Some("root".into()),
+            cgroup: None,
+            start_ticks: Some(99),
+        };
+        let (mut buf, mut body) = (Vec::new(), Vec::new());
+        put_process(&mut buf, &mut body, &mut TimeBase::new(0), &p);
+        assert!(buf.len() > MAX_ARGS * MAX_TEXT, "the record holds every argument in full ({} bytes)", buf.len());
+
+        let mut c = Cursor::new(&buf);
+        let Ok(Some(Record::Process(back))) = record(&mut c, &mut TimeBase::new(0)) else {
+            panic!("the process record does not decode");
+        };
+        assert!(c.is_empty());
+        let cmdline = back.cmdline.clone().expect("the command line is kept");
+        let (note, kept) = cmdline.split_last().unwrap();
+        let held: usize = kept.iter().map(String::len).sum();
+        assert!(held <= MAX_CMDLINE, "{held} bytes of arguments held");
+        assert_eq!(kept.len(), MAX_CMDLINE / MAX_TEXT, "as many whole arguments as fit");
+        assert_eq!(kept, &args[..kept.len()], "the first arguments, unchanged");
+        assert_eq!(note, &format!("... ({} more arguments)", MAX_ARGS - kept.len()));
+        assert!(held + note.len() <= MAX_CMDLINE + 40, "the note is short");
+        // The rest of the record is read as written.
+        assert_eq!(ProcessInfo { cmdline: p.cmdline.clone(), ..back }, p);
+    }
 }

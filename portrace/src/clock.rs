@@ -61,7 +61,7 @@ impl Clock {
 
     /// The timestamp of an instant the kernel recorded as `mono_ns`.
     pub fn timestamp(&self, mono_ns: u64) -> Timestamp {
-        Timestamp { mono_ns, unix_ns: i128::from(mono_ns) + self.offset_ns }
+        Timestamp { mono_ns, unix_ns: i128::from(mono_ns).saturating_add(self.offset_ns) }
     }
 
     /// The timestamp of the current instant.
@@ -475,4 +475,12 @@ mod tests {
         assert_eq!(clock.timestamp(now.mono_ns + 1).unix_ns, now.unix_ns + 1);
         assert!(now.mono_ns > 0);
     }
+
+    #[test]
+    fn an_offset_from_a_recording_at_the_end_of_the_range_saturates() {
+        let clock = Clock::from_offset(i128::MAX);
+        assert_eq!(clock.timestamp(u64::MAX).unix_ns, i128::MAX);
+        assert_eq!(Clock::from_offset(-5).timestamp(10).unix_ns, 5);
+    }
+
 }

@@ -1069,7 +1069,7 @@ impl Report {
 /// `time` moved back by `ns`.
 fn earlier(time: Timestamp, ns: u64) -> Timestamp {
     let mono_ns = time.mono_ns.saturating_sub(ns);
-    Timestamp { mono_ns, unix_ns: time.unix_ns - i128::from(time.mono_ns - mono_ns) }
+    Timestamp { mono_ns, unix_ns: time.unix_ns.saturating_sub(i128::from(time.mono_ns - mono_ns)) }
 }
 
 /// An endpoint with what a later record knows filled in: an address or port that is

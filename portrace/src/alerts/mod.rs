@@ -418,7 +418,8 @@ impl Ctx {
 /// The timestamp of `mono_ns`, given a timestamp of the same clock.
 pub fn at(reference: Timestamp, mono_ns: u64) -> Timestamp {
     let delta = i128::from(mono_ns) - i128::from(reference.mono_ns);
-    Timestamp { mono_ns, unix_ns: reference.unix_ns + delta }
+    // Saturating: a recording may claim any wall-clock time.
+    Timestamp { mono_ns, unix_ns: reference.unix_ns.saturating_add(delta) }
 }
 
 /// Repeat points (a process in CLOSE_WAIT alerting again) checked within one gap between

@@ -700,3 +700,14 @@ fn times_near_the_end_of_the_clock_do_not_wrap_the_grid() {
     assert!(d.checks <= 12, "{} checks", d.checks);
     assert_eq!(d.next_check, NextCheck::Never);
 }
+
+#[test]
+fn wall_clock_times_at_the_ends_of_their_range_do_not_overflow() {
+    // The replay fuzz target's find: a recording whose clock claims a wall-clock time at
+    // the end of the range overflowed when a later moment was dated.
+    let far = Timestamp { mono_ns: 0, unix_ns: i128::MAX - 5 };
+    assert_eq!(at(far, 1_000).unix_ns, i128::MAX);
+    let early = Timestamp { mono_ns: u64::MAX, unix_ns: i128::MIN + 5 };
+    assert_eq!(at(early, 0).unix_ns, i128::MIN);
+    assert_eq!(at(Timestamp { mono_ns: 10, unix_ns: 100 }, 15).unix_ns, 105);
+}

@@ -760,8 +760,27 @@ fn process(ev: &mut Event, rescue: bool) {
             claim_timewait(ev, &owner);
         }
     } else if learned && ev.owner_source != owner_source::UNKNOWN {
-        if OWNERS.insert(&sk, &owner, 0).is_err() {
-            bump(counter::OWNERS_FULL);
+        // An owner learned again (close() by the process whose connect() or listener named
+        // it) is usually the one stored: then at most its source changes, a single byte
+        // written in place. An insert allocates a new element and frees the old one, a
+        // cost otherwise paid twice per connection; it is kept for a different owner, so
+        // that another CPU reading the entry never sees half of one and half of another.
+        let stored = OWNERS.get_ptr_mut(&sk);
+        // SAFETY: the map value stays valid while the program runs.
+        let same = stored.is_some_and(|p| unsafe {
+            (*p).pid == owner.pid && (*p).traced == owner.traced && (*p).comm == owner.comm
+        });
+        match stored {
+            Some(p) if same => unsafe {
+                if (*p).source != owner.source {
+                    (*p).source = owner.source;
+                }
+            },
+            _ => {
+                if OWNERS.insert(&sk, &owner, 0).is_err() {
+                    bump(counter::OWNERS_FULL);
+                }
+            }
         }
         if ev.newstate == tcp::LISTEN {
             if LISTENERS.insert(&listen_key, &SockOwner { skaddr: sk, owner }, 0).is_err() {

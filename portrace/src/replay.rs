@@ -572,7 +572,8 @@ mod tests {
         sink.flush().unwrap();
     }
 
-    fn recording(steps: &[Step]) -> Vec<u8> {
+    /// A compressed recording sink, as `portrace record --compress` makes.
+    fn compressed_sink() -> FileSink<Vec<u8>> {
         let setup = RunSetup {
             clock_offset_ns: OFFSET,
             layout: portrace_ebpf::Layout::ZERO,
@@ -581,7 +582,11 @@ mod tests {
             ring_size: 4096,
             command: None,
         };
-        let mut sink = FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: true });
+        FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: true })
+    }
+
+    fn recording(steps: &[Step]) -> Vec<u8> {
+        let mut sink = compressed_sink();
         live(&mut sink, steps, &|_| true, &|_| true);
         sink.into_inner()
     }
@@ -732,15 +737,7 @@ mod tests {
     fn a_report_of_a_recording_that_inflates_stays_within_its_bounds() {
         use crate::report::{Report, ReportOptions, EXACT_SAMPLES_MAX, ROWS_MAX, STAYS_KEPT};
         use TcpState::*;
-        let setup = RunSetup {
-            clock_offset_ns: OFFSET,
-            layout: portrace_ebpf::Layout::ZERO,
-            sock_layout: None,
-            filter: FilterSpec::default(),
-            ring_size: 4096,
-            command: None,
-        };
-        let mut sink = FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: true });
+        let mut sink = compressed_sink();
         let start = Start { time: ts(1_000), host: "h".into(), kernel: "6.18".into(), features: Default::default() };
         let mut summary = Summary::new(start.time);
         sink.start(&start).unwrap();

@@ -367,7 +367,8 @@ fn a_timeline_outlives_its_socket() {
 
 // ---- browsing a recording ----
 
-fn recording() -> Vec<u8> {
+/// A recording sink named `name` that has written the start and the inventory.
+fn started_with_inventory(name: &str) -> FileSink<Vec<u8>> {
     let setup = RunSetup {
         clock_offset_ns: OFFSET,
         layout: portrace_ebpf::Layout::ZERO,
@@ -376,12 +377,17 @@ fn recording() -> Vec<u8> {
         ring_size: 4096,
         command: None,
     };
-    let mut sink = FileSink::new(Vec::new(), "run.ptr", setup, WriteOptions { compress: false });
+    let mut sink = FileSink::new(Vec::new(), name, setup, WriteOptions { compress: false });
     sink.start(&start()).unwrap();
     for s in inventory() {
         sink.socket(&s).unwrap();
     }
     sink.flush().unwrap();
+    sink
+}
+
+fn recording() -> Vec<u8> {
+    let mut sink = started_with_inventory("run.ptr");
     for t in traffic() {
         sink.transition(&t).unwrap();
     }
@@ -603,20 +609,7 @@ fn durations_are_short() {
 /// as the kernel reports a connect before its port is bound), established and closed; every
 /// tenth with a loss, written in blocks of about twenty records.
 fn long_recording(n: u64) -> Vec<u8> {
-    let setup = RunSetup {
-        clock_offset_ns: OFFSET,
-        layout: portrace_ebpf::Layout::ZERO,
-        sock_layout: None,
-        filter: FilterSpec::default(),
-        ring_size: 4096,
-        command: None,
-    };
-    let mut sink = FileSink::new(Vec::new(), "long.ptr", setup, WriteOptions { compress: false });
-    sink.start(&start()).unwrap();
-    for s in inventory() {
-        sink.socket(&s).unwrap();
-    }
-    sink.flush().unwrap();
+    let mut sink = started_with_inventory("long.ptr");
     let me = v4(10, 0, 0, 5);
     for k in 0..n {
         let at = SEC + k * 500 * MS;

@@ -357,16 +357,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn syncs_after_the_header_periodically_and_at_the_end() {
-        let setup = RunSetup {
+    /// What the sync tests record with.
+    fn sync_setup() -> RunSetup {
+        RunSetup {
             clock_offset_ns: 0,
             layout: crate::tracefs::tests::LAYOUT_6_18,
             sock_layout: None,
             filter: Default::default(),
             ring_size: 1 << 20,
             command: None,
-        };
+        }
+    }
+
+    #[test]
+    fn syncs_after_the_header_periodically_and_at_the_end() {
+        let setup = sync_setup();
         let mut sink = FileSink::new(Disk::default(), "t.ptr", setup, WriteOptions::default()).syncing(|d| {
             d.synced_at.push(d.data.len());
             Ok(())
@@ -395,14 +400,7 @@ mod tests {
 
     #[test]
     fn a_failed_sync_stops_the_recording() {
-        let setup = RunSetup {
-            clock_offset_ns: 0,
-            layout: crate::tracefs::tests::LAYOUT_6_18,
-            sock_layout: None,
-            filter: Default::default(),
-            ring_size: 1 << 20,
-            command: None,
-        };
+        let setup = sync_setup();
         let mut sink = FileSink::new(Vec::new(), "t.ptr", setup, WriteOptions::default())
             .syncing(|_| Err(io::Error::from_raw_os_error(libc::EIO)));
         let start = Start { time: at(0), host: "h".into(), kernel: "k".into(), features: Default::default() };

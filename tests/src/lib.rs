@@ -17,6 +17,7 @@ pub mod records;
 pub mod scenario;
 pub mod tcpload;
 
+use std::io::Write as _;
 use std::sync::{Mutex, MutexGuard};
 
 pub use netns::Netns;
@@ -106,10 +107,60 @@ pub mod seq {
 
 static PRIVILEGED: Mutex<()> = Mutex::new(());
 
-/// Entry to every privileged test: panics unless running as root, then takes the global
-/// lock so that such tests run one at a time even under a plain `cargo test` (one traced
-/// burst must not share the machine with another). A test that panicked while holding the
-/// lock does not block the others.
+/// Entry to every privileged test: `privileged!();` as its first line. As root it takes
+/// the global lock ([`privileged`]); as another user the test returns at once, saying on
+/// stderr that it was skipped and why, unless `CI` is set: CI runs as root and must run
+/// every privileged test, so there it fails instead.
+#[macro_export]
+macro_rules! privileged {
+    () => {
+        let Some(_privileged_lock) = $crate::privileged_or_skip() else {
+            return;
+        };
+    };
+}
+
+/// What [`privileged!`] does: the lock as root; `None`, after a line on stderr, for
+/// another user; a panic for another user when `CI` is set.
+pub fn privileged_or_skip() -> Option<MutexGuard<'static, ()>> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    match skip_decision(euid, std::env::var_os("CI").is_some_and(|v| !v.is_empty())) {
+        Privileged::Run => Some(privileged()),
+        Privileged::Skip(why) => {
+            let test = std::thread::current().name().unwrap_or("a privileged test").to_string();
+            // Straight to the stream, past the test harness's capture, so that the skip is
+            // seen without --nocapture.
+            let _ = writeln!(std::io::stderr(), "skipped {test}: {why}");
+            None
+        }
+        Privileged::Fail(why) => panic!("{why}"),
+    }
+}
+
+/// Whether a privileged test runs, is skipped or fails, for a user and a CI setting.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Privileged {
+    Run,
+    Skip(String),
+    Fail(String),
+}
+
+pub fn skip_decision(euid: u32, ci: bool) -> Privileged {
+    let need = "it needs root (it loads the eBPF program and creates network namespaces)";
+    match (euid, ci) {
+        (0, _) => Privileged::Run,
+        (_, false) => Privileged::Skip(format!("{need}; euid is {euid}: run `cargo xtask test` as root to run it")),
+        (_, true) => Privileged::Fail(format!(
+            "{need}, and CI is set: CI must run every privileged test, so it runs as root (euid is {euid})"
+        )),
+    }
+}
+
+/// Takes the global lock so that privileged tests run one at a time even under a plain
+/// `cargo test` (one traced burst must not share the machine with another), after
+/// checking that this is root (panics otherwise: use [`privileged!`] in a test). A test
+/// that panicked while holding the lock does not block the others.
 pub fn privileged() -> MutexGuard<'static, ()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -122,4 +173,18 @@ pub fn privileged() -> MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod privileged_tests {
+    use super::{skip_decision, Privileged};
+
+    #[test]
+    fn root_runs_others_skip_and_ci_fails() {
+        assert_eq!(skip_decision(0, false), Privileged::Run);
+        assert_eq!(skip_decision(0, true), Privileged::Run);
+        assert!(matches!(skip_decision(1000, false), Privileged::Skip(why) if why.contains("euid is 1000")));
+        assert!(matches!(skip_decision(1000, true), Privileged::Fail(why) if why.contains("CI")));
+    }
+}
+
 pub mod tracefile_helpers;

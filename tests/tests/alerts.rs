@@ -136,7 +136,7 @@ fn assert_alert_shape(a: &Value) {
 
 #[test]
 fn a_scanner_connecting_to_50_closed_ports_is_a_scan() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let mut traced = Traced::start(&[]);
     // The scanner waits at its start line after its exec, so portrace has read who it is
@@ -189,7 +189,7 @@ fn a_scanner_connecting_to_50_closed_ports_is_a_scan() {
 
 #[test]
 fn a_server_that_never_closes_its_sockets_leaks_close_wait() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let mut traced = Traced::start(&["--close-wait-after", "2s"]);
     let load = load();
@@ -216,7 +216,7 @@ fn a_server_that_never_closes_its_sockets_leaks_close_wait() {
 
 #[test]
 fn many_short_connections_to_one_peer_pile_up_time_wait() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let flags = ["--time-wait-count", "200"];
     let mut traced = Traced::start(&flags);
@@ -257,7 +257,7 @@ fn many_short_connections_to_one_peer_pile_up_time_wait() {
 
 #[test]
 fn a_listener_opened_mid_trace_is_a_new_listener() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let mut traced = Traced::start(&[]);
     let load = load();
@@ -280,7 +280,7 @@ fn a_listener_opened_mid_trace_is_a_new_listener() {
 
 #[test]
 fn a_connection_owned_by_a_program_outside_the_allowlist_alerts() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let flags = ["--expect", "nginx:65004", "--fail-on-alert"];
@@ -338,7 +338,7 @@ fn report_status_on_a_recording(flags: &[&str]) -> Option<i32> {
 
 #[test]
 fn connects_refused_by_one_destination_are_handshake_trouble() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let mut traced = Traced::start(&[]);
     let client = load().spawn_client_with(&ns, &endpoint(20_100), 8, 1, Closer::Client, &["--expect", "refused"]);
@@ -358,7 +358,7 @@ fn connects_refused_by_one_destination_are_handshake_trouble() {
 
 #[test]
 fn ordinary_traffic_raises_no_alert() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     const N: usize = 200;

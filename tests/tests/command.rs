@@ -88,7 +88,7 @@ impl Drop for Leftovers<'_> {
 
 #[test]
 fn traces_the_command_and_every_process_it_starts_and_nothing_else() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let tcpload = load.bin().display().to_string();
@@ -156,7 +156,7 @@ fn traces_the_command_and_every_process_it_starts_and_nothing_else() {
 
 #[test]
 fn the_exit_status_is_the_commands_and_a_missing_command_is_127() {
-    let _lock = privileged();
+    privileged!();
     for (script, code) in [("exit 3", 3), ("exit 0", 0), ("kill -KILL $$", 137), ("kill -TERM $$", 143)] {
         let run = run_bounded(
             &format!("portrace -- sh -c {script:?}"),
@@ -190,7 +190,7 @@ fn the_exit_status_is_the_commands_and_a_missing_command_is_127() {
 
 #[test]
 fn a_connection_left_in_close_wait_is_reported_at_the_end() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let tcpload = load.bin().display().to_string();
@@ -237,7 +237,7 @@ fn a_connection_left_in_close_wait_is_reported_at_the_end() {
 
 #[test]
 fn the_command_runs_as_the_user_who_ran_sudo_unless_as_root() {
-    let _lock = privileged();
+    privileged!();
     let script = "echo \"uid $(id -u) gid $(id -g) home $HOME\"";
     let mut cmd = portrace(&["-f", "json", "--", "sh", "-c", script]);
     cmd.env("SUDO_UID", "65534").env("SUDO_GID", "65534");
@@ -255,7 +255,7 @@ fn the_command_runs_as_the_user_who_ran_sudo_unless_as_root() {
 
 #[test]
 fn the_command_runs_as_the_user_who_ran_doas_or_pkexec_and_root_is_said_plainly() {
-    let _lock = privileged();
+    privileged!();
     let script = "echo \"uid $(id -u) gid $(id -g)\"";
     for (var, value) in [("DOAS_USER", "nobody"), ("PKEXEC_UID", "65534")] {
         let mut cmd = portrace(&["-f", "json", "--", "sh", "-c", script]);
@@ -297,7 +297,7 @@ fn nobody_home() -> String {
 
 #[test]
 fn sigterm_to_portrace_reaches_the_command() {
-    let _lock = privileged();
+    privileged!();
     let dir = std::env::temp_dir().join(format!("portrace-t-cmd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let ready = dir.join("ready");
@@ -322,7 +322,7 @@ fn sigterm_to_portrace_reaches_the_command() {
 
 #[test]
 fn a_recording_names_the_command_it_traced() {
-    let _lock = privileged();
+    privileged!();
     let dir = std::env::temp_dir().join(format!("portrace-t-cmdrec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("cmd.ptr");

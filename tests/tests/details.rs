@@ -36,7 +36,7 @@ fn announced_first(records: &[Value], pid: u32) {
 
 #[test]
 fn owners_and_namespaces_are_named_in_full_live_and_from_a_recording() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     // A port range of this namespace's own, unlike the host's, to see that it is read
     // inside the namespace.

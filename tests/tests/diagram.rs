@@ -143,7 +143,7 @@ fn expected() -> BTreeMap<(String, String), u64> {
 
 #[test]
 fn a_live_diagram_and_one_from_a_recording_count_the_traffic_and_conn_draws_a_connection() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     // No TIME_WAIT assassination (RFC 1337): a reset answering a late segment would end
     // a client's TIME_WAIT early, a TIME_WAIT -> CLOSE the counts below do not expect.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use portrace_tests::Portrace;
+use portrace_tests::{privileged, Portrace};
 use serde_json::Value;
 
 /// Every program the kernel object holds (portrace-ebpf/src/program.rs).
@@ -23,8 +23,7 @@ const PROGRAMS: [&str; 10] = [
 
 #[test]
 fn doctor_loads_every_program_and_the_core_can_run() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "portrace's privileged tests run as root");
+    privileged!();
     let (out, took) = Portrace::run_once(&["doctor", "--json"], Duration::from_secs(60));
     let shown = format!("status {}\n--- stdout\n{}\n--- stderr\n{}", out.status, out.stdout.join("\n"), out.stderr);
     assert_eq!(out.stdout.len(), 1, "one JSON object on one line\n{shown}");

@@ -83,7 +83,7 @@ fn assert_end(ts: &[Transition], socket: &SocketTimeline, reason: &str, error: O
 /// process's own system call carry its pid, the owner of every transition, and why the
 /// passive closer's socket and the listener ended.
 fn single_connection(port: u16, host: &str, family: &str, closer: Closer) {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let (client_seq, child_seq) = match closer {
@@ -224,7 +224,7 @@ fn client_closes_first_ipv6() {
 
 #[test]
 fn connection_refused() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let expect = [Expect {
         role: "client",
@@ -247,14 +247,14 @@ fn connection_refused() {
 
 /// Two servers, each with `N` client-closes-first connections: the `outside` one's traffic
 /// runs to completion first, then the `inside` one's, all traced with `filter`. Returns the
-/// transitions after checking they are exactly `expect`.
+/// transitions after checking they are exactly `expect`. The caller holds the privileged
+/// lock (`privileged!()`).
 fn inside_and_outside(
     filter: &[&str],
     inside: &[&str],
     outside: &[&str],
     expect: &[Expect<'_>],
 ) -> Vec<Transition> {
-    let _lock = privileged();
     let ns = Netns::create();
     let load = load();
     let portrace = Portrace::start(filter);
@@ -294,6 +294,7 @@ fn inside_and_outside(
 
 #[test]
 fn filter_lport() {
+    privileged!();
     // The local port is the listener's and its children's; the clients have it as their
     // remote port and are left out.
     let expect = [
@@ -321,6 +322,7 @@ fn filter_lport() {
 
 #[test]
 fn filter_rport() {
+    privileged!();
     // Only the clients have the server's port as their remote port.
     let expect = [Expect {
         role: "client",
@@ -340,6 +342,7 @@ fn filter_rport() {
 
 #[test]
 fn filter_port() {
+    privileged!();
     let expect = client_closes_first(N);
     let ts = inside_and_outside(
         &["--port", "65115"],
@@ -356,6 +359,7 @@ fn filter_port() {
 /// The clients' own address is 127.0.0.1 (the kernel's source for any 127/8 destination),
 /// so a network that held 127.0.0.1 would match everything: the CIDR case uses 127.0.0.8/30.
 fn addr_filter(filter: &str, port: u16) {
+    privileged!();
     let expect = client_closes_first(N);
     let inside = format!("127.0.0.10:{port}");
     let outside = format!("127.0.0.20:{port}");
@@ -380,6 +384,7 @@ fn filter_addr_cidr() {
 
 #[test]
 fn filter_ipv4_only() {
+    privileged!();
     // Inside: an IPv4 client of the server on 127.0.0.1, and an IPv6 client socket talking
     // to the server on 127.0.0.2 through the v4-mapped address (portrace shows such a
     // connection as IPv4). Outside: the same port over IPv6.
@@ -413,6 +418,7 @@ fn filter_ipv4_only() {
 
 #[test]
 fn filter_ipv6_only() {
+    privileged!();
     // Inside: IPv6 over ::1. Outside, on the same port: IPv4, and an IPv6 socket talking
     // IPv4 through the v4-mapped address (an IPv4 connection to portrace).
     let expect = client_closes_first(N);
@@ -429,7 +435,7 @@ fn filter_ipv6_only() {
 
 #[test]
 fn filter_pid() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     // `--pid` keeps the sockets the process owns. Client A is held at its start line so its
@@ -476,7 +482,7 @@ fn filter_pid() {
 
 #[test]
 fn filter_state() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     // Two servers on the same port: on 127.0.0.1 the client closes first (the server's
@@ -526,7 +532,7 @@ fn filter_state() {
 /// to CLOSE if nothing followed it); the re-arm, FIN_WAIT2 -> TIME_WAIT, does not.
 #[test]
 fn filter_state_close_keeps_connects_and_sees_no_kill_in_a_moved_timer() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let mut portrace = Portrace::start(&["--state", "CLOSE", "--port", "65146"]);
@@ -623,7 +629,7 @@ fn stop_when_settled(
 /// portrace has it, so portrace says it checked them and reports nothing lost.
 #[test]
 fn sockets_open_at_the_end_are_checked_against_the_kernel() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let (v4, v6) = ("127.0.0.1:65143", "[::1]:65144");
@@ -678,7 +684,7 @@ fn sockets_open_at_the_end_are_checked_against_the_kernel() {
 #[test]
 fn burst_at_40000_per_second_shows_every_transition_once_or_counts_it_lost() {
     const CONNECTIONS: usize = 10_000;
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     ns.sysctl("net.ipv4.tcp_rfc1337=1");
     let load = load();
@@ -739,7 +745,7 @@ fn burst_at_40000_per_second_shows_every_transition_once_or_counts_it_lost() {
 #[test]
 fn tiny_ring_reports_losses() {
     const CONNECTIONS: usize = 5_000;
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     // No TIME_WAIT assassination (RFC 1337): the kernel ending a few clients' TIME_WAITs
     // while the run is compared with its list would make the count move under the test.
@@ -861,7 +867,7 @@ fn tiny_ring_reports_losses() {
 #[test]
 fn burst_5000_connections_at_15000_per_second_lossless() {
     const CONNECTIONS: usize = 5_000;
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     // RFC 1337: TIME_WAIT sockets ignore resets, so the kernel does not assassinate the
     // clients' TIME_WAITs during the burst; this test is about losses, and kills have

@@ -173,7 +173,7 @@ fn lost(records: &[Value]) -> u64 {
 
 #[test]
 fn a_recording_replays_to_the_transitions_the_live_run_printed() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let dir = TempDir::new();
@@ -268,7 +268,7 @@ fn a_recording_replays_to_the_transitions_the_live_run_printed() {
 
 #[test]
 fn a_recording_killed_mid_way_replays_up_to_the_cut() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let dir = TempDir::new();
@@ -356,7 +356,7 @@ fn number_after(text: &str, marker: &str) -> u64 {
 
 #[test]
 fn a_full_disk_stops_the_recording_and_keeps_what_was_written() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let disk = Tmpfs::mount("256k");
@@ -394,7 +394,7 @@ fn a_full_disk_stops_the_recording_and_keeps_what_was_written() {
 
 #[test]
 fn a_recording_ended_by_count_is_complete_and_reports() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let dir = TempDir::new();

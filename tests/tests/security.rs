@@ -77,7 +77,7 @@ fn open_dir() -> TempDir {
 
 #[test]
 fn a_capable_binary_run_by_another_user_reads_files_with_that_users_rights() {
-    let _lock = privileged();
+    privileged!();
     let dir = open_dir();
     let bin = capable_copy(dir.path());
 
@@ -129,7 +129,7 @@ fn a_capable_binary_run_by_another_user_reads_files_with_that_users_rights() {
 
 #[test]
 fn an_offline_subcommand_has_no_capability_when_it_opens_the_file() {
-    let _lock = privileged();
+    privileged!();
     let dir = open_dir();
     let bin = capable_copy(dir.path());
     let fifo = dir.file("pipe.ptr");
@@ -190,7 +190,7 @@ fn root_portrace(args: &[&str]) -> portrace_tests::Finished {
 
 #[test]
 fn roots_writes_do_not_follow_planted_links_nor_replace_without_force() {
-    let _lock = privileged();
+    privileged!();
     let dir = sticky_dir();
     let private = TempDir::new();
     let victim = private.file("root-owned");
@@ -278,7 +278,7 @@ fn signal(pid: u32, sig: i32) {
 
 #[test]
 fn sighup_ends_a_run_cleanly_and_a_killed_runs_instance_goes_at_the_next_start() {
-    let _lock = privileged();
+    privileged!();
     let dir = TempDir::new();
 
     // SIGHUP (an SSH connection dropped): a clean end.
@@ -317,7 +317,7 @@ fn sighup_ends_a_run_cleanly_and_a_killed_runs_instance_goes_at_the_next_start()
 
 #[test]
 fn a_process_name_with_terminal_escapes_is_shown_escaped() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = Tcpload::new(env!("CARGO_BIN_EXE_tcpload"));
     // A name that, raw, would turn the terminal red and set its title.
@@ -385,7 +385,7 @@ fn python_run(flags: &[&str]) -> Vec<Value> {
 
 #[test]
 fn an_ordinary_python_client_and_server_raise_nothing_above_info() {
-    let _lock = privileged();
+    privileged!();
     let alerts = python_run(&[]);
     let above_info: Vec<&Value> = alerts.iter().filter(|a| a["severity"] != "info").collect();
     assert!(above_info.is_empty(), "ordinary Python traffic raised: {above_info:#?}");
@@ -543,7 +543,7 @@ fn interrupted_at_start(args: &[&str]) -> (portrace_tests::Finished, Vec<Value>,
 /// until the test reads the pipe, which it does only after the signal.
 #[test]
 fn sigint_while_starting_ends_the_run_cleanly_and_starts_no_command() {
-    let _lock = privileged();
+    privileged!();
     // An existing listener that only the inventory can show.
     let listener = std::net::TcpListener::bind("127.77.8.5:0").expect("binding a listener");
     let port = listener.local_addr().unwrap().port();

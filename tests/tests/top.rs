@@ -25,7 +25,7 @@ fn last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[test]
 fn top_shows_a_live_connection_and_restores_the_terminal() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = Tcpload::new(env!("CARGO_BIN_EXE_tcpload"));
     let port = PORT.to_string();
@@ -93,7 +93,7 @@ fn top_without_a_terminal_says_so() {
 #[test]
 fn top_without_privileges_prints_its_error_on_the_normal_screen() {
     // nobody (65534): no CAP_BPF. The error comes before the screen is taken.
-    let _lock = privileged();
+    privileged!();
     let mut top = Pty::spawn_as(&Portrace::bin(), &["top"], 100, 24, Some(65534));
     let status = top.wait_exit(Duration::from_secs(10));
     let raw = top.raw();

@@ -263,7 +263,7 @@ fn assert_owner_not_on_cpu(traced: &Traced, path: &str) {
 }
 
 fn owners_on_loopback(port: u16, closer: Closer) {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let traced = owned_connections(&ns, &ns, "127.0.0.1", "127.0.0.1", port, closer);
     assert_owner_not_on_cpu(&traced, &format!("loopback, {closer:?} closes first"));
@@ -271,7 +271,7 @@ fn owners_on_loopback(port: u16, closer: Closer) {
 
 /// A veth pair between a client namespace and a server namespace, link-local IPv4.
 fn owners_over_veth(port: u16, subnet: u8, closer: Closer) {
-    let _lock = privileged();
+    privileged!();
     let client_ns = Netns::create();
     let server_ns = Netns::create();
     let client_ip = format!("169.254.{subnet}.1");
@@ -314,7 +314,7 @@ fn owner_veth_server_closes_first() {
 /// The filter must keep every transition of the server's listener and children (all five
 /// of each child, the softirq ones included) and nothing of the client's sockets.
 fn server_only(port: u16, server_load: &Tcpload, comm: &str, filter: impl Fn(u32) -> Vec<String>) {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let endpoint = format!("127.0.0.1:{port}");
     let mut server = server_load.spawn_server_held(&ns, &endpoint, N, Closer::Client, &[]);
@@ -494,7 +494,7 @@ impl OldConnection {
 
 #[test]
 fn inventory_then_transitions_of_older_sockets() {
-    let _lock = privileged();
+    privileged!();
     // The server accepts one more connection, made while portrace runs: its child belongs
     // to the owner of a listener portrace only knows from the inventory.
     let old = OldConnection::open(65160, 2);
@@ -623,7 +623,7 @@ fn inventory_then_transitions_of_older_sockets() {
 
 #[test]
 fn snapshot_lists_the_listener_and_its_owner() {
-    let _lock = privileged();
+    privileged!();
     let old = OldConnection::open(65161, 1);
     let server_pid = old.server.pid();
     let port = old.port;
@@ -727,7 +727,7 @@ fn snapshot_lists_the_listener_and_its_owner() {
 
 #[test]
 fn reason_refused() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let portrace = Portrace::start(&["--port", "65170"]);
     let client = load().spawn_client_with(
@@ -768,7 +768,7 @@ fn reason_refused() {
 /// at once, the other reads until the reset. Checks both ends' sequences, owners and end
 /// reasons.
 fn reset_connection(port: u16, aborter: Closer) {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let endpoint = format!("127.0.0.1:{port}");
@@ -856,7 +856,7 @@ fn reason_local_abort() {
 
 #[test]
 fn reason_connect_timeout() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     // One SYN retransmission: connect gives up after 1 s + 2 s. The peer is the far end of a
     // veth pair that is down: every SYN the client sends is dropped there, silently (no
@@ -931,7 +931,7 @@ fn reason_connect_timeout() {
 
 #[test]
 fn time_wait_entered_by_the_active_closer() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let portrace = Portrace::start(&["--port", "65180"]);
@@ -993,7 +993,7 @@ fn time_wait_entered_by_the_active_closer() {
 
 #[test]
 fn time_wait_killed_by_reuse_and_by_namespace_deletion() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     // The server closes first, so its child goes to TIME_WAIT; both connections come from
@@ -1116,7 +1116,7 @@ fn time_wait_killed_by_reuse_and_by_namespace_deletion() {
 /// Waits for a real TIME_WAIT expiry (60 s): kept last in the file, and to one connection.
 #[test]
 fn waits_for_time_wait_expiry() {
-    let _lock = privileged();
+    privileged!();
     let ns = Netns::create();
     let load = load();
     let mut portrace = Portrace::start(&["--port", "65190"]);

@@ -200,7 +200,7 @@ pub struct FilterArgs {
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Tracing")]
 pub struct LimitArgs {
-    /// Stop after this long: 30s, 5m, 1h, 250ms, or seconds.
+    /// Stop after this long: 30s, 5m, 1m30s, 1h, 250ms, or seconds.
     #[arg(short = 'd', long, value_name = "TIME", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
@@ -787,24 +787,35 @@ fn parse_state(text: &str) -> Result<TcpState, String> {
     TcpState::parse(text).map_err(|e| e.to_string())
 }
 
-/// Parses `30s`, `5m`, `1h`, `250ms`, `1.5s` or a plain number of seconds.
+/// Parses a duration: a plain number of seconds (`10`, `1.5`), one number with a unit
+/// (`250ms`, `1.5s`, `5m`, `2h`), or humantime's forms (`1m30s`, `1h 15m`, `2days`).
+/// Between 0 and a year, both excluded and included.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let bad = || format!("'{text}' is not a duration (expected e.g. 30s, 5m, 1h, 250ms)");
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(bad()),
+    let bad = || format!("'{text}' is not a duration (expected e.g. 30s, 5m, 1m30s, 1h, 250ms, or seconds)");
+    let seconds = match decimal_duration(t) {
+        Some(seconds) => seconds,
+        None => humantime::parse_duration(t).map_err(|_| bad())?.as_secs_f64(),
     };
     if !seconds.is_finite() || seconds <= 0.0 || seconds > 366.0 * 86400.0 {
         return Err(format!("duration '{text}' is out of range (more than 0, at most a year)"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// The forms humantime does not take: seconds without a unit, and a fraction with a unit
+/// (`1.5s`). `None` for anything else.
+fn decimal_duration(t: &str) -> Option<f64> {
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    match unit {
+        "" | "s" => Some(value),
+        "ms" => Some(value / 1000.0),
+        "m" | "min" => Some(value * 60.0),
+        "h" => Some(value * 3600.0),
+        _ => None,
+    }
 }
 
 /// Parses a ring buffer size: bytes with an optional K, M or G suffix (powers of 1024).
@@ -1132,7 +1143,13 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert!(parse_duration("10d").is_err());
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 15m"), Ok(Duration::from_secs(4500)));
+        assert_eq!(parse_duration("2days"), Ok(Duration::from_secs(2 * 86400)));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("1m30").is_err());
+        assert!(parse_duration("2years").is_err(), "more than a year");
+        assert!(parse_duration("0s").is_err());
         assert!(parse_duration("").is_err());
     }
 

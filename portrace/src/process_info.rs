@@ -39,23 +39,37 @@ pub fn kept_len(text: &str) -> usize {
     len
 }
 
-/// Reads process details from a procfs (normally /proc), and user names from a passwd
-/// file (normally /etc/passwd), read once.
+/// Reads process details from a procfs (normally /proc), and user names from the system's
+/// user database (or, in tests, a passwd file).
 pub struct ProcessReader {
     proc: PathBuf,
-    passwd: PathBuf,
-    users: Option<HashMap<u32, String>>,
+    users: Users,
 }
+
+/// Where user names come from.
+enum Users {
+    /// The C library's `getpwuid_r`, through the system's name service: local files, LDAP,
+    /// SSSD, systemd's dynamic users. A uid is asked once; the answers (a missing name too)
+    /// are kept, up to [`USERS_KEPT`].
+    System(HashMap<u32, Option<String>>),
+    /// A passwd file, read once.
+    File { path: PathBuf, users: Option<HashMap<u32, String>> },
+}
+
+/// User names kept at most; past it the cache starts afresh.
+const USERS_KEPT: usize = 4096;
 
 impl Default for ProcessReader {
     fn default() -> Self {
-        ProcessReader::new(Path::new(crate::procfs::PROC), Path::new("/etc/passwd"))
+        ProcessReader { proc: PathBuf::from(crate::procfs::PROC), users: Users::System(HashMap::new()) }
     }
 }
 
 impl ProcessReader {
+    /// A reader of the procfs at `proc` that takes user names from the passwd file
+    /// `passwd` (for tests; [`ProcessReader::default`] asks the system).
     pub fn new(proc: &Path, passwd: &Path) -> ProcessReader {
-        ProcessReader { proc: proc.to_path_buf(), passwd: passwd.to_path_buf(), users: None }
+        ProcessReader { proc: proc.to_path_buf(), users: Users::File { path: passwd.to_path_buf(), users: None } }
     }
 
     /// What /proc says about `pid` now. `comm` is the command name the kernel reported
@@ -81,9 +95,42 @@ impl ProcessReader {
     }
 
     fn user_name(&mut self, uid: u32) -> Option<String> {
-        let passwd = &self.passwd;
-        let users = self.users.get_or_insert_with(|| fs::read(passwd).map(|raw| parse_passwd(&raw)).unwrap_or_default());
-        users.get(&uid).cloned().map(cut)
+        match &mut self.users {
+            Users::System(kept) => {
+                if kept.len() >= USERS_KEPT && !kept.contains_key(&uid) {
+                    kept.clear();
+                }
+                kept.entry(uid).or_insert_with(|| system_user_name(uid).map(cut)).clone()
+            }
+            Users::File { path, users } => {
+                let users = users.get_or_insert_with(|| fs::read(&*path).map(|raw| parse_passwd(&raw)).unwrap_or_default());
+                users.get(&uid).cloned().map(cut)
+            }
+        }
+    }
+}
+
+/// The name of `uid` in the system's user database (`getpwuid_r`), if it has one.
+pub fn system_user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: passwd is plain data, all zeroes is a valid value to be overwritten.
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: `entry` and `found` are locals,
+        // `buf` is writable for its length; the strings written into `entry` point into
+        // `buf`, which outlives their use below.
+        let err = unsafe { libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr().cast(), buf.len(), &mut found) };
+        if err == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if err != 0 || found.is_null() || entry.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: on success pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+        return Some(String::from_utf8_lossy(name.to_bytes()).into_owned());
     }
 }
 
@@ -270,6 +317,16 @@ mod tests {
         assert_eq!(parse_start_ticks(stat), Some(987654));
         assert_eq!(parse_start_ticks(b"1 (init) S 0"), None);
         assert_eq!(parse_start_ticks(b"garbage"), None);
+    }
+
+    #[test]
+    fn user_names_come_from_the_system_database() {
+        // Root is uid 0 in every user database; a uid at the top of the range is in none.
+        assert_eq!(system_user_name(0).as_deref(), Some("root"));
+        assert_eq!(system_user_name(u32::MAX - 7), None);
+        let mut reader = ProcessReader::default();
+        assert_eq!(reader.user_name(0).as_deref(), Some("root"));
+        assert_eq!(reader.user_name(u32::MAX - 7), None);
     }
 
     #[test]

@@ -135,7 +135,8 @@ pub struct DiagramArgs {
     #[arg(short = 'f', long, value_enum)]
     pub format: Option<crate::diagram::DiagramFormat>,
 
-    /// Draw from a recording made with `portrace record` instead of tracing live.
+    /// Draw from a recording made with `portrace record` instead of tracing live (`-`:
+    /// standard input).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["duration", "count", "ring_size", "summary"])]
     pub from: Option<PathBuf>,
 
@@ -447,7 +448,7 @@ pub struct RecordArgs {
 /// `portrace replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// A recording made with `portrace record`.
+    /// A recording made with `portrace record` (`-`: standard input).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
@@ -486,7 +487,7 @@ pub struct ReplayArgs {
 /// `portrace report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// A recording made with `portrace record`.
+    /// A recording made with `portrace record` (`-`: standard input).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
@@ -524,7 +525,8 @@ pub struct ReportArgs {
 /// `portrace top`.
 #[derive(Debug, clap::Args)]
 pub struct TopArgs {
-    /// Browse this recording (made with `portrace record`) instead of the live host.
+    /// Browse this recording (made with `portrace record`; `-`: standard input) instead of
+    /// the live host.
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
 

@@ -23,6 +23,7 @@ use crate::output::{self, Format, Sink, Start};
 use crate::record::{Timestamp, Transition};
 use crate::report::{Report, ReportOptions};
 use crate::summary::Summary;
+use crate::tracefile::input::Input;
 use crate::tracefile::{filter_flags, status::human_bytes, End, ReadError, ReadOptions, Record, TraceReader, Warning};
 
 /// Held `CLOSE -> SYN_SENT` transitions at most, as in the kernel program's hold map.
@@ -179,8 +180,9 @@ pub fn announce(sink: &mut dyn Sink, detail: Detail<'_>) -> io::Result<()> {
     }
 }
 
+/// Opens the recording `path` names (`-`: standard input, read as it comes).
 fn open(path: &std::path::Path, salvage: bool) -> anyhow::Result<TraceReader<io::BufReader<std::fs::File>>> {
-    Ok(TraceReader::open(path, ReadOptions { salvage })?)
+    Ok(Input::once(path)?.open(ReadOptions { salvage })?)
 }
 
 fn print_warning(warning: Option<&Warning>) {
@@ -209,7 +211,7 @@ fn print_warnings(replayed: &Replayed) {
 pub fn replay(config: ReplayConfig) -> anyhow::Result<()> {
     let mut reader = open(&config.file, config.salvage)?;
     if config.info {
-        return info(&mut reader, &config.file);
+        return info(&mut reader);
     }
     let stdout = io::stdout();
     let color = match config.color {
@@ -327,7 +329,7 @@ impl Sink for Discard {
 }
 
 /// `portrace replay --info`: what the recording says about itself, and its totals.
-fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyhow::Result<()> {
+fn info<R: BufRead>(reader: &mut TraceReader<R>) -> anyhow::Result<()> {
     let h = reader.header().clone();
     let (mut sockets, mut transitions, mut lost_records) = (0u64, 0u64, 0u64);
     let (mut processes, mut namespaces) = (0u64, 0u64);
@@ -368,7 +370,7 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>, path: &std::path::Path) -> anyh
     // Everything the header says was written by whoever wrote the file.
     let esc = |s: &str| crate::escape::text(s).into_owned();
     let time = |t: Timestamp| format!("{} (CLOCK_MONOTONIC {} ns)", Rfc3339::new(t.unix_ns), t.mono_ns);
-    let _ = writeln!(text, "file:         {} ({}, format version {})", esc(&path.display().to_string()), human_bytes(reader.bytes_read()), h.version);
+    let _ = writeln!(text, "file:         {} ({}, format version {})", esc(reader.name()), human_bytes(reader.bytes_read()), h.version);
     let _ = writeln!(text, "recorded by:  portrace {}", esc(&h.portrace));
     let _ = writeln!(text, "host:         {}", esc(&h.host));
     let _ = writeln!(text, "kernel:       {}", esc(&h.kernel));

@@ -27,7 +27,8 @@ use crate::record::{Lost, SocketRecord, Transition};
 use crate::replay::{replay_into, TransitionFilter};
 use crate::run::{Output, Progress};
 use crate::summary::Summary;
-use crate::tracefile::{filter_flags, ReadOptions, RunSetup, TraceReader};
+use crate::tracefile::input::Input;
+use crate::tracefile::{filter_flags, ReadOptions, RunSetup};
 use figure::Figure;
 use stats::Observed;
 
@@ -223,7 +224,8 @@ pub async fn run(mut config: DiagramConfig) -> anyhow::Result<()> {
 /// Reads a recording through the user's filter; for `--conn`, up to three times: the
 /// later passes for the connection's possible peers ([`sequence::Kept`]).
 fn from_recording(path: &Path, config: &DiagramConfig) -> anyhow::Result<Collected> {
-    let mut reader = TraceReader::open(path, ReadOptions { salvage: config.salvage })?;
+    let input = Input::rereadable(path)?;
+    let mut reader = input.open(ReadOptions { salvage: config.salvage })?;
     let recorded = filter_flags(&reader.header().filter);
     let shared = Arc::new(Mutex::new(Collected { kept: config.conn.map(sequence::Kept::new), ..Default::default() }));
     let mut sink = Collector(shared.clone());
@@ -236,11 +238,11 @@ fn from_recording(path: &Path, config: &DiagramConfig) -> anyhow::Result<Collect
     let mut collected = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
     if let Some(kept) = &mut collected.kept {
         if kept.wants_second_pass() {
-            let mut reader = TraceReader::open(path, ReadOptions { salvage: config.salvage })?;
+            let mut reader = input.open(ReadOptions { salvage: config.salvage })?;
             let mut filter = TransitionFilter::new(config.trace.filter.clone());
             replay_into(&mut reader, &mut filter, &mut Peers(kept, 2), None)?;
             if kept.wants_third_pass() {
-                let mut reader = TraceReader::open(path, ReadOptions { salvage: config.salvage })?;
+                let mut reader = input.open(ReadOptions { salvage: config.salvage })?;
                 let mut filter = TransitionFilter::new(config.trace.filter.clone());
                 replay_into(&mut reader, &mut filter, &mut Peers(kept, 3), None)?;
             }

@@ -11,8 +11,7 @@
 //! length, and the whole recording can be browsed.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -22,7 +21,8 @@ use crate::filter::FilterSpec;
 use crate::output::Start;
 use crate::record::{Timestamp, Transition};
 use crate::replay::TransitionFilter;
-use crate::tracefile::{ErrorKind, ReadError, ReadOptions, Record, TraceReader};
+use crate::tracefile::input::Input as Recording;
+use crate::tracefile::{ReadError, ReadOptions, Record, TraceReader};
 
 use super::app::{self, Msg, Source};
 use super::model::{Action, Cursor, Table, Top};
@@ -157,17 +157,10 @@ impl Browser {
     /// Opens the recording at `path`, keeping what `filter` lets through, and reads it once
     /// to count those records.
     pub fn load(path: &Path, filter: FilterSpec, salvage: bool) -> anyhow::Result<Browser> {
-        let path = path.to_path_buf();
+        let recording = Recording::rereadable(path)?;
         let options = ReadOptions { salvage };
         let open: Open = Box::new(move || {
-            let name = path.display().to_string();
-            let file = File::open(&path).map_err(|e| ReadError {
-                file: name.clone(),
-                offset: 0,
-                kind: ErrorKind::Io,
-                message: format!("cannot open it: {e}"),
-            })?;
-            TraceReader::new(Box::new(BufReader::with_capacity(1 << 16, file)) as Box<dyn BufRead>, name, options)
+            TraceReader::new(Box::new(recording.bytes()?) as Box<dyn BufRead>, recording.name(), options)
         });
         Browser::paged(open, filter, PAGE)
     }

@@ -11,6 +11,7 @@
 //! offset and what to do.
 
 pub mod codec;
+pub mod input;
 mod reader;
 mod recording;
 pub mod status;

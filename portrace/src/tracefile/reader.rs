@@ -278,6 +278,11 @@ impl<R: BufRead> TraceReader<R> {
         &self.header
     }
 
+    /// What errors and warnings call the recording: its path, or "standard input".
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Records returned so far.
     pub fn records_read(&self) -> u64 {
         self.records

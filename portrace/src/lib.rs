@@ -16,6 +16,7 @@ pub mod load_error;
 pub mod doctor;
 pub mod sockets;
 pub mod gaps;
+pub mod loss_ledger;
 pub mod run;
 pub mod btf;
 pub mod tracefs;

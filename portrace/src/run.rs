@@ -25,7 +25,8 @@ use crate::clock::Clock;
 use crate::decode;
 use crate::features::Feature;
 use crate::inventory;
-use crate::loader::{self, Counters, Setup, Tracer};
+use crate::loader::{self, Setup, Tracer};
+use crate::loss_ledger::{Hits, LossLedger, Reading};
 use crate::output::{self, Format, Sink, Start};
 use crate::priority;
 use crate::record::{Comm, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition};
@@ -36,7 +37,7 @@ use crate::timeline::Timeline;
 use crate::details::Details;
 use crate::replay;
 use crate::tracefile::{self, RunSetup};
-use crate::hitcount::{self, HitCounter};
+use crate::hitcount::HitCounter;
 use crate::sockets::Endpoints;
 use crate::tcp_state::TcpState;
 use crate::{follow, gaps, preflight, tracefs};
@@ -376,8 +377,7 @@ async fn trace_until_stopped(
         summary: Summary::new(start),
         report: config.summary.then(|| Report::new(ReportOptions::default())),
         count: config.count,
-        seen: Counters::default(),
-        skipped_reported: 0,
+        ledger: LossLedger::default(),
         gap_check: plan.is_none() && config.filter.keeps_whole_sockets(),
         end_check: None,
         hits,
@@ -474,7 +474,7 @@ async fn trace_until_stopped(
              them) and are shown once"
         )?;
     }
-    let c = session.seen;
+    let c = session.ledger.seen();
     if c.owners_full > 0 || c.timewait_full > 0 || c.listeners_full > 0 {
         writeln!(
             stderr,
@@ -620,10 +620,8 @@ struct Session<'a> {
     /// The report `--summary` prints at the end, fed what the sink is fed.
     report: Option<Report>,
     count: Option<u64>,
-    /// Counter totals already reported.
-    seen: Counters,
-    /// Skipped runs already reported as lost.
-    skipped_reported: u64,
+    /// The losses reported so far.
+    ledger: LossLedger,
     /// Whether holes in sockets' sequences mean lost transitions: the filter keeps whole
     /// sockets ([`crate::filter::FilterSpec::keeps_whole_sockets`]) and no command is traced (whose
     /// sockets are followed from the moment the kernel ties them to it).
@@ -859,17 +857,12 @@ impl Session<'_> {
     }
 
     /// Reports losses the kernel programs counted since the last check, then the holes in
-    /// sockets' sequences that no count explains.
+    /// sockets' sequences that no count explains ([`LossLedger`]).
     fn check_losses(&mut self) -> io::Result<()> {
         // Holes found so far: each is in a socket's sequence before a record already read,
         // so the counts read after this cover every loss counted for it.
         let unseen = self.timeline.unseen();
-        // To weigh the holes, the programs' side is read before the independent count as
-        // well: hits handled between the two reads make that estimate of the uncounted
-        // hits too large, never too small. Only needed when the holes exceed the losses
-        // reported so far (the comparison below is against no less), which is rare: it
-        // saves the drain loop a map read and a system call.
-        let weigh = self.gap_check && unseen > self.summary.lost_total() && self.hits.is_some();
+        let weigh = LossLedger::wants_weighing(self.gap_check, unseen, self.summary.lost_total(), self.hits.is_some());
         let handed_before = if weigh { self.tracer.handed().ok() } else { None };
         // The independent count first, then the programs' side (see crate::hitcount).
         let instance = match self.hits.as_ref().map(|(counter, _)| counter.total()) {
@@ -885,45 +878,23 @@ impl Session<'_> {
             None => None,
         };
         let counters = self.tracer.counters().map_err(io::Error::other)?;
-        let before = self.seen;
-        self.seen = counters;
-        for (now, then, cause) in [
-            (counters.ring_full, before.ring_full, LossCause::RingFull),
-            (counters.tw_ring_full, before.tw_ring_full, LossCause::TimeWait),
-            (counters.unreadable, before.unreadable, LossCause::Unreadable),
-        ] {
-            if now > then {
-                self.report_lost(now - then, cause)?;
-            }
-        }
         let stats = self.tracer.prog_stats().map_err(io::Error::other)?;
-        // A run the kernel skipped is lost unless the backup program recorded it.
-        // (Not the backup's second records of runs the main program made: see
-        // `Timeline::duplicates`.)
-        let rescued = if self.tracer.backed_up { counters.rescued.saturating_sub(self.timeline.duplicates()) } else { 0 };
-        let misses = stats.recursion_misses.unwrap_or(0);
-        // Hits the kernel handed to no program and did not count either.
-        let uncounted_hits = match (&self.hits, instance) {
-            (Some((_, at_start)), Some(total)) => hitcount::unseen(total, counters.entered + misses, *at_start),
-            _ => 0,
+        let hits = match (&self.hits, instance) {
+            (Some((_, at_start)), Some(total)) => Some(Hits { at_start: *at_start, total, handed_before }),
+            _ => None,
         };
-        let uncounted_at_most = match (&self.hits, instance, handed_before) {
-            (Some((_, at_start)), Some(total), Some(before)) => hitcount::unseen(total, before, *at_start),
-            _ => uncounted_hits,
+        let reading = Reading {
+            unseen,
+            lost_total: self.summary.lost_total(),
+            counters,
+            recursion_misses: stats.recursion_misses,
+            backed_up: self.tracer.backed_up,
+            duplicates: self.timeline.duplicates(),
+            hits,
+            gap_check: self.gap_check,
         };
-        let skipped = misses.saturating_sub(rescued) + uncounted_hits;
-        if skipped > self.skipped_reported {
-            let new = skipped - self.skipped_reported;
-            self.skipped_reported = skipped;
-            self.report_lost(new, LossCause::Skipped)?;
-        }
-        // Every count covers the whole host, so it may include losses of sockets the filter
-        // hides, never fewer than the holes it explains: transitions missing beyond all of
-        // them at their largest (and beyond holes reported before) went uncounted. Each
-        // count grows when its loss happens, before any later record can show the hole.
-        let counted_at_most = self.summary.lost_total() + uncounted_at_most.saturating_sub(uncounted_hits);
-        if self.gap_check && unseen > counted_at_most {
-            self.report_lost(unseen - counted_at_most, LossCause::Gap)?;
+        for (count, cause) in self.ledger.settle(&reading) {
+            self.report_lost(count, cause)?;
         }
         Ok(())
     }

@@ -216,6 +216,10 @@ pub struct LimitArgs {
     /// At the end, print a report of the trace on stderr (as `portrace report` would).
     #[arg(long)]
     pub summary: bool,
+
+    /// Say on stderr how long each start-up stage took, up to the first record shown.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 }
 
 /// Tracing one command: live tracing and `record`.
@@ -579,6 +583,8 @@ pub struct Config {
     pub snapshot: bool,
     /// Print a report of the trace on stderr at the end.
     pub summary: bool,
+    /// Say how long each start-up stage took.
+    pub verbose: bool,
     /// Add each transition's cause in plain words.
     pub explain: bool,
     /// The command to run and trace alone (`portrace -- CMD`).
@@ -692,6 +698,7 @@ impl Args {
                     color: ColorChoice::Never,
                     snapshot: false,
                     summary: r.limits.summary,
+                    verbose: r.limits.verbose,
                     explain: false,
                     command: r.command.into_spec(),
                     alerts: r.alerts.into_options(false),
@@ -730,6 +737,7 @@ impl Args {
                     color: ColorChoice::Never,
                     snapshot: false,
                     summary: d.limits.summary,
+                    verbose: d.limits.verbose,
                     explain: false,
                     command: None,
                     alerts: AlertOptions { enabled: false, ..AlertOptions::default() },
@@ -769,6 +777,7 @@ impl LiveArgs {
             color: self.color,
             snapshot: self.snapshot,
             summary: self.limits.summary,
+            verbose: self.limits.verbose,
             explain: self.explain,
             command: self.command.into_spec(),
             alerts: self.alerts.into_options(self.alerts_only),

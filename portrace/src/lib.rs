@@ -44,3 +44,4 @@ pub mod top;
 pub mod hitcount;
 pub mod priority;
 pub mod stack_budget;
+pub mod startup;

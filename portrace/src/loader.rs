@@ -77,21 +77,73 @@ pub struct ProgramLoad {
     pub verified_insns: Option<u64>,
 }
 
-/// Loads one program of the opened object, without attaching it.
+/// Loads one program of the opened object, without attaching it. A program already loaded
+/// ([`load_in_parallel`]) is taken as it is.
 pub fn load_program(ebpf: &mut Ebpf, name: &str) -> ProgramLoad {
+    match ebpf.program_mut(name) {
+        None => ProgramLoad {
+            name: name.to_owned(),
+            purpose: purpose(name),
+            result: Err(LoadFailure::Missing),
+            load_ms: 0.0,
+            verified_insns: None,
+        },
+        Some(program) => load_one(name, program),
+    }
+}
+
+fn load_one(name: &str, program: &mut Program) -> ProgramLoad {
     let started = Instant::now();
-    let outcome = match ebpf.program_mut(name) {
-        None => Err(LoadFailure::Missing),
-        Some(Program::RawTracePoint(p)) => p.load().map_err(failure),
-        Some(Program::TracePoint(p)) => p.load().map_err(failure),
-        Some(other) => Err(LoadFailure::Other(format!("{:?} programs are not loaded by portrace", other.prog_type()))),
+    let outcome = if program.fd().is_ok() {
+        Ok(())
+    } else {
+        match &mut *program {
+            Program::RawTracePoint(p) => p.load().map_err(failure),
+            Program::TracePoint(p) => p.load().map_err(failure),
+            other => Err(LoadFailure::Other(format!("{:?} programs are not loaded by portrace", other.prog_type()))),
+        }
     };
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let verified_insns = match (&outcome, ebpf.program(name)) {
-        (Ok(()), Some(p)) => p.fd().ok().and_then(|fd| prog_stats(fd.as_fd()).ok()).and_then(|s| s.verified_insns),
-        _ => None,
+    let verified_insns = match &outcome {
+        Ok(()) => program.fd().ok().and_then(|fd| prog_stats(fd.as_fd()).ok()).and_then(|s| s.verified_insns),
+        Err(_) => None,
     };
     ProgramLoad { name: name.to_owned(), purpose: purpose(name), result: outcome, load_ms, verified_insns }
+}
+
+/// Loads the programs `names` of the opened object at once, one thread per CPU (at most
+/// four): a privileged load's verification runs in parallel with others'. Returns each
+/// program's load, in the order of `names`; attaching is left to the caller, in its order.
+pub fn load_in_parallel(ebpf: &mut Ebpf, names: &[&str]) -> Vec<ProgramLoad> {
+    let mut programs: Vec<(&str, &mut Program)> = ebpf.programs_mut().filter(|(name, _)| names.contains(name)).collect();
+    programs.sort_by_key(|(name, _)| names.iter().position(|n| n == name));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let mut loads: Vec<ProgramLoad> = if threads == 1 || programs.len() < 2 {
+        programs.into_iter().map(|(name, program)| load_one(name, program)).collect()
+    } else {
+        // Deal the programs out round-robin, so that the largest ones (first) are spread.
+        let mut shares: Vec<Vec<(usize, &str, &mut Program)>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, (name, program)) in programs.into_iter().enumerate() {
+            shares[i % threads].push((i, name, program));
+        }
+        let mut loads: Vec<(usize, ProgramLoad)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    scope.spawn(move || share.into_iter().map(|(i, name, program)| (i, load_one(name, program))).collect::<Vec<_>>())
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        loads.sort_by_key(|(i, _)| *i);
+        loads.into_iter().map(|(_, load)| load).collect()
+    };
+    for name in names {
+        if !loads.iter().any(|l| l.name == *name) {
+            loads.push(load_program(ebpf, name));
+        }
+    }
+    loads
 }
 
 /// Turns aya's load error into what portrace tells the user.
@@ -144,7 +196,8 @@ pub fn probe(setup: &Setup, task_error: Option<String>) -> anyhow::Result<(Vec<P
             .unwrap_or(usize::MAX)
     };
     names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
-    let loads: Vec<ProgramLoad> = names.iter().map(|n| load_program(&mut ebpf, n)).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let loads = load_in_parallel(&mut ebpf, &names);
     let of = |name: &str| -> Result<(), String> {
         loads.iter().find(|l| l.name == name).map_or_else(|| Err(format!("the object has no {name}")), outcome)
     };
@@ -226,6 +279,11 @@ pub struct Tracer {
     pub timewait_tracked: bool,
     /// What works on this kernel, and what does not and why, for every reader of the run.
     pub features: Features,
+    /// How long making the object's maps and relocating its programs took (the rest of
+    /// loading is the verifier's and attaching).
+    pub opened_in: std::time::Duration,
+    /// How long verifying the programs took, all at once ([`load_in_parallel`]).
+    pub verified_in: std::time::Duration,
 }
 
 /// Totals of the kernel programs' per-CPU counters.
@@ -266,6 +324,13 @@ pub struct ProgStats {
 /// Opens the eBPF object: hands the programs their configuration and creates the maps.
 /// Loads no program.
 pub fn open(setup: &Setup) -> anyhow::Result<Ebpf> {
+    open_with(EbpfLoader::new(), setup)
+}
+
+/// [`open`] with a loader made beforehand ([`Preparing`]).
+fn open_with(loader: EbpfLoader<'static>, setup: &Setup) -> anyhow::Result<Ebpf> {
+    // Shortened to this function's values, which the loader borrows.
+    let mut loader: EbpfLoader<'_> = loader;
     // Wake the reader only when the ring is a quarter full; it polls for the rest.
     let wakeup_bytes = u64::from(setup.ring_size / 4);
     let sock = setup.sock.as_ref().copied().unwrap_or(SockLayout::ZERO);
@@ -276,7 +341,7 @@ pub fn open(setup: &Setup) -> anyhow::Result<Ebpf> {
     };
     let trace_command = u32::from(setup.command.is_some());
     let (task, traced_entries) = setup.command.unwrap_or((TaskLayout::ZERO, 1));
-    EbpfLoader::new()
+    loader
         // The programs use no CO-RE relocations (portrace computes the offsets it needs
         // from BTF itself), so aya has nothing to relocate.
         .btf(None)
@@ -300,9 +365,27 @@ pub fn open(setup: &Setup) -> anyhow::Result<Ebpf> {
 /// Loads and attaches the programs. Returns the tracer and the ring buffer to read. The
 /// core (the main program, or the classic one without BTF) and, with `-- CMD`, the
 /// command's programs must load; every other program that fails only turns its feature off.
-pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
-    let mut ebpf = open(&setup)?;
+pub fn load(setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
+    let opening = std::time::Instant::now();
+    let mut ebpf = open_with(loader, &setup)?;
+    let opened_in = opening.elapsed();
     let timewait_possible = setup.sock.is_ok() && setup.tw_handler.is_ok();
+    // Every program the run attaches, verified at once; attached below one by one, in the
+    // order that matters (a failed load is tried again there, and reported).
+    let mut wanted = vec![BACKUP, EXEC_PROGRAM];
+    if setup.sock.is_ok() {
+        wanted.push(MAIN);
+    }
+    if timewait_possible {
+        wanted.extend(TIMER_PROGRAMS);
+        wanted.push(PACKET_PROGRAM);
+    }
+    if setup.command.is_some() {
+        wanted.extend([NEWTASK_PROGRAM, EXIT_PROGRAM]);
+    }
+    let verifying = Instant::now();
+    load_in_parallel(&mut ebpf, &wanted);
+    let verified_in = verifying.elapsed();
 
     let not_tried = |why: &str| Err::<(), String>(why.to_owned());
     let (primary, main, classic) = match &setup.sock {
@@ -378,6 +461,8 @@ pub fn load(setup: Setup) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
         backed_up,
         timewait_tracked,
         features,
+        opened_in,
+        verified_in,
     };
     Ok((tracer, ring))
 }
@@ -591,16 +676,27 @@ impl Tracer {
 
 }
 
-/// The address of `tw_timer_handler` in `/proc/kallsyms` text.
-pub fn find_symbol(kallsyms: &str, name: &str) -> Result<u64, String> {
-    for line in kallsyms.lines() {
-        let mut fields = line.split_whitespace();
+/// The address of the kernel symbol `name` in `/proc/kallsyms` text, read line by line
+/// and no further than the symbol (the table is some 10 MB: it is never held whole).
+pub fn find_symbol(kallsyms: impl std::io::BufRead, name: &str) -> Result<u64, String> {
+    let mut kallsyms = kallsyms;
+    let mut line = Vec::with_capacity(128);
+    loop {
+        line.clear();
+        match kallsyms.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("cannot read /proc/kallsyms: {e}")),
+        }
+        let mut fields = line.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
         let (Some(address), Some(_kind), Some(symbol)) = (fields.next(), fields.next(), fields.next()) else {
             continue;
         };
-        if symbol == name {
-            let address = u64::from_str_radix(address, 16)
-                .map_err(|_| format!("/proc/kallsyms has a malformed address for {name}"))?;
+        if symbol == name.as_bytes() {
+            let address = std::str::from_utf8(address)
+                .ok()
+                .and_then(|a| u64::from_str_radix(a, 16).ok())
+                .ok_or_else(|| format!("/proc/kallsyms has a malformed address for {name}"))?;
             if address == 0 {
                 return Err(format!(
                     "kernel symbol addresses are hidden (kernel.kptr_restrict), so {name} cannot be found; \
@@ -613,22 +709,66 @@ pub fn find_symbol(kallsyms: &str, name: &str) -> Result<u64, String> {
     Err(format!("this kernel has no {name} symbol"))
 }
 
+/// The start-up work that does not depend on the checks before it, begun at once on
+/// threads of its own ([`prepare`]): reading the kernel's symbol table, and making aya's
+/// loader, which reads and parses the kernel's BTF (some 25 ms each).
+pub struct Preparing {
+    symbols: Option<std::thread::JoinHandle<(Result<u64, String>, std::time::Duration)>>,
+    loader: std::thread::JoinHandle<(EbpfLoader<'static>, std::time::Duration)>,
+}
+
+/// Starts [`Preparing`]'s work.
+pub fn prepare() -> Preparing {
+    Preparing { symbols: Some(std::thread::spawn(|| timed(tw_timer_handler))), loader: std::thread::spawn(|| timed(EbpfLoader::new)) }
+}
+
+fn timed<T>(work: impl FnOnce() -> T) -> (T, std::time::Duration) {
+    let began = Instant::now();
+    let done = work();
+    (done, began.elapsed())
+}
+
+impl Preparing {
+    /// Waits for aya's loader; how long making it took.
+    pub fn loader(self) -> (EbpfLoader<'static>, std::time::Duration) {
+        self.loader.join().unwrap_or_else(|_| timed(EbpfLoader::new))
+    }
+
+    /// Waits for the timewait timer handler's address; how long finding it took.
+    fn symbols(&mut self) -> (Result<u64, String>, std::time::Duration) {
+        match self.symbols.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(found)) => found,
+            Some(Err(_)) => (Err("reading /proc/kallsyms failed".to_string()), Default::default()),
+            None => timed(tw_timer_handler),
+        }
+    }
+}
+
 /// The socket offsets from the kernel's BTF and the timewait timer handler's address, or
-/// why not: what a run hands the programs beyond the tracepoint layout. The symbol table
-/// and BTF are each some 25 ms to read: they are read at once.
-pub fn kernel_offsets() -> (Result<SockLayout, String>, Result<u64, String>) {
-    std::thread::scope(|scope| {
-        let symbols = scope.spawn(tw_timer_handler);
-        let sock = crate::btf::Btf::from_kernel().and_then(|b| crate::btf::sock_layout(&b)).map_err(|e| e.to_string());
-        let tw_handler = symbols.join().unwrap_or_else(|_| Err("reading /proc/kallsyms failed".to_string()));
-        (sock, tw_handler)
-    })
+/// why not: what a run hands the programs beyond the tracepoint layout. With `preparing`,
+/// the symbol table is read on a thread of its own while BTF is read here.
+pub fn kernel_offsets(preparing: Option<&mut Preparing>) -> KernelOffsets {
+    let (sock, btf_took) =
+        timed(|| crate::btf::Btf::from_kernel().and_then(|b| crate::btf::sock_layout(&b)).map_err(|e| e.to_string()));
+    let (tw_handler, kallsyms_took) = match preparing {
+        Some(preparing) => preparing.symbols(),
+        None => timed(tw_timer_handler),
+    };
+    KernelOffsets { sock, tw_handler, btf_took, kallsyms_took }
+}
+
+/// What [`kernel_offsets`] found, and how long each half took.
+pub struct KernelOffsets {
+    pub sock: Result<SockLayout, String>,
+    pub tw_handler: Result<u64, String>,
+    pub btf_took: std::time::Duration,
+    pub kallsyms_took: std::time::Duration,
 }
 
 /// The timewait timer's handler, for the timer programs.
 pub fn tw_timer_handler() -> Result<u64, String> {
-    let text = std::fs::read_to_string("/proc/kallsyms").map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-    find_symbol(&text, "tw_timer_handler")
+    let file = std::fs::File::open("/proc/kallsyms").map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+    find_symbol(std::io::BufReader::with_capacity(1 << 16, file), "tw_timer_handler")
 }
 
 /// `struct bpf_prog_info` offsets (include/uapi/linux/bpf.h); stable kernel ABI.
@@ -681,11 +821,11 @@ mod tests {
     #[test]
     fn finds_a_symbol_and_refuses_hidden_addresses() {
         let text = "ffffffff82065730 t tw_timer_handler\nffffffff81000000 T _text\n";
-        assert_eq!(find_symbol(text, "tw_timer_handler"), Ok(0xffff_ffff_8206_5730));
+        assert_eq!(find_symbol(text.as_bytes(), "tw_timer_handler"), Ok(0xffff_ffff_8206_5730));
         let hidden = "0000000000000000 t tw_timer_handler\n";
-        assert!(find_symbol(hidden, "tw_timer_handler").unwrap_err().contains("kptr_restrict"));
-        assert!(find_symbol(text, "nope").unwrap_err().contains("no nope symbol"));
-        assert!(find_symbol("garbage\n\nxyz t tw_timer_handler", "tw_timer_handler").is_err());
+        assert!(find_symbol(hidden.as_bytes(), "tw_timer_handler").unwrap_err().contains("kptr_restrict"));
+        assert!(find_symbol(text.as_bytes(), "nope").unwrap_err().contains("no nope symbol"));
+        assert!(find_symbol(&b"garbage\n\nxyz t tw_timer_handler"[..], "tw_timer_handler").is_err());
     }
 
     #[test]

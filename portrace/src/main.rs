@@ -11,6 +11,7 @@ use clap::Parser as _;
 use portrace::cli::{Args, Task};
 
 fn main() -> ExitCode {
+    portrace::startup::began();
     let task = Args::parse().into_task();
     // A recording is a file the user names: read with the user's rights, never the
     // program's (a binary given capabilities has them for whoever runs it).

@@ -29,6 +29,7 @@ use crate::loader::{self, Setup, Tracer};
 use crate::loss_ledger::{Hits, LossLedger, Reading};
 use crate::output::{self, Format, Sink, Start};
 use crate::priority;
+use crate::startup::Startup;
 use crate::record::{Comm, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition};
 use crate::report::{Report, ReportOptions};
 use crate::still_open::StillOpen;
@@ -269,15 +270,22 @@ async fn trace_until_stopped(
     plan: Option<CommandPlan<'_>>,
     running: &mut Option<Running>,
 ) -> anyhow::Result<()> {
+    let mut startup = Startup::new();
     let mut stops = Stops::install()?;
     let kernel = preflight::check_kernel()?;
     // Before any thread starts: they all inherit it.
     priority::raise();
+    let mut preparing = loader::prepare();
     let tracefs = tracefs::ensure_mounted()?;
     if tracefs.mounted_by_us {
         eprintln!("portrace: tracefs was not mounted; mounted it at {}", tracefs.path.display());
     }
-    let (sock, tw_handler) = loader::kernel_offsets();
+    startup.mark("checks");
+    let offsets = loader::kernel_offsets(Some(&mut preparing));
+    let (sock, tw_handler) = (offsets.sock, offsets.tw_handler);
+    startup.mark("kernel offsets");
+    startup.part("BTF", offsets.btf_took);
+    startup.part("kallsyms", offsets.kallsyms_took);
     let setup = Setup {
         layout: tracefs::read_layout(&tracefs.path)?,
         sock,
@@ -295,7 +303,12 @@ async fn trace_until_stopped(
         },
     };
     let (layout, sock_layout) = (setup.layout, setup.sock.as_ref().ok().copied());
-    let (mut tracer, ring) = loader::load(setup)?;
+    let (aya_loader, aya_took) = preparing.loader();
+    let (mut tracer, ring) = loader::load(setup, aya_loader)?;
+    startup.mark("loading");
+    startup.part("aya's BTF, beforehand", aya_took);
+    startup.part("object and maps", tracer.opened_in);
+    startup.part("verifying, in parallel", tracer.verified_in);
     // Hits the kernel hands to no program and counts nowhere show only against a count of
     // the hits that does not depend on BPF: read the programs' side, then start that count.
     let hits = match tracer.handed().map_err(|e| format!("{e:#}")) {
@@ -412,6 +425,10 @@ async fn trace_until_stopped(
         }
         session.sink.flush().map(|()| None)
     });
+    startup.mark("inventory and first output");
+    if config.verbose {
+        eprintln!("portrace: {}", startup.describe());
+    }
     let stop = match session.sink_result(opened) {
         Some(stop) => stop,
         // Stopped while the run was starting (Ctrl-C during the inventory): the command is

@@ -53,3 +53,46 @@ fn doctor_loads_every_program_and_the_core_can_run() {
     assert!(out.status.success(), "core_ok means exit status 0\n{shown}");
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
+
+/// `--verbose` says how long each start-up stage took, and the stages add up to the total
+/// from `main` to the first record shown, which is itself within the run's wall time.
+#[test]
+fn verbose_reports_the_start_up_stages() {
+    privileged!();
+    let (out, took) = Portrace::run_once(&["--verbose", "--duration", "500ms", "--port", "9"], Duration::from_secs(60));
+    let shown = format!("status {}\n--- stderr\n{}", out.status, out.stderr);
+    assert!(out.status.success(), "{shown}");
+    let line = out.stderr.lines().find(|l| l.starts_with("portrace: started in ")).unwrap_or_else(|| panic!("no start-up line\n{shown}"));
+    let ms = |text: &str| -> f64 { text.trim().trim_end_matches(" ms").parse().unwrap_or_else(|_| panic!("not a duration: {text:?}\n{shown}")) };
+    let (total, stages) = line["portrace: started in ".len()..].split_once(": ").expect("stages after the total");
+    let total = ms(total);
+    // Top-level stages only: the parts in parentheses are inside them.
+    let mut depth = 0;
+    let mut top = String::new();
+    for c in stages.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => top.push(c),
+            _ => {}
+        }
+    }
+    let named: Vec<(&str, f64)> = top
+        .split(", ")
+        .map(|stage| {
+            let (name, value) = stage.trim().rsplit_once(' ').and_then(|(rest, unit)| {
+                assert_eq!(unit, "ms", "{shown}");
+                rest.rsplit_once(' ')
+            }).unwrap_or_else(|| panic!("not `name N ms`: {stage:?}\n{shown}"));
+            (name, ms(value))
+        })
+        .collect();
+    let names: Vec<&str> = named.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["checks", "kernel offsets", "loading", "inventory and first output"], "{shown}");
+    let sum: f64 = named.iter().map(|(_, v)| v).sum();
+    assert!((sum - total).abs() < 0.5 + 0.01 * total, "stages sum to {sum} ms, total {total} ms\n{shown}");
+    assert!(total > 0.0 && total < took.as_secs_f64() * 1000.0, "total {total} ms, run {took:?}\n{shown}");
+    for part in ["BTF", "kallsyms", "object and maps", "verifying, in parallel"] {
+        assert!(line.contains(&format!("{part} ")), "no {part}\n{shown}");
+    }
+}

@@ -37,6 +37,7 @@ pub fn live(config: TopConfig) -> anyhow::Result<()> {
         color: ColorChoice::Never,
         snapshot: false,
         summary: false,
+        verbose: false,
         explain: false,
         command: None,
         alerts: crate::alerts::sink::AlertOptions { enabled: false, ..Default::default() },

@@ -324,7 +324,25 @@ pub struct ProgStats {
 /// Opens the eBPF object: hands the programs their configuration and creates the maps.
 /// Loads no program.
 pub fn open(setup: &Setup) -> anyhow::Result<Ebpf> {
-    open_with(EbpfLoader::new(), setup)
+    let loader = std::thread::spawn(loader_without_kernel_btf).join().unwrap_or_else(|_| EbpfLoader::new());
+    open_with(loader, setup)
+}
+
+/// Makes aya's loader without the kernel's BTF. aya 0.14's `EbpfLoader::new` reads and
+/// parses `/sys/kernel/btf/vmlinux` whatever the caller wants (some 18 MB at its peak, and
+/// 30 ms), and portrace's programs need none of it: they use no CO-RE relocation (portrace
+/// finds the few offsets it needs itself, [`crate::btf`]), so [`open`] passes `btf(None)`.
+/// Run on a thread of its own, which this function gives a filesystem view of its own
+/// (`unshare(CLONE_FS)`) rooted in a directory without that path (`/proc/sys/kernel`), so
+/// aya finds no file there; the thread is to end right after. Without the privilege for
+/// that (CAP_SYS_CHROOT), the loader is made as usual.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    // SAFETY: unshare(CLONE_FS) gives only this thread its own root and working directory;
+    // chroot changes this thread's root alone then. Neither touches memory.
+    let _isolated = unsafe { libc::unshare(libc::CLONE_FS) == 0 && libc::chroot(c"/proc/sys/kernel".as_ptr()) == 0 };
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    loader
 }
 
 /// [`open`] with a loader made beforehand ([`Preparing`]).
@@ -710,8 +728,8 @@ pub fn find_symbol(kallsyms: impl std::io::BufRead, name: &str) -> Result<u64, S
 }
 
 /// The start-up work that does not depend on the checks before it, begun at once on
-/// threads of its own ([`prepare`]): reading the kernel's symbol table, and making aya's
-/// loader, which reads and parses the kernel's BTF (some 25 ms each).
+/// threads of its own ([`prepare`]): reading the kernel's symbol table (some 25 ms), and
+/// making aya's loader ([`loader_without_kernel_btf`]).
 pub struct Preparing {
     symbols: Option<std::thread::JoinHandle<(Result<u64, String>, std::time::Duration)>>,
     loader: std::thread::JoinHandle<(EbpfLoader<'static>, std::time::Duration)>,
@@ -719,7 +737,10 @@ pub struct Preparing {
 
 /// Starts [`Preparing`]'s work.
 pub fn prepare() -> Preparing {
-    Preparing { symbols: Some(std::thread::spawn(|| timed(tw_timer_handler))), loader: std::thread::spawn(|| timed(EbpfLoader::new)) }
+    Preparing {
+        symbols: Some(std::thread::spawn(|| timed(tw_timer_handler))),
+        loader: std::thread::spawn(|| timed(loader_without_kernel_btf)),
+    }
 }
 
 fn timed<T>(work: impl FnOnce() -> T) -> (T, std::time::Duration) {
@@ -731,7 +752,7 @@ fn timed<T>(work: impl FnOnce() -> T) -> (T, std::time::Duration) {
 impl Preparing {
     /// Waits for aya's loader; how long making it took.
     pub fn loader(self) -> (EbpfLoader<'static>, std::time::Duration) {
-        self.loader.join().unwrap_or_else(|_| timed(EbpfLoader::new))
+        self.loader.join().unwrap_or_else(|_| timed(|| std::thread::spawn(loader_without_kernel_btf).join().unwrap_or_else(|_| EbpfLoader::new())))
     }
 
     /// Waits for the timewait timer handler's address; how long finding it took.

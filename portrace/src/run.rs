@@ -306,7 +306,7 @@ async fn trace_until_stopped(
     let (aya_loader, aya_took) = preparing.loader();
     let (mut tracer, ring) = loader::load(setup, aya_loader)?;
     startup.mark("loading");
-    startup.part("aya's BTF, beforehand", aya_took);
+    startup.part("aya's loader, beforehand", aya_took);
     startup.part("object and maps", tracer.opened_in);
     startup.part("verifying, in parallel", tracer.verified_in);
     // Hits the kernel hands to no program and counts nowhere show only against a count of

@@ -27,6 +27,28 @@ pub enum Command {
     /// A client that opens connections at a fixed rate (started by `run --rate N`).
     #[command(hide = true)]
     PacedClient(PacedOptions),
+    /// The quiet cost's sender: fragmented UDP datagrams as fast as it can.
+    #[command(hide = true)]
+    UdpFlood(FloodOptions),
+    /// The quiet cost's receiver: counts the datagrams that arrive.
+    #[command(hide = true)]
+    UdpSink(SinkOptions),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct FloodOptions {
+    #[arg(long)]
+    pub to: std::net::SocketAddrV4,
+    #[arg(long)]
+    pub seconds: u64,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct SinkOptions {
+    #[arg(long)]
+    pub at: std::net::SocketAddrV4,
+    #[arg(long)]
+    pub seconds: u64,
 }
 
 /// Which side of each connection closes first.
@@ -178,6 +200,15 @@ pub struct Options {
     /// Keep every run's raw tracer output (by default only the last run of each kind).
     #[arg(long)]
     pub keep_raw: bool,
+
+    /// Rounds of the quiet cost (portrace idle on a host busy with fragmented UDP, whose
+    /// reassembly arms and removes kernel timers); 0 leaves it out.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub quiet_rounds: u64,
+
+    /// Seconds of work in each quiet-cost run.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub quiet_seconds: u64,
 }
 
 impl Options {

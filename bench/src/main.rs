@@ -13,6 +13,7 @@ mod netns;
 mod paced;
 mod peers;
 mod procfs;
+mod quiet;
 mod report;
 mod sys;
 mod tracers;
@@ -39,6 +40,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::UdpFlood(o) => io_exit("udp flood", quiet::flood(o.to, o.seconds)),
+        Command::UdpSink(o) => io_exit("udp sink", quiet::sink(o.at, o.seconds)),
         Command::Run(o) => {
             sys::install_signal_handlers();
             let guard = sys::CleanupGuard;
@@ -55,6 +58,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn io_exit(what: &str, result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -237,6 +250,14 @@ fn run(mut o: Options) -> sys::Result<()> {
     }
     let table = report::table(&rows, &untraced);
     let notes = report::notes(&rows, &untraced);
+    // The quiet cost: portrace idle on a host busy with timers that are not TCP's.
+    let quiet_rounds = if o.quiet_rounds > 0 && located.iter().any(|l| l.kind == TracerKind::Portrace) {
+        measure::wait_for_quiet(std::time::Duration::from_secs(o.quiet_wait))?;
+        quiet::measure(&o.portrace, o.quiet_rounds, o.quiet_seconds, &o.work_dir)?
+    } else {
+        Vec::new()
+    };
+    let quiet_summary = (!quiet_rounds.is_empty()).then(|| quiet::summarize(&quiet_rounds));
     println!();
     println!(
         "portrace benchmark: {} connections x {} rounds, concurrency {}, {}, {} closes first ({:.0} s)",
@@ -253,6 +274,11 @@ fn run(mut o: Options) -> sys::Result<()> {
     if !notes.is_empty() {
         println!();
         print!("{notes}");
+    }
+    let quiet_table = quiet_summary.as_ref().map(|s| quiet::table(s, quiet_rounds.len(), o.quiet_seconds));
+    if let Some(text) = &quiet_table {
+        println!();
+        print!("{text}");
     }
 
     let results = json!({
@@ -285,6 +311,8 @@ fn run(mut o: Options) -> sys::Result<()> {
         })).collect::<Vec<_>>(),
         "table_markdown": table,
         "notes": notes,
+        "quiet_cost": quiet_summary.as_ref().map(|s| quiet::json(&quiet_rounds, s)),
+        "quiet_cost_table": quiet_table,
     });
     if let Some(dir) = o.out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

@@ -14,6 +14,7 @@ pub mod outfile;
 pub mod privilege;
 pub mod load_error;
 pub mod doctor;
+pub mod manual;
 pub mod sockets;
 pub mod gaps;
 pub mod run;

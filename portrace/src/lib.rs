@@ -5,6 +5,7 @@ pub mod record;
 pub mod alerts;
 pub mod tcp_state;
 pub mod cli;
+pub mod color;
 pub mod decode;
 pub mod filter;
 pub mod loader;

@@ -254,7 +254,7 @@ pub struct FilterArgs {
     pub ipv6: bool,
 
     /// Keep sockets owned by process PID (repeatable).
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
     pub pid: Vec<u32>,
 
     /// Keep sockets owned by a process whose command name is COMM (as in ps -o comm).
@@ -881,6 +881,15 @@ impl LiveArgs {
     }
 }
 
+/// A process id: a positive number.
+fn parse_pid(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(0) => Err("0 is no process: process ids start at 1 (see ps -e)".to_owned()),
+        Ok(pid) if pid <= i32::MAX as u32 => Ok(pid),
+        _ => Err(format!("'{text}' is not a process id: give the number ps shows in its PID column")),
+    }
+}
+
 fn parse_comm(text: &str) -> Result<String, String> {
     if text.is_empty() || text.len() > 15 {
         return Err(format!(
@@ -1021,6 +1030,9 @@ mod tests {
             (&["--count", "0"], "--count"),
             (&["-4", "-6"], "cannot be used with"),
             (&["--pid=-3"], "invalid value '-3' for '--pid"),
+            (&["--pid", "0"], "0 is no process: process ids start at 1"),
+            (&["--pid", "abc"], "'abc' is not a process id: give the number ps shows"),
+            (&["--pid", "4294967295"], "'4294967295' is not a process id"),
             (&["--comm", "a-name-longer-than-15"], "the kernel keeps 1 to 15 bytes"),
         ];
         for (args, expected) in cases {

@@ -229,20 +229,21 @@ pub struct DiagramArgs {
 #[derive(Debug, Default, clap::Args)]
 #[command(next_help_heading = "Filters")]
 pub struct FilterArgs {
-    /// Keep connections whose local port is PORT (repeatable).
-    #[arg(short = 'L', long = "lport", value_name = "PORT", value_parser = parse_port)]
+    /// Keep connections whose local port is PORT (repeatable, or a list: -L 80,443).
+    #[arg(short = 'L', long = "lport", value_name = "PORT", value_parser = parse_port, value_delimiter = ',')]
     pub lport: Vec<u16>,
 
-    /// Keep connections whose remote port is PORT (repeatable).
-    #[arg(short = 'D', long = "rport", value_name = "PORT", value_parser = parse_port)]
+    /// Keep connections whose remote port is PORT (repeatable, or a list).
+    #[arg(short = 'D', long = "rport", value_name = "PORT", value_parser = parse_port, value_delimiter = ',')]
     pub rport: Vec<u16>,
 
-    /// Keep connections with PORT at either end (repeatable).
-    #[arg(long = "port", value_name = "PORT", value_parser = parse_port)]
+    /// Keep connections with PORT at either end (repeatable, or a list).
+    #[arg(long = "port", value_name = "PORT", value_parser = parse_port, value_delimiter = ',')]
     pub port: Vec<u16>,
 
-    /// Keep connections with an endpoint in this address or network (repeatable).
-    #[arg(long = "addr", value_name = "IP[/LEN]", value_parser = clap::value_parser!(IpNet))]
+    /// Keep connections with an endpoint in this address or network (repeatable, or a
+    /// list: --addr 10.0.0.0/8,::1).
+    #[arg(long = "addr", value_name = "IP[/LEN]", value_parser = clap::value_parser!(IpNet), value_delimiter = ',')]
     pub addr: Vec<IpNet>,
 
     /// IPv4 only (IPv6 sockets with v4-mapped addresses count as IPv4).
@@ -253,16 +254,17 @@ pub struct FilterArgs {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Keep sockets owned by process PID (repeatable).
-    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
+    /// Keep sockets owned by process PID (repeatable, or a list).
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid, value_delimiter = ',')]
     pub pid: Vec<u32>,
 
     /// Keep sockets owned by a process whose command name is COMM (as in ps -o comm).
     #[arg(long = "comm", value_name = "COMM", value_parser = parse_comm)]
     pub comm: Option<String>,
 
-    /// Keep transitions into or out of STATE, e.g. ESTABLISHED or close-wait (repeatable).
-    #[arg(short = 's', long = "state", value_name = "STATE", value_parser = parse_state)]
+    /// Keep transitions into or out of STATE, e.g. ESTABLISHED or close-wait (repeatable,
+    /// or a list).
+    #[arg(short = 's', long = "state", value_name = "STATE", value_parser = parse_state, value_delimiter = ',')]
     pub state: Vec<TcpState>,
 }
 
@@ -992,6 +994,28 @@ mod tests {
         assert_eq!(c.filter.rports, vec![5432]);
         assert_eq!(c.filter.family, Some(Family::Ipv4));
         assert_eq!(c.filter.states, vec![TcpState::TimeWait]);
+    }
+
+    #[test]
+    fn repeatable_filters_take_comma_lists() {
+        let c = parse(&[
+            "-L", "80,443", "-L", "8080", "-D", "5432,6432", "--port", "22,2222", "--addr", "10.0.0.0/8,::1",
+            "--pid", "7,9", "--state", "LISTEN,close-wait",
+        ])
+        .unwrap();
+        assert_eq!(c.filter.lports, vec![80, 443, 8080]);
+        assert_eq!(c.filter.rports, vec![5432, 6432]);
+        assert_eq!(c.filter.ports, vec![22, 2222]);
+        assert_eq!(c.filter.nets.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.0/8", "::1/128"]);
+        assert_eq!(c.filter.pids, vec![7, 9]);
+        assert_eq!(c.filter.states, vec![TcpState::Listen, TcpState::CloseWait]);
+        // A bad item is named, not the whole list.
+        let err = parse(&["-L", "80,x"]).unwrap_err();
+        assert!(err.contains("'x' is not a port number"), "{err}");
+        let err = parse(&["--pid", "7,0"]).unwrap_err();
+        assert!(err.contains("0 is no process"), "{err}");
+        let Task::Replay(r) = task(&["replay", "t.ptr", "--port", "80,443"]).unwrap() else { panic!("not a replay") };
+        assert_eq!(r.filter.ports, vec![80, 443]);
     }
 
     #[test]

@@ -42,6 +42,11 @@ const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 /// Runs the whole test.
 pub fn run() -> Result<(), String> {
     let started = Instant::now();
+    if !crate::setup::is_root() {
+        return Err("the package test needs root (debootstrap, chroot, mount, and `portrace doctor` \
+                    loads the kernel programs): run it as root"
+            .into());
+    }
     crate::setup::ensure_apt_packages(
         "dist --test",
         &TEST_PACKAGES,

@@ -1,10 +1,10 @@
 //! `portrace`: parse the command line, run what it asks for (live tracing, `record`,
 //! `replay`, `report`, `diagram`, `top`, `doctor`; `generate` for packaging), and turn the
-//! outcome into an exit code (listed for `--help` and the manual in `cli::EXIT_STATUS`):
-//! 0 on success (a recording cut short that was read up to its cut included), 1 on any error, 2 for a bad command
-//! line (clap's own); with a traced command (`portrace -- CMD`), the command's status, or
-//! 127 when it could not be run; 3 when `--fail-on-alert` was given and an alert fired;
-//! for `doctor`, 1 when the core timeline cannot run here.
+//! outcome into an exit code, listed for `--help` and the manual in `cli::EXIT_STATUS`: 0 on
+//! success (a recording cut short that was read up to its cut included), 1 on any error, 2
+//! for a bad command line (clap's own); with a traced command (`portrace -- CMD`), the
+//! command's status, or 127 when it could not be run; 3 when `--fail-on-alert` was given
+//! and an alert fired; for `doctor`, 1 when the core timeline cannot run here.
 
 use std::process::ExitCode;
 

@@ -161,6 +161,21 @@ fn put_common_files(binary: &Path, root: &Path, layout: &Layout, strip: bool) ->
     Ok(written)
 }
 
+/// The file names of the pages `binary generate man` writes (`portrace.1`, ...).
+pub fn man_page_names(binary: &Path) -> Result<Vec<String>, String> {
+    let scratch = crate::target_dir().join("dist").join(format!("man-names-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    let listed = capture_line(&Cmd::new(binary).args(["generate", "man"]).arg(&scratch), "portrace generate man");
+    let _ = fs::remove_dir_all(&scratch);
+    let mut names: Vec<String> = listed?
+        .lines()
+        .filter_map(|line| Path::new(line).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// `cargo xtask install`.
 pub fn install(args: &InstallArgs) -> Result<(), String> {
     let binary = crate::build_release()?;

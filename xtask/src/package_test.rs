@@ -87,7 +87,7 @@ fn test_install() -> Result<(), String> {
         crate::dist::install(&InstallArgs { prefix: prefix.clone(), destdir: Some(stage.clone()) })?;
         let layout = Layout::new(&prefix, Flavor::Local);
         let mut expected = vec![layout.binary.clone()];
-        expected.extend(MAN_PAGES.iter().map(|page| layout.man1.join(format!("{page}.gz"))));
+        expected.extend(man_pages()?.iter().map(|page| layout.man1.join(format!("{page}.gz"))));
         expected.extend([Shell::Bash, Shell::Zsh, Shell::Fish].map(|shell| layout.completion(shell).to_path_buf()));
         for path in &expected {
             let full = stage.join(path);
@@ -108,16 +108,18 @@ fn test_install() -> Result<(), String> {
     result
 }
 
-/// The pages `portrace generate man` writes (without `.1`'s suffix `.gz`).
-const MAN_PAGES: [&str; 7] = [
-    "portrace.1",
-    "portrace-record.1",
-    "portrace-replay.1",
-    "portrace-report.1",
-    "portrace-top.1",
-    "portrace-diagram.1",
-    "portrace-doctor.1",
-];
+/// The pages the release binary generates (`portrace generate man`): one per command,
+/// so a new command brings its page without a change here.
+fn man_pages() -> Result<Vec<String>, String> {
+    let binary = crate::target_dir().join("release").join("portrace");
+    let pages = crate::dist::man_page_names(&binary)?;
+    for page in ["portrace.1", "portrace-record.1", "portrace-doctor.1"] {
+        if !pages.iter().any(|p| p == page) {
+            return Err(format!("`portrace generate man` wrote no {page}: {pages:?}"));
+        }
+    }
+    Ok(pages)
+}
 
 /// `man -l` renders the page with its sections, warning about nothing.
 fn check_man_page(page: &Path) -> Result<(), String> {
@@ -161,7 +163,7 @@ fn check_deb_contents(deb: &Path) -> Result<(), String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain(MAN_PAGES.iter().map(|page| format!("/usr/share/man/man1/{page}.gz")))
+    .chain(man_pages()?.iter().map(|page| format!("/usr/share/man/man1/{page}.gz")))
     .collect();
     expected.sort();
     if files != expected {
@@ -352,8 +354,9 @@ fn test_in_root(clean: &Path, deb: &Path) -> Result<(), String> {
         .filter(|p| root.path(p).is_file() && !root.path(p).is_symlink())
         .map(str::to_owned)
         .collect();
-    if files.len() != 6 + MAN_PAGES.len() {
-        return Err(format!("dpkg lists {} files, expected {}: {files:?}", files.len(), 6 + MAN_PAGES.len()));
+    let expected = 6 + man_pages()?.len();
+    if files.len() != expected {
+        return Err(format!("dpkg lists {} files, expected {expected}: {files:?}", files.len()));
     }
     // Installed, neither enabled nor started; its state recorded for purge.
     if root.path("/etc/systemd/system/multi-user.target.wants/portrace.service").exists() {

@@ -20,33 +20,73 @@ const EXAMPLES: &str = "\
 Examples:
   portrace                       every TCP state transition on this host, live
   portrace --port 443            connections to or from port 443
-  portrace -D 5432 --format json connections to PostgreSQL servers, as JSON Lines
+  portrace -D 5432 --format json
+                                 connections to PostgreSQL servers, as JSON
+                                 Lines
   portrace --state CLOSE_WAIT    sockets entering or leaving CLOSE_WAIT
   portrace --addr 10.0.0.0/8 -c 100 --duration 30s
-  portrace -- make test          run `make test`, tracing only its sockets and those of every
-                                 process it starts; lists those left open, exits with its status
+  portrace -- make test          run `make test`, tracing only its sockets and
+                                 those of every process it starts; lists those
+                                 left open, exits with its status
   portrace -f json -D 5432 -- ./integration.sh
-                                 the script's connections to port 5432, as JSON Lines
+                                 the script's connections to port 5432, as
+                                 JSON Lines
   portrace record -o web.ptr --port 443 --duration 1h
                                  record an hour of port 443 into web.ptr
   portrace record -o ci.ptr -- cargo test
                                  record the connections of a test suite
   portrace replay web.ptr --state TIME_WAIT -f json
-                                 the recorded TIME_WAIT transitions, as JSON Lines
-  portrace report web.ptr        connections, time in each state, slowest handshakes
-  portrace diagram -o tcp.svg    the TCP state diagram, with counts from 10 s of this host
+                                 the recorded TIME_WAIT transitions, as JSON
+                                 Lines
+  portrace report web.ptr        connections, time in each state, slowest
+                                 handshakes
+  portrace diagram -o tcp.svg    the TCP state diagram, with counts from 10 s
+                                 of this host
   portrace diagram --from web.ptr --conn 42 -o conn.svg
-                                 one connection of a recording, as a sequence diagram
+                                 one connection of a recording, as a sequence
+                                 diagram
   portrace --explain             each transition's cause in plain words
   portrace top --port 443        a live full-screen view of port 443's sockets
-  portrace top --from web.ptr    the same view of a recording, to move through in time
+  portrace top --from web.ptr    the same view of a recording, to move through
+                                 in time
   portrace --alerts-only --expect nginx:443 --expect sshd:22
-                                 only the alerts: scans, new listeners, owners outside
-                                 the allowlist, CLOSE_WAIT leaks, TIME_WAIT pile-ups,
-                                 failing handshakes
+                                 only the alerts: scans, new listeners, owners
+                                 outside the allowlist, CLOSE_WAIT leaks,
+                                 TIME_WAIT pile-ups, failing handshakes
   portrace report web.ptr --fail-on-alert
-                                 exit status 3 if the recording raises any alert
+                                 exit status 3 if the recording raises any
+                                 alert
   portrace doctor                what this kernel lets portrace do, and why not";
+
+/// The exit statuses of `portrace`, each with when it is used: `--help` and the manual
+/// pages list them from here (see also `main.rs`).
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (0, "success (a recording cut short counts: it was read up to the cut)"),
+    (1, "an error, named in the message; `doctor`: the core timeline cannot run"),
+    (2, "a bad command line"),
+    (3, "--fail-on-alert was given and an alert fired"),
+    (127, "`-- CMD` could not run CMD (else portrace exits with CMD's status)"),
+];
+
+/// What the manual pages are generated from (`portrace generate man`).
+pub fn manual() -> crate::manual::Manual<'static> {
+    use clap::CommandFactory as _;
+    crate::manual::Manual { command: Args::command(), examples: EXAMPLES, exit_status: EXIT_STATUS }
+}
+
+/// The text after the options in `--help`: the examples, then the exit statuses.
+fn after_help() -> String {
+    format!("{EXAMPLES}\n\n{}", exit_status_help())
+}
+
+/// The exit statuses as `--help` shows them (the width is the terminal's, wrapped by clap).
+pub fn exit_status_help() -> String {
+    let mut text = String::from("Exit status:");
+    for (code, meaning) in EXIT_STATUS {
+        text.push_str(&format!("\n  {code:<3}  {meaning}"));
+    }
+    text
+}
 
 /// Real-time TCP state tracer: every transition, with its process, endpoints and the time
 /// spent in the state it left.
@@ -55,7 +95,8 @@ Examples:
     name = "portrace",
     version,
     about,
-    after_help = EXAMPLES,
+    after_help = after_help(),
+    max_term_width = 100,
     args_conflicts_with_subcommands = true,
     subcommand_value_name = "COMMAND",
     subcommand_help_heading = "Commands (without one, portrace traces live)"
@@ -112,6 +153,35 @@ pub enum Command {
     Doctor(DoctorArgs),
 }
 
+// `portrace generate`: parsed apart from `Args`, so that neither `--help`, nor the pages,
+// nor the completions it writes offer it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "portrace-generate",
+    bin_name = "portrace generate",
+    version,
+    about = "Write portrace's manual pages or shell completions (for packaging: `cargo xtask install` and `cargo xtask dist` run it)"
+)]
+pub struct GenerateArgs {
+    #[command(subcommand)]
+    pub what: GenerateWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateWhat {
+    /// Write portrace.1 and a page for each command (portrace-record.1, ...) into DIR,
+    /// which must exist; an existing page is not replaced.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print SHELL's completion script for portrace on standard output.
+    Complete {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
 /// `portrace doctor`.
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
@@ -160,20 +230,21 @@ pub struct DiagramArgs {
 #[derive(Debug, Default, clap::Args)]
 #[command(next_help_heading = "Filters")]
 pub struct FilterArgs {
-    /// Keep connections whose local port is PORT (repeatable).
-    #[arg(short = 'L', long = "lport", value_name = "PORT", value_parser = parse_port)]
+    /// Keep connections whose local port is PORT (repeatable, or a list: -L 80,443).
+    #[arg(short = 'L', long = "lport", value_name = "PORT", value_parser = parse_port, value_delimiter = ',')]
     pub lport: Vec<u16>,
 
-    /// Keep connections whose remote port is PORT (repeatable).
-    #[arg(short = 'D', long = "rport", value_name = "PORT", value_parser = parse_port)]
+    /// Keep connections whose remote port is PORT (repeatable, or a list).
+    #[arg(short = 'D', long = "rport", value_name = "PORT", value_parser = parse_port, value_delimiter = ',')]
     pub rport: Vec<u16>,
 
-    /// Keep connections with PORT at either end (repeatable).
-    #[arg(long = "port", value_name = "PORT", value_parser = parse_port)]
+    /// Keep connections with PORT at either end (repeatable, or a list).
+    #[arg(long = "port", value_name = "PORT", value_parser = parse_port, value_delimiter = ',')]
     pub port: Vec<u16>,
 
-    /// Keep connections with an endpoint in this address or network (repeatable).
-    #[arg(long = "addr", value_name = "IP[/LEN]", value_parser = clap::value_parser!(IpNet))]
+    /// Keep connections with an endpoint in this address or network (repeatable, or a
+    /// list: --addr 10.0.0.0/8,::1).
+    #[arg(long = "addr", value_name = "IP[/LEN]", value_parser = clap::value_parser!(IpNet), value_delimiter = ',')]
     pub addr: Vec<IpNet>,
 
     /// IPv4 only (IPv6 sockets with v4-mapped addresses count as IPv4).
@@ -184,16 +255,17 @@ pub struct FilterArgs {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Keep sockets owned by process PID (repeatable).
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    /// Keep sockets owned by process PID (repeatable, or a list).
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid, value_delimiter = ',')]
     pub pid: Vec<u32>,
 
     /// Keep sockets owned by a process whose command name is COMM (as in ps -o comm).
     #[arg(long = "comm", value_name = "COMM", value_parser = parse_comm)]
     pub comm: Option<String>,
 
-    /// Keep transitions into or out of STATE, e.g. ESTABLISHED or close-wait (repeatable).
-    #[arg(short = 's', long = "state", value_name = "STATE", value_parser = parse_state)]
+    /// Keep transitions into or out of STATE, e.g. ESTABLISHED or close-wait (repeatable,
+    /// or a list).
+    #[arg(short = 's', long = "state", value_name = "STATE", value_parser = parse_state, value_delimiter = ',')]
     pub state: Vec<TcpState>,
 }
 
@@ -648,15 +720,16 @@ pub enum Task {
     Diagram(Box<crate::diagram::DiagramConfig>),
     Top(TopConfig),
     Doctor(crate::doctor::DoctorConfig),
+    Generate(crate::manual::Generate),
 }
 
 impl Task {
     /// Whether the task only reads files the user names (a recording) and needs no
-    /// capability: `replay`, `report`, `diagram --from`, `top --from`. These drop every
+    /// capability: `replay`, `report`, `diagram --from`, `top --from`, `generate`. These drop every
     /// capability before they open anything ([`crate::privilege::drop_all`]).
     pub fn is_offline(&self) -> bool {
         match self {
-            Task::Replay(_) | Task::Report(_) => true,
+            Task::Replay(_) | Task::Report(_) | Task::Generate(_) => true,
             Task::Diagram(d) => d.from.is_some(),
             Task::Top(t) => t.from.is_some(),
             Task::Live(_) | Task::Record(_) | Task::Doctor(_) => false,
@@ -685,6 +758,42 @@ impl FilterArgs {
 }
 
 impl Args {
+    /// What the process's arguments ask for; exits with clap's message and status 2 on a
+    /// bad command line. Help wraps to the terminal (at most 100 columns), and to 80
+    /// columns when standard output is no terminal and `COLUMNS` is unset (a pipe, a file).
+    pub fn parse_env() -> Task {
+        use std::io::IsTerminal as _;
+        let width = (std::env::var_os("COLUMNS").is_none() && !std::io::stdout().is_terminal()).then_some(80);
+        Args::try_parse_task(std::env::args_os(), width).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `argv` (the program's name first) into a task; `width` fixes the help's width.
+    pub fn try_parse_task<I, T>(argv: I, width: Option<usize>) -> Result<Task, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        let (mut command, generate) = match argv.get(1) {
+            Some(first) if first == "generate" => (GenerateArgs::command(), true),
+            _ => (Args::command(), false),
+        };
+        if let Some(width) = width {
+            command = command.term_width(width);
+        }
+        if generate {
+            let mut matches = command.try_get_matches_from(&argv[1..])?;
+            let args = GenerateArgs::from_arg_matches_mut(&mut matches)?;
+            return Ok(Task::Generate(match args.what {
+                GenerateWhat::Man { dir } => crate::manual::Generate::Man { dir },
+                GenerateWhat::Complete { shell } => crate::manual::Generate::Completion { shell },
+            }));
+        }
+        let mut matches = command.try_get_matches_from(argv)?;
+        Ok(Args::from_arg_matches_mut(&mut matches)?.into_task())
+    }
+
     pub fn into_task(self) -> Task {
         match self.command {
             None => Task::Live(self.live.into_config()),
@@ -782,6 +891,15 @@ impl LiveArgs {
             command: self.command.into_spec(),
             alerts: self.alerts.into_options(self.alerts_only),
         }
+    }
+}
+
+/// A process id: a positive number.
+fn parse_pid(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(0) => Err("0 is no process: process ids start at 1 (see ps -e)".to_owned()),
+        Ok(pid) if pid <= i32::MAX as u32 => Ok(pid),
+        _ => Err(format!("'{text}' is not a process id: give the number ps shows in its PID column")),
     }
 }
 
@@ -901,6 +1019,28 @@ mod tests {
     }
 
     #[test]
+    fn repeatable_filters_take_comma_lists() {
+        let c = parse(&[
+            "-L", "80,443", "-L", "8080", "-D", "5432,6432", "--port", "22,2222", "--addr", "10.0.0.0/8,::1",
+            "--pid", "7,9", "--state", "LISTEN,close-wait",
+        ])
+        .unwrap();
+        assert_eq!(c.filter.lports, vec![80, 443, 8080]);
+        assert_eq!(c.filter.rports, vec![5432, 6432]);
+        assert_eq!(c.filter.ports, vec![22, 2222]);
+        assert_eq!(c.filter.nets.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.0/8", "::1/128"]);
+        assert_eq!(c.filter.pids, vec![7, 9]);
+        assert_eq!(c.filter.states, vec![TcpState::Listen, TcpState::CloseWait]);
+        // A bad item is named, not the whole list.
+        let err = parse(&["-L", "80,x"]).unwrap_err();
+        assert!(err.contains("'x' is not a port number"), "{err}");
+        let err = parse(&["--pid", "7,0"]).unwrap_err();
+        assert!(err.contains("0 is no process"), "{err}");
+        let Task::Replay(r) = task(&["replay", "t.ptr", "--port", "80,443"]).unwrap() else { panic!("not a replay") };
+        assert_eq!(r.filter.ports, vec![80, 443]);
+    }
+
+    #[test]
     fn every_flag_reaches_the_config() {
         let c = parse(&[
             "--port", "22", "--addr", "10.0.0.0/8", "-6", "--pid", "7", "--format", "json",
@@ -936,6 +1076,9 @@ mod tests {
             (&["--count", "0"], "--count"),
             (&["-4", "-6"], "cannot be used with"),
             (&["--pid=-3"], "invalid value '-3' for '--pid"),
+            (&["--pid", "0"], "0 is no process: process ids start at 1"),
+            (&["--pid", "abc"], "'abc' is not a process id: give the number ps shows"),
+            (&["--pid", "4294967295"], "'4294967295' is not a process id"),
             (&["--comm", "a-name-longer-than-15"], "the kernel keeps 1 to 15 bytes"),
         ];
         for (args, expected) in cases {
@@ -1146,6 +1289,51 @@ mod tests {
         assert!(!parse(&[]).unwrap().explain);
         let Task::Replay(r) = task(&["replay", "t.ptr", "--explain"]).unwrap() else { panic!("not a replay") };
         assert!(r.explain);
+    }
+
+    /// Every help text, short and long, of every command fits 80 columns when the terminal
+    /// is that wide, and lists the exit statuses.
+    #[test]
+    fn help_fits_80_columns_and_lists_exit_statuses() {
+        use clap::CommandFactory as _;
+        let mut top = Args::command().term_width(80);
+        top.build();
+        let mut commands = vec![top.clone()];
+        commands.extend(top.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+        assert!(commands.len() >= 7);
+        for mut command in commands {
+            let name = command.get_name().to_owned();
+            for help in [command.render_help().to_string(), command.render_long_help().to_string()] {
+                for line in help.lines() {
+                    assert!(line.chars().count() <= 80, "{name}: a line of {} columns:\n{line}", line.chars().count());
+                }
+            }
+        }
+        let help = top.render_long_help().to_string();
+        assert!(help.contains("Exit status:\n  0    success"), "{help}");
+        for (code, _) in EXIT_STATUS {
+            assert!(help.contains(&format!("\n  {code:<3}  ")), "exit status {code}:\n{help}");
+        }
+        assert!(!help.contains("generate"), "the packaging command is hidden:\n{help}");
+    }
+
+    #[test]
+    fn generate_writes_pages_or_completions_and_is_offline() {
+        let task = |args: &[&str]| {
+            let argv = std::iter::once("portrace").chain(args.iter().copied());
+            Args::try_parse_task(argv, None).map_err(|e| e.to_string())
+        };
+        let t = task(&["generate", "man", "/tmp/x"]).unwrap();
+        assert!(t.is_offline());
+        assert_eq!(t, Task::Generate(crate::manual::Generate::Man { dir: PathBuf::from("/tmp/x") }));
+        assert_eq!(
+            task(&["generate", "complete", "zsh"]).unwrap(),
+            Task::Generate(crate::manual::Generate::Completion { shell: clap_complete::Shell::Zsh })
+        );
+        assert!(task(&["generate", "complete", "tcsh"]).unwrap_err().contains("invalid value 'tcsh'"));
+        // Everything else parses as before.
+        assert_eq!(task(&["--port", "80"]).unwrap(), Args::try_parse_from(["portrace", "--port", "80"]).unwrap().into_task());
+        assert!(task(&["--port", "80", "generate"]).unwrap_err().contains("unexpected argument 'generate'"));
     }
 
     #[test]

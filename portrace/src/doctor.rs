@@ -165,8 +165,11 @@ fn hit_count_possible(tracefs: &Path) -> Result<(), String> {
         return Err(format!("{} does not exist", event.display()));
     }
     let c_path = std::ffi::CString::new(instances.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // With the effective ids and capabilities (AT_EACCESS), as the mkdir of a live run
+    // will be checked: plain access(2) checks the real uid, and gives a process that is not
+    // root by uid no credit for its capabilities (a service given CAP_DAC_OVERRIDE).
     // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
-    if unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } != 0 {
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), libc::W_OK, libc::AT_EACCESS) } != 0 {
         return Err(format!("{} is not writable by this process", instances.display()));
     }
     Ok(())

@@ -1,18 +1,18 @@
 //! `portrace`: parse the command line, run what it asks for (live tracing, `record`,
-//! `replay`, `report`, `diagram`, `top`, `doctor`), and turn the outcome into an exit code: 0 on success (a recording
-//! cut short that was read up to its cut included), 1 on any error, 2 for a bad command
-//! line (clap's own); with a traced command (`portrace -- CMD`), the command's status, or
-//! 127 when it could not be run; 3 when `--fail-on-alert` was given and an alert fired;
-//! for `doctor`, 1 when the core timeline cannot run here.
+//! `replay`, `report`, `diagram`, `top`, `doctor`; `generate` for packaging), and turn the
+//! outcome into an exit code, listed for `--help` and the manual in `cli::EXIT_STATUS`: 0 on
+//! success (a recording cut short that was read up to its cut included), 1 on any error, 2
+//! for a bad command line (clap's own); with a traced command (`portrace -- CMD`), the
+//! command's status, or 127 when it could not be run; 3 when `--fail-on-alert` was given
+//! and an alert fired; for `doctor`, 1 when the core timeline cannot run here.
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use portrace::cli::{Args, Task};
 
 fn main() -> ExitCode {
     portrace::startup::began();
-    let task = Args::parse().into_task();
+    let task = Args::parse_env();
     // A recording is a file the user names: read with the user's rights, never the
     // program's (a binary given capabilities has them for whoever runs it).
     if task.is_offline() {
@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         Task::Diagram(config) => block_on(async { portrace::diagram::run(*config).await.map(|()| 0) }),
         Task::Top(config) => portrace::top::top(config).map(|()| 0),
         Task::Doctor(config) => portrace::doctor::doctor(config),
+        Task::Generate(what) => {
+            portrace::manual::generate(portrace::cli::manual(), &what, &mut std::io::stdout().lock()).map(|()| 0)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

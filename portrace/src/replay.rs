@@ -217,7 +217,7 @@ pub fn replay(config: ReplayConfig) -> anyhow::Result<()> {
     let color = match config.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorChoice::Auto => stdout.is_terminal() && crate::color::allowed(),
     };
     let format = match config.format {
         OutputFormat::Text => Format::Text,

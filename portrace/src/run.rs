@@ -617,7 +617,7 @@ fn new_sink(format: OutputFormat, color: ColorChoice, explain: bool) -> Box<dyn 
     let color = match color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorChoice::Auto => stdout.is_terminal() && crate::color::allowed(),
     };
     let format = match format {
         OutputFormat::Text => Format::Text,

@@ -5,7 +5,7 @@
 //! [`Portrace::run_once`] runs it to its own end (`--snapshot`) within a deadline.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::thread;
@@ -100,9 +100,17 @@ impl Portrace {
 
     /// Starts portrace with exactly `args`.
     pub fn spawn_raw(args: &[&str]) -> Portrace {
-        let bin = Portrace::bin();
-        let mut child = Command::new(&bin)
-            .args(args)
+        let mut cmd = Command::new(Portrace::bin());
+        cmd.args(args);
+        Portrace::spawn_command(cmd, args)
+    }
+
+    /// Starts `cmd`, a command line that runs portrace with `args` (e.g. through
+    /// `setpriv`, as another user).
+    pub fn spawn_command(mut cmd: Command, args: &[&str]) -> Portrace {
+        let bin = cmd.get_program().to_owned();
+        let bin = Path::new(&bin);
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

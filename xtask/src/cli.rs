@@ -3,6 +3,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::path::PathBuf;
 
 /// The usage text, printed by `help` and on a usage error.
 pub const USAGE: &str = "\
@@ -20,6 +21,8 @@ tasks:
                    one test at a time). ARGS go to `cargo test`; test-binary
                    flags go after a second `--`, e.g.
                    cargo xtask test -- tcp_state -- --nocapture
+                   (given no cargo arguments, it also runs `dist --test` and
+                   the kernel matrix for debian-6.1)
   run [-- ARGS]    setup, `cargo build --release -p portrace`, then replace this
                    process with `target/release/portrace ARGS`
   bench [-- ARGS]  setup, release builds of portrace, tcpload and the benchmark, then
@@ -30,6 +33,18 @@ tasks:
                    in QEMU with virtme-ng, load every program, run the scenario
                    without and with filters, print the table; default: all three
                    (`test` runs it for debian-6.1 when given no cargo arguments)
+  install [--prefix DIR] [--destdir DIR]
+                   setup and the release build, then install the binary, its
+                   manual pages and its bash, zsh and fish completions under
+                   DIR (default /usr/local), below --destdir when given (for
+                   staging); `man portrace` then works
+  dist [--test]    setup and the release build, then the Debian package
+                   target/dist/portrace_VERSION_ARCH.deb (binary, manual pages,
+                   completions, copyright, the systemd unit); with --test, also
+                   the package test (root; about a minute): `install` into a
+                   staging directory, then the package installed, run
+                   (`portrace doctor`) and purged in a clean Debian 12 root made
+                   with debootstrap (kept in target/dist/ for the next run)
   help             print this text
 ";
 
@@ -42,7 +57,18 @@ pub enum Task {
     Run(Vec<OsString>),
     Bench(Vec<OsString>),
     VmTest(Vec<OsString>),
+    Install(InstallArgs),
+    Dist { test: bool },
     Help,
+}
+
+/// Where `cargo xtask install` puts the files.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InstallArgs {
+    /// The prefix the files are installed for: `PREFIX/bin/portrace`, ...
+    pub prefix: PathBuf,
+    /// A staging directory the prefix is created under (`DESTDIR/PREFIX/bin/portrace`).
+    pub destdir: Option<PathBuf>,
 }
 
 /// Extra arguments of `cargo xtask test`.
@@ -79,6 +105,10 @@ pub enum UsageError {
         task: &'static str,
         args: Vec<String>,
     },
+    BadOption {
+        task: &'static str,
+        why: String,
+    },
 }
 
 impl fmt::Display for UsageError {
@@ -89,6 +119,7 @@ impl fmt::Display for UsageError {
             Self::UnexpectedArgs { task, args } => {
                 write!(f, "`{task}` takes no arguments, got: {}", args.join(" "))
             }
+            Self::BadOption { task, why } => write!(f, "`{task}`: {why}"),
         }
     }
 }
@@ -122,8 +153,52 @@ where
         Some("run") => Ok(Task::Run(rest)),
         Some("bench") => Ok(Task::Bench(rest)),
         Some("vm-test") => Ok(Task::VmTest(rest)),
+        Some("install") => parse_install(rest).map(Task::Install),
+        Some("dist") => match rest.iter().map(|a| a.to_str()).collect::<Vec<_>>()[..] {
+            [] => Ok(Task::Dist { test: false }),
+            [Some("--test")] => Ok(Task::Dist { test: true }),
+            _ => Err(UsageError::BadOption {
+                task: "dist",
+                why: format!(
+                    "takes only --test, got: {}",
+                    rest.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+                ),
+            }),
+        },
         _ => Err(UsageError::UnknownTask(task.to_string_lossy().into_owned())),
     }
+}
+
+/// Parses `install`'s options: `--prefix DIR` and `--destdir DIR` (or `--opt=DIR`), each
+/// at most once, each an absolute path (a relative one would depend on where cargo runs).
+fn parse_install(args: Vec<OsString>) -> Result<InstallArgs, UsageError> {
+    let bad = |why: String| UsageError::BadOption { task: "install", why };
+    let mut prefix: Option<PathBuf> = None;
+    let mut destdir: Option<PathBuf> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let (name, inline) = match text.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name.to_owned(), Some(PathBuf::from(value))),
+            _ => (text.clone(), None),
+        };
+        let slot = match name.as_str() {
+            "--prefix" => &mut prefix,
+            "--destdir" => &mut destdir,
+            _ => return Err(bad(format!("unknown option `{text}` (it takes --prefix DIR and --destdir DIR)"))),
+        };
+        let value = match inline {
+            Some(value) => value,
+            None => PathBuf::from(args.next().ok_or_else(|| bad(format!("{name} needs a directory")))?),
+        };
+        if !value.is_absolute() {
+            return Err(bad(format!("{name} {} is not an absolute path", value.display())));
+        }
+        if slot.replace(value).is_some() {
+            return Err(bad(format!("{name} is given twice")));
+        }
+    }
+    Ok(InstallArgs { prefix: prefix.unwrap_or_else(|| PathBuf::from("/usr/local")), destdir })
 }
 
 /// Drops one leading `--`: `cargo xtask run -- -x` and `cargo xtask run -x` mean
@@ -247,6 +322,40 @@ mod tests {
                 harness: os(&["--ignored"])
             }))
         );
+    }
+
+    #[test]
+    fn install_takes_a_prefix_and_a_destdir() {
+        let install = |args: &[&str]| match parse_strs(args) {
+            Ok(Task::Install(a)) => Ok(a),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(install(&["install"]), Ok(InstallArgs { prefix: "/usr/local".into(), destdir: None }));
+        assert_eq!(
+            install(&["install", "--prefix", "/usr", "--destdir=/tmp/stage"]),
+            Ok(InstallArgs { prefix: "/usr".into(), destdir: Some("/tmp/stage".into()) })
+        );
+        assert_eq!(
+            install(&["install", "--", "--destdir", "/d"]),
+            Ok(InstallArgs { prefix: "/usr/local".into(), destdir: Some("/d".into()) })
+        );
+        for (args, expected) in [
+            (&["install", "--prefix"][..], "--prefix needs a directory"),
+            (&["install", "--prefix", "usr"], "--prefix usr is not an absolute path"),
+            (&["install", "--prefix", "/a", "--prefix=/b"], "--prefix is given twice"),
+            (&["install", "--bindir", "/x"], "unknown option `--bindir`"),
+        ] {
+            let err = install(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn dist_takes_only_test() {
+        assert_eq!(parse_strs(&["dist"]), Ok(Task::Dist { test: false }));
+        assert_eq!(parse_strs(&["dist", "--test"]), Ok(Task::Dist { test: true }));
+        assert!(parse_strs(&["dist", "--fast"]).unwrap_err().to_string().contains("takes only --test"));
     }
 
     #[test]

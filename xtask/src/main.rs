@@ -1,5 +1,5 @@
 //! `cargo xtask`: the project's developer commands (`setup`, `build`, `test`,
-//! `run`, `bench`, `vm-test`). They install what the BPF build needs on a fresh
+//! `run`, `bench`, `vm-test`, `install`, `dist`). They install what the BPF build needs on a fresh
 //! machine, then drive cargo from the workspace root, so one command works the
 //! same on a developer's machine and in CI (`.ci/run`). Progress goes to standard
 //! error; standard output is left to cargo test, to the traced program, and to the
@@ -7,7 +7,9 @@
 
 mod bench;
 mod cli;
+mod dist;
 mod fuzz;
+mod package_test;
 mod process;
 mod setup;
 mod vm;
@@ -40,6 +42,9 @@ fn main() -> ExitCode {
         Task::Run(args) => ("run", run(&args)),
         Task::Bench(args) => ("bench", bench::run(&args)),
         Task::VmTest(args) => ("vm-test", vm::run(&args)),
+        Task::Install(args) => ("install", dist::install(&args)),
+        Task::Dist { test: false } => ("dist", dist::dist().map(drop)),
+        Task::Dist { test: true } => ("dist --test", package_test::run()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +169,14 @@ fn test(args: &TestArgs) -> Result<(), String> {
             failed.push(what);
         }
     }
+    if package_phase(args) {
+        let what = "package test (cargo xtask dist --test)";
+        eprintln!("xtask test: {what}");
+        if let Err(err) = package_test::run() {
+            eprintln!("xtask test: {what}: {err}");
+            failed.push(what);
+        }
+    }
     if let Some(kernels) = vm_phase(args) {
         let what = "kernel matrix (cargo xtask vm-test)";
         eprintln!(
@@ -195,6 +208,12 @@ fn vm_phase(args: &TestArgs) -> Option<Vec<OsString>> {
     args.cargo
         .is_empty()
         .then(|| vec![OsString::from("--kernel"), OsString::from("debian-6.1")])
+}
+
+/// Whether a test run includes the package test (the .deb installed, run and purged in a
+/// clean Debian root): a whole run, as CI makes, like the kernel matrix.
+fn package_phase(args: &TestArgs) -> bool {
+    args.cargo.is_empty()
 }
 
 /// The `cargo test` invocations for `args`: unit tests of every package but
@@ -312,6 +331,8 @@ mod tests {
             harness: Vec::new(),
         };
         assert_eq!(vm_phase(&chosen), None);
+        assert!(package_phase(&TestArgs::default()) && package_phase(&harness_only));
+        assert!(!package_phase(&chosen));
     }
 
     #[test]

@@ -95,10 +95,20 @@ fn nightly_toolchain() -> Result<(), String> {
 
 /// Step 2: the Debian packages bpf-linker is built against.
 fn apt_packages() -> Result<(), String> {
-    const STEP: &str = "setup step 'apt packages'";
-    let missing = missing_packages(STEP)?;
+    ensure_apt_packages(
+        "setup step 'apt packages'",
+        &APT_PACKAGES,
+        "LLVM 22 libraries that bpf-linker is built against",
+        "install LLVM 22 development files, zstd and zlib by hand",
+    )
+}
+
+/// Installs those of `packages` that are missing (`why` says what for, in the progress
+/// line; `elsewhere` what to do on a system without dpkg), and checks they then are.
+pub fn ensure_apt_packages(step: &str, packages: &[&str], why: &str, elsewhere: &str) -> Result<(), String> {
+    let missing = missing_packages(step, packages, elsewhere)?;
     if missing.is_empty() {
-        eprintln!("setup: apt packages {}: present", APT_PACKAGES.join(" "));
+        eprintln!("setup: apt packages {}: present", packages.join(" "));
         return Ok(());
     }
     let update = Cmd::new("apt-get").args(["update"]);
@@ -108,20 +118,17 @@ fn apt_packages() -> Result<(), String> {
         .args(&missing);
     if !is_root() {
         return Err(format!(
-            "{STEP}: missing {}; installing them needs root. Run as root: {update} && {install}; then run `cargo xtask setup` again",
+            "{step}: missing {}; installing them needs root. Run as root: {update} && {install}; then run the same cargo xtask command again",
             missing.join(" ")
         ));
     }
-    eprintln!(
-        "setup: installing apt packages {} (LLVM 22 libraries that bpf-linker is built against)",
-        missing.join(" ")
-    );
-    update.run(STEP, Stdout::ToStderr)?;
-    install.run(STEP, Stdout::ToStderr)?;
-    let still_missing = missing_packages(STEP)?;
+    eprintln!("setup: installing apt packages {} ({why})", missing.join(" "));
+    update.run(step, Stdout::ToStderr)?;
+    install.run(step, Stdout::ToStderr)?;
+    let still_missing = missing_packages(step, packages, elsewhere)?;
     if !still_missing.is_empty() {
         return Err(format!(
-            "{STEP}: `{install}` succeeded but {} still not installed; check `apt-cache policy {}`",
+            "{step}: `{install}` succeeded but {} still not installed; check `apt-cache policy {}`",
             still_missing.join(" "),
             still_missing.join(" ")
         ));
@@ -129,15 +136,15 @@ fn apt_packages() -> Result<(), String> {
     Ok(())
 }
 
-/// The packages of [`APT_PACKAGES`] that are not installed.
-fn missing_packages(step: &str) -> Result<Vec<&'static str>, String> {
+/// The packages of `packages` that are not installed.
+fn missing_packages<'a>(step: &str, packages: &[&'a str], elsewhere: &str) -> Result<Vec<&'a str>, String> {
     let mut missing = Vec::new();
-    for package in APT_PACKAGES {
+    for &package in packages {
         let query = Cmd::new("dpkg-query").args(["-W", "-f", "${Status}\\n", package]);
         let output = query.capture().map_err(|err| {
             format!(
                 "{step}: could not run `{query}` ({err}); this setup supports Debian-based systems only; \
-                 elsewhere install LLVM 22 development files, zstd and zlib by hand"
+                 elsewhere {elsewhere}"
             )
         })?;
         // dpkg-query exits non-zero for a package it has never heard of.

@@ -485,4 +485,32 @@ mod tests {
         let err = f(None, Some("c.mmd"), Some(4)).unwrap_err();
         assert!(err.contains("--conn draws a connection as SVG or text"), "{err}");
     }
+
+    /// `diagram -o FILE` leaves an existing FILE alone unless --force is given, like
+    /// `record`, and says so before reading or tracing anything.
+    #[test]
+    fn an_existing_output_is_replaced_only_with_force() {
+        let dir = std::env::temp_dir().join(format!("portrace-diagram-force-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let out = dir.join("tcp.svg");
+        std::fs::write(&out, "mine").unwrap();
+        let out_arg = out.to_str().unwrap();
+        let run_with = |extra: &[&str]| {
+            let mut argv = vec!["portrace", "diagram", "--from", "/nonexistent/portrace-test.ptr", "-o", out_arg];
+            argv.extend_from_slice(extra);
+            let Ok(crate::cli::Task::Diagram(config)) = crate::cli::Args::try_parse_task(argv, None) else {
+                panic!("not a diagram");
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            format!("{:#}", runtime.block_on(run(*config)).unwrap_err())
+        };
+        let err = run_with(&[]);
+        assert!(err.contains("already exists") && err.contains("--force"), "{err}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "mine");
+        // With --force the file is no obstacle: what fails is the missing recording.
+        let err = run_with(&["--force"]);
+        assert!(!err.contains("already exists") && err.contains("portrace-test.ptr"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -118,6 +118,7 @@ pub fn run(
 ) -> anyhow::Result<Ended> {
     let mut dirty = true;
     let mut last_draw: Option<Instant> = None;
+    let color = crate::color::allowed();
     loop {
         if TERMINATED.load(Ordering::Relaxed) {
             return Ok(Ended::Quit);
@@ -135,7 +136,12 @@ pub fn run(
             }
             let size = screen.terminal.size()?;
             top.page = render::page_rows(Rect::new(0, 0, size.width, size.height));
-            screen.terminal.draw(|f| render::draw(f, top, zone))?;
+            screen.terminal.draw(|f| {
+                render::draw(f, top, zone);
+                if !color {
+                    render::without_colors(f.buffer_mut());
+                }
+            })?;
             dirty = false;
             last_draw = Some(now);
         }

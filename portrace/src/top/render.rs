@@ -9,6 +9,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap};
+use ratatui::buffer::Buffer;
 use ratatui::Frame;
 
 use crate::clock::{LocalTime, Zone};
@@ -55,6 +56,15 @@ fn areas(area: Rect) -> Areas {
 /// Rows of sockets the table shows on a screen of `area`: what PgUp and PgDn move by.
 pub fn page_rows(area: Rect) -> usize {
     usize::from(areas(area).table.height.saturating_sub(3)).max(1)
+}
+
+/// Takes the colours out of a drawn screen (`NO_COLOR`, `TERM=dumb`), keeping bold,
+/// reverse video and the rest, so that highlights and the selection still show.
+pub fn without_colors(buffer: &mut Buffer) {
+    for cell in &mut buffer.content {
+        cell.set_fg(Color::Reset);
+        cell.set_bg(Color::Reset);
+    }
 }
 
 /// Draws the whole screen.

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
+use ratatui::style::Color;
 use ratatui::Terminal;
 
 use super::browse::Browser;
@@ -770,4 +771,18 @@ fn a_recording_that_shrinks_while_browsed_is_shown_up_to_where_it_stops() {
     assert!(top.cursor.unwrap().position < shorter);
     b.act(&mut top, Action::ToEnd);
     assert_eq!(top.cursor.unwrap().position, shorter);
+}
+
+#[test]
+fn without_colours_the_screen_keeps_its_text_and_emphasis() {
+    let top = model(1_500_000_000);
+    let mut buffer = draw(&top, 110, 30);
+    let coloured = |b: &Buffer| b.content.iter().filter(|c| c.fg != Color::Reset || c.bg != Color::Reset).count();
+    let emphasised = |b: &Buffer| b.content.iter().filter(|c| !c.modifier.is_empty()).count();
+    let (text_before, emphasis_before) = (text(&buffer), emphasised(&buffer));
+    assert!(coloured(&buffer) > 0, "the fixture shows colours:\n{text_before}");
+    render::without_colors(&mut buffer);
+    assert_eq!(coloured(&buffer), 0);
+    assert_eq!(text(&buffer), text_before);
+    assert_eq!(emphasised(&buffer), emphasis_before);
 }

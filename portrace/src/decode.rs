@@ -131,7 +131,7 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
         other => return Err(DecodeError::Kind(other)),
     };
     let by_backup = ev.owner_source & owner_source::BY_BACKUP != 0;
-    let source = match ev.owner_source & !owner_source::BY_BACKUP {
+    let source = match ev.owner_source & !(owner_source::BY_BACKUP | owner_source::IN_CGROUP) {
         owner_source::UNKNOWN => None,
         owner_source::SYSCALL => Some(OwnerSource::Syscall),
         owner_source::LISTENER => Some(OwnerSource::Listener),
@@ -148,7 +148,7 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
         owner: source.map(|source| Owner {
             pid: ev.owner_pid,
             comm: Comm::from_kernel(&ev.owner_comm),
-            source,
+            source, cgroup: 0
         }),
         family,
         saddr,
@@ -210,6 +210,7 @@ mod tests {
             tw_substate: 0,
             retransmits: 0,
             netns: 4026531840,
+            owner_cgroup: 7321,
         }
     }
 

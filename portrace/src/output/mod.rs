@@ -74,6 +74,11 @@ pub trait Sink {
     fn netns(&mut self, _n: &NetnsInfo) -> io::Result<()> {
         Ok(())
     }
+    /// A cgroup first seen as an owner's: its id and path. Formats without a place for it
+    /// ignore it.
+    fn cgroup(&mut self, _g: &crate::record::CgroupInfo) -> io::Result<()> {
+        Ok(())
+    }
     fn transition(&mut self, t: &Transition) -> io::Result<()>;
     fn lost(&mut self, lost: &Lost) -> io::Result<()>;
     /// An alert the records so far raised (see `crate::alerts`). Formats without a place
@@ -350,7 +355,7 @@ mod tests {
     }
 
     fn owner(pid: u32, comm: &str, source: OwnerSource) -> Option<Owner> {
-        Some(Owner { pid, comm: Comm::new(comm), source })
+        Some(Owner { pid, comm: Comm::new(comm), source, cgroup: 0 })
     }
 
     /// A transition with no owner, no ending and nothing predating the trace; the tests set
@@ -505,7 +510,7 @@ mod tests {
             }),
             // The widest IPv4 text, in a process with an awkward name; a very short duration.
             Event::T(Transition {
-                owner: Some(Owner { pid: 4_194_304, comm: odd_comm(), source: Syscall }),
+                owner: Some(Owner { pid: 4_194_304, comm: odd_comm(), source: Syscall, cgroup: 0 }),
                 ..tr(
                     1_500_000,
                     4_194_304,
@@ -1090,6 +1095,7 @@ mod tests {
         "owner_pid",
         "owner_comm",
         "owner_source",
+        "owner_cgroup",
         "netns",
         "inode",
         "uid",
@@ -1113,6 +1119,7 @@ mod tests {
         "owner_pid",
         "owner_comm",
         "owner_source",
+        "owner_cgroup",
         "reason",
         "error",
         "retransmits",
@@ -1255,7 +1262,7 @@ mod tests {
                 "type": "socket", "time": "2026-11-29T02:41:07.123456Z", "ts_ns": MONO0,
                 "socket": 1, "family": "ipv4", "saddr": "0.0.0.0", "sport": 22,
                 "daddr": "0.0.0.0", "dport": 0, "state": "LISTEN", "owner_pid": 612,
-                "owner_comm": "sshd", "owner_source": "inventory", "netns": NETNS,
+                "owner_comm": "sshd", "owner_source": "inventory", "owner_cgroup": null, "netns": NETNS,
                 "inode": 12345, "uid": 0,
             })
         );
@@ -1454,7 +1461,7 @@ mod tests {
         let out = render(Format::Csv, plain());
         let rows = parse_csv(&out);
         let header = csv_columns();
-        assert_eq!(header.len(), 24);
+        assert_eq!(header.len(), 28);
         assert_eq!(rows[0], header);
         assert_eq!(rows.len(), events().len() + 1, "no start or end rows");
         for row in &rows {
@@ -1468,7 +1475,7 @@ mod tests {
         assert_eq!(
             listener.join(","),
             "socket,2026-11-29T02:41:07.123456Z,123456789,,,1,ipv4,0.0.0.0,22,0.0.0.0,0,,LISTEN,,,\
-             612,sshd,inventory,,,,4026531840,,"
+             612,sshd,inventory,,,,4026531840,,,,,,"
         );
         let orphan = &rows[SOCKETS];
         assert_eq!(col(orphan, "newstate"), "TIME_WAIT");
@@ -1478,19 +1485,20 @@ mod tests {
         let unknown = &rows[SOCKETS + 1];
         assert_eq!(col(unknown, "prev_state_us"), "", "unknown prev is empty");
         assert_eq!(col(unknown, "prev_state_at_least"), "false");
-        assert_eq!(&unknown[15..], ["4242", "curl", "syscall", "", "", "0", "4026531840", "", ""]);
+        assert_eq!(&unknown[15..], ["4242", "curl", "syscall", "", "", "0", "4026531840", "", "", "", "", "", ""]);
         assert_eq!(col(&rows[SOCKETS + 3], "prev_state_at_least"), "true");
         let odd = &rows[SOCKETS + 4];
         assert_eq!(odd[0], "transition");
         assert_eq!(col(odd, "comm"), "a,b\"c\\xff\\x01d");
         assert_eq!(col(odd, "owner_comm"), "a,b\"c\\xff\\x01d");
         assert_eq!(col(odd, "prev_state_us"), "0.850");
-        assert_eq!(&odd[22..], ["", ""]);
+        assert_eq!(&odd[22..24], ["", ""]);
         let lost = &rows[SOCKETS + 5];
         assert_eq!(lost[0], "lost");
         assert_eq!(lost[1], "2026-11-29T02:41:07.125456Z");
         assert!(lost[3..22].iter().all(String::is_empty), "{lost:?}");
-        assert_eq!(&lost[22..], ["12", "ring_full"]);
+        assert_eq!(&lost[22..24], ["12", "ring_full"]);
+        assert!(lost[24..].iter().all(String::is_empty), "{lost:?}");
         let time_wait = &rows[SOCKETS + 9];
         assert_eq!(&time_wait[15..20], ["", "", "unknown", "active_close", ""]);
         let timeout = &rows[SOCKETS + 13];

@@ -34,7 +34,7 @@ fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
 }
 
 fn owner(pid: u32, comm: &str, source: OwnerSource) -> Option<Owner> {
-    Some(Owner { pid, comm: Comm::new(comm), source })
+    Some(Owner { pid, comm: Comm::new(comm), source, cgroup: 0 })
 }
 
 fn start() -> Start {
@@ -644,7 +644,7 @@ fn kept_records(file: &[u8], filter: FilterSpec) -> Vec<crate::tracefile::Record
     while let Some(record) = reader.next_record().unwrap() {
         match record {
             Record::Socket(s) if !filter.spec().matches_socket(&s) => {}
-            Record::Process(_) | Record::Netns(_) => {}
+            Record::Process(_) | Record::Netns(_) | Record::Cgroup(_) => {}
             Record::Transition(t) => {
                 filter.offer(t, &mut batch);
                 records.extend(batch.drain(..).map(Record::Transition));
@@ -667,7 +667,7 @@ fn table_of(records: &[crate::tracefile::Record], n: usize, now: Timestamp) -> T
             Record::Transition(t) => table.transition(t),
             Record::Lost(l) => table.lost(l),
             Record::End(_) => table.end(),
-            Record::Process(_) | Record::Netns(_) => {}
+            Record::Process(_) | Record::Netns(_) | Record::Cgroup(_) => {}
         }
     }
     table.tick(now);

@@ -148,7 +148,8 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
         owner: source.map(|source| Owner {
             pid: ev.owner_pid,
             comm: Comm::from_kernel(&ev.owner_comm),
-            source, cgroup: 0
+            source,
+            cgroup: ev.owner_cgroup,
         }),
         family,
         saddr,
@@ -231,6 +232,12 @@ mod tests {
         assert_eq!(d.netns, 4026531840);
         let owner = d.owner.unwrap();
         assert_eq!((owner.pid, owner.comm.as_bytes(), owner.source), (300, &b"nginx"[..], OwnerSource::Listener));
+        assert_eq!(owner.cgroup, 7321);
+        // The kernel filter's cgroup bit is not a source of its own.
+        let mut ev = event();
+        ev.owner_source = owner_source::SYSCALL | owner_source::IN_CGROUP | owner_source::BY_BACKUP;
+        let d = decode(&encode(&ev)).unwrap();
+        assert_eq!((d.owner.unwrap().source, d.by_backup), (OwnerSource::Syscall, true));
     }
 
     #[test]

@@ -125,8 +125,15 @@ impl CgroupFilter {
         if text.is_empty() || text.contains('\0') {
             return Err(format!("'{}' is not a cgroup path (e.g. /system.slice/nginx.service)", crate::escape::text(text)));
         }
-        let rel = crate::cgroup::resolve::relative_to_mount(std::path::Path::new("/sys/fs/cgroup"), std::path::Path::new(text))
-            .map_err(|e| e.to_string())?;
+        // The usual mount points: unified (`/sys/fs/cgroup`) and hybrid hosts'
+        // (`/sys/fs/cgroup/unified`). A live run resolves the value against the real one.
+        let given = std::path::Path::new(text);
+        let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|m| given.starts_with(m))
+            .unwrap_or(std::path::Path::new("/sys/fs/cgroup"));
+        let rel = crate::cgroup::resolve::relative_to_mount(mount, given).map_err(|e| e.to_string())?;
         Ok(CgroupFilter { path: format!("/{}", rel.to_string_lossy()), given: text.to_string(), id: 0, level: 0 })
     }
 

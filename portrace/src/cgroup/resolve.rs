@@ -19,6 +19,9 @@ use std::sync::Arc;
 /// Paths cached at most.
 const CACHE_MAX: usize = 16_384;
 
+/// Directories a walk of the hierarchy visits at most (see [`Hierarchy::path_of`]).
+const WALK_MAX: usize = 100_000;
+
 /// `FILEID_KERNFS` (`include/linux/exportfs.h`): a kernfs file handle, whose 8 bytes are
 /// the node's id.
 const FILEID_KERNFS: libc::c_int = 0xfe;
@@ -172,6 +175,10 @@ impl Hierarchy {
         let shown = given.display().to_string();
         let rel = relative_to_mount(&self.mount, given)?;
         let fd = open_beneath(&self.dir, &rel).map_err(|e| match e.raw_os_error() {
+            // A directory elsewhere (a cgroup v1 hierarchy, /etc) is not a cgroup v2 one.
+            Some(libc::ENOENT) if given.is_absolute() && fs::symlink_metadata(given).is_ok_and(|m| m.is_dir()) => {
+                CgroupError::NotCgroup2(shown.clone(), mount.clone())
+            }
             Some(libc::ENOENT) => CgroupError::Missing(shown.clone(), mount.clone()),
             Some(libc::ENOTDIR) => CgroupError::NotCgroup2(shown.clone(), mount.clone()),
             Some(libc::ELOOP) | Some(libc::EXDEV) => CgroupError::Unsafe(shown.clone()),
@@ -193,8 +200,46 @@ impl Hierarchy {
     }
 
     /// The path under the mount of the cgroup whose id is `id`; `None` when there is none
-    /// (removed since), or the kernel refuses file handles here.
+    /// (removed since). By file handle first; where the kernel refuses handles or names the
+    /// directory otherwise, by a walk of the hierarchy (at most [`WALK_MAX`] directories,
+    /// by the inode numbers `readdir` gives, no link followed).
     pub fn path_of(&self, id: u64) -> Option<String> {
+        if let Some(path) = self.path_by_handle(id) {
+            if self.id_of(&path) == Some(id) {
+                return Some(path);
+            }
+        }
+        self.path_by_walk(id)
+    }
+
+    fn path_by_walk(&self, id: u64) -> Option<String> {
+        if inode(&self.dir).ok()? == id {
+            return Some("/".into());
+        }
+        let mut queue = std::collections::VecDeque::from([PathBuf::new()]);
+        let mut visited = 0usize;
+        while let Some(rel) = queue.pop_front() {
+            let Ok(entries) = fs::read_dir(self.mount.join(&rel)) else { continue };
+            for entry in entries.flatten() {
+                // d_type, from readdir: a link is never a directory here.
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                visited += 1;
+                if visited > WALK_MAX {
+                    return None;
+                }
+                let child = rel.join(entry.file_name());
+                if std::os::unix::fs::DirEntryExt::ino(&entry) == id {
+                    return Some(format!("/{}", child.to_string_lossy()));
+                }
+                queue.push_back(child);
+            }
+        }
+        None
+    }
+
+    fn path_by_handle(&self, id: u64) -> Option<String> {
         #[repr(C)]
         struct Handle {
             bytes: u32,

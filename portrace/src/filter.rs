@@ -328,6 +328,40 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_paths_are_taken_under_the_mount_and_matched_by_component() {
+        let parse = |t: &str| CgroupFilter::parse(t).map(|c| c.path);
+        assert_eq!(parse("/sys/fs/cgroup/system.slice").unwrap(), "/system.slice");
+        assert_eq!(parse("/sys/fs/cgroup/unified/system.slice/").unwrap(), "/system.slice");
+        assert_eq!(parse("/system.slice//nginx.service").unwrap(), "/system.slice/nginx.service");
+        assert_eq!(parse("/sys/fs/cgroup").unwrap(), "/");
+        assert!(parse("/system.slice/../..").unwrap_err().contains("may not contain '..'"));
+        assert!(parse("").unwrap_err().contains("is not a cgroup path"));
+        assert!(parse("a\0b").unwrap_err().contains("is not a cgroup path"));
+        let slice = CgroupFilter::parse("/system.slice").unwrap();
+        assert!(slice.contains("/system.slice"));
+        assert!(slice.contains("/system.slice/nginx.service"));
+        assert!(!slice.contains("/system.slicex/nginx.service"), "a sibling that starts alike");
+        assert!(!slice.contains("/user.slice"));
+        assert!(CgroupFilter::parse("/").unwrap().contains("/anything"));
+        let spec = FilterSpec { cgroup: Some(slice), ..FilterSpec::default() };
+        assert!(spec.matches_cgroup(Some("/system.slice/a.service")));
+        assert!(!spec.matches_cgroup(None), "an owner whose cgroup is unknown does not pass");
+        assert!(FilterSpec::default().matches_cgroup(None));
+        assert!(!spec.keeps_whole_sockets());
+    }
+
+    #[test]
+    fn netns_values_are_numbers_or_valid_names() {
+        assert_eq!(parse_netns("4026531840"), Ok(4026531840));
+        assert!(parse_netns("0").unwrap_err().contains("does not exist"));
+        for bad in ["a/b", "..", ".", "", "x\0y"] {
+            assert!(parse_netns(bad).unwrap_err().contains("neither a network namespace's inode number"), "{bad:?}");
+        }
+        assert!(parse_netns(&"n".repeat(256)).is_err());
+        assert!(crate::netns_info::valid_name("blue-1"));
+    }
+
+    #[test]
     fn kernel_filter_carries_every_value() {
         let spec = FilterSpec {
             lports: vec![80, 443],

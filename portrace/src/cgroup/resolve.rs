@@ -298,6 +298,12 @@ impl Resolver {
         found
     }
 
+    /// What the cgroup of a socket's owner names (empty when unknown or removed): the
+    /// unit, container and pod, e.g. for labels.
+    pub fn identity(&mut self, owner: &crate::record::Owner) -> super::Identity {
+        self.path(owner.cgroup).map(|p| super::identity(&p)).unwrap_or_default()
+    }
+
     /// The id of the cgroup at `path` (as /proc/PID/cgroup names it).
     pub fn id(&self, path: &str) -> Option<u64> {
         self.hierarchy.as_ref()?.id_of(path)

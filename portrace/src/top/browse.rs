@@ -151,7 +151,8 @@ fn apply(table: &mut Table, r: &Record) {
         Record::Lost(l) => table.lost(l),
         Record::End(_) => table.end(),
         // The view names owners by pid and command, which the other records carry.
-        Record::Process(_) | Record::Netns(_) | Record::Cgroup(_) => {}
+        Record::Cgroup(g) => table.cgroup(g),
+        Record::Process(_) | Record::Netns(_) => {}
     }
 }
 

@@ -1267,4 +1267,60 @@ mod tests {
         // The rest of the record is read as written.
         assert_eq!(ProcessInfo { cmdline: p.cmdline.clone(), ..back }, p);
     }
+
+    #[test]
+    fn cgroup_records_round_trip() {
+        let time = Timestamp { mono_ns: 5, unix_ns: 5 };
+        for path in [Some("/kubepods.slice/kubepods-pod0b7c5c2e_8f4a_4f1e_9d3a_6a1b2c3d4e5f.slice".to_string()), None] {
+            let g = CgroupInfo { time, id: 1 << 40, path };
+            let (mut buf, mut body) = (Vec::new(), Vec::new());
+            put_cgroup(&mut buf, &mut body, &mut TimeBase::new(0), &g);
+            let mut c = Cursor::new(&buf);
+            assert_eq!(record(&mut c, &mut TimeBase::new(0)), Ok(Some(Record::Cgroup(g))));
+            assert!(c.is_empty());
+        }
+    }
+
+    #[test]
+    fn records_and_filters_written_before_cgroups_still_read() {
+        let t = Transition {
+            time: Timestamp { mono_ns: 9, unix_ns: 9 },
+            pid: 1,
+            comm: Comm::new("c"),
+            socket: 3,
+            family: Family::Ipv4,
+            saddr: "10.0.0.1".parse().unwrap(),
+            sport: 1000,
+            daddr: "10.0.0.2".parse().unwrap(),
+            dport: 80,
+            oldstate: TcpState::Close,
+            newstate: TcpState::SynSent,
+            prev_state_ns: None,
+            prev_state_at_least: false,
+            owner: Some(Owner { pid: 1, comm: Comm::new("c"), source: OwnerSource::Syscall, cgroup: 0 }),
+            reason: None,
+            error: None,
+            retransmits: 0,
+            netns: 7,
+        };
+        let (mut buf, mut body) = (Vec::new(), Vec::new());
+        put_transition(&mut buf, &mut body, &mut TimeBase::new(0), &t);
+        // Without the trailing cgroup id (one byte, 0), as earlier versions wrote it.
+        assert_eq!(buf.pop(), Some(0));
+        assert!(buf[1] < 0x80, "a one-byte length");
+        buf[1] -= 1;
+        let mut c = Cursor::new(&buf);
+        assert_eq!(record(&mut c, &mut TimeBase::new(0)), Ok(Some(Record::Transition(t.clone()))));
+        // With it, the id is read.
+        let with = Transition { owner: t.owner.map(|o| Owner { cgroup: 4242, ..o }), ..t };
+        let mut buf = Vec::new();
+        put_transition(&mut buf, &mut body, &mut TimeBase::new(0), &with);
+        assert_eq!(record(&mut Cursor::new(&buf), &mut TimeBase::new(0)), Ok(Some(Record::Transition(with))));
+        // A filter without the trailing --cgroup and --netns fields.
+        let spec = FilterSpec { ports: vec![22], ..FilterSpec::default() };
+        let mut f = Vec::new();
+        put_filter(&mut f, &spec);
+        f.truncate(f.len() - 2);
+        assert_eq!(filter_from(&f), Ok(spec));
+    }
 }

@@ -58,35 +58,6 @@ fn read_inside(ns: Namespace, file: &'static Path) -> Option<(u16, u16)> {
         .flatten()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_ranges_parse() {
-        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
-        assert_eq!(parse_port_range("1024 1024"), Some((1024, 1024)));
-        assert_eq!(parse_port_range("60999 32768"), None);
-        assert_eq!(parse_port_range("32768"), None);
-        assert_eq!(parse_port_range("1 2 3"), None);
-        assert_eq!(parse_port_range("a b"), None);
-    }
-
-    #[test]
-    fn this_namespace_range_is_the_sysctl() {
-        let own = procfs::thread_netns().unwrap();
-        let expected = parse_port_range(&fs::read_to_string(PORT_RANGE).unwrap());
-        assert!(expected.is_some());
-        assert_eq!(port_range(own, None), expected);
-        assert_eq!(port_range(own, Some(std::process::id())), expected);
-    }
-
-    #[test]
-    fn an_unknown_namespace_has_no_range() {
-        assert_eq!(port_range(1, Some(std::process::id())), None);
-    }
-}
-
 /// Where `ip netns add` mounts the namespaces it names (`/var/run/netns` is a link here).
 const NAMED_DIR: &str = "/run/netns";
 
@@ -134,4 +105,33 @@ pub fn named(name: &str) -> Result<u32, String> {
         return Err(format!("{NAMED_DIR}/{shown} is not a network namespace (is the namespace mounted? see ip netns list)"));
     }
     u32::try_from(st.st_ino).map_err(|_| format!("{NAMED_DIR}/{shown} has an inode number that is no namespace's"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_parse() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("1024 1024"), Some((1024, 1024)));
+        assert_eq!(parse_port_range("60999 32768"), None);
+        assert_eq!(parse_port_range("32768"), None);
+        assert_eq!(parse_port_range("1 2 3"), None);
+        assert_eq!(parse_port_range("a b"), None);
+    }
+
+    #[test]
+    fn this_namespace_range_is_the_sysctl() {
+        let own = procfs::thread_netns().unwrap();
+        let expected = parse_port_range(&fs::read_to_string(PORT_RANGE).unwrap());
+        assert!(expected.is_some());
+        assert_eq!(port_range(own, None), expected);
+        assert_eq!(port_range(own, Some(std::process::id())), expected);
+    }
+
+    #[test]
+    fn an_unknown_namespace_has_no_range() {
+        assert_eq!(port_range(1, Some(std::process::id())), None);
+    }
 }

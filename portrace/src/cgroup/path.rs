@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(identity("/system.slice/docker-notacontainer.scope").container, None);
         assert_eq!(identity("/system.slice/docker-abc.scope").container, None);
         assert_eq!(identity(&format!("/system.slice/docker-{ID}00.scope")).container, None);
-        assert_eq!(identity(&format!("/system.slice/docker-{ID}.scope")).unit.is_some(), true);
+        assert!(identity(&format!("/system.slice/docker-{ID}.scope")).unit.is_some());
         assert_eq!(identity(&format!("/pod{UID}")).pod, None);
         assert_eq!(identity("/kubepods/podnot-a-uid").pod, None);
         assert_eq!(identity("/kubepods.slice/kubepods-pod1234.slice").pod, None);

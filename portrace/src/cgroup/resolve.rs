@@ -16,6 +16,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+/// `CGROUP2_SUPER_MAGIC`: the cgroup2 file system.
+const CGROUP2_MAGIC: i64 = 0x6367_7270;
+
 /// Paths cached at most.
 const CACHE_MAX: usize = 16_384;
 
@@ -114,7 +117,7 @@ fn is_cgroup2(fd: &OwnedFd) -> io::Result<bool> {
     if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(st.f_type as i64 == libc::CGROUP2_SUPER_MAGIC as i64)
+    Ok(st.f_type as i64 == CGROUP2_MAGIC)
 }
 
 fn inode(fd: &OwnedFd) -> io::Result<u64> {

@@ -1129,6 +1129,8 @@ mod tests {
     const PROCESS_KEYS: &[&str] =
         &["type", "time", "ts_ns", "pid", "comm", "ppid", "exe", "cmdline", "uid", "user", "cgroup"];
     const NETNS_KEYS: &[&str] = &["type", "time", "ts_ns", "netns", "port_range"];
+    const CGROUP_KEYS: &[&str] =
+        &["type", "time", "ts_ns", "id", "path", "unit", "user", "container", "runtime", "pod"];
     const END_KEYS: &[&str] =
         &["type", "time", "ts_ns", "transitions", "lost", "lost_by_cause", "by_transition"];
 
@@ -1148,6 +1150,7 @@ mod tests {
                 "lost" => LOST_KEYS,
                 "process" => PROCESS_KEYS,
                 "netns" => NETNS_KEYS,
+                "cgroup" => CGROUP_KEYS,
                 "end" => END_KEYS,
                 other => panic!("unknown type {other}"),
             };
@@ -1343,6 +1346,59 @@ mod tests {
         // The text and CSV formats show owners by pid and name, as before.
         assert_eq!(write(Format::Text), "");
         assert_eq!(write(Format::Csv), "");
+    }
+
+    #[test]
+    fn cgroups_are_named_in_json_and_csv() {
+        let pod = "0b7c5c2e_8f4a_4f1e_9d3a_6a1b2c3d4e5f";
+        let id = "4f1c0e9a2b3d4c5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6";
+        let container = crate::record::CgroupInfo {
+            time: at(5),
+            id: 4242,
+            path: Some(format!("/kubepods.slice/kubepods-pod{pod}.slice/cri-containerd-{id}.scope")),
+        };
+        let hostile = crate::record::CgroupInfo { time: at(5), id: 77, path: Some("/system.slice/=x\x1b[31m,.service".into()) };
+        let gone = crate::record::CgroupInfo { time: at(5), id: 78, path: None };
+        let owned = |cgroup: u64, socket: u64| Transition {
+            owner: Some(Owner { pid: 9, comm: Comm::new("app"), source: OwnerSource::Syscall, cgroup }),
+            ..tr(6, 9, Comm::new("app"), socket, (v4(10, 0, 0, 1), 5000), (v4(10, 0, 0, 2), 80), (Close, SynSent), None)
+        };
+        let write = |format: Format| {
+            let buf = SharedBuf::default();
+            let mut sink = sink(format, Box::new(buf.clone()), plain());
+            for (g, socket) in [(&container, 1), (&hostile, 2), (&gone, 3)] {
+                sink.cgroup(g).unwrap();
+                sink.transition(&owned(g.id, socket)).unwrap();
+            }
+            // An id no cgroup record named.
+            sink.transition(&owned(99, 4)).unwrap();
+            sink.flush().unwrap();
+            buf.text()
+        };
+        let lines = parse_json_lines(&write(Format::Json));
+        assert_eq!(
+            lines[0],
+            serde_json::json!({
+                "type": "cgroup", "time": "2026-11-29T02:41:07.123456Z", "ts_ns": MONO0 + 5, "id": 4242,
+                "path": container.path, "unit": format!("cri-containerd-{id}.scope"), "user": null,
+                "container": id, "runtime": "containerd", "pod": pod.replace('_', "-"),
+            })
+        );
+        assert_eq!(lines[1]["owner_cgroup"], 4242);
+        assert_eq!(lines[2]["unit"], "=x\x1b[31m,.service", "JSON escapes the control character");
+        assert!(lines[4]["path"].is_null() && lines[4]["unit"].is_null());
+        assert_eq!(lines[6]["owner_cgroup"], 99);
+        let rows = parse_csv(&write(Format::Csv));
+        let header = csv_columns();
+        let col = |row: &[String], name: &str| row[header.iter().position(|&h| h == name).unwrap()].clone();
+        assert_eq!(rows.len(), 5, "a header and the transitions; cgroups have no rows of their own");
+        assert_eq!(col(&rows[1], "owner_cgroup"), "4242");
+        assert_eq!(col(&rows[1], "cgroup_unit"), format!("cri-containerd-{id}.scope"));
+        assert_eq!(col(&rows[1], "container"), id);
+        assert_eq!(col(&rows[1], "pod"), pod.replace('_', "-"));
+        assert_eq!(col(&rows[2], "cgroup_unit"), "'=x\\x1b[31m,.service", "escaped and kept from being a formula");
+        assert_eq!((col(&rows[3], "owner_cgroup"), col(&rows[3], "cgroup_unit")), ("78".into(), String::new()));
+        assert_eq!((col(&rows[4], "owner_cgroup"), col(&rows[4], "pod")), ("99".into(), String::new()));
     }
 
     #[test]

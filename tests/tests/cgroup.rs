@@ -238,10 +238,13 @@ fn netns_filter_keeps_one_namespace_of_two() {
     let _lock = privileged();
     let (one, two) = (Netns::create(), Netns::create());
     let load = Tcpload::new(env!("CARGO_BIN_EXE_tcpload"));
-    for (ns_arg, kept_ns) in [(one.name().to_string(), &one), (two.inode().to_string(), &two)] {
-        let mut live = Portrace::start(&["--addr", ADDR, "--netns", &ns_arg]);
-        workload(&load, &one, 64921, None, None);
-        workload(&load, &two, 64921, None, None);
+    // A port of each run's own: the first run's connections wait in TIME_WAIT meanwhile,
+    // and one that ends during the second run must not count there.
+    for (ns_arg, kept_ns, port) in [(one.name().to_string(), &one, 64921), (two.inode().to_string(), &two, 64922)] {
+        let port_arg = port.to_string();
+        let mut live = Portrace::start(&["--addr", ADDR, "--port", &port_arg, "--netns", &ns_arg]);
+        workload(&load, &one, port, None, None);
+        workload(&load, &two, port, None, None);
         live.wait_for_transitions(PER_WORKLOAD, RECORDS_TIMEOUT);
         std::thread::sleep(Duration::from_millis(300));
         let live = live.stop();

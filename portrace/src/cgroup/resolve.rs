@@ -207,12 +207,12 @@ impl Hierarchy {
     /// directory otherwise, by a walk of the hierarchy (at most [`WALK_MAX`] directories,
     /// by the inode numbers `readdir` gives, no link followed).
     pub fn path_of(&self, id: u64) -> Option<String> {
-        if let Some(path) = self.path_by_handle(id) {
-            if self.id_of(&path) == Some(id) {
-                return Some(path);
-            }
+        match self.path_by_handle(id) {
+            ByHandle::Found(path) if self.id_of(&path) == Some(id) => Some(path),
+            // The kernel knows no such cgroup any more: a walk would not find it either.
+            ByHandle::Gone => None,
+            _ => self.path_by_walk(id),
         }
-        self.path_by_walk(id)
     }
 
     fn path_by_walk(&self, id: u64) -> Option<String> {
@@ -242,7 +242,7 @@ impl Hierarchy {
         None
     }
 
-    fn path_by_handle(&self, id: u64) -> Option<String> {
+    fn path_by_handle(&self, id: u64) -> ByHandle {
         #[repr(C)]
         struct Handle {
             bytes: u32,
@@ -259,15 +259,30 @@ impl Hierarchy {
             )
         };
         if fd < 0 {
-            return None;
+            return match io::Error::last_os_error().raw_os_error() {
+                Some(libc::ESTALE) | Some(libc::ENOENT) => ByHandle::Gone,
+                _ => ByHandle::Refused,
+            };
         }
         // SAFETY: a new descriptor the call just returned.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let target = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-        // (The descriptor is checked to be this hierarchy's: a handle decodes only there.)
-        let rel = target.strip_prefix(&self.mount).ok()?;
-        Some(format!("/{}", rel.to_string_lossy()))
+        let Ok(target) = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else { return ByHandle::Refused };
+        // (The caller checks the path leads to the same id.)
+        match target.strip_prefix(&self.mount) {
+            Ok(rel) => ByHandle::Found(format!("/{}", rel.to_string_lossy())),
+            Err(_) => ByHandle::Refused,
+        }
     }
+}
+
+/// What a look-up by file handle found.
+enum ByHandle {
+    Found(String),
+    /// No cgroup has that id now.
+    Gone,
+    /// File handles do not work here (no privilege, a kernel without them), or the
+    /// directory's name could not be read: walk instead.
+    Refused,
 }
 
 /// Paths of cgroup ids, looked up once each (removed cgroups included: their answer is

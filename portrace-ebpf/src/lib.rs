@@ -79,6 +79,10 @@ pub mod owner_source {
     /// kind of duplicate the backup can make: a hit the main program did record, whose
     /// note the backup did not find (its CPU stalled longer than a note lasts).
     pub const BY_BACKUP: u8 = 0x80;
+    /// Not a source: a bit set on top of one when the owner was, in its own system call,
+    /// in the filter's cgroup or below it (`Owner::in_cgroup`). Only the kernel's filter
+    /// reads it; userspace ignores it.
+    pub const IN_CGROUP: u8 = 0x40;
 }
 
 /// One record in the ring buffer: a TCP state transition, or a timewait socket's event.
@@ -123,10 +127,13 @@ pub struct Event {
     pub retransmits: u8,
     /// The network namespace's inode number (as in /proc/PID/ns/net), 0 if unknown.
     pub netns: u32,
+    /// The owner's cgroup v2 id (the inode number of its directory under the cgroup2
+    /// mount), learned in the owner's own system call; 0 when unknown or when the owner is.
+    pub owner_cgroup: u64,
 }
 
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 120, "Event must stay padding-free");
+const _: () = assert!(EVENT_SIZE == 128, "Event must stay padding-free");
 
 /// A socket's owner as the kernel program keeps it.
 #[repr(C)]
@@ -139,8 +146,15 @@ pub struct Owner {
     /// transitions (TIME_WAIT, an orphan's FIN_WAIT2) stay the command's after the process
     /// exited and its pid was reused.
     pub traced: u8,
-    pub _pad: [u8; 2],
+    /// Non-zero when, in the system call it was learned in, the owner was in the `--cgroup`
+    /// filter's cgroup or one below it (only decided when that filter is set).
+    pub in_cgroup: u8,
+    pub _pad: u8,
     pub comm: [u8; 16],
+    /// The owner's cgroup v2 id, read in that same system call (`bpf_get_current_cgroup_id`):
+    /// the cgroup of the process that owns the socket, never of a task a softirq
+    /// interrupted. 0 when unknown.
+    pub cgroup: u64,
 }
 
 /// Key of the listener map: the network namespace (its inode number) and the port.
@@ -285,6 +299,10 @@ impl SockLayout {
 pub const MAX_PORTS: usize = 8;
 pub const MAX_NETS: usize = 8;
 pub const MAX_PIDS: usize = 8;
+pub const MAX_NETNS: usize = 8;
+/// How many levels below the filter cgroup's own level the kernel program looks for it
+/// among an owner's ancestors (see `Filter::cgroup_level`).
+pub const CGROUP_LEVELS_SEARCHED: u32 = 8;
 
 /// An address prefix, as an address and a mask of the same length: an address `a` lies in
 /// the network when `a & mask == addr` byte by byte. IPv4 networks are stored v4-mapped
@@ -330,6 +348,16 @@ pub struct Filter {
     pub hold_unbound: u16,
     pub match_comm: u16,
     pub _pad: u16,
+    /// Non-zero: keep only sockets whose owner was, in its own system call, in the cgroup
+    /// v2 whose id this is, or in a cgroup below it.
+    pub cgroup_id: u64,
+    /// The socket's network namespace (inode number) is one of these.
+    pub netns: [u32; MAX_NETNS],
+    pub n_netns: u32,
+    /// The filter cgroup's level in the hierarchy (the root is 0) as its path under the
+    /// cgroup2 mount shows it. Inside a cgroup namespace the true level is deeper, so the
+    /// kernel program looks from here down [`CGROUP_LEVELS_SEARCHED`] levels.
+    pub cgroup_level: u32,
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -480,6 +508,10 @@ impl Filter {
         hold_unbound: 0,
         match_comm: 0,
         _pad: 0,
+        cgroup_id: 0,
+        netns: [0; MAX_NETNS],
+        n_netns: 0,
+        cgroup_level: 0,
     };
 }
 
@@ -500,6 +532,6 @@ mod pod {
 
 const _: () = assert!(core::mem::size_of::<Layout>() == 24);
 const _: () = assert!(core::mem::size_of::<SockLayout>() == 48);
-const _: () = assert!(core::mem::size_of::<Filter>() == 376);
-const _: () = assert!(core::mem::size_of::<Owner>() == 24);
+const _: () = assert!(core::mem::size_of::<Filter>() == 424);
+const _: () = assert!(core::mem::size_of::<Owner>() == 32);
 const _: () = assert!(core::mem::size_of::<TaskLayout>() == 8);

@@ -33,7 +33,10 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_get_current_comm as get_comm_into, bpf_loop, bpf_probe_read_kernel as probe_read_into},
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm as get_comm_into, bpf_loop,
+            bpf_probe_read_kernel as probe_read_into,
+        },
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -42,7 +45,7 @@ use aya_ebpf::{
 use portrace_ebpf::{
     counter, kind, owner_source, tcp, Event, EVENT_SIZE, Filter, Layout, ListenKey, Owner, SockLayout,
     SockOwner, TaskLayout, TimeWaitEntry, TwTuple, TW_TUPLE_ENTRIES, AF_INET, AF_INET6, CLONE_THREAD, HOLD_ENTRIES, IPPROTO_TCP,
-    LISTENER_ENTRIES, MAX_NETS, MAX_PIDS, MAX_PORTS, OWNER_ENTRIES, FOLLOWED_ENTRIES, REARM_WINDOW_NS, TIMEWAIT_ENTRIES, TRACED_ENTRIES,
+    LISTENER_ENTRIES, MAX_NETS, MAX_NETNS, MAX_PIDS, MAX_PORTS, CGROUP_LEVELS_SEARCHED, OWNER_ENTRIES, FOLLOWED_ENTRIES, REARM_WINDOW_NS, TIMEWAIT_ENTRIES, TRACED_ENTRIES,
 };
 
 /// Tracepoint field offsets, set by userspace before load.
@@ -710,10 +713,14 @@ fn process(ev: &mut Event, rescue: bool) {
     let listen_key = ListenKey { netns: ev.netns, port: ev.sport, _pad: 0 };
     let mut learned = false;
     let mut traced = 0u8;
+    let mut in_cgroup = 0u8;
     if made_by_owner(ev.oldstate, ev.newstate) && ev.pid != 0 {
         ev.owner_pid = ev.pid;
         comm_into(&mut ev.owner_comm);
         ev.owner_source = owner_source::SYSCALL;
+        // The owner's own task is on the CPU: its cgroup is the owner's.
+        ev.owner_cgroup = unsafe { bpf_get_current_cgroup_id() };
+        in_cgroup = in_filter_cgroup();
         learned = true;
         if global!(TRACE_COMMAND) != 0 {
             // A socket of the command stays the command's: a process closing it as it
@@ -725,11 +732,13 @@ fn process(ev: &mut Event, rescue: bool) {
         if let Some(l) = unsafe { LISTENERS.get(&listen_key) } {
             set_owner(ev, &l.owner, owner_source::LISTENER);
             traced = l.owner.traced;
+            in_cgroup = l.owner.in_cgroup;
             learned = true;
         }
     } else if let Some(o) = unsafe { OWNERS.get(&sk) } {
         set_owner(ev, o, o.source);
         traced = o.traced;
+        in_cgroup = o.in_cgroup;
         if o.source != owner_source::SYSCALL && ev.newstate == tcp::CLOSE && ev.pid == o.pid && ev.pid != 0 {
             // The owner's own process closed the socket (an abort: close with SO_LINGER 0):
             // it acted on the socket itself. (Other transitions its process happens to run,
@@ -740,10 +749,22 @@ fn process(ev: &mut Event, rescue: bool) {
     } else if ev.aux != 0 {
         if let Some(o) = unsafe { INVENTORY.get(&ev.aux) } {
             set_owner(ev, o, owner_source::INVENTORY);
+            in_cgroup = o.in_cgroup;
             learned = true;
         }
     }
-    let owner = Owner { pid: ev.owner_pid, source: ev.owner_source, traced, _pad: [0; 2], comm: ev.owner_comm };
+    let owner = Owner {
+        pid: ev.owner_pid,
+        source: ev.owner_source,
+        traced,
+        in_cgroup,
+        _pad: 0,
+        comm: ev.owner_comm,
+        cgroup: ev.owner_cgroup,
+    };
+    if in_cgroup != 0 {
+        ev.owner_source |= owner_source::IN_CGROUP;
+    }
 
     if ev.newstate == tcp::CLOSE {
         let _ = OWNERS.remove(&sk);
@@ -768,7 +789,11 @@ fn process(ev: &mut Event, rescue: bool) {
         let stored = OWNERS.get_ptr_mut(&sk);
         // SAFETY: the map value stays valid while the program runs.
         let same = stored.is_some_and(|p| unsafe {
-            (*p).pid == owner.pid && (*p).traced == owner.traced && (*p).comm == owner.comm
+            (*p).pid == owner.pid
+                && (*p).traced == owner.traced
+                && (*p).comm == owner.comm
+                && (*p).cgroup == owner.cgroup
+                && (*p).in_cgroup == owner.in_cgroup
         });
         match stored {
             Some(p) if same => unsafe {
@@ -888,6 +913,29 @@ fn set_owner(ev: &mut Event, o: &Owner, source: u8) {
     ev.owner_pid = o.pid;
     ev.owner_comm = o.comm;
     ev.owner_source = source;
+    ev.owner_cgroup = o.cgroup;
+}
+
+/// Whether the current task is in the `--cgroup` filter's cgroup or one below it (1), or
+/// not (0, also when that filter is not set). Called in an owner's own system call only.
+#[inline(never)]
+fn in_filter_cgroup() -> u8 {
+    let id = global!(FILTER.cgroup_id);
+    if id == 0 {
+        return 0;
+    }
+    let level = global!(FILTER.cgroup_level);
+    for i in 0..CGROUP_LEVELS_SEARCHED {
+        // 0 past the task's own level: no deeper ancestor to compare.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id((level + i) as i32) };
+        if ancestor == id {
+            return 1;
+        }
+        if ancestor == 0 {
+            break;
+        }
+    }
+    0
 }
 
 /// At a transition into CLOSE: if the connection just moved to a timewait socket (its timer
@@ -1263,6 +1311,9 @@ fn timewait_event(ev: &mut Event, tw: u64, known: &TimeWaitEntry, kind: u8, befo
     read_addresses(ev, tw, sock!(rcv_saddr))?;
     ev.netns = netns_of(tw);
     set_owner(ev, &known.owner, known.owner.source);
+    if known.owner.in_cgroup != 0 {
+        ev.owner_source |= owner_source::IN_CGROUP;
+    }
     // The states the filter sees: the timewait socket's, and CLOSE when it ends.
     ev.oldstate = before;
     ev.newstate = if kind == kind::TW_ARMED { known.substate } else { tcp::CLOSE };
@@ -1461,6 +1512,21 @@ fn passes(ev: &Event, sport: u32, dport: u32) -> bool {
         if !port_listed(n_ports, |i| global!(FILTER.ports[i]), sport)
             && !port_listed(n_ports, |i| global!(FILTER.ports[i]), dport)
         {
+            return false;
+        }
+    }
+    if global!(FILTER.cgroup_id) != 0 && ev.owner_source & owner_source::IN_CGROUP == 0 {
+        return false;
+    }
+    let n_netns = global!(FILTER.n_netns) as usize;
+    if n_netns != 0 {
+        let mut found = false;
+        for i in 0..MAX_NETNS {
+            if i < n_netns && global!(FILTER.netns[i]) == ev.netns {
+                found = true;
+            }
+        }
+        if !found {
             return false;
         }
     }

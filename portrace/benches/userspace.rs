@@ -72,6 +72,7 @@ fn base() -> Event {
         tw_substate: 0,
         retransmits: 0,
         netns: 4026532000,
+        owner_cgroup: 0,
     }
 }
 

@@ -267,6 +267,18 @@ pub struct FilterArgs {
     /// or a list).
     #[arg(short = 's', long = "state", value_name = "STATE", value_parser = parse_state, value_delimiter = ',')]
     pub state: Vec<TcpState>,
+
+    /// Keep sockets whose owner runs in this cgroup v2 or below it: a directory under
+    /// /sys/fs/cgroup, or a path as /proc/PID/cgroup shows it (/system.slice/nginx.service).
+    /// Live, the kernel decides it in the owner's own system call; a replay matches the
+    /// recorded cgroup paths.
+    #[arg(long = "cgroup", value_name = "PATH", value_parser = crate::filter::CgroupFilter::parse)]
+    pub cgroup: Option<crate::filter::CgroupFilter>,
+
+    /// Keep sockets in this network namespace: its inode number (lsns -t net), or a name
+    /// from ip netns (repeatable).
+    #[arg(long = "netns", value_name = "NS", value_parser = crate::filter::parse_netns)]
+    pub netns: Vec<u32>,
 }
 
 /// When a trace stops, and how much the kernel may buffer: live tracing and `record`.
@@ -753,6 +765,8 @@ impl FilterArgs {
             comm: self.comm,
             family,
             states: self.state,
+            cgroup: self.cgroup,
+            netns: self.netns,
         }
     }
 }

@@ -131,7 +131,7 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
         other => return Err(DecodeError::Kind(other)),
     };
     let by_backup = ev.owner_source & owner_source::BY_BACKUP != 0;
-    let source = match ev.owner_source & !owner_source::BY_BACKUP {
+    let source = match ev.owner_source & !(owner_source::BY_BACKUP | owner_source::IN_CGROUP) {
         owner_source::UNKNOWN => None,
         owner_source::SYSCALL => Some(OwnerSource::Syscall),
         owner_source::LISTENER => Some(OwnerSource::Listener),
@@ -149,6 +149,7 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
             pid: ev.owner_pid,
             comm: Comm::from_kernel(&ev.owner_comm),
             source,
+            cgroup: ev.owner_cgroup,
         }),
         family,
         saddr,
@@ -210,6 +211,7 @@ mod tests {
             tw_substate: 0,
             retransmits: 0,
             netns: 4026531840,
+            owner_cgroup: 7321,
         }
     }
 
@@ -230,6 +232,12 @@ mod tests {
         assert_eq!(d.netns, 4026531840);
         let owner = d.owner.unwrap();
         assert_eq!((owner.pid, owner.comm.as_bytes(), owner.source), (300, &b"nginx"[..], OwnerSource::Listener));
+        assert_eq!(owner.cgroup, 7321);
+        // The kernel filter's cgroup bit is not a source of its own.
+        let mut ev = event();
+        ev.owner_source = owner_source::SYSCALL | owner_source::IN_CGROUP | owner_source::BY_BACKUP;
+        let d = decode(&encode(&ev)).unwrap();
+        assert_eq!((d.owner.unwrap().source, d.by_backup), (OwnerSource::Syscall, true));
     }
 
     #[test]

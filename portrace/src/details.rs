@@ -16,6 +16,7 @@ use std::io;
 
 use crate::netns_info;
 use crate::process_info::{held_bytes, ProcessReader};
+use crate::cgroup::{CgroupInfo, Resolver};
 use crate::record::{Comm, NetnsInfo, Owner, ProcessInfo, Timestamp};
 
 /// Processes remembered at most; past this the memory is cleared and processes are read
@@ -43,12 +44,17 @@ pub const HELD_NAMESPACES_MAX: usize = 65_536;
 pub enum Detail<'a> {
     Process(&'a ProcessInfo),
     Netns(&'a NetnsInfo),
+    Cgroup(&'a CgroupInfo),
 }
+
+/// Cgroups remembered as announced at most, live; past this the memory is cleared and
+/// cgroups are announced again when next seen. Recorded cgroups held at most, likewise.
+const MAX_CGROUPS: usize = 1 << 16;
 
 /// Where details come from.
 enum Source {
-    /// Read from this host's /proc.
-    Live { reader: ProcessReader },
+    /// Read from this host's /proc (and cgroup paths from its cgroup2 hierarchy).
+    Live { reader: ProcessReader, cgroups: Resolver },
     /// Given by a recording's records.
     Recorded,
 }
@@ -62,6 +68,9 @@ pub struct Details {
     /// Details known and not announced yet.
     processes: HashMap<u32, ProcessInfo>,
     namespaces: HashMap<u32, NetnsInfo>,
+    /// Live: cgroups already read. Both: cgroups known and not announced yet.
+    cgroup_read: HashSet<u64>,
+    cgroups: HashMap<u64, CgroupInfo>,
     /// Recorded: the pids and namespaces held, oldest first (with stale entries for those
     /// since announced or replaced, skipped when met), and the bytes held.
     process_order: VecDeque<(u32, Timestamp)>,
@@ -73,12 +82,12 @@ pub struct Details {
 impl Details {
     /// Details read from this host's /proc.
     pub fn live() -> Details {
-        Details::with_source(Source::Live { reader: ProcessReader::default() })
+        Details::with_source(Source::Live { reader: ProcessReader::default(), cgroups: Resolver::live() })
     }
 
     /// Live details read through `reader` (tests point it at a fake /proc).
     pub fn live_from(reader: ProcessReader) -> Details {
-        Details::with_source(Source::Live { reader })
+        Details::with_source(Source::Live { reader, cgroups: Resolver::default() })
     }
 
     /// Details given by a recording's `process` and `netns` records.
@@ -93,6 +102,8 @@ impl Details {
             netns_read: HashSet::new(),
             processes: HashMap::new(),
             namespaces: HashMap::new(),
+            cgroup_read: HashSet::new(),
+            cgroups: HashMap::new(),
             process_order: VecDeque::new(),
             netns_order: VecDeque::new(),
             bytes: 0,
@@ -141,6 +152,16 @@ impl Details {
         }
     }
 
+    /// A recorded `cgroup` record: held until a record names its id. Past the bound, every
+    /// held one is dropped (and counted).
+    pub fn recorded_cgroup(&mut self, g: CgroupInfo) {
+        if self.cgroups.len() >= MAX_CGROUPS && !self.cgroups.contains_key(&g.id) {
+            self.dropped += self.cgroups.len() as u64;
+            self.cgroups.clear();
+        }
+        self.cgroups.insert(g.id, g);
+    }
+
     /// Recorded details dropped at the bounds before a record named them.
     pub fn dropped(&self) -> u64 {
         self.dropped
@@ -154,7 +175,7 @@ impl Details {
     /// Process `pid` started the program `comm` (exec): reads its details now, while it
     /// runs, for when it is first seen owning a socket. Live only.
     pub fn exec(&mut self, pid: u32, comm: Comm, time: Timestamp) {
-        if let Source::Live { reader } = &mut self.source {
+        if let Source::Live { reader, .. } = &mut self.source {
             let info = reader.read(pid, comm, time);
             if self.read_as.len() >= MAX_PROCESSES {
                 self.read_as.clear();
@@ -180,7 +201,17 @@ impl Details {
         time: Timestamp,
         mut emit: impl FnMut(Detail<'_>) -> io::Result<()>,
     ) -> io::Result<()> {
-        if let Source::Live { reader } = &mut self.source {
+        if let Source::Live { reader, cgroups } = &mut self.source {
+            if let Some(id) = owner.map(|o| o.cgroup).filter(|&id| id != 0) {
+                if !self.cgroup_read.contains(&id) {
+                    if self.cgroup_read.len() >= MAX_CGROUPS {
+                        self.cgroup_read.clear();
+                    }
+                    self.cgroup_read.insert(id);
+                    let path = cgroups.path(id).map(|p| p.to_string());
+                    self.cgroups.insert(id, CgroupInfo { time, id, path });
+                }
+            }
             if let Some(owner) = owner {
                 if self.read_as.get(&owner.pid) != Some(&owner.comm) {
                     if self.read_as.len() >= MAX_PROCESSES {
@@ -199,6 +230,11 @@ impl Details {
         if !self.namespaces.is_empty() {
             if let Some(n) = self.namespaces.remove(&netns) {
                 emit(Detail::Netns(&n))?;
+            }
+        }
+        if !self.cgroups.is_empty() {
+            if let Some(g) = owner.and_then(|o| self.cgroups.remove(&o.cgroup)) {
+                emit(Detail::Cgroup(&g))?;
             }
         }
         if !self.processes.is_empty() {
@@ -225,7 +261,7 @@ mod tests {
     }
 
     fn owner(pid: u32, comm: &str) -> Owner {
-        Owner { pid, comm: Comm::new(comm), source: OwnerSource::Syscall }
+        Owner { pid, comm: Comm::new(comm), source: OwnerSource::Syscall, cgroup: 0 }
     }
 
     /// A fake /proc with one process, 4242, running /usr/bin/curl.
@@ -247,6 +283,7 @@ mod tests {
                 out.push(match d {
                     Detail::Process(p) => format!("process {} {} {:?}", p.pid, p.comm.to_str_lossy(), p.cmdline),
                     Detail::Netns(n) => format!("netns {}", n.netns),
+                    Detail::Cgroup(g) => format!("cgroup {} {:?}", g.id, g.path),
                 });
                 Ok(())
             })

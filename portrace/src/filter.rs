@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use portrace_ebpf::{Filter, Net, AF_INET, AF_INET6, MAX_NETS, MAX_PIDS, MAX_PORTS};
+use portrace_ebpf::{Filter, Net, AF_INET, AF_INET6, MAX_NETNS, MAX_NETS, MAX_PIDS, MAX_PORTS};
 
 use crate::record::{Family, SocketRecord, Transition};
 use crate::tcp_state::TcpState;
@@ -99,6 +99,69 @@ pub struct FilterSpec {
     pub comm: Option<String>,
     pub family: Option<Family>,
     pub states: Vec<TcpState>,
+    /// The owner's cgroup is this one or below it (`--cgroup`).
+    pub cgroup: Option<CgroupFilter>,
+    /// The socket's network namespace is one of these inode numbers (`--netns`).
+    pub netns: Vec<u32>,
+}
+
+/// `--cgroup`: a cgroup v2 path, and, once resolved on this host, the cgroup's id and level
+/// for the kernel program.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupFilter {
+    /// The path under the cgroup2 mount, starting with `/` (`/system.slice`).
+    pub path: String,
+    /// The value as the user gave it (resolved on this host against its cgroup2 mount).
+    pub given: String,
+    /// The cgroup's id and level, when resolved (live runs); 0 and 0 otherwise.
+    pub id: u64,
+    pub level: u32,
+}
+
+impl CgroupFilter {
+    /// From a user's value: a path under `/sys/fs/cgroup`, or a cgroup path as
+    /// /proc/PID/cgroup shows it. `..` is refused.
+    pub fn parse(text: &str) -> Result<CgroupFilter, String> {
+        if text.is_empty() || text.contains('\0') {
+            return Err(format!("'{}' is not a cgroup path (e.g. /system.slice/nginx.service)", crate::escape::text(text)));
+        }
+        // The usual mount points: unified (`/sys/fs/cgroup`) and hybrid hosts'
+        // (`/sys/fs/cgroup/unified`). A live run resolves the value against the real one.
+        let given = std::path::Path::new(text);
+        let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|m| given.starts_with(m))
+            .unwrap_or(std::path::Path::new("/sys/fs/cgroup"));
+        let rel = crate::cgroup::resolve::relative_to_mount(mount, given).map_err(|e| e.to_string())?;
+        Ok(CgroupFilter { path: format!("/{}", rel.to_string_lossy()), given: text.to_string(), id: 0, level: 0 })
+    }
+
+    /// Resolved against this host's cgroup2 hierarchy: the cgroup must exist there.
+    pub fn resolve(&self) -> Result<CgroupFilter, crate::cgroup::CgroupError> {
+        let hierarchy = crate::cgroup::Hierarchy::open()?;
+        let dir = hierarchy.cgroup(std::path::Path::new(&self.given))?;
+        Ok(CgroupFilter { path: dir.path, given: self.given.clone(), id: dir.id, level: dir.level })
+    }
+
+    /// Whether a cgroup at `path` is this one or below it (component by component).
+    pub fn contains(&self, path: &str) -> bool {
+        let base = self.path.trim_end_matches('/');
+        base.is_empty() || path == base || path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// Parses a `--netns` value: a namespace's inode number (as `ls -Li /proc/PID/ns/net` or
+/// `lsns -t net` shows it), or the name of one `ip netns add` made, looked up in
+/// /run/netns.
+pub fn parse_netns(text: &str) -> Result<u32, String> {
+    if let Ok(n) = text.parse::<u32>() {
+        if n == 0 {
+            return Err("network namespace 0 does not exist: give an inode number (lsns -t net) or a name from ip netns".into());
+        }
+        return Ok(n);
+    }
+    crate::netns_info::named(text)
 }
 
 /// A filter the kernel program cannot hold.
@@ -124,6 +187,7 @@ impl FilterSpec {
         check("--port", self.ports.len(), MAX_PORTS)?;
         check("--addr", self.nets.len(), MAX_NETS)?;
         check("--pid", self.pids.len(), MAX_PIDS)?;
+        check("--netns", self.netns.len(), MAX_NETNS)?;
         let mut f = Filter::ALL;
         f.lports[..self.lports.len()].copy_from_slice(&self.lports);
         f.rports[..self.rports.len()].copy_from_slice(&self.rports);
@@ -148,6 +212,12 @@ impl FilterSpec {
             f.comm[..bytes.len().min(15)].copy_from_slice(&bytes[..bytes.len().min(15)]);
             f.match_comm = 1;
         }
+        f.netns[..self.netns.len()].copy_from_slice(&self.netns);
+        f.n_netns = self.netns.len() as u32;
+        if let Some(c) = &self.cgroup {
+            f.cgroup_id = c.id;
+            f.cgroup_level = c.level;
+        }
         f.hold_unbound = u16::from(!self.lports.is_empty() || !self.ports.is_empty());
         Ok(f)
     }
@@ -158,7 +228,14 @@ impl FilterSpec {
     /// what a socket keeps for life (family, ports, addresses), not at states or owners.
     /// (A `CLOSE -> SYN_SENT` the port filters drop comes first, so it leaves no hole.)
     pub fn keeps_whole_sockets(&self) -> bool {
-        self.states.is_empty() && self.pids.is_empty() && self.comm.is_none()
+        self.states.is_empty() && self.pids.is_empty() && self.comm.is_none() && self.cgroup.is_none()
+    }
+
+    /// Whether an owner whose cgroup is at `path` passes `--cgroup` (always, without it).
+    /// The kernel program decides this for transitions; replays and the inventory ask here,
+    /// with the path the cgroup's id resolved to.
+    pub fn matches_cgroup(&self, path: Option<&str>) -> bool {
+        self.cgroup.as_ref().is_none_or(|c| path.is_some_and(|p| c.contains(p)))
     }
 
     /// Whether a socket from the inventory passes the filter, by the rules the kernel
@@ -175,6 +252,7 @@ impl FilterSpec {
             && any(&self.rports, s.dport)
             && (self.ports.is_empty() || self.ports.contains(&s.sport) || self.ports.contains(&s.dport))
             && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(s.saddr) || n.contains(s.daddr)))
+            && (self.netns.is_empty() || self.netns.contains(&s.netns))
     }
 
     /// Whether a transition passes the filter, by the rules the kernel program applies
@@ -201,6 +279,7 @@ impl FilterSpec {
             && any(&self.rports, t.dport)
             && (self.ports.is_empty() || self.ports.contains(&t.sport) || self.ports.contains(&t.dport))
             && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(t.saddr) || n.contains(t.daddr)))
+            && (self.netns.is_empty() || self.netns.contains(&t.netns))
     }
 }
 
@@ -249,6 +328,40 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_paths_are_taken_under_the_mount_and_matched_by_component() {
+        let parse = |t: &str| CgroupFilter::parse(t).map(|c| c.path);
+        assert_eq!(parse("/sys/fs/cgroup/system.slice").unwrap(), "/system.slice");
+        assert_eq!(parse("/sys/fs/cgroup/unified/system.slice/").unwrap(), "/system.slice");
+        assert_eq!(parse("/system.slice//nginx.service").unwrap(), "/system.slice/nginx.service");
+        assert_eq!(parse("/sys/fs/cgroup").unwrap(), "/");
+        assert!(parse("/system.slice/../..").unwrap_err().contains("may not contain '..'"));
+        assert!(parse("").unwrap_err().contains("is not a cgroup path"));
+        assert!(parse("a\0b").unwrap_err().contains("is not a cgroup path"));
+        let slice = CgroupFilter::parse("/system.slice").unwrap();
+        assert!(slice.contains("/system.slice"));
+        assert!(slice.contains("/system.slice/nginx.service"));
+        assert!(!slice.contains("/system.slicex/nginx.service"), "a sibling that starts alike");
+        assert!(!slice.contains("/user.slice"));
+        assert!(CgroupFilter::parse("/").unwrap().contains("/anything"));
+        let spec = FilterSpec { cgroup: Some(slice), ..FilterSpec::default() };
+        assert!(spec.matches_cgroup(Some("/system.slice/a.service")));
+        assert!(!spec.matches_cgroup(None), "an owner whose cgroup is unknown does not pass");
+        assert!(FilterSpec::default().matches_cgroup(None));
+        assert!(!spec.keeps_whole_sockets());
+    }
+
+    #[test]
+    fn netns_values_are_numbers_or_valid_names() {
+        assert_eq!(parse_netns("4026531840"), Ok(4026531840));
+        assert!(parse_netns("0").unwrap_err().contains("does not exist"));
+        for bad in ["a/b", "..", ".", "", "x\0y"] {
+            assert!(parse_netns(bad).unwrap_err().contains("neither a network namespace's inode number"), "{bad:?}");
+        }
+        assert!(parse_netns(&"n".repeat(256)).is_err());
+        assert!(crate::netns_info::valid_name("blue-1"));
+    }
+
+    #[test]
     fn kernel_filter_carries_every_value() {
         let spec = FilterSpec {
             lports: vec![80, 443],
@@ -259,8 +372,12 @@ mod tests {
             comm: Some("postgres".into()),
             family: Some(Family::Ipv4),
             states: vec![TcpState::CloseWait, TcpState::Listen],
+            cgroup: Some(CgroupFilter { path: "/system.slice".into(), given: "/system.slice".into(), id: 77, level: 1 }),
+            netns: vec![4026531840, 4026532001],
         };
         let f = spec.to_kernel().unwrap();
+        assert_eq!((f.cgroup_id, f.cgroup_level, f.n_netns), (77, 1, 2));
+        assert_eq!(f.netns[..2], [4026531840, 4026532001]);
         assert_eq!((f.n_lports, &f.lports[..2]), (2, &[80, 443][..]));
         assert_eq!((f.n_rports, f.rports[0]), (1, 5432));
         assert_eq!(f.n_ports, 0);
@@ -286,7 +403,7 @@ mod tests {
             daddr: "10.0.0.9".parse().unwrap(),
             dport: 50000,
             state: TcpState::Established,
-            owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Inventory }),
+            owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Inventory, cgroup: 0 }),
             netns: 1,
             inode: 1,
             uid: 0,
@@ -323,7 +440,7 @@ mod tests {
             newstate: TcpState::Established,
             prev_state_ns: None,
             prev_state_at_least: false,
-            owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Listener }),
+            owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Listener, cgroup: 0 }),
             reason: None,
             error: None,
             retransmits: 0,

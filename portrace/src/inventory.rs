@@ -70,7 +70,7 @@ impl InventorySocket {
             owner: self.owner.map(|(pid, comm)| Owner {
                 pid,
                 comm,
-                source: OwnerSource::Inventory,
+                source: OwnerSource::Inventory, cgroup: 0
             }),
             netns: self.netns,
             inode: self.inode,
@@ -429,7 +429,7 @@ mod tests {
         let r = s.to_record(time, 3);
         assert_eq!(
             r.owner,
-            Some(Owner { pid: 9, comm: Comm::new("x"), source: OwnerSource::Inventory })
+            Some(Owner { pid: 9, comm: Comm::new("x"), source: OwnerSource::Inventory, cgroup: 0 })
         );
         assert_eq!(
             (r.socket, r.netns, r.inode, r.uid, r.cookie, r.state),

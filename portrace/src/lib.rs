@@ -2,6 +2,7 @@
 //! calls [`run::run`]; everything else lives in these modules, one concern each.
 
 pub mod record;
+pub mod cgroup;
 pub mod alerts;
 pub mod tcp_state;
 pub mod cli;

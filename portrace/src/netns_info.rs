@@ -58,6 +58,55 @@ fn read_inside(ns: Namespace, file: &'static Path) -> Option<(u16, u16)> {
         .flatten()
 }
 
+/// Where `ip netns add` mounts the namespaces it names (`/var/run/netns` is a link here).
+const NAMED_DIR: &str = "/run/netns";
+
+/// `NSFS_MAGIC`: the file system of namespace files.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Whether `name` can be a name `ip netns` gave: one path component, no NUL, not `.` or
+/// `..`, at most 255 bytes.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// The inode number of the network namespace `ip netns` named `name`: the file
+/// /run/netns/NAME, opened without following a link, must be a namespace.
+pub fn named(name: &str) -> Result<u32, String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let shown = crate::escape::text(name);
+    if !valid_name(name) {
+        return Err(format!(
+            "'{shown}' is neither a network namespace's inode number nor a name ip netns can give (one path component)"
+        ));
+    }
+    let dir = fs::File::open(NAMED_DIR)
+        .map_err(|e| format!("no network namespace is named '{shown}': cannot open {NAMED_DIR} ({e})"))?;
+    let c = std::ffi::CString::new(name).expect("checked: no NUL");
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOENT) => format!("no network namespace is named '{shown}' (see ip netns list)"),
+            Some(libc::ELOOP) => format!("{NAMED_DIR}/{shown} is a symbolic link, not a namespace ip netns made"),
+            _ => format!("cannot open {NAMED_DIR}/{shown}: {e}"),
+        });
+    }
+    // SAFETY: the descriptor was just returned and is owned here alone.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fstatfs and fstat fill the zeroed structs; the descriptor is open.
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut sfs) } != 0 || unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(format!("cannot read {NAMED_DIR}/{shown}: {}", std::io::Error::last_os_error()));
+    }
+    if sfs.f_type as i64 != NSFS_MAGIC {
+        return Err(format!("{NAMED_DIR}/{shown} is not a network namespace (is the namespace mounted? see ip netns list)"));
+    }
+    u32::try_from(st.st_ino).map_err(|_| format!("{NAMED_DIR}/{shown} has an inode number that is no namespace's"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use crate::tcp_state::TcpState;
 
+pub use crate::cgroup::CgroupInfo;
+
 /// The address family of a connection as portrace shows it: an IPv6 socket whose
 /// addresses are v4-mapped is shown as IPv4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,6 +92,10 @@ pub struct Owner {
     pub pid: u32,
     pub comm: Comm,
     pub source: OwnerSource,
+    /// The owner's cgroup v2 id, as the kernel program read it in the owner's own system
+    /// call (for an owner from the inventory: the cgroup /proc/PID/cgroup named when the
+    /// inventory was taken); 0 when unknown. [`crate::cgroup`] names it.
+    pub cgroup: u64,
 }
 
 /// Why a connection ended, given on its last transition (into CLOSE).

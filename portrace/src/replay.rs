@@ -37,13 +37,34 @@ pub struct TransitionFilter {
     /// The filter without its local-port conditions, when it has any.
     unbound: Option<FilterSpec>,
     held: HashMap<u64, Transition>,
+    /// With `--cgroup`: the recorded cgroups' paths, by id (bounded like the details).
+    cgroup_paths: HashMap<u64, Option<String>>,
 }
 
 impl TransitionFilter {
     pub fn new(spec: FilterSpec) -> TransitionFilter {
         let unbound = (!spec.lports.is_empty() || !spec.ports.is_empty())
             .then(|| FilterSpec { lports: Vec::new(), ports: Vec::new(), ..spec.clone() });
-        TransitionFilter { spec, unbound, held: HashMap::new() }
+        TransitionFilter { spec, unbound, held: HashMap::new(), cgroup_paths: HashMap::new() }
+    }
+
+    /// A recorded cgroup record: its path, for `--cgroup`.
+    pub fn cgroup(&mut self, g: &crate::record::CgroupInfo) {
+        if self.spec.cgroup.is_some() {
+            if self.cgroup_paths.len() >= 1 << 16 {
+                self.cgroup_paths.clear();
+            }
+            self.cgroup_paths.insert(g.id, g.path.clone());
+        }
+    }
+
+    /// Whether an owner passes `--cgroup`, by its recorded cgroup's path.
+    pub fn cgroup_passes(&self, owner: Option<&crate::record::Owner>) -> bool {
+        if self.spec.cgroup.is_none() {
+            return true;
+        }
+        let path = owner.and_then(|o| self.cgroup_paths.get(&o.cgroup)).and_then(|p| p.as_deref());
+        self.spec.matches_cgroup(path)
     }
 
     pub fn spec(&self) -> &FilterSpec {
@@ -52,6 +73,9 @@ impl TransitionFilter {
 
     /// Takes the next transition; pushes onto `out` what the filter lets through now.
     pub fn offer(&mut self, t: Transition, out: &mut Vec<Transition>) {
+        if !self.cgroup_passes(t.owner.as_ref()) {
+            return;
+        }
         if let Some(unbound) = &self.unbound {
             if t.sport == 0 && t.newstate == crate::tcp_state::TcpState::SynSent {
                 if unbound.matches_transition(&t) && (self.held.len() < HOLD_MAX || self.held.contains_key(&t.socket)) {
@@ -121,7 +145,7 @@ pub fn replay_into<R: BufRead>(
         match record {
             Record::Socket(s) => {
                 last = last.max(s.time);
-                if filter.spec().matches_socket(&s) {
+                if filter.spec().matches_socket(&s) && filter.cgroup_passes(s.owner.as_ref()) {
                     details.before(s.owner.as_ref(), s.netns, s.time, |d| announce(sink, d))?;
                     if let Some(report) = report.as_deref_mut() {
                         report.add_socket(&s);
@@ -136,6 +160,11 @@ pub fn replay_into<R: BufRead>(
             Record::Netns(n) => {
                 last = last.max(n.time);
                 details.recorded_netns(n);
+            }
+            Record::Cgroup(g) => {
+                last = last.max(g.time);
+                filter.cgroup(&g);
+                details.recorded_cgroup(g);
             }
             Record::Transition(t) => {
                 last = last.max(t.time);
@@ -177,6 +206,7 @@ pub fn announce(sink: &mut dyn Sink, detail: Detail<'_>) -> io::Result<()> {
     match detail {
         Detail::Process(p) => sink.process(p),
         Detail::Netns(n) => sink.netns(n),
+        Detail::Cgroup(g) => sink.cgroup(g),
     }
 }
 
@@ -354,6 +384,7 @@ fn info<R: BufRead>(reader: &mut TraceReader<R>) -> anyhow::Result<()> {
                 namespaces += 1;
                 last = last.max(n.time);
             }
+            Record::Cgroup(g) => last = last.max(g.time),
             Record::Lost(l) => {
                 lost_records += 1;
                 last = last.max(l.time);
@@ -503,7 +534,7 @@ mod tests {
             daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             dport: 0,
             state: Listen,
-            owner: Some(Owner { pid: 10, comm: Comm::new("server"), source: OwnerSource::Inventory }),
+            owner: Some(Owner { pid: 10, comm: Comm::new("server"), source: OwnerSource::Inventory, cgroup: 0 }),
             netns: 7,
             inode: 99,
             uid: 0,
@@ -518,14 +549,14 @@ mod tests {
             oldstate: old,
             newstate: new,
             prev_state_ns: (old != Close).then_some(time - 2_000),
-            owner: Some(Owner { pid: 20, comm: Comm::new("client"), source: OwnerSource::Syscall }),
+            owner: Some(Owner { pid: 20, comm: Comm::new("client"), source: OwnerSource::Syscall, cgroup: 0 }),
             ..t(3, sport, old, new)
         };
         let child = |time, old, new| Transition {
             time: ts(time),
             socket: 4,
             dport: 41000,
-            owner: Some(Owner { pid: 10, comm: Comm::new("server"), source: OwnerSource::Listener }),
+            owner: Some(Owner { pid: 10, comm: Comm::new("server"), source: OwnerSource::Listener, cgroup: 0 }),
             ..t(4, 8080, old, new)
         };
         let mut closing = client(9_000, 41000, SynSent, Close);
@@ -690,7 +721,7 @@ mod tests {
             newstate: new,
             prev_state_ns: None,
             prev_state_at_least: false,
-            owner: Some(Owner { pid: 1, comm: Comm::new("c"), source: OwnerSource::Syscall }),
+            owner: Some(Owner { pid: 1, comm: Comm::new("c"), source: OwnerSource::Syscall, cgroup: 0 }),
             reason: None,
             error: None,
             retransmits: 0,

@@ -2094,7 +2094,7 @@ mod tests {
     const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
     fn owner(pid: u32, comm: &str, source: OwnerSource) -> Option<Owner> {
-        Some(Owner { pid, comm: Comm::new(comm), source })
+        Some(Owner { pid, comm: Comm::new(comm), source, cgroup: 0 })
     }
 
     fn nginx(source: OwnerSource) -> Option<Owner> {
@@ -2931,7 +2931,7 @@ mod tests {
         let odd = Some(Owner {
             pid: 9,
             comm: Comm::from_kernel(b"a\"b\\c\x01\xff\0\0\0\0\0\0\0\0\0"),
-            source: OwnerSource::Syscall,
+            source: OwnerSource::Syscall, cgroup: 0
         });
         Script::new(1, (ip(1), 40000), (ip(2), 80), odd).play(
             &mut r,

@@ -7,6 +7,7 @@
 //! command (`portrace -- CMD`), the run starts it once the programs are attached, ends
 //! when it exits, and returns its exit status (see [`crate::command`]).
 
+use std::collections::HashMap;
 use std::io::{self, IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
@@ -286,13 +287,22 @@ async fn trace_until_stopped(
     startup.mark("kernel offsets");
     startup.part("BTF", offsets.btf_took);
     startup.part("kallsyms", offsets.kallsyms_took);
+    let mut filter = config.filter.clone();
+    if let Some(c) = &filter.cgroup {
+        filter.cgroup = Some(c.resolve()?);
+    }
+    if !filter.netns.is_empty() && sock.is_err() {
+        anyhow::bail!(
+            "--netns needs the kernel's BTF (/sys/kernel/btf/vmlinux) to read a socket's namespace, and this kernel has none"
+        );
+    }
     let setup = Setup {
         layout: tracefs::read_layout(&tracefs.path)?,
         sock,
         tw_handler,
         kfree_skb_has_rx_sk: std::fs::read_to_string(tracefs.path.join("events/skb/kfree_skb/format"))
             .is_ok_and(|f| f.contains(" rx_sk;")),
-        filter: config.filter.to_kernel()?,
+        filter: filter.to_kernel()?,
         ring_size: config.ring_size,
         command: match &plan {
             Some(_) => Some((
@@ -361,6 +371,9 @@ async fn trace_until_stopped(
     let mut timeline = Timeline::new(clock, MAX_TRACKED_SOCKETS, start.mono_ns, tracer.timewait_tracked);
     // A traced command owns no socket older than the trace: no inventory is needed.
     let mut sockets = if plan.is_none() { take_inventory(start) } else { Vec::new() };
+    let cgroup_paths = adopt_cgroups(&mut sockets);
+    let owner_in_filter_cgroup =
+        |o: &Owner| filter.matches_cgroup(cgroup_paths.get(&o.cgroup).map(String::as_str)) && filter.cgroup.is_some();
     for s in &mut sockets {
         timeline.adopt(s);
         if let (Some(owner), true) = (s.owner, s.cookie != 0) {
@@ -368,8 +381,10 @@ async fn trace_until_stopped(
                 pid: owner.pid,
                 source: portrace_ebpf::owner_source::INVENTORY,
                 traced: 0,
-                _pad: [0; 2],
+                in_cgroup: u8::from(owner_in_filter_cgroup(&owner)),
+                _pad: 0,
                 comm: comm_bytes(&owner.comm),
+                cgroup: owner.cgroup,
             };
             let mut added = tracer.add_inventory_owner(s.cookie, kernel_owner);
             if s.state == crate::tcp_state::TcpState::Listen && added.is_ok() {
@@ -408,7 +423,8 @@ async fn trace_until_stopped(
     let malformed = session.take_early(ring.get_mut(), &mut early);
     let twins = session.timeline.born_during_inventory(&sockets, &early);
     let opened = started.and_then(|()| {
-        for s in sockets.iter().filter(|s| config.filter.matches_socket(s) && !twins.contains(&s.socket)) {
+        let in_cgroup = |s: &SocketRecord| filter.matches_cgroup(s.owner.and_then(|o| cgroup_paths.get(&o.cgroup)).map(String::as_str));
+        for s in sockets.iter().filter(|s| config.filter.matches_socket(s) && in_cgroup(s) && !twins.contains(&s.socket)) {
             let sink = &mut **session.sink;
             session.details.before(s.owner.as_ref(), s.netns, s.time, |d| replay::announce(sink, d))?;
             if let Some(report) = &mut session.report {
@@ -554,11 +570,18 @@ fn snapshot(config: &Config) -> anyhow::Result<()> {
         s.socket = id as u64 + 1;
     }
     let kernel = preflight::KernelRelease::current().map(|k| k.to_string()).unwrap_or_default();
+    let filter = match &config.filter.cgroup {
+        Some(c) => crate::filter::FilterSpec { cgroup: Some(c.resolve()?), ..config.filter.clone() },
+        None => config.filter.clone(),
+    };
+    let cgroup_paths = adopt_cgroups(&mut sockets);
+    let in_cgroup =
+        |s: &SocketRecord| filter.matches_cgroup(s.owner.and_then(|o| cgroup_paths.get(&o.cgroup)).map(String::as_str));
     let write = || -> io::Result<()> {
         let host = read_trimmed("/proc/sys/kernel/hostname");
         // No program is loaded: no feature is known.
         sink.start(&Start { time: start, host, kernel, features: Default::default() })?;
-        for s in sockets.iter().filter(|s| config.filter.matches_socket(s)) {
+        for s in sockets.iter().filter(|s| config.filter.matches_socket(s) && in_cgroup(s)) {
             sink.socket(s)?;
         }
         let mut summary = Summary::new(start);
@@ -596,13 +619,35 @@ fn take_inventory(time: Timestamp) -> Vec<SocketRecord> {
             daddr: s.daddr,
             dport: s.dport,
             state: s.state,
-            owner: s.owner.map(|(pid, comm)| Owner { pid, comm, source: OwnerSource::Inventory }),
+            owner: s.owner.map(|(pid, comm)| Owner { pid, comm, source: OwnerSource::Inventory, cgroup: 0 }),
             netns: s.netns,
             inode: s.inode,
             uid: s.uid,
             cookie: s.cookie,
         })
         .collect()
+}
+
+/// Sets the cgroup of each inventory socket's owner, from the cgroup /proc/PID/cgroup
+/// names now, and returns those cgroups' paths by id.
+fn adopt_cgroups(sockets: &mut [SocketRecord]) -> HashMap<u64, String> {
+    let resolver = crate::cgroup::Resolver::live();
+    let mut by_pid: HashMap<u32, u64> = HashMap::new();
+    let mut paths = HashMap::new();
+    for owner in sockets.iter_mut().filter_map(|s| s.owner.as_mut()) {
+        owner.cgroup = *by_pid.entry(owner.pid).or_insert_with(|| {
+            let path = std::fs::read(format!("/proc/{}/cgroup", owner.pid))
+                .ok()
+                .and_then(|raw| crate::process_info::parse_cgroup(&raw));
+            let Some(path) = path else { return 0 };
+            let id = resolver.id(&path).unwrap_or(0);
+            if id != 0 {
+                paths.insert(id, path);
+            }
+            id
+        });
+    }
+    paths
 }
 
 fn comm_bytes(comm: &Comm) -> [u8; 16] {

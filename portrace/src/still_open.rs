@@ -123,7 +123,7 @@ mod tests {
             newstate: new,
             prev_state_ns: None,
             prev_state_at_least: false,
-            owner: Some(Owner { pid: 42, comm: Comm::new("tcpload"), source: OwnerSource::Syscall }),
+            owner: Some(Owner { pid: 42, comm: Comm::new("tcpload"), source: OwnerSource::Syscall, cgroup: 0 }),
             reason: None,
             error: None,
             retransmits: 0,

@@ -339,7 +339,7 @@ mod tests {
             cookie: 0,
             pid: 9,
             comm: Comm::new("client"),
-            owner: Some(Owner { pid: 9, comm: Comm::new("client"), source: OwnerSource::Syscall }),
+            owner: Some(Owner { pid: 9, comm: Comm::new("client"), source: OwnerSource::Syscall, cgroup: 0 }),
             family: Family::Ipv4,
             saddr: lo,
             sport: 40000,
@@ -673,7 +673,7 @@ mod tests {
     #[test]
     fn an_inventory_socket_keeps_its_id_owner_and_times_from_the_start() {
         let mut t = Timeline::new(Clock::from_offset(0), 64, 1_000, true);
-        let owner = Owner { pid: 77, comm: Comm::new("server"), source: OwnerSource::Inventory };
+        let owner = Owner { pid: 77, comm: Comm::new("server"), source: OwnerSource::Inventory, cgroup: 0 };
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut s = SocketRecord {
             time: Timestamp { mono_ns: 1_000, unix_ns: 1_000 },

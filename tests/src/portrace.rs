@@ -472,8 +472,8 @@ impl Run {
             );
         }
         assert!(start["ts_ns"].is_u64(), "start record lacks ts_ns: {start}");
-        // Process and namespace details may come between socket records.
-        let detail = |r: &Value| r["type"] == "process" || r["type"] == "netns";
+        // Process, namespace and cgroup details may come between socket records.
+        let detail = |r: &Value| r["type"] == "process" || r["type"] == "netns" || r["type"] == "cgroup";
         let inventory_end = self.records[1..]
             .iter()
             .position(|r| r["type"] != "socket" && !detail(r))
@@ -489,9 +489,10 @@ impl Run {
             );
         }
         // Every owner is announced by a process record, every namespace by a netns record,
-        // before the first record that names it.
+        // every owner's cgroup by a cgroup record, before the first record that names it.
         let mut processes = std::collections::HashSet::new();
         let mut namespaces = std::collections::HashSet::new();
+        let mut cgroups = std::collections::HashSet::new();
         for r in &self.records {
             match r["type"].as_str() {
                 Some("process") => {
@@ -500,12 +501,18 @@ impl Run {
                 Some("netns") => {
                     namespaces.insert(r["netns"].as_u64().expect("a netns record's netns"));
                 }
+                Some("cgroup") => {
+                    cgroups.insert(r["id"].as_u64().expect("a cgroup record's id"));
+                }
                 Some("socket" | "transition") => {
                     if let Some(pid) = r["owner_pid"].as_u64() {
                         assert!(processes.contains(&pid), "no process record before {r}\n{}", context());
                     }
                     let netns = r["netns"].as_u64().unwrap_or(0);
                     assert!(netns == 0 || namespaces.contains(&netns), "no netns record before {r}\n{}", context());
+                    if let Some(id) = r["owner_cgroup"].as_u64() {
+                        assert!(cgroups.contains(&id), "no cgroup record before {r}\n{}", context());
+                    }
                 }
                 _ => {}
             }

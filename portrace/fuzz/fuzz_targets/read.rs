@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
                 Record::Lost(l) => sink.lost(l).expect("writing to memory"),
                 Record::Process(p) => sink.process(p).expect("writing to memory"),
                 Record::Netns(n) => sink.netns(n).expect("writing to memory"),
+                Record::Cgroup(g) => sink.cgroup(g).expect("writing to memory"),
                 Record::End(_) => continue,
             }
             kept.push(record.clone());

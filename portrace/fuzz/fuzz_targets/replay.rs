@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
             states: vec![TcpState::SynSent, TcpState::TimeWait],
             nets: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
             comm: Some("curl".into()),
+            cgroup: Some(portrace::filter::CgroupFilter::parse("/system.slice").unwrap()),
+            netns: vec![4026531840],
             ..Default::default()
         },
     ];

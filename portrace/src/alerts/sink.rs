@@ -111,6 +111,13 @@ impl Sink for Alerting {
         Ok(())
     }
 
+    fn cgroup(&mut self, g: &crate::record::CgroupInfo) -> io::Result<()> {
+        if !self.only {
+            self.inner.cgroup(g)?;
+        }
+        Ok(())
+    }
+
     fn transition(&mut self, t: &Transition) -> io::Result<()> {
         self.detectors.lock().on_transition(t, &mut self.raised);
         if !self.only {

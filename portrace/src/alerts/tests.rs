@@ -23,7 +23,7 @@ fn ip(d: u8) -> IpAddr {
 }
 
 fn owner(pid: u32, comm: &str) -> Option<Owner> {
-    Some(Owner { pid, comm: Comm::new(comm), source: OwnerSource::Syscall })
+    Some(Owner { pid, comm: Comm::new(comm), source: OwnerSource::Syscall, cgroup: 0 })
 }
 
 struct Tr {

@@ -1,5 +1,5 @@
 //! The CSV format: this module owns the column layout (one header row, then a row per
-//! inventory socket, transition or loss, all with the same twenty-four columns, empty where
+//! inventory socket, transition or loss, all with the same twenty-eight columns, empty where
 //! a kind of row has no value) and RFC 4180 quoting of the command names. Rows end with
 //! `\n`, as Unix tools expect; RFC 4180 readers accept it. Text is UTF-8. Command names
 //! are set by their processes, so they are made safe first ([`crate::escape::csv_cell`]):
@@ -8,7 +8,9 @@
 //! start or end rows.
 //!
 //! A `socket` row puts the socket's state in `newstate`. An unknown owner has empty
-//! `owner_pid` and `owner_comm` and `owner_source` `unknown`, as in JSON.
+//! `owner_pid` and `owner_comm` and `owner_source` `unknown`, as in JSON. The last four
+//! columns are the owner's cgroup id and what its path names (unit, container id, pod UID,
+//! from the cgroup announced before the row; see `crate::cgroup`).
 //!
 //! Alerts have no rows: their evidence does not fit these columns, and adding columns would
 //! change the layout every CSV reader depends on. They are in the end-of-run summary on
@@ -25,17 +27,23 @@ use crate::summary::Summary;
 pub(super) const HEADER: &str = "type,time,ts_ns,pid,comm,socket,family,saddr,sport,daddr,dport,\
                                  oldstate,newstate,prev_state_us,prev_state_at_least,\
                                  owner_pid,owner_comm,owner_source,reason,error,retransmits,\
-                                 netns,count,cause\n";
+                                 netns,count,cause,owner_cgroup,cgroup_unit,container,pod\n";
 
 pub(super) struct CsvSink {
     out: Box<dyn Write + Send>,
     line: Vec<u8>,
     header_written: bool,
+    /// What each cgroup announced so far names: its unit, container and pod.
+    cgroups: std::collections::HashMap<u64, crate::cgroup::Identity>,
 }
+
+/// Cgroups whose names a CSV sink keeps at most; past this it forgets them all, and later
+/// rows of those cgroups show only the id.
+const CGROUPS_KEPT: usize = 1 << 16;
 
 impl CsvSink {
     pub(super) fn new(out: Box<dyn Write + Send>) -> CsvSink {
-        CsvSink { out, line: Vec::with_capacity(256), header_written: false }
+        CsvSink { out, line: Vec::with_capacity(256), header_written: false, cgroups: Default::default() }
     }
 
     /// Writes the header row unless it was written already (a caller that skips `start`
@@ -98,6 +106,27 @@ impl CsvSink {
         }
     }
 
+    /// Appends `owner_cgroup,cgroup_unit,container,pod`.
+    fn cgroup(&mut self, owner: Option<Owner>) {
+        let id = owner.map_or(0, |o| o.cgroup);
+        if id == 0 {
+            self.empty(4);
+            return;
+        }
+        self.u64_field(id);
+        let named = self.cgroups.get(&id);
+        for value in [
+            named.and_then(|n| n.unit.as_deref()),
+            named.and_then(|n| n.container.as_ref()).map(|c| c.id.as_str()),
+            named.and_then(|n| n.pod.as_deref()),
+        ] {
+            self.line.push(b',');
+            if let Some(v) = value {
+                push_field(&mut self.line, v.as_bytes());
+            }
+        }
+    }
+
     /// Ends the row and writes it.
     fn emit(&mut self) -> io::Result<()> {
         self.line.push(b'\n');
@@ -155,6 +184,7 @@ impl Sink for CsvSink {
         self.u64_field(u64::from(s.netns));
         // Empty count and cause.
         self.empty(2);
+        self.cgroup(s.owner);
         self.emit()
     }
 
@@ -186,6 +216,7 @@ impl Sink for CsvSink {
         self.u64_field(u64::from(t.netns));
         // Empty count and cause.
         self.empty(2);
+        self.cgroup(t.owner);
         self.emit()
     }
 
@@ -196,7 +227,16 @@ impl Sink for CsvSink {
         self.empty(19);
         self.u64_field(lost.count);
         self.field(lost.cause.name().as_bytes());
+        self.empty(4);
         self.emit()
+    }
+
+    fn cgroup(&mut self, g: &crate::record::CgroupInfo) -> io::Result<()> {
+        if self.cgroups.len() >= CGROUPS_KEPT {
+            self.cgroups.clear();
+        }
+        self.cgroups.insert(g.id, g.identity());
+        Ok(())
     }
 
     fn end(&mut self, _summary: &Summary) -> io::Result<()> {

@@ -98,11 +98,16 @@ impl JsonSink {
                 self.u64_field("owner_pid", u64::from(owner.pid));
                 self.str_field("owner_comm", owner.comm.as_bytes());
                 self.name_field("owner_source", owner.source.name().as_bytes());
+                match owner.cgroup {
+                    0 => self.null_field("owner_cgroup"),
+                    id => self.u64_field("owner_cgroup", id),
+                }
             }
             None => {
                 self.null_field("owner_pid");
                 self.null_field("owner_comm");
                 self.name_field("owner_source", b"unknown");
+                self.null_field("owner_cgroup");
             }
         }
     }
@@ -199,6 +204,20 @@ impl Sink for JsonSink {
         self.opt_u64_field("uid", p.uid.map(u64::from));
         self.opt_str_field("user", p.user.as_deref());
         self.opt_str_field("cgroup", p.cgroup.as_deref());
+        self.emit()
+    }
+
+    fn cgroup(&mut self, g: &crate::record::CgroupInfo) -> io::Result<()> {
+        let id = g.identity();
+        self.begin("cgroup");
+        self.time(g.time);
+        self.u64_field("id", g.id);
+        self.opt_str_field("path", g.path.as_deref());
+        self.opt_str_field("unit", id.unit.as_deref());
+        self.opt_u64_field("user", id.user.map(u64::from));
+        self.opt_str_field("container", id.container.as_ref().map(|c| c.id.as_str()));
+        self.opt_str_field("runtime", id.container.as_ref().map(|c| c.runtime.name()));
+        self.opt_str_field("pod", id.pod.as_deref());
         self.emit()
     }
 

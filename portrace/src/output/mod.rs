@@ -74,6 +74,11 @@ pub trait Sink {
     fn netns(&mut self, _n: &NetnsInfo) -> io::Result<()> {
         Ok(())
     }
+    /// A cgroup first seen as an owner's: its id and path. Formats without a place for it
+    /// ignore it.
+    fn cgroup(&mut self, _g: &crate::record::CgroupInfo) -> io::Result<()> {
+        Ok(())
+    }
     fn transition(&mut self, t: &Transition) -> io::Result<()>;
     fn lost(&mut self, lost: &Lost) -> io::Result<()>;
     /// An alert the records so far raised (see `crate::alerts`). Formats without a place
@@ -350,7 +355,7 @@ mod tests {
     }
 
     fn owner(pid: u32, comm: &str, source: OwnerSource) -> Option<Owner> {
-        Some(Owner { pid, comm: Comm::new(comm), source })
+        Some(Owner { pid, comm: Comm::new(comm), source, cgroup: 0 })
     }
 
     /// A transition with no owner, no ending and nothing predating the trace; the tests set
@@ -505,7 +510,7 @@ mod tests {
             }),
             // The widest IPv4 text, in a process with an awkward name; a very short duration.
             Event::T(Transition {
-                owner: Some(Owner { pid: 4_194_304, comm: odd_comm(), source: Syscall }),
+                owner: Some(Owner { pid: 4_194_304, comm: odd_comm(), source: Syscall, cgroup: 0 }),
                 ..tr(
                     1_500_000,
                     4_194_304,
@@ -1090,6 +1095,7 @@ mod tests {
         "owner_pid",
         "owner_comm",
         "owner_source",
+        "owner_cgroup",
         "netns",
         "inode",
         "uid",
@@ -1113,6 +1119,7 @@ mod tests {
         "owner_pid",
         "owner_comm",
         "owner_source",
+        "owner_cgroup",
         "reason",
         "error",
         "retransmits",
@@ -1122,6 +1129,8 @@ mod tests {
     const PROCESS_KEYS: &[&str] =
         &["type", "time", "ts_ns", "pid", "comm", "ppid", "exe", "cmdline", "uid", "user", "cgroup"];
     const NETNS_KEYS: &[&str] = &["type", "time", "ts_ns", "netns", "port_range"];
+    const CGROUP_KEYS: &[&str] =
+        &["type", "time", "ts_ns", "id", "path", "unit", "user", "container", "runtime", "pod"];
     const END_KEYS: &[&str] =
         &["type", "time", "ts_ns", "transitions", "lost", "lost_by_cause", "by_transition"];
 
@@ -1141,6 +1150,7 @@ mod tests {
                 "lost" => LOST_KEYS,
                 "process" => PROCESS_KEYS,
                 "netns" => NETNS_KEYS,
+                "cgroup" => CGROUP_KEYS,
                 "end" => END_KEYS,
                 other => panic!("unknown type {other}"),
             };
@@ -1255,7 +1265,7 @@ mod tests {
                 "type": "socket", "time": "2026-11-29T02:41:07.123456Z", "ts_ns": MONO0,
                 "socket": 1, "family": "ipv4", "saddr": "0.0.0.0", "sport": 22,
                 "daddr": "0.0.0.0", "dport": 0, "state": "LISTEN", "owner_pid": 612,
-                "owner_comm": "sshd", "owner_source": "inventory", "netns": NETNS,
+                "owner_comm": "sshd", "owner_source": "inventory", "owner_cgroup": null, "netns": NETNS,
                 "inode": 12345, "uid": 0,
             })
         );
@@ -1336,6 +1346,59 @@ mod tests {
         // The text and CSV formats show owners by pid and name, as before.
         assert_eq!(write(Format::Text), "");
         assert_eq!(write(Format::Csv), "");
+    }
+
+    #[test]
+    fn cgroups_are_named_in_json_and_csv() {
+        let pod = "0b7c5c2e_8f4a_4f1e_9d3a_6a1b2c3d4e5f";
+        let id = "4f1c0e9a2b3d4c5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6";
+        let container = crate::record::CgroupInfo {
+            time: at(5),
+            id: 4242,
+            path: Some(format!("/kubepods.slice/kubepods-pod{pod}.slice/cri-containerd-{id}.scope")),
+        };
+        let hostile = crate::record::CgroupInfo { time: at(5), id: 77, path: Some("/system.slice/=x\x1b[31m,.service".into()) };
+        let gone = crate::record::CgroupInfo { time: at(5), id: 78, path: None };
+        let owned = |cgroup: u64, socket: u64| Transition {
+            owner: Some(Owner { pid: 9, comm: Comm::new("app"), source: OwnerSource::Syscall, cgroup }),
+            ..tr(6, 9, Comm::new("app"), socket, (v4(10, 0, 0, 1), 5000), (v4(10, 0, 0, 2), 80), (Close, SynSent), None)
+        };
+        let write = |format: Format| {
+            let buf = SharedBuf::default();
+            let mut sink = sink(format, Box::new(buf.clone()), plain());
+            for (g, socket) in [(&container, 1), (&hostile, 2), (&gone, 3)] {
+                sink.cgroup(g).unwrap();
+                sink.transition(&owned(g.id, socket)).unwrap();
+            }
+            // An id no cgroup record named.
+            sink.transition(&owned(99, 4)).unwrap();
+            sink.flush().unwrap();
+            buf.text()
+        };
+        let lines = parse_json_lines(&write(Format::Json));
+        assert_eq!(
+            lines[0],
+            serde_json::json!({
+                "type": "cgroup", "time": "2026-11-29T02:41:07.123456Z", "ts_ns": MONO0 + 5, "id": 4242,
+                "path": container.path, "unit": format!("cri-containerd-{id}.scope"), "user": null,
+                "container": id, "runtime": "containerd", "pod": pod.replace('_', "-"),
+            })
+        );
+        assert_eq!(lines[1]["owner_cgroup"], 4242);
+        assert_eq!(lines[2]["unit"], "=x\x1b[31m,.service", "JSON escapes the control character");
+        assert!(lines[4]["path"].is_null() && lines[4]["unit"].is_null());
+        assert_eq!(lines[6]["owner_cgroup"], 99);
+        let rows = parse_csv(&write(Format::Csv));
+        let header = csv_columns();
+        let col = |row: &[String], name: &str| row[header.iter().position(|&h| h == name).unwrap()].clone();
+        assert_eq!(rows.len(), 5, "a header and the transitions; cgroups have no rows of their own");
+        assert_eq!(col(&rows[1], "owner_cgroup"), "4242");
+        assert_eq!(col(&rows[1], "cgroup_unit"), format!("cri-containerd-{id}.scope"));
+        assert_eq!(col(&rows[1], "container"), id);
+        assert_eq!(col(&rows[1], "pod"), pod.replace('_', "-"));
+        assert_eq!(col(&rows[2], "cgroup_unit"), "'=x\\x1b[31m,.service", "escaped and kept from being a formula");
+        assert_eq!((col(&rows[3], "owner_cgroup"), col(&rows[3], "cgroup_unit")), ("78".into(), String::new()));
+        assert_eq!((col(&rows[4], "owner_cgroup"), col(&rows[4], "pod")), ("99".into(), String::new()));
     }
 
     #[test]
@@ -1454,7 +1517,7 @@ mod tests {
         let out = render(Format::Csv, plain());
         let rows = parse_csv(&out);
         let header = csv_columns();
-        assert_eq!(header.len(), 24);
+        assert_eq!(header.len(), 28);
         assert_eq!(rows[0], header);
         assert_eq!(rows.len(), events().len() + 1, "no start or end rows");
         for row in &rows {
@@ -1468,7 +1531,7 @@ mod tests {
         assert_eq!(
             listener.join(","),
             "socket,2026-11-29T02:41:07.123456Z,123456789,,,1,ipv4,0.0.0.0,22,0.0.0.0,0,,LISTEN,,,\
-             612,sshd,inventory,,,,4026531840,,"
+             612,sshd,inventory,,,,4026531840,,,,,,"
         );
         let orphan = &rows[SOCKETS];
         assert_eq!(col(orphan, "newstate"), "TIME_WAIT");
@@ -1478,19 +1541,20 @@ mod tests {
         let unknown = &rows[SOCKETS + 1];
         assert_eq!(col(unknown, "prev_state_us"), "", "unknown prev is empty");
         assert_eq!(col(unknown, "prev_state_at_least"), "false");
-        assert_eq!(&unknown[15..], ["4242", "curl", "syscall", "", "", "0", "4026531840", "", ""]);
+        assert_eq!(&unknown[15..], ["4242", "curl", "syscall", "", "", "0", "4026531840", "", "", "", "", "", ""]);
         assert_eq!(col(&rows[SOCKETS + 3], "prev_state_at_least"), "true");
         let odd = &rows[SOCKETS + 4];
         assert_eq!(odd[0], "transition");
         assert_eq!(col(odd, "comm"), "a,b\"c\\xff\\x01d");
         assert_eq!(col(odd, "owner_comm"), "a,b\"c\\xff\\x01d");
         assert_eq!(col(odd, "prev_state_us"), "0.850");
-        assert_eq!(&odd[22..], ["", ""]);
+        assert_eq!(&odd[22..24], ["", ""]);
         let lost = &rows[SOCKETS + 5];
         assert_eq!(lost[0], "lost");
         assert_eq!(lost[1], "2026-11-29T02:41:07.125456Z");
         assert!(lost[3..22].iter().all(String::is_empty), "{lost:?}");
-        assert_eq!(&lost[22..], ["12", "ring_full"]);
+        assert_eq!(&lost[22..24], ["12", "ring_full"]);
+        assert!(lost[24..].iter().all(String::is_empty), "{lost:?}");
         let time_wait = &rows[SOCKETS + 9];
         assert_eq!(&time_wait[15..20], ["", "", "unknown", "active_close", ""]);
         let timeout = &rows[SOCKETS + 13];

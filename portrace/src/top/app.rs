@@ -36,6 +36,7 @@ pub enum Msg {
     Socket(SocketRecord),
     Transition(Transition),
     Lost(Lost),
+    Cgroup(crate::record::CgroupInfo),
     End,
     /// The live run's inventory is done: tracing is under way.
     Tracing,
@@ -88,6 +89,7 @@ fn handle(msg: Msg, top: &mut Top, source: &mut dyn Source) -> Option<Ended> {
         Msg::Socket(s) => top.table_mut().socket(&s),
         Msg::Transition(t) => top.transition(&t),
         Msg::Lost(l) => top.table_mut().lost(&l),
+        Msg::Cgroup(g) => top.table_mut().cgroup(&g),
         Msg::End => top.table_mut().end(),
         Msg::Tracing => top.source = "live".into(),
         Msg::Stderr(line) => top.message = Some(line),

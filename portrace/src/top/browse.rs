@@ -87,7 +87,8 @@ impl Kept {
                 return Ok(None);
             };
             match record {
-                Record::Socket(s) if !self.filter.spec().matches_socket(&s) => {}
+                Record::Socket(s) if !self.filter.spec().matches_socket(&s) || !self.filter.cgroup_passes(s.owner.as_ref()) => {}
+                Record::Cgroup(g) => self.filter.cgroup(&g),
                 Record::Process(_) | Record::Netns(_) => {}
                 Record::Transition(t) => {
                     self.filter.offer(t, &mut self.batch);
@@ -138,6 +139,7 @@ fn record_time(r: &Record) -> Timestamp {
         Record::Lost(l) => l.time,
         Record::Process(p) => p.time,
         Record::Netns(n) => n.time,
+        Record::Cgroup(g) => g.time,
         Record::End(e) => e.time,
     }
 }
@@ -149,6 +151,7 @@ fn apply(table: &mut Table, r: &Record) {
         Record::Lost(l) => table.lost(l),
         Record::End(_) => table.end(),
         // The view names owners by pid and command, which the other records carry.
+        Record::Cgroup(g) => table.cgroup(g),
         Record::Process(_) | Record::Netns(_) => {}
     }
 }

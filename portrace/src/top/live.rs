@@ -164,6 +164,10 @@ impl Sink for ChannelSink {
         self.send(Msg::Lost(*lost))
     }
 
+    fn cgroup(&mut self, g: &crate::record::CgroupInfo) -> io::Result<()> {
+        self.send(Msg::Cgroup(g.clone()))
+    }
+
     fn end(&mut self, _summary: &Summary) -> io::Result<()> {
         self.send(Msg::End)
     }

@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use crate::output::Start;
+use crate::cgroup::CgroupInfo;
 use crate::record::{EndReason, Family, LossCause, Lost, Owner, SocketRecord, Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
@@ -139,6 +140,20 @@ pub struct Table {
     evicted: u64,
     /// [`MAX_SOCKETS`], unless a test asks for fewer.
     max_sockets: usize,
+    /// What each cgroup announced so far is: its path and what the path names (at most
+    /// [`MAX_CGROUPS`]; past that they are forgotten and owners show the id alone).
+    cgroups: HashMap<u64, CgroupName>,
+}
+
+/// Cgroups a table names at most.
+const MAX_CGROUPS: usize = 1 << 16;
+
+/// A cgroup as the details pane shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupName {
+    pub path: Option<String>,
+    /// The unit, container or pod the path names ([`crate::cgroup::Identity::label`]).
+    pub label: Option<String>,
 }
 
 impl Default for Table {
@@ -164,6 +179,7 @@ impl Table {
             now: None,
             evicted: 0,
             max_sockets: max_sockets.max(1),
+            cgroups: HashMap::new(),
         }
     }
 
@@ -171,6 +187,19 @@ impl Table {
     pub fn start(&mut self, start: &Start) {
         self.start = Some(start.clone());
         self.now = Some(self.now.map_or(start.time, |n| n.max(start.time)));
+    }
+
+    /// A cgroup first seen as an owner's.
+    pub fn cgroup(&mut self, g: &CgroupInfo) {
+        if self.cgroups.len() >= MAX_CGROUPS && !self.cgroups.contains_key(&g.id) {
+            self.cgroups.clear();
+        }
+        self.cgroups.insert(g.id, CgroupName { path: g.path.clone(), label: g.identity().label() });
+    }
+
+    /// What cgroup `id` is, when it was announced.
+    pub fn cgroup_name(&self, id: u64) -> Option<&CgroupName> {
+        self.cgroups.get(&id)
     }
 
     /// A socket that existed when tracing started.

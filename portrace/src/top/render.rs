@@ -12,6 +12,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap}
 use ratatui::buffer::Buffer;
 use ratatui::Frame;
 
+use crate::escape;
 use crate::clock::{LocalTime, Zone};
 use crate::output::errno_name;
 use crate::record::{Timestamp, Transition};
@@ -436,6 +437,20 @@ fn timeline(frame: &mut Frame, top: &Top, area: Rect, scroll: usize, clock: &mut
         ]),
         Line::from(format!(" owner: {pid} {comm} ({source})")),
     ];
+    if let Some(id) = c.owner.map(|o| o.cgroup).filter(|&id| id != 0) {
+        // The cgroup the kernel read in the owner's own system call.
+        let line = match top.shown().cgroup_name(id) {
+            Some(name) => {
+                let path = name.path.as_deref().map_or_else(|| format!("id {id}, removed"), |p| escape::text(p).into_owned());
+                match &name.label {
+                    Some(label) => format!(" cgroup: {}   {path}", escape::text(label)),
+                    None => format!(" cgroup: {path}"),
+                }
+            }
+            None => format!(" cgroup: id {id}"),
+        };
+        lines.push(Line::from(line));
+    }
     let at_least = |yes: bool| if yes { "≥" } else { "" };
     let mut now_line = if c.is_closed() {
         format!(" closed {} ago", duration(c.in_state_ns(now)))

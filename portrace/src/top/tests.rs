@@ -35,7 +35,7 @@ fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
 }
 
 fn owner(pid: u32, comm: &str, source: OwnerSource) -> Option<Owner> {
-    Some(Owner { pid, comm: Comm::new(comm), source })
+    Some(Owner { pid, comm: Comm::new(comm), source, cgroup: 0 })
 }
 
 fn start() -> Start {
@@ -556,6 +556,32 @@ fn snapshot_timeline_open() {
 }
 
 #[test]
+fn the_timeline_names_the_owners_cgroup() {
+    let id = "4f1c0e9a2b3d4c5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6";
+    let mut top = model(3 * SEC);
+    top.table_mut().cgroup(&crate::record::CgroupInfo {
+        time: ts(START),
+        id: 77,
+        path: Some(format!("/system.slice/docker-{id}.scope/\x1b[2Jx")),
+    });
+    let svc = Owner { pid: 900, comm: Comm::new("svc"), source: OwnerSource::Syscall, cgroup: 77 };
+    let other = Owner { pid: 901, comm: Comm::new("other"), source: OwnerSource::Syscall, cgroup: 78 };
+    let (local, remote) = ((v4(10, 0, 0, 5), 5000), (v4(10, 0, 0, 9), 80));
+    top.transition(&tr(2 * SEC, 50, local, remote, Close, SynSent, None, Some(svc)));
+    top.transition(&tr(2 * SEC, 51, (v4(10, 0, 0, 5), 5001), remote, Close, SynSent, None, Some(other)));
+    top.tick(ts(START + 3 * SEC));
+    top.filter = "svc".into();
+    top.apply(Action::OpenTimeline);
+    let shown = screen(&top, 160, 20);
+    assert!(shown.contains(&format!(" cgroup: docker {}   /system.slice/docker-{id}.scope/\\x1b[2Jx", &id[..12])), "{shown}");
+    top.apply(Action::Close);
+    top.filter = "other".into();
+    top.apply(Action::OpenTimeline);
+    let shown = screen(&top, 160, 20);
+    assert!(shown.contains(" cgroup: id 78"), "a cgroup not announced shows its id: {shown}");
+}
+
+#[test]
 fn snapshot_help() {
     let mut top = model(3 * SEC + 600 * MS);
     top.apply(Action::Help);
@@ -645,7 +671,7 @@ fn kept_records(file: &[u8], filter: FilterSpec) -> Vec<crate::tracefile::Record
     while let Some(record) = reader.next_record().unwrap() {
         match record {
             Record::Socket(s) if !filter.spec().matches_socket(&s) => {}
-            Record::Process(_) | Record::Netns(_) => {}
+            Record::Process(_) | Record::Netns(_) | Record::Cgroup(_) => {}
             Record::Transition(t) => {
                 filter.offer(t, &mut batch);
                 records.extend(batch.drain(..).map(Record::Transition));
@@ -668,7 +694,7 @@ fn table_of(records: &[crate::tracefile::Record], n: usize, now: Timestamp) -> T
             Record::Transition(t) => table.transition(t),
             Record::Lost(l) => table.lost(l),
             Record::End(_) => table.end(),
-            Record::Process(_) | Record::Netns(_) => {}
+            Record::Process(_) | Record::Netns(_) | Record::Cgroup(_) => {}
         }
     }
     table.tick(now);

@@ -16,7 +16,7 @@ use super::{End, Header, Record};
 use crate::features::{Feature, Features, State};
 use crate::filter::{FilterSpec, IpNet};
 use crate::record::{
-    Comm, EndReason, Family, LossCause, Lost, NetnsInfo, Owner, OwnerSource, ProcessInfo, SocketRecord, Timestamp,
+    Comm, EndReason, Family, LossCause, Lost, NetnsInfo, CgroupInfo, Owner, OwnerSource, ProcessInfo, SocketRecord, Timestamp,
     Transition,
 };
 use crate::process_info::{kept_len, MAX_ARGS, MAX_TEXT};
@@ -30,6 +30,9 @@ pub mod tag {
     pub const END: u8 = 4;
     pub const PROCESS: u8 = 5;
     pub const NETNS: u8 = 6;
+    /// A cgroup's id and path (added after format version 1 was first written: readers
+    /// that predate it skip it, as every unknown record).
+    pub const CGROUP: u8 = 7;
 }
 
 /// Which optional fields a process record holds.
@@ -306,6 +309,8 @@ pub fn put_transition(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase
         }
         b.push(t.retransmits);
         put_varint(b, u64::from(t.netns));
+        // A trailing field, which readers that predate it ignore.
+        put_varint(b, t.owner.map_or(0, |o| o.cgroup));
     });
 }
 
@@ -330,6 +335,21 @@ pub fn put_socket(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase, s:
         put_varint(b, s.inode);
         put_varint(b, u64::from(s.uid));
         put_varint(b, s.cookie);
+        put_varint(b, s.owner.map_or(0, |o| o.cgroup));
+    });
+}
+
+pub fn put_cgroup(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase, g: &CgroupInfo) {
+    put_record(buf, body, tag::CGROUP, |b| {
+        time.put(b, g.time);
+        put_varint(b, g.id);
+        match &g.path {
+            Some(path) => {
+                b.push(1);
+                put_text(b, &path[..kept_len(path)]);
+            }
+            None => b.push(0),
+        }
     });
 }
 
@@ -481,6 +501,13 @@ fn put_filter(b: &mut Vec<u8>, f: &FilterSpec) {
     b.push(n as u8);
     for s in &f.states[..n] {
         b.push(s.kernel_number());
+    }
+    // Trailing fields, which readers that predate them ignore.
+    put_text(b, f.cgroup.as_ref().map_or("", |c| &c.path[..kept_len(&c.path)]));
+    let n = f.netns.len().min(255);
+    b.push(n as u8);
+    for &ns in &f.netns[..n] {
+        put_varint(b, u64::from(ns));
     }
 }
 
@@ -636,7 +663,7 @@ impl<'a> Cursor<'a> {
         let pid = self.varint32("owner pid")?;
         let code = self.u8()?;
         let source = owner_source_from(code).ok_or_else(|| format!("unknown owner source code {code}"))?;
-        Ok(Owner { pid, source, comm: self.comm()? })
+        Ok(Owner { pid, source, comm: self.comm()?, cgroup: 0 })
     }
 
     fn state(&mut self, n: u8) -> Result<TcpState, String> {
@@ -690,6 +717,10 @@ fn transition(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<Transition, Str
     };
     let retransmits = c.u8()?;
     let netns = c.varint32("network namespace")?;
+    let mut owner = owner;
+    if let (false, Some(o)) = (c.is_empty(), owner.as_mut()) {
+        o.cgroup = c.varint()?;
+    }
     Ok(Transition {
         time,
         pid,
@@ -725,22 +756,26 @@ fn socket(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<SocketRecord, Strin
     let dport = c.u16()?;
     let n = c.u8()?;
     let state = c.state(n)?;
-    let owner = if flags & flag::OWNER != 0 { Some(c.owner()?) } else { None };
-    Ok(SocketRecord {
-        time,
-        socket,
-        family: family_of(flags),
-        saddr,
-        sport,
-        daddr,
-        dport,
-        state,
-        owner,
-        netns: c.varint32("network namespace")?,
-        inode: c.varint()?,
-        uid: c.varint32("uid")?,
-        cookie: c.varint()?,
-    })
+    let mut owner = if flags & flag::OWNER != 0 { Some(c.owner()?) } else { None };
+    let netns = c.varint32("network namespace")?;
+    let inode = c.varint()?;
+    let uid = c.varint32("uid")?;
+    let cookie = c.varint()?;
+    if let (false, Some(o)) = (c.is_empty(), owner.as_mut()) {
+        o.cgroup = c.varint()?;
+    }
+    Ok(SocketRecord { time, socket, family: family_of(flags), saddr, sport, daddr, dport, state, owner, netns, inode, uid, cookie })
+}
+
+fn cgroup(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<CgroupInfo, String> {
+    let time = time.get(c)?;
+    let id = c.varint()?;
+    let path = match c.u8()? {
+        0 => None,
+        1 => Some(c.text("cgroup path")?),
+        n => return Err(format!("unknown cgroup path kind {n}")),
+    };
+    Ok(CgroupInfo { time, id, path })
 }
 
 fn process(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<ProcessInfo, String> {
@@ -832,6 +867,7 @@ pub fn record(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<Option<Record>,
         tag::END => Record::End(end(&mut b, time)?),
         tag::PROCESS => Record::Process(process(&mut b, time)?),
         tag::NETNS => Record::Netns(netns(&mut b, time)?),
+        tag::CGROUP => Record::Cgroup(cgroup(&mut b, time)?),
         _ => return Ok(None),
     };
     Ok(Some(record))
@@ -938,7 +974,16 @@ fn filter_from(value: &[u8]) -> Result<FilterSpec, String> {
         let n = c.u8()?;
         states.push(c.state(n)?);
     }
-    Ok(FilterSpec { lports, rports, ports, nets, pids, comm, family, states })
+    let mut cgroup = None;
+    let mut netns = Vec::new();
+    if !c.is_empty() {
+        let path = c.text("--cgroup path in the filter")?;
+        cgroup = (!path.is_empty()).then(|| crate::filter::CgroupFilter { given: path.clone(), path, id: 0, level: 0 });
+        for _ in 0..c.u8()? {
+            netns.push(c.varint32("--netns in the filter")?);
+        }
+    }
+    Ok(FilterSpec { lports, rports, ports, nets, pids, comm, family, states, cgroup, netns })
 }
 
 fn text(value: &[u8]) -> String {
@@ -1151,6 +1196,13 @@ mod tests {
             comm: Some("postgres".into()),
             family: Some(Family::Ipv6),
             states: vec![TcpState::CloseWait, TcpState::Listen],
+            cgroup: Some(crate::filter::CgroupFilter {
+                path: "/kubepods.slice".into(),
+                given: "/kubepods.slice".into(),
+                id: 0,
+                level: 0,
+            }),
+            netns: vec![4026531840],
         };
         let mut buf = Vec::new();
         put_filter(&mut buf, &spec);
@@ -1214,5 +1266,61 @@ mod tests {
         assert!(held + note.len() <= MAX_CMDLINE + 40, "the note is short");
         // The rest of the record is read as written.
         assert_eq!(ProcessInfo { cmdline: p.cmdline.clone(), ..back }, p);
+    }
+
+    #[test]
+    fn cgroup_records_round_trip() {
+        let time = Timestamp { mono_ns: 5, unix_ns: 5 };
+        for path in [Some("/kubepods.slice/kubepods-pod0b7c5c2e_8f4a_4f1e_9d3a_6a1b2c3d4e5f.slice".to_string()), None] {
+            let g = CgroupInfo { time, id: 1 << 40, path };
+            let (mut buf, mut body) = (Vec::new(), Vec::new());
+            put_cgroup(&mut buf, &mut body, &mut TimeBase::new(0), &g);
+            let mut c = Cursor::new(&buf);
+            assert_eq!(record(&mut c, &mut TimeBase::new(0)), Ok(Some(Record::Cgroup(g))));
+            assert!(c.is_empty());
+        }
+    }
+
+    #[test]
+    fn records_and_filters_written_before_cgroups_still_read() {
+        let t = Transition {
+            time: Timestamp { mono_ns: 9, unix_ns: 9 },
+            pid: 1,
+            comm: Comm::new("c"),
+            socket: 3,
+            family: Family::Ipv4,
+            saddr: "10.0.0.1".parse().unwrap(),
+            sport: 1000,
+            daddr: "10.0.0.2".parse().unwrap(),
+            dport: 80,
+            oldstate: TcpState::Close,
+            newstate: TcpState::SynSent,
+            prev_state_ns: None,
+            prev_state_at_least: false,
+            owner: Some(Owner { pid: 1, comm: Comm::new("c"), source: OwnerSource::Syscall, cgroup: 0 }),
+            reason: None,
+            error: None,
+            retransmits: 0,
+            netns: 7,
+        };
+        let (mut buf, mut body) = (Vec::new(), Vec::new());
+        put_transition(&mut buf, &mut body, &mut TimeBase::new(0), &t);
+        // Without the trailing cgroup id (one byte, 0), as earlier versions wrote it.
+        assert_eq!(buf.pop(), Some(0));
+        assert!(buf[1] < 0x80, "a one-byte length");
+        buf[1] -= 1;
+        let mut c = Cursor::new(&buf);
+        assert_eq!(record(&mut c, &mut TimeBase::new(0)), Ok(Some(Record::Transition(t.clone()))));
+        // With it, the id is read.
+        let with = Transition { owner: t.owner.map(|o| Owner { cgroup: 4242, ..o }), ..t };
+        let mut buf = Vec::new();
+        put_transition(&mut buf, &mut body, &mut TimeBase::new(0), &with);
+        assert_eq!(record(&mut Cursor::new(&buf), &mut TimeBase::new(0)), Ok(Some(Record::Transition(with))));
+        // A filter without the trailing --cgroup and --netns fields.
+        let spec = FilterSpec { ports: vec![22], ..FilterSpec::default() };
+        let mut f = Vec::new();
+        put_filter(&mut f, &spec);
+        f.truncate(f.len() - 2);
+        assert_eq!(filter_from(&f), Ok(spec));
     }
 }

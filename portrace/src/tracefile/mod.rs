@@ -134,6 +134,7 @@ pub enum Record {
     Lost(Lost),
     Process(ProcessInfo),
     Netns(NetnsInfo),
+    Cgroup(crate::record::CgroupInfo),
     End(End),
 }
 

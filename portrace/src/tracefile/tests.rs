@@ -74,6 +74,7 @@ fn transition(i: u64) -> Transition {
             pid: 4242,
             comm: Comm::new("curl"),
             source: [OwnerSource::Syscall, OwnerSource::Listener, OwnerSource::Inventory][(i % 3) as usize],
+            cgroup: if i % 5 == 0 { 0 } else { 9000 + i % 3 },
         }),
         reason: closing.then_some(EndReason::Refused),
         error: closing.then_some(if i % 2 == 0 { 111 } else { -5 }),
@@ -92,7 +93,7 @@ fn socket(i: u64) -> SocketRecord {
         daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         dport: 0,
         state: TcpState::Listen,
-        owner: (i % 2 == 0).then(|| Owner { pid: 612, comm: Comm::new("sshd"), source: OwnerSource::Inventory }),
+        owner: (i % 2 == 0).then(|| Owner { pid: 612, comm: Comm::new("sshd"), source: OwnerSource::Inventory, cgroup: 0 }),
         netns: 4_026_531_840,
         inode: 12_345 + i,
         uid: 0,
@@ -168,6 +169,7 @@ fn feed<W: Write>(sink: &mut FileSink<W>, script: &[Option<Record>]) -> io::Resu
             Some(Record::Socket(s)) => sink.socket(s)?,
             Some(Record::Process(p)) => sink.process(p)?,
             Some(Record::Netns(n)) => sink.netns(n)?,
+            Some(Record::Cgroup(g)) => sink.cgroup(g)?,
             Some(Record::Transition(t)) => {
                 summary.add_transition(t);
                 sink.transition(t)?

@@ -276,6 +276,13 @@ impl<W: Write> Sink for FileSink<W> {
         self.maybe_emit()
     }
 
+    fn cgroup(&mut self, g: &crate::record::CgroupInfo) -> io::Result<()> {
+        self.check()?;
+        codec::put_cgroup(&mut self.block, &mut self.body, &mut self.time, g);
+        self.pending += 1;
+        self.maybe_emit()
+    }
+
     fn lost(&mut self, lost: &Lost) -> io::Result<()> {
         self.check()?;
         codec::put_lost(&mut self.block, &mut self.body, &mut self.time, lost);

@@ -1,5 +1,5 @@
 //! `portrace`: parse the command line, run what it asks for (live tracing, `record`,
-//! `replay`, `report`, `diagram`, `top`, `doctor`), and turn the outcome into an exit code: 0 on success (a recording
+//! `replay`, `report`, `diagram`, `top`, `doctor`, `serve`), and turn the outcome into an exit code: 0 on success (a recording
 //! cut short that was read up to its cut included), 1 on any error, 2 for a bad command
 //! line (clap's own); with a traced command (`portrace -- CMD`), the command's status, or
 //! 127 when it could not be run; 3 when `--fail-on-alert` was given and an alert fired;
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Task::Diagram(config) => block_on(async { portrace::diagram::run(*config).await.map(|()| 0) }),
         Task::Top(config) => portrace::top::top(config).map(|()| 0),
         Task::Doctor(config) => portrace::doctor::doctor(config),
+        Task::Serve(config) => block_on(portrace::serve::serve(config)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,184 @@
+//! The owner labels (`comm`, `port`) and the cap on their cardinality. A label takes at
+//! most `limit` distinct values over a run: the first `limit` values seen keep their own
+//! series, every later one is folded into `other`, and each observation folded is
+//! counted. So the number of series, and the memory they take, is bounded whatever the
+//! host runs, and a series once created never changes its meaning.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use crate::alerts::PortRange;
+use crate::record::{Comm, Transition};
+
+/// The value of a label whose value was folded by the cap.
+pub const OTHER: &str = "other";
+/// The `comm` of a socket whose owner is unknown.
+pub const UNKNOWN: &str = "unknown";
+
+/// A label's values, capped: maps a raw value to the text of its series' label.
+#[derive(Debug)]
+pub struct LabelCap<K> {
+    limit: usize,
+    kept: HashMap<K, Arc<str>>,
+    other: Arc<str>,
+    /// Observations whose value was folded into `other`.
+    folded: u64,
+}
+
+impl<K: Hash + Eq + Copy> LabelCap<K> {
+    pub fn new(limit: usize) -> LabelCap<K> {
+        LabelCap { limit, kept: HashMap::new(), other: Arc::from(OTHER), folded: 0 }
+    }
+
+    /// The label text for `key`, made by `text` the first time `key` is kept. A key seen
+    /// when `limit` others are kept already is folded into `other`.
+    pub fn value(&mut self, key: K, text: impl FnOnce() -> String) -> Arc<str> {
+        if let Some(value) = self.kept.get(&key) {
+            return value.clone();
+        }
+        if self.kept.len() >= self.limit {
+            self.folded += 1;
+            return self.other.clone();
+        }
+        let value: Arc<str> = Arc::from(text());
+        self.kept.insert(key, value.clone());
+        value
+    }
+
+    /// Observations folded into `other` so far.
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+
+    /// Distinct values with their own series.
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+}
+
+/// The owner labels of one observation. `None` when owner labels are off.
+///
+/// A systemd unit or container label belongs here too, next to `comm`, capped the same
+/// way, once the owner's cgroup is part of the transition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OwnerLabels {
+    pub comm: Option<Arc<str>>,
+    pub port: Option<Arc<str>>,
+}
+
+/// What a socket's service port is, for the `port` label: the local port, unless it is
+/// in the host's ephemeral range (the socket connected out), then the remote port.
+pub fn service_port(sport: u16, dport: u16, ephemeral: &PortRange) -> u16 {
+    let outgoing = dport != 0 && (ephemeral.low..=ephemeral.high).contains(&sport);
+    if outgoing {
+        dport
+    } else {
+        sport
+    }
+}
+
+/// Gives each transition its owner labels, capped.
+#[derive(Debug)]
+pub struct OwnerLabeler {
+    on: bool,
+    comm: LabelCap<Option<Comm>>,
+    port: LabelCap<u16>,
+    ephemeral: PortRange,
+}
+
+impl OwnerLabeler {
+    /// `on`: whether owner labels are exported at all; `limit`: values kept per label.
+    pub fn new(on: bool, limit: usize, ephemeral: PortRange) -> OwnerLabeler {
+        OwnerLabeler { on, comm: LabelCap::new(limit), port: LabelCap::new(limit), ephemeral }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.on
+    }
+
+    pub fn of(&mut self, t: &Transition) -> OwnerLabels {
+        if !self.on {
+            return OwnerLabels::default();
+        }
+        let owner = t.owner.map(|o| o.comm);
+        let comm = self.comm.value(owner, || owner.map_or_else(|| UNKNOWN.to_string(), |c| crate::escape::comm(&c)));
+        let port = service_port(t.sport, t.dport, &self.ephemeral);
+        let port = self.port.value(port, || port.to_string());
+        OwnerLabels { comm: Some(comm), port: Some(port) }
+    }
+
+    /// Observations folded into `other`, per label name.
+    pub fn folded(&self) -> [(&'static str, u64); 2] {
+        [("comm", self.comm.folded()), ("port", self.port.folded())]
+    }
+
+    /// Distinct values with their own series, per label name (none when labels are off).
+    pub fn kept(&self) -> Vec<(&'static str, usize)> {
+        if !self.on {
+            return Vec::new();
+        }
+        vec![("comm", self.comm.kept()), ("port", self.port.kept())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range() -> PortRange {
+        PortRange { low: 32768, high: 60999, source: "test".into() }
+    }
+
+    #[test]
+    fn the_first_values_keep_their_series_and_the_rest_fold_into_other() {
+        let mut cap = LabelCap::new(2);
+        assert_eq!(&*cap.value(80u16, || "80".into()), "80");
+        assert_eq!(&*cap.value(443, || "443".into()), "443");
+        assert_eq!(&*cap.value(80, || unreachable!("kept already")), "80");
+        assert_eq!(&*cap.value(22, || "22".into()), OTHER);
+        assert_eq!(&*cap.value(25, || "25".into()), OTHER);
+        assert_eq!(&*cap.value(443, || unreachable!("kept already")), "443", "a kept value stays kept");
+        assert_eq!((cap.kept(), cap.folded()), (2, 2));
+    }
+
+    #[test]
+    fn a_zero_limit_folds_everything() {
+        let mut cap = LabelCap::new(0);
+        assert_eq!(&*cap.value(1u16, || "1".into()), OTHER);
+        assert_eq!(cap.folded(), 1);
+    }
+
+    #[test]
+    fn the_service_port_is_the_one_outside_the_ephemeral_range() {
+        let r = range();
+        assert_eq!(service_port(8080, 40000, &r), 8080, "an accepted connection: its local port");
+        assert_eq!(service_port(40000, 5432, &r), 5432, "an outgoing connection: the remote port");
+        assert_eq!(service_port(443, 0, &r), 443, "a listener");
+        assert_eq!(service_port(40000, 0, &r), 40000, "a listener on a port of the range");
+        assert_eq!(service_port(0, 80, &r), 0, "a connect before its port is bound");
+    }
+
+    #[test]
+    fn owner_labels_are_off_unless_asked_for() {
+        let mut off = OwnerLabeler::new(false, 10, range());
+        let t = crate::metrics::tests::transition(crate::tcp_state::TcpState::Close, crate::tcp_state::TcpState::Listen);
+        assert_eq!(off.of(&t), OwnerLabels::default());
+        let mut on = OwnerLabeler::new(true, 10, range());
+        let labels = on.of(&t);
+        assert_eq!(labels.comm.as_deref(), Some("nginx"));
+        assert_eq!(labels.port.as_deref(), Some("8080"));
+        let mut unowned = t.clone();
+        unowned.owner = None;
+        assert_eq!(on.of(&unowned).comm.as_deref(), Some(UNKNOWN));
+    }
+
+    #[test]
+    fn hostile_process_names_are_escaped() {
+        let mut on = OwnerLabeler::new(true, 10, range());
+        let mut t = crate::metrics::tests::transition(crate::tcp_state::TcpState::Close, crate::tcp_state::TcpState::Listen);
+        t.owner.as_mut().unwrap().comm = Comm::new("a\x1b[2J\"\n");
+        let comm = on.of(&t).comm.unwrap();
+        assert!(!comm.contains('\x1b') && !comm.contains('\n'), "{comm:?}");
+    }
+}

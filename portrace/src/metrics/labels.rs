@@ -68,9 +68,10 @@ pub struct OwnerLabels {
 }
 
 /// What a socket's service port is, for the `port` label: the local port, unless it is
-/// in the host's ephemeral range (the socket connected out), then the remote port.
+/// in the host's ephemeral range or not bound yet (the socket connects out), then the
+/// remote port.
 pub fn service_port(sport: u16, dport: u16, ephemeral: &PortRange) -> u16 {
-    let outgoing = dport != 0 && (ephemeral.low..=ephemeral.high).contains(&sport);
+    let outgoing = dport != 0 && (sport == 0 || (ephemeral.low..=ephemeral.high).contains(&sport));
     if outgoing {
         dport
     } else {
@@ -156,7 +157,7 @@ mod tests {
         assert_eq!(service_port(40000, 5432, &r), 5432, "an outgoing connection: the remote port");
         assert_eq!(service_port(443, 0, &r), 443, "a listener");
         assert_eq!(service_port(40000, 0, &r), 40000, "a listener on a port of the range");
-        assert_eq!(service_port(0, 80, &r), 0, "a connect before its port is bound");
+        assert_eq!(service_port(0, 80, &r), 80, "a connect before its port is bound");
     }
 
     #[test]

@@ -212,6 +212,46 @@ impl Metrics {
 /// The `Content-Type` of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The `Content-Type` of [`to_text_format`]'s text.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The crate's OpenMetrics text as Prometheus's older text format (0.0.4), for clients
+/// that do not ask for OpenMetrics (`promtool check metrics`, curl, older scrapers). The
+/// samples are the same; what differs is how a family is named: OpenMetrics names a
+/// counter family without the `_total` its samples carry, the older format with it. So
+/// counters' `HELP` and `TYPE` lines get `_total`, `unknown` becomes `untyped`, and the
+/// `UNIT` and `EOF` lines, which the older format lacks, go.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let is_counter = lines.peek().is_some_and(|next| *next == format!("# TYPE {name} counter"));
+            let suffix = if is_counter { "_total" } else { "" };
+            out.push_str(&format!("# HELP {name}{suffix} {help}\n"));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let line = match kind {
+                "counter" => format!("# TYPE {name}_total counter"),
+                "unknown" => format!("# TYPE {name} untyped"),
+                _ => line.to_string(),
+            };
+            out.push_str(&line);
+            out.push('\n');
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -255,5 +295,21 @@ pub(crate) mod tests {
         );
         assert!(text.ends_with("# EOF\n"));
         assert!(text.contains("portrace_sockets{state=\"TIME_WAIT\"} 0\n"), "every state from the start: {text}");
+    }
+
+    #[test]
+    fn the_older_text_format_names_counter_families_with_total() {
+        let metrics = Metrics::new();
+        metrics.transitions.get_or_create(&Labels::two("from", "CLOSE", "to", "LISTEN")).inc();
+        let mut open = String::new();
+        metrics.encode(&mut open).unwrap();
+        let text = to_text_format(&open);
+        assert!(text.contains("# HELP portrace_transitions_total TCP state transitions"), "{text}");
+        assert!(text.contains("# TYPE portrace_transitions_total counter\n"), "{text}");
+        assert!(text.contains("portrace_transitions_total{from=\"CLOSE\",to=\"LISTEN\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE portrace_sockets gauge\n# portrace_sockets") || text.contains("# TYPE portrace_sockets gauge\nportrace_sockets"), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        let samples = |t: &str| t.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(samples(&open), samples(&text), "the samples are the same");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::clock::monotonic_ns;
 use crate::metrics::health::Health;
-use crate::metrics::{Metrics, CONTENT_TYPE as METRICS_TYPE};
+use crate::metrics::{to_text_format, Metrics, CONTENT_TYPE as OPENMETRICS_TYPE, TEXT_CONTENT_TYPE};
 
 /// Connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -68,7 +68,8 @@ async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<H
         let (metrics, health, open) = (metrics.clone(), health.clone(), open.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = respond(req.method(), req.uri().path(), &metrics, &health);
+                let openmetrics = wants_openmetrics(req.headers().get(ACCEPT));
+                let response = respond(req.method(), req.uri().path(), openmetrics, &metrics, &health);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let connection = http1::Builder::new()
@@ -88,8 +89,20 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
-/// The answer to `method path`.
-pub fn respond(method: &Method, path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+/// Whether the client's `Accept` header asks for OpenMetrics (Prometheus does); other
+/// clients get the older text format.
+fn wants_openmetrics(accept: Option<&HeaderValue>) -> bool {
+    accept.and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/openmetrics-text"))
+}
+
+/// The answer to `method path`; the metrics in OpenMetrics or in the older text format.
+pub fn respond(
+    method: &Method,
+    path: &str,
+    openmetrics: bool,
+    metrics: &Metrics,
+    health: &Health,
+) -> Response<Full<Bytes>> {
     if path != "/metrics" && path != "/healthz" {
         return text(StatusCode::NOT_FOUND, "not found: portrace serves /metrics and /healthz\n");
     }
@@ -108,8 +121,10 @@ pub fn respond(method: &Method, path: &str, metrics: &Metrics, health: &Health) 
     if metrics.encode(&mut body).is_err() {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "the metrics could not be encoded\n");
     }
+    let (body, content_type) =
+        if openmetrics { (body, OPENMETRICS_TYPE) } else { (to_text_format(&body), TEXT_CONTENT_TYPE) };
     let mut response = Response::new(Full::new(Bytes::from(body)));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_TYPE));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -129,22 +144,31 @@ mod tests {
     fn paths_and_methods() {
         let metrics = Metrics::new();
         let health = Health::default();
-        let r = respond(&Method::GET, "/metrics", &metrics, &health);
+        let r = respond(&Method::GET, "/metrics", true, &metrics, &health);
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()[CONTENT_TYPE], METRICS_TYPE);
+        assert_eq!(r.headers()[CONTENT_TYPE], OPENMETRICS_TYPE);
+        assert!(body(r).ends_with("# EOF\n"));
+        let r = respond(&Method::GET, "/metrics", false, &metrics, &health);
+        assert_eq!(r.headers()[CONTENT_TYPE], TEXT_CONTENT_TYPE);
         assert!(body(r).contains("# TYPE portrace_sockets gauge"));
-        assert_eq!(respond(&Method::GET, "/", &metrics, &health).status(), StatusCode::NOT_FOUND);
-        assert_eq!(respond(&Method::GET, "/metrics/x", &metrics, &health).status(), StatusCode::NOT_FOUND);
-        assert_eq!(respond(&Method::POST, "/metrics", &metrics, &health).status(), StatusCode::METHOD_NOT_ALLOWED);
+        let prometheus = HeaderValue::from_static(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        );
+        assert!(wants_openmetrics(Some(&prometheus)));
+        assert!(!wants_openmetrics(Some(&HeaderValue::from_static("*/*"))));
+        assert!(!wants_openmetrics(None));
+        assert_eq!(respond(&Method::GET, "/", false, &metrics, &health).status(), StatusCode::NOT_FOUND);
+        assert_eq!(respond(&Method::GET, "/metrics/x", false, &metrics, &health).status(), StatusCode::NOT_FOUND);
+        assert_eq!(respond(&Method::POST, "/metrics", false, &metrics, &health).status(), StatusCode::METHOD_NOT_ALLOWED);
 
-        let r = respond(&Method::GET, "/healthz", &metrics, &health);
+        let r = respond(&Method::GET, "/healthz", false, &metrics, &health);
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(body(r).contains("not attached yet"));
         let mut features = Features::default();
         features.on(Feature::LiveTimeline);
         features.on(Feature::CloseReasons);
         health.started(&features, &crate::metrics::health::needed(false));
-        let r = respond(&Method::GET, "/healthz", &metrics, &health);
+        let r = respond(&Method::GET, "/healthz", false, &metrics, &health);
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(body(r), "ok\n");
     }

@@ -14,6 +14,7 @@ mod paced;
 mod peers;
 mod procfs;
 mod report;
+mod soak;
 mod sys;
 mod tracers;
 mod truth;
@@ -36,6 +37,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("paced client: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Soak(o) => match soak::main(o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("soak: FAILED: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -79,19 +79,32 @@ pub fn service_port(sport: u16, dport: u16, ephemeral: &PortRange) -> u16 {
     }
 }
 
+/// Network namespaces whose own ephemeral range is remembered at most; sockets of later
+/// ones are judged by the host's range.
+const MAX_RANGES: usize = 65_536;
+
 /// Gives each transition its owner labels, capped.
 #[derive(Debug)]
 pub struct OwnerLabeler {
     on: bool,
     comm: LabelCap<Option<Comm>>,
     port: LabelCap<u16>,
+    /// The host's ephemeral range, and each namespace's own when known.
     ephemeral: PortRange,
+    ranges: HashMap<u32, PortRange>,
 }
 
 impl OwnerLabeler {
     /// `on`: whether owner labels are exported at all; `limit`: values kept per label.
     pub fn new(on: bool, limit: usize, ephemeral: PortRange) -> OwnerLabeler {
-        OwnerLabeler { on, comm: LabelCap::new(limit), port: LabelCap::new(limit), ephemeral }
+        OwnerLabeler { on, comm: LabelCap::new(limit), port: LabelCap::new(limit), ephemeral, ranges: HashMap::new() }
+    }
+
+    /// Network namespace `netns` picks local ports from `range`.
+    pub fn namespace(&mut self, netns: u32, range: (u16, u16)) {
+        if self.on && (self.ranges.len() < MAX_RANGES || self.ranges.contains_key(&netns)) {
+            self.ranges.insert(netns, PortRange { low: range.0, high: range.1, source: String::new() });
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -104,7 +117,7 @@ impl OwnerLabeler {
         }
         let owner = t.owner.map(|o| o.comm);
         let comm = self.comm.value(owner, || owner.map_or_else(|| UNKNOWN.to_string(), |c| crate::escape::comm(&c)));
-        let port = service_port(t.sport, t.dport, &self.ephemeral);
+        let port = service_port(t.sport, t.dport, self.ranges.get(&t.netns).unwrap_or(&self.ephemeral));
         let port = self.port.value(port, || port.to_string());
         OwnerLabels { comm: Some(comm), port: Some(port) }
     }
@@ -172,6 +185,16 @@ mod tests {
         let mut unowned = t.clone();
         unowned.owner = None;
         assert_eq!(on.of(&unowned).comm.as_deref(), Some(UNKNOWN));
+    }
+
+    #[test]
+    fn each_namespace_is_judged_by_its_own_range() {
+        let mut on = OwnerLabeler::new(true, 10, range());
+        let mut t = crate::metrics::tests::transition(crate::tcp_state::TcpState::Close, crate::tcp_state::TcpState::SynSent);
+        (t.sport, t.dport, t.netns) = (5000, 443, 9);
+        assert_eq!(on.of(&t).port.as_deref(), Some("5000"), "outside the host's range");
+        on.namespace(9, (1024, 65000));
+        assert_eq!(on.of(&t).port.as_deref(), Some("443"), "inside the namespace's range");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::metrics::labels::OwnerLabeler;
 use crate::metrics::states::{Correction, StateCounts, StateTable, COUNTED};
 use crate::metrics::{Labels, Metrics, TIMED_STATES};
 use crate::output::{Sink, Start};
-use crate::record::{Lost, SocketRecord, Timestamp, Transition};
+use crate::record::{Lost, NetnsInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 use crate::tcp_state::TcpState;
 
@@ -115,6 +115,13 @@ impl Sink for MetricsSink {
     fn socket(&mut self, s: &SocketRecord) -> io::Result<()> {
         self.states.socket(s.state);
         self.show_state(s.state);
+        Ok(())
+    }
+
+    fn netns(&mut self, n: &NetnsInfo) -> io::Result<()> {
+        if let Some(range) = n.port_range {
+            self.owners.namespace(n.netns, range);
+        }
         Ok(())
     }
 

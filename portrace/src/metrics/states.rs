@@ -49,9 +49,12 @@ impl StateTable {
         COUNTED.iter().copied().zip(self.0.iter().copied())
     }
 
-    /// Moves one socket from `from` to `to`.
+    /// Moves one socket from `from` to `to`. A listener's child is a new socket (the
+    /// kernel reports its birth as LISTEN -> SYN_RECV): the listener stays in LISTEN.
     pub fn transition(&mut self, from: TcpState, to: TcpState) {
-        self.add(from, -1);
+        if !(from == TcpState::Listen && to != TcpState::Close) {
+            self.add(from, -1);
+        }
         self.add(to, 1);
     }
 }
@@ -164,6 +167,24 @@ mod tests {
         c.transition(FinWait1, Close, 4);
         assert_eq!(c.get(FinWait1), 0);
         assert_eq!(c.get(Close), 0, "CLOSE is not counted");
+    }
+
+    #[test]
+    fn a_child_is_born_without_taking_its_listener_out_of_listen() {
+        let mut c = StateCounts::default();
+        c.transition(Close, Listen, 1);
+        c.transition(Listen, SynRecv, 2);
+        c.transition(SynRecv, Established, 3);
+        assert_eq!((c.get(Listen), c.get(SynRecv), c.get(Established)), (1, 0, 1));
+        c.transition(Listen, Close, 4);
+        assert_eq!(c.get(Listen), 0, "the listener closed");
+        // The same holds for transitions set apart during a check.
+        c.listed(table(&[(Established, 1)]), 10);
+        c.transition(Close, Listen, 11);
+        c.transition(Listen, SynRecv, 12);
+        let fix = c.settle(100, 50).unwrap();
+        assert_eq!(fix.drift(), 0, "{fix:?}");
+        assert_eq!((c.get(Listen), c.get(SynRecv), c.get(Established)), (1, 1, 1));
     }
 
     #[test]

@@ -197,6 +197,15 @@ mod tests {
     }
 
     #[test]
+    fn soak_passes_arguments_through() {
+        assert_eq!(parse_strs(&["soak"]), Ok(Task::Soak(Vec::new())));
+        assert_eq!(
+            parse_strs(&["soak", "--", "--minutes", "30"]),
+            Ok(Task::Soak(os(&["--minutes", "30"])))
+        );
+    }
+
+    #[test]
     fn run_passes_arguments_through() {
         assert_eq!(parse_strs(&["run"]), Ok(Task::Run(Vec::new())));
         assert_eq!(

@@ -1,7 +1,7 @@
 //! The owner labels (`comm`, `port`) and the cap on their cardinality. A label takes at
-//! most `limit` distinct values over a run: the first `limit` values seen keep their own
-//! series, every later one is folded into `other`, and each observation folded is
-//! counted. So the number of series, and the memory they take, is bounded whatever the
+//! most `limit` distinct values over a run: the first `limit` values seen (for `port`,
+//! seen serving: listening, or on an established connection) keep their own series,
+//! every other one is folded into `other`, and each observation folded is counted. So the number of series, and the memory they take, is bounded whatever the
 //! host runs, and a series once created never changes its meaning.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::alerts::PortRange;
 use crate::record::{Comm, Transition};
+use crate::tcp_state::TcpState;
 
 /// The value of a label whose value was folded by the cap.
 pub const OTHER: &str = "other";
@@ -34,10 +35,16 @@ impl<K: Hash + Eq + Copy> LabelCap<K> {
     /// The label text for `key`, made by `text` the first time `key` is kept. A key seen
     /// when `limit` others are kept already is folded into `other`.
     pub fn value(&mut self, key: K, text: impl FnOnce() -> String) -> Arc<str> {
+        self.value_if(key, true, text)
+    }
+
+    /// As [`Self::value`], but a key not kept yet is kept only when `admit` says so;
+    /// otherwise it is folded without taking a place.
+    pub fn value_if(&mut self, key: K, admit: bool, text: impl FnOnce() -> String) -> Arc<str> {
         if let Some(value) = self.kept.get(&key) {
             return value.clone();
         }
-        if self.kept.len() >= self.limit {
+        if !admit || self.kept.len() >= self.limit {
             self.folded += 1;
             return self.other.clone();
         }
@@ -118,7 +125,11 @@ impl OwnerLabeler {
         let owner = t.owner.map(|o| o.comm);
         let comm = self.comm.value(owner, || owner.map_or_else(|| UNKNOWN.to_string(), |c| crate::escape::comm(&c)));
         let port = service_port(t.sport, t.dport, self.ranges.get(&t.netns).unwrap_or(&self.ephemeral));
-        let port = self.port.value(port, || port.to_string());
+        // A port earns its own series when something is shown to serve there: a socket
+        // listens on it, or a connection to or from it completes its handshake. Probes of
+        // ports nobody serves (a scan, connects refused) cannot use up the places.
+        let serves = t.newstate == TcpState::Listen || t.newstate == TcpState::Established;
+        let port = self.port.value_if(port, serves, || port.to_string());
         OwnerLabels { comm: Some(comm), port: Some(port) }
     }
 
@@ -188,9 +199,29 @@ mod tests {
     }
 
     #[test]
+    fn a_port_gets_its_series_only_once_something_serves_there() {
+        use crate::tcp_state::TcpState::*;
+        let mut on = OwnerLabeler::new(true, 1, range());
+        let mut probe = crate::metrics::tests::transition(SynSent, Close);
+        (probe.sport, probe.dport) = (40000, 23);
+        assert_eq!(on.of(&probe).port.as_deref(), Some(OTHER), "a refused probe takes no place");
+        let mut connect = crate::metrics::tests::transition(Close, SynSent);
+        (connect.sport, connect.dport) = (0, 443);
+        assert_eq!(on.of(&connect).port.as_deref(), Some(OTHER), "not shown serving yet");
+        let mut established = crate::metrics::tests::transition(SynSent, Established);
+        (established.sport, established.dport) = (40001, 443);
+        assert_eq!(on.of(&established).port.as_deref(), Some("443"));
+        assert_eq!(on.of(&connect).port.as_deref(), Some("443"), "kept from then on");
+        let mut listener = crate::metrics::tests::transition(Close, Listen);
+        listener.sport = 8080;
+        assert_eq!(on.of(&listener).port.as_deref(), Some(OTHER), "the one place is taken");
+        assert_eq!(on.folded()[1], ("port", 3));
+    }
+
+    #[test]
     fn each_namespace_is_judged_by_its_own_range() {
         let mut on = OwnerLabeler::new(true, 10, range());
-        let mut t = crate::metrics::tests::transition(crate::tcp_state::TcpState::Close, crate::tcp_state::TcpState::SynSent);
+        let mut t = crate::metrics::tests::transition(TcpState::SynSent, TcpState::Established);
         (t.sport, t.dport, t.netns) = (5000, 443, 9);
         assert_eq!(on.of(&t).port.as_deref(), Some("5000"), "outside the host's range");
         on.namespace(9, (1024, 65000));

@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the benchmark (what `cargo xtask bench` does).
     Run(Options),
+    /// `portrace serve` for minutes at a steady rate with owner labels: RSS over time and
+    /// scrape latency (what `cargo xtask soak` runs).
+    Soak(crate::soak::SoakOptions),
     /// A client that opens connections at a fixed rate (started by `run --rate N`).
     #[command(hide = true)]
     PacedClient(PacedOptions),

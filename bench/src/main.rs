@@ -15,6 +15,7 @@ mod peers;
 mod procfs;
 mod quiet;
 mod report;
+mod soak;
 mod sys;
 mod tracers;
 mod truth;
@@ -42,6 +43,13 @@ fn main() -> ExitCode {
         },
         Command::UdpFlood(o) => io_exit("udp flood", quiet::flood(o.to, o.seconds)),
         Command::UdpSink(o) => io_exit("udp sink", quiet::sink(o.at, o.seconds)),
+        Command::Soak(o) => match soak::main(o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("soak: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(o) => {
             sys::install_signal_handlers();
             let guard = sys::CleanupGuard;

@@ -56,7 +56,8 @@ Examples:
   portrace report web.ptr --fail-on-alert
                                  exit status 3 if the recording raises any
                                  alert
-  portrace doctor                what this kernel lets portrace do, and why not";
+  portrace doctor                what this kernel lets portrace do, and why not
+  portrace serve --owner-labels  Prometheus metrics on 127.0.0.1:9977/metrics";
 
 /// The exit statuses of `portrace`, each with when it is used: `--help` and the manual
 /// pages list them from here (see also `main.rs`).
@@ -151,6 +152,57 @@ pub enum Command {
     ///
     /// Exits 0 when the core timeline can run here, 1 when it cannot.
     Doctor(DoctorArgs),
+    /// Trace live and serve the trace as Prometheus metrics over HTTP, until stopped.
+    ///
+    /// /metrics: transitions, sockets per state, connection ends by reason, time in
+    /// state, losses, alerts, the tracer's own health; /healthz: 200 while every kernel
+    /// program the metrics need is attached and the ring buffer is read, 503 with the
+    /// reason otherwise. Owner labels (process name, service port) are off unless
+    /// --owner-labels is given, and capped.
+    #[command(after_help = "Every metric and label is described in docs/serve.md.")]
+    Serve(ServeArgs),
+}
+
+/// `portrace serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Listen on this address and port (a local address: 0.0.0.0 or [::] for every
+    /// interface).
+    #[arg(long, value_name = "ADDR:PORT", default_value = crate::serve::listen::DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub listen: std::net::SocketAddr,
+
+    /// Label transitions, connection ends and times in state with the owner's process
+    /// name (comm) and service port (port).
+    #[arg(long)]
+    pub owner_labels: bool,
+
+    /// With --owner-labels: distinct values kept per label (the first seen); later values
+    /// are counted under "other".
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_label_values: u32,
+
+    /// How often the sockets-per-state gauges are checked against the kernel's socket
+    /// table and corrected (0: never).
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_duration)]
+    pub check_interval: Duration,
+
+    /// Stop after this long (as live tracing does); without it, until a signal.
+    #[arg(short = 'd', long, value_name = "TIME", value_parser = parse_duration, help_heading = "Tracing")]
+    pub duration: Option<Duration>,
+
+    /// Size of the kernel's ring buffer: a power of two of at least 4K (4096, 64K, 4M).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size, help_heading = "Tracing")]
+    pub ring_size: u32,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Parses `--listen`: `ADDR:PORT`, an IPv6 address in brackets.
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("'{text}' is not ADDR:PORT (e.g. 127.0.0.1:9977, 0.0.0.0:9977 or [::1]:9977)")
+    })
 }
 
 // `portrace generate`: parsed apart from `Args`, so that neither `--help`, nor the pages,
@@ -733,6 +785,7 @@ pub enum Task {
     Top(TopConfig),
     Doctor(crate::doctor::DoctorConfig),
     Generate(crate::manual::Generate),
+    Serve(crate::serve::ServeConfig),
 }
 
 impl Task {
@@ -744,7 +797,7 @@ impl Task {
             Task::Replay(_) | Task::Report(_) | Task::Generate(_) => true,
             Task::Diagram(d) => d.from.is_some(),
             Task::Top(t) => t.from.is_some(),
-            Task::Live(_) | Task::Record(_) | Task::Doctor(_) => false,
+            Task::Live(_) | Task::Record(_) | Task::Doctor(_) | Task::Serve(_) => false,
         }
     }
 }
@@ -873,6 +926,26 @@ impl Args {
                 conn: d.conn,
             })),
             Some(Command::Doctor(d)) => Task::Doctor(crate::doctor::DoctorConfig { json: d.json }),
+            Some(Command::Serve(s)) => Task::Serve(crate::serve::ServeConfig {
+                trace: Config {
+                    filter: s.filter.into_spec(),
+                    format: OutputFormat::Text,
+                    duration: s.duration,
+                    count: None,
+                    ring_size: s.ring_size,
+                    color: ColorChoice::Never,
+                    snapshot: false,
+                    summary: false,
+                    verbose: false,
+                    explain: false,
+                    command: None,
+                    alerts: AlertOptions::default(),
+                },
+                listen: s.listen,
+                owner_labels: s.owner_labels,
+                label_limit: s.max_label_values as usize,
+                check_interval: (!s.check_interval.is_zero()).then_some(s.check_interval),
+            }),
             Some(Command::Top(t)) => Task::Top(TopConfig {
                 from: t.from,
                 salvage: t.salvage,

@@ -26,6 +26,8 @@ pub mod tracefs;
 pub mod preflight;
 pub mod clock;
 pub mod output;
+pub mod metrics;
+pub mod serve;
 pub mod summary;
 pub mod reasons;
 pub mod timeline;

@@ -1,5 +1,5 @@
 //! `portrace`: parse the command line, run what it asks for (live tracing, `record`,
-//! `replay`, `report`, `diagram`, `top`, `doctor`; `generate` for packaging), and turn the
+//! `replay`, `report`, `diagram`, `top`, `doctor`, `serve`; `generate` for packaging), and turn the
 //! outcome into an exit code, listed for `--help` and the manual in `cli::EXIT_STATUS`: 0 on
 //! success (a recording cut short that was read up to its cut included), 1 on any error, 2
 //! for a bad command line (clap's own); with a traced command (`portrace -- CMD`), the
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Task::Generate(what) => {
             portrace::manual::generate(portrace::cli::manual(), &what, &mut std::io::stdout().lock()).map(|()| 0)
         }
+        Task::Serve(config) => block_on(portrace::serve::serve(config)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

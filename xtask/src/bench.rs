@@ -70,6 +70,26 @@ pub fn run(args: &[OsString]) -> Result<(), String> {
     Err(format!("could not start `{cmd}`: {err}"))
 }
 
+/// `cargo xtask soak [ARGS]`: the release builds, then `portrace-bench soak`.
+pub fn soak(args: &[OsString]) -> Result<(), String> {
+    let portrace = crate::build_release()?;
+    Cmd::cargo()
+        .args(["build", "--release", "-p", "portrace-bench", "--bins"])
+        .cwd(&crate::workspace_root())
+        .run("release build of the benchmark", Stdout::ToStderr)?;
+    let binary = crate::target_dir().join("release").join("portrace-bench");
+    let mut soak_args: Vec<OsString> = vec!["soak".into()];
+    if !has_flag(args, "--portrace") {
+        soak_args.push("--portrace".into());
+        soak_args.push(portrace.into_os_string());
+    }
+    soak_args.extend(args.iter().cloned());
+    let cmd = Cmd::new(&binary).args(soak_args).cwd(&crate::workspace_root());
+    eprintln!("xtask soak: {cmd}");
+    let err = cmd.exec();
+    Err(format!("could not start `{cmd}`: {err}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,10 @@ tasks:
   bench [-- ARGS]  setup, release builds of portrace, tcpload and the benchmark, then
                    the benchmark (root; a few minutes): portrace and the installed
                    peers against ground truth; `cargo xtask bench --help` for ARGS
+  soak [-- ARGS]   setup, release builds of portrace and the benchmark, then
+                   `portrace serve` for 10 minutes at a steady rate with owner
+                   labels (root): RSS over time and scrape latency;
+                   `--minutes N`, `--rate N`, `--services N` change the run
   vm-test [--kernel debian-6.1|debian-6.12|host|PATH]...
                    the kernel matrix (root; minutes per kernel): boot each kernel
                    in QEMU with virtme-ng, load every program, run the scenario
@@ -56,6 +60,7 @@ pub enum Task {
     Test(TestArgs),
     Run(Vec<OsString>),
     Bench(Vec<OsString>),
+    Soak(Vec<OsString>),
     VmTest(Vec<OsString>),
     Install(InstallArgs),
     Dist { test: bool },
@@ -152,6 +157,7 @@ where
         Some("test") => Ok(Task::Test(split_test_args(rest))),
         Some("run") => Ok(Task::Run(rest)),
         Some("bench") => Ok(Task::Bench(rest)),
+        Some("soak") => Ok(Task::Soak(rest)),
         Some("vm-test") => Ok(Task::VmTest(rest)),
         Some("install") => parse_install(rest).map(Task::Install),
         Some("dist") => match rest.iter().map(|a| a.to_str()).collect::<Vec<_>>()[..] {
@@ -263,6 +269,15 @@ mod tests {
             })
         );
         assert!(parse_strs(&["build", "--", "x"]).is_err());
+    }
+
+    #[test]
+    fn soak_passes_arguments_through() {
+        assert_eq!(parse_strs(&["soak"]), Ok(Task::Soak(Vec::new())));
+        assert_eq!(
+            parse_strs(&["soak", "--", "--minutes", "30"]),
+            Ok(Task::Soak(os(&["--minutes", "30"])))
+        );
     }
 
     #[test]

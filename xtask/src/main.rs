@@ -1,5 +1,5 @@
 //! `cargo xtask`: the project's developer commands (`setup`, `build`, `test`,
-//! `run`, `bench`, `vm-test`, `install`, `dist`). They install what the BPF build needs on a fresh
+//! `run`, `bench`, `vm-test`, `soak`, `install`, `dist`). They install what the BPF build needs on a fresh
 //! machine, then drive cargo from the workspace root, so one command works the
 //! same on a developer's machine and in CI (`.ci/run`). Progress goes to standard
 //! error; standard output is left to cargo test, to the traced program, and to the
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Task::Test(args) => ("test", test(&args)),
         Task::Run(args) => ("run", run(&args)),
         Task::Bench(args) => ("bench", bench::run(&args)),
+        Task::Soak(args) => ("soak", bench::soak(&args)),
         Task::VmTest(args) => ("vm-test", vm::run(&args)),
         Task::Install(args) => ("install", dist::install(&args)),
         Task::Dist { test: false } => ("dist", dist::dist().map(drop)),

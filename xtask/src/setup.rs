@@ -1,8 +1,9 @@
 //! `cargo xtask setup`: installs what building the kernel program needs and a
 //! fresh machine lacks, at the versions the project pins
 //! (`portrace_ebpf::build`): the dated nightly toolchain with `rust-src` (for
-//! `-Z build-std=core`), the LLVM 22 development packages, and bpf-linker built
-//! against them. Each step first checks cheaply whether it is already satisfied,
+//! `-Z build-std=core`), the LLVM 22 development packages, bpf-linker built
+//! against them, and Prometheus (which the `serve` tests scrape portrace with).
+//! Each step first checks cheaply whether it is already satisfied,
 //! so running setup again is fast and changes nothing. It ends by printing the
 //! versions in use.
 
@@ -12,12 +13,14 @@ use portrace_ebpf::build::{BPF_LINKER, LLVM_MAJOR, TOOLCHAIN};
 
 use crate::process::{Cmd, Stdout};
 
-/// Debian packages bpf-linker is compiled and linked against.
-pub const APT_PACKAGES: [&str; 4] = [
+/// Debian packages: those bpf-linker is compiled and linked against, and Prometheus
+/// (its server and promtool), which the `serve` tests scrape portrace with.
+pub const APT_PACKAGES: [&str; 5] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
+    "prometheus",
 ];
 
 /// Where `llvm-22-dev` installs LLVM; bpf-linker's build script reads it from
@@ -93,13 +96,13 @@ fn nightly_toolchain() -> Result<(), String> {
     Ok(())
 }
 
-/// Step 2: the Debian packages bpf-linker is built against.
+/// Step 2: the Debian packages bpf-linker is built against, and Prometheus.
 fn apt_packages() -> Result<(), String> {
     ensure_apt_packages(
         "setup step 'apt packages'",
         &APT_PACKAGES,
-        "LLVM 22 libraries that bpf-linker is built against",
-        "install LLVM 22 development files, zstd and zlib by hand",
+        "LLVM 22 libraries that bpf-linker is built against; Prometheus for the serve tests",
+        "install LLVM 22 development files, zstd, zlib and Prometheus by hand",
     )
 }
 

@@ -11,6 +11,7 @@
 mod alert;
 mod csv;
 mod json;
+mod tee;
 mod text;
 
 pub(crate) use alert::{process_line, push_alert_json, push_alert_text, push_printable};
@@ -26,6 +27,7 @@ use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Trans
 use crate::summary::Summary;
 
 pub use json::SCHEMA as JSON_SCHEMA;
+pub use tee::Tee;
 pub(crate) use text::HumanDuration;
 
 /// portrace's version, as written in the JSON start record.

@@ -158,22 +158,28 @@ impl Dir {
         }
     }
 
-    /// Removes `name` if it is a regular file owned by this process's effective user;
-    /// returns whether it did.
-    pub fn remove(&self, name: &str) -> io::Result<bool> {
+    /// Whether `name` is a regular file (not a link) owned by this process's effective user.
+    pub fn is_own_file(&self, name: &str) -> io::Result<bool> {
         let c = c_name(name)?;
-        let fd = self.fd.as_raw_fd();
         // SAFETY: stat is plain data, filled in by the call.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: a valid descriptor, a NUL-terminated name and a stat buffer.
-        check(unsafe { libc::fstatat(fd, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+        check(unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != euid {
+        Ok(st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == euid)
+    }
+
+    /// Removes `name` if it is a regular file owned by this process's effective user;
+    /// returns whether it did.
+    pub fn remove(&self, name: &str) -> io::Result<bool> {
+        if !self.is_own_file(name)? {
             return Ok(false);
         }
-        // SAFETY: as above; flags 0 removes a file, never a directory.
-        check(unsafe { libc::unlinkat(fd, c.as_ptr(), 0) })?;
+        let c = c_name(name)?;
+        // SAFETY: a valid descriptor and a NUL-terminated name; flags 0 removes a file,
+        // never a directory.
+        check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) })?;
         Ok(true)
     }
 

@@ -276,7 +276,10 @@ impl RotatingSink {
                 return;
             }
         };
-        for name in self.policy.to_remove(names.iter().map(String::as_str), current) {
+        // Only regular files of this user's count: a link or a directory planted under a
+        // name of the recorder's is neither removed nor counted.
+        let own = names.iter().filter(|n| FileName::parse(n).is_some() && self.dir.is_own_file(n).unwrap_or(false));
+        for name in self.policy.to_remove(own.map(String::as_str), current) {
             match self.dir.remove(&name) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -436,5 +439,221 @@ impl Sink for RotatingSink {
         }
         self.update_total();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::record::{Comm, Family, LossCause, OwnerSource};
+    use crate::tcp_state::TcpState;
+    use crate::tracefile::{read_all, End, ReadOptions, Record};
+
+    const S: u64 = 1_000_000_000;
+    /// Wall clock minus monotonic clock in these tests: 2026-12-07T08:19:53Z at mono 0.
+    const OFFSET: i128 = 1_796_631_593_000_000_000;
+
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn at(mono_ns: u64) -> Timestamp {
+        Timestamp { mono_ns, unix_ns: OFFSET + i128::from(mono_ns) }
+    }
+
+    fn owner() -> Owner {
+        Owner { pid: 9, comm: Comm::new("client"), source: OwnerSource::Inventory }
+    }
+
+    fn transition(socket: u64, old: TcpState, new: TcpState, time: u64) -> Transition {
+        Transition {
+            time: at(time),
+            pid: 9,
+            comm: Comm::new("client"),
+            socket,
+            family: Family::Ipv4,
+            saddr: [10, 0, 0, 1].into(),
+            sport: 40_000,
+            daddr: [10, 0, 0, 2].into(),
+            dport: 80,
+            oldstate: old,
+            newstate: new,
+            prev_state_ns: None,
+            prev_state_at_least: false,
+            owner: Some(owner()),
+            reason: None,
+            error: None,
+            retransmits: 0,
+            netns: 77,
+        }
+    }
+
+    fn sink_in(tag: &str, keep: usize) -> (TempDir, RotatingSink) {
+        let path = std::env::temp_dir().join(format!("portrace-flight-sink-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let tmp = TempDir(path.clone());
+        let dir = Arc::new(Dir::open(&path).expect("the directory"));
+        let mut namer = Namer::default();
+        let name = namer.next(at(0).unix_ns);
+        let file = dir.create(&name.render()).unwrap();
+        let setup = RunSetup {
+            clock_offset_ns: OFFSET,
+            layout: crate::tracefs::tests::LAYOUT_6_18,
+            sock_layout: None,
+            filter: Default::default(),
+            ring_size: 1 << 20,
+            command: None,
+        };
+        let policy = Policy { rotate: Duration::from_secs(1), max_size: None, keep };
+        let sink = RotatingSink::new(dir, policy, WriteOptions::default(), setup, namer, file, name, Arc::default());
+        (tmp, sink)
+    }
+
+    use std::time::Duration;
+
+    fn files(dir: &TempDir) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    fn read(dir: &TempDir, name: &str) -> (crate::tracefile::Header, Vec<Record>) {
+        let bytes = std::fs::read(dir.0.join(name)).unwrap();
+        let (header, records, warning) = read_all(&bytes, name, ReadOptions::default()).expect("readable");
+        assert_eq!(warning, None, "{name} is whole");
+        (header, records)
+    }
+
+    fn end_of(records: &[Record]) -> End {
+        match records.last() {
+            Some(Record::End(e)) => *e,
+            other => panic!("the last record is not an end: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_file_stands_alone_and_together_they_hold_each_record_once() {
+        let (tmp, mut sink) = sink_in("rotate", 2);
+        std::fs::write(tmp.0.join("notes.txt"), b"the operator's").unwrap();
+        let start = Start { time: at(0), host: "h".into(), kernel: "k".into(), features: Default::default() };
+        sink.start(&start).unwrap();
+        let listener = SocketRecord {
+            time: at(0),
+            socket: 1,
+            family: Family::Ipv4,
+            saddr: [0, 0, 0, 0].into(),
+            sport: 80,
+            daddr: [0, 0, 0, 0].into(),
+            dport: 0,
+            state: TcpState::Listen,
+            owner: Some(Owner { pid: 3, comm: Comm::new("server"), source: OwnerSource::Inventory }),
+            netns: 77,
+            inode: 5,
+            uid: 0,
+            cookie: 6,
+        };
+        let process = ProcessInfo {
+            time: at(0),
+            pid: 9,
+            comm: Comm::new("client"),
+            ppid: Some(1),
+            exe: Some("/usr/bin/client".into()),
+            cmdline: Some(vec!["client".into()]),
+            uid: Some(1000),
+            user: None,
+            cgroup: None,
+            start_ticks: Some(12),
+        };
+        sink.socket(&listener).unwrap();
+        sink.flush().unwrap();
+        assert!(files(&tmp).iter().any(|n| n.ends_with(".ptr.part")), "visible once its header is written: {:?}", files(&tmp));
+        // Span 1: a connect; span 2: established, and a loss; span 3: the close; span 4: quiet.
+        sink.process(&process).unwrap();
+        sink.transition(&transition(2, TcpState::Close, TcpState::SynSent, S / 10)).unwrap();
+        sink.tick(at(S / 2)).unwrap();
+        sink.flush().unwrap();
+        sink.tick(at(S)).unwrap();
+        sink.flush().unwrap();
+        sink.transition(&transition(2, TcpState::SynSent, TcpState::Established, S + 1)).unwrap();
+        sink.lost(&Lost { time: at(S + 2), count: 3, cause: LossCause::RingFull }).unwrap();
+        sink.tick(at(2 * S)).unwrap();
+        sink.flush().unwrap();
+        sink.transition(&transition(2, TcpState::Established, TcpState::Close, 2 * S + 1)).unwrap();
+        sink.tick(at(3 * S)).unwrap();
+        sink.flush().unwrap();
+        let names = files(&tmp);
+        assert_eq!(names.iter().filter(|n| n.ends_with(".ptr")).count(), 2, "keep 2: {names:?}");
+        assert_eq!(names.iter().filter(|n| n.ends_with(".part")).count(), 1, "{names:?}");
+        let mut run = Summary::new(at(0));
+        run.finish(at(3 * S + S / 2));
+        sink.end(&run).unwrap();
+        sink.flush().unwrap();
+
+        let names = files(&tmp);
+        let finished: Vec<&String> = names.iter().filter(|n| n.ends_with(".ptr")).collect();
+        assert_eq!(finished.len(), 2, "{names:?}");
+        assert!(names.contains(&"notes.txt".to_string()), "nothing else is touched: {names:?}");
+        assert_eq!(names.len(), 3, "no file in progress or half created is left: {names:?}");
+        assert_eq!(std::fs::read(tmp.0.join("notes.txt")).unwrap(), b"the operator's");
+
+        // Spans 3 and 4 are kept (2 was removed when 4 ended).
+        let (h3, r3) = read(&tmp, finished[0]);
+        let (h4, r4) = read(&tmp, finished[1]);
+        assert_eq!(h3.start, at(2 * S));
+        let (e3, e4) = (end_of(&r3), end_of(&r4));
+        assert_eq!(e3.time, h4.start, "one file starts where the one before ended");
+        assert_eq!(e4.time, at(3 * S + S / 2));
+        // File 3's inventory: the listener, and the connection open since span 1, with its
+        // owner's details before it.
+        let kinds: Vec<String> = r3
+            .iter()
+            .map(|r| match r {
+                Record::Socket(s) => format!("socket {} {}", s.socket, s.state.name()),
+                Record::Process(p) => format!("process {}", p.pid),
+                Record::Netns(n) => format!("netns {}", n.netns),
+                Record::Transition(t) => format!("transition {} {}", t.socket, t.newstate.name()),
+                Record::Lost(l) => format!("lost {}", l.count),
+                Record::End(_) => "end".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["socket 1 LISTEN", "process 9", "socket 2 ESTABLISHED", "transition 2 CLOSE", "end"]);
+        match &r3[1] {
+            Record::Process(p) => assert_eq!(p, &process, "the details are repeated whole"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((e3.transitions, e3.lost_total()), (1, 0), "the counts of its own span");
+        let kinds4: Vec<bool> = r4.iter().map(|r| matches!(r, Record::Socket(_))).collect();
+        assert_eq!(kinds4, [true, false], "span 4: the listener, then the end: {r4:?}");
+        assert_eq!((e4.transitions, e4.lost_total()), (0, 0));
+    }
+
+    #[test]
+    fn losses_are_counted_in_the_file_they_were_written_in() {
+        let (tmp, mut sink) = sink_in("lost", 5);
+        let start = Start { time: at(0), host: "h".into(), kernel: "k".into(), features: Default::default() };
+        sink.start(&start).unwrap();
+        sink.flush().unwrap();
+        sink.lost(&Lost { time: at(10), count: 4, cause: LossCause::Skipped }).unwrap();
+        sink.transition(&transition(2, TcpState::Close, TcpState::SynSent, 20)).unwrap();
+        sink.tick(at(S)).unwrap();
+        sink.flush().unwrap();
+        sink.lost(&Lost { time: at(S + 10), count: 2, cause: LossCause::RingFull }).unwrap();
+        let mut run = Summary::new(at(0));
+        run.finish(at(S + S / 2));
+        sink.end(&run).unwrap();
+        let names = files(&tmp);
+        assert_eq!(names.len(), 2, "{names:?}");
+        let ends: Vec<End> = names.iter().map(|n| end_of(&read(&tmp, n).1)).collect();
+        assert_eq!((ends[0].transitions, ends[0].lost_total()), (1, 4));
+        assert_eq!(ends[0].lost[LossCause::Skipped.index()].1, 4);
+        assert_eq!((ends[1].transitions, ends[1].lost_total()), (0, 2));
+        assert_eq!(ends[1].lost[LossCause::RingFull.index()].1, 2);
     }
 }

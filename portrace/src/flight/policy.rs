@@ -166,8 +166,16 @@ impl Policy {
     /// Of the directory's entries `names`, those retention removes, oldest first: every
     /// file of the recorder but `current` (the one being written), finished or left open
     /// by an earlier run, beyond the newest `keep`; and every file left half created.
-    /// Names the recorder does not make are never listed.
-    pub fn to_remove<'a>(&self, names: impl IntoIterator<Item = &'a str>, current: Option<FileName>) -> Vec<String> {
+    /// When `current` is `finishing` (its end record written, about to take its finished
+    /// name), it is one of the `keep`: so the directory never holds more than `keep`
+    /// finished files, even for an instant. Names the recorder does not make are never
+    /// listed.
+    pub fn to_remove<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+        current: Option<FileName>,
+        finishing: bool,
+    ) -> Vec<String> {
         let mut kept: Vec<(FileName, &str)> = Vec::new();
         let mut out = Vec::new();
         for name in names {
@@ -181,7 +189,8 @@ impl Policy {
             }
         }
         kept.sort_unstable();
-        let surplus = kept.len().saturating_sub(self.keep);
+        let others = if finishing && current.is_some() { self.keep.saturating_sub(1) } else { self.keep };
+        let surplus = kept.len().saturating_sub(others);
         out.extend(kept.into_iter().take(surplus));
         out.sort_unstable();
         out.into_iter().map(|(_, name)| name.to_string()).collect()
@@ -277,14 +286,19 @@ mod tests {
             "portrace-1.ptr".to_string(),
         ];
         let p = Policy { rotate: Duration::from_secs(1), max_size: None, keep: 2 };
-        let removed = p.to_remove(names.iter().map(String::as_str), Some(current));
+        let removed = p.to_remove(names.iter().map(String::as_str), Some(current), false);
         assert_eq!(removed, [name(1, Stage::Finished), name(2, Stage::Open), name(5, Stage::Creating)]);
+        // The current file being finished is one of the 2 kept.
+        let removed = p.to_remove(names.iter().map(String::as_str), Some(current), true);
+        assert_eq!(removed, [name(1, Stage::Finished), name(2, Stage::Open), name(3, Stage::Finished), name(5, Stage::Creating)]);
         let keep_all = Policy { keep: 12, ..p };
-        assert_eq!(keep_all.to_remove(names.iter().map(String::as_str), Some(current)), [name(5, Stage::Creating)]);
+        assert_eq!(keep_all.to_remove(names.iter().map(String::as_str), Some(current), true), [name(5, Stage::Creating)]);
         // The file being written is never removed, whatever its stage.
         let one = Policy { keep: 1, ..p };
-        let removed = one.to_remove(names.iter().map(String::as_str), Some(current.at(Stage::Creating)));
-        assert!(!removed.contains(&current.render()));
-        assert_eq!(removed.len(), 4);
+        for finishing in [false, true] {
+            let removed = one.to_remove(names.iter().map(String::as_str), Some(current.at(Stage::Creating)), finishing);
+            assert!(!removed.contains(&current.render()));
+            assert_eq!(removed.len(), 4 + usize::from(finishing));
+        }
     }
 }

@@ -3,9 +3,9 @@
 //! (checked at each flush, after a whole drain of the ring buffer is written) it rotates:
 //!
 //! 1. the current file gets its end record, with the counts of its own span (the
-//!    transitions and losses written into it), is synced and renamed from `.ptr.part` to
-//!    `.ptr`;
-//! 2. retention removes the oldest files beyond `--keep`;
+//!    transitions and losses written into it), and is synced;
+//! 2. retention removes the oldest files beyond `--keep`, this one counted, and it is
+//!    renamed from `.ptr.part` to `.ptr` (so there are never more than `--keep`);
 //! 3. a new file is created under a hidden name, gets its header, a start record at the
 //!    rotation time, and an inventory: a `socket` record for each socket the stream shows
 //!    open ([`OpenSockets`]), each preceded by its owner's and namespace's details; it is
@@ -255,6 +255,8 @@ impl RotatingSink {
         let summary = cur.summary.clone();
         let ended = cur.sink.end(&summary);
         self.guard(ended)?;
+        // Room is made before the file takes its finished name: never more than --keep.
+        self.retain(true);
         let cur = self.current.take().expect("the current file was just ended");
         self.closed_bytes += cur.written.load(Ordering::Relaxed);
         drop(cur.sink);
@@ -266,8 +268,9 @@ impl RotatingSink {
         Ok(end)
     }
 
-    /// Removes the recorder's files beyond `--keep`; a failure is said, not fatal.
-    fn retain(&mut self) {
+    /// Removes the recorder's files beyond `--keep`, counting the current file among them
+    /// when it is `finishing`; a failure is said, not fatal.
+    fn retain(&mut self, finishing: bool) {
         let current = self.current.as_ref().map(|c| c.name);
         let names = match self.dir.names() {
             Ok(names) => names,
@@ -279,7 +282,7 @@ impl RotatingSink {
         // Only regular files of this user's count: a link or a directory planted under a
         // name of the recorder's is neither removed nor counted.
         let own = names.iter().filter(|n| FileName::parse(n).is_some() && self.dir.is_own_file(n).unwrap_or(false));
-        for name in self.policy.to_remove(own.map(String::as_str), current) {
+        for name in self.policy.to_remove(own.map(String::as_str), current, finishing) {
             match self.dir.remove(&name) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -409,12 +412,11 @@ impl Sink for RotatingSink {
     }
 
     /// Ends the last file with the counts of its own span (not the run's, which `summary`
-    /// holds), and applies retention once more.
+    /// holds).
     fn end(&mut self, summary: &Summary) -> io::Result<()> {
         self.close_current(summary.end())?;
         self.ended = true;
         self.update_total();
-        self.retain();
         Ok(())
     }
 
@@ -428,13 +430,12 @@ impl Sink for RotatingSink {
         self.publish()?;
         if first {
             // Files of earlier runs beyond --keep, and any left half created.
-            self.retain();
+            self.retain(false);
         }
         let cur = self.current.as_ref().expect("a file is open while recording");
         let bytes = cur.written.load(Ordering::Relaxed);
         if let Some(now) = self.now.filter(|now| self.policy.due(cur.opened.mono_ns, now.mono_ns, bytes)) {
             let ended = self.close_current(now)?;
-            self.retain();
             self.open_next(ended)?;
         }
         self.update_total();

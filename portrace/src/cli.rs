@@ -419,7 +419,7 @@ pub struct LiveArgs {
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
     /// The recording to write. An existing file is left alone unless --force is given.
-    #[arg(short = 'o', long = "output", value_name = "FILE", required_unless_present = "dir", conflicts_with = "dir")]
+    #[arg(short = 'o', long = "output", value_name = "FILE", required_unless_present = "dir", conflicts_with_all = ["dir", "rotate", "keep", "max_size"])]
     pub output: Option<PathBuf>,
 
     /// Replace FILE if it exists (never a symbolic link; the old file is kept until
@@ -999,6 +999,46 @@ mod tests {
         ];
         for (args, expected) in cases {
             let err = parse(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn record_dir_is_the_flight_recorder_with_checked_bounds() {
+        let Task::Record(r) = task(&["record", "--dir", "/var/lib/f", "--port", "80"]).unwrap() else {
+            panic!("not a recording");
+        };
+        let defaults = crate::flight::FlightOptions {
+            dir: PathBuf::from("/var/lib/f"),
+            rotate: Duration::from_secs(600),
+            keep: 12,
+            max_size: None,
+        };
+        assert_eq!(r.target, RecordTarget::Dir(defaults));
+        assert_eq!(r.trace.filter.ports, vec![80]);
+        let Task::Record(r) =
+            task(&["record", "--dir", "d", "--rotate", "1h", "--keep", "3", "--max-size", "64M", "--compress"]).unwrap()
+        else {
+            panic!("not a recording");
+        };
+        let RecordTarget::Dir(f) = r.target else { panic!("not the flight recorder") };
+        assert_eq!((f.rotate, f.keep, f.max_size, r.compress), (Duration::from_secs(3600), 3, Some(64 << 20), true));
+        let cases: &[(&[&str], &str)] = &[
+            (&["record", "--dir", "d", "--keep", "0"], "--keep 0 would keep no finished recording"),
+            (&["record", "--dir", "d", "--keep", "many"], "'many' is not a number of files"),
+            (&["record", "--dir", "d", "--rotate", "500ms"], "a file must cover at least 1s"),
+            (&["record", "--dir", "d", "--rotate", "soon"], "'soon' is not a duration"),
+            (&["record", "--dir", "d", "--max-size", "1K"], "--max-size 1K is too small"),
+            (&["record", "--dir", "d", "--max-size", "big"], "'big' is not a size"),
+            (&["record", "--dir", "d", "-o", "t.ptr"], "cannot be used with"),
+            (&["record", "--dir", "d", "--force"], "cannot be used with"),
+            (&["record", "-o", "t.ptr", "--keep", "3"], "cannot be used with"),
+            (&["record", "-o", "t.ptr", "--rotate", "1m"], "cannot be used with"),
+            (&["record", "-o", "t.ptr", "--max-size", "1G"], "cannot be used with"),
+            (&["record", "--rotate", "1m"], "--dir"),
+        ];
+        for (args, expected) in cases {
+            let err = task(args).expect_err(&format!("{args:?} should be refused"));
             assert!(err.contains(expected), "{args:?}: {err}");
         }
     }

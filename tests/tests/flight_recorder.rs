@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::tracefile_helpers::{portrace, replay, Recorder, Replay, TempDir, Tmpfs};
-use portrace_tests::{privileged, seq, Closer, Netns, Tcpload};
+use portrace_tests::{privileged, seq, Closer, Netns, Portrace, Tcpload};
 use serde_json::Value;
 
 const ADDR: &str = "127.65.0.1";
@@ -127,6 +127,9 @@ fn rotation_keeps_a_bounded_window_of_whole_files_that_hold_every_transition_onc
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     let (port, held_port) = (64500, 64501);
     let recorder = Recorder::start_dir(&dir, &strs(&args(&[port, held_port], 3, &[])));
+    // An independent witness: a live run with the same filter, printing JSON.
+    let filter = ["--addr", ADDR, "--port", "64500", "--port", "64501"];
+    let mut live = Portrace::start(&filter);
 
     // A listener opened before every file that will be kept, a connection held open from
     // the first span to the last, and paced connections over some six spans.
@@ -161,6 +164,8 @@ fn rotation_keeps_a_bounded_window_of_whole_files_that_hold_every_transition_onc
     std::thread::sleep(Duration::from_millis(300));
     let stopped = recorder.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
+    let live = live.stop();
+    live.assert_clean();
     assert!(most.0 <= 3 && most.1 <= 1, "at most 3 finished files and 1 open at a time: {most:?}");
 
     let f = files(&dir);
@@ -243,6 +248,28 @@ fn rotation_keeps_a_bounded_window_of_whole_files_that_hold_every_transition_onc
         open_after = Some(last_state.iter().filter(|(_, s)| *s != "CLOSE").map(|(id, _)| *id).collect());
     }
     assert_eq!(lost, 0, "no loss at 20 connections a second");
+    // What the kept files hold is what the live run saw in their spans: the same
+    // transitions (by ports and edge; each run numbers its sockets itself), as many of
+    // each, within the spans less a margin for the two runs' clocks at the edges.
+    let first = replay_whole(&kept[0]);
+    let last = replay_whole(kept.last().unwrap());
+    let ts = |v: &Value| v["ts_ns"].as_u64().expect("ts_ns");
+    let margin = 20_000_000;
+    let window = (ts(&first.records[0]) + margin, ts(last.end().unwrap()) - margin);
+    let key = |t: &Value| (t["sport"].as_u64().unwrap(), t["dport"].as_u64().unwrap(), edge(t));
+    let count = |ts_list: Vec<&Value>| {
+        let mut m: BTreeMap<(u64, u64, String), usize> = BTreeMap::new();
+        for t in ts_list.into_iter().filter(|t| (window.0..=window.1).contains(&ts(t))) {
+            *m.entry(key(t)).or_default() += 1;
+        }
+        m
+    };
+    let replayed: Vec<Replay> = kept.iter().map(|p| replay_whole(p)).collect();
+    let in_files = count(replayed.iter().flat_map(Replay::transitions).collect());
+    let seen_live = count(live.records.iter().filter(|r| r["type"] == "transition").collect());
+    let total: usize = seen_live.values().sum();
+    assert!(total > 200, "{total} live transitions in the kept spans");
+    assert_eq!(in_files, seen_live, "the kept files hold what the live run saw in their spans");
     // The connections made within the kept spans are whole: the paced ones as the
     // workload makes them, the listener closed when the server was done.
     let clients = chains.values().filter(|c| c[0] == "CLOSE->SYN_SENT").collect::<Vec<_>>();

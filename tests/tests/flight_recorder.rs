@@ -141,12 +141,21 @@ fn rotation_keeps_a_bounded_window_of_whole_files_that_hold_every_transition_onc
     let client = load.spawn_client_with(&ns, &endpoint(port), N, 1, Closer::Server, &["--rate", "20"]);
     // While it records: never more than 3 finished files and the one being written.
     let mut most = (0, 0);
-    let deadline = Instant::now() + WAIT;
+    let started = Instant::now();
+    let deadline = started + WAIT;
     let mut client = Some(client);
+    let mut held = Some(held);
     while let Some(c) = client.take() {
         assert!(Instant::now() < deadline, "the client did not finish within {WAIT:?}");
         let f = files(&dir);
         most = (most.0.max(f.finished.len()), most.1.max(f.open.len()));
+        // The held connection ends in one of the last spans, while the traffic goes on.
+        if started.elapsed() >= Duration::from_millis(4500) {
+            if let Some(mut h) = held.take() {
+                Tcpload::go(&mut h);
+                Tcpload::finish_client(h, 1);
+            }
+        }
         if client_running(c.pid()) {
             client = Some(c);
             std::thread::sleep(Duration::from_millis(20));
@@ -154,11 +163,11 @@ fn rotation_keeps_a_bounded_window_of_whole_files_that_hold_every_transition_onc
             Tcpload::finish_client(c, N);
         }
     }
+    if let Some(mut h) = held.take() {
+        Tcpload::go(&mut h);
+        Tcpload::finish_client(h, 1);
+    }
     server.wait_success(WAIT);
-    // The held connection ends in the last span.
-    std::thread::sleep(Duration::from_millis(1200));
-    Tcpload::go(&mut held);
-    Tcpload::finish_client(held, 1);
     held_server.wait_success(WAIT);
     // Let the last transitions reach the recorder, then stop it as a service manager would.
     std::thread::sleep(Duration::from_millis(300));
@@ -268,7 +277,7 @@ fn rotation_keeps_a_bounded_window_of_whole_files_that_hold_every_transition_onc
     let in_files = count(replayed.iter().flat_map(Replay::transitions).collect());
     let seen_live = count(live.records.iter().filter(|r| r["type"] == "transition").collect());
     let total: usize = seen_live.values().sum();
-    assert!(total > 200, "{total} live transitions in the kept spans");
+    assert!(total > 100, "{total} live transitions in the kept spans");
     assert_eq!(in_files, seen_live, "the kept files hold what the live run saw in their spans");
     // The connections made within the kept spans are whole: the paced ones as the
     // workload makes them, the listener closed when the server was done.

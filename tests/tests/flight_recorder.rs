@@ -407,6 +407,49 @@ fn a_recorder_killed_at_any_moment_leaves_whole_files_and_a_readable_open_one() 
 }
 
 #[test]
+fn max_size_starts_a_new_file_and_bounds_the_directory() {
+    let _lock = privileged();
+    let ns = Netns::create();
+    let load = load();
+    let tmp = TempDir::new();
+    let dir = tmp.path().join("flight");
+    let port = 64530;
+    let a = ["--addr", ADDR, "--port", "64530", "--rotate", "1h", "--keep", "2", "--max-size", "64K"];
+    let recorder = Recorder::start_dir(&dir, &a);
+    const N: usize = 1_500;
+    let server = load.server(&ns, &endpoint(port), N, Closer::Client);
+    let client = load.spawn_client_with(&ns, &endpoint(port), N, 1, Closer::Client, &["--rate", "1000"]);
+    let mut most = 0u64;
+    let deadline = Instant::now() + WAIT;
+    while client_running(client.pid()) {
+        assert!(Instant::now() < deadline, "the client did not finish within {WAIT:?}");
+        most = most.max(recorder.bytes());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Tcpload::finish_client(client, N);
+    server.wait_success(WAIT);
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = recorder.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    // Some 15,000 transitions, about 700 KB: ten files or so by size, an hour by time.
+    let f = files(&dir);
+    assert_eq!(f.finished.len(), 2, "{f:?}");
+    assert!(f.open.is_empty() && f.creating.is_empty() && f.other.is_empty(), "{f:?}");
+    // A file is closed at the first drain past 64K: at 1000 connections a second, a
+    // drain adds a few KB. The directory never held much more than 3 files' worth.
+    for path in &f.finished {
+        let size = std::fs::metadata(path).unwrap().len();
+        assert!(size < (64 << 10) + (32 << 10), "{}: {size} bytes", path.display());
+        replay_whole(path);
+    }
+    assert!(most < 3 * ((64 << 10) + (32 << 10)), "the directory held {most} bytes at most");
+    let (first, _) = span(&f.finished[0]);
+    let (second, _) = span(&f.finished[1]);
+    assert!(first < second, "{first} {second}");
+    drop(ns);
+}
+
+#[test]
 fn a_full_disk_stops_the_recorder_and_keeps_the_files_written_readable() {
     let _lock = privileged();
     let ns = Netns::create();

@@ -145,10 +145,20 @@ fn rotation_keeps_a_bounded_window_of_whole_files_that_hold_every_transition_onc
     let deadline = started + WAIT;
     let mut client = Some(client);
     let mut held = Some(held);
+    let mut read_open = false;
     while let Some(c) = client.take() {
         assert!(Instant::now() < deadline, "the client did not finish within {WAIT:?}");
         let f = files(&dir);
         most = (most.0.max(f.finished.len()), most.1.max(f.open.len()));
+        // The file being written reads, while it is written, up to its last block.
+        if !read_open && started.elapsed() >= Duration::from_millis(2500) {
+            if let Some(open) = f.open.first() {
+                let r = replay(open, &[]);
+                r.assert_read();
+                assert!(r.end().is_none() && r.records.iter().any(|x| x["type"] == "socket"), "{}", open.display());
+                read_open = true;
+            }
+        }
         // The held connection ends in one of the last spans, while the traffic goes on.
         if started.elapsed() >= Duration::from_millis(4500) {
             if let Some(mut h) = held.take() {
@@ -176,6 +186,7 @@ fn rotation_keeps_a_bounded_window_of_whole_files_that_hold_every_transition_onc
     let live = live.stop();
     live.assert_clean();
     assert!(most.0 <= 3 && most.1 <= 1, "at most 3 finished files and 1 open at a time: {most:?}");
+    assert!(read_open, "the open file was read while recording");
 
     let f = files(&dir);
     assert_eq!(f.finished.len(), 3, "{f:?}\n{}", stopped.stderr);

@@ -418,7 +418,8 @@ pub struct LiveArgs {
 /// `portrace record`.
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
-    /// The recording to write. An existing file is left alone unless --force is given.
+    /// The recording to write (or --dir, the flight recorder). An existing file is left
+    /// alone unless --force is given.
     #[arg(short = 'o', long = "output", value_name = "FILE", required_unless_present = "dir", conflicts_with_all = ["dir", "rotate", "keep", "max_size"])]
     pub output: Option<PathBuf>,
 
@@ -432,12 +433,12 @@ pub struct RecordArgs {
     #[arg(long, value_name = "DIR", help_heading = "Flight recorder")]
     pub dir: Option<PathBuf>,
 
-    /// How long each file of the flight recorder covers (at least 1s).
+    /// How long each file of the flight recorder covers (at least 1s; default 10m).
     #[arg(long, value_name = "TIME", value_parser = parse_rotate, requires = "dir", help_heading = "Flight recorder")]
     pub rotate: Option<Duration>,
 
-    /// How many finished files the flight recorder keeps besides the one it writes;
-    /// older ones are removed.
+    /// How many finished files the flight recorder keeps besides the one it writes
+    /// (default 12); older ones are removed.
     #[arg(long, value_name = "N", value_parser = parse_keep, requires = "dir", help_heading = "Flight recorder")]
     pub keep: Option<usize>,
 

@@ -160,11 +160,6 @@ impl RotatingSink {
         }
     }
 
-    /// Sockets the stream showed open but that were not remembered for lack of room.
-    pub fn untracked(&self) -> u64 {
-        self.open.untracked()
-    }
-
     fn check(&self) -> io::Result<()> {
         match &self.failed {
             Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
@@ -416,6 +411,14 @@ impl Sink for RotatingSink {
     fn end(&mut self, summary: &Summary) -> io::Result<()> {
         self.close_current(summary.end())?;
         self.ended = true;
+        let untracked = self.open.untracked();
+        if untracked > 0 {
+            eprintln!(
+                "portrace: {untracked} sockets were not remembered for the inventories of later files \
+                 (more than {} open at once): files after the first may show them appearing from nowhere",
+                super::open_sockets::MAX_OPEN
+            );
+        }
         self.update_total();
         Ok(())
     }
@@ -446,6 +449,7 @@ impl Sink for RotatingSink {
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+    use std::time::Duration;
 
     use super::*;
     use crate::record::{Comm, Family, LossCause, OwnerSource};
@@ -515,8 +519,6 @@ mod tests {
         let sink = RotatingSink::new(dir, policy, WriteOptions::default(), setup, namer, file, name, Arc::default());
         (tmp, sink)
     }
-
-    use std::time::Duration;
 
     fn files(dir: &TempDir) -> Vec<String> {
         let mut names: Vec<String> =

@@ -559,14 +559,34 @@ pub struct LiveArgs {
 /// `portrace record`.
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
-    /// The recording to write. An existing file is left alone unless --force is given.
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: PathBuf,
+    /// The recording to write (or --dir, the flight recorder). An existing file is left
+    /// alone unless --force is given.
+    #[arg(short = 'o', long = "output", value_name = "FILE", required_unless_present = "dir", conflicts_with_all = ["dir", "rotate", "keep", "max_size"])]
+    pub output: Option<PathBuf>,
 
     /// Replace FILE if it exists (never a symbolic link; the old file is kept until
     /// tracing has started).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dir")]
     pub force: bool,
+
+    /// Flight recorder: keep a rolling window of recordings in DIR (created, mode 0700,
+    /// if it does not exist), a new file every --rotate, the last --keep kept.
+    #[arg(long, value_name = "DIR", help_heading = "Flight recorder")]
+    pub dir: Option<PathBuf>,
+
+    /// How long each file of the flight recorder covers (at least 1s; default 10m).
+    #[arg(long, value_name = "TIME", value_parser = parse_rotate, requires = "dir", help_heading = "Flight recorder")]
+    pub rotate: Option<Duration>,
+
+    /// How many finished files the flight recorder keeps besides the one it writes
+    /// (default 12); older ones are removed.
+    #[arg(long, value_name = "N", value_parser = parse_keep, requires = "dir", help_heading = "Flight recorder")]
+    pub keep: Option<usize>,
+
+    /// Start a new file, too, once the current one holds SIZE bytes (K, M, G suffixes):
+    /// the directory then holds at most about (N + 1) x SIZE.
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_size, requires = "dir", help_heading = "Flight recorder")]
+    pub max_size: Option<u64>,
 
     /// Compress the recording's blocks with LZ4 (about a third of the size, little CPU).
     #[arg(long)]
@@ -733,9 +753,17 @@ pub struct Config {
 pub struct RecordConfig {
     /// The trace; its `format`, `color` and `snapshot` are unused.
     pub trace: Config,
-    pub output: PathBuf,
-    pub force: bool,
+    pub target: RecordTarget,
     pub compress: bool,
+}
+
+/// Where `portrace record` writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordTarget {
+    /// One recording (`-o FILE`), replacing an existing file only with `force`.
+    File { path: PathBuf, force: bool },
+    /// The flight recorder (`--dir DIR`).
+    Dir(crate::flight::FlightOptions),
 }
 
 /// `portrace replay`, validated.
@@ -879,8 +907,17 @@ impl Args {
                     command: r.command.into_spec(),
                     alerts: r.alerts.into_options(false),
                 },
-                output: r.output,
-                force: r.force,
+                target: match (r.output, r.dir) {
+                    (_, Some(dir)) => RecordTarget::Dir(crate::flight::FlightOptions {
+                        dir,
+                        rotate: r.rotate.unwrap_or(crate::flight::DEFAULT_ROTATE),
+                        keep: r.keep.unwrap_or(crate::flight::DEFAULT_KEEP),
+                        max_size: r.max_size,
+                    }),
+                    (path, None) => {
+                        RecordTarget::File { path: path.expect("clap requires -o without --dir"), force: r.force }
+                    }
+                },
                 compress: r.compress,
             }),
             Some(Command::Replay(r)) => Task::Replay(ReplayConfig {
@@ -1034,6 +1071,51 @@ fn decimal_duration(t: &str) -> Option<f64> {
     }
 }
 
+/// Parses `--rotate`: a duration of at least [`crate::flight::policy::MIN_ROTATE`].
+fn parse_rotate(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    let min = crate::flight::policy::MIN_ROTATE;
+    if d < min {
+        return Err(format!("--rotate {text} is too short: a file must cover at least {}s", min.as_secs()));
+    }
+    Ok(d)
+}
+
+/// Parses `--keep`: how many finished files to keep, at least 1.
+fn parse_keep(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("--keep 0 would keep no finished recording, and the flight recorder would remove each file \
+                      as soon as it is finished: give 1 or more"
+            .into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{text}' is not a number of files (expected e.g. 12)")),
+    }
+}
+
+/// Parses `--max-size`: bytes with an optional K, M or G suffix (powers of 1024), at
+/// least [`crate::flight::policy::MIN_MAX_SIZE`].
+fn parse_max_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let t = lower.strip_suffix('b').unwrap_or(&lower);
+    let t = t.strip_suffix('i').unwrap_or(t);
+    let (digits, scale) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("'{text}' is not a size (expected e.g. 64M or 1G)"))?;
+    let min = crate::flight::policy::MIN_MAX_SIZE;
+    if bytes < min {
+        return Err(format!("--max-size {text} is too small: a file needs at least {}K", min >> 10));
+    }
+    Ok(bytes)
+}
+
 /// Parses a ring buffer size: bytes with an optional K, M or G suffix (powers of 1024).
 /// The kernel needs a power of two that is a multiple of the page size.
 pub fn parse_ring_size(text: &str) -> Result<u32, String> {
@@ -1175,6 +1257,46 @@ mod tests {
     }
 
     #[test]
+    fn record_dir_is_the_flight_recorder_with_checked_bounds() {
+        let Task::Record(r) = task(&["record", "--dir", "/var/lib/f", "--port", "80"]).unwrap() else {
+            panic!("not a recording");
+        };
+        let defaults = crate::flight::FlightOptions {
+            dir: PathBuf::from("/var/lib/f"),
+            rotate: Duration::from_secs(600),
+            keep: 12,
+            max_size: None,
+        };
+        assert_eq!(r.target, RecordTarget::Dir(defaults));
+        assert_eq!(r.trace.filter.ports, vec![80]);
+        let Task::Record(r) =
+            task(&["record", "--dir", "d", "--rotate", "1h", "--keep", "3", "--max-size", "64M", "--compress"]).unwrap()
+        else {
+            panic!("not a recording");
+        };
+        let RecordTarget::Dir(f) = r.target else { panic!("not the flight recorder") };
+        assert_eq!((f.rotate, f.keep, f.max_size, r.compress), (Duration::from_secs(3600), 3, Some(64 << 20), true));
+        let cases: &[(&[&str], &str)] = &[
+            (&["record", "--dir", "d", "--keep", "0"], "--keep 0 would keep no finished recording"),
+            (&["record", "--dir", "d", "--keep", "many"], "'many' is not a number of files"),
+            (&["record", "--dir", "d", "--rotate", "500ms"], "a file must cover at least 1s"),
+            (&["record", "--dir", "d", "--rotate", "soon"], "'soon' is not a duration"),
+            (&["record", "--dir", "d", "--max-size", "1K"], "--max-size 1K is too small"),
+            (&["record", "--dir", "d", "--max-size", "big"], "'big' is not a size"),
+            (&["record", "--dir", "d", "-o", "t.ptr"], "cannot be used with"),
+            (&["record", "--dir", "d", "--force"], "cannot be used with"),
+            (&["record", "-o", "t.ptr", "--keep", "3"], "cannot be used with"),
+            (&["record", "-o", "t.ptr", "--rotate", "1m"], "cannot be used with"),
+            (&["record", "-o", "t.ptr", "--max-size", "1G"], "cannot be used with"),
+            (&["record", "--rotate", "1m"], "--dir"),
+        ];
+        for (args, expected) in cases {
+            let err = task(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn record_takes_every_live_filter_and_limit() {
         let Task::Record(r) = task(&[
             "record", "-o", "t.ptr", "--port", "80", "-L", "81", "-D", "82", "--addr", "10.0.0.0/8", "-4",
@@ -1184,8 +1306,8 @@ mod tests {
         .unwrap() else {
             panic!("not a recording");
         };
-        assert_eq!(r.output, PathBuf::from("t.ptr"));
-        assert!(r.compress && r.force && r.trace.summary);
+        assert_eq!(r.target, RecordTarget::File { path: PathBuf::from("t.ptr"), force: true });
+        assert!(r.compress && r.trace.summary);
         let f = &r.trace.filter;
         assert_eq!((&f.ports[..], &f.lports[..], &f.rports[..]), (&[80][..], &[81][..], &[82][..]));
         assert_eq!((f.family, &f.pids[..], f.comm.as_deref()), (Some(Family::Ipv4), &[7][..], Some("nginx")));

@@ -38,6 +38,7 @@ pub mod netns_info;
 pub mod details;
 pub mod inventory;
 pub mod tracefile;
+pub mod flight;
 pub mod replay;
 pub mod report;
 pub mod explain;

@@ -3,7 +3,8 @@
 //! decoding and the timeline to the output sink until a signal (SIGINT, SIGTERM or SIGHUP), `--duration` or `--count`
 //! ends it, reporting every loss in the stream as it is noticed and in the summary at the
 //! end. `--snapshot`: print the inventory and stop. `record` is the same run with another
-//! [`Output`]: a recording file instead of standard output, and a status line. With a
+//! [`Output`]: a recording file instead of standard output, and a status line, or with
+//! `--dir` the flight recorder's rolling series of files ([`crate::flight`]). With a
 //! command (`portrace -- CMD`), the run starts it once the programs are attached, ends
 //! when it exits, and returns its exit status (see [`crate::command`]).
 
@@ -20,7 +21,8 @@ use tokio::time::{interval, sleep, MissedTickBehavior};
 use crate::alerts::section::AlertSection;
 use crate::alerts::sink::AlertHandle;
 use crate::alerts::{Fired, PortRange};
-use crate::cli::{ColorChoice, Config, OutputFormat, RecordConfig};
+use crate::cli::{ColorChoice, Config, OutputFormat, RecordConfig, RecordTarget};
+use crate::flight::FlightRecorder;
 use crate::command::{self, CommandSpec, CommandStdout, Identity, Running};
 use crate::clock::Clock;
 use crate::decode;
@@ -158,10 +160,18 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
 pub async fn record(config: RecordConfig) -> anyhow::Result<u8> {
     preflight::check_privileges()?;
     let options = tracefile::WriteOptions { compress: config.compress };
-    let mut recording = tracefile::Recording::create(&config.output, config.force, options)?;
-    let result = trace(&config.trace, &mut recording).await;
-    let code = result.as_ref().map_or(0, |&code| code);
-    recording.finish(result.map(|_| ())).map(|()| code)
+    match &config.target {
+        RecordTarget::File { path, force } => {
+            let mut recording = tracefile::Recording::create(path, *force, options)?;
+            let result = trace(&config.trace, &mut recording).await;
+            let code = result.as_ref().map_or(0, |&code| code);
+            recording.finish(result.map(|_| ())).map(|()| code)
+        }
+        RecordTarget::Dir(flight) => {
+            let mut recorder = FlightRecorder::create(flight, options)?;
+            trace(&config.trace, &mut recorder).await
+        }
+    }
 }
 
 /// What running a command needs, checked before anything is loaded.

@@ -87,6 +87,19 @@ impl Recorder {
     pub fn start(path: &Path, args: &[&str]) -> Recorder {
         let mut all = vec!["record".to_string(), "-o".to_string(), path.display().to_string()];
         all.extend(args.iter().map(|s| s.to_string()));
+        Recorder::start_with(path, all)
+    }
+
+    /// Starts the flight recorder, `portrace record --dir dir args...`, and waits like
+    /// [`Recorder::start`] until a file in `dir` holds its header. [`Recorder::bytes`] is
+    /// then the size of all the files in `dir`.
+    pub fn start_dir(dir: &Path, args: &[&str]) -> Recorder {
+        let mut all = vec!["record".to_string(), "--dir".to_string(), dir.display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Recorder::start_with(dir, all)
+    }
+
+    fn start_with(path: &Path, all: Vec<String>) -> Recorder {
         let bin = Portrace::bin();
         let mut child = Command::new(&bin)
             .args(&all)
@@ -117,9 +130,18 @@ impl Recorder {
         self.child.as_ref().expect("the recorder is running").id()
     }
 
-    /// The recording's size now.
+    /// The recording's size now (for a flight recorder, that of the files in its
+    /// directory whose names do not start with a dot: those with their header).
     pub fn bytes(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+        match std::fs::read_dir(&self.path) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum(),
+            Err(_) => std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+        }
     }
 
     /// Waits (at most `timeout`) until the recording holds at least `bytes` bytes; returns
@@ -315,15 +337,24 @@ pub struct Tmpfs {
 
 impl Tmpfs {
     pub fn mount(size: &str) -> Tmpfs {
+        Tmpfs::mount_with(&format!("size={size}"))
+    }
+
+    /// A tmpfs mounted with `options` (`ro,size=64k`).
+    pub fn mount_with(options: &str) -> Tmpfs {
         let dir = TempDir::new();
         let mut cmd = Command::new("mount");
-        cmd.args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path());
+        cmd.args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir.path());
         run_bounded("mount tmpfs", cmd, Duration::from_secs(10)).assert_success();
         Tmpfs { dir }
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.file(name)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 }
 

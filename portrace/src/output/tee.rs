@@ -37,6 +37,9 @@ impl Sink for Tee {
     fn netns(&mut self, n: &NetnsInfo) -> io::Result<()> {
         both(self.first.netns(n), self.second.netns(n))
     }
+    fn cgroup(&mut self, g: &crate::record::CgroupInfo) -> io::Result<()> {
+        both(self.first.cgroup(g), self.second.cgroup(g))
+    }
     fn transition(&mut self, t: &Transition) -> io::Result<()> {
         both(self.first.transition(t), self.second.transition(t))
     }

@@ -194,6 +194,28 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size, help_heading = "Tracing")]
     pub ring_size: u32,
 
+    /// Keep a flight recorder as well: a rolling window of recordings in DIR (as `record
+    /// --dir`), a new file every --rotate, the last --keep kept.
+    #[arg(long, value_name = "DIR", help_heading = "Flight recorder")]
+    pub record_dir: Option<PathBuf>,
+
+    /// How long each file of the flight recorder covers (at least 1s; default 10m).
+    #[arg(long, value_name = "TIME", value_parser = parse_rotate, requires = "record_dir", help_heading = "Flight recorder")]
+    pub rotate: Option<Duration>,
+
+    /// How many finished files the flight recorder keeps besides the one it writes
+    /// (default 12); older ones are removed.
+    #[arg(long, value_name = "N", value_parser = parse_keep, requires = "record_dir", help_heading = "Flight recorder")]
+    pub keep: Option<usize>,
+
+    /// Start a new file, too, once the current one holds SIZE bytes (K, M, G suffixes).
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_size, requires = "record_dir", help_heading = "Flight recorder")]
+    pub max_size: Option<u64>,
+
+    /// Compress the flight recorder's blocks with LZ4.
+    #[arg(long, requires = "record_dir", help_heading = "Flight recorder")]
+    pub compress: bool,
+
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -979,6 +1001,15 @@ impl Args {
                     alerts: AlertOptions::default(),
                 },
                 listen: s.listen,
+                record: s.record_dir.map(|dir| crate::serve::Recording {
+                    flight: crate::flight::FlightOptions {
+                        dir,
+                        rotate: s.rotate.unwrap_or(crate::flight::DEFAULT_ROTATE),
+                        keep: s.keep.unwrap_or(crate::flight::DEFAULT_KEEP),
+                        max_size: s.max_size,
+                    },
+                    compress: s.compress,
+                }),
                 owner_labels: s.owner_labels,
                 label_limit: s.max_label_values as usize,
                 check_interval: (!s.check_interval.is_zero()).then_some(s.check_interval),

@@ -375,3 +375,86 @@ fn a_busy_port_and_a_foreign_address_are_refused_with_what_to_do() {
     assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
     assert!(bad.stderr.contains("'localhost' is not ADDR:PORT"), "{}", bad.stderr);
 }
+
+/// Removes a directory when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `serve --record-dir`: the metrics and a flight recorder fed the same records. Every
+/// transition the metrics count is in exactly one of the recordings, whole after a clean
+/// stop, across several rotations.
+#[test]
+fn serve_keeps_a_flight_recorder_of_what_it_counts() {
+    const FLIGHT_PORT: u16 = 65203;
+    privileged!();
+    let ns = Netns::create();
+    let dir = TempDir(std::env::temp_dir().join(format!("portrace-serve-flight-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let port = FLIGHT_PORT.to_string();
+    let record_dir = dir.0.to_string_lossy().into_owned();
+    let serve = start_serve(listen, &["--port", &port, "--record-dir", &record_dir, "--rotate", "1s", "--keep", "50"]);
+
+    // Connections in three bursts a rotation apart, so that they span several files.
+    let load = load();
+    let target = format!("127.0.0.1:{FLIGHT_PORT}");
+    let server = load.server(&ns, &target, 3 * N as usize, Closer::Client);
+    for _ in 0..3 {
+        load.client(&ns, &target, N as usize, 1, Closer::Client);
+        thread::sleep(Duration::from_millis(1200));
+    }
+    server.wait_success(WAIT);
+    // The listener's CLOSE->LISTEN and LISTEN->CLOSE, and ten transitions per connection,
+    // five of each side (the client's TIME_WAIT ends 60 s later).
+    let want = 2 + 10 * 3 * N;
+    let started = Instant::now();
+    let counted = loop {
+        let (_, body) = get(listen, "/metrics", "*/*").expect("/metrics");
+        let seen: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("portrace_transitions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if seen as u64 >= want || started.elapsed() > DEADLINE {
+            break seen as u64;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(counted, want, "the metrics count every transition of the workload");
+    stop(serve);
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir.0)
+        .expect("the flight recorder's directory")
+        .map(|e| e.expect("a directory entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "a file per second of the workload at least: {files:?}");
+    let mut recorded = 0u64;
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("portrace-") && name.ends_with(".ptr"), "every file finished at a clean stop: {name}");
+        let out = run_bounded(
+            "portrace replay",
+            {
+                let mut cmd = Command::new(Portrace::bin());
+                cmd.args(["replay", "--format", "json"]).arg(file).stdin(Stdio::null());
+                cmd
+            },
+            DEADLINE,
+        );
+        out.assert_success();
+        assert!(out.stderr.trim().is_empty() || !out.stderr.contains("cut"), "{name} reads whole: {}", out.stderr);
+        for line in &out.stdout {
+            let record: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
+            if record["type"] == "transition" {
+                recorded += 1;
+            }
+        }
+    }
+    assert_eq!(recorded, want, "the recordings hold each counted transition once, across {} files", files.len());
+}

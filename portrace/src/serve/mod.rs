@@ -33,6 +33,8 @@ pub struct ServeConfig {
     /// The trace; its output options are unused.
     pub trace: Config,
     pub listen: SocketAddr,
+    /// A flight recorder kept beside the metrics (`--record-dir`).
+    pub record: Option<Recording>,
     /// Label series with the owner's process name and service port.
     pub owner_labels: bool,
     /// Distinct values kept per owner label; the rest fold into `other`.
@@ -41,9 +43,25 @@ pub struct ServeConfig {
     pub check_interval: Option<Duration>,
 }
 
-/// Runs `portrace serve` until a signal (or `--duration`) ends it.
+/// The flight recorder `serve --record-dir` keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recording {
+    pub flight: crate::flight::FlightOptions,
+    pub compress: bool,
+}
+
+/// Runs `portrace serve` until a signal (or `--duration`) ends it; with `--record-dir`,
+/// keeping a flight recorder of the same records.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<u8> {
-    serve_with(config, None).await
+    let also: Option<Box<dyn Output>> = match &config.record {
+        Some(recording) => {
+            preflight::check_privileges()?;
+            let options = crate::tracefile::WriteOptions { compress: recording.compress };
+            Some(Box::new(crate::flight::FlightRecorder::create(&recording.flight, options)?))
+        }
+        None => None,
+    };
+    serve_with(config, also).await
 }
 
 /// Runs `portrace serve`, feeding `also` (a recording, say) the same records as the

@@ -1,4 +1,4 @@
-//! The owner labels (`comm`, `port`) and the cap on their cardinality. A label takes at
+//! The owner labels (`comm`, `port`, `service`) and the cap on their cardinality. A label takes at
 //! most `limit` distinct values over a run: the first `limit` values seen (for `port`,
 //! seen serving: listening, or on an established connection) keep their own series,
 //! every other one is folded into `other`, and each observation folded is counted. So the number of series, and the memory they take, is bounded whatever the
@@ -72,6 +72,9 @@ impl<K: Hash + Eq + Copy> LabelCap<K> {
 pub struct OwnerLabels {
     pub comm: Option<Arc<str>>,
     pub port: Option<Arc<str>>,
+    /// What the owner's cgroup names: `pod/UID`, `RUNTIME/ID12` for a container, or the
+    /// systemd unit (else the cgroup's path).
+    pub service: Option<Arc<str>>,
 }
 
 /// What a socket's service port is, for the `port` label: the local port, unless it is
@@ -90,12 +93,35 @@ pub fn service_port(sport: u16, dport: u16, ephemeral: &PortRange) -> u16 {
 /// ones are judged by the host's range.
 const MAX_RANGES: usize = 65_536;
 
+/// Cgroups whose `service` label is remembered at most; past it the map starts afresh (a
+/// cgroup seen again is named again by its next `cgroup` record).
+const MAX_SERVICES: usize = 16_384;
+
+/// The `service` label of a cgroup: its pod, its container, or its systemd unit; its path
+/// when it names none of them.
+pub fn service_name(g: &crate::record::CgroupInfo) -> String {
+    let identity = g.identity();
+    let name = if let Some(pod) = identity.pod {
+        format!("pod/{pod}")
+    } else if let Some(c) = identity.container {
+        format!("{}/{}", c.runtime.name(), c.id.get(..12).unwrap_or(&c.id))
+    } else if let Some(unit) = identity.unit {
+        unit
+    } else {
+        g.path.clone().unwrap_or_else(|| UNKNOWN.to_string())
+    };
+    crate::escape::text(&name).into_owned()
+}
+
 /// Gives each transition its owner labels, capped.
 #[derive(Debug)]
 pub struct OwnerLabeler {
     on: bool,
     comm: LabelCap<Option<Comm>>,
     port: LabelCap<u16>,
+    /// Keyed by a hash of the name: a unit restarted in a new cgroup keeps its series.
+    service: LabelCap<u64>,
+    services: HashMap<u64, Arc<str>>,
     /// The host's ephemeral range, and each namespace's own when known.
     ephemeral: PortRange,
     ranges: HashMap<u32, PortRange>,
@@ -104,7 +130,26 @@ pub struct OwnerLabeler {
 impl OwnerLabeler {
     /// `on`: whether owner labels are exported at all; `limit`: values kept per label.
     pub fn new(on: bool, limit: usize, ephemeral: PortRange) -> OwnerLabeler {
-        OwnerLabeler { on, comm: LabelCap::new(limit), port: LabelCap::new(limit), ephemeral, ranges: HashMap::new() }
+        OwnerLabeler {
+            on,
+            comm: LabelCap::new(limit),
+            port: LabelCap::new(limit),
+            service: LabelCap::new(limit),
+            services: HashMap::new(),
+            ephemeral,
+            ranges: HashMap::new(),
+        }
+    }
+
+    /// The cgroup `g` is named by its record: its owners' `service` label.
+    pub fn cgroup(&mut self, g: &crate::record::CgroupInfo) {
+        if !self.on {
+            return;
+        }
+        if self.services.len() >= MAX_SERVICES && !self.services.contains_key(&g.id) {
+            self.services.clear();
+        }
+        self.services.insert(g.id, Arc::from(service_name(g)));
     }
 
     /// Network namespace `netns` picks local ports from `range`.
@@ -130,12 +175,23 @@ impl OwnerLabeler {
         // ports nobody serves (a scan, connects refused) cannot use up the places.
         let serves = t.newstate == TcpState::Listen || t.newstate == TcpState::Established;
         let port = self.port.value_if(port, serves, || port.to_string());
-        OwnerLabels { comm: Some(comm), port: Some(port) }
+        let name: Arc<str> = t
+            .owner
+            .and_then(|o| self.services.get(&o.cgroup).cloned())
+            .unwrap_or_else(|| Arc::from(UNKNOWN));
+        let key = {
+            use std::hash::Hasher as _;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            h.write(name.as_bytes());
+            h.finish()
+        };
+        let service = self.service.value(key, || name.to_string());
+        OwnerLabels { comm: Some(comm), port: Some(port), service: Some(service) }
     }
 
     /// Observations folded into `other`, per label name.
-    pub fn folded(&self) -> [(&'static str, u64); 2] {
-        [("comm", self.comm.folded()), ("port", self.port.folded())]
+    pub fn folded(&self) -> [(&'static str, u64); 3] {
+        [("comm", self.comm.folded()), ("port", self.port.folded()), ("service", self.service.folded())]
     }
 
     /// Distinct values with their own series, per label name (none when labels are off).
@@ -143,7 +199,7 @@ impl OwnerLabeler {
         if !self.on {
             return Vec::new();
         }
-        vec![("comm", self.comm.kept()), ("port", self.port.kept())]
+        vec![("comm", self.comm.kept()), ("port", self.port.kept()), ("service", self.service.kept())]
     }
 }
 

@@ -74,6 +74,9 @@ impl EncodeLabelSet for Labels {
         if let Some(port) = &self.owner.port {
             ("port", &**port).encode(encoder.encode_label())?;
         }
+        if let Some(service) = &self.owner.service {
+            ("service", &**service).encode(encoder.encode_label())?;
+        }
         Ok(())
     }
 }
@@ -285,12 +288,12 @@ pub(crate) mod tests {
     #[test]
     fn labels_encode_in_order_and_escaped() {
         let metrics = Metrics::new();
-        let owner = OwnerLabels { comm: Some("a\"b".into()), port: Some("80".into()) };
+        let owner = OwnerLabels { comm: Some("a\"b".into()), port: Some("80".into()), service: Some("nginx.service".into()) };
         metrics.transitions.get_or_create(&Labels::two("from", "LISTEN", "to", "CLOSE").with_owner(owner)).inc();
         let mut text = String::new();
         metrics.encode(&mut text).unwrap();
         assert!(
-            text.contains("portrace_transitions_total{from=\"LISTEN\",to=\"CLOSE\",comm=\"a\\\"b\",port=\"80\"} 1\n"),
+            text.contains("portrace_transitions_total{from=\"LISTEN\",to=\"CLOSE\",comm=\"a\\\"b\",port=\"80\",service=\"nginx.service\"} 1\n"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

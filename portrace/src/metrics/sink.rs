@@ -45,12 +45,12 @@ pub struct MetricsSink {
     states: StateCounts,
     checker: Option<Checker>,
     /// Folded observations already added to the counter, per label.
-    folded_reported: [u64; 2],
+    folded_reported: [u64; 3],
 }
 
 impl MetricsSink {
     pub fn new(metrics: Arc<Metrics>, health: Arc<Health>, owners: OwnerLabeler, checker: Option<Checker>) -> MetricsSink {
-        MetricsSink { metrics, health, owners, states: StateCounts::default(), checker, folded_reported: [0; 2] }
+        MetricsSink { metrics, health, owners, states: StateCounts::default(), checker, folded_reported: [0; 3] }
     }
 
     fn show_state(&self, state: TcpState) {
@@ -122,6 +122,11 @@ impl Sink for MetricsSink {
         if let Some(range) = n.port_range {
             self.owners.namespace(n.netns, range);
         }
+        Ok(())
+    }
+
+    fn cgroup(&mut self, g: &crate::record::CgroupInfo) -> io::Result<()> {
+        self.owners.cgroup(g);
         Ok(())
     }
 
@@ -261,11 +266,44 @@ mod tests {
         }
         s.tick(Timestamp { mono_ns: 5, unix_ns: 5 }).unwrap();
         let text = exposition(&m);
-        assert!(text.contains("portrace_transitions_total{from=\"CLOSE\",to=\"LISTEN\",comm=\"nginx\",port=\"8080\"} 1\n"), "{text}");
-        assert!(text.contains("portrace_transitions_total{from=\"CLOSE\",to=\"LISTEN\",comm=\"nginx\",port=\"other\"} 2\n"), "{text}");
+        assert!(text.contains("portrace_transitions_total{from=\"CLOSE\",to=\"LISTEN\",comm=\"nginx\",port=\"8080\",service=\"unknown\"} 1\n"), "{text}");
+        assert!(text.contains("portrace_transitions_total{from=\"CLOSE\",to=\"LISTEN\",comm=\"nginx\",port=\"other\",service=\"unknown\"} 2\n"), "{text}");
         assert!(text.contains("portrace_label_values_folded_total{label=\"port\"} 2\n"), "{text}");
         assert!(text.contains("portrace_label_values{label=\"port\"} 2\n"), "{text}");
         assert!(!text.contains("port=\"8082\""), "{text}");
+    }
+
+    #[test]
+    fn the_service_label_names_the_owners_unit_container_or_pod() {
+        let (mut s, m) = sink(true, 10, None);
+        let cgroups = [
+            (11, "/system.slice/nginx.service"),
+            (12, "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope"),
+            (13, "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1d2e3f4a_5b6c_7d8e_9f00_112233445566.slice/cri-containerd-aa.scope"),
+        ];
+        for (id, path) in cgroups {
+            s.cgroup(&crate::record::CgroupInfo { time: Timestamp { mono_ns: 0, unix_ns: 0 }, id, path: Some(path.into()) }).unwrap();
+        }
+        // A unit restarted in a new cgroup keeps its series.
+        s.cgroup(&crate::record::CgroupInfo { time: Timestamp { mono_ns: 0, unix_ns: 0 }, id: 14, path: Some("/system.slice/nginx.service".into()) })
+            .unwrap();
+        for id in [11, 12, 13, 14, 99] {
+            let mut t = transition(Close, Listen);
+            t.owner.as_mut().unwrap().cgroup = id;
+            s.transition(&t).unwrap();
+        }
+        s.tick(Timestamp { mono_ns: 5, unix_ns: 5 }).unwrap();
+        let text = exposition(&m);
+        for (service, n) in [
+            ("nginx.service", 2),
+            ("docker/0123456789ab", 1),
+            ("pod/1d2e3f4a-5b6c-7d8e-9f00-112233445566", 1),
+            ("unknown", 1),
+        ] {
+            let want = format!("comm=\"nginx\",port=\"8080\",service=\"{service}\"}} {n}\n");
+            assert!(text.contains(&want), "{want} in {text}");
+        }
+        assert!(text.contains("portrace_label_values{label=\"service\"} 4\n"), "{text}");
     }
 
     #[test]

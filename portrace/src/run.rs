@@ -30,7 +30,7 @@ use crate::features::Feature;
 use crate::inventory;
 use crate::loader::{self, Setup, Tracer};
 use crate::loss_ledger::{Hits, LossLedger, Reading};
-use crate::output::{self, Format, Sink, Start};
+use crate::output::{self, Format, RingRead, Sink, Start};
 use crate::priority;
 use crate::startup::Startup;
 use crate::record::{Comm, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition};
@@ -416,6 +416,7 @@ async fn trace_until_stopped(
         report: config.summary.then(|| Report::new(ReportOptions::default())),
         count: config.count,
         ledger: LossLedger::default(),
+        ring_size: config.ring_size,
         gap_check: plan.is_none() && config.filter.keeps_whole_sockets(),
         end_check: None,
         hits,
@@ -694,6 +695,8 @@ struct Session<'a> {
     count: Option<u64>,
     /// The losses reported so far.
     ledger: LossLedger,
+    /// The kernel ring buffer's size.
+    ring_size: u32,
     /// Whether holes in sockets' sequences mean lost transitions: the filter keeps whole
     /// sockets ([`crate::filter::FilterSpec::keeps_whole_sockets`]) and no command is traced (whose
     /// sockets are followed from the moment the kernel ties them to it).
@@ -870,7 +873,10 @@ impl Session<'_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<Option<Stop>> {
         let mut stop = None;
         let mut emptied = true;
+        let mut read = RingRead { records: 0, bytes: 0, size: self.ring_size };
         while let Some(item) = ring.next() {
+            read.records += 1;
+            read.bytes += RingRead::bytes_of(item.len());
             let mut batch = std::mem::take(&mut self.batch);
             let decoded = self.absorb(&item, &mut batch);
             self.batch = batch;
@@ -884,6 +890,11 @@ impl Session<'_> {
                 emptied = false;
                 break;
             }
+        }
+        if read.records > 0 && stop.is_none() {
+            let told = self.sink.ring_read(&read).map(|()| None);
+            stop = self.sink_result(told);
+            emptied &= stop.is_none();
         }
         if emptied {
             // Timewait timer removals not followed by a re-arm or expiry: killed.

@@ -426,6 +426,18 @@ fn serve_keeps_a_flight_recorder_of_what_it_counts() {
         thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(counted, want, "the metrics count every transition of the workload");
+    // The tracer's own health: every record came through the ring, and each read of it
+    // was observed with how full the ring was.
+    let (_, body) = get(listen, "/metrics", "*/*").expect("/metrics");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    };
+    assert!(value("portrace_ring_records_total") >= want as f64, "{body}");
+    let reads = value("portrace_ring_fill_ratio_count");
+    assert!(reads >= 1.0, "{body}");
+    assert_eq!(value("portrace_ring_fill_ratio_bucket{le=\"1.0\"}"), reads, "{body}");
     stop(serve);
 
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir.0)

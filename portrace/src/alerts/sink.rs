@@ -136,6 +136,10 @@ impl Sink for Alerting {
         self.inner.alert(alert)
     }
 
+    fn ring_read(&mut self, read: &crate::output::RingRead) -> io::Result<()> {
+        self.inner.ring_read(read)
+    }
+
     fn tick(&mut self, now: Timestamp) -> io::Result<()> {
         self.detectors.lock().tick(now, &mut self.raised);
         self.emit()?;

@@ -102,9 +102,17 @@ pub struct Metrics {
     pub folded: Family<Labels, Counter>,
     pub label_values: Family<Labels, Gauge>,
     pub ring_size: Gauge,
+    /// How full the ring buffer was at each read of it, as a share of its size.
+    pub ring_fill: Histogram,
+    /// Records read from the ring buffer (`rate()` gives records per second).
+    pub records: Counter,
     pub start_time: Gauge,
     pub build_info: Family<Labels, Gauge>,
 }
+
+/// Buckets of the ring buffer's fill, as a share of its size: the kernel wakes the reader
+/// at a quarter, and records are lost at 1.
+pub const FILL_BUCKETS: [f64; 9] = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0];
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
@@ -121,6 +129,8 @@ impl Metrics {
         let folded = Family::<Labels, Counter>::default();
         let label_values = Family::<Labels, Gauge>::default();
         let ring_size = Gauge::default();
+        let ring_fill = Histogram::new(FILL_BUCKETS);
+        let records = Counter::default();
         let start_time = Gauge::default();
         let build_info = Family::<Labels, Gauge>::default();
         registry.register(
@@ -178,6 +188,13 @@ impl Metrics {
             label_values.clone(),
         );
         registry.register("ring_size_bytes", "Size of the kernel's ring buffer", ring_size.clone());
+        registry.register(
+            "ring_fill_ratio",
+            "How full the kernel's ring buffer was when portrace read it, as a share of its size, one \
+             observation per read (records are lost at 1: raise --ring-size when reads come near it)",
+            ring_fill.clone(),
+        );
+        registry.register("ring_records", "Records read from the kernel's ring buffer", records.clone());
         registry.register("start_time_seconds", "When tracing started, in seconds since the Unix epoch", start_time.clone());
         registry.register("build_info", "portrace's version (the value is always 1)", build_info.clone());
         build_info.get_or_create(&Labels::one("version", crate::output::VERSION)).set(1);
@@ -201,6 +218,8 @@ impl Metrics {
             folded,
             label_values,
             ring_size,
+            ring_fill,
+            records,
             start_time,
             build_info,
         })

@@ -130,6 +130,12 @@ impl Sink for MetricsSink {
         Ok(())
     }
 
+    fn ring_read(&mut self, read: &crate::output::RingRead) -> io::Result<()> {
+        self.metrics.ring_fill.observe(read.fill());
+        self.metrics.records.inc_by(read.records);
+        Ok(())
+    }
+
     fn transition(&mut self, t: &Transition) -> io::Result<()> {
         let owner = self.owners.of(t);
         let m = &self.metrics;
@@ -271,6 +277,20 @@ mod tests {
         assert!(text.contains("portrace_label_values_folded_total{label=\"port\"} 2\n"), "{text}");
         assert!(text.contains("portrace_label_values{label=\"port\"} 2\n"), "{text}");
         assert!(!text.contains("port=\"8082\""), "{text}");
+    }
+
+    #[test]
+    fn each_read_of_the_ring_shows_its_fill_and_its_records() {
+        let (mut s, m) = sink(false, 10, None);
+        // A quarter full (where the kernel wakes the reader), then almost empty.
+        s.ring_read(&crate::output::RingRead { records: 8192, bytes: 1 << 20, size: 4 << 20 }).unwrap();
+        s.ring_read(&crate::output::RingRead { records: 1, bytes: 136, size: 4 << 20 }).unwrap();
+        let text = exposition(&m);
+        assert!(text.contains("portrace_ring_records_total 8193\n"), "{text}");
+        assert!(text.contains("portrace_ring_fill_ratio_count 2\n"), "{text}");
+        assert!(text.contains("portrace_ring_fill_ratio_bucket{le=\"0.001\"} 1\n"), "{text}");
+        assert!(text.contains("portrace_ring_fill_ratio_bucket{le=\"0.1\"} 1\n"), "{text}");
+        assert!(text.contains("portrace_ring_fill_ratio_bucket{le=\"0.25\"} 2\n"), "{text}");
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub trait Sink {
     fn alert(&mut self, _alert: &Alert) -> io::Result<()> {
         Ok(())
     }
+    /// A live run read `read` from the kernel's ring buffer at once: how full it was.
+    /// Only the metrics use it.
+    fn ring_read(&mut self, _read: &RingRead) -> io::Result<()> {
+        Ok(())
+    }
     /// Trace time has reached `now` with no record (a live run calls it on every poll of
     /// the ring buffer), so that time-based alerts can fire.
     fn tick(&mut self, _now: Timestamp) -> io::Result<()> {
@@ -95,6 +100,33 @@ pub trait Sink {
     }
     fn end(&mut self, summary: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+}
+
+/// One read of the kernel's ring buffer: what it held when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingRead {
+    /// Records read.
+    pub records: u64,
+    /// The bytes they took in the ring (each record's 8-byte header, and its data rounded
+    /// up to 8 bytes).
+    pub bytes: u64,
+    /// The ring's size.
+    pub size: u32,
+}
+
+impl RingRead {
+    /// The ring's bytes a record of `len` data bytes takes.
+    pub fn bytes_of(len: usize) -> u64 {
+        8 + (len as u64).div_ceil(8) * 8
+    }
+
+    /// How full the ring was, as a share of its size (at most 1).
+    pub fn fill(&self) -> f64 {
+        if self.size == 0 {
+            return 0.0;
+        }
+        (self.bytes as f64 / f64::from(self.size)).min(1.0)
+    }
 }
 
 /// Options of the text format.
@@ -651,6 +683,17 @@ mod tests {
 
     fn start_record() -> Start {
         Start { time: at(0), host: "web-1".into(), kernel: "6.1.0-28-amd64".into(), features: Features::default() }
+    }
+
+    #[test]
+    fn a_ring_record_takes_its_header_and_its_data_rounded_to_8() {
+        assert_eq!(RingRead::bytes_of(128), 136);
+        assert_eq!(RingRead::bytes_of(121), 136);
+        assert_eq!(RingRead::bytes_of(0), 8);
+        let read = RingRead { records: 2, bytes: 2048, size: 4096 };
+        assert_eq!(read.fill(), 0.5);
+        assert_eq!(RingRead { bytes: 9000, ..read }.fill(), 1.0, "never more than full");
+        assert_eq!(RingRead { size: 0, ..read }.fill(), 0.0);
     }
 
     #[test]

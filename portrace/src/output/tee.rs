@@ -40,6 +40,9 @@ impl Sink for Tee {
     fn cgroup(&mut self, g: &crate::record::CgroupInfo) -> io::Result<()> {
         both(self.first.cgroup(g), self.second.cgroup(g))
     }
+    fn ring_read(&mut self, read: &crate::output::RingRead) -> io::Result<()> {
+        both(self.first.ring_read(read), self.second.ring_read(read))
+    }
     fn transition(&mut self, t: &Transition) -> io::Result<()> {
         both(self.first.transition(t), self.second.transition(t))
     }

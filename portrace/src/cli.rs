@@ -196,24 +196,14 @@ pub struct ServeArgs {
 
     /// Keep a flight recorder as well: a rolling window of recordings in DIR (as `record
     /// --dir`), a new file every --rotate, the last --keep kept.
-    #[arg(long, value_name = "DIR", help_heading = "Flight recorder")]
+    #[arg(id = "dir", long = "record-dir", value_name = "DIR", help_heading = "Flight recorder")]
     pub record_dir: Option<PathBuf>,
 
-    /// How long each file of the flight recorder covers (at least 1s; default 10m).
-    #[arg(long, value_name = "TIME", value_parser = parse_rotate, requires = "record_dir", help_heading = "Flight recorder")]
-    pub rotate: Option<Duration>,
-
-    /// How many finished files the flight recorder keeps besides the one it writes
-    /// (default 12); older ones are removed.
-    #[arg(long, value_name = "N", value_parser = parse_keep, requires = "record_dir", help_heading = "Flight recorder")]
-    pub keep: Option<usize>,
-
-    /// Start a new file, too, once the current one holds SIZE bytes (K, M, G suffixes).
-    #[arg(long, value_name = "SIZE", value_parser = parse_max_size, requires = "record_dir", help_heading = "Flight recorder")]
-    pub max_size: Option<u64>,
+    #[command(flatten)]
+    pub flight: FlightArgs,
 
     /// Compress the flight recorder's blocks with LZ4.
-    #[arg(long, requires = "record_dir", help_heading = "Flight recorder")]
+    #[arg(long, requires = "dir", help_heading = "Flight recorder")]
     pub compress: bool,
 
     #[command(flatten)]
@@ -578,6 +568,36 @@ pub struct LiveArgs {
     pub alerts: AlertArgs,
 }
 
+/// The flight recorder's rotation and retention, for `record --dir` and `serve
+/// --record-dir` (both name their directory argument `dir`).
+#[derive(Debug, Default, clap::Args)]
+pub struct FlightArgs {
+    /// How long each file of the flight recorder covers (at least 1s; default 10m).
+    #[arg(long, value_name = "TIME", value_parser = parse_rotate, requires = "dir", help_heading = "Flight recorder")]
+    pub rotate: Option<Duration>,
+
+    /// How many finished files the flight recorder keeps besides the one it writes
+    /// (default 12); older ones are removed.
+    #[arg(long, value_name = "N", value_parser = parse_keep, requires = "dir", help_heading = "Flight recorder")]
+    pub keep: Option<usize>,
+
+    /// Start a new file, too, once the current one holds SIZE bytes (K, M, G suffixes):
+    /// the directory then holds at most about (N + 1) x SIZE.
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_size, requires = "dir", help_heading = "Flight recorder")]
+    pub max_size: Option<u64>,
+}
+
+impl FlightArgs {
+    fn options(self, dir: PathBuf) -> crate::flight::FlightOptions {
+        crate::flight::FlightOptions {
+            dir,
+            rotate: self.rotate.unwrap_or(crate::flight::DEFAULT_ROTATE),
+            keep: self.keep.unwrap_or(crate::flight::DEFAULT_KEEP),
+            max_size: self.max_size,
+        }
+    }
+}
+
 /// `portrace record`.
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
@@ -596,19 +616,8 @@ pub struct RecordArgs {
     #[arg(long, value_name = "DIR", help_heading = "Flight recorder")]
     pub dir: Option<PathBuf>,
 
-    /// How long each file of the flight recorder covers (at least 1s; default 10m).
-    #[arg(long, value_name = "TIME", value_parser = parse_rotate, requires = "dir", help_heading = "Flight recorder")]
-    pub rotate: Option<Duration>,
-
-    /// How many finished files the flight recorder keeps besides the one it writes
-    /// (default 12); older ones are removed.
-    #[arg(long, value_name = "N", value_parser = parse_keep, requires = "dir", help_heading = "Flight recorder")]
-    pub keep: Option<usize>,
-
-    /// Start a new file, too, once the current one holds SIZE bytes (K, M, G suffixes):
-    /// the directory then holds at most about (N + 1) x SIZE.
-    #[arg(long, value_name = "SIZE", value_parser = parse_max_size, requires = "dir", help_heading = "Flight recorder")]
-    pub max_size: Option<u64>,
+    #[command(flatten)]
+    pub flight: FlightArgs,
 
     /// Compress the recording's blocks with LZ4 (about a third of the size, little CPU).
     #[arg(long)]
@@ -930,12 +939,7 @@ impl Args {
                     alerts: r.alerts.into_options(false),
                 },
                 target: match (r.output, r.dir) {
-                    (_, Some(dir)) => RecordTarget::Dir(crate::flight::FlightOptions {
-                        dir,
-                        rotate: r.rotate.unwrap_or(crate::flight::DEFAULT_ROTATE),
-                        keep: r.keep.unwrap_or(crate::flight::DEFAULT_KEEP),
-                        max_size: r.max_size,
-                    }),
+                    (_, Some(dir)) => RecordTarget::Dir(r.flight.options(dir)),
                     (path, None) => {
                         RecordTarget::File { path: path.expect("clap requires -o without --dir"), force: r.force }
                     }
@@ -1001,15 +1005,7 @@ impl Args {
                     alerts: AlertOptions::default(),
                 },
                 listen: s.listen,
-                record: s.record_dir.map(|dir| crate::serve::Recording {
-                    flight: crate::flight::FlightOptions {
-                        dir,
-                        rotate: s.rotate.unwrap_or(crate::flight::DEFAULT_ROTATE),
-                        keep: s.keep.unwrap_or(crate::flight::DEFAULT_KEEP),
-                        max_size: s.max_size,
-                    },
-                    compress: s.compress,
-                }),
+                record: s.record_dir.map(|dir| crate::serve::Recording { flight: s.flight.options(dir), compress: s.compress }),
                 owner_labels: s.owner_labels,
                 label_limit: s.max_label_values as usize,
                 check_interval: (!s.check_interval.is_zero()).then_some(s.check_interval),

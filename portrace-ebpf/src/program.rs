@@ -131,8 +131,11 @@ fn with_scratch<R>(f: impl FnOnce(&mut Event) -> R) -> Option<R> {
     if level >= SCRATCH_LEVELS {
         return None;
     }
+    // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
     unsafe { (*scratch).depth = depth + 1 };
+    // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
     let result = f(unsafe { &mut (*scratch).events[level] });
+    // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
     unsafe { (*scratch).depth = depth };
     Some(result)
 }
@@ -216,6 +219,7 @@ fn hit_id(skaddr: u64, oldstate: u8, newstate: u8) -> u64 {
 /// writes the note, so a pair of runs that interrupts it in between takes the next slot.
 fn note_handled(id: u64) {
     if let Some(h) = HANDLED.get_ptr_mut(0) {
+        // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
         unsafe {
             let slot = (*h).top;
             (*h).top = slot.wrapping_add(1);
@@ -230,11 +234,14 @@ fn note_handled(id: u64) {
 /// skipped the main program for this hit.
 fn take_handled<const HELPER_LOOP: bool>(id: u64) -> bool {
     let Some(h) = HANDLED.get_ptr_mut(0) else { return false };
+    // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
     let top = unsafe { (*h).top };
+    // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
     let mut search = NoteSearch { id, now: unsafe { bpf_ktime_get_ns() }, top, depth: 0 };
     if HELPER_LOOP {
         // A loop the kernel runs (`bpf_loop`): the verifier checks its body once, whatever
         // the stack's size.
+        // SAFETY: bpf_loop runs search_step with `search`, a local that outlives the loop; search_step touches it only through the pointer it is handed.
         unsafe {
             bpf_loop(HANDLED_SLOTS as u32 - 1, search_step as *mut c_void, &mut search as *mut NoteSearch as *mut c_void, 0);
         }
@@ -251,6 +258,7 @@ fn take_handled<const HELPER_LOOP: bool>(id: u64) -> bool {
         return false;
     }
     let slot = top.wrapping_sub(search.depth);
+    // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
     unsafe {
         (*h).ids[slot as usize % HANDLED_SLOTS] = 0;
         (*h).top = slot;
@@ -274,6 +282,7 @@ struct NoteSearch {
 extern "C" fn search_step(k: u64, ctx: *mut c_void) -> i64 {
     let search = ctx as *mut NoteSearch;
     let Some(h) = HANDLED.get_ptr_mut(0) else { return 1 };
+    // SAFETY: `search` is take_handled's NoteSearch, alive for the whole bpf_loop; `h` is this CPU's HANDLED value, valid while the program runs.
     unsafe {
         let depth = k as u32 + 1;
         let i = (*search).top.wrapping_sub(depth) as usize % HANDLED_SLOTS;
@@ -430,6 +439,7 @@ macro_rules! lay {
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let busy = BUSY.get_ptr_mut(0);
     if let Some(busy) = busy {
+        // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
         unsafe { *busy = 1 };
     }
     bump(counter::ENTERED);
@@ -446,6 +456,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         }
     }
     if let Some(busy) = busy {
+        // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
         unsafe { *busy = 0 };
     }
     0
@@ -487,6 +498,7 @@ fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
     }
     let busy = BACKUP_BUSY.get_ptr_mut(0);
     if let Some(busy) = busy {
+        // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
         unsafe { *busy = 1 };
     }
     if main_skipped::<HELPER_LOOP>(ctx) {
@@ -496,6 +508,7 @@ fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
         }
     }
     if let Some(busy) = busy {
+        // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
         unsafe { *busy = 0 };
     }
     0
@@ -505,6 +518,7 @@ fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
 /// teaches the order of the two programs and is never recorded.)
 #[inline(never)]
 fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> bool {
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
     let (id, calibration) = unsafe {
         match (ctx.read_at::<u64>(lay!(skaddr) as usize), ctx.read_at::<i32>(lay!(oldstate) as usize), ctx.read_at::<i32>(lay!(newstate) as usize)) {
             (Ok(sk), Ok(old), Ok(new)) => (hit_id(sk, old as u8, new as u8), is_calibration(old as u8, new as u8)),
@@ -524,6 +538,7 @@ fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> bool {
     if calibration {
         if learning {
             if let Some(o) = ORDER.get_ptr_mut(0) {
+                // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
                 unsafe { *o = if noted { ORDER_MAIN_FIRST } else { ORDER_BACKUP_FIRST } };
             }
         }
@@ -546,20 +561,29 @@ fn from_tracepoint(ev: &mut Event, ctx: &TracePointContext, rescue: bool) -> Res
 /// not TCP's.
 #[inline(never)]
 fn read_tracepoint(ev: &mut Event, ctx: &TracePointContext) -> Result<bool, i32> {
+    // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let protocol = if lay!(protocol_size) == 1 {
+        // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
         u16::from(unsafe { ctx.read_at::<u8>(lay!(protocol) as usize)? })
     } else {
+        // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
         unsafe { ctx.read_at::<u16>(lay!(protocol) as usize)? }
     };
     if protocol != IPPROTO_TCP {
         return Ok(false);
     }
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
     let family: u16 = unsafe { ctx.read_at(lay!(family) as usize)? };
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
     let oldstate: i32 = unsafe { ctx.read_at(lay!(oldstate) as usize)? };
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
     let newstate: i32 = unsafe { ctx.read_at(lay!(newstate) as usize)? };
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
     reset(ev, ts_ns, unsafe { ctx.read_at(lay!(skaddr) as usize)? }, family);
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
     ev.sport = unsafe { ctx.read_at(lay!(sport) as usize)? };
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
     ev.dport = unsafe { ctx.read_at(lay!(dport) as usize)? };
     ev.oldstate = oldstate as u8;
     ev.newstate = newstate as u8;
@@ -588,6 +612,7 @@ fn first4(a: &mut [u8; 16]) -> &mut [u8; 4] {
 
 /// Reads a kernel value at `offset` bytes from `base`.
 fn kread<T>(base: u64, offset: u16) -> Result<T, i32> {
+    // SAFETY: a probe read of kernel memory: a bad address makes it fail, never fault.
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(|e| e as i32) }
 }
 
@@ -620,6 +645,7 @@ fn from_socket(ev: &mut Event, sk: *const c_void, oldstate: u8, newstate: u8) ->
 /// Reads a transition from the socket into `ev`; `false` when it is not a TCP socket's.
 #[inline(never)]
 fn read_socket(ev: &mut Event, sk: *const c_void, oldstate: u8, newstate: u8) -> Result<bool, i32> {
+    // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let sk = sk as u64;
     let protocol =
@@ -719,22 +745,27 @@ fn process(ev: &mut Event, rescue: bool) {
         comm_into(&mut ev.owner_comm);
         ev.owner_source = owner_source::SYSCALL;
         // The owner's own task is on the CPU: its cgroup is the owner's.
+        // SAFETY: the helper reads the current task's cgroup; it has no preconditions.
         ev.owner_cgroup = unsafe { bpf_get_current_cgroup_id() };
         in_cgroup = in_filter_cgroup();
         learned = true;
         if global!(TRACE_COMMAND) != 0 {
             // A socket of the command stays the command's: a process closing it as it
             // exits is no longer in the traced set by then.
+            // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
             let before = unsafe { OWNERS.get(&sk) }.map_or(0, |o| o.traced);
+            // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
             traced = before | u8::from(unsafe { TRACED.get(&ev.pid) }.is_some());
         }
     } else if ev.oldstate == tcp::LISTEN && ev.newstate == tcp::SYN_RECV {
+        // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
         if let Some(l) = unsafe { LISTENERS.get(&listen_key) } {
             set_owner(ev, &l.owner, owner_source::LISTENER);
             traced = l.owner.traced;
             in_cgroup = l.owner.in_cgroup;
             learned = true;
         }
+    // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
     } else if let Some(o) = unsafe { OWNERS.get(&sk) } {
         set_owner(ev, o, o.source);
         traced = o.traced;
@@ -747,6 +778,7 @@ fn process(ev: &mut Event, rescue: bool) {
             learned = true;
         }
     } else if ev.aux != 0 {
+        // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
         if let Some(o) = unsafe { INVENTORY.get(&ev.aux) } {
             set_owner(ev, o, owner_source::INVENTORY);
             in_cgroup = o.in_cgroup;
@@ -769,6 +801,7 @@ fn process(ev: &mut Event, rescue: bool) {
     if ev.newstate == tcp::CLOSE {
         let _ = OWNERS.remove(&sk);
         if ev.oldstate == tcp::LISTEN {
+            // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
             if let Some(l) = unsafe { LISTENERS.get(&listen_key) } {
                 if l.skaddr == sk || l.skaddr == 0 {
                     let _ = LISTENERS.remove(&listen_key);
@@ -796,6 +829,7 @@ fn process(ev: &mut Event, rescue: bool) {
                 && (*p).in_cgroup == owner.in_cgroup
         });
         match stored {
+            // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
             Some(p) if same => unsafe {
                 if (*p).source != owner.source {
                     (*p).source = owner.source;
@@ -927,6 +961,7 @@ fn in_filter_cgroup() -> u8 {
     let level = global!(FILTER.cgroup_level);
     for i in 0..CGROUP_LEVELS_SEARCHED {
         // 0 past the task's own level: no deeper ancestor to compare.
+        // SAFETY: the helper reads the current task's cgroup; it has no preconditions.
         let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id((level + i) as i32) };
         if ancestor == id {
             return 1;
@@ -982,6 +1017,7 @@ fn claim_timewait(ev: &mut Event, owner: &Owner) {
             ev.newstate = now;
             if let (Some(e), Some(noted)) = (early, early_substate) {
                 if noted == now {
+                    // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
                     unsafe {
                         ev.ts_ns = (*e).ts_ns;
                         ev.pid = ((*e).pid_tgid >> 32) as u32;
@@ -1063,6 +1099,7 @@ struct Removal {
 /// is told, so that it does not take the removal for a kill.
 fn followed(tw: u64, removal: &Removal, delivered: bool) {
     if removal.delivered && !delivered {
+        // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
         let _ = FOLLOWED.insert(&tw, &unsafe { bpf_ktime_get_ns() }, 0);
     }
 }
@@ -1153,6 +1190,7 @@ fn armed(tw: u64, substate: u8) {
 #[inline(never)]
 fn note_early(tw: u64, substate: u8) {
     let mut early = EarlyTw {
+        // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         pid_tgid: bpf_get_current_pid_tgid(),
         comm: [0; 16],
@@ -1178,6 +1216,7 @@ fn expired(tw: u64) {
     let removal = take_cancelled(tw);
     let mut entry = match &removal {
         Some(r) => r.entry,
+        // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
         None => match unsafe { TIMEWAITS.get(&tw) } {
             Some(entry) => *entry,
             None => return,
@@ -1197,6 +1236,7 @@ fn expired(tw: u64) {
 pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
     let Some(tw) = timewait_of(timer) else { return 0 };
+    // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
     let Some(entry) = (unsafe { TIMEWAITS.get(&tw) }).copied() else { return 0 };
     let _ = TIMEWAITS.remove(&tw);
     let delivered = timewait_report(tw, &entry, kind::TW_CANCEL, entry.substate);
@@ -1230,6 +1270,7 @@ pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let Some(entry) = TIMEWAITS.get_ptr_mut(&tw) else { return 0 };
+    // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
     let substate: u8 = kread(tw, sock!(tw_substate)).unwrap_or(unsafe { (*entry).substate });
     substate_changed(tw, entry, substate);
     0
@@ -1286,6 +1327,7 @@ fn timewait_of_packet(skb: u64) -> Option<u64> {
     }
     tuple.remote_port = u16::from_be(kread(tcp, 0).ok()?);
     tuple.local_port = u16::from_be(kread(tcp, 2).ok()?);
+    // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
     let tw = unsafe { TW_TUPLES.get(&tuple) }.copied()?;
     // Still the connection the tuple was noted for: its ports are the timewait socket's.
     let local_port: u16 = kread(tw, sock!(num)).ok()?;
@@ -1302,6 +1344,7 @@ fn timewait_event(ev: &mut Event, tw: u64, known: &TimeWaitEntry, kind: u8, befo
         return Ok(false);
     }
     let family: u16 = kread(tw, sock!(family))?;
+    // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
     reset(ev, unsafe { bpf_ktime_get_ns() }, known.skaddr, family);
     ev.aux = tw;
     ev.kind = kind;
@@ -1335,6 +1378,7 @@ fn timewait_event(ev: &mut Event, tw: u64, known: &TimeWaitEntry, kind: u8, befo
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let l: TaskLayout = global!(TASK);
     let (Ok(pid), Ok(flags)) =
+        // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
         (unsafe { ctx.read_at::<i32>(l.newtask_pid as usize) }, unsafe { ctx.read_at::<u64>(l.newtask_flags as usize) })
     else {
         bump(counter::UNFOLLOWED);
@@ -1342,6 +1386,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     };
     let child = pid as u32;
     let creator = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
     if flags & CLONE_THREAD == 0 && unsafe { TRACED.get(&creator) }.is_some() {
         if TRACED.insert(&child, &1, 0).is_err() {
             bump(counter::UNFOLLOWED);
@@ -1360,6 +1405,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if at == 0 {
         return 0;
     }
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
     if let Ok(dead) = unsafe { ctx.read_at::<u8>(at as usize) } {
         if dead != 0 {
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -1557,6 +1603,7 @@ fn port_listed(n: u16, at: impl Fn(usize) -> u16, port: u16) -> bool {
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     with_scratch(|ev| {
+        // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
         reset(ev, unsafe { bpf_ktime_get_ns() }, 0, 0);
         ev.kind = kind::EXEC;
         let pid_tgid = bpf_get_current_pid_tgid();

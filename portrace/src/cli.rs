@@ -1119,9 +1119,9 @@ fn parse_keep(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Parses `--max-size`: bytes with an optional K, M or G suffix (powers of 1024), at
-/// least [`crate::flight::policy::MIN_MAX_SIZE`].
-fn parse_max_size(text: &str) -> Result<u64, String> {
+/// Bytes with an optional K, M or G suffix (powers of 1024; `KB`, `KiB` and the like too);
+/// `None` when it is not a size or does not fit in 64 bits.
+fn parse_bytes(text: &str) -> Option<u64> {
     let lower = text.trim().to_ascii_lowercase();
     let t = lower.strip_suffix('b').unwrap_or(&lower);
     let t = t.strip_suffix('i').unwrap_or(t);
@@ -1131,11 +1131,13 @@ fn parse_max_size(text: &str) -> Result<u64, String> {
         Some((i, 'g')) => (&t[..i], 1 << 30),
         _ => (t, 1),
     };
-    let bytes = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("'{text}' is not a size (expected e.g. 64M or 1G)"))?;
+    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(scale))
+}
+
+/// Parses `--max-size`: bytes with an optional K, M or G suffix (powers of 1024), at
+/// least [`crate::flight::policy::MIN_MAX_SIZE`].
+fn parse_max_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(text).ok_or_else(|| format!("'{text}' is not a size (expected e.g. 64M or 1G)"))?;
     let min = crate::flight::policy::MIN_MAX_SIZE;
     if bytes < min {
         return Err(format!("--max-size {text} is too small: a file needs at least {}K", min >> 10));
@@ -1146,20 +1148,7 @@ fn parse_max_size(text: &str) -> Result<u64, String> {
 /// Parses a ring buffer size: bytes with an optional K, M or G suffix (powers of 1024).
 /// The kernel needs a power of two that is a multiple of the page size.
 pub fn parse_ring_size(text: &str) -> Result<u32, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let t = lower.strip_suffix('b').unwrap_or(&lower);
-    let t = t.strip_suffix('i').unwrap_or(t);
-    let (digits, scale) = match t.char_indices().last() {
-        Some((i, 'k')) => (&t[..i], 1u64 << 10),
-        Some((i, 'm')) => (&t[..i], 1 << 20),
-        Some((i, 'g')) => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    let bytes = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("'{text}' is not a size (expected e.g. 4096, 64K or 4M)"))?;
+    let bytes = parse_bytes(text).ok_or_else(|| format!("'{text}' is not a size (expected e.g. 4096, 64K or 4M)"))?;
     let page = page_size();
     if bytes < page || !bytes.is_power_of_two() || bytes > 1 << 30 {
         return Err(format!(

@@ -51,3 +51,5 @@ pub mod hitcount;
 pub mod priority;
 pub mod stack_budget;
 pub mod startup;
+#[cfg(test)]
+mod test_dir;

@@ -218,23 +218,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
-    /// A directory of its own under the system's temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("portrace-outfile-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir(&dir).expect("temp dir");
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TempDir;
 
     fn entries(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> =
@@ -245,7 +229,7 @@ mod tests {
 
     #[test]
     fn creates_with_the_mode_asked_and_leaves_no_temporary_file() {
-        let dir = TempDir::new("mode");
+        let dir = TempDir::new("outfile", "mode");
         let target = dir.0.join("run.ptr");
         write_whole(&target, b"data", RECORDING_MODE, false).expect("written");
         assert_eq!(std::fs::read(&target).unwrap(), b"data");
@@ -261,7 +245,7 @@ mod tests {
 
     #[test]
     fn an_existing_file_needs_force_and_is_kept_without_it() {
-        let dir = TempDir::new("exists");
+        let dir = TempDir::new("outfile", "exists");
         let target = dir.0.join("old.ptr");
         std::fs::write(&target, b"precious").unwrap();
         let err = write_whole(&target, b"new", RECORDING_MODE, false).unwrap_err();
@@ -275,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_symbolic_link_is_refused_even_with_force() {
-        let dir = TempDir::new("link");
+        let dir = TempDir::new("outfile", "link");
         let victim = dir.0.join("victim");
         std::fs::write(&victim, b"root's file").unwrap();
         let link = dir.0.join("out.svg");
@@ -294,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_planted_temporary_name_is_not_followed() {
-        let dir = TempDir::new("planted");
+        let dir = TempDir::new("outfile", "planted");
         let victim = dir.0.join("victim");
         std::fs::write(&victim, b"keep").unwrap();
         // Someone guessed the first temporary name and planted a link there.
@@ -308,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_failed_start_leaves_the_old_file_and_no_temporary() {
-        let dir = TempDir::new("failed");
+        let dir = TempDir::new("outfile", "failed");
         let target = dir.0.join("run.ptr");
         std::fs::write(&target, b"yesterday's trace").unwrap();
         let inode = std::fs::metadata(&target).unwrap().ino();
@@ -323,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_file_planted_after_the_check_is_not_replaced() {
-        let dir = TempDir::new("race");
+        let dir = TempDir::new("outfile", "race");
         let target = dir.0.join("run.ptr");
         let pending = Pending::create(&target, RECORDING_MODE, false).expect("created");
         std::fs::write(&target, b"planted").unwrap();
@@ -335,7 +319,7 @@ mod tests {
 
     #[test]
     fn directories_and_names_without_a_file_are_refused() {
-        let dir = TempDir::new("dirs");
+        let dir = TempDir::new("outfile", "dirs");
         let err = write_whole(&dir.0, b"x", DIAGRAM_MODE, true).unwrap_err();
         assert!(matches!(err, OutFileError::NotRegular(_, "a directory")), "{err}");
         let slash = PathBuf::from(format!("{}/new/", dir.0.display()));

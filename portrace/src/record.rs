@@ -212,6 +212,34 @@ pub struct Transition {
     pub netns: u32,
 }
 
+/// Unit tests' transitions: `Transition::example(socket, old, new)`, an IPv4 loopback
+/// socket with no owner, to change with struct update syntax.
+#[cfg(test)]
+impl Transition {
+    pub fn example(socket: u64, oldstate: TcpState, newstate: TcpState) -> Transition {
+        Transition {
+            time: Timestamp { mono_ns: 0, unix_ns: 0 },
+            pid: 1,
+            comm: Comm::new("x"),
+            socket,
+            family: Family::Ipv4,
+            saddr: [127, 0, 0, 1].into(),
+            sport: 1,
+            daddr: [127, 0, 0, 1].into(),
+            dport: 2,
+            oldstate,
+            newstate,
+            prev_state_ns: None,
+            prev_state_at_least: false,
+            owner: None,
+            reason: None,
+            error: None,
+            retransmits: 0,
+            netns: 0,
+        }
+    }
+}
+
 /// A socket that existed when portrace started, from the inventory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketRecord {

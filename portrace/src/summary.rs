@@ -177,36 +177,14 @@ fn decimal_len(n: u64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-
     use super::*;
-    use crate::record::{Comm, Family};
 
     fn ts(mono_ns: u64) -> Timestamp {
         Timestamp { mono_ns, unix_ns: 1_700_000_000_000_000_000 + i128::from(mono_ns) }
     }
 
     fn transition(old: TcpState, new: TcpState) -> Transition {
-        Transition {
-            time: ts(5),
-            pid: 1,
-            comm: Comm::new("x"),
-            socket: 1,
-            family: Family::Ipv4,
-            saddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            sport: 1,
-            daddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            dport: 2,
-            oldstate: old,
-            newstate: new,
-            prev_state_ns: None,
-            prev_state_at_least: false,
-            owner: None,
-            reason: None,
-            error: None,
-            retransmits: 0,
-            netns: 0,
-        }
+        Transition { time: ts(5), ..Transition::example(1, old, new) }
     }
 
     fn lost(count: u64, cause: LossCause) -> Lost {

@@ -699,28 +699,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// A fresh directory under the system temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let path =
-                std::env::temp_dir().join(format!("portrace-tracefs-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TempDir;
 
     #[test]
     fn dir_state_sees_each_case() {
-        let root = TempDir::new("dirstate");
+        let root = TempDir::new("tracefs", "dirstate");
         assert_eq!(dir_state(&root.0.join("absent")), DirState::Missing);
         let empty = root.0.join("empty");
         fs::create_dir(&empty).unwrap();
@@ -739,7 +722,7 @@ pub(crate) mod tests {
 
     #[test]
     fn read_layout_from_a_directory() {
-        let root = TempDir::new("read");
+        let root = TempDir::new("tracefs", "read");
         let err = read_layout(&root.0).unwrap_err();
         let format = root.0.join(FORMAT_FILE);
         assert!(matches!(&err, TracefsError::NoTracepoint { path } if *path == format));

@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portrace_tests::process::run_bounded;
+use portrace_tests::tracefile_helpers::TempDir;
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{privileged, Closer, Netns, Portrace, Proc, Tcpload};
 use serde_json::Value;
@@ -376,15 +377,6 @@ fn a_busy_port_and_a_foreign_address_are_refused_with_what_to_do() {
     assert!(bad.stderr.contains("'localhost' is not ADDR:PORT"), "{}", bad.stderr);
 }
 
-/// Removes a directory when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `serve --record-dir`: the metrics and a flight recorder fed the same records. Every
 /// transition the metrics count is in exactly one of the recordings, whole after a clean
 /// stop, across several rotations.
@@ -393,11 +385,11 @@ fn serve_keeps_a_flight_recorder_of_what_it_counts() {
     const FLIGHT_PORT: u16 = 65203;
     privileged!();
     let ns = Netns::create();
-    let dir = TempDir(std::env::temp_dir().join(format!("portrace-serve-flight-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let tmp = TempDir::new();
+    let dir = tmp.file("flight");
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let port = FLIGHT_PORT.to_string();
-    let record_dir = dir.0.to_string_lossy().into_owned();
+    let record_dir = dir.to_string_lossy().into_owned();
     let serve = start_serve(listen, &["--port", &port, "--record-dir", &record_dir, "--rotate", "1s", "--keep", "50"]);
 
     // Connections in three bursts a rotation apart, so that they span several files.
@@ -440,7 +432,7 @@ fn serve_keeps_a_flight_recorder_of_what_it_counts() {
     assert_eq!(value("portrace_ring_fill_ratio_bucket{le=\"1.0\"}"), reads, "{body}");
     stop(serve);
 
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir.0)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("the flight recorder's directory")
         .map(|e| e.expect("a directory entry").path())
         .collect();

@@ -242,27 +242,11 @@ mod tests {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
 
-    /// A directory of its own under the system's temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("portrace-flightdir-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir(&dir).expect("temp dir");
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TempDir;
 
     #[test]
     fn a_symbolic_link_a_file_and_a_missing_parent_are_refused() {
-        let t = TempDir::new("refused");
+        let t = TempDir::new("flightdir", "refused");
         let real = t.0.join("real");
         std::fs::create_dir(&real).unwrap();
         let link = t.0.join("link");
@@ -285,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_created_private_and_locked() {
-        let t = TempDir::new("create");
+        let t = TempDir::new("flightdir", "create");
         let path = t.0.join("flight");
         let dir = Dir::open(&path).expect("created");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
@@ -296,7 +280,7 @@ mod tests {
 
     #[test]
     fn files_are_created_once_renamed_without_replacing_and_removed_only_when_owned_regular() {
-        let t = TempDir::new("files");
+        let t = TempDir::new("flightdir", "files");
         let dir = Dir::open(&t.0).unwrap();
         let mut f = dir.create("a").unwrap();
         f.write_all(b"data").unwrap();

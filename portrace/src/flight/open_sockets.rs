@@ -112,23 +112,11 @@ mod tests {
     fn t(socket: u64, old: TcpState, new: TcpState, sport: u16) -> Transition {
         Transition {
             time: at(socket * 10),
-            pid: 1,
-            comm: Comm::new("x"),
-            socket,
-            family: Family::Ipv4,
-            saddr: [127, 0, 0, 1].into(),
             sport,
             daddr: [127, 0, 0, 2].into(),
             dport: 80,
-            oldstate: old,
-            newstate: new,
-            prev_state_ns: None,
-            prev_state_at_least: false,
-            owner: None,
-            reason: None,
-            error: None,
-            retransmits: 0,
             netns: 4026531840,
+            ..Transition::example(socket, old, new)
         }
     }
 

@@ -473,7 +473,6 @@ impl Sink for RotatingSink {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::time::Duration;
 
     use super::*;
@@ -485,13 +484,7 @@ mod tests {
     /// Wall clock minus monotonic clock in these tests: 2026-12-07T08:19:53Z at mono 0.
     const OFFSET: i128 = 1_796_631_593_000_000_000;
 
-    struct TempDir(PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TempDir;
 
     fn at(mono_ns: u64) -> Timestamp {
         Timestamp { mono_ns, unix_ns: OFFSET + i128::from(mono_ns) }
@@ -506,28 +499,19 @@ mod tests {
             time: at(time),
             pid: 9,
             comm: Comm::new("client"),
-            socket,
-            family: Family::Ipv4,
             saddr: [10, 0, 0, 1].into(),
             sport: 40_000,
             daddr: [10, 0, 0, 2].into(),
             dport: 80,
-            oldstate: old,
-            newstate: new,
-            prev_state_ns: None,
-            prev_state_at_least: false,
             owner: Some(owner()),
-            reason: None,
-            error: None,
-            retransmits: 0,
             netns: 77,
+            ..Transition::example(socket, old, new)
         }
     }
 
     fn sink_in(tag: &str, keep: usize) -> (TempDir, RotatingSink) {
-        let path = std::env::temp_dir().join(format!("portrace-flight-sink-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        let tmp = TempDir(path.clone());
+        let tmp = TempDir::absent("flight-sink", tag);
+        let path = tmp.0.clone();
         let dir = Arc::new(Dir::open(&path).expect("the directory"));
         let mut namer = Namer::default();
         let name = namer.next(at(0).unix_ns);

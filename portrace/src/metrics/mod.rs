@@ -277,7 +277,7 @@ pub fn to_text_format(openmetrics: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::record::{Comm, Family as AddrFamily, Owner, OwnerSource, Timestamp, Transition};
+    use crate::record::{Comm, Owner, OwnerSource, Timestamp, Transition};
     use crate::tcp_state::TcpState;
 
     /// A transition of an nginx socket on port 8080, in `(from, to)`.
@@ -286,21 +286,12 @@ pub(crate) mod tests {
             time: Timestamp { mono_ns: 1_000, unix_ns: 1_000 },
             pid: 7,
             comm: Comm::new("nginx"),
-            socket: 1,
-            family: AddrFamily::Ipv4,
-            saddr: "127.0.0.1".parse().unwrap(),
             sport: 8080,
             daddr: "0.0.0.0".parse().unwrap(),
             dport: 0,
-            oldstate: from,
-            newstate: to,
-            prev_state_ns: None,
-            prev_state_at_least: false,
             owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Syscall, cgroup: 0 }),
-            reason: None,
-            error: None,
-            retransmits: 0,
             netns: 1,
+            ..Transition::example(1, from, to)
         }
     }
 

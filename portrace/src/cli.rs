@@ -779,6 +779,27 @@ pub struct Config {
     pub alerts: AlertOptions,
 }
 
+impl Config {
+    /// A trace for a command that makes its own output from the records (`serve`, `top`):
+    /// the default alerts, and none of the live output's options.
+    pub fn engine_only(filter: FilterSpec, ring_size: u32) -> Config {
+        Config {
+            filter,
+            format: OutputFormat::Text,
+            duration: None,
+            count: None,
+            ring_size,
+            color: ColorChoice::Never,
+            snapshot: false,
+            summary: false,
+            verbose: false,
+            explain: false,
+            command: None,
+            alerts: AlertOptions::default(),
+        }
+    }
+}
+
 /// `portrace record`, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordConfig {
@@ -990,20 +1011,7 @@ impl Args {
             })),
             Some(Command::Doctor(d)) => Task::Doctor(crate::doctor::DoctorConfig { json: d.json }),
             Some(Command::Serve(s)) => Task::Serve(crate::serve::ServeConfig {
-                trace: Config {
-                    filter: s.filter.into_spec(),
-                    format: OutputFormat::Text,
-                    duration: s.duration,
-                    count: None,
-                    ring_size: s.ring_size,
-                    color: ColorChoice::Never,
-                    snapshot: false,
-                    summary: false,
-                    verbose: false,
-                    explain: false,
-                    command: None,
-                    alerts: AlertOptions::default(),
-                },
+                trace: Config { duration: s.duration, ..Config::engine_only(s.filter.into_spec(), s.ring_size) },
                 listen: s.listen,
                 record: s.record_dir.map(|dir| crate::serve::Recording { flight: s.flight.options(dir), compress: s.compress }),
                 owner_labels: s.owner_labels,

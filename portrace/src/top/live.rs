@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::cli::{ColorChoice, Config, OutputFormat, TopConfig};
+use crate::cli::{Config, TopConfig};
 use crate::clock::{Clock, Zone};
 use crate::output::{Sink, Start};
 use crate::preflight;
@@ -29,18 +29,8 @@ use super::terminal::Screen;
 pub fn live(config: TopConfig) -> anyhow::Result<()> {
     preflight::check_privileges()?;
     let trace = Config {
-        filter: config.filter,
-        format: OutputFormat::Text,
-        duration: None,
-        count: None,
-        ring_size: config.ring_size,
-        color: ColorChoice::Never,
-        snapshot: false,
-        summary: false,
-        verbose: false,
-        explain: false,
-        command: None,
         alerts: crate::alerts::sink::AlertOptions { enabled: false, ..Default::default() },
+        ..Config::engine_only(config.filter, config.ring_size)
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -904,8 +904,31 @@ fn lockup_line(console: &str) -> Option<String> {
         .map(|l| l.trim().chars().filter(|c| !c.is_control()).collect())
 }
 
+/// How long a guest may show no progress: neither its console nor the files of its steps
+/// (beside the console) change. A healthy guest changes them at least once per step, and
+/// `timeout` ends every step within `STEP_TIMEOUT_SECS` (and 10 s more), writing its exit
+/// status. A guest still for longer has hung with no watchdog message (seen under software
+/// emulation on 6.1: both vCPUs spinning, nothing printed).
+const SILENCE: Duration = Duration::from_secs(STEP_TIMEOUT_SECS as u64 + 60);
+
+/// Says the guest hung when it has shown no progress for more than [`SILENCE`].
+fn silent_line(still_for: Duration) -> Option<String> {
+    (still_for > SILENCE).then(|| format!("neither the console nor a step's files changed for {} s", still_for.as_secs()))
+}
+
+/// What a guest has written so far: the number and sizes of the files in the console's
+/// directory (the console and each step's output and exit status).
+fn progress(console: &Path) -> Vec<u64> {
+    let Some(dir) = console.parent() else { return Vec::new() };
+    let mut sizes: Vec<u64> =
+        fs::read_dir(dir).map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).collect()).unwrap_or_default();
+    sizes.sort_unstable();
+    sizes
+}
+
 /// Runs `cmd` in a process group of its own, its output into `log`, for at most
-/// `timeout`, or until the console shows the guest kernel locked up; past that the whole group (the command and what it started, QEMU) is
+/// `timeout`, or until the console shows the guest kernel locked up or the guest has shown
+/// no progress for longer than any step may run ([`silent_line`]); past that the whole group (the command and what it started, QEMU) is
 /// killed and reaped.
 fn run_bounded(mut cmd: Command, log: &Path, timeout: Duration) -> Result<ExitStatus, String> {
     let file = fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
@@ -922,10 +945,18 @@ fn run_bounded(mut cmd: Command, log: &Path, timeout: Duration) -> Result<ExitSt
         .map_err(|e| format!("could not start {shown}: {e}"))?;
     let deadline = Instant::now() + timeout;
     let mut next_look = Instant::now();
+    let (mut seen, mut moved) = (progress(log), Instant::now());
     loop {
         let lockup = if Instant::now() >= next_look {
             next_look = Instant::now() + Duration::from_secs(2);
-            fs::read(log).ok().and_then(|text| lockup_line(&String::from_utf8_lossy(&text)))
+            let now = progress(log);
+            if now != seen {
+                (seen, moved) = (now, Instant::now());
+            }
+            fs::read(log)
+                .ok()
+                .and_then(|text| lockup_line(&String::from_utf8_lossy(&text)))
+                .or_else(|| silent_line(moved.elapsed()))
         } else {
             None
         };
@@ -1330,6 +1361,8 @@ verification time 1 usec
             Some("[   44.7] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [portrace:213]")
         );
         assert_eq!(lockup_line("[ 1.0] Linux version 6.1\nvm_scenario: pass\n"), None);
+        assert_eq!(silent_line(SILENCE), None, "silent exactly as long as a step may run");
+        assert!(silent_line(SILENCE + Duration::from_secs(1)).is_some_and(|l| l.contains("changed for")));
     }
 
 }

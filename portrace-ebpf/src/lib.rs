@@ -5,7 +5,9 @@
 //! userspace writes into the program's globals before load, the indices of the loss
 //! counters, and the kernel's TCP state numbers. The structs are `#[repr(C)]` with no
 //! implicit padding, so their bytes mean the same thing on both sides.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+
+pub mod logic;
 
 /// The tools the kernel program is built with, pinned: what the verifier accepts depends
 /// on the code they generate (frame sizes above all), so a new nightly or bpf-linker is

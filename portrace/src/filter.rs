@@ -256,7 +256,7 @@ impl FilterSpec {
     }
 
     /// Whether a transition passes the filter, by the rules the kernel program applies
-    /// (`passes` in `portrace-ebpf/src/program.rs`): the family; a state filter matching the
+    /// (`passes` in `portrace-ebpf/src/program/filter.rs`): the family; a state filter matching the
     /// state left or the state entered; the owner's pid and command name, which need a known
     /// owner; the local, remote and either-end ports; an endpoint in one of the networks.
     /// Every condition given must hold, and within one flag any value does.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use portrace_tests::{privileged, Portrace};
 use serde_json::Value;
 
-/// Every program the kernel object holds (portrace-ebpf/src/program.rs).
+/// Every program the kernel object holds (portrace-ebpf/src/program/).
 const PROGRAMS: [&str; 10] = [
     "inet_sock_set_state",
     "inet_sock_set_state_backup",

@@ -1,0 +1,181 @@
+//! Reading a transition: from the socket (main program, offsets from BTF) or from the
+//! classic tracepoint's record (backup, offsets from tracefs), with the probe reads that
+//! fail rather than fault.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_comm as get_comm_into, bpf_probe_read_kernel as probe_read_into,
+        },
+    },
+    programs::TracePointContext,
+    EbpfContext as _,
+};
+use portrace_ebpf::{
+    logic::{v4_on_the_wire, words},
+    Event, AF_INET, AF_INET6, IPPROTO_TCP,
+};
+
+use super::record::*;
+use super::{lay, sock};
+
+/// Reads a transition from the classic tracepoint's record into `ev`; `false` when it is
+/// not TCP's.
+#[inline(never)]
+pub(super) fn read_tracepoint(ev: &mut Event, ctx: &TracePointContext) -> Result<bool, i32> {
+    // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let protocol = if lay!(protocol_size) == 1 {
+        // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
+        u16::from(unsafe { ctx.read_at::<u8>(lay!(protocol) as usize)? })
+    } else {
+        // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
+        unsafe { ctx.read_at::<u16>(lay!(protocol) as usize)? }
+    };
+    if protocol != IPPROTO_TCP {
+        return Ok(false);
+    }
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
+    let family: u16 = unsafe { ctx.read_at(lay!(family) as usize)? };
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
+    let oldstate: i32 = unsafe { ctx.read_at(lay!(oldstate) as usize)? };
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
+    let newstate: i32 = unsafe { ctx.read_at(lay!(newstate) as usize)? };
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
+    reset(
+        ev,
+        ts_ns,
+        unsafe { ctx.read_at(lay!(skaddr) as usize)? },
+        family,
+    );
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
+    ev.sport = unsafe { ctx.read_at(lay!(sport) as usize)? };
+    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
+    ev.dport = unsafe { ctx.read_at(lay!(dport) as usize)? };
+    ev.oldstate = oldstate as u8;
+    ev.newstate = newstate as u8;
+    let record = ctx.as_ptr() as u64;
+    match family {
+        AF_INET => {
+            read_into(first4(&mut ev.saddr), record + lay!(saddr) as u64)?;
+            read_into(first4(&mut ev.daddr), record + lay!(daddr) as u64)?;
+        }
+        AF_INET6 => {
+            read_into(&mut ev.saddr, record + lay!(saddr_v6) as u64)?;
+            read_into(&mut ev.daddr, record + lay!(daddr_v6) as u64)?;
+            unmap_v4(ev);
+        }
+        _ => return Err(0),
+    }
+    Ok(true)
+}
+
+/// The first four bytes of an address: where an IPv4 address goes.
+#[inline(always)]
+pub(super) fn first4(a: &mut [u8; 16]) -> &mut [u8; 4] {
+    // SAFETY: [u8; 16] starts with 4 bytes, and [u8; 4] has alignment 1.
+    unsafe { &mut *(a.as_mut_ptr() as *mut [u8; 4]) }
+}
+
+/// Reads a kernel value at `offset` bytes from `base`.
+pub(super) fn kread<T>(base: u64, offset: u16) -> Result<T, i32> {
+    // SAFETY: a probe read of kernel memory: a bad address makes it fail, never fault.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(|e| e as i32) }
+}
+
+/// Reads `size_of::<T>()` kernel bytes at `address` straight into `dst` (a record slot's
+/// field), with no copy on the stack.
+#[inline(always)]
+pub(super) fn read_into<T>(dst: &mut T, address: u64) -> Result<(), i32> {
+    // SAFETY: the helper writes exactly size_of::<T>() bytes into `dst`, and T here is
+    // always an array of bytes, valid for any content.
+    let ret = unsafe {
+        probe_read_into(
+            dst as *mut T as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            address as *const c_void,
+        )
+    };
+    if ret < 0 {
+        Err(ret as i32)
+    } else {
+        Ok(())
+    }
+}
+
+/// The current task's command, straight into `dst`.
+#[inline(always)]
+pub(super) fn comm_into(dst: &mut [u8; 16]) {
+    // SAFETY: the helper writes at most 16 bytes, NUL-padded; on failure it zeroes them.
+    unsafe { get_comm_into(dst.as_mut_ptr() as *mut c_void, 16) };
+}
+
+/// Reads a transition from the socket into `ev`; `false` when it is not a TCP socket's.
+#[inline(never)]
+pub(super) fn read_socket(
+    ev: &mut Event,
+    sk: *const c_void,
+    oldstate: u8,
+    newstate: u8,
+) -> Result<bool, i32> {
+    // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let sk = sk as u64;
+    let protocol = if sock!(protocol_size) == 1 {
+        u16::from(kread::<u8>(sk, sock!(protocol))?)
+    } else {
+        kread::<u16>(sk, sock!(protocol))?
+    };
+    if protocol != IPPROTO_TCP {
+        return Ok(false);
+    }
+    let family: u16 = kread(sk, sock!(family))?;
+    reset(ev, ts_ns, sk, family);
+    ev.sport = u16::from_be(kread(sk, sock!(sport))?);
+    ev.dport = u16::from_be(kread(sk, sock!(dport))?);
+    ev.oldstate = oldstate;
+    ev.newstate = newstate;
+    read_addresses(ev, sk, sock!(saddr))?;
+    Ok(true)
+}
+
+/// Reads the addresses from a socket (`saddr_at`: where its local IPv4 address is).
+#[inline(always)]
+pub(super) fn read_addresses(ev: &mut Event, sk: u64, saddr_at: u16) -> Result<(), i32> {
+    match ev.family {
+        AF_INET => {
+            read_into(first4(&mut ev.saddr), sk + saddr_at as u64)?;
+            read_into(first4(&mut ev.daddr), sk + sock!(daddr) as u64)?;
+        }
+        AF_INET6 => {
+            read_into(&mut ev.saddr, sk + sock!(saddr_v6) as u64)?;
+            read_into(&mut ev.daddr, sk + sock!(daddr_v6) as u64)?;
+            unmap_v4(ev);
+        }
+        _ => return Err(0),
+    }
+    Ok(())
+}
+
+/// The socket's network namespace inode number (0 when it cannot be read).
+pub(super) fn netns_of(sk: u64) -> u32 {
+    let net: u64 = kread(sk, sock!(net)).unwrap_or(0);
+    if net == 0 {
+        return 0;
+    }
+    kread(net, sock!(net_inum)).unwrap_or(0)
+}
+
+/// An IPv6 socket whose addresses are v4-mapped (or unspecified) is IPv4 on the wire.
+pub(super) fn unmap_v4(ev: &mut Event) {
+    if let Some((s, d)) = v4_on_the_wire(words(&ev.saddr), words(&ev.daddr)) {
+        ev.family = AF_INET;
+        clear16(&mut ev.saddr);
+        clear16(&mut ev.daddr);
+        *first4(&mut ev.saddr) = s.to_ne_bytes();
+        *first4(&mut ev.daddr) = d.to_ne_bytes();
+    }
+}

@@ -212,6 +212,11 @@ pub struct Options {
     /// Seconds of work in each quiet-cost run.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub quiet_seconds: u64,
+
+    /// Leave out the breakdown of portrace's own CPU by pipeline stage (a loopback run
+    /// with its process sampled by `perf record`; it needs perf).
+    #[arg(long = "no-breakdown", action = clap::ArgAction::SetFalse)]
+    pub breakdown: bool,
 }
 
 impl Options {

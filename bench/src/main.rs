@@ -7,6 +7,7 @@
 //! results to a JSON file. `cargo xtask bench` builds the binaries and runs this.
 
 mod bpf;
+mod breakdown;
 mod cli;
 mod measure;
 mod netns;
@@ -172,7 +173,7 @@ fn run(mut o: Options) -> sys::Result<()> {
         o.rounds,
         transports.iter().map(|t| t.name()).collect::<Vec<_>>().join(" and ")
     );
-    let mut bench = Bench::new(shape, o.work_dir.join("runs"), o.keep_raw);
+    let mut bench = Bench::new(shape.clone(), o.work_dir.join("runs"), o.keep_raw);
     let started = std::time::Instant::now();
     let mut untraced: Vec<UntracedRun> = Vec::new();
     let mut traced: Vec<TracedRun> = Vec::new();
@@ -266,6 +267,21 @@ fn run(mut o: Options) -> sys::Result<()> {
         Vec::new()
     };
     let quiet_summary = (!quiet_rounds.is_empty()).then(|| quiet::summarize(&quiet_rounds));
+    // Where portrace's own CPU goes, stage by stage (needs perf).
+    let breakdown = if o.breakdown && located.iter().any(|l| l.kind == TracerKind::Portrace) {
+        match tracers::find_program("perf") {
+            Some(perf) => {
+                measure::wait_for_quiet(std::time::Duration::from_secs(o.quiet_wait))?;
+                Some(breakdown::measure(&o.portrace, &perf, &shape, &o.work_dir)?)
+            }
+            None => {
+                eprintln!("bench: no breakdown of portrace's CPU: it needs perf (`apt-get install linux-perf`, or run with --install-peers)");
+                None
+            }
+        }
+    } else {
+        None
+    };
     println!();
     println!(
         "portrace benchmark: {} connections x {} rounds, concurrency {}, {}, {} closes first ({:.0} s)",
@@ -285,6 +301,11 @@ fn run(mut o: Options) -> sys::Result<()> {
     }
     let quiet_table = quiet_summary.as_ref().map(|s| quiet::table(s, quiet_rounds.len(), o.quiet_seconds));
     if let Some(text) = &quiet_table {
+        println!();
+        print!("{text}");
+    }
+    let breakdown_table = breakdown.as_ref().map(breakdown::Breakdown::table);
+    if let Some(text) = &breakdown_table {
         println!();
         print!("{text}");
     }
@@ -321,6 +342,8 @@ fn run(mut o: Options) -> sys::Result<()> {
         "notes": notes,
         "quiet_cost": quiet_summary.as_ref().map(|s| quiet::json(&quiet_rounds, s)),
         "quiet_cost_table": quiet_table,
+        "breakdown": breakdown.as_ref().map(breakdown::Breakdown::json),
+        "breakdown_table": breakdown_table,
     });
     if let Some(dir) = o.out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

@@ -18,7 +18,8 @@ use crate::sys::{self, Result};
 use crate::tracers::{find_program, Located};
 
 /// The Debian packages of the peers.
-pub const PEER_PACKAGES: [&str; 3] = ["libbpf-tools", "bpfcc-tools", "bpftrace"];
+/// (`linux-perf` is not a peer: it samples portrace for the breakdown of its CPU.)
+pub const PEER_PACKAGES: [&str; 4] = ["libbpf-tools", "bpfcc-tools", "bpftrace", "linux-perf"];
 
 pub fn kernel_release() -> String {
     sys::output_of(Command::new("uname").arg("-r")).unwrap_or_default()

@@ -24,7 +24,7 @@ pub use netns::Netns;
 pub use portrace::{Portrace, Run, Summary};
 pub use process::{Finished, Proc};
 pub use records::{
-    assert_all, assert_none, client_closes_first, assert_owner, assert_sequences, by_socket, check_socket_invariants,
+    assert_all, assert_end, assert_none, client_closes_first, assert_owner, expected_total, assert_sequences, by_socket, check_socket_invariants,
     inventory, lost_total, socket_records, timeline, transitions, Expect, Losses, Owner, Roles,
     SocketRecord, SocketTimeline, Transition, OWN_SYSCALL_EDGES,
 };

@@ -283,6 +283,20 @@ impl Portrace {
         (self.n_transitions, self.n_lost)
     }
 
+    /// Waits for `n` transitions (at most `timeout`), then for `settle` in which no more
+    /// need arrive, stops portrace and checks that it exited cleanly
+    /// ([`Run::assert_clean`]); its stderr is printed, shown only if the test fails.
+    pub fn collect(mut self, n: usize, timeout: Duration, settle: Duration) -> Run {
+        self.wait_for_transitions(n, timeout);
+        if !settle.is_zero() {
+            self.wait_for_transitions(usize::MAX, settle);
+        }
+        let run = self.stop();
+        run.assert_clean();
+        eprintln!("portrace {:?} stderr:\n{}", run.args, run.stderr);
+        run
+    }
+
     /// Sends SIGINT, waits for portrace to exit (at most [`STOP_TIMEOUT`], then SIGKILL and
     /// panic) and returns everything it printed.
     pub fn stop(mut self) -> Run {

@@ -266,3 +266,12 @@ impl Tcpload {
         Tcpload::finish_client(client, count)
     }
 }
+
+/// The `tcpload` this package builds, from an integration test (where Cargo names its path
+/// in `CARGO_BIN_EXE_tcpload`).
+#[macro_export]
+macro_rules! tcpload {
+    () => {
+        $crate::Tcpload::new(env!("CARGO_BIN_EXE_tcpload"))
+    };
+}

@@ -15,17 +15,13 @@ use std::time::Duration;
 
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::tracefile_helpers::{portrace, Recorder, TempDir};
-use portrace_tests::{privileged, Closer, Netns, Portrace, Run, Tcpload};
+use portrace_tests::{privileged, tcpload, Closer, Netns, Portrace, Run, Tcpload};
 use serde_json::Value;
 
 const ADDR: &str = "127.77.0.1";
 /// How long a detector may take to fire once its scenario ran (CLOSE_WAIT: 2 s threshold,
 /// checked every second of trace time).
 const ALERT_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn load() -> Tcpload {
-    Tcpload::new(env!("CARGO_BIN_EXE_tcpload"))
-}
 
 fn endpoint(port: u16) -> String {
     format!("{ADDR}:{port}")
@@ -141,7 +137,7 @@ fn a_scanner_connecting_to_50_closed_ports_is_a_scan() {
     let mut traced = Traced::start(&[]);
     // The scanner waits at its start line after its exec, so portrace has read who it is
     // (executable, command line, parent) well before it scans and exits.
-    let mut scanner = load().spawn_client_with(
+    let mut scanner = tcpload!().spawn_client_with(
         &ns,
         &endpoint(20_000),
         50,
@@ -192,7 +188,7 @@ fn a_server_that_never_closes_its_sockets_leaks_close_wait() {
     privileged!();
     let ns = Netns::create();
     let mut traced = Traced::start(&["--close-wait-after", "2s"]);
-    let load = load();
+    let load = tcpload!();
     let server = load.server_with(&ns, &endpoint(65_001), 5, Closer::Client, &["--keep-open"]);
     let server_pid = server.pid();
     load.client(&ns, &endpoint(65_001), 5, 1, Closer::Client);
@@ -220,7 +216,7 @@ fn many_short_connections_to_one_peer_pile_up_time_wait() {
     let ns = Netns::create();
     let flags = ["--time-wait-count", "200"];
     let mut traced = Traced::start(&flags);
-    let load = load();
+    let load = tcpload!();
     const N: usize = 300;
     let server = load.server(&ns, &endpoint(65_002), N, Closer::Client);
     load.client(&ns, &endpoint(65_002), N, 2, Closer::Client);
@@ -260,7 +256,7 @@ fn a_listener_opened_mid_trace_is_a_new_listener() {
     privileged!();
     let ns = Netns::create();
     let mut traced = Traced::start(&[]);
-    let load = load();
+    let load = tcpload!();
     let server = load.server(&ns, &endpoint(65_003), 1, Closer::Client);
     let server_pid = server.pid();
     load.client(&ns, &endpoint(65_003), 1, 1, Closer::Client);
@@ -282,7 +278,7 @@ fn a_listener_opened_mid_trace_is_a_new_listener() {
 fn a_connection_owned_by_a_program_outside_the_allowlist_alerts() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let flags = ["--expect", "nginx:65004", "--fail-on-alert"];
     let mut traced = Traced::start(&flags);
     let server = load.server(&ns, &endpoint(65_004), 2, Closer::Client);
@@ -318,7 +314,7 @@ fn a_connection_owned_by_a_program_outside_the_allowlist_alerts() {
 /// --fail-on-alert` on it.
 fn report_status_on_a_recording(flags: &[&str]) -> Option<i32> {
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let dir = TempDir::new();
     let file = dir.file("fail.ptr");
     let recorder = Recorder::start(&file, &["--addr", ADDR]);
@@ -341,7 +337,7 @@ fn connects_refused_by_one_destination_are_handshake_trouble() {
     privileged!();
     let ns = Netns::create();
     let mut traced = Traced::start(&[]);
-    let client = load().spawn_client_with(&ns, &endpoint(20_100), 8, 1, Closer::Client, &["--expect", "refused"]);
+    let client = tcpload!().spawn_client_with(&ns, &endpoint(20_100), 8, 1, Closer::Client, &["--expect", "refused"]);
     let pid = client.pid();
     Tcpload::finish_client(client, 8);
     traced.wait_alert("handshake_trouble");
@@ -360,7 +356,7 @@ fn connects_refused_by_one_destination_are_handshake_trouble() {
 fn ordinary_traffic_raises_no_alert() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     const N: usize = 200;
     // Servers older than the trace: in its inventory, not new listeners. One where the
     // clients close first (TIME_WAIT on the client side), one where the server does.

@@ -20,17 +20,13 @@ use portrace_tests::process::{run_bounded, Finished};
 use portrace_tests::seq::CLIENT_ACTIVE;
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{
-    assert_all, assert_none, assert_sequences, privileged, timeline, transitions, Closer, Expect, Netns,
+    assert_all, assert_none, assert_sequences, privileged, tcpload, timeline, transitions, Closer, Expect, Netns,
     Portrace, Proc, Tcpload, Transition,
 };
 use serde_json::Value;
 
 /// How long a whole traced command may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn load() -> Tcpload {
-    Tcpload::new(env!("CARGO_BIN_EXE_tcpload"))
-}
 
 /// `portrace args...` as a command for [`Proc`] or [`run_bounded`].
 fn portrace(args: &[&str]) -> Command {
@@ -90,7 +86,7 @@ impl Drop for Leftovers<'_> {
 fn traces_the_command_and_every_process_it_starts_and_nothing_else() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let tcpload = load.bin().display().to_string();
     // The server the command connects to is the test's, not the command's.
     let server = load.server(&ns, "127.0.0.1:65021", 3, Closer::Client);
@@ -192,7 +188,7 @@ fn the_exit_status_is_the_commands_and_a_missing_command_is_127() {
 fn a_connection_left_in_close_wait_is_reported_at_the_end() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let tcpload = load.bin().display().to_string();
     // The test's server closes each connection at once; the command's client, started in
     // the background, holds its end open without closing it: CLOSE_WAIT. Its stdin is a

@@ -16,14 +16,10 @@ use std::time::{Duration, Instant};
 
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::tracefile_helpers::{portrace, replay, Recorder, Replay, TempDir, Tmpfs};
-use portrace_tests::{privileged, seq, Closer, Netns, Portrace, Tcpload};
+use portrace_tests::{privileged, tcpload, seq, Closer, Netns, Portrace, Tcpload};
 use serde_json::Value;
 
 const ADDR: &str = "127.65.0.1";
-
-fn load() -> Tcpload {
-    Tcpload::new(env!("CARGO_BIN_EXE_tcpload"))
-}
 
 fn endpoint(port: u16) -> String {
     format!("{ADDR}:{port}")
@@ -114,7 +110,7 @@ fn edge(t: &Value) -> String {
 fn rotation_keeps_a_bounded_window_of_whole_files_that_hold_every_transition_once() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let tmp = TempDir::new();
     let dir = tmp.path().join("flight");
     // Things of the operator's in the directory stay as they are.
@@ -339,7 +335,7 @@ enum Moment {
 fn a_recorder_killed_at_any_moment_leaves_whole_files_and_a_readable_open_one() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let port = 64510;
     const N: usize = 20_000;
     let server = load.server(&ns, &endpoint(port), N, Closer::Client);
@@ -421,7 +417,7 @@ fn a_recorder_killed_at_any_moment_leaves_whole_files_and_a_readable_open_one() 
 fn max_size_starts_a_new_file_and_bounds_the_directory() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let tmp = TempDir::new();
     let dir = tmp.path().join("flight");
     let port = 64530;
@@ -464,7 +460,7 @@ fn max_size_starts_a_new_file_and_bounds_the_directory() {
 fn a_full_disk_stops_the_recorder_and_keeps_the_files_written_readable() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let disk = Tmpfs::mount("256k");
     let dir = disk.path().join("flight");
     let port = 64520;

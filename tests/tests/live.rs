@@ -20,8 +20,8 @@ use portrace_tests::seq::{
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{
     assert_all, assert_none, assert_owner, client_closes_first, assert_sequences, check_socket_invariants, lost_total,
-    by_socket, privileged, timeline, Closer, Expect, Netns, Owner, Portrace, Run, SocketTimeline, Tcpload,
-    Transition, OWN_SYSCALL_EDGES,
+    by_socket, expected_total, assert_end, privileged, tcpload, timeline, Closer, Expect, Netns, Owner, Portrace, Run, SocketTimeline, Tcpload,
+    Transition,
 };
 
 /// Connections per filter scenario: enough to see repetition, few enough to stay fast.
@@ -29,53 +29,11 @@ const N: usize = 3;
 /// How long to wait for the records that the finished traffic must produce.
 const RECORDS_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn load() -> Tcpload {
-    Tcpload::new(env!("CARGO_BIN_EXE_tcpload"))
-}
-
-fn expected_total(expect: &[Expect<'_>]) -> usize {
-    expect.iter().map(|e| e.count * e.edges.len()).sum()
-}
-
-/// Waits for `n` transitions, stops portrace and checks it exited cleanly.
-fn collect(mut portrace: Portrace, n: usize) -> Run {
-    portrace.wait_for_transitions(n, RECORDS_TIMEOUT);
-    let run = portrace.stop();
-    run.assert_clean();
-    run
-}
-
 /// The transition of `timeline` with edge `edge`.
 fn find<'a>(ts: &'a [Transition], edge: &str) -> &'a Transition {
     ts.iter()
         .find(|t| t.edge() == edge)
         .unwrap_or_else(|| panic!("no {edge} in:\n{}", timeline(ts)))
-}
-
-/// An owner whose own system calls on the socket are the usual ones (listen, connect,
-/// close); `first` is the owner source before its first one.
-fn owner<'a>(who: &'a str, pid: u32, first: &'a str) -> Owner<'a> {
-    Owner {
-        who,
-        pid,
-        comm: "tcpload",
-        first,
-        own: OWN_SYSCALL_EDGES,
-    }
-}
-
-/// Panics unless `socket`'s last transition goes into CLOSE for `reason` with `error`.
-fn assert_end(ts: &[Transition], socket: &SocketTimeline, reason: &str, error: Option<&str>) {
-    let last = socket.last();
-    assert!(
-        last.newstate == "CLOSE"
-            && last.reason.as_deref() == Some(reason)
-            && last.error.as_deref() == error,
-        "socket {} must end in CLOSE with reason {reason:?} and error {error:?}:\n  {}\nobserved timeline:\n{}",
-        socket.socket,
-        last.line(),
-        timeline(ts)
-    );
 }
 
 /// One connection between a server and a client process, traced with `--port`; checks
@@ -85,7 +43,7 @@ fn assert_end(ts: &[Transition], socket: &SocketTimeline, reason: &str, error: O
 fn single_connection(port: u16, host: &str, family: &str, closer: Closer) {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let (client_seq, child_seq) = match closer {
         Closer::Client => (CLIENT_ACTIVE, CHILD_PASSIVE),
         Closer::Server => (CLIENT_PASSIVE, CHILD_ACTIVE),
@@ -120,7 +78,7 @@ fn single_connection(port: u16, host: &str, family: &str, closer: Closer) {
     let client_pid = client.pid();
     Tcpload::finish_client(client, 1);
     server.wait_success(WAIT);
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, Duration::ZERO);
 
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
@@ -166,15 +124,15 @@ fn single_connection(port: u16, host: &str, family: &str, closer: Closer) {
         &roles.get("client")[0],
         &roles.get("child")[0],
     );
-    assert_owner(&ts, sockets.0, &owner("server", server_pid, "syscall"));
-    assert_owner(&ts, sockets.1, &owner("client", client_pid, "syscall"));
-    assert_owner(&ts, sockets.2, &owner("server", server_pid, "listener"));
-    assert_end(&ts, sockets.0, "listener_closed", None);
+    assert_owner(&ts, sockets.0, &Owner::usual("server", server_pid, "tcpload", "syscall"));
+    assert_owner(&ts, sockets.1, &Owner::usual("client", client_pid, "tcpload", "syscall"));
+    assert_owner(&ts, sockets.2, &Owner::usual("server", server_pid, "tcpload", "listener"));
+    assert_end(&ts, sockets.0, "listener_closed", None, None);
     let passive = match closer {
         Closer::Client => sockets.2,
         Closer::Server => sockets.1,
     };
-    assert_end(&ts, passive, "passive_close", None);
+    assert_end(&ts, passive, "passive_close", None, None);
 
     // Transitions made in a process's own system call carry that process.
     let own = |ts: &[Transition], edge: &str, pid: u32, who: &str| {
@@ -232,8 +190,8 @@ fn connection_refused() {
         edges: REFUSED,
     }];
     let portrace = Portrace::start(&["--port", "65103"]);
-    load().client_refused(&ns, "127.0.0.1:65103", 2);
-    let run = collect(portrace, expected_total(&expect));
+    tcpload!().client_refused(&ns, "127.0.0.1:65103", 2);
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, Duration::ZERO);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
@@ -241,7 +199,7 @@ fn connection_refused() {
         t.daddr == "127.0.0.1" && t.dport == 65103
     });
     for client in roles.get("client") {
-        assert_end(&ts, client, "refused", Some("ECONNREFUSED"));
+        assert_end(&ts, client, "refused", Some("ECONNREFUSED"), None);
     }
 }
 
@@ -256,7 +214,7 @@ fn inside_and_outside(
     expect: &[Expect<'_>],
 ) -> Vec<Transition> {
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let portrace = Portrace::start(filter);
     let servers: Vec<_> = inside
         .iter()
@@ -285,7 +243,7 @@ fn inside_and_outside(
     for server in servers {
         server.wait_success(WAIT);
     }
-    let run = collect(portrace, expected_total(expect));
+    let run = portrace.collect(expected_total(expect), RECORDS_TIMEOUT, Duration::ZERO);
     let ts = run.transitions();
     assert_sequences(&ts, expect);
     check_socket_invariants(&ts, None);
@@ -437,7 +395,7 @@ fn filter_ipv6_only() {
 fn filter_pid() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     // `--pid` keeps the sockets the process owns. Client A is held at its start line so its
     // pid can go into the filter before it makes any traffic; client B runs at the same
     // time with the same server, which starts only once portrace is attached. The server
@@ -463,12 +421,12 @@ fn filter_pid() {
         count: N,
         edges: CLIENT_ACTIVE,
     }];
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, Duration::ZERO);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
     for socket in roles.get("client") {
-        assert_owner(&ts, socket, &owner("client A", pid_a, "syscall"));
+        assert_owner(&ts, socket, &Owner::usual("client A", pid_a, "tcpload", "syscall"));
     }
     assert_all(&ts, "client A connects through 127.0.0.30", |t| {
         t.daddr == "127.0.0.30" && t.dport == 65121
@@ -484,7 +442,7 @@ fn filter_pid() {
 fn filter_state() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     // Two servers on the same port: on 127.0.0.1 the client closes first (the server's
     // child passes through CLOSE_WAIT), on 127.0.0.2 the server does (the client does).
     // `--port` scopes the run to this test's traffic.
@@ -501,7 +459,7 @@ fn filter_state() {
         count: 2 * N,
         edges: close_wait,
     }];
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, Duration::ZERO);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
@@ -534,7 +492,7 @@ fn filter_state() {
 fn filter_state_close_keeps_connects_and_sees_no_kill_in_a_moved_timer() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let mut portrace = Portrace::start(&["--state", "CLOSE", "--port", "65146"]);
     let mut server = load.server_with(&ns, "127.0.0.1:65146", N, Closer::Client, &["--keep-open"]);
     load.client(&ns, "127.0.0.1:65146", N, 1, Closer::Client);
@@ -631,7 +589,7 @@ fn stop_when_settled(
 fn sockets_open_at_the_end_are_checked_against_the_kernel() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let (v4, v6) = ("127.0.0.1:65143", "[::1]:65144");
     let mut portrace = Portrace::start(&["--port", "65143", "--port", "65144"]);
     // Established both ways: the server reads until the client's EOF, the client holds.
@@ -687,7 +645,7 @@ fn burst_at_40000_per_second_shows_every_transition_once_or_counts_it_lost() {
     privileged!();
     let ns = Netns::create();
     ns.sysctl("net.ipv4.tcp_rfc1337=1");
-    let load = load();
+    let load = tcpload!();
     let portrace = Portrace::start(&["--port", "65133"]);
     let server = load.server(&ns, "127.0.0.1:65133", CONNECTIONS, Closer::Client);
     let client = load.spawn_client_with(&ns, "127.0.0.1:65133", CONNECTIONS, 2, Closer::Client, &["--rate", "40000"]);
@@ -750,7 +708,7 @@ fn tiny_ring_reports_losses() {
     // No TIME_WAIT assassination (RFC 1337): the kernel ending a few clients' TIME_WAITs
     // while the run is compared with its list would make the count move under the test.
     ns.sysctl("net.ipv4.tcp_rfc1337=1");
-    let load = load();
+    let load = tcpload!();
     let portrace = Portrace::start(&["--ring-size", "4096", "--port", "65131"]);
     let server = load.server(&ns, "127.0.0.1:65131", CONNECTIONS, Closer::Client);
     load.client(&ns, "127.0.0.1:65131", CONNECTIONS, 4, Closer::Client);
@@ -873,7 +831,7 @@ fn burst_5000_connections_at_15000_per_second_lossless() {
     // clients' TIME_WAITs during the burst; this test is about losses, and kills have
     // their own (time_wait_killed_by_reuse_and_by_namespace_deletion).
     ns.sysctl("net.ipv4.tcp_rfc1337=1");
-    let load = load();
+    let load = tcpload!();
     let portrace = Portrace::start(&["--port", "65132"]);
     let server = load.server(&ns, "127.0.0.1:65132", CONNECTIONS, Closer::Client);
     let started = Instant::now();
@@ -983,6 +941,6 @@ fn burst_5000_connections_at_15000_per_second_lossless() {
         );
     }
     for client in roles.get("killed") {
-        assert_end(&ts, client, "time_wait_killed", None);
+        assert_end(&ts, client, "time_wait_killed", None, None);
     }
 }

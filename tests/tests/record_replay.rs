@@ -17,7 +17,7 @@ use portrace_tests::tcpload::WAIT;
 use portrace_tests::tracefile_helpers::{
     by_connection, portrace, replay, rfc3339_us, Recorder, Replay, TempDir, Tmpfs,
 };
-use portrace_tests::{privileged, Closer, Netns, Portrace, Run, Tcpload};
+use portrace_tests::{privileged, tcpload, Closer, Netns, Portrace, Run, Tcpload};
 use serde_json::Value;
 
 /// The listening address of every server here: a loopback address of its own.
@@ -29,10 +29,6 @@ const RECORDS_TIMEOUT: Duration = Duration::from_secs(20);
 /// after the other on the same CPU; a few microseconds apart usually, more when an
 /// interrupt comes in between.
 const SAME_EVENT_NS: i64 = 5_000_000;
-
-fn load() -> Tcpload {
-    Tcpload::new(env!("CARGO_BIN_EXE_tcpload"))
-}
 
 fn endpoint(port: u16) -> String {
     format!("{ADDR}:{port}")
@@ -175,7 +171,7 @@ fn lost(records: &[Value]) -> u64 {
 fn a_recording_replays_to_the_transitions_the_live_run_printed() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let dir = TempDir::new();
     let file = dir.file("round-trip.ptr");
     let (active, passive, refused) = (64001, 64002, 64003);
@@ -270,7 +266,7 @@ fn a_recording_replays_to_the_transitions_the_live_run_printed() {
 fn a_recording_killed_mid_way_replays_up_to_the_cut() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let dir = TempDir::new();
     let file = dir.file("killed.ptr");
     let port = 64010;
@@ -358,7 +354,7 @@ fn number_after(text: &str, marker: &str) -> u64 {
 fn a_full_disk_stops_the_recording_and_keeps_what_was_written() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let disk = Tmpfs::mount("256k");
     let file = disk.file("full.ptr");
     let port = 64020;
@@ -396,7 +392,7 @@ fn a_full_disk_stops_the_recording_and_keeps_what_was_written() {
 fn a_recording_ended_by_count_is_complete_and_reports() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let dir = TempDir::new();
     let file = dir.file("count.ptr");
     let port = 64030;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use portrace_tests::process::run_bounded;
 use portrace_tests::tracefile_helpers::TempDir;
 use portrace_tests::tcpload::WAIT;
-use portrace_tests::{privileged, Closer, Netns, Portrace, Proc, Tcpload};
+use portrace_tests::{privileged, tcpload, Closer, Netns, Portrace, Proc};
 use serde_json::Value;
 
 /// The service's port, and a port nothing listens on (connections to it are refused).
@@ -32,10 +32,6 @@ const REFUSED: u64 = 3;
 const DEADLINE: Duration = Duration::from_secs(30);
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
-
-fn load() -> Tcpload {
-    Tcpload::new(env!("CARGO_BIN_EXE_tcpload"))
-}
 
 /// A port free on 127.0.0.1 now.
 fn free_port() -> u16 {
@@ -213,7 +209,7 @@ fn prometheus_scrapes_exactly_what_the_workload_did() {
     );
     let prometheus = Prometheus::start(listen);
 
-    let load = load();
+    let load = tcpload!();
     let server = load.server(&ns, &format!("127.0.0.1:{PORT}"), N as usize, Closer::Client);
     load.client(&ns, &format!("127.0.0.1:{PORT}"), N as usize, 1, Closer::Client);
     server.wait_success(WAIT);
@@ -393,7 +389,7 @@ fn serve_keeps_a_flight_recorder_of_what_it_counts() {
     let serve = start_serve(listen, &["--port", &port, "--record-dir", &record_dir, "--rotate", "1s", "--keep", "50"]);
 
     // Connections in three bursts a rotation apart, so that they span several files.
-    let load = load();
+    let load = tcpload!();
     let target = format!("127.0.0.1:{FLIGHT_PORT}");
     let server = load.server(&ns, &target, 3 * N as usize, Closer::Client);
     for _ in 0..3 {

@@ -20,8 +20,8 @@ use portrace_tests::seq::{
 use portrace_tests::tcpload::WAIT;
 use portrace_tests::{
     assert_all, assert_none, assert_owner, client_closes_first, assert_sequences, check_socket_invariants, inventory,
-    privileged, timeline, transitions, Closer, Expect, Netns, Owner, Portrace, Proc, Roles, Run,
-    SocketRecord, SocketTimeline, Tcpload, Transition, OWN_SYSCALL_EDGES,
+    expected_total, assert_end, privileged, tcpload, timeline, transitions, Closer, Expect, Netns, Owner, Portrace, Proc, Roles,
+    SocketRecord, Tcpload, Transition, OWN_SYSCALL_EDGES,
 };
 use serde_json::Value;
 
@@ -37,26 +37,6 @@ const SETTLE: Duration = Duration::from_millis(500);
 const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The command name tcpload has.
 const TCPLOAD: &str = "tcpload";
-
-fn load() -> Tcpload {
-    Tcpload::new(env!("CARGO_BIN_EXE_tcpload"))
-}
-
-fn expected_total(expect: &[Expect<'_>]) -> usize {
-    expect.iter().map(|e| e.count * e.edges.len()).sum()
-}
-
-/// Waits for `n` transitions and a moment more, stops portrace and checks it exited
-/// cleanly.
-fn collect(mut portrace: Portrace, n: usize) -> Run {
-    portrace.wait_for_transitions(n, RECORDS_TIMEOUT);
-    portrace.wait_for_transitions(usize::MAX, SETTLE);
-    let run = portrace.stop();
-    run.assert_clean();
-    // Shown only if the test fails: portrace's warnings and summary.
-    eprintln!("portrace {:?} stderr:\n{}", run.args, run.stderr);
-    run
-}
 
 /// How many transitions among `records` have edge `edge`.
 fn count_edge(records: &[Value], edge: &str) -> usize {
@@ -74,17 +54,6 @@ fn wait_edges(portrace: &mut Portrace, want: &[(&str, usize)], timeout: Duration
     })
 }
 
-/// An owner whose own system calls on the socket are the usual ones.
-fn owner<'a>(who: &'a str, pid: u32, comm: &'a str, first: &'a str) -> Owner<'a> {
-    Owner {
-        who,
-        pid,
-        comm,
-        first,
-        own: OWN_SYSCALL_EDGES,
-    }
-}
-
 /// [`assert_owner`] for every socket of each role.
 fn assert_role_owners(ts: &[Transition], roles: &Roles, owners: &[(&str, Owner<'_>)]) {
     for (role, owner) in owners {
@@ -92,30 +61,6 @@ fn assert_role_owners(ts: &[Transition], roles: &Roles, owners: &[(&str, Owner<'
             assert_owner(ts, socket, owner);
         }
     }
-}
-
-/// Asserts the `reason`, `error` and (when given) `retransmits` of `socket`'s last
-/// transition, which must go into CLOSE.
-fn assert_end(
-    ts: &[Transition],
-    socket: &SocketTimeline,
-    reason: &str,
-    error: Option<&str>,
-    retransmits: Option<u64>,
-) {
-    let last = socket.last();
-    let ok = last.newstate == "CLOSE"
-        && last.reason.as_deref() == Some(reason)
-        && last.error.as_deref() == error
-        && retransmits.is_none_or(|n| last.retransmits == n);
-    assert!(
-        ok,
-        "socket {} must end in CLOSE with reason {reason:?}, error {error:?}, retransmits \
-         {retransmits:?}, but ends:\n  {}\nobserved timeline:\n{}",
-        socket.socket,
-        last.line(),
-        timeline(ts)
-    );
 }
 
 /// The server child transitions the kernel makes in softirq (not in the server's own
@@ -172,7 +117,7 @@ fn owned_connections(
     port: u16,
     closer: Closer,
 ) -> Traced {
-    let load = load();
+    let load = tcpload!();
     let (client_seq, child_seq) = match closer {
         Closer::Client => (CLIENT_ACTIVE, CHILD_PASSIVE),
         Closer::Server => (CLIENT_PASSIVE, CHILD_ACTIVE),
@@ -203,7 +148,7 @@ fn owned_connections(
     let client_pid = client.pid();
     Tcpload::finish_client(client, N);
     server.wait_success(WAIT);
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, SETTLE);
 
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
@@ -231,9 +176,9 @@ fn owned_connections(
         &ts,
         &roles,
         &[
-            ("listener", owner("server", server_pid, TCPLOAD, "syscall")),
-            ("client", owner("client", client_pid, TCPLOAD, "syscall")),
-            ("child", owner("server", server_pid, TCPLOAD, "listener")),
+            ("listener", Owner::usual("server", server_pid, TCPLOAD, "syscall")),
+            ("client", Owner::usual("client", client_pid, TCPLOAD, "syscall")),
+            ("child", Owner::usual("server", server_pid, TCPLOAD, "listener")),
         ],
     );
     Traced {
@@ -323,7 +268,7 @@ fn server_only(port: u16, server_load: &Tcpload, comm: &str, filter: impl Fn(u32
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let portrace = Portrace::start(&args);
     Tcpload::release_server(&mut server);
-    let client = load().spawn_client(&ns, &endpoint, N, 1, Closer::Client, false);
+    let client = tcpload!().spawn_client(&ns, &endpoint, N, 1, Closer::Client, false);
     let client_pid = client.pid();
     Tcpload::finish_client(client, N);
     server.wait_success(WAIT);
@@ -339,7 +284,7 @@ fn server_only(port: u16, server_load: &Tcpload, comm: &str, filter: impl Fn(u32
             edges: CHILD_PASSIVE,
         },
     ];
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, SETTLE);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
@@ -347,8 +292,8 @@ fn server_only(port: u16, server_load: &Tcpload, comm: &str, filter: impl Fn(u32
         &ts,
         &roles,
         &[
-            ("listener", owner("server", server_pid, comm, "syscall")),
-            ("child", owner("server", server_pid, comm, "listener")),
+            ("listener", Owner::usual("server", server_pid, comm, "syscall")),
+            ("child", Owner::usual("server", server_pid, comm, "listener")),
         ],
     );
     assert_none(
@@ -363,7 +308,7 @@ fn server_only(port: u16, server_load: &Tcpload, comm: &str, filter: impl Fn(u32
 
 #[test]
 fn filter_pid_keeps_every_transition_of_the_owners_sockets() {
-    server_only(65155, &load(), TCPLOAD, |pid| {
+    server_only(65155, &tcpload!(), TCPLOAD, |pid| {
         ["--port", "65155", "--pid", &pid.to_string()]
             .iter()
             .map(|s| s.to_string())
@@ -374,7 +319,7 @@ fn filter_pid_keeps_every_transition_of_the_owners_sockets() {
 #[test]
 fn filter_comm_keeps_every_transition_of_the_owners_sockets() {
     // The server runs as `tcpsrv` (a link to tcpload); the client keeps the name tcpload.
-    let renamed = load().renamed("tcpsrv");
+    let renamed = tcpload!().renamed("tcpsrv");
     server_only(65156, renamed.load(), "tcpsrv", |_| {
         ["--port", "65156", "--comm", "tcpsrv"]
             .iter()
@@ -401,7 +346,7 @@ struct OldConnection {
 impl OldConnection {
     fn open(port: u16, accepts: usize) -> OldConnection {
         let ns = Netns::create();
-        let load = load();
+        let load = tcpload!();
         let endpoint = format!("127.0.0.1:{port}");
         let mut server = load.server_with(&ns, &endpoint, accepts, Closer::Client, &["--announce"]);
         let mut client = load.spawn_client_with(&ns, &endpoint, 1, 1, Closer::Client, &["--hold"]);
@@ -508,7 +453,7 @@ fn inventory_then_transitions_of_older_sockets() {
         let (l, c, s) = old.check_inventory(&early);
         (l.socket, c.socket, s.socket)
     };
-    let new_client = load().spawn_client(&old.ns, "127.0.0.1:65160", 1, 1, Closer::Client, false);
+    let new_client = tcpload!().spawn_client(&old.ns, "127.0.0.1:65160", 1, 1, Closer::Client, false);
     let new_client_pid = new_client.pid();
     Tcpload::finish_client(new_client, 1);
     let ns = old.close();
@@ -547,7 +492,7 @@ fn inventory_then_transitions_of_older_sockets() {
             edges: CHILD_PASSIVE,
         },
     ];
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, SETTLE);
     drop(ns);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
@@ -581,17 +526,17 @@ fn inventory_then_transitions_of_older_sockets() {
         &[
             (
                 "listener",
-                owner("server", server_pid, TCPLOAD, "inventory"),
+                Owner::usual("server", server_pid, TCPLOAD, "inventory"),
             ),
-            ("client", owner("client", client_pid, TCPLOAD, "inventory")),
-            ("child", owner("server", server_pid, TCPLOAD, "inventory")),
+            ("client", Owner::usual("client", client_pid, TCPLOAD, "inventory")),
+            ("child", Owner::usual("server", server_pid, TCPLOAD, "inventory")),
             (
                 "new client",
-                owner("client", new_client_pid, TCPLOAD, "syscall"),
+                Owner::usual("client", new_client_pid, TCPLOAD, "syscall"),
             ),
             (
                 "new child",
-                owner("server", server_pid, TCPLOAD, "listener"),
+                Owner::usual("server", server_pid, TCPLOAD, "listener"),
             ),
         ],
     );
@@ -730,7 +675,7 @@ fn reason_refused() {
     privileged!();
     let ns = Netns::create();
     let portrace = Portrace::start(&["--port", "65170"]);
-    let client = load().spawn_client_with(
+    let client = tcpload!().spawn_client_with(
         &ns,
         "127.0.0.1:65170",
         1,
@@ -745,14 +690,14 @@ fn reason_refused() {
         count: 1,
         edges: REFUSED,
     }];
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, SETTLE);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
     assert_role_owners(
         &ts,
         &roles,
-        &[("client", owner("client", client_pid, TCPLOAD, "syscall"))],
+        &[("client", Owner::usual("client", client_pid, TCPLOAD, "syscall"))],
     );
     // The peer answered the first SYN with a reset: nothing was retransmitted.
     assert_end(
@@ -770,7 +715,7 @@ fn reason_refused() {
 fn reset_connection(port: u16, aborter: Closer) {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let endpoint = format!("127.0.0.1:{port}");
     let port_text = port.to_string();
     let portrace = Portrace::start(&["--port", &port_text]);
@@ -801,7 +746,7 @@ fn reset_connection(port: u16, aborter: Closer) {
             edges: CHILD_RESET,
         },
     ];
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, SETTLE);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
@@ -813,8 +758,8 @@ fn reset_connection(port: u16, aborter: Closer) {
         .copied()
         .chain(["ESTABLISHED->CLOSE"])
         .collect();
-    let mut child_owner = owner("server", server_pid, TCPLOAD, "listener");
-    let mut client_owner = owner("client", client_pid, TCPLOAD, "syscall");
+    let mut child_owner = Owner::usual("server", server_pid, TCPLOAD, "listener");
+    let mut client_owner = Owner::usual("client", client_pid, TCPLOAD, "syscall");
     match aborter {
         Closer::Server => child_owner.own = &abort_edges,
         Closer::Client => client_owner.own = &abort_edges,
@@ -823,7 +768,7 @@ fn reset_connection(port: u16, aborter: Closer) {
         &ts,
         &roles,
         &[
-            ("listener", owner("server", server_pid, TCPLOAD, "syscall")),
+            ("listener", Owner::usual("server", server_pid, TCPLOAD, "syscall")),
             ("client", client_owner),
             ("child", child_owner),
         ],
@@ -885,7 +830,7 @@ fn reason_connect_timeout() {
         ],
     );
     let portrace = Portrace::start(&["--port", "65173"]);
-    let client = load().spawn_client_with(
+    let client = tcpload!().spawn_client_with(
         &ns,
         "169.254.30.2:65173",
         1,
@@ -900,7 +845,7 @@ fn reason_connect_timeout() {
         count: 1,
         edges: REFUSED,
     }];
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, SETTLE);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
@@ -908,7 +853,7 @@ fn reason_connect_timeout() {
     assert_role_owners(
         &ts,
         &roles,
-        &[("client", owner("client", client_pid, TCPLOAD, "syscall"))],
+        &[("client", Owner::usual("client", client_pid, TCPLOAD, "syscall"))],
     );
     assert_end(&ts, client, "connect_timeout", Some("ETIMEDOUT"), None);
     let last = client.last();
@@ -933,7 +878,7 @@ fn reason_connect_timeout() {
 fn time_wait_entered_by_the_active_closer() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let portrace = Portrace::start(&["--port", "65180"]);
     let server = load.server(&ns, "127.0.0.1:65180", N, Closer::Client);
     let server_pid = server.pid();
@@ -942,7 +887,7 @@ fn time_wait_entered_by_the_active_closer() {
     Tcpload::finish_client(client, N);
     server.wait_success(WAIT);
     let expect = client_closes_first(N);
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, SETTLE);
     let ts = run.transitions();
     // Exact: the clients' last transition is FIN_WAIT2->TIME_WAIT, and none has left
     // TIME_WAIT (that takes 60 s).
@@ -952,9 +897,9 @@ fn time_wait_entered_by_the_active_closer() {
         &ts,
         &roles,
         &[
-            ("listener", owner("server", server_pid, TCPLOAD, "syscall")),
-            ("client", owner("client", client_pid, TCPLOAD, "syscall")),
-            ("child", owner("server", server_pid, TCPLOAD, "listener")),
+            ("listener", Owner::usual("server", server_pid, TCPLOAD, "syscall")),
+            ("client", Owner::usual("client", client_pid, TCPLOAD, "syscall")),
+            ("child", Owner::usual("server", server_pid, TCPLOAD, "listener")),
         ],
     );
     for client in roles.get("client") {
@@ -995,7 +940,7 @@ fn time_wait_entered_by_the_active_closer() {
 fn time_wait_killed_by_reuse_and_by_namespace_deletion() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     // The server closes first, so its child goes to TIME_WAIT; both connections come from
     // the same client address and port, so the second SYN hits the first one's timewait
     // socket, which the kernel kills to let the new connection in.
@@ -1055,7 +1000,7 @@ fn time_wait_killed_by_reuse_and_by_namespace_deletion() {
             edges: CHILD_ACTIVE_ENDED,
         },
     ];
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, SETTLE);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
@@ -1063,19 +1008,19 @@ fn time_wait_killed_by_reuse_and_by_namespace_deletion() {
     assert_owner(
         &ts,
         &clients[0],
-        &owner("client", first_pid, TCPLOAD, "syscall"),
+        &Owner::usual("client", first_pid, TCPLOAD, "syscall"),
     );
     assert_owner(
         &ts,
         &clients[1],
-        &owner("client", second_pid, TCPLOAD, "syscall"),
+        &Owner::usual("client", second_pid, TCPLOAD, "syscall"),
     );
     assert_role_owners(
         &ts,
         &roles,
         &[
-            ("listener", owner("server", server_pid, TCPLOAD, "syscall")),
-            ("child", owner("server", server_pid, TCPLOAD, "listener")),
+            ("listener", Owner::usual("server", server_pid, TCPLOAD, "syscall")),
+            ("child", Owner::usual("server", server_pid, TCPLOAD, "listener")),
         ],
     );
     assert_all(
@@ -1118,7 +1063,7 @@ fn time_wait_killed_by_reuse_and_by_namespace_deletion() {
 fn waits_for_time_wait_expiry() {
     privileged!();
     let ns = Netns::create();
-    let load = load();
+    let load = tcpload!();
     let mut portrace = Portrace::start(&["--port", "65190"]);
     let server = load.server(&ns, "127.0.0.1:65190", 1, Closer::Client);
     let server_pid = server.pid();
@@ -1148,7 +1093,7 @@ fn waits_for_time_wait_expiry() {
             edges: CHILD_PASSIVE,
         },
     ];
-    let run = collect(portrace, expected_total(&expect));
+    let run = portrace.collect(expected_total(&expect), RECORDS_TIMEOUT, SETTLE);
     drop(ns);
     let ts = run.transitions();
     let roles = assert_sequences(&ts, &expect);
@@ -1157,9 +1102,9 @@ fn waits_for_time_wait_expiry() {
         &ts,
         &roles,
         &[
-            ("listener", owner("server", server_pid, TCPLOAD, "syscall")),
-            ("client", owner("client", client_pid, TCPLOAD, "syscall")),
-            ("child", owner("server", server_pid, TCPLOAD, "listener")),
+            ("listener", Owner::usual("server", server_pid, TCPLOAD, "syscall")),
+            ("client", Owner::usual("client", client_pid, TCPLOAD, "syscall")),
+            ("child", Owner::usual("server", server_pid, TCPLOAD, "listener")),
         ],
     );
     let client = &roles.get("client")[0];

@@ -607,6 +607,53 @@ fn the_summary_lists_subjects_and_stops_at_twenty() {
     assert_eq!(doc["alert_subjects"][0]["latest"]["kind"], "new_listener");
 }
 
+/// The section's JSON document, byte for byte as it is laid out (docs/json.md): the
+/// members in order, each alert as the JSON stream writes it, the subjects' times as
+/// RFC 3339 and monotonic nanoseconds.
+#[test]
+fn the_alert_document_keeps_its_layout_to_the_byte() {
+    let mut records = Vec::new();
+    for pid in 1..=3u32 {
+        let l = Tr { socket: u64::from(pid), local: (ip(1), 9000 + pid as u16), remote: (ip(0), 0), owner: owner(pid, "s\"rv") };
+        records.push(Record::T(l.at(u64::from(pid) * MS, Close, Listen)));
+    }
+    let (_, d) = run_with(Rules::default(), &records, S, 0);
+    let section = section::AlertSection::of(&d);
+    assert_eq!(section.subjects.len(), 3);
+    let alert = |a: &Alert| {
+        let mut buf = Vec::new();
+        crate::output::push_alert_json(&mut buf, a);
+        String::from_utf8(buf).unwrap()
+    };
+    let alerts: Vec<String> = section.alerts.iter().map(alert).collect();
+    let subjects: Vec<String> = section
+        .subjects
+        .iter()
+        .map(|l| {
+            format!(
+                "{{\"kind\":\"{}\",\"subject\":\"{}\",\"fired\":{},\"first\":{{\"time\":\"{}\",\"ts_ns\":{}}},\"latest\":{}}}",
+                l.latest.kind,
+                l.latest.subject,
+                l.fired,
+                crate::clock::Rfc3339::new(l.first.time.unix_ns).as_str(),
+                l.first.time.mono_ns,
+                alert(&l.latest)
+            )
+        })
+        .collect();
+    let mut doc = Vec::new();
+    section.write_json(&mut doc).unwrap();
+    assert_eq!(
+        String::from_utf8(doc).unwrap(),
+        format!(
+            "{{\"type\":\"alerts\",\"fired\":3,\"alerts\":[{}],\"alert_subjects\":[{}]}}\n",
+            alerts.join(","),
+            subjects.join(",")
+        )
+    );
+    assert_eq!(section.json_subjects(), format!("[{}]", subjects.join(",")).into_bytes());
+}
+
 /// Records with sockets of a few processes entering and leaving CLOSE_WAIT at times drawn
 /// from `seed`, with gaps from milliseconds to half an hour between records.
 fn drawn_close_wait_records(seed: u64) -> (Vec<Record>, u64) {

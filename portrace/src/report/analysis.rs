@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use super::*;
 
+
 /// The nearest-rank `p`-th percentile (0 < p <= 100) of `sorted`: the sample at rank
 /// ⌈p·n/100⌉, counting from 1. `None` when there are no samples.
 pub(super) fn nearest_rank(sorted: &[u64], p: u64) -> Option<u64> {

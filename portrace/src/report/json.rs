@@ -1,130 +1,20 @@
 //! The JSON document, written as it goes: see the module documentation for its members.
 
 use std::io::{self, BufWriter, Write};
-use std::net::IpAddr;
 
-use super::text::errno_name;
 use super::*;
-use crate::clock::Rfc3339;
+use crate::format::errno;
+use crate::format::json::Writer;
 
-/// A streaming JSON writer that places the commas: `key` then one value, or values in an
-/// array.
-struct Json<W: Write> {
-    w: W,
-    /// A value was written at this level: the next one needs a comma.
-    comma: bool,
+/// The report's own members, written with the shared writer.
+trait Members {
+    fn owner(&mut self, owner: Option<&Owner>) -> io::Result<()>;
+    fn endpoints(&mut self, c: &Conn) -> io::Result<()>;
+    fn sample(&mut self, name: &str, sample: Option<Sample>) -> io::Result<()>;
+    fn stats(&mut self, key: &str, stats: &[Stats]) -> io::Result<()>;
 }
 
-impl<W: Write> Json<W> {
-    fn sep(&mut self) -> io::Result<()> {
-        if self.comma {
-            self.w.write_all(b",")?;
-        }
-        self.comma = true;
-        Ok(())
-    }
-
-    fn open(&mut self, bracket: u8) -> io::Result<()> {
-        self.sep()?;
-        self.w.write_all(&[bracket])?;
-        self.comma = false;
-        Ok(())
-    }
-
-    fn close(&mut self, bracket: u8) -> io::Result<()> {
-        self.w.write_all(&[bracket])?;
-        self.comma = true;
-        Ok(())
-    }
-
-    fn key(&mut self, key: &str) -> io::Result<()> {
-        self.sep()?;
-        self.w.write_all(b"\"")?;
-        self.w.write_all(key.as_bytes())?;
-        self.w.write_all(b"\":")?;
-        self.comma = false;
-        Ok(())
-    }
-
-    fn u64(&mut self, key: &str, value: u64) -> io::Result<()> {
-        self.key(key)?;
-        self.sep()?;
-        self.w.write_all(itoa::Buffer::new().format(value).as_bytes())
-    }
-
-    fn bool(&mut self, key: &str, value: bool) -> io::Result<()> {
-        self.key(key)?;
-        self.sep()?;
-        self.w.write_all(if value { b"true" } else { b"false" })
-    }
-
-    fn null(&mut self, key: &str) -> io::Result<()> {
-        self.key(key)?;
-        self.sep()?;
-        self.w.write_all(b"null")
-    }
-
-    fn opt_u64(&mut self, key: &str, value: Option<u64>) -> io::Result<()> {
-        match value {
-            Some(v) => self.u64(key, v),
-            None => self.null(key),
-        }
-    }
-
-    fn str(&mut self, key: &str, value: &str) -> io::Result<()> {
-        if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f) {
-            return self.bytes(key, value.as_bytes());
-        }
-        self.key(key)?;
-        self.sep()?;
-        self.w.write_all(b"\"")?;
-        self.w.write_all(value.as_bytes())?;
-        self.w.write_all(b"\"")
-    }
-
-    /// An address as a string (it needs no escaping).
-    fn addr(&mut self, key: &str, addr: IpAddr) -> io::Result<()> {
-        self.key(key)?;
-        self.sep()?;
-        write!(self.w, "\"{addr}\"")
-    }
-
-    fn opt_str(&mut self, key: &str, value: Option<&str>) -> io::Result<()> {
-        match value {
-            Some(v) => self.str(key, v),
-            None => self.null(key),
-        }
-    }
-
-    /// A string value from bytes: `"` and `\` escaped, control characters as `\u00XX`,
-    /// invalid UTF-8 replaced by U+FFFD.
-    fn bytes(&mut self, key: &str, value: &[u8]) -> io::Result<()> {
-        self.key(key)?;
-        self.sep()?;
-        let mut text = String::with_capacity(value.len() + 2);
-        text.push('"');
-        for c in String::from_utf8_lossy(value).chars() {
-            match c {
-                '"' => text.push_str("\\\""),
-                '\\' => text.push_str("\\\\"),
-                c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                    text.push_str(&format!("\\u{:04x}", u32::from(c)));
-                }
-                c => text.push(c),
-            }
-        }
-        text.push('"');
-        self.w.write_all(text.as_bytes())
-    }
-
-    fn time(&mut self, key: &str, time: Timestamp) -> io::Result<()> {
-        self.key(key)?;
-        self.open(b'{')?;
-        self.str("time", Rfc3339::new(time.unix_ns).as_str())?;
-        self.u64("ts_ns", time.mono_ns)?;
-        self.close(b'}')
-    }
-
+impl<W: Write> Members for Writer<W> {
     fn owner(&mut self, owner: Option<&Owner>) -> io::Result<()> {
         match owner {
             Some(o) => {
@@ -185,7 +75,7 @@ impl Report {
     /// The report as one JSON document; see the module documentation.
     pub fn write_json(&self, w: &mut impl Write) -> io::Result<()> {
         let a = self.analysis();
-        let mut j = Json { w: BufWriter::new(w), comma: false };
+        let mut j = Writer::new(BufWriter::new(w));
         let start = self.start(a.end);
         j.open(b'{')?;
         j.str("type", "report")?;
@@ -305,21 +195,18 @@ impl Report {
         }
         j.close(b']')?;
         if let Some(alerts) = &self.alerts {
-            j.key("alerts")?;
-            j.sep()?;
-            j.w.write_all(&alerts.json_alerts())?;
-            j.key("alert_subjects")?;
-            j.sep()?;
-            j.w.write_all(&alerts.json_subjects())?;
+            j.raw("alerts", &alerts.json_alerts())?;
+            j.raw("alert_subjects", &alerts.json_subjects())?;
         }
         j.close(b'}')?;
-        j.w.write_all(b"\n")?;
-        j.w.flush()
+        let mut w = j.into_inner();
+        w.write_all(b"\n")?;
+        w.flush()
     }
 
     fn json_connection<W: Write>(
         &self,
-        j: &mut Json<W>,
+        j: &mut Writer<W>,
         row: usize,
         a: &Analysis,
     ) -> io::Result<()> {
@@ -344,7 +231,7 @@ impl Report {
         let ending = c.ending.filter(|_| c.now.is_none());
         j.opt_str("reason", ending.and_then(|e| e.reason).map(EndReason::name))?;
         match ending.and_then(|e| e.error) {
-            Some(errno) => j.str("error", &errno_name(errno))?,
+            Some(errno) => j.str("error", &errno::tcp_text(errno))?,
             None => j.null("error")?,
         }
         j.u64("retransmits", ending.map_or(0, |e| u64::from(e.retransmits)))?;
@@ -378,7 +265,7 @@ impl Report {
         j.close(b'}')
     }
 
-    fn json_picks<W: Write>(&self, j: &mut Json<W>, key: &str, picks: &[Pick]) -> io::Result<()> {
+    fn json_picks<W: Write>(&self, j: &mut Writer<W>, key: &str, picks: &[Pick]) -> io::Result<()> {
         j.key(key)?;
         j.open(b'[')?;
         for pick in picks {

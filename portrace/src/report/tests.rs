@@ -3,6 +3,7 @@ use std::net::Ipv4Addr;
 use super::analysis::*;
 use super::text::*;
 use super::*;
+use crate::format::HumanDuration;
 use crate::record::{Lost, OwnerSource, SocketRecord, Transition};
 use TcpState::*;
 
@@ -994,7 +995,7 @@ fn report_before_finish_ends_at_the_last_record() {
 
 #[test]
 fn human_durations() {
-    let h = |ns: u64| Human(ns).to_string();
+    let h = |ns: u64| HumanDuration(ns).to_string();
     assert_eq!(h(0), "0ns");
     assert_eq!(h(999), "999ns");
     assert_eq!(h(1_000), "1.00us");

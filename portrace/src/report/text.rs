@@ -1,63 +1,18 @@
 //! The text report: aligned tables for people.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
 
 use super::*;
 use crate::clock::Rfc3339;
-
-/// The C name of an errno TCP reports (the names `docs/json.md` lists), else `E<number>`.
-pub(super) fn errno_name(errno: i32) -> Cow<'static, str> {
-    match crate::output::errno_name(errno) {
-        Some(name) => Cow::Borrowed(name),
-        None => Cow::Owned(format!("E{errno}")),
-    }
-}
-
-/// A duration for people: three significant digits, truncated, in ns, us, ms or s below a
-/// minute (`850ns`, `3.21us`, `84.1us`, `841us`, `1.23ms`, `2.30s`, `12.3s`), then `2m03s`,
-/// `1h02m`, `3d04h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Human(pub(super) u64);
-
-impl fmt::Display for Human {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SEC: u64 = 1_000_000_000;
-        const MINUTE: u64 = 60 * SEC;
-        const HOUR: u64 = 60 * MINUTE;
-        const DAY: u64 = 24 * HOUR;
-        let ns = self.0;
-        if ns >= DAY {
-            return write!(f, "{}d{:02}h", ns / DAY, ns % DAY / HOUR);
-        }
-        if ns >= HOUR {
-            return write!(f, "{}h{:02}m", ns / HOUR, ns % HOUR / MINUTE);
-        }
-        if ns >= MINUTE {
-            return write!(f, "{}m{:02}s", ns / MINUTE, ns % MINUTE / SEC);
-        }
-        let Some(&(unit, name)) =
-            [(SEC, "s"), (1_000_000, "ms"), (1_000, "us")].iter().find(|&&(unit, _)| ns >= unit)
-        else {
-            return write!(f, "{ns}ns");
-        };
-        let (whole, rest) = (ns / unit, ns % unit);
-        match whole {
-            100.. => write!(f, "{whole}{name}"),
-            10..=99 => write!(f, "{whole}.{}{name}", rest * 10 / unit),
-            _ => write!(f, "{whole}.{:02}{name}", rest * 100 / unit),
-        }
-    }
-}
+use crate::format::{errno, HumanDuration};
 
 /// A duration cell: `?` when unknown, `>=` in front of a lower bound.
 pub(super) fn duration_text(ns: Option<u64>, at_least: bool) -> String {
     match ns {
         None => "?".to_string(),
-        Some(ns) if at_least => format!(">={}", Human(ns)),
-        Some(ns) => Human(ns).to_string(),
+        Some(ns) if at_least => format!(">={}", HumanDuration(ns)),
+        Some(ns) => HumanDuration(ns).to_string(),
     }
 }
 
@@ -103,7 +58,7 @@ pub(super) fn ending_text(c: &Conn) -> String {
     };
     let mut text = ending.reason.map_or("closed", EndReason::describe).to_string();
     if let Some(errno) = ending.error {
-        text.push_str(&format!(" ({})", errno_name(errno)));
+        text.push_str(&format!(" ({})", errno::tcp_text(errno)));
     }
     if ending.retransmits > 0 {
         let s = if ending.retransmits == 1 { "" } else { "s" };
@@ -240,7 +195,7 @@ impl Report {
             "  trace        {} to {} ({})",
             Rfc3339::new(start.unix_ns),
             Rfc3339::new(a.end.unix_ns),
-            Human(span)
+            HumanDuration(span)
         )?;
         writeln!(w, "  transitions  {}", self.transitions)?;
         writeln!(
@@ -363,7 +318,7 @@ impl Report {
                 owner_text(c.owner.as_ref()),
                 endpoint_text(c.local),
                 endpoint_text(c.remote),
-                format!("+{}", Human(c.since.mono_ns.saturating_sub(start.mono_ns))),
+                format!("+{}", HumanDuration(c.since.mono_ns.saturating_sub(start.mono_ns))),
                 duration_text(Some(lifetime), at_least),
                 if role == Role::Listener { c.children.to_string() } else { "-".to_string() },
                 ending_text(c),

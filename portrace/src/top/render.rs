@@ -14,7 +14,7 @@ use ratatui::Frame;
 
 use crate::escape;
 use crate::clock::{LocalTime, Zone};
-use crate::output::errno_name;
+use crate::format::errno;
 use crate::record::{Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
@@ -345,7 +345,7 @@ fn transition_line(t: &Transition, clock: &mut LocalTime, endpoints: Option<(usi
         spans.push(Span::raw(format!(" {}", r.name())));
     }
     if let Some(e) = t.error {
-        spans.push(Span::raw(format!(" {}", errno_name(e).map_or_else(|| format!("E{e}"), str::to_string))));
+        spans.push(Span::raw(format!(" {}", errno::tcp_text(e))));
     }
     if !with_endpoints && t.owner.is_some_and(|o| o.pid != t.pid) {
         spans.push(Span::styled(

@@ -4,8 +4,8 @@
 //! command lines come from the traced processes and must not send escape sequences.
 
 use super::{push_json_str, push_u64};
-use crate::alerts::{Alert, AlertProcess, Evidence, Severity};
 use crate::clock::Rfc3339;
+use crate::record::alert::{Alert, AlertProcess, Evidence, Severity};
 
 /// Appends the alert as one JSON object (no newline). Keys, in order: `type`, `time`,
 /// `ts_ns`, `kind`, `severity`, `subject`, `summary`, `pid`, `comm`, `process`, `netns`,

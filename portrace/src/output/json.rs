@@ -277,7 +277,7 @@ impl Sink for JsonSink {
         self.emit()
     }
 
-    fn alert(&mut self, alert: &crate::alerts::Alert) -> io::Result<()> {
+    fn alert(&mut self, alert: &crate::record::Alert) -> io::Result<()> {
         self.line.clear();
         super::push_alert_json(&mut self.line, alert);
         self.line.push(b'\n');

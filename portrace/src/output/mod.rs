@@ -19,11 +19,10 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::alerts::Alert;
 use crate::clock::Zone;
 use crate::features::Features;
 use crate::format::json::{push_str, push_u64, Controls};
-use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
+use crate::record::{Alert, Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 pub use json::SCHEMA as JSON_SCHEMA;
@@ -82,8 +81,8 @@ pub trait Sink {
     }
     fn transition(&mut self, t: &Transition) -> io::Result<()>;
     fn lost(&mut self, lost: &Lost) -> io::Result<()>;
-    /// An alert the records so far raised (see `crate::alerts`). Formats without a place
-    /// for alerts ignore it.
+    /// An alert the records so far raised (the alerts module's detectors). Formats
+    /// without a place for alerts ignore it.
     fn alert(&mut self, _alert: &Alert) -> io::Result<()> {
         Ok(())
     }

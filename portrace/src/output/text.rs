@@ -372,7 +372,7 @@ impl Sink for TextSink {
         self.emit()
     }
 
-    fn alert(&mut self, alert: &crate::alerts::Alert) -> io::Result<()> {
+    fn alert(&mut self, alert: &crate::record::Alert) -> io::Result<()> {
         let time = self.local_time.time_of_day(alert.time.unix_ns);
         self.leave_socket_block();
         super::push_alert_text(&mut self.line, time.as_bytes(), alert, self.color);

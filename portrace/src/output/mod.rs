@@ -327,24 +327,13 @@ mod tests {
         prev_state_ns: Option<u64>,
     ) -> Transition {
         Transition {
-            time: at(after_ns),
-            pid,
-            comm,
-            socket,
             family: family_of(saddr),
-            saddr,
-            sport,
-            daddr,
-            dport,
-            oldstate,
-            newstate,
-            prev_state_ns,
-            prev_state_at_least: false,
-            owner: None,
-            reason: None,
-            error: None,
-            retransmits: 0,
-            netns: NETNS,
+            ..Transition::example(socket, oldstate, newstate)
+                .at(at(after_ns))
+                .on_cpu(pid, comm)
+                .between((saddr, sport), (daddr, dport))
+                .after(prev_state_ns)
+                .in_netns(NETNS)
         }
     }
 

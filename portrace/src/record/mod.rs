@@ -218,7 +218,9 @@ pub struct Transition {
 }
 
 /// Unit tests' transitions: `Transition::example(socket, old, new)`, an IPv4 loopback
-/// socket with no owner, to change with struct update syntax.
+/// socket (127.0.0.1:1 to 127.0.0.1:2) with no owner, made by pid 1 at time 0, then
+/// the builder methods below for what a test varies, and struct update syntax for the
+/// rest.
 #[cfg(test)]
 impl Transition {
     pub fn example(socket: u64, oldstate: TcpState, newstate: TcpState) -> Transition {
@@ -242,6 +244,34 @@ impl Transition {
             retransmits: 0,
             netns: 0,
         }
+    }
+
+    /// At `time`.
+    pub fn at(self, time: Timestamp) -> Transition {
+        Transition { time, ..self }
+    }
+
+    /// Made by the task on the CPU, `pid` and `comm` (pid 0: the idle task, in softirq).
+    pub fn on_cpu(self, pid: u32, comm: Comm) -> Transition {
+        Transition { pid, comm, ..self }
+    }
+
+    /// Between `local` and `remote`, each an address and port.
+    pub fn between(self, (saddr, sport): (IpAddr, u16), (daddr, dport): (IpAddr, u16)) -> Transition {
+        Transition { saddr, sport, daddr, dport, ..self }
+    }
+
+    /// After `prev_state_ns` in the old state (`None`: unknown).
+    pub fn after(self, prev_state_ns: Option<u64>) -> Transition {
+        Transition { prev_state_ns, ..self }
+    }
+
+    pub fn owned_by(self, owner: Option<Owner>) -> Transition {
+        Transition { owner, ..self }
+    }
+
+    pub fn in_netns(self, netns: u32) -> Transition {
+        Transition { netns, ..self }
     }
 }
 

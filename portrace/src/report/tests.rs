@@ -109,24 +109,16 @@ impl Script {
     ) -> Transition {
         let closing = new == Close;
         Transition {
-            time: at(after_ns),
-            pid: 0,
-            comm: Comm::new("swapper/1"),
-            socket: self.socket,
-            family: Family::Ipv4,
-            saddr: self.local.0,
-            sport: self.local.1,
-            daddr: self.remote.0,
-            dport: self.remote.1,
-            oldstate: old,
-            newstate: new,
-            prev_state_ns: prev,
-            prev_state_at_least: false,
-            owner: self.owner,
             reason: if closing { self.reason } else { None },
             error: if closing { self.error } else { None },
             retransmits: if closing { self.retransmits } else { 0 },
-            netns: self.netns,
+            ..Transition::example(self.socket, old, new)
+                .at(at(after_ns))
+                .on_cpu(0, Comm::new("swapper/1"))
+                .between(self.local, self.remote)
+                .after(prev)
+                .owned_by(self.owner)
+                .in_netns(self.netns)
         }
     }
 

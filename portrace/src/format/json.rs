@@ -1,7 +1,7 @@
 //! JSON text: the string escaping and integers every JSON portrace writes shares, and
-//! [`Writer`], which writes a document member by member (the report, the alert
-//! sections). The JSON lines of the event stream build each line in a reused buffer with
-//! [`push_str`] and [`push_u64`] directly, so that nothing is allocated per event.
+//! [`Writer`], which writes a document member by member (the report, alerts and the
+//! alert section). The JSON lines of the event stream build each line in a reused buffer
+//! with [`push_str`] and [`push_u64`] directly, so that nothing is allocated per event.
 
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -68,16 +68,23 @@ pub fn push_str(buf: &mut Vec<u8>, bytes: &[u8], controls: Controls) {
 }
 
 /// A streaming JSON writer that places the commas: `key` then one value, or values in an
-/// array. Strings escape C0 and DEL ([`Controls::C0`]).
+/// array.
 pub struct Writer<W: Write> {
     w: W,
     /// A value was written at this level: the next one needs a comma.
     comma: bool,
+    controls: Controls,
 }
 
 impl<W: Write> Writer<W> {
+    /// A writer whose strings escape C0 and DEL ([`Controls::C0`]): the report's.
     pub fn new(w: W) -> Writer<W> {
-        Writer { w, comma: false }
+        Writer { w, comma: false, controls: Controls::C0 }
+    }
+
+    /// A writer whose strings escape C1 controls too, as the JSON lines stream does.
+    pub fn stream(w: W) -> Writer<W> {
+        Writer { w, comma: false, controls: Controls::C0AndC1 }
     }
 
     /// The writer written to.
@@ -168,13 +175,18 @@ impl<W: Write> Writer<W> {
         }
     }
 
-    /// A string value from bytes, escaped as [`push_str`] does with [`Controls::C0`].
+    /// A string value from bytes, escaped as [`push_str`] does with the writer's controls.
     pub fn bytes(&mut self, key: &str, value: &[u8]) -> io::Result<()> {
         self.key(key)?;
+        self.string(value)
+    }
+
+    /// A string as the next value of an array.
+    pub fn string(&mut self, value: &[u8]) -> io::Result<()> {
         self.sep()?;
         let mut text = Vec::with_capacity(value.len() + 2);
         text.push(b'"');
-        push_str(&mut text, value, Controls::C0);
+        push_str(&mut text, value, self.controls);
         text.push(b'"');
         self.w.write_all(&text)
     }
@@ -248,6 +260,16 @@ mod tests {
             let written = String::from_utf8(j.into_inner()).unwrap();
             assert_eq!(written, format!("\"k\":{}", escaped_as_the_report_did(value)), "{value:?}");
         }
+    }
+
+    #[test]
+    fn a_stream_writer_escapes_c1_too() {
+        let mut j = Writer::stream(Vec::new());
+        j.open(b'[').unwrap();
+        j.string("a\u{9b}b\u{7f}".as_bytes()).unwrap();
+        j.string(b"c").unwrap();
+        j.close(b']').unwrap();
+        assert_eq!(String::from_utf8(j.into_inner()).unwrap(), r#"["a\u009bb\u007f","c"]"#);
     }
 
     #[test]

@@ -496,15 +496,11 @@ impl fmt::Write for DurationText {
 mod tests {
     use super::*;
 
-    fn human(ns: u64) -> String {
-        HumanDuration(ns).to_string()
-    }
-
     #[test]
     fn durations_below_a_day_fit_the_column() {
         let mut ns = 1;
         while ns < 86_400_000_000_000 {
-            let lower_bound = format!(">{}", human(ns));
+            let lower_bound = format!(">{}", HumanDuration(ns));
             assert!(lower_bound.len() <= Widths::INITIAL.prev, "{ns}: {lower_bound}");
             ns = ns * 3 + 1;
         }

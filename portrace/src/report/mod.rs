@@ -13,6 +13,10 @@
 //! the duration onto that connection's list; everything else is computed once, in
 //! `finish`.
 //!
+//! This file holds the model (rows, stays, picks) and the public API; `feed.rs` takes
+//! records in, `analysis.rs` computes what `finish` computes, `text.rs` and `json.rs`
+//! render it.
+//!
 //! # Definitions
 //!
 //! - **Connection**: one socket id (see `socket` in `docs/json.md`): a connection from

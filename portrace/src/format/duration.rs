@@ -1,4 +1,6 @@
-//! Durations for people.
+//! Durations for people: [`HumanDuration`] with three significant digits, for timelines,
+//! reports and diagrams, and [`CompactDuration`] in the fewest characters, for `top`'s
+//! columns. From a minute on they read the same.
 
 use std::fmt;
 
@@ -9,14 +11,15 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HumanDuration(pub u64);
 
+const US: u64 = 1_000;
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000_000_000;
+const MIN: u64 = 60 * S;
+const H: u64 = 60 * MIN;
+const D: u64 = 24 * H;
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const US: u64 = 1_000;
-        const MS: u64 = 1_000_000;
-        const S: u64 = 1_000_000_000;
-        const MIN: u64 = 60 * S;
-        const H: u64 = 60 * MIN;
-        const D: u64 = 24 * H;
         let ns = self.0;
         if ns < US {
             write!(f, "{ns}ns")
@@ -36,13 +39,41 @@ impl fmt::Display for HumanDuration {
             write!(f, "{}.{:02}s", ns / S, ns % S / 10_000_000)
         } else if ns < MIN {
             write!(f, "{}.{}s", ns / S, ns % S / 100_000_000)
-        } else if ns < H {
-            write!(f, "{}m{:02}s", ns / MIN, ns % MIN / S)
-        } else if ns < D {
-            write!(f, "{}h{:02}m", ns / H, ns % H / MIN)
         } else {
-            write!(f, "{}d{:02}h", ns / D, ns % D / H)
+            minutes_and_up(f, ns)
         }
+    }
+}
+
+/// A duration in nanoseconds in the fewest characters that still say it, truncated:
+/// `850us`, `12ms`, `4.2s`, then `4m05s`, `2h03m`, `3d04h` as [`HumanDuration`] (below a
+/// microsecond: `0us`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactDuration(pub u64);
+
+impl fmt::Display for CompactDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.0;
+        if ns < MS {
+            write!(f, "{}us", ns / US)
+        } else if ns < S {
+            write!(f, "{}ms", ns / MS)
+        } else if ns < MIN {
+            write!(f, "{}.{}s", ns / S, ns % S / 100_000_000)
+        } else {
+            minutes_and_up(f, ns)
+        }
+    }
+}
+
+/// `2m03s`, `1h02m`, `3d04h`: the two largest units, for a minute and more.
+fn minutes_and_up(f: &mut fmt::Formatter<'_>, ns: u64) -> fmt::Result {
+    if ns < H {
+        write!(f, "{}m{:02}s", ns / MIN, ns % MIN / S)
+    } else if ns < D {
+        write!(f, "{}h{:02}m", ns / H, ns % H / MIN)
+    } else {
+        write!(f, "{}d{:02}h", ns / D, ns % D / H)
     }
 }
 

@@ -13,6 +13,7 @@ use super::model::{Action, Change, Overlay, SortKey, Table, Top, LINGER_NS, RECE
 use super::render;
 use crate::clock::Zone;
 use crate::filter::FilterSpec;
+use crate::format::CompactDuration;
 use crate::output::{Sink, Start};
 use crate::record::{
     Comm, EndReason, Family, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition,
@@ -613,7 +614,7 @@ fn durations_are_short() {
         (3 * 86_400 * SEC + 4 * 3600 * SEC, "3d04h"),
     ];
     for (ns, want) in cases {
-        assert_eq!(render::duration(ns), want);
+        assert_eq!(CompactDuration(ns).to_string(), want);
     }
 }
 

@@ -24,6 +24,8 @@ use std::process::ExitStatus;
 
 use tokio::io::unix::AsyncFd;
 
+use crate::format::errno::system_text;
+
 /// The command to trace, as given after `--`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandSpec {
@@ -151,17 +153,8 @@ pub fn resolve(program: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, String>
 
 fn io_reason(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(errno) => errno_text(errno),
+        Some(errno) => system_text(errno),
         None => e.to_string(),
-    }
-}
-
-fn errno_text(errno: i32) -> String {
-    let text = io::Error::from_raw_os_error(errno).to_string();
-    // "No such file or directory (os error 2)" reads better without the number.
-    match text.rfind(" (os error") {
-        Some(i) => text[..i].to_string(),
-        None => text,
     }
 }
 
@@ -536,10 +529,10 @@ impl Held {
             reap(pid);
             let errno = i32::from_ne_bytes(msg[1..].try_into().expect("4 bytes"));
             let reason = match msg[0] {
-                STEP_GROUPS => format!("cannot set its supplementary groups: {}", errno_text(errno)),
-                STEP_GID => format!("cannot switch to the invoking user's group: {}", errno_text(errno)),
-                STEP_UID => format!("cannot switch to the invoking user: {}", errno_text(errno)),
-                _ => errno_text(errno),
+                STEP_GROUPS => format!("cannot set its supplementary groups: {}", system_text(errno)),
+                STEP_GID => format!("cannot switch to the invoking user's group: {}", system_text(errno)),
+                STEP_UID => format!("cannot switch to the invoking user: {}", system_text(errno)),
+                _ => system_text(errno),
             };
             return Err(NotRun { name: self.name.clone(), reason }.into());
         }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::output::errno_name;
+use crate::format::errno;
 use crate::record::{EndReason, Transition};
 use crate::tcp_state::TcpState::{self, *};
 
@@ -96,7 +96,7 @@ fn closed(old: TcpState, reason: Option<EndReason>, error: Option<i32>, retransm
         let standard = matches!(old, Listen | SynSent | LastAck | TimeWait);
         Explanation { cause, linux: (!standard).then_some(NO_FIN) }
     };
-    let errno = || error.map(|e| errno_name(e).map_or_else(|| format!("E{e}"), str::to_string));
+    let errno = || error.map(errno::tcp_text);
     match reason {
         Some(EndReason::ListenerClosed) => plain("application closed the listening socket".into()),
         Some(EndReason::PassiveClose) if old == LastAck => plain("ACK of our FIN received; connection closed".into()),

@@ -426,26 +426,12 @@ mod tests {
     #[test]
     fn transitions_match_like_the_kernel_program() {
         use crate::record::{Comm, Owner, OwnerSource, Timestamp};
-        let t = Transition {
-            time: Timestamp { mono_ns: 0, unix_ns: 0 },
-            pid: 0,
-            comm: Comm::new("swapper/0"),
-            socket: 1,
-            family: Family::Ipv4,
-            saddr: "10.0.0.1".parse().unwrap(),
-            sport: 443,
-            daddr: "10.0.0.9".parse().unwrap(),
-            dport: 50000,
-            oldstate: TcpState::SynRecv,
-            newstate: TcpState::Established,
-            prev_state_ns: None,
-            prev_state_at_least: false,
-            owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Listener, cgroup: 0 }),
-            reason: None,
-            error: None,
-            retransmits: 0,
-            netns: 1,
-        };
+        let t = Transition::example(1, TcpState::SynRecv, TcpState::Established)
+            .at(Timestamp { mono_ns: 0, unix_ns: 0 })
+            .on_cpu(0, Comm::new("swapper/0"))
+            .between(("10.0.0.1".parse().unwrap(), 443), ("10.0.0.9".parse().unwrap(), 50000))
+            .owned_by(Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Listener, cgroup: 0 }))
+            .in_netns(1);
         let yes = |spec: FilterSpec| assert!(spec.matches_transition(&t), "{spec:?}");
         let no = |spec: FilterSpec| assert!(!spec.matches_transition(&t), "{spec:?}");
         yes(FilterSpec::default());

@@ -7,15 +7,15 @@
 //! thought possible (a spare edge can only shorten a way, never lengthen it).
 //!
 //! Holes show two ways: in the records (a socket leaves a state it was not seen entering,
-//! see [`crate::sockets`]), and at the end of a run, when the sockets portrace thinks open
+//! see the socket tracker), and at the end of a run, when the sockets portrace thinks open
 //! are compared with those the kernel lists ([`unseen_at_end`]). The run compares the
-//! holes found with the losses the kernel counted (see [`crate::run`]): holes beyond
+//! holes found with the losses the kernel counted: holes beyond
 //! every count are transitions lost with no count anywhere.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::sockets::Endpoints;
+use crate::record::Endpoints;
 use crate::tcp_state::TcpState::{self, *};
 
 /// Every `old -> new` a full socket can make as the timeline shows it (`FIN_WAIT2 ->
@@ -124,7 +124,7 @@ impl Listing {
     }
 }
 
-/// A socket portrace thinks open, as [`crate::sockets::Sockets::open`] lists them.
+/// A socket portrace thinks open, as the socket tracker lists them.
 #[derive(Clone, Copy, Debug)]
 pub struct Open {
     /// A full socket (not a timewait socket).

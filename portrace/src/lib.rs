@@ -41,6 +41,7 @@ pub mod tracefile;
 pub mod flight;
 pub mod replay;
 pub mod report;
+pub mod format;
 pub mod explain;
 pub mod diagram;
 pub mod command;

@@ -6,7 +6,8 @@
 //! capabilities and the kernel release.
 
 use crate::features::printable;
-use crate::preflight::{self, errno_text};
+use crate::format::errno;
+use crate::preflight;
 
 /// Verifier log lines shown at most.
 pub const TAIL_LINES: usize = 3;
@@ -35,7 +36,7 @@ impl LoadFailure {
         } else if errno == libc::EPERM || errno == libc::EACCES {
             LoadFailure::Refused { errno }
         } else {
-            LoadFailure::Other(format!("BPF_PROG_LOAD failed with {}", errno_text(errno)))
+            LoadFailure::Other(format!("BPF_PROG_LOAD failed with {}", errno::described(errno)))
         }
     }
 
@@ -43,7 +44,7 @@ impl LoadFailure {
     pub fn reason(&self) -> String {
         match self {
             LoadFailure::Verifier { tail, .. } => format!("the kernel's verifier rejected it: {}", tail.join(" / ")),
-            LoadFailure::Refused { errno } => format!("the kernel refused to load it ({})", errno_text(*errno)),
+            LoadFailure::Refused { errno } => format!("the kernel refused to load it ({})", errno::described(*errno)),
             LoadFailure::Missing => "the eBPF object has no such program (a build problem)".to_owned(),
             LoadFailure::Other(what) => printable(what),
         }
@@ -115,14 +116,14 @@ pub fn message(program: &str, purpose: &str, failure: &LoadFailure, cx: &Context
             text
         }
         LoadFailure::Refused { errno } if cx.lacks_privileges() => {
-            format!("the kernel refused to load {program} ({purpose}) with {}: {privileges}", errno_text(*errno))
+            format!("the kernel refused to load {program} ({purpose}) with {}: {privileges}", errno::described(*errno))
         }
         LoadFailure::Refused { errno } => format!(
             "the kernel refused to load {program} ({purpose}) with {} although this process has the \
              capabilities it needs: something else forbids it here (kernel lockdown, a seccomp profile, a \
              security module, or this kind of program is not allowed on this kernel); run `portrace doctor` \
              to see which programs load",
-            errno_text(*errno)
+            errno::described(*errno)
         ),
         LoadFailure::Missing => format!("the eBPF object has no program {program} ({purpose}): a build problem"),
         LoadFailure::Other(what) => {

@@ -11,6 +11,8 @@ use std::fmt;
 use std::fs;
 use std::io;
 
+use crate::format::errno;
+
 /// Capability numbers (`include/uapi/linux/capability.h`).
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_SYS_ADMIN: u32 = 21;
@@ -56,14 +58,14 @@ pub enum PreflightError {
     NoBpfSyscall { release: KernelRelease },
     #[error(
         "creating a test BPF ring buffer on this kernel ({release}) failed with {}{}",
-        errno_text(*.errno),
+        errno::described(*.errno),
         probe_advice(*.errno)
     )]
     RingBufProbe { release: KernelRelease, errno: i32 },
     #[error(
         "uname() failed with {}, so portrace cannot tell which kernel this is; please report \
          this to the portrace developers",
-        errno_text(*.errno)
+        errno::described(*.errno)
     )]
     Uname { errno: i32 },
 }
@@ -101,30 +103,6 @@ fn probe_advice(errno: i32) -> &'static str {
     } else {
         "; portrace cannot run without BPF ring buffers: please report this to the portrace \
          developers with the output of `uname -r`"
-    }
-}
-
-/// The symbolic name and a short description of an errno value, e.g.
-/// `EPERM (operation not permitted)`.
-pub(crate) fn errno_text(errno: i32) -> String {
-    let known = match errno {
-        libc::EPERM => Some(("EPERM", "operation not permitted")),
-        libc::ENOENT => Some(("ENOENT", "no such file or directory")),
-        libc::EFAULT => Some(("EFAULT", "bad address")),
-        libc::EACCES => Some(("EACCES", "permission denied")),
-        libc::EBUSY => Some(("EBUSY", "device or resource busy")),
-        libc::ENODEV => Some(("ENODEV", "no such device")),
-        libc::ENOTDIR => Some(("ENOTDIR", "not a directory")),
-        libc::EINVAL => Some(("EINVAL", "invalid argument")),
-        libc::ENOMEM => Some(("ENOMEM", "out of memory")),
-        libc::EROFS => Some(("EROFS", "read-only file system")),
-        libc::E2BIG => Some(("E2BIG", "argument list too long")),
-        libc::ENOSYS => Some(("ENOSYS", "function not implemented")),
-        _ => None,
-    };
-    match known {
-        Some((name, description)) => format!("{name} ({description})"),
-        None => format!("errno {errno} ({})", io::Error::from_raw_os_error(errno)),
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use crate::gaps;
+pub use crate::record::Endpoints;
 use crate::tcp_state::TcpState;
 
 /// Where the kernel keeps a socket: a full socket or a timewait socket, at an address.
@@ -17,17 +18,6 @@ use crate::tcp_state::TcpState;
 pub enum SockKey {
     Full(u64),
     TimeWait(u64),
-}
-
-/// The endpoints of a socket as far as they are known (0 and unspecified when not yet),
-/// and its network namespace (0 when not known).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Endpoints {
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
-    pub netns: u32,
 }
 
 impl Endpoints {
@@ -168,8 +158,8 @@ impl Sockets {
             None => (self.new_id(), None, false),
         };
         let (unseen, ended) = match (key, before) {
-            // A timewait socket's records come from timers, on their own terms (see
-            // `crate::timeline`); a socket from the inventory may have changed state
+            // A timewait socket's records come from timers, on their own terms (see the
+            // timeline); a socket from the inventory may have changed state
             // between the inventory and the start.
             (SockKey::TimeWait(_), _) | (_, None) => (0, None),
             (_, Some(l)) if l.at_least => (0, None),

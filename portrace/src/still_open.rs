@@ -106,29 +106,16 @@ fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Comm, Family, Owner, OwnerSource};
+    use crate::record::{Comm, Owner, OwnerSource};
 
     fn t(socket: u64, old: TcpState, new: TcpState, at_ms: u64) -> Transition {
-        Transition {
-            time: Timestamp { mono_ns: at_ms * 1_000_000, unix_ns: 0 },
-            pid: 0,
-            comm: Comm::new("swapper/0"),
-            socket,
-            family: Family::Ipv4,
-            saddr: "127.0.0.1".parse().unwrap(),
-            sport: 40_000 + socket as u16,
-            daddr: "127.0.0.1".parse().unwrap(),
-            dport: 65_001,
-            oldstate: old,
-            newstate: new,
-            prev_state_ns: None,
-            prev_state_at_least: false,
-            owner: Some(Owner { pid: 42, comm: Comm::new("tcpload"), source: OwnerSource::Syscall, cgroup: 0 }),
-            reason: None,
-            error: None,
-            retransmits: 0,
-            netns: 1,
-        }
+        let lo = "127.0.0.1".parse().unwrap();
+        Transition::example(socket, old, new)
+            .at(Timestamp { mono_ns: at_ms * 1_000_000, unix_ns: 0 })
+            .on_cpu(0, Comm::new("swapper/0"))
+            .between((lo, 40_000 + socket as u16), (lo, 65_001))
+            .owned_by(Some(Owner { pid: 42, comm: Comm::new("tcpload"), source: OwnerSource::Syscall, cgroup: 0 }))
+            .in_netns(1)
     }
 
     fn text(open: &StillOpen, end_ms: u64, lost: u64) -> String {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use portrace_ebpf::Layout;
 
-use crate::preflight::errno_text;
+use crate::format::errno;
 
 /// Where tracefs is normally mounted, and where portrace mounts it when it is not.
 pub const TRACING: &str = "/sys/kernel/tracing";
@@ -255,7 +255,7 @@ pub enum TracefsError {
     #[error(
         "tracefs is not mounted, and mounting it at {TRACING} failed with {}{}; run \
          `mount -t tracefs nodev {TRACING}` as root, then start portrace again",
-        errno_text(*.errno),
+        errno::described(*.errno),
         mount_hint(*.errno)
     )]
     MountFailed { errno: i32 },

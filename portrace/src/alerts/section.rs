@@ -6,6 +6,7 @@ use std::io::{self, Write};
 
 use super::{Alert, AlertKind, Detectors, Logged, Subject};
 use crate::clock::Rfc3339;
+use crate::format::json::Writer;
 use crate::output::{process_line, push_alert_json, push_printable};
 
 /// What the detectors found over a whole trace.
@@ -77,41 +78,37 @@ impl AlertSection {
 
     /// `[{"kind","subject","fired","first":{time},"latest":alert}, ...]`.
     pub fn json_subjects(&self) -> Vec<u8> {
-        let mut buf = b"[".to_vec();
-        for (i, l) in self.subjects.iter().enumerate() {
-            if i > 0 {
-                buf.push(b',');
-            }
+        let mut j = Writer::new(Vec::new());
+        self.write_subjects(&mut j).expect("writing to memory");
+        j.into_inner()
+    }
+
+    fn write_subjects(&self, j: &mut Writer<Vec<u8>>) -> io::Result<()> {
+        j.open(b'[')?;
+        for l in &self.subjects {
             let (kind, subject): (AlertKind, Subject) = (l.latest.kind, l.latest.subject);
-            buf.extend_from_slice(format!("{{\"kind\":\"{kind}\",\"subject\":").as_bytes());
-            buf.extend_from_slice(json_string(&subject.to_string()).as_bytes());
-            buf.extend_from_slice(
-                format!(
-                    ",\"fired\":{},\"first\":{{\"time\":\"{}\",\"ts_ns\":{}}},\"latest\":",
-                    l.fired,
-                    Rfc3339::new(l.first.time.unix_ns).as_str(),
-                    l.first.time.mono_ns
-                )
-                .as_bytes(),
-            );
-            push_alert_json(&mut buf, &l.latest);
-            buf.push(b'}');
+            let mut latest = Vec::new();
+            push_alert_json(&mut latest, &l.latest);
+            j.open(b'{')?;
+            j.str("kind", kind.name())?;
+            j.str("subject", &subject.to_string())?;
+            j.u64("fired", u64::from(l.fired))?;
+            j.time("first", l.first.time)?;
+            j.raw("latest", &latest)?;
+            j.close(b'}')?;
         }
-        buf.push(b']');
-        buf
+        j.close(b']')
     }
 
     /// `report --alerts-only --format json`: one document with the two arrays.
     pub fn write_json(&self, w: &mut dyn Write) -> io::Result<()> {
-        w.write_all(format!("{{\"type\":\"alerts\",\"fired\":{},\"alerts\":", self.fired).as_bytes())?;
-        w.write_all(&self.json_alerts())?;
-        w.write_all(b",\"alert_subjects\":")?;
-        w.write_all(&self.json_subjects())?;
-        w.write_all(b"}\n")
+        let mut j = Writer::new(w);
+        j.open(b'{')?;
+        j.str("type", "alerts")?;
+        j.u64("fired", self.fired)?;
+        j.raw("alerts", &self.json_alerts())?;
+        j.raw("alert_subjects", &self.json_subjects())?;
+        j.close(b'}')?;
+        j.into_inner().write_all(b"\n")
     }
-}
-
-/// A subject's text is addresses, numbers and fixed words: only quotes need care.
-fn json_string(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }

@@ -35,26 +35,12 @@ struct Tr {
 
 impl Tr {
     fn at(&self, after: u64, old: TcpState, new: TcpState) -> Transition {
-        Transition {
-            time: ts(after),
-            pid: 0,
-            comm: Comm::new("swapper"),
-            socket: self.socket,
-            family: Family::Ipv4,
-            saddr: self.local.0,
-            sport: self.local.1,
-            daddr: self.remote.0,
-            dport: self.remote.1,
-            oldstate: old,
-            newstate: new,
-            prev_state_ns: None,
-            prev_state_at_least: false,
-            owner: self.owner,
-            reason: None,
-            error: None,
-            retransmits: 0,
-            netns: NETNS,
-        }
+        Transition::example(self.socket, old, new)
+            .at(ts(after))
+            .on_cpu(0, Comm::new("swapper"))
+            .between(self.local, self.remote)
+            .owned_by(self.owner)
+            .in_netns(NETNS)
     }
 
     fn ended(&self, after: u64, old: TcpState, reason: EndReason) -> Transition {
@@ -569,14 +555,20 @@ fn alerts_render_as_json_and_as_highlighted_text() {
     assert!(text.ends_with("\x1b[0m\n") && text.lines().count() == 1, "{text:?}");
 }
 
+/// Processes 1 to `n`, each named `comm`, start listening on port 9000 + pid, one a
+/// millisecond: `n` new listeners.
+fn listeners(n: u32, comm: &str) -> Vec<Record> {
+    (1..=n)
+        .map(|pid| {
+            let l = Tr { socket: u64::from(pid), local: (ip(1), 9000 + pid as u16), remote: (ip(0), 0), owner: owner(pid, comm) };
+            Record::T(l.at(u64::from(pid) * MS, Close, Listen))
+        })
+        .collect()
+}
+
 #[test]
 fn the_summary_lists_subjects_and_stops_at_twenty() {
-    let mut records = Vec::new();
-    for pid in 1..=25u32 {
-        let l = Tr { socket: u64::from(pid), local: (ip(1), 9000 + pid as u16), remote: (ip(0), 0), owner: owner(pid, "srv") };
-        records.push(Record::T(l.at(u64::from(pid) * MS, Close, Listen)));
-    }
-    let (_, d) = run_with(Rules::default(), &records, S, 0);
+    let (_, d) = run_with(Rules::default(), &listeners(25, "srv"), S, 0);
     let mut text = Vec::new();
     d.write_summary(&mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
@@ -605,6 +597,48 @@ fn the_summary_lists_subjects_and_stops_at_twenty() {
     assert_eq!(doc["fired"], 25);
     assert_eq!(doc["alert_subjects"][0]["subject"], "listener 10.0.0.1:9001 (netns 4026531840)");
     assert_eq!(doc["alert_subjects"][0]["latest"]["kind"], "new_listener");
+}
+
+/// The section's JSON document, byte for byte as it is laid out (docs/json.md): the
+/// members in order, each alert as the JSON stream writes it, the subjects' times as
+/// RFC 3339 and monotonic nanoseconds.
+#[test]
+fn the_alert_document_keeps_its_layout_to_the_byte() {
+    let (_, d) = run_with(Rules::default(), &listeners(3, "s\"rv"), S, 0);
+    let section = section::AlertSection::of(&d);
+    assert_eq!(section.subjects.len(), 3);
+    let alert = |a: &Alert| {
+        let mut buf = Vec::new();
+        crate::output::push_alert_json(&mut buf, a);
+        String::from_utf8(buf).unwrap()
+    };
+    let alerts: Vec<String> = section.alerts.iter().map(alert).collect();
+    let subjects: Vec<String> = section
+        .subjects
+        .iter()
+        .map(|l| {
+            format!(
+                "{{\"kind\":\"{}\",\"subject\":\"{}\",\"fired\":{},\"first\":{{\"time\":\"{}\",\"ts_ns\":{}}},\"latest\":{}}}",
+                l.latest.kind,
+                l.latest.subject,
+                l.fired,
+                crate::clock::Rfc3339::new(l.first.time.unix_ns).as_str(),
+                l.first.time.mono_ns,
+                alert(&l.latest)
+            )
+        })
+        .collect();
+    let mut doc = Vec::new();
+    section.write_json(&mut doc).unwrap();
+    assert_eq!(
+        String::from_utf8(doc).unwrap(),
+        format!(
+            "{{\"type\":\"alerts\",\"fired\":3,\"alerts\":[{}],\"alert_subjects\":[{}]}}\n",
+            alerts.join(","),
+            subjects.join(",")
+        )
+    );
+    assert_eq!(section.json_subjects(), format!("[{}]", subjects.join(",")).into_bytes());
 }
 
 /// Records with sockets of a few processes entering and leaving CLOSE_WAIT at times drawn

@@ -12,18 +12,7 @@ pub mod resolve;
 pub use path::{identity, Container, Identity, Runtime};
 pub use resolve::{CgroupDir, CgroupError, Hierarchy, Resolver};
 
-/// What portrace learned about a cgroup when it first saw an owner in it: announced once,
-/// before the first record that names the id, like a process's details.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CgroupInfo {
-    /// When portrace read it.
-    pub time: crate::record::Timestamp,
-    /// The cgroup v2 id, as in `Owner::cgroup`.
-    pub id: u64,
-    /// Its path under the cgroup2 mount (`/system.slice/nginx.service`); `None` when the
-    /// cgroup was already removed or the hierarchy cannot be read.
-    pub path: Option<String>,
-}
+pub use crate::record::CgroupInfo;
 
 impl CgroupInfo {
     /// The unit, container and pod the path names (all empty without a path).

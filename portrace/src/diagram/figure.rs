@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::model::{self, Edge, Mapped, Place, EDGES};
 use super::stats::{EdgeStats, Observed};
 use crate::clock::Rfc3339;
-use crate::output::HumanDuration;
+use crate::format::HumanDuration;
 use crate::record::EndReason;
 use crate::tcp_state::TcpState;
 

@@ -205,7 +205,7 @@ pub async fn run(mut config: DiagramConfig) -> anyhow::Result<()> {
             }
             let mut banner = "portrace: tracing TCP state transitions for the diagram".to_string();
             if let Some(d) = config.trace.duration {
-                banner.push_str(&format!(" for {}", crate::output::HumanDuration(d.as_nanos() as u64)));
+                banner.push_str(&format!(" for {}", crate::format::HumanDuration(d.as_nanos() as u64)));
             }
             banner.push_str("; Ctrl-C to draw it now");
             let shared = Arc::new(Mutex::new(Collected { all: keep_all.then(Vec::new), ..Default::default() }));

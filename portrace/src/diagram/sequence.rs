@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use super::svg::esc;
 use crate::explain::explain;
-use crate::output::HumanDuration;
+use crate::format::HumanDuration;
 use crate::record::{Owner, Transition};
 use crate::tcp_state::TcpState::{self, *};
 

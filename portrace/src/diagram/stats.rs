@@ -95,32 +95,18 @@ impl Observed {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::record::{Comm, Family};
+    use crate::record::Comm;
     use std::net::{IpAddr, Ipv4Addr};
     use TcpState::*;
 
     pub(crate) fn tr(socket: u64, at: u64, old: TcpState, new: TcpState, prev: Option<u64>) -> Transition {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        Transition {
-            time: Timestamp { mono_ns: at, unix_ns: i128::from(at) },
-            pid: 1,
-            comm: Comm::new("c"),
-            socket,
-            family: Family::Ipv4,
-            saddr: lo,
-            sport: 1,
-            daddr: lo,
-            dport: 2,
-            oldstate: old,
-            newstate: new,
-            prev_state_ns: prev,
-            prev_state_at_least: false,
-            owner: None,
-            reason: None,
-            error: None,
-            retransmits: 0,
-            netns: 1,
-        }
+        Transition::example(socket, old, new)
+            .at(Timestamp { mono_ns: at, unix_ns: i128::from(at) })
+            .on_cpu(1, Comm::new("c"))
+            .between((lo, 1), (lo, 2))
+            .after(prev)
+            .in_netns(1)
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub fn render(f: &Figure<'_>) -> String {
         let (count, median) = match &e.stats {
             Some(stats) => (
                 stats.count.to_string(),
-                stats.median_ns().map_or("?".to_string(), |ns| crate::output::HumanDuration(ns).to_string()),
+                stats.median_ns().map_or("?".to_string(), |ns| crate::format::HumanDuration(ns).to_string()),
             ),
             None => (".".to_string(), String::new()),
         };
@@ -37,7 +37,7 @@ pub fn render(f: &Figure<'_>) -> String {
     } else {
         let _ = writeln!(s, "Seen but not in RFC 9293's figure (Linux):");
         for l in &f.linux {
-            let median = l.stats.median_ns().map_or("?".to_string(), |ns| crate::output::HumanDuration(ns).to_string());
+            let median = l.stats.median_ns().map_or("?".to_string(), |ns| crate::format::HumanDuration(ns).to_string());
             let mut line = format!(
                 "{:<13} {:<13} {:<38} {:>7}  {}",
                 l.from.rfc_name(),

@@ -3,7 +3,7 @@
 //! owner labels and their cardinality cap ([`labels`]), the per-state socket counts and
 //! their check against the kernel ([`states`]), and what the health endpoint answers
 //! ([`health`]). Exposition is the `prometheus-client` crate's; serving it over HTTP is
-//! `crate::serve`'s business. docs/serve.md lists every metric.
+//! the exporter's business (the serve module). docs/serve.md lists every metric.
 
 pub mod health;
 pub mod labels;

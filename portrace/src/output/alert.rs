@@ -3,130 +3,93 @@
 //! a terminal has every control character replaced by `?`: process names, executables and
 //! command lines come from the traced processes and must not send escape sequences.
 
-use super::{push_json_str, push_u64};
-use crate::alerts::{Alert, AlertProcess, Evidence, Severity};
+use std::io;
+
 use crate::clock::Rfc3339;
+use crate::format::json::Writer;
+use crate::record::alert::{Alert, AlertProcess, Evidence, Severity};
+use crate::record::ProcessInfo;
 
 /// Appends the alert as one JSON object (no newline). Keys, in order: `type`, `time`,
 /// `ts_ns`, `kind`, `severity`, `subject`, `summary`, `pid`, `comm`, `process`, `netns`,
-/// `evidence`; see docs/json.md.
+/// `evidence`; see docs/json.md. Strings are escaped as in the rest of the stream.
 pub(crate) fn push_alert_json(buf: &mut Vec<u8>, a: &Alert) {
-    buf.extend_from_slice(b"{\"type\":\"alert\",\"time\":\"");
-    buf.extend_from_slice(Rfc3339::new(a.time.unix_ns).as_bytes());
-    buf.extend_from_slice(b"\",\"ts_ns\":");
-    push_u64(buf, a.time.mono_ns);
-    str_field(buf, "kind", a.kind.name().as_bytes());
-    str_field(buf, "severity", a.severity.name().as_bytes());
-    str_field(buf, "subject", a.subject.to_string().as_bytes());
-    str_field(buf, "summary", a.summary.as_bytes());
+    write_alert(&mut Writer::stream(buf), a).expect("writing to memory");
+}
+
+fn write_alert(j: &mut Writer<&mut Vec<u8>>, a: &Alert) -> io::Result<()> {
+    j.open(b'{')?;
+    j.str("type", "alert")?;
+    j.str("time", Rfc3339::new(a.time.unix_ns).as_str())?;
+    j.u64("ts_ns", a.time.mono_ns)?;
+    j.str("kind", a.kind.name())?;
+    j.str("severity", a.severity.name())?;
+    j.str("subject", &a.subject.to_string())?;
+    j.str("summary", &a.summary)?;
     match &a.process {
         Some(p) => {
-            key(buf, "pid");
-            push_u64(buf, u64::from(p.pid));
-            str_field(buf, "comm", p.comm.as_bytes());
+            j.u64("pid", u64::from(p.pid))?;
+            j.bytes("comm", p.comm.as_bytes())?;
         }
-        None => buf.extend_from_slice(b",\"pid\":null,\"comm\":null"),
-    }
-    key(buf, "process");
-    match a.process.as_ref().and_then(|p| p.info.as_ref().map(|_| p)) {
-        Some(p) => push_process(buf, p),
-        None => buf.extend_from_slice(b"null"),
-    }
-    key(buf, "netns");
-    match a.netns {
-        Some(n) => push_u64(buf, u64::from(n)),
-        None => buf.extend_from_slice(b"null"),
-    }
-    key(buf, "evidence");
-    buf.push(b'{');
-    for (i, (k, v)) in a.evidence.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
+        None => {
+            j.null("pid")?;
+            j.null("comm")?;
         }
-        buf.push(b'"');
-        buf.extend_from_slice(k.as_bytes());
-        buf.extend_from_slice(b"\":");
-        push_evidence(buf, v);
     }
-    buf.extend_from_slice(b"}}");
-}
-
-fn key(buf: &mut Vec<u8>, k: &str) {
-    buf.extend_from_slice(b",\"");
-    buf.extend_from_slice(k.as_bytes());
-    buf.extend_from_slice(b"\":");
-}
-
-fn str_field(buf: &mut Vec<u8>, k: &str, v: &[u8]) {
-    key(buf, k);
-    push_str(buf, v);
-}
-
-fn push_str(buf: &mut Vec<u8>, v: &[u8]) {
-    buf.push(b'"');
-    push_json_str(buf, v);
-    buf.push(b'"');
-}
-
-fn opt_u64(buf: &mut Vec<u8>, k: &str, v: Option<u64>) {
-    key(buf, k);
-    match v {
-        Some(n) => push_u64(buf, n),
-        None => buf.extend_from_slice(b"null"),
+    match a.process.as_ref().and_then(|p| Some((p, p.info.as_ref()?))) {
+        Some((p, info)) => {
+            j.key("process")?;
+            write_process(j, p, info)?;
+        }
+        None => j.null("process")?,
     }
-}
-
-fn opt_str(buf: &mut Vec<u8>, k: &str, v: Option<&str>) {
-    key(buf, k);
-    match v {
-        Some(s) => push_str(buf, s.as_bytes()),
-        None => buf.extend_from_slice(b"null"),
+    j.opt_u64("netns", a.netns.map(u64::from))?;
+    j.key("evidence")?;
+    j.open(b'{')?;
+    for (key, value) in &a.evidence {
+        match value {
+            Evidence::Null => j.null(key)?,
+            Evidence::Bool(b) => j.bool(key, *b)?,
+            Evidence::Int(n) => j.u64(key, *n)?,
+            Evidence::Real(x) if x.is_finite() => j.raw(key, format!("{x:.3}").as_bytes())?,
+            Evidence::Real(_) => j.null(key)?,
+            Evidence::Text(s) => j.str(key, s)?,
+            Evidence::List(items) => {
+                j.key(key)?;
+                write_list(j, items)?;
+            }
+        }
     }
+    j.close(b'}')?;
+    j.close(b'}')
 }
 
 /// `{"pid","comm","ppid","exe","cmdline","uid","user","cgroup"}`.
-fn push_process(buf: &mut Vec<u8>, p: &AlertProcess) {
-    let info = p.info.as_ref().expect("called with details");
-    buf.extend_from_slice(b"{\"pid\":");
-    push_u64(buf, u64::from(p.pid));
-    str_field(buf, "comm", p.comm.as_bytes());
-    opt_u64(buf, "ppid", info.ppid.map(u64::from));
-    opt_str(buf, "exe", info.exe.as_deref());
-    key(buf, "cmdline");
+fn write_process(j: &mut Writer<&mut Vec<u8>>, p: &AlertProcess, info: &ProcessInfo) -> io::Result<()> {
+    j.open(b'{')?;
+    j.u64("pid", u64::from(p.pid))?;
+    j.bytes("comm", p.comm.as_bytes())?;
+    j.opt_u64("ppid", info.ppid.map(u64::from))?;
+    j.opt_str("exe", info.exe.as_deref())?;
     match &info.cmdline {
-        Some(args) => push_list(buf, args),
-        None => buf.extend_from_slice(b"null"),
+        Some(args) => {
+            j.key("cmdline")?;
+            write_list(j, args)?;
+        }
+        None => j.null("cmdline")?,
     }
-    opt_u64(buf, "uid", info.uid.map(u64::from));
-    opt_str(buf, "user", info.user.as_deref());
-    opt_str(buf, "cgroup", info.cgroup.as_deref());
-    buf.push(b'}');
+    j.opt_u64("uid", info.uid.map(u64::from))?;
+    j.opt_str("user", info.user.as_deref())?;
+    j.opt_str("cgroup", info.cgroup.as_deref())?;
+    j.close(b'}')
 }
 
-fn push_list(buf: &mut Vec<u8>, items: &[String]) {
-    buf.push(b'[');
-    for (i, s) in items.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        push_str(buf, s.as_bytes());
+fn write_list(j: &mut Writer<&mut Vec<u8>>, items: &[String]) -> io::Result<()> {
+    j.open(b'[')?;
+    for item in items {
+        j.string(item.as_bytes())?;
     }
-    buf.push(b']');
-}
-
-fn push_evidence(buf: &mut Vec<u8>, v: &Evidence) {
-    match v {
-        Evidence::Null => buf.extend_from_slice(b"null"),
-        Evidence::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Evidence::Int(n) => push_u64(buf, *n),
-        Evidence::Real(x) if x.is_finite() => {
-            let text = format!("{x:.3}");
-            buf.extend_from_slice(text.as_bytes());
-        }
-        Evidence::Real(_) => buf.extend_from_slice(b"null"),
-        Evidence::Text(s) => push_str(buf, s.as_bytes()),
-        Evidence::List(items) => push_list(buf, items),
-    }
+    j.close(b']')
 }
 
 const RESET: &str = "\x1b[0m";

@@ -19,8 +19,9 @@
 use std::io::{self, Write};
 use std::net::IpAddr;
 
-use super::{push_errno, push_micros, push_u64, AddrText, Sink, Start};
+use super::{push_micros, push_u64, AddrText, Sink, Start};
 use crate::clock::Rfc3339;
+use crate::format::errno::push_tcp_name;
 use crate::record::{Family, Lost, Owner, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
@@ -210,7 +211,7 @@ impl Sink for CsvSink {
         }
         self.line.push(b',');
         if let Some(errno) = t.error {
-            push_errno(&mut self.line, errno);
+            push_tcp_name(&mut self.line, errno);
         }
         self.u64_field(u64::from(t.retransmits));
         self.u64_field(u64::from(t.netns));

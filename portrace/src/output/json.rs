@@ -7,8 +7,9 @@ use std::io::{self, Write};
 
 use std::net::IpAddr;
 
-use super::{push_errno, push_json_str, push_micros, push_u64, AddrText, Sink, Start, VERSION};
+use super::{push_json_str, push_micros, push_u64, AddrText, Sink, Start, VERSION};
 use crate::clock::Rfc3339;
+use crate::format::errno::push_tcp_name;
 use crate::record::{Family, Lost, NetnsInfo, Owner, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
@@ -263,7 +264,7 @@ impl Sink for JsonSink {
             Some(errno) => {
                 self.key("error");
                 self.line.push(b'"');
-                push_errno(&mut self.line, errno);
+                push_tcp_name(&mut self.line, errno);
                 self.line.push(b'"');
             }
             None => self.null_field("error"),
@@ -276,7 +277,7 @@ impl Sink for JsonSink {
         self.emit()
     }
 
-    fn alert(&mut self, alert: &crate::alerts::Alert) -> io::Result<()> {
+    fn alert(&mut self, alert: &crate::record::Alert) -> io::Result<()> {
         self.line.clear();
         super::push_alert_json(&mut self.line, alert);
         self.line.push(b'\n');

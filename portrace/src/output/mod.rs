@@ -1,9 +1,8 @@
 //! Output formats: this module owns how records reach the user. It defines the [`Sink`]
 //! every format implements (text for people, JSON lines and CSV for programs), the
 //! [`sink`] constructor the caller picks a format with, and the small allocation-free
-//! pieces the formats share: integers, addresses, microsecond fractions and errno names
-//! rendered into a reused line buffer, and string escaping for `comm`, which can hold any
-//! bytes.
+//! pieces the formats share: addresses and microsecond fractions rendered into a reused
+//! line buffer (integers, errno names and JSON string escaping come from [`crate::format`]).
 //!
 //! Every format builds one line at a time in a buffer it keeps for the whole run, then
 //! hands the line to the writer in a single call; nothing is allocated per event.
@@ -20,15 +19,14 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::alerts::Alert;
 use crate::clock::Zone;
 use crate::features::Features;
-use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
+use crate::format::json::{push_str, push_u64, Controls};
+use crate::record::{Alert, Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 pub use json::SCHEMA as JSON_SCHEMA;
 pub use tee::Tee;
-pub(crate) use text::HumanDuration;
 
 /// portrace's version, as written in the JSON start record.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -83,8 +81,8 @@ pub trait Sink {
     }
     fn transition(&mut self, t: &Transition) -> io::Result<()>;
     fn lost(&mut self, lost: &Lost) -> io::Result<()>;
-    /// An alert the records so far raised (see `crate::alerts`). Formats without a place
-    /// for alerts ignore it.
+    /// An alert the records so far raised (the alerts module's detectors). Formats
+    /// without a place for alerts ignore it.
     fn alert(&mut self, _alert: &Alert) -> io::Result<()> {
         Ok(())
     }
@@ -158,11 +156,6 @@ pub fn sink(format: Format, out: Box<dyn Write + Send>, text: TextOptions) -> Bo
     }
 }
 
-/// Appends the decimal digits of `n`.
-fn push_u64(buf: &mut Vec<u8>, n: u64) {
-    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
 /// Appends a nanosecond count as microseconds with exactly three decimals (`84.123`).
 fn push_micros(buf: &mut Vec<u8>, ns: u64) {
     push_u64(buf, ns / 1_000);
@@ -173,42 +166,6 @@ fn push_micros(buf: &mut Vec<u8>, ns: u64) {
         b'0' + (frac / 10 % 10) as u8,
         b'0' + (frac % 10) as u8,
     ]);
-}
-
-/// The errno values the kernel can report for a TCP socket, with their C names. The numbers
-/// come from libc, so they are right for the architecture portrace is built for.
-const ERRNO_NAMES: [(i32, &str); 15] = [
-    (libc::ECONNREFUSED, "ECONNREFUSED"),
-    (libc::ECONNRESET, "ECONNRESET"),
-    (libc::ETIMEDOUT, "ETIMEDOUT"),
-    (libc::EPIPE, "EPIPE"),
-    (libc::EHOSTUNREACH, "EHOSTUNREACH"),
-    (libc::ENETUNREACH, "ENETUNREACH"),
-    (libc::ECONNABORTED, "ECONNABORTED"),
-    (libc::EHOSTDOWN, "EHOSTDOWN"),
-    (libc::ENETDOWN, "ENETDOWN"),
-    (libc::EPROTO, "EPROTO"),
-    (libc::EACCES, "EACCES"),
-    (libc::EPERM, "EPERM"),
-    (libc::ENOBUFS, "ENOBUFS"),
-    (libc::EMSGSIZE, "EMSGSIZE"),
-    (libc::EINVAL, "EINVAL"),
-];
-
-/// The C name of an errno TCP can report (`ECONNREFUSED`), if it is one of those.
-pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
-    ERRNO_NAMES.iter().find(|&&(n, _)| n == errno).map(|&(_, name)| name)
-}
-
-/// Appends an errno's C name, or `E` and its number (`E999`) when it has none here.
-fn push_errno(buf: &mut Vec<u8>, errno: i32) {
-    match errno_name(errno) {
-        Some(name) => buf.extend_from_slice(name.as_bytes()),
-        None => {
-            buf.push(b'E');
-            buf.extend_from_slice(itoa::Buffer::new().format(errno).as_bytes());
-        }
-    }
 }
 
 /// An address (`10.0.0.1`, `2001:db8::1`) or address and port (`10.0.0.1:80`,
@@ -293,46 +250,10 @@ impl fmt::Write for AddrText {
     }
 }
 
-const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
-
-/// Appends `bytes` as the inside of a JSON string: `"` and `\` escaped, control
-/// characters (C0, DEL and C1, which some terminals obey) as `\u00XX`, invalid UTF-8
-/// replaced by U+FFFD (one per maximal invalid sequence, as `String::from_utf8_lossy`
-/// does).
+/// Appends `bytes` as the inside of a JSON string, as every line of the stream escapes
+/// it: C0, DEL and C1 controls as `\u00XX` ([`Controls::C0AndC1`]).
 fn push_json_str(buf: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for chunk in bytes.utf8_chunks() {
-        let valid = chunk.valid().as_bytes();
-        let mut clean_from = 0;
-        let mut i = 0;
-        while i < valid.len() {
-            let b = valid[i];
-            // A C1 control is 0xC2 then 0x80..=0x9F in UTF-8: escaped as its code point.
-            let (code, len) = match (b, valid.get(i + 1)) {
-                (0xc2, Some(&next @ 0x80..=0x9f)) => (next, 2),
-                _ => (b, 1),
-            };
-            let escape: &[u8] = match (code, len) {
-                (b'"', 1) => b"\\\"",
-                (b'\\', 1) => b"\\\\",
-                (0x00..=0x1f | 0x7f, 1) | (_, 2) => {
-                    &[b'\\', b'u', b'0', b'0', HEX[usize::from(code >> 4)], HEX[usize::from(code & 0xf)]]
-                }
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
-            buf.extend_from_slice(&valid[clean_from..i]);
-            buf.extend_from_slice(escape);
-            i += len;
-            clean_from = i;
-        }
-        buf.extend_from_slice(&valid[clean_from..]);
-        if !chunk.invalid().is_empty() {
-            buf.extend_from_slice(REPLACEMENT);
-        }
-    }
+    push_str(buf, bytes, Controls::C0AndC1);
 }
 
 #[cfg(test)]
@@ -406,24 +327,13 @@ mod tests {
         prev_state_ns: Option<u64>,
     ) -> Transition {
         Transition {
-            time: at(after_ns),
-            pid,
-            comm,
-            socket,
             family: family_of(saddr),
-            saddr,
-            sport,
-            daddr,
-            dport,
-            oldstate,
-            newstate,
-            prev_state_ns,
-            prev_state_at_least: false,
-            owner: None,
-            reason: None,
-            error: None,
-            retransmits: 0,
-            netns: NETNS,
+            ..Transition::example(socket, oldstate, newstate)
+                .at(at(after_ns))
+                .on_cpu(pid, comm)
+                .between((saddr, sport), (daddr, dport))
+                .after(prev_state_ns)
+                .in_netns(NETNS)
         }
     }
 
@@ -1467,57 +1377,6 @@ mod tests {
         assert_eq!(json[last - 1]["error"], "E999");
         assert_eq!(csv[csv.len() - 1][18], "");
         assert_eq!(csv[csv.len() - 1][19], "EPIPE");
-    }
-
-    #[test]
-    fn errnos_have_their_c_names() {
-        let name = |errno| {
-            let mut buf = Vec::new();
-            push_errno(&mut buf, errno);
-            String::from_utf8(buf).unwrap()
-        };
-        for (errno, want) in ERRNO_NAMES {
-            assert_eq!(name(errno), want);
-        }
-        let mut numbers: Vec<i32> = ERRNO_NAMES.iter().map(|&(n, _)| n).collect();
-        numbers.sort_unstable();
-        numbers.dedup();
-        assert_eq!(numbers.len(), ERRNO_NAMES.len(), "no number twice");
-        // The generic Linux numbers, which x86-64 and arm64 use.
-        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-            assert_eq!(name(111), "ECONNREFUSED");
-            assert_eq!(name(104), "ECONNRESET");
-            assert_eq!(name(110), "ETIMEDOUT");
-            assert_eq!(name(32), "EPIPE");
-            assert_eq!(name(113), "EHOSTUNREACH");
-        }
-        assert_eq!(name(999), "E999");
-        assert_eq!(name(0), "E0");
-        assert_eq!(name(-5), "E-5");
-    }
-
-    #[test]
-    fn json_strings_escape_every_byte_safely() {
-        let mut buf = Vec::new();
-        let all: Vec<u8> = (0u8..=255).collect();
-        push_json_str(&mut buf, &all);
-        let text = format!("\"{}\"", String::from_utf8(buf.clone()).expect("valid UTF-8"));
-        let parsed: String = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed, String::from_utf8_lossy(&all));
-        assert!(text.contains(r#"\u0000\u0001"#) && text.contains(r##"\u001f !\"#$"##), "{text}");
-        assert!(text.contains(r"[\\]") && text.contains(r"~\u007f"), "{text}");
-
-        buf.clear();
-        push_json_str(&mut buf, "héllo\u{2028}".as_bytes());
-        assert_eq!(buf, "héllo\u{2028}".as_bytes(), "valid UTF-8 passes through");
-        buf.clear();
-        // A truncated three-byte sequence, then a lone continuation byte: two replacements.
-        push_json_str(&mut buf, b"x\xe2\x82y\x80");
-        assert_eq!(String::from_utf8(buf).unwrap(), "x\u{fffd}y\u{fffd}");
-        // C1 controls (a one-character CSI among them) are escaped like C0 ones.
-        let mut buf = Vec::new();
-        push_json_str(&mut buf, "a\u{9b}31m\u{85}é\u{a0}".as_bytes());
-        assert_eq!(String::from_utf8(buf).unwrap(), "a\\u009b31m\\u0085é\u{a0}");
     }
 
     /// A strict RFC 4180 reader for the test: rows of fields, quotes doubled inside

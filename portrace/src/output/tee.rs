@@ -3,9 +3,8 @@
 
 use std::io;
 
-use crate::alerts::Alert;
 use crate::output::{Sink, Start};
-use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
+use crate::record::{Alert, Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 /// Both sinks get every call; the first error (of either) is returned once both had it.

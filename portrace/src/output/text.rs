@@ -21,8 +21,10 @@
 use std::fmt;
 use std::io::{self, Write};
 
-use super::{push_errno, AddrText, Sink, Start, TextOptions};
+use super::{AddrText, Sink, Start, TextOptions};
 use crate::clock::LocalTime;
+use crate::format::HumanDuration;
+use crate::format::errno::push_tcp_name;
 use crate::record::{EndReason, LossCause, Lost, Owner, SocketRecord, Transition};
 use crate::summary::Summary;
 use crate::tcp_state::TcpState;
@@ -370,7 +372,7 @@ impl Sink for TextSink {
         self.emit()
     }
 
-    fn alert(&mut self, alert: &crate::alerts::Alert) -> io::Result<()> {
+    fn alert(&mut self, alert: &crate::record::Alert) -> io::Result<()> {
         let time = self.local_time.time_of_day(alert.time.unix_ns);
         self.leave_socket_block();
         super::push_alert_text(&mut self.line, time.as_bytes(), alert, self.color);
@@ -415,7 +417,7 @@ fn push_note(line: &mut Vec<u8>, t: &Transition) {
             line.push(b' ');
         }
         line.push(b'(');
-        push_errno(line, errno);
+        push_tcp_name(line, errno);
         line.push(b')');
     }
     if t.reason == Some(EndReason::ConnectTimeout) && t.retransmits > 0 {
@@ -467,49 +469,6 @@ fn pad_left(line: &mut Vec<u8>, text: &[u8], width: usize) {
     line.extend_from_slice(text);
 }
 
-/// A duration for people: three significant digits with a unit chosen by size (`850ns`,
-/// `3.21us`, `84.1us`, `841us`, `1.23ms`, `12.3ms`, `123ms`, `1.50s`, `12.3s`), then
-/// minutes and seconds (`2m03s`), hours and minutes (`1h02m`), days and hours (`3d04h`).
-/// Digits are truncated, not rounded, so the text never claims more time than passed.
-pub(crate) struct HumanDuration(pub(crate) u64);
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const US: u64 = 1_000;
-        const MS: u64 = 1_000_000;
-        const S: u64 = 1_000_000_000;
-        const MIN: u64 = 60 * S;
-        const H: u64 = 60 * MIN;
-        const D: u64 = 24 * H;
-        let ns = self.0;
-        if ns < US {
-            write!(f, "{ns}ns")
-        } else if ns < 10 * US {
-            write!(f, "{}.{:02}us", ns / US, ns % US / 10)
-        } else if ns < 100 * US {
-            write!(f, "{}.{}us", ns / US, ns % US / 100)
-        } else if ns < MS {
-            write!(f, "{}us", ns / US)
-        } else if ns < 10 * MS {
-            write!(f, "{}.{:02}ms", ns / MS, ns % MS / 10_000)
-        } else if ns < 100 * MS {
-            write!(f, "{}.{}ms", ns / MS, ns % MS / 100_000)
-        } else if ns < S {
-            write!(f, "{}ms", ns / MS)
-        } else if ns < 10 * S {
-            write!(f, "{}.{:02}s", ns / S, ns % S / 10_000_000)
-        } else if ns < MIN {
-            write!(f, "{}.{}s", ns / S, ns % S / 100_000_000)
-        } else if ns < H {
-            write!(f, "{}m{:02}s", ns / MIN, ns % MIN / S)
-        } else if ns < D {
-            write!(f, "{}h{:02}m", ns / H, ns % H / MIN)
-        } else {
-            write!(f, "{}d{:02}h", ns / D, ns % D / H)
-        }
-    }
-}
-
 /// Room for any [`HumanDuration`] (`213503d23h` is the longest) after a `>`.
 #[derive(Default)]
 struct DurationText {
@@ -537,43 +496,11 @@ impl fmt::Write for DurationText {
 mod tests {
     use super::*;
 
-    fn human(ns: u64) -> String {
-        HumanDuration(ns).to_string()
-    }
-
-    #[test]
-    fn durations_pick_a_unit_by_size() {
-        assert_eq!(human(0), "0ns");
-        assert_eq!(human(850), "850ns");
-        assert_eq!(human(3_000), "3.00us");
-        assert_eq!(human(3_219), "3.21us");
-        assert_eq!(human(84_123), "84.1us");
-        assert_eq!(human(841_999), "841us");
-        assert_eq!(human(1_234_567), "1.23ms");
-        assert_eq!(human(12_345_678), "12.3ms");
-        assert_eq!(human(123_456_789), "123ms");
-        assert_eq!(human(1_500_000_000), "1.50s");
-        assert_eq!(human(12_345_678_901), "12.3s");
-        assert_eq!(human(123_000_000_000), "2m03s");
-        assert_eq!(human(3_599_999_999_999), "59m59s");
-        assert_eq!(human(3_720_000_000_000), "1h02m");
-        assert_eq!(human(273_600_000_000_000), "3d04h");
-    }
-
-    #[test]
-    fn durations_truncate_at_unit_boundaries() {
-        assert_eq!(human(999), "999ns");
-        assert_eq!(human(9_999), "9.99us");
-        assert_eq!(human(99_999), "99.9us");
-        assert_eq!(human(999_999), "999us");
-        assert_eq!(human(59_999_999_999), "59.9s");
-    }
-
     #[test]
     fn durations_below_a_day_fit_the_column() {
         let mut ns = 1;
         while ns < 86_400_000_000_000 {
-            let lower_bound = format!(">{}", human(ns));
+            let lower_bound = format!(">{}", HumanDuration(ns));
             assert!(lower_bound.len() <= Widths::INITIAL.prev, "{ns}: {lower_bound}");
             ns = ns * 3 + 1;
         }

@@ -14,7 +14,7 @@ use ratatui::Frame;
 
 use crate::escape;
 use crate::clock::{LocalTime, Zone};
-use crate::output::errno_name;
+use crate::format::{errno, CompactDuration};
 use crate::record::{Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
@@ -132,7 +132,7 @@ fn cursor_text(c: &Cursor, now: Timestamp) -> String {
     let at = now.mono_ns.saturating_sub(c.first.mono_ns);
     let total = c.last.mono_ns.saturating_sub(c.first.mono_ns);
     let play = if c.playing { format!("playing {}x", c.speed) } else { "stopped".to_string() };
-    format!(" +{} of {}  record {}/{}  {play}", duration(at), duration(total), c.position, c.total)
+    format!(" +{} of {}  record {}/{}  {play}", CompactDuration(at), CompactDuration(total), c.position, c.total)
 }
 
 fn counters(top: &Top) -> Paragraph<'static> {
@@ -242,10 +242,10 @@ fn sockets(frame: &mut Frame, top: &Top, area: Rect) {
                 Cell::from(fit(&endpoint(c.saddr, c.sport), ep_width).trim_end().to_string()),
                 Cell::from(fit(&endpoint(c.daddr, c.dport), ep_width).trim_end().to_string()),
                 state_cell,
-                Cell::from(format!("{}{}", at_least(c.entered_at_least), duration(c.in_state_ns(now)))),
+                Cell::from(format!("{}{}", at_least(c.entered_at_least), CompactDuration(c.in_state_ns(now)))),
             ];
             if !narrow {
-                cells.push(Cell::from(format!("{}{}", at_least(c.born_at_least), duration(c.age_ns(now)))));
+                cells.push(Cell::from(format!("{}{}", at_least(c.born_at_least), CompactDuration(c.age_ns(now)))));
             }
             let row = Row::new(cells).style(style);
             if Some(i) == selected && top.overlay == Overlay::None {
@@ -337,7 +337,7 @@ fn transition_line(t: &Transition, clock: &mut LocalTime, endpoints: Option<(usi
     spans.push(Span::raw(" -> "));
     spans.push(Span::styled(format!("{:<11}", t.newstate.name()), state_style(t.newstate)));
     let was = match t.prev_state_ns {
-        Some(ns) => format!(" {}{}", if t.prev_state_at_least { "≥" } else { "" }, duration(ns)),
+        Some(ns) => format!(" {}{}", if t.prev_state_at_least { "≥" } else { "" }, CompactDuration(ns)),
         None => " -".into(),
     };
     spans.push(Span::raw(format!("{was:<10}")));
@@ -345,7 +345,7 @@ fn transition_line(t: &Transition, clock: &mut LocalTime, endpoints: Option<(usi
         spans.push(Span::raw(format!(" {}", r.name())));
     }
     if let Some(e) = t.error {
-        spans.push(Span::raw(format!(" {}", errno_name(e).map_or_else(|| format!("E{e}"), str::to_string))));
+        spans.push(Span::raw(format!(" {}", errno::tcp_text(e))));
     }
     if !with_endpoints && t.owner.is_some_and(|o| o.pid != t.pid) {
         spans.push(Span::styled(
@@ -453,11 +453,11 @@ fn timeline(frame: &mut Frame, top: &Top, area: Rect, scroll: usize, clock: &mut
     }
     let at_least = |yes: bool| if yes { "≥" } else { "" };
     let mut now_line = if c.is_closed() {
-        format!(" closed {} ago", duration(c.in_state_ns(now)))
+        format!(" closed {} ago", CompactDuration(c.in_state_ns(now)))
     } else {
-        format!(" now {} for {}{}", c.state.name(), at_least(c.entered_at_least), duration(c.in_state_ns(now)))
+        format!(" now {} for {}{}", c.state.name(), at_least(c.entered_at_least), CompactDuration(c.in_state_ns(now)))
     };
-    now_line.push_str(&format!(", age {}{}", at_least(c.born_at_least), duration(c.age_ns(now))));
+    now_line.push_str(&format!(", age {}{}", at_least(c.born_at_least), CompactDuration(c.age_ns(now))));
     if let Some(r) = c.reason {
         now_line.push_str(&format!(", ended: {}", r.describe()));
     }
@@ -480,23 +480,3 @@ fn timeline(frame: &mut Frame, top: &Top, area: Rect, scroll: usize, clock: &mut
     );
 }
 
-/// A duration in the fewest characters that still say it: `850us`, `12ms`, `4.2s`,
-/// `4m05s`, `2h03m`, `3d04h`.
-pub fn duration(ns: u64) -> String {
-    let us = ns / 1_000;
-    let ms = ns / 1_000_000;
-    let s = ns / 1_000_000_000;
-    if ns < 1_000_000 {
-        format!("{us}us")
-    } else if ns < 1_000_000_000 {
-        format!("{ms}ms")
-    } else if s < 60 {
-        format!("{}.{}s", s, ms % 1000 / 100)
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else if s < 86_400 {
-        format!("{}h{:02}m", s / 3600, s / 60 % 60)
-    } else {
-        format!("{}d{:02}h", s / 86_400, s / 3600 % 24)
-    }
-}

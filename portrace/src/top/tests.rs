@@ -13,6 +13,7 @@ use super::model::{Action, Change, Overlay, SortKey, Table, Top, LINGER_NS, RECE
 use super::render;
 use crate::clock::Zone;
 use crate::filter::FilterSpec;
+use crate::format::CompactDuration;
 use crate::output::{Sink, Start};
 use crate::record::{
     Comm, EndReason, Family, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition,
@@ -89,26 +90,13 @@ fn inventory() -> Vec<SocketRecord> {
 /// A transition of socket `id` at `at` (nanoseconds after the start).
 #[allow(clippy::too_many_arguments, reason = "a test fixture that spells out every field it varies")]
 fn tr(at: u64, id: u64, local: (IpAddr, u16), remote: (IpAddr, u16), old: TcpState, new: TcpState, was: Option<u64>, who: Option<Owner>) -> Transition {
-    Transition {
-        time: ts(START + at),
-        pid: who.map_or(0, |o| o.pid),
-        comm: who.map_or(Comm::new("swapper/0"), |o| o.comm),
-        socket: id,
-        family: Family::Ipv4,
-        saddr: local.0,
-        sport: local.1,
-        daddr: remote.0,
-        dport: remote.1,
-        oldstate: old,
-        newstate: new,
-        prev_state_ns: was,
-        prev_state_at_least: false,
-        owner: who,
-        reason: None,
-        error: None,
-        retransmits: 0,
-        netns: 4026531840,
-    }
+    Transition::example(id, old, new)
+        .at(ts(START + at))
+        .on_cpu(who.map_or(0, |o| o.pid), who.map_or(Comm::new("swapper/0"), |o| o.comm))
+        .between(local, remote)
+        .after(was)
+        .owned_by(who)
+        .in_netns(4026531840)
 }
 
 /// The traffic after the inventory: a client connects out, nginx accepts a connection,
@@ -626,7 +614,7 @@ fn durations_are_short() {
         (3 * 86_400 * SEC + 4 * 3600 * SEC, "3d04h"),
     ];
     for (ns, want) in cases {
-        assert_eq!(render::duration(ns), want);
+        assert_eq!(CompactDuration(ns).to_string(), want);
     }
 }
 

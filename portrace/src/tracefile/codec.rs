@@ -1283,26 +1283,12 @@ mod tests {
 
     #[test]
     fn records_and_filters_written_before_cgroups_still_read() {
-        let t = Transition {
-            time: Timestamp { mono_ns: 9, unix_ns: 9 },
-            pid: 1,
-            comm: Comm::new("c"),
-            socket: 3,
-            family: Family::Ipv4,
-            saddr: "10.0.0.1".parse().unwrap(),
-            sport: 1000,
-            daddr: "10.0.0.2".parse().unwrap(),
-            dport: 80,
-            oldstate: TcpState::Close,
-            newstate: TcpState::SynSent,
-            prev_state_ns: None,
-            prev_state_at_least: false,
-            owner: Some(Owner { pid: 1, comm: Comm::new("c"), source: OwnerSource::Syscall, cgroup: 0 }),
-            reason: None,
-            error: None,
-            retransmits: 0,
-            netns: 7,
-        };
+        let t = Transition::example(3, TcpState::Close, TcpState::SynSent)
+            .at(Timestamp { mono_ns: 9, unix_ns: 9 })
+            .on_cpu(1, Comm::new("c"))
+            .between(("10.0.0.1".parse().unwrap(), 1000), ("10.0.0.2".parse().unwrap(), 80))
+            .owned_by(Some(Owner { pid: 1, comm: Comm::new("c"), source: OwnerSource::Syscall, cgroup: 0 }))
+            .in_netns(7);
         let (mut buf, mut body) = (Vec::new(), Vec::new());
         put_transition(&mut buf, &mut body, &mut TimeBase::new(0), &t);
         // Without the trailing cgroup id (one byte, 0), as earlier versions wrote it.

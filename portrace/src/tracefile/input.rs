@@ -54,7 +54,7 @@ impl Input {
         if !is_stdin(path) {
             return Ok(Input { source: Source::Path(path.to_path_buf()) });
         }
-        let spooled = spool(stdin_file()?, SPOOL_MAX).map_err(|message| stdin_error(message))?;
+        let spooled = spool(stdin_file()?, SPOOL_MAX).map_err(stdin_error)?;
         Ok(Input { source: Source::Spooled(spooled) })
     }
 

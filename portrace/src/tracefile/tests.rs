@@ -55,31 +55,29 @@ fn transition(i: u64) -> Transition {
         (v4(1), v4(2))
     };
     let closing = i % 3 == 2;
+    let old = TcpState::ALL[(i % 12) as usize];
+    let new = if closing { TcpState::Close } else { TcpState::ALL[((i + 1) % 12) as usize] };
+    let owner = (i % 4 != 3).then(|| Owner {
+        pid: 4242,
+        comm: Comm::new("curl"),
+        source: [OwnerSource::Syscall, OwnerSource::Listener, OwnerSource::Inventory][(i % 3) as usize],
+        cgroup: if i % 5 == 0 { 0 } else { 9000 + i % 3 },
+    });
+    let on_cpu = if i % 4 == 0 { Comm::new("swapper/1") } else { Comm::from_kernel(b"odd\xff\x01name\0\0\0\0\0\0\0") };
     Transition {
-        // A little out of order now and then, as records from different CPUs are.
-        time: at(1_000 * i + if i % 7 == 3 { 0 } else { 500 }),
-        pid: (i % 4) as u32 * 1000,
-        comm: if i % 4 == 0 { Comm::new("swapper/1") } else { Comm::from_kernel(b"odd\xff\x01name\0\0\0\0\0\0\0") },
-        socket: i / 3 + 1,
         family: if v6 { Family::Ipv6 } else { Family::Ipv4 },
-        saddr,
-        sport: 40_000 + (i % 100) as u16,
-        daddr,
-        dport: 8080,
-        oldstate: TcpState::ALL[(i % 12) as usize],
-        newstate: if closing { TcpState::Close } else { TcpState::ALL[((i + 1) % 12) as usize] },
-        prev_state_ns: (i % 6 != 0).then_some(i * 12_345),
         prev_state_at_least: i % 10 == 1,
-        owner: (i % 4 != 3).then(|| Owner {
-            pid: 4242,
-            comm: Comm::new("curl"),
-            source: [OwnerSource::Syscall, OwnerSource::Listener, OwnerSource::Inventory][(i % 3) as usize],
-            cgroup: if i % 5 == 0 { 0 } else { 9000 + i % 3 },
-        }),
         reason: closing.then_some(EndReason::Refused),
         error: closing.then_some(if i % 2 == 0 { 111 } else { -5 }),
         retransmits: if closing { 6 } else { 0 },
-        netns: 4_026_531_840,
+        ..Transition::example(i / 3 + 1, old, new)
+            // A little out of order now and then, as records from different CPUs are.
+            .at(at(1_000 * i + if i % 7 == 3 { 0 } else { 500 }))
+            .on_cpu((i % 4) as u32 * 1000, on_cpu)
+            .between((saddr, 40_000 + (i % 100) as u16), (daddr, 8080))
+            .after((i % 6 != 0).then_some(i * 12_345))
+            .owned_by(owner)
+            .in_netns(4_026_531_840)
     }
 }
 

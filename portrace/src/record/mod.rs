@@ -1,11 +1,16 @@
 //! What portrace reports, after decoding and tracking: the records every output format
-//! renders and every later stage (summary, files) consumes.
+//! renders and every later stage (summary, files) consumes, alerts ([`alert`]) among
+//! them, and the socket endpoints tracking carries. A foundation: it depends on nothing
+//! else in the crate but the TCP state names, and the modules that fill or read the
+//! records depend on it.
+
+pub mod alert;
 
 use std::net::IpAddr;
 
 use crate::tcp_state::TcpState;
 
-pub use crate::cgroup::CgroupInfo;
+pub use alert::Alert;
 
 /// The address family of a connection as portrace shows it: an IPv6 socket whose
 /// addresses are v4-mapped is shown as IPv4.
@@ -94,7 +99,7 @@ pub struct Owner {
     pub source: OwnerSource,
     /// The owner's cgroup v2 id, as the kernel program read it in the owner's own system
     /// call (for an owner from the inventory: the cgroup /proc/PID/cgroup named when the
-    /// inventory was taken); 0 when unknown. [`crate::cgroup`] names it.
+    /// inventory was taken); 0 when unknown. The cgroup module names it.
     pub cgroup: u64,
 }
 
@@ -213,7 +218,9 @@ pub struct Transition {
 }
 
 /// Unit tests' transitions: `Transition::example(socket, old, new)`, an IPv4 loopback
-/// socket with no owner, to change with struct update syntax.
+/// socket (127.0.0.1:1 to 127.0.0.1:2) with no owner, made by pid 1 at time 0, then
+/// the builder methods below for what a test varies, and struct update syntax for the
+/// rest.
 #[cfg(test)]
 impl Transition {
     pub fn example(socket: u64, oldstate: TcpState, newstate: TcpState) -> Transition {
@@ -237,6 +244,34 @@ impl Transition {
             retransmits: 0,
             netns: 0,
         }
+    }
+
+    /// At `time`.
+    pub fn at(self, time: Timestamp) -> Transition {
+        Transition { time, ..self }
+    }
+
+    /// Made by the task on the CPU, `pid` and `comm` (pid 0: the idle task, in softirq).
+    pub fn on_cpu(self, pid: u32, comm: Comm) -> Transition {
+        Transition { pid, comm, ..self }
+    }
+
+    /// Between `local` and `remote`, each an address and port.
+    pub fn between(self, (saddr, sport): (IpAddr, u16), (daddr, dport): (IpAddr, u16)) -> Transition {
+        Transition { saddr, sport, daddr, dport, ..self }
+    }
+
+    /// After `prev_state_ns` in the old state (`None`: unknown).
+    pub fn after(self, prev_state_ns: Option<u64>) -> Transition {
+        Transition { prev_state_ns, ..self }
+    }
+
+    pub fn owned_by(self, owner: Option<Owner>) -> Transition {
+        Transition { owner, ..self }
+    }
+
+    pub fn in_netns(self, netns: u32) -> Transition {
+        Transition { netns, ..self }
     }
 }
 
@@ -279,7 +314,7 @@ pub enum LossCause {
     /// some connections' TIME_WAIT may be missing, or end without being seen.
     TimeWait,
     /// Transitions missing from sockets' sequences beyond every count above: the kernel
-    /// lost them without counting them anywhere ([`crate::gaps`]).
+    /// lost them without counting them anywhere (found by the gap detection).
     Gap,
 }
 
@@ -357,4 +392,28 @@ pub struct NetnsInfo {
     pub netns: u32,
     /// `net.ipv4.ip_local_port_range` in that namespace: the ports connect() picks from.
     pub port_range: Option<(u16, u16)>,
+}
+
+/// What portrace learned about a cgroup when it first saw an owner in it: announced once,
+/// before the first record that names the id, like a process's details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupInfo {
+    /// When portrace read it.
+    pub time: Timestamp,
+    /// The cgroup v2 id, as in `Owner::cgroup`.
+    pub id: u64,
+    /// Its path under the cgroup2 mount (`/system.slice/nginx.service`); `None` when the
+    /// cgroup was already removed or the hierarchy cannot be read.
+    pub path: Option<String>,
+}
+
+/// The endpoints of a socket as far as they are known (0 and unspecified when not yet),
+/// and its network namespace (0 when not known).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub netns: u32,
 }

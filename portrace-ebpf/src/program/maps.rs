@@ -62,7 +62,18 @@ pub(super) const SCRATCH_LEVELS: usize = 4;
 pub(super) struct Scratch {
     pub(super) depth: u32,
     pub(super) _pad: u32,
-    pub(super) events: [Event; SCRATCH_LEVELS],
+    pub(super) slots: [Slot; SCRATCH_LEVELS],
+}
+
+/// How many bytes of a socket's head (`struct sock_common`) the main program copies in one
+/// read: on the kernels portrace knows, every `sock_common` field it reads lies in them.
+pub(super) const HEAD: usize = 96;
+
+/// One level's record, and room for the head of the socket it reads.
+#[repr(C)]
+pub(super) struct Slot {
+    pub(super) event: Event,
+    pub(super) head: [u8; HEAD],
 }
 
 /// `CLOSE -> SYN_SENT` transitions held until their socket's local port is known.

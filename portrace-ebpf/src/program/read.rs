@@ -19,6 +19,7 @@ use portrace_ebpf::{
     Event, AF_INET, AF_INET6, IPPROTO_TCP,
 };
 
+use super::maps::HEAD;
 use super::record::*;
 use super::{lay, sock};
 
@@ -113,14 +114,17 @@ pub(super) fn comm_into(dst: &mut [u8; 16]) {
     unsafe { get_comm_into(dst.as_mut_ptr() as *mut c_void, 16) };
 }
 
-/// Reads a transition from the socket into `ev`; `false` when it is not a TCP socket's.
+/// Reads a transition from the socket into `ev`; `Ok(false)` when it is not a TCP
+/// socket's, `Ok(true)` when it is, with `ev.netns` and `ev.aux` (the cookie) read too
+/// when the socket's head could be read whole (into `head`; see [`head_fits`]).
 #[inline(never)]
 pub(super) fn read_socket(
     ev: &mut Event,
+    head: &mut [u8; HEAD],
     sk: *const c_void,
     oldstate: u8,
     newstate: u8,
-) -> Result<bool, i32> {
+) -> Result<Read, i32> {
     // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let sk = sk as u64;
@@ -130,7 +134,38 @@ pub(super) fn read_socket(
         kread::<u16>(sk, sock!(protocol))?
     };
     if protocol != IPPROTO_TCP {
-        return Ok(false);
+        return Ok(Read::NotTcp);
+    }
+    // One read of the head instead of one per field: family, remote port, addresses,
+    // namespace and cookie all lie in it.
+    if head_fits() && read_into(head, sk).is_ok() {
+        let family = head_u16(head, sock!(family));
+        reset(ev, ts_ns, sk, family);
+        ev.sport = u16::from_be(kread(sk, sock!(sport))?);
+        ev.dport = u16::from_be(head_u16(head, sock!(dport)));
+        ev.oldstate = oldstate;
+        ev.newstate = newstate;
+        match family {
+            AF_INET => {
+                // The local address the tracepoint reports is `inet_saddr`, outside the head.
+                read_into(first4(&mut ev.saddr), sk + sock!(saddr) as u64)?;
+                head_copy(head, sock!(daddr), first4(&mut ev.daddr));
+            }
+            AF_INET6 => {
+                head_copy(head, sock!(saddr_v6), &mut ev.saddr);
+                head_copy(head, sock!(daddr_v6), &mut ev.daddr);
+                unmap_v4(ev);
+            }
+            _ => return Err(0),
+        }
+        let net = head_u64(head, sock!(net));
+        ev.netns = if net == 0 {
+            0
+        } else {
+            kread(net, sock!(net_inum)).unwrap_or(0)
+        };
+        ev.aux = head_u64(head, sock!(cookie));
+        return Ok(Read::Whole);
     }
     let family: u16 = kread(sk, sock!(family))?;
     reset(ev, ts_ns, sk, family);
@@ -139,7 +174,68 @@ pub(super) fn read_socket(
     ev.oldstate = oldstate;
     ev.newstate = newstate;
     read_addresses(ev, sk, sock!(saddr))?;
-    Ok(true)
+    Ok(Read::Transition)
+}
+
+/// What [`read_socket`] read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Read {
+    /// Not a TCP socket: nothing to report.
+    NotTcp,
+    /// A transition, without its namespace and cookie.
+    Transition,
+    /// A transition with its namespace and cookie.
+    Whole,
+}
+
+/// Whether every `sock_common` field the main program reads lies in the first [`HEAD`]
+/// bytes of the socket on this kernel (its BTF's offsets).
+#[inline(always)]
+fn head_fits() -> bool {
+    let within = |at: u16, size: usize| at as usize + size <= HEAD;
+    sock!(valid) != 0
+        && within(sock!(family), 2)
+        && within(sock!(dport), 2)
+        && within(sock!(daddr), 4)
+        && within(sock!(saddr_v6), 16)
+        && within(sock!(daddr_v6), 16)
+        && within(sock!(net), 8)
+        && within(sock!(cookie), 8)
+}
+
+/// The head's bytes at `at` (0 past its end, which [`head_fits`] rules out).
+#[inline(always)]
+fn head_u16(head: &[u8; HEAD], at: u16) -> u16 {
+    let at = at as usize;
+    if at + 2 > HEAD {
+        return 0;
+    }
+    u16::from_ne_bytes([head[at], head[at + 1]])
+}
+
+#[inline(always)]
+fn head_u64(head: &[u8; HEAD], at: u16) -> u64 {
+    let at = at as usize;
+    if at + 8 > HEAD {
+        return 0;
+    }
+    let mut bytes = [0u8; 8];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = head[at + i];
+    }
+    u64::from_ne_bytes(bytes)
+}
+
+/// Copies `N` bytes of the head at `at` into `dst`.
+#[inline(always)]
+fn head_copy<const N: usize>(head: &[u8; HEAD], at: u16, dst: &mut [u8; N]) {
+    let at = at as usize;
+    if at + N > HEAD {
+        return;
+    }
+    for (i, b) in dst.iter_mut().enumerate() {
+        *b = head[at + i];
+    }
 }
 
 /// Reads the addresses from a socket (`saddr_at`: where its local IPv4 address is).

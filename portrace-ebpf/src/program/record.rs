@@ -8,10 +8,11 @@ use super::global;
 use super::globals::*;
 use super::maps::*;
 
-/// Runs `f` with this run's record slot; `None` (and `f` not run) when every level is in
-/// use, which only a kernel nesting programs deeper than they are known to nest would do.
+/// Runs `f` with this run's slot (record and socket head); `None` (and `f` not run) when
+/// every level is in use, which only a kernel nesting programs deeper than they are known
+/// to nest would do.
 #[inline(always)]
-pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Event) -> R) -> Option<R> {
+pub(super) fn with_slot<R>(f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the map value is this CPU's and lives as long as the program; the levels
     // keep nested runs apart (see `Scratch`).
@@ -23,10 +24,16 @@ pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Event) -> R) -> Option<R> {
     // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
     unsafe { (*scratch).depth = depth + 1 };
     // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
-    let result = f(unsafe { &mut (*scratch).events[level] });
+    let result = f(unsafe { &mut (*scratch).slots[level] });
     // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
     unsafe { (*scratch).depth = depth };
     Some(result)
+}
+
+/// Runs `f` with this run's record slot (see [`with_slot`]).
+#[inline(always)]
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Event) -> R) -> Option<R> {
+    with_slot(|slot| f(&mut slot.event))
 }
 
 /// Clears a record slot for a new record: every field, so nothing of the slot's last

@@ -39,7 +39,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         note_handled(hit_id(sk as u64, oldstate as u8, newstate as u8));
     }
     if !is_calibration(oldstate as u8, newstate as u8) {
-        let read = with_scratch(|ev| from_socket(ev, sk, oldstate as u8, newstate as u8));
+        let read = with_slot(|slot| from_socket(slot, sk, oldstate as u8, newstate as u8));
         if !matches!(read, Some(Ok(()))) {
             bump(counter::UNREADABLE);
         }
@@ -168,7 +168,7 @@ pub(super) fn from_tracepoint(
     rescue: bool,
 ) -> Result<(), i32> {
     if read_tracepoint(ev, ctx)? {
-        process(ev, rescue);
+        process(ev, rescue, false);
     }
     Ok(())
 }
@@ -176,13 +176,15 @@ pub(super) fn from_tracepoint(
 /// A transition read from the socket itself, processed.
 #[inline(always)]
 pub(super) fn from_socket(
-    ev: &mut Event,
+    slot: &mut Slot,
     sk: *const c_void,
     oldstate: u8,
     newstate: u8,
 ) -> Result<(), i32> {
-    if read_socket(ev, sk, oldstate, newstate)? {
-        process(ev, false);
+    match read_socket(&mut slot.event, &mut slot.head, sk, oldstate, newstate)? {
+        Read::NotTcp => {}
+        Read::Transition => process(&mut slot.event, false, false),
+        Read::Whole => process(&mut slot.event, false, true),
     }
     Ok(())
 }

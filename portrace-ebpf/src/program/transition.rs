@@ -17,13 +17,14 @@ use super::{global, sock};
 /// Everything after reading a state transition: owner, timewait hand-over, close details,
 /// the filter, holding transitions whose ports the kernel has not set yet, and output.
 #[inline(never)]
-pub(super) fn process(ev: &mut Event, rescue: bool) {
+pub(super) fn process(ev: &mut Event, rescue: bool, located: bool) {
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
     let sk = ev.skaddr;
     let have_btf = sock!(valid) != 0;
-    if have_btf {
+    // (`located`: the main program read the namespace and cookie with the socket's head.)
+    if have_btf && !located {
         ev.netns = netns_of(sk);
         ev.aux = kread(sk, sock!(cookie)).unwrap_or(0);
     }

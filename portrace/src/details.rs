@@ -11,7 +11,9 @@
 //! those the oldest held are dropped and counted ([`Details::dropped`]), and their
 //! processes are then announced without details.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::io;
 
 use crate::netns_info;

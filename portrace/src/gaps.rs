@@ -12,7 +12,7 @@
 //! holes found with the losses the kernel counted: holes beyond
 //! every count are transitions lost with no count anywhere.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::net::IpAddr;
 
 use crate::record::Endpoints;

@@ -6,7 +6,9 @@
 //! A connection that moves to a timewait socket keeps its id: it is re-keyed from the full
 //! socket's address to the timewait socket's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use crate::gaps;

@@ -4,7 +4,7 @@
 //! each connection's last transition its reason, and attaches sockets that existed before
 //! the trace (the inventory) to their later transitions.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::clock::Clock;
 use crate::decode::{Decoded, Kind};
@@ -653,7 +653,7 @@ mod tests {
         t.push(&connect, &mut early);
         t.push(&rec(Kind::Transition, 1_600, SK, SynSent, Established), &mut early);
         let twins = t.born_during_inventory(&inventory, &early);
-        assert_eq!(twins, HashSet::from([inventory[0].socket]));
+        assert_eq!(twins, HashSet::from_iter([inventory[0].socket]));
         // Its next transition, now with the cookie the inventory made, keeps its own id.
         let mut out = vec![];
         let mut close = rec(Kind::Transition, 3_000, SK, Established, FinWait1);

@@ -3,7 +3,9 @@
 //! socket already in CLOSE_WAIT when the trace started counts from the start (its age is a
 //! lower bound). Checked on the one-second grid and at the end of the trace.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::net::IpAddr;
 
 use super::{endpoint, Alert, AlertKind, Ctx, Evidence, Severity, Subject};

@@ -6,7 +6,9 @@
 //! `handshake.window`, `handshake.failures` or more failed and they are at least
 //! `handshake.failure_rate` percent of the handshakes that ended.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::net::IpAddr;
 
 use super::close_wait::seconds;

@@ -28,7 +28,9 @@ pub mod section;
 pub mod sink;
 pub mod time_wait;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::io::{self, Write};
 
 use crate::record::{Comm, NetnsInfo, Owner, ProcessInfo, SocketRecord, Timestamp, Transition};

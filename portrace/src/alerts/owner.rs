@@ -14,7 +14,7 @@
 //!   (`--alert-interpreters`, `interpreters = true`): most services are interpreters, and
 //!   their outbound connections are ordinary traffic.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::{endpoint, shell_or_interpreter, Alert, AlertKind, Ctx, Evidence, Severity, Subject};
 use crate::record::{Owner, SocketRecord, Timestamp, Transition};

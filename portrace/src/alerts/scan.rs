@@ -11,7 +11,9 @@
 //! destinations of failed connects reach `scan.failures` and failures are at least
 //! `scan.failure_rate` percent of the connects that ended.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::net::IpAddr;
 
 use super::rules::Rules;

@@ -9,7 +9,9 @@
 //! kernel's 60 s TIME_WAIT), with the time to exhaustion at that rate. Server-side
 //! TIME_WAITs spread over their clients' ports, one per peer port, and never pile up here.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::net::IpAddr;
 
 use super::close_wait::seconds;

@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::netns::Topology;
+use crate::quiet;
 use crate::sys::{self, Error, Out, Proc, Result};
 use crate::workload::{self, Shape};
 
@@ -24,7 +25,6 @@ use crate::workload::{self, Shape};
 pub const PERIOD_NS: u64 = 100_000;
 /// The port the breakdown's workload listens on (the last of the benchmark's range).
 const PORT: u16 = 63_099;
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The stages, in pipeline order, with the module paths that belong to each. A sample
 /// belongs to the stage of the innermost portrace function on its stack; samples in the
@@ -154,19 +154,8 @@ fn transitions_of(output: &str) -> Option<u64> {
 pub fn measure(portrace: &Path, perf: &Path, shape: &Shape, dir: &Path) -> Result<Breakdown> {
     let topo = Topology::loopback()?;
     let out = dir.join("breakdown-portrace.json");
-    let mut cmd = Command::new(portrace);
-    cmd.args(["--format", "json", "--port", &PORT.to_string()]);
-    let mut tracer = Proc::spawn("portrace", cmd, Out::File(&out), Out::Null)?;
-    let started = Instant::now();
-    while !std::fs::read_to_string(&out).unwrap_or_default().contains("\"type\":\"start\"") {
-        if let Some(exit) = tracer.poll() {
-            return Err(Error::Failed(format!("portrace {} before it started", exit.describe())));
-        }
-        if started.elapsed() > READY_TIMEOUT {
-            return Err(Error::Failed("portrace did not start within 30 s".into()));
-        }
-        sys::sleep(Duration::from_millis(10))?;
-    }
+    let port = PORT.to_string();
+    let mut tracer = quiet::start_portrace(portrace, &["--format", "json", "--port", &port], &out)?;
     sys::sleep(Duration::from_millis(300))?;
     let data = dir.join("breakdown.perf.data");
     let mut record = Command::new(perf);

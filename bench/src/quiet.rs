@@ -146,19 +146,7 @@ fn round(portrace: &Path, seconds: u64, dir: &Path, n: u64) -> Result<Round> {
     let untraced_rate = work(&topo, seconds, dir, &format!("untraced-{n}"))?;
     let _stats = bpf::enable_stats().map_err(|e| format!("switching BPF statistics on: {e}"))?;
     let out = dir.join(format!("quiet-portrace-{n}.json"));
-    let mut cmd = Command::new(portrace);
-    cmd.args(["--format", "json"]);
-    let mut tracer = Proc::spawn("portrace", cmd, Out::File(&out), Out::Null)?;
-    let started = Instant::now();
-    while !std::fs::read_to_string(&out).unwrap_or_default().contains("\"type\":\"start\"") {
-        if let Some(exit) = tracer.poll() {
-            return Err(Error::Failed(format!("portrace {} before it started", exit.describe())));
-        }
-        if started.elapsed() > READY_TIMEOUT {
-            return Err(Error::Failed("portrace did not start within 30 s".into()));
-        }
-        sys::sleep(Duration::from_millis(10))?;
-    }
+    let mut tracer = start_portrace(portrace, &["--format", "json"], &out)?;
     // Its start-up (the inventory, the first reads) is over before the work begins.
     sys::sleep(Duration::from_millis(500))?;
     let before = programs_of(tracer.pid);
@@ -177,6 +165,24 @@ fn round(portrace: &Path, seconds: u64, dir: &Path, n: u64) -> Result<Round> {
         })
         .collect();
     Ok(Round { untraced_rate, traced_rate: traced_rate?, programs, user_cpu, wall })
+}
+
+/// Starts `portrace args...` with its output to `out` and waits for its start record.
+pub fn start_portrace(portrace: &Path, args: &[&str], out: &Path) -> Result<Proc> {
+    let mut cmd = Command::new(portrace);
+    cmd.args(args);
+    let mut tracer = Proc::spawn("portrace", cmd, Out::File(out), Out::Null)?;
+    let started = Instant::now();
+    while !std::fs::read_to_string(out).unwrap_or_default().contains("\"type\":\"start\"") {
+        if let Some(exit) = tracer.poll() {
+            return Err(Error::Failed(format!("portrace {} before it started", exit.describe())));
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            return Err(Error::Failed("portrace did not start within 30 s".into()));
+        }
+        sys::sleep(Duration::from_millis(10))?;
+    }
+    Ok(tracer)
 }
 
 /// The whole measurement: `rounds` rounds of `seconds` each.

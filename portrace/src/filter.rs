@@ -77,16 +77,6 @@ impl IpNet {
         a.octets().iter().zip(net.mask).zip(net.addr).all(|((a, m), n)| a & m == n)
     }
 }
-
-/// Parses a port number for the port filters.
-pub fn parse_port(text: &str) -> Result<u16, String> {
-    match text.trim().parse::<u32>() {
-        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        Ok(p) => Err(format!("port {p} is out of range: ports are 1 to 65535")),
-        Err(_) => Err(format!("'{text}' is not a port number (1 to 65535)")),
-    }
-}
-
 /// The user's filter, as given on the command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FilterSpec {
@@ -286,6 +276,7 @@ impl FilterSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::parse_port;
 
     #[test]
     fn ports_out_of_range_say_so() {

@@ -206,7 +206,7 @@ pub fn cap_args(mut args: Vec<String>) -> Vec<String> {
     args
 }
 
-/// The bytes a process's details take in memory, about: what [`crate::details`] counts
+/// The bytes a process's details take in memory, about: what the details of a run (`details.rs`) count
 /// against its bound.
 pub fn held_bytes(p: &ProcessInfo) -> usize {
     let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::codec::{self, TimeBase};
 use super::*;
+use crate::destination::RunSetup;
 use crate::output::{Sink, Start};
 use crate::record::{Comm, EndReason, Family, LossCause, NetnsInfo, Owner, OwnerSource, ProcessInfo};
 use crate::summary::Summary;

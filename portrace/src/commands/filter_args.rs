@@ -39,9 +39,11 @@ pub struct FilterArgs {
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid, value_delimiter = ',')]
     pub pid: Vec<u32>,
 
-    /// Keep sockets owned by a process whose command name is COMM (as in ps -o comm).
-    #[arg(long = "comm", value_name = "COMM", value_parser = parse_comm)]
-    pub comm: Option<String>,
+    /// Keep sockets owned by a process whose command name is COMM (as in ps -o comm;
+    /// repeatable, or a list: --comm nginx,sshd). The kernel program matches one name:
+    /// with more, it passes every owner's transitions and portrace matches the names.
+    #[arg(long = "comm", value_name = "COMM", value_parser = parse_comm, value_delimiter = ',')]
+    pub comm: Vec<String>,
 
     /// Keep transitions into or out of STATE, e.g. ESTABLISHED or close-wait (repeatable,
     /// or a list).
@@ -68,13 +70,15 @@ impl FilterArgs {
             (_, true) => Some(Family::Ipv6),
             _ => None,
         };
+        let mut comms = self.comm.into_iter();
         FilterSpec {
             lports: self.lport,
             rports: self.rport,
             ports: self.port,
             nets: self.addr,
             pids: self.pid,
-            comm: self.comm,
+            comm: comms.next(),
+            more_comms: comms.collect(),
             family,
             states: self.state,
             cgroup: self.cgroup,

@@ -430,3 +430,19 @@ fn ring_sizes_take_suffixes() {
     assert!(parse_ring_size("2G").is_err());
     assert!(parse_ring_size("2048").is_err());
 }
+
+#[test]
+fn comm_is_repeatable_and_takes_lists() {
+    let c = parse(&["--comm", "nginx,sshd", "--comm", "curl"]).unwrap();
+    assert_eq!(c.filter.comm.as_deref(), Some("nginx"));
+    assert_eq!(c.filter.more_comms, ["sshd", "curl"]);
+    let c = parse(&["--comm", "nginx"]).unwrap();
+    assert_eq!((c.filter.comm.as_deref(), c.filter.more_comms.len()), (Some("nginx"), 0));
+    // Each name is checked on its own.
+    let err = parse(&["--comm", "nginx,a-name-of-16-bytes"]).unwrap_err();
+    assert!(err.contains("'a-name-of-16-bytes' cannot be a command name"), "{err}");
+    let err = parse(&["--comm", "nginx,"]).unwrap_err();
+    assert!(err.contains("'' cannot be a command name"), "{err}");
+    let Task::Replay(r) = task(&["replay", "t.ptr", "--comm", "a,b"]).unwrap() else { panic!("not a replay") };
+    assert_eq!((r.filter.comm.as_deref(), &r.filter.more_comms[..]), (Some("a"), &["b".to_string()][..]));
+}

@@ -157,6 +157,7 @@ async fn trace_until_stopped(
             pipeline,
             timeline,
             count: options.count,
+            comms: (!options.filter.comm_in_kernel()).then(|| options.filter.clone()),
             ledger: LossLedger::default(),
             ring_size: options.ring_size,
             gap_check: plan.is_none() && options.filter.keeps_whole_sockets(),

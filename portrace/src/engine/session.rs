@@ -16,6 +16,7 @@ use crate::destination::{Output, Progress};
 use crate::clock::Clock;
 use crate::command::Running;
 use crate::decode;
+use crate::filter::FilterSpec;
 use crate::gaps;
 use crate::hitcount::HitCounter;
 use crate::inventory;
@@ -95,6 +96,9 @@ pub(super) struct Session<'a> {
     pub pipeline: Pipeline<'a>,
     pub timeline: Timeline,
     pub count: Option<u64>,
+    /// The filter, when the kernel program cannot match its command names (more than one
+    /// `--comm`): transitions of other owners are dropped here.
+    pub comms: Option<FilterSpec>,
     /// The losses reported so far.
     pub ledger: LossLedger,
     /// The kernel ring buffer's size.
@@ -325,6 +329,9 @@ impl Session<'_> {
         for t in self.batch.drain(..) {
             if reached(&self.pipeline) {
                 break;
+            }
+            if self.comms.as_ref().is_some_and(|f| !f.matches_comm(t.owner.as_ref())) {
+                continue;
             }
             self.pipeline.transition(&t)?;
         }

@@ -140,9 +140,7 @@ pub fn filter_flags(f: &FilterSpec) -> String {
         None => {}
     }
     parts.extend(f.pids.iter().map(|p| format!("--pid {p}")));
-    if let Some(comm) = &f.comm {
-        parts.push(format!("--comm {comm:?}"));
-    }
+    parts.extend(f.comm.iter().chain(&f.more_comms).map(|comm| format!("--comm {comm:?}")));
     parts.extend(f.states.iter().map(|s| format!("--state {s}")));
     parts.join(" ")
 }

@@ -785,3 +785,9 @@ fn the_checksum_is_the_crc32_of_zlib_and_png() {
     // The check value of CRC-32/ISO-HDLC, as the spec says.
     assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
 }
+
+#[test]
+fn filter_flags_name_every_command_name() {
+    let spec = FilterSpec { comm: Some("nginx".into()), more_comms: vec!["sshd".into()], ..Default::default() };
+    assert_eq!(filter_flags(&spec), "--comm \"nginx\" --comm \"sshd\"");
+}

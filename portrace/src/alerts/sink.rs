@@ -27,6 +27,14 @@ impl Default for AlertOptions {
     }
 }
 
+impl AlertOptions {
+    /// Whether the output shows only alerts (and losses): `--alerts-only` with the
+    /// detectors on (with `--no-alerts`, it has nothing to keep).
+    pub fn output_only(&self) -> bool {
+        self.enabled && self.only
+    }
+}
+
 /// A shared hold on a run's detectors.
 #[derive(Clone)]
 pub struct AlertHandle(Arc<Mutex<Detectors>>);

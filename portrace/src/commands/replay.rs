@@ -109,7 +109,7 @@ pub fn execute(config: ReplayConfig) -> anyhow::Result<()> {
     let mut filter = TransitionFilter::new(config.filter);
     let consumers = Consumers {
         alerts: alerts.as_ref(),
-        output: Some(ToSink::new(sink.as_mut(), config.alerts.only)),
+        output: Some(ToSink::new(sink.as_mut(), config.alerts.output_only())),
         ..Consumers::default()
     };
     let mut pipeline = replay::pipeline_for(&reader, consumers);

@@ -135,7 +135,7 @@ async fn trace_until_stopped(
             report: report.as_mut(),
             still_open: still_open.as_mut(),
             alerts: alerts.as_ref(),
-            output: Some(pipeline::ToSink::new(sink.as_mut(), options.alerts.only)),
+            output: Some(pipeline::ToSink::new(sink.as_mut(), options.alerts.output_only())),
         };
         let mut pipeline = Pipeline::new(start, Details::live(), consumers);
         // The programs are attached: tracing has started, and says so at once. Sockets that

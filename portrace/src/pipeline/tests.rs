@@ -170,3 +170,12 @@ impl io::Write for Written {
         Ok(())
     }
 }
+
+#[test]
+fn alerts_only_keeps_the_output_whole_without_detectors() {
+    use crate::alerts::sink::AlertOptions;
+    let only = AlertOptions { only: true, ..AlertOptions::default() };
+    assert!(only.output_only());
+    assert!(!AlertOptions { enabled: false, ..only }.output_only(), "--no-alerts: nothing would be shown");
+    assert!(!AlertOptions::default().output_only());
+}

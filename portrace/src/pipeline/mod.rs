@@ -184,6 +184,8 @@ impl<'a> Pipeline<'a> {
         &self.summary
     }
 
+    /// What is known of owners: the engines hand it what they learn (a process's exec
+    /// live, the process, namespace and cgroup records of a recording).
     pub fn details(&mut self) -> &mut Details {
         &mut self.details
     }

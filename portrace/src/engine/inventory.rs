@@ -1,6 +1,6 @@
 //! The sockets that existed before the trace: listed from the kernel ([`take`]), their
 //! owners' cgroups read ([`adopt_cgroups`]), handed to the timeline and to the kernel
-//! program ([`adopt`]) so that their later transitions name their owners; and
+//! program (`adopt`) so that their later transitions name their owners; and
 //! `--snapshot`, the listing alone ([`snapshot`]).
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! A live run from start to end: the probes are attached ([`super::probes`]), the output
+//! A live run from start to end: the probes are attached (`probes`), the output
 //! opened, the sockets that existed before the trace written, then the session drains the
 //! kernel's records into the pipeline until the run ends; the summary, the run's own
 //! notes ([`super::ending`]), the command's sockets still open, the alerts and the

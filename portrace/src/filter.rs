@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use portrace_ebpf::{Filter, Net, AF_INET, AF_INET6, MAX_NETNS, MAX_NETS, MAX_PIDS, MAX_PORTS};
 
-use crate::record::{Family, SocketRecord, Transition};
+use crate::record::{Family, Owner, SocketRecord, Transition};
 use crate::tcp_state::TcpState;
 
 /// An address prefix: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (all its bits).
@@ -77,16 +77,6 @@ impl IpNet {
         a.octets().iter().zip(net.mask).zip(net.addr).all(|((a, m), n)| a & m == n)
     }
 }
-
-/// Parses a port number for the port filters.
-pub fn parse_port(text: &str) -> Result<u16, String> {
-    match text.trim().parse::<u32>() {
-        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        Ok(p) => Err(format!("port {p} is out of range: ports are 1 to 65535")),
-        Err(_) => Err(format!("'{text}' is not a port number (1 to 65535)")),
-    }
-}
-
 /// The user's filter, as given on the command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FilterSpec {
@@ -95,8 +85,13 @@ pub struct FilterSpec {
     pub ports: Vec<u16>,
     pub nets: Vec<IpNet>,
     pub pids: Vec<u32>,
-    /// The owner's command name (at most 15 bytes, as the kernel keeps it).
+    /// The owner's command name (at most 15 bytes, as the kernel keeps it): the first one
+    /// given.
     pub comm: Option<String>,
+    /// The other command names given: an owner named by any of the names passes. The
+    /// kernel program matches one name, so with more than one, names are matched in
+    /// userspace ([`FilterSpec::comm_in_kernel`]); a recording's header keeps the first.
+    pub more_comms: Vec<String>,
     pub family: Option<Family>,
     pub states: Vec<TcpState>,
     /// The owner's cgroup is this one or below it (`--cgroup`).
@@ -207,7 +202,7 @@ impl FilterSpec {
             Some(Family::Ipv6) => AF_INET6,
         };
         f.states = self.states.iter().fold(0, |bits, s| bits | 1 << s.kernel_number());
-        if let Some(comm) = &self.comm {
+        if let Some(comm) = self.comm.as_ref().filter(|_| self.comm_in_kernel()) {
             let bytes = comm.as_bytes();
             f.comm[..bytes.len().min(15)].copy_from_slice(&bytes[..bytes.len().min(15)]);
             f.match_comm = 1;
@@ -231,6 +226,20 @@ impl FilterSpec {
         self.states.is_empty() && self.pids.is_empty() && self.comm.is_none() && self.cgroup.is_none()
     }
 
+    /// Whether `owner` passes `--comm`: its command name is one of the names given (an
+    /// unknown owner passes only when no name is given).
+    pub fn matches_comm(&self, owner: Option<&Owner>) -> bool {
+        let Some(first) = &self.comm else { return true };
+        let named = |c: &String| owner.is_some_and(|o| o.comm.as_bytes() == &c.as_bytes()[..c.len().min(15)]);
+        named(first) || self.more_comms.iter().any(named)
+    }
+
+    /// Whether the kernel program applies `--comm` itself: it matches one name. With more,
+    /// it lets every owner through and the live engine matches the names.
+    pub fn comm_in_kernel(&self) -> bool {
+        self.more_comms.is_empty()
+    }
+
     /// Whether an owner whose cgroup is at `path` passes `--cgroup` (always, without it).
     /// The kernel program decides this for transitions; replays and the inventory ask here,
     /// with the path the cgroup's id resolved to.
@@ -245,9 +254,7 @@ impl FilterSpec {
         self.family.is_none_or(|f| f == s.family)
             && (self.states.is_empty() || self.states.contains(&s.state))
             && (self.pids.is_empty() || s.owner.is_some_and(|o| self.pids.contains(&o.pid)))
-            && self.comm.as_ref().is_none_or(|c| {
-                s.owner.is_some_and(|o| o.comm.as_bytes() == &c.as_bytes()[..c.len().min(15)])
-            })
+            && self.matches_comm(s.owner.as_ref())
             && any(&self.lports, s.sport)
             && any(&self.rports, s.dport)
             && (self.ports.is_empty() || self.ports.contains(&s.sport) || self.ports.contains(&s.dport))
@@ -272,9 +279,7 @@ impl FilterSpec {
         self.family.is_none_or(|f| f == t.family)
             && (self.states.is_empty() || self.states.contains(&t.oldstate) || self.states.contains(&t.newstate))
             && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
-            && self.comm.as_ref().is_none_or(|c| {
-                owner.is_some_and(|o| o.comm.as_bytes() == &c.as_bytes()[..c.len().min(15)])
-            })
+            && self.matches_comm(owner)
             && any(&self.lports, t.sport)
             && any(&self.rports, t.dport)
             && (self.ports.is_empty() || self.ports.contains(&t.sport) || self.ports.contains(&t.dport))
@@ -286,6 +291,7 @@ impl FilterSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::parse_port;
 
     #[test]
     fn ports_out_of_range_say_so() {
@@ -370,6 +376,7 @@ mod tests {
             nets: vec!["192.168.0.0/16".parse().unwrap()],
             pids: vec![42],
             comm: Some("postgres".into()),
+            more_comms: Vec::new(),
             family: Some(Family::Ipv4),
             states: vec![TcpState::CloseWait, TcpState::Listen],
             cgroup: Some(CgroupFilter { path: "/system.slice".into(), given: "/system.slice".into(), id: 77, level: 1 }),
@@ -467,5 +474,26 @@ mod tests {
             spec.to_kernel().unwrap_err().to_string(),
             "too many --port values (9): portrace filters on at most 8"
         );
+    }
+
+    #[test]
+    fn several_command_names_match_any_and_are_left_to_userspace() {
+        use crate::record::{Comm, OwnerSource};
+        let owned = |comm| Some(Owner { pid: 7, comm: Comm::new(comm), source: OwnerSource::Syscall, cgroup: 0 });
+        let spec = FilterSpec { comm: Some("nginx".into()), more_comms: vec!["sshd".into()], ..Default::default() };
+        assert!(spec.matches_comm(owned("nginx").as_ref()));
+        assert!(spec.matches_comm(owned("sshd").as_ref()));
+        assert!(!spec.matches_comm(owned("curl").as_ref()));
+        assert!(!spec.matches_comm(None), "an unknown owner has no name to match");
+        assert!(FilterSpec::default().matches_comm(None));
+        let t = |comm| Transition { owner: owned(comm), ..Transition::example(1, TcpState::Close, TcpState::SynSent) };
+        assert!(spec.matches_transition(&t("sshd")));
+        assert!(!spec.matches_transition(&t("curl")));
+        // The kernel program matches one name: with two, it lets every owner through.
+        assert!(!spec.comm_in_kernel());
+        assert_eq!(spec.to_kernel().unwrap().match_comm, 0);
+        let one = FilterSpec { comm: Some("nginx".into()), ..Default::default() };
+        assert!(one.comm_in_kernel());
+        assert_eq!(one.to_kernel().unwrap().match_comm, 1);
     }
 }

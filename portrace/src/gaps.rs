@@ -9,7 +9,7 @@
 //! Holes show two ways: in the records (a socket leaves a state it was not seen entering,
 //! see the socket tracker), and at the end of a run, when the sockets portrace thinks open
 //! are compared with those the kernel lists ([`unseen_at_end`]). The run compares the
-//! holes found with the losses the kernel counted: holes beyond
+//! holes found with the losses the kernel counted (in the live engine): holes beyond
 //! every count are transitions lost with no count anywhere.
 
 use foldhash::{HashMap, HashMapExt, HashSet};

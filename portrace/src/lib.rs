@@ -1,11 +1,11 @@
 //! portrace: a real-time TCP state tracer. The binary's `main` only parses arguments and
-//! calls [`run::run`]; everything else lives in these modules, one concern each.
+//! runs it through [`commands::execute`]; everything else lives in these modules, one concern each.
 
 pub mod record;
 pub mod cgroup;
 pub mod alerts;
 pub mod tcp_state;
-pub mod cli;
+pub mod commands;
 pub mod color;
 pub mod decode;
 pub mod filter;
@@ -20,7 +20,9 @@ pub mod manual;
 pub mod sockets;
 pub mod gaps;
 pub mod loss_ledger;
-pub mod run;
+pub mod destination;
+pub mod engine;
+pub mod pipeline;
 pub mod btf;
 pub mod tracefs;
 pub mod preflight;
@@ -39,7 +41,8 @@ pub mod details;
 pub mod inventory;
 pub mod tracefile;
 pub mod flight;
-pub mod replay;
+pub mod transition_filter;
+pub mod units;
 pub mod report;
 pub mod format;
 pub mod explain;

@@ -383,7 +383,7 @@ fn open_with(loader: EbpfLoader<'static>, setup: &Setup) -> anyhow::Result<Ebpf>
 /// Loads and attaches the programs. Returns the tracer and the ring buffer to read. The
 /// core (the main program, or the classic one without BTF) and, with `-- CMD`, the
 /// command's programs must load; every other program that fails only turns its feature off.
-pub fn load(setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
+pub fn load(setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tracer, Ring)> {
     let opening = std::time::Instant::now();
     let mut ebpf = open_with(loader, &setup)?;
     let opened_in = opening.elapsed();
@@ -482,7 +482,7 @@ pub fn load(setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tracer
         opened_in,
         verified_in,
     };
-    Ok((tracer, ring))
+    Ok((tracer, Ring(ring)))
 }
 
 /// Which state program the kernel runs first for a hit, as the backup program learned it
@@ -675,23 +675,64 @@ impl Tracer {
     }
 
     /// Tells the kernel program the owner of a socket older than the trace, by cookie.
-    pub fn add_inventory_owner(&mut self, cookie: u64, owner: Owner) -> anyhow::Result<()> {
-        self.inventory.insert(cookie, owner, 0).context("writing the inventory map")
+    /// Tells the kernel program the owner of a socket older than the trace (by its
+    /// cookie), so that its later transitions are attributed to it; `in_cgroup`: the owner
+    /// is in the `--cgroup` the filter names.
+    pub fn add_inventory_owner(&mut self, cookie: u64, owner: &crate::record::Owner, in_cgroup: bool) -> anyhow::Result<()> {
+        self.inventory.insert(cookie, inventory_owner(owner, in_cgroup), 0).context("writing the inventory map")
     }
 
     /// Tells the kernel program the owner of a listener older than the trace, so that its
     /// new child sockets are attributed to it. An entry the program already has (the
     /// listener was re-created since) is left alone.
-    pub fn add_inventory_listener(&mut self, netns: u32, port: u16, owner: Owner) -> anyhow::Result<()> {
+    pub fn add_inventory_listener(
+        &mut self,
+        netns: u32,
+        port: u16,
+        owner: &crate::record::Owner,
+        in_cgroup: bool,
+    ) -> anyhow::Result<()> {
         let key = ListenKey { netns, port, _pad: 0 };
         const BPF_NOEXIST: u64 = 1;
+        let owner = inventory_owner(owner, in_cgroup);
         match self.listeners.insert(key, SockOwner { skaddr: 0, owner }, BPF_NOEXIST) {
             Ok(()) => Ok(()),
             Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(e).context("writing the listener map"),
         }
     }
+}
 
+/// The kernel program's record of an owner the inventory found.
+fn inventory_owner(owner: &crate::record::Owner, in_cgroup: bool) -> Owner {
+    let mut comm = [0u8; 16];
+    let b = owner.comm.as_bytes();
+    comm[..b.len().min(15)].copy_from_slice(&b[..b.len().min(15)]);
+    Owner {
+        pid: owner.pid,
+        source: portrace_ebpf::owner_source::INVENTORY,
+        traced: 0,
+        in_cgroup: u8::from(in_cgroup),
+        _pad: 0,
+        comm,
+        cgroup: owner.cgroup,
+    }
+}
+
+/// The ring buffer the kernel programs write their records into.
+pub struct Ring(RingBuf<MapData>);
+
+impl Ring {
+    /// The next record waiting, if any.
+    pub fn next_record(&mut self) -> Option<impl std::ops::Deref<Target = [u8]> + '_> {
+        self.0.next()
+    }
+}
+
+impl AsRawFd for Ring {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
 }
 
 /// The address of the kernel symbol `name` in `/proc/kallsyms` text, read line by line

@@ -1,8 +1,8 @@
 //! The loss ledger of a live run: from what the kernel programs count, what the kernel
 //! counts of them, what an independent count of the tracepoint's hits says and the holes
 //! the timeline finds in sockets' sequences, which transitions were lost since the last
-//! check, and why. Pure arithmetic over readings the session takes (see
-//! [`crate::run`]); each loss is reported once, under one cause.
+//! check, and why. Pure arithmetic over readings the live engine's session
+//! takes; each loss is reported once, under one cause.
 //!
 //! The causes, in the order they are settled:
 //! - the ring buffer was full (transitions, and timewait records), or a socket could not

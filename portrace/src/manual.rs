@@ -222,7 +222,7 @@ mod tests {
     use super::*;
 
     fn manual() -> Manual<'static> {
-        crate::cli::manual()
+        crate::commands::manual()
     }
 
     fn text(page: &Page) -> String {
@@ -249,7 +249,7 @@ mod tests {
             for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "\"EXIT STATUS\"", "\"SEE ALSO\"", "VERSION"] {
                 assert!(roff.contains(&format!(".SH {section}\n")), "{} lacks {section}:\n{roff}", page.file_name);
             }
-            for (code, _) in crate::cli::EXIT_STATUS {
+            for (code, _) in crate::commands::EXIT_STATUS {
                 assert!(roff.contains(&format!(".TP\n\\fB{code}\\fR\n")), "{}: exit status {code}", page.file_name);
             }
             // Every other page is referred to, and the page itself is not.
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn examples_are_command_and_description_pairs() {
-        let examples = parse_examples(crate::cli::manual().examples);
+        let examples = parse_examples(crate::commands::manual().examples);
         assert!(examples.len() >= 15, "{examples:?}");
         for (command, description) in &examples {
             assert!(command.starts_with("portrace"), "{command:?}");

@@ -8,7 +8,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use portrace::output::{Sink, Start, VERSION};
-use portrace::tracefile::{read_all, FileSink, ReadOptions, Record, RunSetup, WriteOptions};
+use portrace::destination::RunSetup;
+use portrace::tracefile::{read_all, FileSink, ReadOptions, Record, WriteOptions};
 
 fuzz_target!(|data: &[u8]| {
     for salvage in [false, true] {

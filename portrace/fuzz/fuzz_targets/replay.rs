@@ -13,9 +13,11 @@ use portrace::alerts::sink::AlertHandle;
 use portrace::alerts::PortRange;
 use portrace::filter::FilterSpec;
 use portrace::output::{self, Format, TextOptions};
-use portrace::replay::{replay_into, TransitionFilter};
+use portrace::engine::replay::replay_into;
+use portrace::pipeline::{Consumers, ToSink};
 use portrace::tcp_state::TcpState;
 use portrace::tracefile::{ReadOptions, TraceReader};
+use portrace::transition_filter::TransitionFilter;
 
 fuzz_target!(|data: &[u8]| {
     let filters = [
@@ -40,9 +42,9 @@ fuzz_target!(|data: &[u8]| {
         rules.close_wait.after_ns = 1_000_000_000;
         rules.repeat_ns = 1_000_000_000;
         let alerts = AlertHandle::new(rules, PortRange::kernel_default());
-        let mut sink = alerts.wrap(output::sink(format, Box::new(io::sink()), TextOptions::default()), false);
-        if let Ok(replayed) = replay_into(&mut reader, &mut TransitionFilter::new(filter), &mut sink, None) {
-            let _ = sink.finish_at(replayed.summary.end());
-        }
+        let mut sink = output::sink(format, Box::new(io::sink()), TextOptions::default());
+        let consumers =
+            Consumers { alerts: Some(&alerts), output: Some(ToSink::new(sink.as_mut(), false)), ..Consumers::default() };
+        let _ = replay_into(&mut reader, &mut TransitionFilter::new(filter), consumers);
     }
 });

@@ -6,9 +6,11 @@ use std::io;
 
 use libfuzzer_sys::fuzz_target;
 use portrace::filter::FilterSpec;
-use portrace::replay::{replay_into, TransitionFilter};
+use portrace::engine::replay::replay_into;
+use portrace::pipeline::{Consumers, ToSink};
 use portrace::report::{Report, ReportOptions};
 use portrace::tracefile::{ReadOptions, TraceReader};
+use portrace::transition_filter::TransitionFilter;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(mut reader) = TraceReader::new(data, "fuzz", ReadOptions { salvage: true }) else {
@@ -17,7 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let mut report = Report::new(ReportOptions { by_port: true, by_process: true, top: 5 });
     let mut sink = portrace::output::sink(portrace::output::Format::Json, Box::new(io::sink()), Default::default());
     let mut filter = TransitionFilter::new(FilterSpec::default());
-    if replay_into(&mut reader, &mut filter, sink.as_mut(), Some(&mut report)).is_ok() {
+    let consumers = Consumers { report: Some(&mut report), output: Some(ToSink::new(sink.as_mut(), false)), ..Consumers::default() };
+    if replay_into(&mut reader, &mut filter, consumers).is_ok() {
         report.write_text(&mut io::sink()).expect("writing to nowhere");
         report.write_json(&mut io::sink()).expect("writing to nowhere");
     }

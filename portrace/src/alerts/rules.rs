@@ -233,8 +233,8 @@ enum Duration {
 impl Duration {
     fn positive(&self, key: &str) -> Result<u64, String> {
         let parsed = match self {
-            Duration::Text(t) => crate::cli::parse_duration(t),
-            Duration::Seconds(s) => crate::cli::parse_duration(&s.to_string()),
+            Duration::Text(t) => crate::units::parse_duration(t),
+            Duration::Seconds(s) => crate::units::parse_duration(&s.to_string()),
         };
         parsed.map(|d| d.as_nanos() as u64).map_err(|e| format!("{key}: {e}"))
     }

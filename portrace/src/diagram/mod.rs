@@ -21,14 +21,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use crate::cli::Config;
 use crate::output::{Sink, Start};
 use crate::record::{Lost, SocketRecord, Transition};
-use crate::replay::{replay_into, TransitionFilter};
-use crate::run::{Output, Progress};
+use crate::engine::replay::replay_into;
+use crate::destination::{Output, Progress, RunSetup};
+use crate::engine::TraceOptions;
+use crate::pipeline::Consumers;
 use crate::summary::Summary;
 use crate::tracefile::input::Input;
-use crate::tracefile::{filter_flags, ReadOptions, RunSetup};
+use crate::tracefile::{filter_flags, ReadOptions};
+use crate::transition_filter::TransitionFilter;
 use figure::Figure;
 use stats::Observed;
 
@@ -66,7 +68,7 @@ impl DiagramFormat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiagramConfig {
     /// The live trace (filters, limits); with `from`, only its filter is used.
-    pub trace: Config,
+    pub trace: TraceOptions,
     /// A recording to draw instead of tracing live.
     pub from: Option<PathBuf>,
     pub salvage: bool,
@@ -210,7 +212,7 @@ pub async fn run(mut config: DiagramConfig) -> anyhow::Result<()> {
             banner.push_str("; Ctrl-C to draw it now");
             let shared = Arc::new(Mutex::new(Collected { all: keep_all.then(Vec::new), ..Default::default() }));
             let mut out = Live { collected: shared.clone(), banner };
-            crate::run::trace(&config.trace, &mut out).await?;
+            crate::engine::trace(&config.trace, &mut out).await?;
             let mut collected = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
             collected.observed.filter = filter_flags(&config.trace.filter);
             collected
@@ -230,7 +232,7 @@ fn from_recording(path: &Path, config: &DiagramConfig) -> anyhow::Result<Collect
     let shared = Arc::new(Mutex::new(Collected { kept: config.conn.map(sequence::Kept::new), ..Default::default() }));
     let mut sink = Collector(shared.clone());
     let mut filter = TransitionFilter::new(config.trace.filter.clone());
-    let replayed = replay_into(&mut reader, &mut filter, &mut sink, None)?;
+    let replayed = replay_into(&mut reader, &mut filter, Consumers::writing(&mut sink))?;
     if let Some(w) = replayed.warning {
         eprintln!("portrace: warning: {w}");
     }
@@ -240,11 +242,11 @@ fn from_recording(path: &Path, config: &DiagramConfig) -> anyhow::Result<Collect
         if kept.wants_second_pass() {
             let mut reader = input.open(ReadOptions { salvage: config.salvage })?;
             let mut filter = TransitionFilter::new(config.trace.filter.clone());
-            replay_into(&mut reader, &mut filter, &mut Peers(kept, 2), None)?;
+            replay_into(&mut reader, &mut filter, Consumers::writing(&mut Peers(kept, 2)))?;
             if kept.wants_third_pass() {
                 let mut reader = input.open(ReadOptions { salvage: config.salvage })?;
                 let mut filter = TransitionFilter::new(config.trace.filter.clone());
-                replay_into(&mut reader, &mut filter, &mut Peers(kept, 3), None)?;
+                replay_into(&mut reader, &mut filter, Consumers::writing(&mut Peers(kept, 3)))?;
             }
         }
     }
@@ -466,7 +468,7 @@ mod tests {
     #[test]
     fn the_format_comes_from_the_flag_or_the_file_name() {
         let config = |format, output: Option<&str>, conn| DiagramConfig {
-            trace: crate::cli::LiveArgs::parse_from_empty(),
+            trace: TraceOptions::new(crate::filter::FilterSpec::default(), 4 << 20),
             from: None,
             salvage: false,
             output: output.map(PathBuf::from),
@@ -499,7 +501,7 @@ mod tests {
         let run_with = |extra: &[&str]| {
             let mut argv = vec!["portrace", "diagram", "--from", "/nonexistent/portrace-test.ptr", "-o", out_arg];
             argv.extend_from_slice(extra);
-            let Ok(crate::cli::Task::Diagram(config)) = crate::cli::Args::try_parse_task(argv, None) else {
+            let Ok(crate::commands::Task::Diagram(config)) = crate::commands::Args::try_parse_task(argv, None) else {
                 panic!("not a diagram");
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

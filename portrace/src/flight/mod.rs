@@ -33,9 +33,9 @@ use self::dir::Dir;
 use self::policy::{FileName, Namer, Policy};
 use self::sink::RotatingSink;
 use crate::output::Sink;
-use crate::run::{Output, Progress};
+use crate::destination::{Output, Progress, RunSetup};
 use crate::tracefile::status::StatusLine;
-use crate::tracefile::{RunSetup, WriteOptions};
+use crate::tracefile::WriteOptions;
 
 /// `--rotate` when not given.
 pub const DEFAULT_ROTATE: Duration = Duration::from_secs(600);

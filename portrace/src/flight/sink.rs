@@ -33,7 +33,8 @@ use crate::output::{Sink, Start};
 use crate::process_info::held_bytes;
 use crate::record::{CgroupInfo, Lost, NetnsInfo, Owner, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
-use crate::tracefile::{FileSink, RunSetup, WriteOptions};
+use crate::destination::RunSetup;
+use crate::tracefile::{FileSink, WriteOptions};
 
 /// Processes whose details are remembered at most, and their bytes; past either, the
 /// memory is cleared and later files name those processes without details.

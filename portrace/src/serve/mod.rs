@@ -1,6 +1,6 @@
 //! `portrace serve`: the live trace as Prometheus metrics over HTTP. Binds its port first
 //! (a busy port or a foreign address fails before anything is loaded), starts the HTTP
-//! thread ([`http`]), then runs the live trace ([`crate::run::trace`]) into a
+//! thread ([`http`]), then runs the live trace ([`crate::engine::trace`]) into a
 //! [`MetricsSink`], with, when given, a second output beside it fed the same records
 //! through a [`Tee`].
 
@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alerts::PortRange;
-use crate::cli::Config;
 use crate::clock::monotonic_ns;
 use crate::filter::FilterSpec;
 use crate::inventory;
@@ -23,15 +22,15 @@ use crate::metrics::{Checker, Metrics, MetricsSink};
 use crate::output::{Sink, Tee};
 use crate::preflight;
 use crate::record::{SocketRecord, Timestamp};
-use crate::run::{self, Output};
+use crate::destination::{Output, RunSetup};
+use crate::engine::{self, TraceOptions};
 use crate::tcp_state::TcpState;
-use crate::tracefile::RunSetup;
 
 /// `portrace serve`, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServeConfig {
     /// The trace; its output options are unused.
-    pub trace: Config,
+    pub trace: TraceOptions,
     pub listen: SocketAddr,
     /// A flight recorder kept beside the metrics (`--record-dir`).
     pub record: Option<Recording>,
@@ -75,7 +74,7 @@ pub async fn serve_with(config: ServeConfig, also: Option<Box<dyn Output>>) -> a
     let health = Arc::new(Health::default());
     http::spawn(listener, metrics.clone(), health.clone())?;
     let mut out = Serve { config: config.clone(), listen, metrics, health, also };
-    run::trace(&config.trace, &mut out).await
+    engine::trace(&config.trace, &mut out).await
 }
 
 struct Serve {

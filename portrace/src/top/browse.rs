@@ -20,7 +20,7 @@ use crate::clock::{Clock, Zone};
 use crate::filter::FilterSpec;
 use crate::output::Start;
 use crate::record::{Timestamp, Transition};
-use crate::replay::TransitionFilter;
+use crate::transition_filter::TransitionFilter;
 use crate::tracefile::input::Input as Recording;
 use crate::tracefile::{ReadError, ReadOptions, Record, TraceReader};
 

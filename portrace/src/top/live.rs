@@ -1,4 +1,4 @@
-//! `portrace top` on the live host: the live run ([`run::trace`]) with an [`Output`] whose
+//! `portrace top` on the live host: the live run ([`crate::engine::trace`]) with an [`Output`] whose
 //! sink sends every record to the UI thread over a channel. The screen is taken only when
 //! the kernel programs are attached (so errors before that print as usual), and given
 //! back before an error after it is printed. Quitting the UI sets a flag the sink reports
@@ -12,32 +12,32 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::cli::{Config, TopConfig};
 use crate::clock::{Clock, Zone};
 use crate::output::{Sink, Start};
 use crate::preflight;
 use crate::record::{Lost, SocketRecord, Timestamp, Transition};
-use crate::run::{self, Output};
+use crate::destination::{Output, RunSetup};
+use crate::engine::{self, TraceOptions};
 use crate::summary::Summary;
-use crate::tracefile::RunSetup;
 
 use super::app::{self, Ended, Msg, Source};
+use super::TopConfig;
 use super::model::{Action, Top};
 use super::terminal::Screen;
 
 /// `portrace top` without `--from`.
 pub fn live(config: TopConfig) -> anyhow::Result<()> {
     preflight::check_privileges()?;
-    let trace = Config {
+    let trace = TraceOptions {
         alerts: crate::alerts::sink::AlertOptions { enabled: false, ..Default::default() },
-        ..Config::engine_only(config.filter, config.ring_size)
+        ..TraceOptions::new(config.filter, config.ring_size)
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     let mut out = ToScreen { ui: None, quit: Arc::new(AtomicBool::new(false)), tx: None };
-    let traced = runtime.block_on(run::trace(&trace, &mut out));
+    let traced = runtime.block_on(engine::trace(&trace, &mut out));
     // The sink is gone with the trace, which told the UI; wait for the screen to be back.
     let shown = match out.ui.take() {
         Some(ui) => ui.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the display thread panicked"))),

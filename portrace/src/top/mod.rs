@@ -16,7 +16,19 @@ pub mod terminal;
 #[cfg(test)]
 mod tests;
 
-use crate::cli::TopConfig;
+use std::path::PathBuf;
+
+use crate::filter::FilterSpec;
+
+/// `portrace top`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopConfig {
+    /// A recording to browse; live when `None`.
+    pub from: Option<PathBuf>,
+    pub salvage: bool,
+    pub ring_size: u32,
+    pub filter: FilterSpec,
+}
 
 /// Runs `portrace top` as configured.
 pub fn top(config: TopConfig) -> anyhow::Result<()> {

@@ -19,7 +19,8 @@ use crate::record::{
     Comm, EndReason, Family, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition,
 };
 use crate::tcp_state::TcpState::{self, *};
-use crate::tracefile::{FileSink, ReadOptions, RunSetup, TraceReader, WriteOptions};
+use crate::destination::RunSetup;
+use crate::tracefile::{FileSink, ReadOptions, TraceReader, WriteOptions};
 
 /// 2026-12-02 08:41:07 UTC at the start, for fixed clocks in snapshots.
 const OFFSET: i128 = 1_796_200_867_000_000_000 - 1_000_000_000_000;
@@ -654,7 +655,7 @@ fn long_recording(n: u64) -> Vec<u8> {
 fn kept_records(file: &[u8], filter: FilterSpec) -> Vec<crate::tracefile::Record> {
     use crate::tracefile::Record;
     let mut reader = TraceReader::new(file, "long.ptr", ReadOptions::default()).unwrap();
-    let mut filter = crate::replay::TransitionFilter::new(filter);
+    let mut filter = crate::transition_filter::TransitionFilter::new(filter);
     let (mut records, mut batch) = (Vec::new(), Vec::new());
     while let Some(record) = reader.next_record().unwrap() {
         match record {

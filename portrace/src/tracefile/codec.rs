@@ -983,7 +983,7 @@ fn filter_from(value: &[u8]) -> Result<FilterSpec, String> {
             netns.push(c.varint32("--netns in the filter")?);
         }
     }
-    Ok(FilterSpec { lports, rports, ports, nets, pids, comm, family, states, cgroup, netns })
+    Ok(FilterSpec { lports, rports, ports, nets, pids, comm, more_comms: Vec::new(), family, states, cgroup, netns })
 }
 
 fn text(value: &[u8]) -> String {
@@ -1194,6 +1194,7 @@ mod tests {
             nets: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
             pids: vec![1, 4_194_304],
             comm: Some("postgres".into()),
+            more_comms: Vec::new(),
             family: Some(Family::Ipv6),
             states: vec![TcpState::CloseWait, TcpState::Listen],
             cgroup: Some(crate::filter::CgroupFilter {

@@ -88,18 +88,6 @@ pub struct Header {
     pub features: Features,
 }
 
-/// What the live engine knows about a run beyond the start record, for the header.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunSetup {
-    pub clock_offset_ns: i128,
-    pub layout: Layout,
-    pub sock_layout: Option<SockLayout>,
-    pub filter: FilterSpec,
-    pub ring_size: u32,
-    /// The command traced, its arguments.
-    pub command: Option<Vec<String>>,
-}
-
 /// The end record: when the recording stopped, and its totals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct End {
@@ -152,9 +140,7 @@ pub fn filter_flags(f: &FilterSpec) -> String {
         None => {}
     }
     parts.extend(f.pids.iter().map(|p| format!("--pid {p}")));
-    if let Some(comm) = &f.comm {
-        parts.push(format!("--comm {comm:?}"));
-    }
+    parts.extend(f.comm.iter().chain(&f.more_comms).map(|comm| format!("--comm {comm:?}")));
     parts.extend(f.states.iter().map(|s| format!("--state {s}")));
     parts.join(" ")
 }

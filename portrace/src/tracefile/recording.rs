@@ -15,9 +15,9 @@ use anyhow::Context as _;
 
 use super::status::StatusLine;
 use crate::outfile::{Pending, RECORDING_MODE};
-use super::{FileSink, RunSetup, WriteOptions};
+use super::{FileSink, WriteOptions};
 use crate::output::Sink;
-use crate::run::{Output, Progress};
+use crate::destination::{Output, Progress, RunSetup};
 
 /// A recording being made.
 pub struct Recording {

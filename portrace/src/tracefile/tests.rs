@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::codec::{self, TimeBase};
 use super::*;
+use crate::destination::RunSetup;
 use crate::output::{Sink, Start};
 use crate::record::{Comm, EndReason, Family, LossCause, NetnsInfo, Owner, OwnerSource, ProcessInfo};
 use crate::summary::Summary;
@@ -781,4 +782,10 @@ fn a_header_field_given_twice_is_refused() {
 fn the_checksum_is_the_crc32_of_zlib_and_png() {
     // The check value of CRC-32/ISO-HDLC, as the spec says.
     assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+}
+
+#[test]
+fn filter_flags_name_every_command_name() {
+    let spec = FilterSpec { comm: Some("nginx".into()), more_comms: vec!["sshd".into()], ..Default::default() };
+    assert_eq!(filter_flags(&spec), "--comm \"nginx\" --comm \"sshd\"");
 }

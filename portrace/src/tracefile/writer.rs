@@ -17,9 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::codec::{self, TimeBase};
-use super::{
-    End, Header, RunSetup, BLOCK_HEADER_LEN, BLOCK_LZ4, BLOCK_TARGET, FORMAT_VERSION, MAGIC,
-};
+use super::{End, Header, BLOCK_HEADER_LEN, BLOCK_LZ4, BLOCK_TARGET, FORMAT_VERSION, MAGIC};
+use crate::destination::RunSetup;
 use crate::output::{Sink, Start, VERSION};
 use crate::record::{Lost, NetnsInfo, ProcessInfo, SocketRecord, Transition};
 use crate::summary::Summary;

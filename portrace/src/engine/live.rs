@@ -1,7 +1,7 @@
 //! A live run from start to end: the probes are attached (`probes`), the output
 //! opened, the sockets that existed before the trace written, then the session drains the
 //! kernel's records into the pipeline until the run ends; the summary, the run's own
-//! notes ([`super::ending`]), the command's sockets still open, the alerts and the
+//! notes ([`crate::summary::Ending`]), the command's sockets still open, the alerts and the
 //! `--summary` report close it on stderr. With a command (`portrace -- CMD`), the run
 //! starts it once the programs are attached, ends when it exits, and returns its exit
 //! status (see [`crate::command`]).
@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::ending::Ending;
+use crate::summary::Ending;
 use super::inventory as older;
 use super::probes::{self, Probes};
 use super::session::{Session, Stop, Stops};

@@ -7,11 +7,9 @@
 //! - `probes`: the checks, the kernel's layouts and the loading of the programs;
 //! - [`inventory`]: the sockets that existed before the trace, and `--snapshot`;
 //! - `session`: the event loop, the loss ledger's readings, the end-of-run check;
-//! - [`ending`]: what the end of a live run says beyond the summary;
 //! - [`live`]: a live run from start to end, with a traced command if one is given;
 //! - [`replay`]: a recording read back.
 
-pub mod ending;
 pub mod inventory;
 pub mod live;
 mod probes;

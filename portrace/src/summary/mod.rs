@@ -1,7 +1,12 @@
 //! The run summary: this module owns the counts portrace keeps over a whole run (how many
 //! transitions of each kind, how many lost and why, how long it ran) and the text printed
 //! on stderr when the run ends. The machine-readable forms of the same counts are written
-//! by the output formats from the getters here.
+//! by the output formats from the getters here. [`Ending`] is what a live run says after
+//! the summary: the kernel's skips, the end-of-run check, full maps.
+
+mod ending;
+
+pub use ending::Ending;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};

@@ -168,6 +168,7 @@ async fn trace_until_stopped(
             out,
             progress,
             command: None,
+            checked_at: None,
         };
         // Transitions made while the inventory was taken, held back until the inventory is
         // written: a socket both show is shown by its transitions alone.

@@ -34,6 +34,13 @@ use crate::tracefile;
 /// ring is a quarter full, so this bounds how late a quiet host's events appear.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// How often, at most, the losses are checked while the run goes on: the check reads the
+/// kernel programs' counters and statistics and the ftrace instance's per-CPU counts, which
+/// cost more than draining a busy ring (the benchmark's breakdown measured it at an eighth
+/// of portrace's CPU when it ran at every drain). A loss is reported this much later at
+/// most, and the end of a run always checks.
+const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+
 /// How long portrace keeps reading after the traced command exited: the transitions its
 /// exit set off (closes, handshakes finishing in softirq) are still on their way.
 const COMMAND_GRACE: Duration = Duration::from_millis(150);
@@ -121,6 +128,8 @@ pub(super) struct Session<'a> {
     pub progress: Option<Instant>,
     /// The traced command, while the event loop runs.
     pub command: Option<Running>,
+    /// When the losses were last checked.
+    pub checked_at: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -193,7 +202,7 @@ impl Session<'_> {
         };
         if !matches!(stop, Stop::BrokenPipe | Stop::Count | Stop::WriteFailed) {
             // Whatever the kernel wrote before we stopped is part of the trace.
-            if let Some(stop) = self.drain(ring.get_mut())? {
+            if let Some(stop) = self.drain_and_check(ring.get_mut(), true)? {
                 return Ok(stop);
             }
             if self.gap_check {
@@ -273,8 +282,15 @@ impl Session<'_> {
         }
     }
 
-    /// Moves every waiting record through the timeline to the pipeline, then reports losses.
+    /// Moves every waiting record through the timeline to the pipeline, then reports losses
+    /// (at most every [`LOSS_CHECK_INTERVAL`] while the run goes on).
     fn drain(&mut self, ring: &mut Ring) -> anyhow::Result<Option<Stop>> {
+        self.drain_and_check(ring, false)
+    }
+
+    /// [`Session::drain`], with the losses checked now whatever the interval (`final_check`:
+    /// the run is ending).
+    fn drain_and_check(&mut self, ring: &mut Ring, final_check: bool) -> anyhow::Result<Option<Stop>> {
         let mut stop = None;
         let mut emptied = true;
         let mut read = RingRead { records: 0, bytes: 0, size: self.ring_size };
@@ -308,7 +324,9 @@ impl Session<'_> {
             let written = self.write_batch().and_then(|stop| self.pipeline.tick(now).map(|()| stop));
             stop = self.sink_result(written);
         }
-        if !matches!(stop, Some(Stop::BrokenPipe | Stop::WriteFailed)) {
+        // A run that ends here (its count reached, its output gone) checks now.
+        let due = final_check || stop.is_some() || self.checked_at.is_none_or(|at| at.elapsed() >= LOSS_CHECK_INTERVAL);
+        if due && !matches!(stop, Some(Stop::BrokenPipe | Stop::WriteFailed)) {
             let checked = self.check_losses().map(|()| None);
             stop = stop.or(self.sink_result(checked));
         }
@@ -341,6 +359,7 @@ impl Session<'_> {
     /// Reports losses the kernel programs counted since the last check, then the holes in
     /// sockets' sequences that no count explains ([`LossLedger`]).
     fn check_losses(&mut self) -> io::Result<()> {
+        self.checked_at = Some(Instant::now());
         // Holes found so far: each is in a socket's sequence before a record already read,
         // so the counts read after this cover every loss counted for it.
         let unseen = self.timeline.unseen();

@@ -30,14 +30,15 @@ const PORT: u16 = 63_099;
 /// belongs to the stage of the innermost portrace function on its stack; samples in the
 /// kernel's `write` path are the output's write whatever called it.
 const STAGES: &[(&str, &[&str])] = &[
-    ("ring drain (reading the ring, the event loop)", &["run::Session::drain", "run::trace", "engine::", "aya::maps::ring_buf"]),
+    ("ring drain (reading the ring, the event loop)", &["engine::", "loader::Ring", "aya::maps::ring_buf"]),
+    ("pipeline (handing each record to its consumers)", &["pipeline", "destination"]),
     ("decode", &["decode"]),
     ("timeline (sockets, durations, TIME_WAIT)", &["timeline", "sockets", "gaps", "reasons"]),
     ("process details (/proc reads)", &["details", "process_info", "procfs", "netns_info", "cgroup"]),
     ("alerts", &["alerts"]),
     ("summary, report, still open", &["summary", "report", "still_open"]),
-    ("output formatting", &["output", "clock", "escape"]),
-    ("loss checks (hit count, counters, ledger)", &["hitcount", "loader", "loss_ledger", "run::Session::check_losses"]),
+    ("output formatting", &["output", "format", "clock", "escape"]),
+    ("loss checks (hit count, counters, ledger)", &["hitcount", "loader", "loss_ledger", "engine::session::Session::check_losses"]),
 ];
 const WRITE: &str = "the output's write(2)";
 const OTHER: &str = "other (start-up, runtime, unattributed)";
@@ -50,7 +51,7 @@ pub fn stage_of(frames: &[&str]) -> &'static str {
     for frame in frames {
         let Some(at) = frame.find("portrace::") else { continue };
         let path = &frame[at + "portrace::".len()..];
-        // The longest prefix wins: `run::Session::drain` before `run`.
+        // The longest prefix wins: `engine::session::Session::check_losses` before `engine::`.
         let best = STAGES
             .iter()
             .flat_map(|(stage, prefixes)| prefixes.iter().map(move |p| (*stage, *p)))
@@ -195,22 +196,22 @@ mod tests {
 
     #[test]
     fn a_sample_belongs_to_its_innermost_portrace_function() {
-        let stack = ["hashbrown::map::HashMap<K,V,S,A>::insert", "portrace::sockets::Sockets::observe", "portrace::timeline::Timeline::push", "portrace::run::Session::drain"];
+        let stack = ["hashbrown::map::HashMap<K,V,S,A>::insert", "portrace::sockets::Sockets::observe", "portrace::timeline::Timeline::push", "portrace::engine::session::Session::drain"];
         assert_eq!(stage_of(&stack), "timeline (sockets, durations, TIME_WAIT)");
-        let stack = ["itoa", "<portrace::output::json::JsonSink as portrace::output::Sink>::transition", "portrace::run::Session::drain"];
+        let stack = ["itoa", "<portrace::output::json::JsonSink as portrace::output::Sink>::transition", "portrace::engine::session::Session::drain"];
         assert_eq!(stage_of(&stack), "output formatting");
-        let stack = ["vsnprintf", "tracing_stats_read", "read", "portrace::hitcount::HitCounter::total", "portrace::run::Session::check_losses"];
+        let stack = ["vsnprintf", "tracing_stats_read", "read", "portrace::hitcount::HitCounter::total", "portrace::engine::session::Session::check_losses"];
         assert_eq!(stage_of(&stack), "loss checks (hit count, counters, ledger)");
-        let stack = ["portrace::run::Session::drain"];
+        let stack = ["portrace::engine::session::Session::drain"];
         assert_eq!(stage_of(&stack), STAGES[0].0);
-        let stack = ["copy_folio_from_iter_atomic", "vfs_write", "ksys_write", "std::io::Write::write_all", "portrace::run::Session::drain"];
+        let stack = ["copy_folio_from_iter_atomic", "vfs_write", "ksys_write", "std::io::Write::write_all", "portrace::engine::session::Session::drain"];
         assert_eq!(stage_of(&stack), WRITE);
         assert_eq!(stage_of(&["epoll_wait", "tokio::runtime::park"]), OTHER);
     }
 
     #[test]
     fn perf_script_blocks_are_tallied_by_stage() {
-        let script = "\n\t    55d0 portrace::decode::from_event+0x12 (/usr/bin/portrace)\n\t    55d1 portrace::run::Session::absorb+0x40 (/usr/bin/portrace)\n\n\
+        let script = "\n\t    55d0 portrace::decode::from_event+0x12 (/usr/bin/portrace)\n\t    55d1 portrace::engine::session::Session::absorb+0x40 (/usr/bin/portrace)\n\n\
                       \t    55e0 portrace::alerts::scan::Scan::on_transition+0x8 (/usr/bin/portrace)\n\n\
                       \t    55e0 portrace::alerts::scan::Scan::on_transition+0x8 (/usr/bin/portrace)\n";
         let counts = tally(script);

@@ -46,23 +46,32 @@ pub struct Member {
     pub size: u32,
 }
 
-#[derive(Clone, Debug)]
+/// One type's header, read where it lies in the data when it is needed.
+#[derive(Clone, Copy, Debug)]
 struct Type {
     kind: u32,
-    name_off: u32,
     /// `size` for ints, structs, unions and enums; the referenced type for the others.
     size_or_type: u32,
-    /// Struct and union members: (name offset, type, offset in bits).
-    members: Vec<(u32, u32, u32)>,
     kind_flag: bool,
-    /// Arrays: element type and count.
-    array: Option<(u32, u32)>,
+    /// How many members (structs, unions) or other entries follow the header.
+    vlen: usize,
+    /// Where the entries after the header start in the type section.
+    body: usize,
 }
 
-/// Parsed BTF type information.
+/// The kernel's BTF, indexed: the raw bytes, and where each type starts in them. Types are
+/// decoded when they are looked at, so reading the kernel's (some 150,000 types) costs one
+/// pass and one offset per type, not a copy of it.
+#[derive(Debug)]
 pub struct Btf {
-    types: Vec<Type>,
-    strings: Vec<u8>,
+    data: Vec<u8>,
+    /// Where the type and string sections lie in `data`.
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+    /// Where each type's header starts in the type section, by type id (id 0, `void`,
+    /// has none: its entry is never read).
+    at: Vec<u32>,
+    /// Named structs: the first complete definition of each name.
     structs: HashMap<String, u32>,
 }
 
@@ -77,11 +86,15 @@ impl Btf {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Btf::parse(&data)
+        Btf::from_bytes(data)
     }
 
     /// Parses raw BTF (native byte order, as the kernel exports it).
     pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        Btf::from_bytes(data.to_vec())
+    }
+
+    fn from_bytes(data: Vec<u8>) -> Result<Btf, BtfError> {
         let bad = |what: &str| BtfError::Malformed(what.to_string());
         let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
         let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
@@ -95,11 +108,14 @@ impl Btf {
         let section = |off: usize, len: usize| {
             let start = hdr_len.checked_add(off).ok_or_else(|| bad("section offset overflows"))?;
             let end = start.checked_add(len).ok_or_else(|| bad("section length overflows"))?;
-            data.get(start..end).ok_or_else(|| bad("section beyond the end of the data"))
+            if end > data.len() {
+                return Err(bad("section beyond the end of the data"));
+            }
+            Ok(start..end)
         };
-        let type_data = section(type_off, type_len)?;
-        let strings = section(str_off, str_len)?.to_vec();
-
+        let types = section(type_off, type_len)?;
+        let strings = section(str_off, str_len)?;
+        let type_data = &data[types.clone()];
         let rd = |o: usize| -> Result<u32, BtfError> {
             type_data
                 .get(o..o + 4)
@@ -107,57 +123,81 @@ impl Btf {
                 .ok_or_else(|| bad("type section truncated"))
         };
         // Type id 0 is `void`.
-        let mut types = vec![Type { kind: 0, name_off: 0, size_or_type: 0, members: vec![], kind_flag: false, array: None }];
+        let mut at = vec![0u32];
+        let mut named_structs = Vec::new();
         let mut pos = 0usize;
         while pos < type_data.len() {
             let name_off = rd(pos)?;
             let info = rd(pos + 4)?;
-            let size_or_type = rd(pos + 8)?;
-            pos += 12;
+            rd(pos + 8)?;
             let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
-            let kind_flag = info >> 31 == 1;
-            let mut t = Type { kind, name_off, size_or_type, members: vec![], kind_flag, array: None };
-            match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => pos += 4,
-                KIND_ARRAY => {
-                    t.array = Some((rd(pos)?, rd(pos + 8)?));
-                    pos += 12;
-                }
-                KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen {
-                        let m = pos + 12 * i;
-                        t.members.push((rd(m)?, rd(m + 4)?, rd(m + 8)?));
-                    }
-                    pos += 12 * vlen;
-                }
-                KIND_ENUM | KIND_FUNC_PROTO => pos += 8 * vlen,
-                KIND_DATASEC | KIND_ENUM64 => pos += 12 * vlen,
+            let body = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
                 KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
-                | 16 | KIND_TYPE_TAG => {}
+                | 16 | KIND_TYPE_TAG => 0,
                 other => return Err(BtfError::Malformed(format!("unknown type kind {other}"))),
+            };
+            let id = at.len() as u32;
+            at.push(u32::try_from(pos).map_err(|_| bad("type section beyond 4 GiB"))?);
+            pos += 12;
+            if body > 0 {
+                // The last word of the entries must be there.
+                rd(pos + body - 4)?;
             }
-            types.push(t);
+            pos += body;
+            if kind == KIND_STRUCT && name_off != 0 {
+                named_structs.push((name_off, id));
+            }
         }
-        let mut btf = Btf { types, strings, structs: HashMap::new() };
-        for (id, t) in btf.types.iter().enumerate() {
-            if t.kind == KIND_STRUCT && t.name_off != 0 {
-                let name = btf.name(t.name_off).to_string();
-                // Keep the first complete definition (a name can repeat in split BTF).
-                btf.structs.entry(name).or_insert(id as u32);
-            }
+        let mut btf = Btf { data, types, strings, at, structs: HashMap::new() };
+        for (name_off, id) in named_structs {
+            let name = btf.name(name_off).to_string();
+            // Keep the first complete definition (a name can repeat in split BTF).
+            btf.structs.entry(name).or_insert(id);
         }
         Ok(btf)
     }
 
     fn name(&self, off: u32) -> &str {
-        let rest = self.strings.get(off as usize..).unwrap_or(&[]);
+        let strings = &self.data[self.strings.clone()];
+        let rest = strings.get(off as usize..).unwrap_or(&[]);
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).unwrap_or("")
     }
 
-    fn get(&self, id: u32) -> Option<&Type> {
-        self.types.get(id as usize)
+    /// A word of the type section (0 past its end, which parsing ruled out).
+    fn word(&self, at: usize) -> u32 {
+        let type_data = &self.data[self.types.clone()];
+        type_data.get(at..at + 4).map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn get(&self, id: u32) -> Option<Type> {
+        if id == 0 {
+            return Some(Type { kind: 0, size_or_type: 0, kind_flag: false, vlen: 0, body: 0 });
+        }
+        let pos = *self.at.get(id as usize)? as usize;
+        let info = self.word(pos + 4);
+        Some(Type {
+            kind: (info >> 24) & 0x1f,
+            size_or_type: self.word(pos + 8),
+            kind_flag: info >> 31 == 1,
+            vlen: (info & 0xffff) as usize,
+            body: pos + 12,
+        })
+    }
+
+    /// A struct's or union's members: (name offset, type, offset in bits).
+    fn members(&self, t: &Type) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        let body = t.body;
+        let n = if matches!(t.kind, KIND_STRUCT | KIND_UNION) { t.vlen } else { 0 };
+        (0..n).map(move |i| {
+            let m = body + 12 * i;
+            (self.word(m), self.word(m + 4), self.word(m + 8))
+        })
     }
 
     /// The size in bytes of a type, following typedefs and qualifiers.
@@ -168,7 +208,7 @@ impl Btf {
                 KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | 16 => return Some(t.size_or_type),
                 KIND_PTR => return Some(8),
                 KIND_ARRAY => {
-                    let (elem, n) = t.array?;
+                    let (elem, n) = (self.word(t.body), self.word(t.body + 8));
                     return self.size_of(elem)?.checked_mul(n);
                 }
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = t.size_or_type,
@@ -196,7 +236,7 @@ impl Btf {
             return None;
         }
         let t = self.get(id)?;
-        for &(name_off, ty, raw_offset) in &t.members {
+        for (name_off, ty, raw_offset) in self.members(&t) {
             let (offset, bitfield) = if t.kind_flag {
                 (raw_offset & 0x00ff_ffff, raw_offset >> 24 != 0)
             } else {

@@ -69,11 +69,17 @@ pub(super) struct Scratch {
 /// read: on the kernels portrace knows, every `sock_common` field it reads lies in them.
 pub(super) const HEAD: usize = 96;
 
-/// One level's record, and room for the head of the socket it reads.
+/// How many bytes around `inet_sock`'s local address and port the main program copies in
+/// one read, when the two lie that close (they are neighbours on the kernels portrace
+/// knows).
+pub(super) const INET_WINDOW: usize = 8;
+
+/// One level's record, and room for the parts of the socket it reads whole.
 #[repr(C)]
 pub(super) struct Slot {
     pub(super) event: Event,
     pub(super) head: [u8; HEAD],
+    pub(super) inet: [u8; INET_WINDOW],
 }
 
 /// `CLOSE -> SYN_SENT` transitions held until their socket's local port is known.

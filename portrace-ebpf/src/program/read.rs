@@ -19,7 +19,7 @@ use portrace_ebpf::{
     Event, AF_INET, AF_INET6, IPPROTO_TCP,
 };
 
-use super::maps::HEAD;
+use super::maps::{Slot, HEAD, INET_WINDOW};
 use super::record::*;
 use super::{lay, sock};
 
@@ -114,13 +114,13 @@ pub(super) fn comm_into(dst: &mut [u8; 16]) {
     unsafe { get_comm_into(dst.as_mut_ptr() as *mut c_void, 16) };
 }
 
-/// Reads a transition from the socket into `ev`; `Ok(false)` when it is not a TCP
-/// socket's, `Ok(true)` when it is, with `ev.netns` and `ev.aux` (the cookie) read too
-/// when the socket's head could be read whole (into `head`; see [`head_fits`]).
+/// Reads a transition from the socket into the slot's record: [`Read::NotTcp`] when it is
+/// not a TCP socket's, [`Read::Whole`] when the socket's head could be read in one piece
+/// (into the slot's `head`; see [`head_fits`]), with the namespace and cookie then read
+/// too, [`Read::Transition`] otherwise.
 #[inline(never)]
 pub(super) fn read_socket(
-    ev: &mut Event,
-    head: &mut [u8; HEAD],
+    slot: &mut Slot,
     sk: *const c_void,
     oldstate: u8,
     newstate: u8,
@@ -138,20 +138,36 @@ pub(super) fn read_socket(
     }
     // One read of the head instead of one per field: family, remote port, addresses,
     // namespace and cookie all lie in it.
+    let Slot {
+        event: ev,
+        head,
+        inet,
+    } = slot;
     if head_fits() && read_into(head, sk).is_ok() {
         let family = head_u16(head, sock!(family));
         reset(ev, ts_ns, sk, family);
-        ev.sport = u16::from_be(kread(sk, sock!(sport))?);
         ev.dport = u16::from_be(head_u16(head, sock!(dport)));
         ev.oldstate = oldstate;
         ev.newstate = newstate;
         match family {
             AF_INET => {
-                // The local address the tracepoint reports is `inet_saddr`, outside the head.
-                read_into(first4(&mut ev.saddr), sk + sock!(saddr) as u64)?;
+                // The local address and port the tracepoint reports are `inet_sock`'s,
+                // outside the head: one read when they are neighbours.
+                let (saddr, sport) = (sock!(saddr) as usize, sock!(sport) as usize);
+                let low = saddr.min(sport);
+                if (saddr + 4).max(sport + 2) - low <= INET_WINDOW
+                    && read_into(inet, sk + low as u64).is_ok()
+                {
+                    ev.sport = u16::from_be(window_u16(inet, sport - low));
+                    window_copy(inet, saddr - low, first4(&mut ev.saddr));
+                } else {
+                    ev.sport = u16::from_be(kread(sk, sock!(sport))?);
+                    read_into(first4(&mut ev.saddr), sk + sock!(saddr) as u64)?;
+                }
                 head_copy(head, sock!(daddr), first4(&mut ev.daddr));
             }
             AF_INET6 => {
+                ev.sport = u16::from_be(kread(sk, sock!(sport))?);
                 head_copy(head, sock!(saddr_v6), &mut ev.saddr);
                 head_copy(head, sock!(daddr_v6), &mut ev.daddr);
                 unmap_v4(ev);
@@ -224,6 +240,25 @@ fn head_u64(head: &[u8; HEAD], at: u16) -> u64 {
         *b = head[at + i];
     }
     u64::from_ne_bytes(bytes)
+}
+
+/// The window's bytes at `at` (0 past its end, which the caller rules out).
+#[inline(always)]
+fn window_u16(window: &[u8; INET_WINDOW], at: usize) -> u16 {
+    match window.get(at..at + 2) {
+        Some(b) => u16::from_ne_bytes([b[0], b[1]]),
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn window_copy(window: &[u8; INET_WINDOW], at: usize, dst: &mut [u8; 4]) {
+    if let Some(b) = window.get(at..at + 4) {
+        dst[0] = b[0];
+        dst[1] = b[1];
+        dst[2] = b[2];
+        dst[3] = b[3];
+    }
 }
 
 /// Copies `N` bytes of the head at `at` into `dst`.

@@ -181,7 +181,7 @@ pub(super) fn from_socket(
     oldstate: u8,
     newstate: u8,
 ) -> Result<(), i32> {
-    match read_socket(&mut slot.event, &mut slot.head, sk, oldstate, newstate)? {
+    match read_socket(slot, sk, oldstate, newstate)? {
         Read::NotTcp => {}
         Read::Transition => process(&mut slot.event, false, false),
         Read::Whole => process(&mut slot.event, false, true),

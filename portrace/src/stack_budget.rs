@@ -173,7 +173,18 @@ const OP_SUB_K: u8 = 0x17;
 const OP_MOV_X: u8 = 0xbf;
 const OP_CALL: u8 = 0x85;
 const OP_LDDW: u8 = 0x18;
+const OP_EXIT: u8 = 0x95;
+const OP_JA: u8 = 0x05;
+const OP_JA32: u8 = 0x06;
 const PSEUDO_CALL: u8 = 1;
+
+/// Whether a function's code ends where the verifier wants it to, with an exit or a jump.
+/// A function that ends otherwise is one the compiler left a path in that never returns (a
+/// panic, an `unreachable`), which every kernel refuses ("last insn is not an exit or
+/// jmp").
+pub fn ends_in_exit_or_jump(insns: &[Insn]) -> bool {
+    insns.last().is_some_and(|last| matches!(last.code, OP_EXIT | OP_JA | OP_JA32))
+}
 
 /// The deepest byte below the frame pointer that a function's instructions reach: a load
 /// or store through `r10`, or an address `r10 - N` made in a register (passed to a helper
@@ -249,6 +260,8 @@ pub struct Function {
     pub name: String,
     pub frame: u32,
     pub callees: Vec<usize>,
+    /// Its last instruction is an exit or a jump ([`ends_in_exit_or_jump`]).
+    pub ends_well: bool,
 }
 
 /// The cost the verifier counts for one frame.
@@ -341,6 +354,7 @@ pub fn analyse(elf: &[u8], budget: u32) -> Result<StackReport, StackError> {
         }
         let insns: Vec<Insn> = data[start_u..end].chunks_exact(8).map(Insn::decode).collect();
         functions[f].frame = frame_size(&insns);
+        functions[f].ends_well = ends_in_exit_or_jump(&insns);
         // Where each call or address load leads: through a relocation when there is one.
         let relocations: BTreeMap<u64, RelocationTarget> =
             section.relocations().map(|(offset, r)| (offset, r.target())).collect();
@@ -395,6 +409,23 @@ pub fn analyse(elf: &[u8], budget: u32) -> Result<StackReport, StackError> {
         callees.dedup();
         functions[f].callees = callees;
     }
+    // Every function a program can reach must end as the verifier wants.
+    let mut reached = vec![false; functions.len()];
+    let mut stack = programs.clone();
+    while let Some(f) = stack.pop() {
+        if std::mem::replace(&mut reached[f], true) {
+            continue;
+        }
+        if !functions[f].ends_well {
+            return Err(StackError(format!(
+                "{} does not end with an exit or a jump: the compiler left a path in it that never returns \
+                 (a panic, such as an index it could not prove in bounds), and every kernel's verifier refuses \
+                 that (\"last insn is not an exit or jmp\"); make the path return instead",
+                functions[f].name
+            )));
+        }
+        stack.extend(functions[f].callees.iter().copied());
+    }
     let mut report = worst_chains(&functions, &programs, budget)?;
     report.programs.sort_by(|a, b| a.program.cmp(&b.program));
     Ok(report)
@@ -412,6 +443,15 @@ mod tests {
     const ST_W: u8 = 0x62;
     const MOV_K: u8 = 0xb7;
     const EXIT: u8 = 0x95;
+
+    #[test]
+    fn a_function_must_end_with_an_exit_or_a_jump() {
+        assert!(ends_in_exit_or_jump(&[insn(OP_MOV_X, 1, 10, 0, 0), insn(OP_EXIT, 0, 0, 0, 0)]));
+        assert!(ends_in_exit_or_jump(&[insn(OP_JA, 0, 0, -2, 0)]));
+        // A call to a function that never returns, then nothing: what a panic path leaves.
+        assert!(!ends_in_exit_or_jump(&[insn(OP_MOV_X, 1, 10, 0, 0), insn(OP_CALL, 0, 1, 0, 3)]));
+        assert!(!ends_in_exit_or_jump(&[]));
+    }
 
     #[test]
     fn a_frame_is_the_deepest_access_or_address_below_r10() {
@@ -443,10 +483,10 @@ mod tests {
 
     fn graph() -> Vec<Function> {
         vec![
-            Function { name: "prog".into(), frame: 200, callees: vec![1, 2] },
-            Function { name: "small".into(), frame: 8, callees: vec![] },
-            Function { name: "big".into(), frame: 150, callees: vec![3] },
-            Function { name: "leaf".into(), frame: 0, callees: vec![] },
+            Function { name: "prog".into(), frame: 200, callees: vec![1, 2], ends_well: true },
+            Function { name: "small".into(), frame: 8, callees: vec![], ends_well: true },
+            Function { name: "big".into(), frame: 150, callees: vec![3], ends_well: true },
+            Function { name: "leaf".into(), frame: 0, callees: vec![], ends_well: true },
         ]
     }
 

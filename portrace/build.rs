@@ -1,6 +1,6 @@
 //! Builds the kernel program (`portrace-ebpf`) for the BPF target with the pinned nightly
 //! toolchain and bpf-linker (`cargo xtask setup` installs both), leaving the object in
-//! OUT_DIR where `loader.rs` embeds it; then refuses the object if any of its programs
+//! OUT_DIR where `loader/mod.rs` embeds it; then refuses the object if any of its programs
 //! could use more stack than portrace's budget on some path (`src/stack_budget.rs`): a
 //! kernel would refuse it, perhaps only with some flags or on some kernels.
 

@@ -26,11 +26,6 @@ pub(super) static WAKEUP_BYTES: u64 = 0;
 #[no_mangle]
 pub(super) static CLASSIC_PRIMARY: u32 = 0;
 
-/// The address of the kernel's `tw_timer_handler` (from /proc/kallsyms); 0 turns the
-/// timewait programs off.
-#[no_mangle]
-pub(super) static TW_HANDLER: u64 = 0;
-
 /// Non-zero when `skb:kfree_skb` names the socket that received the packet (`rx_sk`,
 /// Linux 6.11 and later); otherwise the packet program finds timewait sockets by the
 /// packet's addresses and ports (`TW_TUPLES`).

@@ -12,6 +12,7 @@
 //! | `BUSY` | main program | backup | never (set and cleared per run) |
 //! | `BACKUP_BUSY` | backup | main program | never |
 //! | `ORDER` | backup (calibration hit) | backup | never |
+//! | `TW_HANDLER` | user (before the timewait programs are attached) | timewait programs | never |
 //! | `HANDLED` | main program (pushes notes) | backup | backup (pops its note and those above it) |
 //! | `OWNERS` | state programs | state programs | state programs (at CLOSE) |
 //! | `INVENTORY` | user (sockets open at the start, once) | state programs | never (bounded by the sockets open at the start) |
@@ -97,6 +98,13 @@ pub(super) static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// that finds it set leaves no note: no backup run would ever take it off.
 #[map]
 pub(super) static BACKUP_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The address of the kernel's `tw_timer_handler` (from /proc/kallsyms), at index 0; 0
+/// (as it is until userspace writes it) leaves the timewait programs inert. A map, not a
+/// global set before load, so that the programs load and are verified while userspace is
+/// still reading the kernel's symbol table; it is written before they are attached.
+#[map]
+pub(super) static TW_HANDLER: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Which of the two state programs the kernel runs first for a hit, as userspace's
 /// calibration hit showed: [`ORDER_UNKNOWN`], [`ORDER_MAIN_FIRST`] or

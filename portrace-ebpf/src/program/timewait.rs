@@ -124,7 +124,7 @@ pub(super) fn take_pending_tw(ev: &Event) -> Option<(u64, u8)> {
 
 /// The timewait socket a timer belongs to, if it is a timewait timer.
 pub(super) fn timewait_of(timer: u64) -> Option<u64> {
-    let handler = global!(TW_HANDLER);
+    let handler = TW_HANDLER.get(0).copied().unwrap_or(0);
     if handler == 0 || timer == 0 {
         return None;
     }

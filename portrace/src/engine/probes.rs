@@ -42,11 +42,12 @@ pub(super) fn attach(filter: &FilterSpec, ring_size: u32, command: bool, startup
         eprintln!("portrace: tracefs was not mounted; mounted it at {}", tracefs.path.display());
     }
     startup.mark("checks");
-    let offsets = loader::kernel_offsets(Some(&mut preparing));
-    let (sock, tw_handler) = (offsets.sock, offsets.tw_handler);
+    // The timewait timer handler's address is still being read from /proc/kallsyms while
+    // the programs load; only attaching the timer programs waits for it.
+    let (sock, btf_took) = loader::sock_offsets();
+    let tw_handler = preparing.symbols();
     startup.mark("kernel offsets");
-    startup.part("BTF", offsets.btf_took);
-    startup.part("kallsyms", offsets.kallsyms_took);
+    startup.part("BTF", btf_took);
     let mut filter = filter.clone();
     if let Some(c) = &filter.cgroup {
         filter.cgroup = Some(c.resolve()?);
@@ -79,6 +80,8 @@ pub(super) fn attach(filter: &FilterSpec, ring_size: u32, command: bool, startup
     startup.part("aya's loader, beforehand", aya_took);
     startup.part("object and maps", tracer.opened_in);
     startup.part("verifying, in parallel", tracer.verified_in);
+    startup.part("kallsyms, read meanwhile", tracer.symbols_took);
+    startup.part("then waited for", tracer.symbols_waited);
     // Hits the kernel hands to no program and counts nowhere show only against a count of
     // the hits that does not depend on BPF: read the programs' side, then start that count.
     let hits = match tracer.handed().map_err(|e| format!("{e:#}")) {

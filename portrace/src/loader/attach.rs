@@ -12,17 +12,18 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::open::open_with;
 use super::programs::{error_context, exit_fact, load_failed, load_in_parallel, load_program, packets_fact};
-use super::{Ring, Setup, Tracer, BACKUP, BACKUP_BOUNDED, EXEC_PROGRAM, EXIT_PROGRAM, MAIN, NEWTASK_PROGRAM, PACKET_PROGRAM, TIMER_PROGRAMS};
+use super::{Ring, Setup, Tracer, TwHandler, BACKUP, BACKUP_BOUNDED, EXEC_PROGRAM, EXIT_PROGRAM, MAIN, NEWTASK_PROGRAM, PACKET_PROGRAM, TIMER_PROGRAMS};
 use crate::features::{self, Facts};
 
 /// Loads and attaches the programs. Returns the tracer and the ring buffer to read. The
 /// core (the main program, or the classic one without BTF) and, with `-- CMD`, the
 /// command's programs must load; every other program that fails only turns its feature off.
-pub fn load(setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tracer, Ring)> {
+pub fn load(mut setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tracer, Ring)> {
     let opening = std::time::Instant::now();
     let mut ebpf = open_with(loader, &setup)?;
     let opened_in = opening.elapsed();
-    let timewait_possible = setup.sock.is_ok() && setup.tw_handler.is_ok();
+    // The timer programs are verified while the handler's address may still be read.
+    let timewait_possible = setup.sock.is_ok() && setup.tw_handler.may_be_found();
     // Every program the run attaches, verified at once; attached below one by one, in the
     // order that matters (a failed load is tried again there, and reported).
     let mut wanted = vec![BACKUP, EXEC_PROGRAM];
@@ -56,6 +57,13 @@ pub fn load(setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tracer
     };
     let backed_up = setup.sock.is_ok() && classic.is_ok();
 
+    // The timer programs need the handler's address before they are attached.
+    let waiting = Instant::now();
+    let reading = std::mem::replace(&mut setup.tw_handler, TwHandler::Known(Err(String::new())));
+    let (tw_handler, symbols_took) = reading.resolve();
+    let symbols_waited = waiting.elapsed();
+    let tw_handler = tw_handler.and_then(|address| write_tw_handler(&mut ebpf, address));
+    let timewait_possible = timewait_possible && tw_handler.is_ok();
     let (timers, packets) = if timewait_possible {
         let timers = TIMER_PROGRAMS.iter().try_for_each(|name| attach_raw(&mut ebpf, name, name)).map_err(|e| format!("{e:#}"));
         let packets = packets_fact(&setup, || {
@@ -90,7 +98,7 @@ pub fn load(setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tracer
         sock: setup.sock.as_ref().map(|_| ()).map_err(Clone::clone),
         main,
         classic,
-        tw_handler: setup.tw_handler.as_ref().map(|_| ()).map_err(Clone::clone),
+        tw_handler: tw_handler.map(|_| ()),
         timers,
         packets,
         exec,
@@ -116,8 +124,19 @@ pub fn load(setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tracer
         features,
         opened_in,
         verified_in,
+        symbols_took,
+        symbols_waited,
     };
     Ok((tracer, Ring(ring)))
+}
+
+/// Hands the timer programs the timewait timer handler's address.
+fn write_tw_handler(ebpf: &mut Ebpf, address: u64) -> Result<u64, String> {
+    let map = ebpf.map_mut("TW_HANDLER").ok_or("the eBPF object has no map TW_HANDLER (a build problem)")?;
+    let mut handler: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(map).map_err(|e| format!("opening the timer handler map: {e}"))?;
+    handler.set(0, address, 0).map_err(|e| format!("writing the timer handler map: {e}"))?;
+    Ok(address)
 }
 
 /// Which state program the kernel runs first for a hit, as the backup program learned it

@@ -28,7 +28,7 @@ mod tracer;
 mod tests;
 
 pub use attach::{load, order};
-pub use open::{find_symbol, kernel_offsets, open, prepare, tw_timer_handler, KernelOffsets, Preparing};
+pub use open::{find_symbol, kernel_offsets, open, prepare, sock_offsets, tw_timer_handler, KernelOffsets, Preparing};
 pub use programs::{error_context, load_in_parallel, load_program, probe, ProgramLoad};
 pub use tracer::{Counters, ProgStats, Ring, Tracer};
 
@@ -77,8 +77,8 @@ pub struct Setup {
     pub layout: Layout,
     /// Socket offsets, from BTF; why not, when they could not be had.
     pub sock: Result<SockLayout, String>,
-    /// The address of `tw_timer_handler`, from /proc/kallsyms; why not, when unknown.
-    pub tw_handler: Result<u64, String>,
+    /// The address of `tw_timer_handler`, from /proc/kallsyms: known, or still being read.
+    pub tw_handler: TwHandler,
     /// Whether `skb:kfree_skb` names the receiving socket (`rx_sk`, Linux 6.11 and later).
     pub kfree_skb_has_rx_sk: bool,
     pub filter: Filter,
@@ -87,4 +87,41 @@ pub struct Setup {
     /// tracepoints keep the fields the programs read, and how many processes the traced
     /// set may hold.
     pub command: Option<(TaskLayout, u32)>,
+}
+
+/// The timewait timer handler's address, which the timer programs compare each timer's
+/// function with. The programs read it from a map, so they can be loaded and verified
+/// while `/proc/kallsyms` is still being read (the longest part of the start), and it is
+/// written before they are attached.
+pub enum TwHandler {
+    /// Found, or why not.
+    Known(Result<u64, String>),
+    /// Being read on a thread of its own ([`Preparing`]): how long the read took, with it.
+    Reading(std::thread::JoinHandle<(Result<u64, String>, std::time::Duration)>),
+}
+
+impl TwHandler {
+    /// Whether the timer programs may be wanted: the address is known, or being read.
+    pub fn may_be_found(&self) -> bool {
+        !matches!(self, TwHandler::Known(Err(_)))
+    }
+
+    /// Waits for the address if it is being read; how long reading it took (0 when known
+    /// beforehand).
+    pub fn resolve(self) -> (Result<u64, String>, std::time::Duration) {
+        match self {
+            TwHandler::Known(found) => (found, std::time::Duration::ZERO),
+            TwHandler::Reading(reading) => reading
+                .join()
+                .unwrap_or_else(|_| (Err("reading /proc/kallsyms failed".to_owned()), std::time::Duration::ZERO)),
+        }
+    }
+
+    /// What is known now, for a report that does not wait.
+    pub fn known(&self) -> Result<(), String> {
+        match self {
+            TwHandler::Known(found) => found.as_ref().map(|_| ()).map_err(Clone::clone),
+            TwHandler::Reading(_) => Ok(()),
+        }
+    }
 }

@@ -10,7 +10,7 @@ use aya::{Ebpf, EbpfLoader};
 use portrace_ebpf::{SockLayout, TaskLayout};
 
 use super::attach::explain;
-use super::{Setup, PROGRAM};
+use super::{Setup, TwHandler, PROGRAM};
 
 /// Opens the eBPF object: hands the programs their configuration and creates the maps.
 /// Loads no program.
@@ -44,10 +44,6 @@ pub(super) fn open_with(loader: EbpfLoader<'static>, setup: &Setup) -> anyhow::R
     let wakeup_bytes = u64::from(setup.ring_size / 4);
     let sock = setup.sock.as_ref().copied().unwrap_or(SockLayout::ZERO);
     let classic_primary = u32::from(setup.sock.is_err());
-    let tw_handler = match (&setup.sock, &setup.tw_handler) {
-        (Ok(_), Ok(address)) => *address,
-        _ => 0,
-    };
     let trace_command = u32::from(setup.command.is_some());
     let (task, traced_entries) = setup.command.unwrap_or((TaskLayout::ZERO, 1));
     loader
@@ -59,7 +55,6 @@ pub(super) fn open_with(loader: EbpfLoader<'static>, setup: &Setup) -> anyhow::R
         .override_global("FILTER", &setup.filter, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("CLASSIC_PRIMARY", &classic_primary, true)
-        .override_global("TW_HANDLER", &tw_handler, true)
         .override_global("OWN_TGID", &std::process::id(), true)
         .override_global("TRACE_COMMAND", &trace_command, true)
         .override_global("TASK", &task, true)
@@ -132,26 +127,26 @@ impl Preparing {
         self.loader.join().unwrap_or_else(|_| timed(|| std::thread::spawn(loader_without_kernel_btf).join().unwrap_or_else(|_| EbpfLoader::new())))
     }
 
-    /// Waits for the timewait timer handler's address; how long finding it took.
-    fn symbols(&mut self) -> (Result<u64, String>, std::time::Duration) {
-        match self.symbols.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(found)) => found,
-            Some(Err(_)) => (Err("reading /proc/kallsyms failed".to_string()), Default::default()),
-            None => timed(tw_timer_handler),
+    /// The timewait timer handler's address, still being read: loading goes on meanwhile
+    /// and waits for it only to attach the timer programs ([`TwHandler::resolve`]).
+    pub fn symbols(&mut self) -> TwHandler {
+        match self.symbols.take() {
+            Some(reading) => TwHandler::Reading(reading),
+            None => TwHandler::Known(tw_timer_handler()),
         }
     }
 }
 
+/// The socket offsets from the kernel's BTF, or why not, and how long reading them took.
+pub fn sock_offsets() -> (Result<SockLayout, String>, std::time::Duration) {
+    timed(|| crate::btf::Btf::from_kernel().and_then(|b| crate::btf::sock_layout(&b)).map_err(|e| e.to_string()))
+}
+
 /// The socket offsets from the kernel's BTF and the timewait timer handler's address, or
-/// why not: what a run hands the programs beyond the tracepoint layout. With `preparing`,
-/// the symbol table is read on a thread of its own while BTF is read here.
-pub fn kernel_offsets(preparing: Option<&mut Preparing>) -> KernelOffsets {
-    let (sock, btf_took) =
-        timed(|| crate::btf::Btf::from_kernel().and_then(|b| crate::btf::sock_layout(&b)).map_err(|e| e.to_string()));
-    let (tw_handler, kallsyms_took) = match preparing {
-        Some(preparing) => preparing.symbols(),
-        None => timed(tw_timer_handler),
-    };
+/// why not: what a run hands the programs beyond the tracepoint layout, both waited for.
+pub fn kernel_offsets() -> KernelOffsets {
+    let (sock, btf_took) = sock_offsets();
+    let (tw_handler, kallsyms_took) = timed(tw_timer_handler);
     KernelOffsets { sock, tw_handler, btf_took, kallsyms_took }
 }
 

@@ -161,7 +161,7 @@ pub fn probe(setup: &Setup, task_error: Option<String>) -> anyhow::Result<(Vec<P
         sock: setup.sock.as_ref().map(|_| ()).map_err(Clone::clone),
         main: of(MAIN),
         classic,
-        tw_handler: setup.tw_handler.as_ref().map(|_| ()).map_err(Clone::clone),
+        tw_handler: setup.tw_handler.known(),
         timers,
         packets: packets_fact(setup, || of(PACKET_PROGRAM)),
         exec: of(EXEC_PROGRAM),

@@ -41,6 +41,10 @@ pub struct Tracer {
     /// How long verifying the programs took, all at once
     /// ([`load_in_parallel`](super::load_in_parallel)).
     pub verified_in: std::time::Duration,
+    /// How long reading the timewait timer handler's address took (0 when known before).
+    pub symbols_took: std::time::Duration,
+    /// How long loading waited for it after the programs were verified.
+    pub symbols_waited: std::time::Duration,
 }
 
 /// Totals of the kernel programs' per-CPU counters.

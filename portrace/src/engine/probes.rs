@@ -80,8 +80,8 @@ pub(super) fn attach(filter: &FilterSpec, ring_size: u32, command: bool, startup
     startup.part("aya's loader, beforehand", aya_took);
     startup.part("object and maps", tracer.opened_in);
     startup.part("verifying, in parallel", tracer.verified_in);
-    startup.part("kallsyms, read meanwhile", tracer.symbols_took);
-    startup.part("then waited for", tracer.symbols_waited);
+    startup.part("kallsyms", tracer.symbols_took);
+    startup.part("waited for kallsyms", tracer.symbols_waited);
     // Hits the kernel hands to no program and counts nowhere show only against a count of
     // the hits that does not depend on BPF: read the programs' side, then start that count.
     let hits = match tracer.handed().map_err(|e| format!("{e:#}")) {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use portrace_ebpf::{kind, owner_source, Event, AF_INET, AF_INET6, EVENT_SIZE};
 
-use crate::record::{Comm, Family, Owner, OwnerSource};
+use crate::record::{Comm, Endpoints, Family, Owner, OwnerSource};
 use crate::tcp_state::TcpState;
 
 /// What a record reports.
@@ -42,16 +42,12 @@ pub struct Decoded {
     pub comm: Comm,
     pub owner: Option<Owner>,
     pub family: Family,
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
+    pub ends: Endpoints,
     pub oldstate: TcpState,
     pub newstate: TcpState,
     /// `sk_err` at a transition into CLOSE.
     pub error: i32,
     pub retransmits: u8,
-    pub netns: u32,
     /// Recorded by the backup program, for a hit the kernel skipped the main program for.
     pub by_backup: bool,
 }
@@ -81,15 +77,11 @@ fn exec(ev: &Event) -> Decoded {
         comm: Comm::from_kernel(&ev.comm),
         owner: None,
         family: Family::Ipv4,
-        saddr: nowhere,
-        sport: 0,
-        daddr: nowhere,
-        dport: 0,
+        ends: Endpoints { saddr: nowhere, sport: 0, daddr: nowhere, dport: 0, netns: 0 },
         oldstate: TcpState::Close,
         newstate: TcpState::Close,
         error: 0,
         retransmits: 0,
-        netns: 0,
         by_backup: false,
     }
 }
@@ -152,15 +144,11 @@ pub fn from_event(ev: &Event) -> Result<Decoded, DecodeError> {
             cgroup: ev.owner_cgroup,
         }),
         family,
-        saddr,
-        sport: ev.sport,
-        daddr,
-        dport: ev.dport,
+        ends: Endpoints { saddr, sport: ev.sport, daddr, dport: ev.dport, netns: ev.netns },
         oldstate,
         newstate,
         error: ev.error,
         retransmits: ev.retransmits,
-        netns: ev.netns,
         by_backup,
     })
 }
@@ -223,13 +211,13 @@ mod tests {
         assert_eq!(d.pid, 1000);
         assert_eq!(d.comm.as_bytes(), b"curl");
         assert_eq!(d.family, Family::Ipv4);
-        assert_eq!(d.saddr, "127.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(d.daddr, "10.1.2.3".parse::<IpAddr>().unwrap());
-        assert_eq!((d.sport, d.dport), (54321, 80));
+        assert_eq!(d.ends.saddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(d.ends.daddr, "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!((d.ends.sport, d.ends.dport), (54321, 80));
         assert_eq!((d.oldstate, d.newstate), (TcpState::SynSent, TcpState::Established));
         assert_eq!(d.kind, Kind::Transition);
         assert_eq!(d.cookie, 77);
-        assert_eq!(d.netns, 4026531840);
+        assert_eq!(d.ends.netns, 4026531840);
         let owner = d.owner.unwrap();
         assert_eq!((owner.pid, owner.comm.as_bytes(), owner.source), (300, &b"nginx"[..], OwnerSource::Listener));
         assert_eq!(owner.cgroup, 7321);
@@ -291,8 +279,8 @@ mod tests {
         ev.daddr = "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets();
         let d = decode(&encode(&ev)).unwrap();
         assert_eq!(d.family, Family::Ipv6);
-        assert_eq!(d.saddr.to_string(), "::1");
-        assert_eq!(d.daddr.to_string(), "2001:db8::7");
+        assert_eq!(d.ends.saddr.to_string(), "::1");
+        assert_eq!(d.ends.daddr.to_string(), "2001:db8::7");
     }
 
     #[test]

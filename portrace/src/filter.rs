@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use portrace_ebpf::{Filter, Net, AF_INET, AF_INET6, MAX_NETNS, MAX_NETS, MAX_PIDS, MAX_PORTS};
 
-use crate::record::{Family, Owner, SocketRecord, Transition};
+use crate::record::{Endpoints, Family, Owner, SocketRecord, Transition};
 use crate::tcp_state::TcpState;
 
 /// An address prefix: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (all its bits).
@@ -250,16 +250,11 @@ impl FilterSpec {
     /// Whether a socket from the inventory passes the filter, by the rules the kernel
     /// program applies to transitions (its state counts as both ends of a transition).
     pub fn matches_socket(&self, s: &SocketRecord) -> bool {
-        let any = |list: &[u16], port: u16| list.is_empty() || list.contains(&port);
         self.family.is_none_or(|f| f == s.family)
             && (self.states.is_empty() || self.states.contains(&s.state))
             && (self.pids.is_empty() || s.owner.is_some_and(|o| self.pids.contains(&o.pid)))
             && self.matches_comm(s.owner.as_ref())
-            && any(&self.lports, s.sport)
-            && any(&self.rports, s.dport)
-            && (self.ports.is_empty() || self.ports.contains(&s.sport) || self.ports.contains(&s.dport))
-            && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(s.saddr) || n.contains(s.daddr)))
-            && (self.netns.is_empty() || self.netns.contains(&s.netns))
+            && self.matches_ends(&s.ends)
     }
 
     /// Whether a transition passes the filter, by the rules the kernel program applies
@@ -274,17 +269,23 @@ impl FilterSpec {
     /// local-port conditions (`lports` and `ports` cleared), then again with the port the
     /// next transition shows, and releasing it only if it passes then.
     pub fn matches_transition(&self, t: &Transition) -> bool {
-        let any = |list: &[u16], port: u16| list.is_empty() || list.contains(&port);
         let owner = t.owner.as_ref();
         self.family.is_none_or(|f| f == t.family)
             && (self.states.is_empty() || self.states.contains(&t.oldstate) || self.states.contains(&t.newstate))
             && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
             && self.matches_comm(owner)
-            && any(&self.lports, t.sport)
-            && any(&self.rports, t.dport)
-            && (self.ports.is_empty() || self.ports.contains(&t.sport) || self.ports.contains(&t.dport))
-            && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(t.saddr) || n.contains(t.daddr)))
-            && (self.netns.is_empty() || self.netns.contains(&t.netns))
+            && self.matches_ends(&t.ends)
+    }
+
+    /// The conditions on a socket's endpoints: the local, remote and either-end ports, an
+    /// address in one of the networks, the network namespace.
+    fn matches_ends(&self, e: &Endpoints) -> bool {
+        let any = |list: &[u16], port: u16| list.is_empty() || list.contains(&port);
+        any(&self.lports, e.sport)
+            && any(&self.rports, e.dport)
+            && (self.ports.is_empty() || self.ports.contains(&e.sport) || self.ports.contains(&e.dport))
+            && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(e.saddr) || n.contains(e.daddr)))
+            && (self.netns.is_empty() || self.netns.contains(&e.netns))
     }
 }
 
@@ -405,13 +406,15 @@ mod tests {
             time: Timestamp { mono_ns: 0, unix_ns: 0 },
             socket: 1,
             family: Family::Ipv4,
-            saddr: "10.0.0.1".parse().unwrap(),
-            sport: 443,
-            daddr: "10.0.0.9".parse().unwrap(),
-            dport: 50000,
+            ends: Endpoints {
+                saddr: "10.0.0.1".parse().unwrap(),
+                sport: 443,
+                daddr: "10.0.0.9".parse().unwrap(),
+                dport: 50000,
+                netns: 1,
+            },
             state: TcpState::Established,
             owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Inventory, cgroup: 0 }),
-            netns: 1,
             inode: 1,
             uid: 0,
             cookie: 1,

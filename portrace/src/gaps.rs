@@ -13,7 +13,6 @@
 //! every count are transitions lost with no count anywhere.
 
 use foldhash::{HashMap, HashMapExt, HashSet};
-use std::net::IpAddr;
 
 use crate::record::Endpoints;
 use crate::tcp_state::TcpState::{self, *};
@@ -97,16 +96,10 @@ pub fn unseen_since_birth(state: TcpState) -> u64 {
 /// judged against it: a transition made meanwhile may still be on its way.
 pub const SETTLE_NS: u64 = 100_000_000;
 
-type Tuple = (u32, IpAddr, u16, IpAddr, u16);
-
-fn tuple(e: &Endpoints) -> Tuple {
-    (e.netns, e.saddr, e.sport, e.daddr, e.dport)
-}
-
 /// The TCP sockets the kernel lists, by namespace and endpoints.
 #[derive(Debug, Default)]
 pub struct Listing {
-    states: HashMap<Tuple, Vec<TcpState>>,
+    states: HashMap<Endpoints, Vec<TcpState>>,
     /// Namespaces listed whole: a socket of another namespace is not judged.
     whole: HashSet<u32>,
 }
@@ -116,7 +109,7 @@ impl Listing {
     /// was interrupted by changes, so a socket it lacks did not exist.
     pub fn add_namespace(&mut self, netns: u32, sockets: impl IntoIterator<Item = (Endpoints, TcpState)>, whole: bool) {
         for (ends, state) in sockets {
-            self.states.entry(tuple(&Endpoints { netns, ..ends })).or_default().push(state);
+            self.states.entry(Endpoints { netns, ..ends }).or_default().push(state);
         }
         if whole {
             self.whole.insert(netns);
@@ -150,16 +143,16 @@ pub struct Open {
 /// are not judged: their ends come from timers, with their own checks.
 /// Returns the open sockets judged, and the transitions found unseen.
 pub fn unseen_at_end(open: &[Open], ended: &[Open], listing: &Listing, listed_ns: u64) -> (usize, u64) {
-    let mut known: HashMap<Tuple, Vec<TcpState>> = HashMap::new();
+    let mut known: HashMap<Endpoints, Vec<TcpState>> = HashMap::new();
     for o in open {
-        known.entry(tuple(&o.ends)).or_default().push(o.state);
+        known.entry(o.ends).or_default().push(o.state);
     }
     let judged = |o: &Open| o.full && o.ends.sport != 0 && listing.whole.contains(&o.ends.netns);
     let none = Vec::new();
     // The fewest transitions that take `o` to what the kernel lists at its endpoints that
     // nothing explains (`None` when there is no such socket); claims that socket.
     let mut unexplained = |o: &Open| -> Option<u64> {
-        let at = tuple(&o.ends);
+        let at = o.ends;
         let explained = known.entry(at).or_default();
         let (ways, state) = listing
             .states
@@ -176,7 +169,7 @@ pub fn unseen_at_end(open: &[Open], ended: &[Open], listing: &Listing, listed_ns
     let mut checked = 0;
     for o in open.iter().filter(|o| judged(o) && o.since_ns.saturating_add(SETTLE_NS) <= listed_ns) {
         checked += 1;
-        if listing.states.get(&tuple(&o.ends)).is_some_and(|l| l.contains(&o.state)) {
+        if listing.states.get(&o.ends).is_some_and(|l| l.contains(&o.state)) {
             continue;
         }
         unseen += unexplained(o).unwrap_or_else(|| unseen_end(o.state));
@@ -189,7 +182,7 @@ pub fn unseen_at_end(open: &[Open], ended: &[Open], listing: &Listing, listed_ns
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
 

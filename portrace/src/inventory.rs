@@ -7,13 +7,12 @@
 
 use std::fs::File;
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::thread::{self, JoinHandle};
 
 use crate::procfs::{self, Namespace, Owners};
-use crate::record::{Comm, Family, Owner, OwnerSource, SocketRecord, Timestamp};
+use crate::record::{Comm, Endpoints, Family, Owner, OwnerSource, SocketRecord, Timestamp};
 use crate::sock_diag::{DiagError, DiagSocket, Dump, SockDiag};
 use crate::tcp_state::TcpState;
 
@@ -22,17 +21,14 @@ use crate::tcp_state::TcpState;
 pub struct InventorySocket {
     /// IPv4 for IPv6 sockets whose addresses are v4-mapped (the addresses are then IPv4).
     pub family: Family,
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
+    /// Its addresses and ports, and the inode of its network namespace (as
+    /// `/proc/PID/ns/net` shows it).
+    pub ends: Endpoints,
     /// From the kernel's state number as sock_diag reports it. Request sockets (a
     /// connection's server side before the handshake completes, `NEW_SYN_RECV` in the
     /// kernel) are reported as `SYN_RECV`; timewait sockets as `TIME_WAIT`, or as
     /// `FIN_WAIT2` for an orphan waiting for its peer's FIN.
     pub state: TcpState,
-    /// Inode of the socket's network namespace (as `/proc/PID/ns/net` shows it).
-    pub netns: u32,
     /// The socket's inode; 0 for sockets without a file: timewait and request sockets,
     /// connections still waiting in a listener's accept queue, and sockets their process
     /// has closed (orphans).
@@ -62,17 +58,13 @@ impl InventorySocket {
             time,
             socket,
             family: self.family,
-            saddr: self.saddr,
-            sport: self.sport,
-            daddr: self.daddr,
-            dport: self.dport,
+            ends: self.ends,
             state: self.state,
             owner: self.owner.map(|(pid, comm)| Owner {
                 pid,
                 comm,
                 source: OwnerSource::Inventory, cgroup: 0
             }),
-            netns: self.netns,
             inode: self.inode,
             uid: self.uid,
             cookie: self.cookie,
@@ -85,11 +77,11 @@ impl InventorySocket {
         (
             !self.is_listener(),
             self.state,
-            self.saddr,
-            self.sport,
-            self.daddr,
-            self.dport,
-            self.netns,
+            self.ends.saddr,
+            self.ends.sport,
+            self.ends.daddr,
+            self.ends.dport,
+            self.ends.netns,
             self.cookie,
         )
     }
@@ -115,7 +107,7 @@ impl Inventory {
 
     /// The sockets of one network namespace, in listing order.
     pub fn in_namespace(&self, netns: u32) -> impl Iterator<Item = &InventorySocket> {
-        self.sockets.iter().filter(move |s| s.netns == netns)
+        self.sockets.iter().filter(move |s| s.ends.netns == netns)
     }
 }
 
@@ -279,12 +271,8 @@ fn assemble(
             let inode = u64::from(s.inode);
             sockets.push(InventorySocket {
                 family: s.family,
-                saddr: s.saddr,
-                sport: s.sport,
-                daddr: s.daddr,
-                dport: s.dport,
+                ends: s.ends(netns),
                 state,
-                netns,
                 inode,
                 uid: s.uid,
                 cookie: s.cookie,
@@ -346,7 +334,7 @@ pub(crate) fn enter(ns: &Namespace) -> Result<(), NamespaceError> {
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write as _};
-    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
     use std::os::unix::fs::MetadataExt;
     use std::process::{Child, ChildStdin, Command, Stdio};
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -386,7 +374,7 @@ mod tests {
         let mut warnings = Vec::new();
         let s = assemble(vec![(100, root), (200, other)], &owners, &mut warnings);
         let got: Vec<(TcpState, u16, u16, u32)> =
-            s.iter().map(|s| (s.state, s.sport, s.dport, s.netns)).collect();
+            s.iter().map(|s| (s.state, s.ends.sport, s.ends.dport, s.ends.netns)).collect();
         assert_eq!(
             got,
             [
@@ -414,12 +402,14 @@ mod tests {
     fn record_carries_the_inventory_owner() {
         let s = InventorySocket {
             family: Family::Ipv4,
-            saddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            sport: 1,
-            daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            dport: 0,
+            ends: Endpoints {
+                saddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                sport: 1,
+                daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                dport: 0,
+                netns: 5,
+            },
             state: TcpState::Listen,
-            netns: 5,
             inode: 6,
             uid: 7,
             cookie: 8,
@@ -432,7 +422,7 @@ mod tests {
             Some(Owner { pid: 9, comm: Comm::new("x"), source: OwnerSource::Inventory, cgroup: 0 })
         );
         assert_eq!(
-            (r.socket, r.netns, r.inode, r.uid, r.cookie, r.state),
+            (r.socket, r.ends.netns, r.inode, r.uid, r.cookie, r.state),
             (3, 5, 6, 7, 8, TcpState::Listen)
         );
     }
@@ -461,9 +451,9 @@ mod tests {
         let own: Vec<&InventorySocket> = inv.in_namespace(netns).collect();
         assert!(inv.namespaces >= 1);
 
-        let l = own.iter().find(|s| s.is_listener() && s.sport == port).expect("listener found");
+        let l = own.iter().find(|s| s.is_listener() && s.ends.sport == port).expect("listener found");
         assert_eq!(l.family, Family::Ipv4);
-        assert_eq!(l.saddr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(l.ends.saddr, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(l.inode, inode_of(&listener));
         // SAFETY: geteuid has no preconditions.
         assert_eq!(l.uid, unsafe { libc::geteuid() });
@@ -472,8 +462,8 @@ mod tests {
         let comm = std::fs::read("/proc/self/comm").unwrap();
         assert_eq!(l.owner.unwrap().1.as_bytes(), comm.strip_suffix(b"\n").unwrap());
 
-        let c = own.iter().find(|s| s.sport == cport && s.dport == port).expect("client side");
-        let s = own.iter().find(|s| s.sport == port && s.dport == cport).expect("server side");
+        let c = own.iter().find(|s| s.ends.sport == cport && s.ends.dport == port).expect("client side");
+        let s = own.iter().find(|s| s.ends.sport == port && s.ends.dport == cport).expect("server side");
         assert_eq!((c.state, s.state), (TcpState::Established, TcpState::Established));
         assert_eq!((c.inode, s.inode), (inode_of(&client), inode_of(&server)));
         assert_eq!((c.owner.map(|o| o.0), s.owner.map(|o| o.0)), (Some(me), Some(me)));
@@ -633,8 +623,8 @@ print join(' ', 'ready', $c1->sockport, $p2, $c3->sockport, $p4, $c5->sockport),
         let (inv, sockets) = loop {
             let inv = collect().unwrap();
             let sockets: Vec<InventorySocket> = inv.in_namespace(netns).cloned().collect();
-            let settled = sockets.iter().any(|s| s.sport == p2 && s.state == TcpState::TimeWait)
-                && sockets.iter().any(|s| s.sport == p4 && s.state == TcpState::FinWait2);
+            let settled = sockets.iter().any(|s| s.ends.sport == p2 && s.state == TcpState::TimeWait)
+                && sockets.iter().any(|s| s.ends.sport == p4 && s.state == TcpState::FinWait2);
             if settled || Instant::now() > deadline {
                 break (inv, sockets);
             }
@@ -646,10 +636,10 @@ print join(' ', 'ready', $c1->sockport, $p2, $c3->sockport, $p4, $c5->sockport),
                 format!(
                     "{} {}:{} {}:{} inode={} uid={} cookie={:#x} owner={:?}",
                     s.state,
-                    s.saddr,
-                    s.sport,
-                    s.daddr,
-                    s.dport,
+                    s.ends.saddr,
+                    s.ends.sport,
+                    s.ends.daddr,
+                    s.ends.dport,
                     s.inode,
                     s.uid,
                     s.cookie,
@@ -667,7 +657,7 @@ print join(' ', 'ready', $c1->sockport, $p2, $c3->sockport, $p4, $c5->sockport),
         let find = |sport: u16, dport: u16| {
             sockets
                 .iter()
-                .find(|s| s.sport == sport && s.dport == dport)
+                .find(|s| s.ends.sport == sport && s.ends.dport == dport)
                 .unwrap_or_else(|| panic!("no socket {sport} -> {dport} in {shown:#?}"))
         };
         let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -675,7 +665,7 @@ print join(' ', 'ready', $c1->sockport, $p2, $c3->sockport, $p4, $c5->sockport),
 
         let l = find(7000, 0);
         assert_eq!(
-            (l.state, l.family, l.saddr, l.netns),
+            (l.state, l.family, l.ends.saddr, l.ends.netns),
             (TcpState::Listen, Family::Ipv4, localhost, netns)
         );
         assert_eq!(l.owner, perl);
@@ -693,7 +683,7 @@ print join(' ', 'ready', $c1->sockport, $p2, $c3->sockport, $p4, $c5->sockport),
             (p5, 7001, TcpState::Established),
         ] {
             let s = find(sport, dport);
-            assert_eq!((s.state, s.daddr), (state, localhost), "{sport} -> {dport}");
+            assert_eq!((s.state, s.ends.daddr), (state, localhost), "{sport} -> {dport}");
             assert_eq!(s.owner, perl, "{sport} -> {dport}");
             assert_eq!(s.uid, 65534, "{sport} -> {dport}");
             assert_ne!(s.inode, 0);

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use crate::record::Family;
+use crate::record::{Endpoints, Family};
 
 /// `struct nlmsghdr`: len u32, type u16, flags u16, seq u32, pid u32.
 const NLMSG_HDRLEN: usize = 16;
@@ -66,6 +66,14 @@ pub struct DiagSocket {
     pub inode: u32,
     /// The kernel's socket cookie: `idiag_cookie[0] | idiag_cookie[1] << 32`.
     pub cookie: u64,
+}
+
+impl DiagSocket {
+    /// Its endpoints, in network namespace `netns` (the one its dump was taken in: the
+    /// kernel does not say it per socket).
+    pub fn ends(&self, netns: u32) -> Endpoints {
+        Endpoints { saddr: self.saddr, sport: self.sport, daddr: self.daddr, dport: self.dport, netns }
+    }
 }
 
 /// What one received datagram said about the dump as a whole.

@@ -251,14 +251,7 @@ impl Sockets {
 
 /// The endpoints known so far: a port or address learned later fills in an unknown one.
 fn merge(before: Option<Endpoints>, now: Endpoints) -> Endpoints {
-    let Some(b) = before else { return now };
-    Endpoints {
-        saddr: if now.saddr.is_unspecified() { b.saddr } else { now.saddr },
-        sport: if now.sport == 0 { b.sport } else { now.sport },
-        daddr: if now.daddr.is_unspecified() { b.daddr } else { now.daddr },
-        dport: if now.dport == 0 { b.dport } else { now.dport },
-        netns: if now.netns == 0 { b.netns } else { now.netns },
-    }
+    before.map_or(now, |b| b.updated_by(now))
 }
 
 /// The transitions that start a socket's life: a new socket leaves CLOSE, and a child

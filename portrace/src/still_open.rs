@@ -73,8 +73,8 @@ impl StillOpen {
                     w,
                     "  {:<width$}  {} -> {}  {owner}  socket {}, for {secs:.3} s",
                     t.newstate.name(),
-                    endpoint(t.saddr, t.sport),
-                    endpoint(t.daddr, t.dport),
+                    endpoint(t.ends.saddr, t.ends.sport),
+                    endpoint(t.ends.daddr, t.ends.dport),
                     t.socket,
                 )?;
             }

@@ -110,8 +110,7 @@ impl Timeline {
         let id = self.sockets.new_id();
         s.socket = id;
         if s.cookie != 0 {
-            let ends = Endpoints { saddr: s.saddr, sport: s.sport, daddr: s.daddr, dport: s.dport, netns: s.netns };
-            self.inventory.insert(s.cookie, Known { id, state: s.state, owner: s.owner, ends });
+            self.inventory.insert(s.cookie, Known { id, state: s.state, owner: s.owner, ends: s.ends });
         }
         id
     }
@@ -123,19 +122,17 @@ impl Timeline {
     /// Their inventory entries are forgotten; returns their inventory ids, whose socket
     /// records must not be shown (the transitions tell those sockets' story).
     pub fn born_during_inventory(&mut self, inventory: &[SocketRecord], early: &[Transition]) -> HashSet<u64> {
-        type Key = (u32, std::net::IpAddr, u16, std::net::IpAddr, u16);
-        let key = |netns, saddr, sport, daddr, dport| -> Key { (netns, saddr, sport, daddr, dport) };
         let listed: HashSet<u64> = inventory.iter().map(|s| s.socket).collect();
         // The last endpoints of each socket born after the start, if it is still open.
-        let mut born: HashMap<u64, Option<Key>> = HashMap::new();
+        let mut born: HashMap<u64, Option<Endpoints>> = HashMap::new();
         for t in early.iter().filter(|t| !listed.contains(&t.socket)) {
             let open = t.newstate != TcpState::Close && t.newstate != TcpState::TimeWait;
-            born.insert(t.socket, open.then(|| key(t.netns, t.saddr, t.sport, t.daddr, t.dport)));
+            born.insert(t.socket, open.then_some(t.ends));
         }
-        let born: HashSet<Key> = born.into_values().flatten().collect();
+        let born: HashSet<Endpoints> = born.into_values().flatten().collect();
         let mut twins = HashSet::new();
         for s in inventory.iter().filter(|s| s.state != TcpState::TimeWait) {
-            if born.contains(&key(s.netns, s.saddr, s.sport, s.daddr, s.dport)) {
+            if born.contains(&s.ends) {
                 self.inventory.remove(&s.cookie);
                 twins.insert(s.socket);
             }
@@ -274,8 +271,7 @@ impl Timeline {
         reason: Option<EndReason>,
         out: &mut Vec<Transition>,
     ) {
-        let ends = Endpoints { saddr: d.saddr, sport: d.sport, daddr: d.daddr, dport: d.dport, netns: d.netns };
-        let seen = self.sockets.observe(key, d.ts_ns, old, new, ends);
+        let seen = self.sockets.observe(key, d.ts_ns, old, new, d.ends);
         let closing = new == TcpState::Close;
         out.push(Transition {
             time: self.clock.timestamp(d.ts_ns),
@@ -283,10 +279,7 @@ impl Timeline {
             comm: d.comm,
             socket: seen.socket,
             family: d.family,
-            saddr: d.saddr,
-            sport: d.sport,
-            daddr: d.daddr,
-            dport: d.dport,
+            ends: d.ends,
             oldstate: old,
             newstate: new,
             prev_state_ns: seen.prev_state_ns,
@@ -295,7 +288,6 @@ impl Timeline {
             reason,
             error: (closing && d.error != 0).then_some(d.error),
             retransmits: if closing { d.retransmits } else { 0 },
-            netns: d.netns,
         });
     }
 
@@ -341,15 +333,11 @@ mod tests {
             comm: Comm::new("client"),
             owner: Some(Owner { pid: 9, comm: Comm::new("client"), source: OwnerSource::Syscall, cgroup: 0 }),
             family: Family::Ipv4,
-            saddr: lo,
-            sport: 40000,
-            daddr: lo,
-            dport: 80,
+            ends: Endpoints { saddr: lo, sport: 40000, daddr: lo, dport: 80, netns: 1 },
             oldstate: old,
             newstate: new,
             error: 0,
             retransmits: 0,
-            netns: 1,
             by_backup: false,
         }
     }
@@ -560,16 +548,16 @@ mod tests {
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, TimeWait, TimeWait), &mut out);
         const SK2: u64 = 0xc0;
         let mut second = rec(Kind::Transition, 90, SK2, Close, SynSent);
-        second.sport = 40001;
+        second.ends.sport = 40001;
         for (ts, old, new) in [(90, Close, SynSent), (95, SynSent, Established), (98, Established, FinWait1), (99, FinWait1, FinWait2)] {
             t.push(&Decoded { ts_ns: ts, oldstate: old, newstate: new, ..second }, &mut out);
         }
         t.push(&Decoded { kind: Kind::Handover { tw: TW }, ts_ns: 102, oldstate: FinWait2, newstate: TimeWait, ..second }, &mut out);
         let ends: Vec<_> =
-            out.iter().filter(|t| t.newstate == Close).map(|t| (t.socket, t.sport, t.reason, t.time.mono_ns)).collect();
+            out.iter().filter(|t| t.newstate == Close).map(|t| (t.socket, t.ends.sport, t.reason, t.time.mono_ns)).collect();
         assert_eq!(ends, vec![(1, 40000, Some(EndReason::TimeWaitKilled), 100)], "dated at the removal");
         let last = out.last().unwrap();
-        assert_eq!((last.socket, last.sport, last.oldstate, last.newstate), (2, 40001, FinWait2, TimeWait));
+        assert_eq!((last.socket, last.ends.sport, last.oldstate, last.newstate), (2, 40001, FinWait2, TimeWait));
     }
 
     #[test]
@@ -629,13 +617,9 @@ mod tests {
             time: Timestamp { mono_ns: 1_000, unix_ns: 1_000 },
             socket: 0,
             family: Family::Ipv4,
-            saddr: lo,
-            sport,
-            daddr: lo,
-            dport,
+            ends: Endpoints { saddr: lo, sport, daddr: lo, dport, netns: 1 },
             state,
             owner: None,
-            netns: 1,
             inode: 5,
             uid: 0,
             cookie,
@@ -649,7 +633,7 @@ mod tests {
         // Before the inventory: the new connection's connect, without a cookie yet.
         let mut early = vec![];
         let mut connect = rec(Kind::Transition, 1_500, SK, Close, SynSent);
-        connect.sport = 0;
+        connect.ends.sport = 0;
         t.push(&connect, &mut early);
         t.push(&rec(Kind::Transition, 1_600, SK, SynSent, Established), &mut early);
         let twins = t.born_during_inventory(&inventory, &early);
@@ -679,13 +663,9 @@ mod tests {
             time: Timestamp { mono_ns: 1_000, unix_ns: 1_000 },
             socket: 0,
             family: Family::Ipv4,
-            saddr: lo,
-            sport: 40000,
-            daddr: lo,
-            dport: 80,
+            ends: Endpoints { saddr: lo, sport: 40000, daddr: lo, dport: 80, netns: 1 },
             state: Established,
             owner: Some(owner),
-            netns: 1,
             inode: 5,
             uid: 0,
             cookie: 4242,

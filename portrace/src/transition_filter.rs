@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::filter::FilterSpec;
-use crate::record::Transition;
+use crate::record::{Endpoints, Transition};
 
 /// Held `CLOSE -> SYN_SENT` transitions at most, as in the kernel program's hold map.
 const HOLD_MAX: usize = portrace_ebpf::HOLD_ENTRIES as usize;
@@ -58,7 +58,7 @@ impl TransitionFilter {
             return;
         }
         if let Some(unbound) = &self.unbound {
-            if t.sport == 0 && t.newstate == crate::tcp_state::TcpState::SynSent {
+            if t.ends.sport == 0 && t.newstate == crate::tcp_state::TcpState::SynSent {
                 if unbound.matches_transition(&t) && (self.held.len() < HOLD_MAX || self.held.contains_key(&t.socket)) {
                     self.held.insert(t.socket, t);
                 }
@@ -66,7 +66,7 @@ impl TransitionFilter {
             }
             if let Some(held) = self.held.remove(&t.socket) {
                 // Judged again with the port the socket has now; written as it was made.
-                if self.spec.matches_transition(&Transition { sport: t.sport, ..held.clone() }) {
+                if self.spec.matches_transition(&Transition { ends: Endpoints { sport: t.ends.sport, ..held.ends }, ..held.clone() }) {
                     out.push(held);
                 }
             }

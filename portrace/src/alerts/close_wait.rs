@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
-use std::net::IpAddr;
 
 use super::{endpoint, Alert, AlertKind, Ctx, Evidence, Severity, Subject};
-use crate::record::{Comm, Owner, SocketRecord, Timestamp, Transition};
+use crate::record::{Comm, Endpoints, Owner, SocketRecord, Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
 /// Sockets listed in an alert at most.
@@ -17,9 +16,7 @@ const SAMPLE: usize = 10;
 
 struct Entry {
     owner: Option<Owner>,
-    netns: u32,
-    local: (IpAddr, u16),
-    remote: (IpAddr, u16),
+    ends: Endpoints,
     at_least: bool,
 }
 
@@ -34,13 +31,7 @@ pub struct CloseWait {
 impl CloseWait {
     pub fn on_socket(&mut self, s: &SocketRecord) {
         if s.state == TcpState::CloseWait {
-            let entry = Entry {
-                owner: s.owner,
-                netns: s.netns,
-                local: (s.saddr, s.sport),
-                remote: (s.daddr, s.dport),
-                at_least: true,
-            };
+            let entry = Entry { owner: s.owner, ends: s.ends, at_least: true };
             self.insert(s.socket, s.time.mono_ns, entry);
         }
     }
@@ -50,13 +41,7 @@ impl CloseWait {
             self.entries.remove(&(since, t.socket));
         }
         if t.newstate == TcpState::CloseWait {
-            let entry = Entry {
-                owner: t.owner,
-                netns: t.netns,
-                local: (t.saddr, t.sport),
-                remote: (t.daddr, t.dport),
-                at_least: false,
-            };
+            let entry = Entry { owner: t.owner, ends: t.ends, at_least: false };
             self.insert(t.socket, t.time.mono_ns, entry);
         }
     }
@@ -111,8 +96,8 @@ impl CloseWait {
                 .map(|&(since, socket, e)| {
                     format!(
                         "{} <- {} for {}{} (socket {socket})",
-                        endpoint(e.local.0, e.local.1),
-                        endpoint(e.remote.0, e.remote.1),
+                        endpoint(e.ends.saddr, e.ends.sport),
+                        endpoint(e.ends.daddr, e.ends.dport),
                         if e.at_least { ">=" } else { "" },
                         seconds(now.mono_ns - since)
                     )
@@ -132,7 +117,7 @@ impl CloseWait {
                     seconds(age)
                 ),
                 process,
-                netns: Some(first.netns),
+                netns: Some(first.ends.netns),
                 evidence: vec![
                     ("sockets", Evidence::Int(sockets.len() as u64)),
                     ("oldest_ns", Evidence::Int(age)),

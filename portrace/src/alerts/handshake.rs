@@ -81,9 +81,9 @@ impl Handshake {
         };
         let now = t.time.mono_ns;
         let (map, key) = if client {
-            (&mut self.clients, (t.netns, t.daddr, t.dport))
+            (&mut self.clients, (t.ends.netns, t.ends.daddr, t.ends.dport))
         } else {
-            (&mut self.listeners, (t.netns, t.saddr, t.sport))
+            (&mut self.listeners, (t.ends.netns, t.ends.saddr, t.ends.sport))
         };
         let w = map.entry(key).or_default();
         w.ends.push_back((now, outcome));

@@ -13,13 +13,13 @@ impl NewListener {
         if (t.oldstate, t.newstate) != (TcpState::Close, TcpState::Listen) {
             return;
         }
-        let subject = Subject::Listener { netns: t.netns, addr: t.saddr, port: t.sport };
+        let subject = Subject::Listener { netns: t.ends.netns, addr: t.ends.saddr, port: t.ends.sport };
         if !ctx.due(AlertKind::NewListener, &subject, t.time.mono_ns, 0) {
             return;
         }
         let process = ctx.owner_process(t.owner.as_ref());
         let who = process.as_ref().map_or_else(|| "an unknown process".to_string(), |p| p.describe());
-        let address = endpoint(t.saddr, t.sport);
+        let address = endpoint(t.ends.saddr, t.ends.sport);
         let alert = Alert {
             kind: AlertKind::NewListener,
             severity: Severity::Info,
@@ -27,10 +27,10 @@ impl NewListener {
             subject,
             summary: format!("{who} started listening on {address}"),
             process,
-            netns: Some(t.netns),
+            netns: Some(t.ends.netns),
             evidence: vec![
                 ("address", Evidence::Text(address)),
-                ("port", Evidence::Int(u64::from(t.sport))),
+                ("port", Evidence::Int(u64::from(t.ends.sport))),
                 ("socket", Evidence::Int(t.socket)),
             ],
         };

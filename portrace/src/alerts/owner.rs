@@ -17,7 +17,7 @@
 use foldhash::HashMap;
 
 use super::{endpoint, shell_or_interpreter, Alert, AlertKind, Ctx, Evidence, Severity, Subject};
-use crate::record::{Owner, SocketRecord, Timestamp, Transition};
+use crate::record::{Endpoints, Owner, SocketRecord, Timestamp, Transition};
 use crate::tcp_state::TcpState;
 use std::net::IpAddr;
 
@@ -38,9 +38,7 @@ pub struct Owners {
 struct Seen {
     time: Timestamp,
     owner: Owner,
-    netns: u32,
-    local: (IpAddr, u16),
-    remote: (IpAddr, u16),
+    ends: Endpoints,
     state: TcpState,
     client: bool,
 }
@@ -49,19 +47,17 @@ impl Owners {
     pub fn on_socket(&mut self, s: &SocketRecord, ctx: &mut Ctx, out: &mut Vec<Alert>) {
         let client = match s.state {
             TcpState::Listen => {
-                *self.listeners.entry((s.netns, s.sport)).or_default() += 1;
+                *self.listeners.entry((s.ends.netns, s.ends.sport)).or_default() += 1;
                 false
             }
-            TcpState::Established => !self.listeners.contains_key(&(s.netns, s.sport)),
+            TcpState::Established => !self.listeners.contains_key(&(s.ends.netns, s.ends.sport)),
             _ => return,
         };
         let Some(owner) = s.owner else { return };
         let seen = Seen {
             time: s.time,
             owner,
-            netns: s.netns,
-            local: (s.saddr, s.sport),
-            remote: (s.daddr, s.dport),
+            ends: s.ends,
             state: s.state,
             client,
         };
@@ -71,14 +67,14 @@ impl Owners {
     pub fn on_transition(&mut self, t: &Transition, ctx: &mut Ctx, out: &mut Vec<Alert>) {
         let client = match (t.oldstate, t.newstate) {
             (TcpState::Close, TcpState::Listen) => {
-                *self.listeners.entry((t.netns, t.sport)).or_default() += 1;
+                *self.listeners.entry((t.ends.netns, t.ends.sport)).or_default() += 1;
                 false
             }
             (TcpState::Listen, TcpState::Close) => {
-                if let Some(n) = self.listeners.get_mut(&(t.netns, t.sport)) {
+                if let Some(n) = self.listeners.get_mut(&(t.ends.netns, t.ends.sport)) {
                     *n -= 1;
                     if *n == 0 {
-                        self.listeners.remove(&(t.netns, t.sport));
+                        self.listeners.remove(&(t.ends.netns, t.ends.sport));
                     }
                 }
                 return;
@@ -95,9 +91,7 @@ impl Owners {
         let seen = Seen {
             time: t.time,
             owner,
-            netns: t.netns,
-            local: (t.saddr, t.sport),
-            remote: (t.daddr, t.dport),
+            ends: t.ends,
             state: t.newstate,
             client,
         };
@@ -114,7 +108,7 @@ impl Owners {
         if ctx.rules.expect.is_empty() {
             return;
         }
-        let port = if s.client { s.remote.1 } else { s.local.1 };
+        let port = if s.client { s.ends.dport } else { s.ends.sport };
         if Owners::allowed(ctx, &s.owner, port) {
             return;
         }
@@ -126,7 +120,7 @@ impl Owners {
             return;
         }
         let process = ctx.process(s.owner.pid, s.owner.comm);
-        let (local, remote) = (endpoint(s.local.0, s.local.1), endpoint(s.remote.0, s.remote.1));
+        let (local, remote) = (endpoint(s.ends.saddr, s.ends.sport), endpoint(s.ends.daddr, s.ends.dport));
         let what = match (s.state, s.client) {
             (TcpState::Listen, _) => format!("listens on {local}"),
             (_, false) => format!("serves {local} to {remote}"),
@@ -146,7 +140,7 @@ impl Owners {
             subject,
             summary: format!("{} {what}: no --expect allows it on port {port}", process.describe()),
             process: Some(process),
-            netns: Some(s.netns),
+            netns: Some(s.ends.netns),
             evidence: vec![
                 ("check", Evidence::Text("allowlist".into())),
                 ("state", Evidence::Text(s.state.name().into())),
@@ -169,12 +163,12 @@ impl Owners {
         if what != "a shell" && !ctx.rules.interpreters {
             return;
         }
-        if Owners::allowed(ctx, &owner, t.dport) {
+        if Owners::allowed(ctx, &owner, t.ends.dport) {
             return;
         }
         let (count, sample) = self.outbound.entry(owner.pid).or_default();
         *count += 1;
-        let dest = (t.daddr, t.dport);
+        let dest = (t.ends.daddr, t.ends.dport);
         if sample.len() < SAMPLE && !sample.contains(&dest) {
             sample.push(dest);
         }
@@ -192,13 +186,13 @@ impl Owners {
             summary: format!(
                 "{}, {what}, opened an outbound connection to {} ({count} so far)",
                 process.describe(),
-                endpoint(t.daddr, t.dport)
+                endpoint(t.ends.daddr, t.ends.dport)
             ),
             process: Some(process),
-            netns: Some(t.netns),
+            netns: Some(t.ends.netns),
             evidence: vec![
                 ("check", Evidence::Text(if what == "a shell" { "shell" } else { "interpreter" }.into())),
-                ("destination", Evidence::Text(endpoint(t.daddr, t.dport))),
+                ("destination", Evidence::Text(endpoint(t.ends.daddr, t.ends.dport))),
                 ("connects", Evidence::Int(count)),
                 ("sample", Evidence::List(sample.iter().map(|&(a, p)| endpoint(a, p)).collect())),
             ],

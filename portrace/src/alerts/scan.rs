@@ -163,7 +163,7 @@ impl Scan {
     pub fn on_transition(&mut self, t: &Transition, ctx: &mut Ctx, out: &mut Vec<Alert>) {
         let Some(owner) = t.owner else { return };
         let now = t.time.mono_ns;
-        let dest = (t.daddr, t.dport);
+        let dest = (t.ends.daddr, t.ends.dport);
         let window = ctx.rules.scan.window_ns;
         let p = match (t.oldstate, t.newstate) {
             (TcpState::Close, TcpState::SynSent) => {
@@ -185,7 +185,7 @@ impl Scan {
             _ => return,
         };
         p.comm = owner.comm;
-        p.netns = t.netns;
+        p.netns = t.ends.netns;
         if now >= p.last_ns {
             p.last_ns = now;
             p.last_time = Some(t.time);

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::rules::{Expect, Rules};
 use super::*;
-use crate::record::{EndReason, Family, NetnsInfo, OwnerSource, ProcessInfo};
+use crate::record::{EndReason, Endpoints, Family, NetnsInfo, OwnerSource, ProcessInfo};
 use crate::tcp_state::TcpState::{self, *};
 
 const MS: u64 = 1_000_000;
@@ -124,13 +124,9 @@ fn listener_socket(socket: u64, port: u16, who: Option<Owner>) -> SocketRecord {
         time: ts(0),
         socket,
         family: Family::Ipv4,
-        saddr: ip(1),
-        sport: port,
-        daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        dport: 0,
+        ends: Endpoints { saddr: ip(1), sport: port, daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), dport: 0, netns: NETNS },
         state: Listen,
         owner: who,
-        netns: NETNS,
         inode: 1,
         uid: 0,
         cookie: 1,
@@ -409,7 +405,8 @@ fn sockets_left_in_close_wait_alert_per_process() {
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].time, ts(2 * S + 500 * MS));
     // Inventory sockets already in CLOSE_WAIT count from the start, as lower bounds.
-    let s = SocketRecord { state: CloseWait, dport: 1234, daddr: ip(3), ..listener_socket(9, 8080, owner(100, "server")) };
+    let listener = listener_socket(9, 8080, owner(100, "server"));
+    let s = SocketRecord { state: CloseWait, ends: Endpoints { daddr: ip(3), dport: 1234, ..listener.ends }, ..listener };
     let alerts = run(rules, &[Record::S(s)], 5 * S);
     assert!(alerts[0].summary.contains("oldest >="), "{}", alerts[0].summary);
 }

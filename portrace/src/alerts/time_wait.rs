@@ -46,7 +46,7 @@ pub struct TimeWait {
 impl TimeWait {
     pub fn on_socket(&mut self, s: &SocketRecord) {
         if s.state == TcpState::TimeWait {
-            let key = Key { netns: s.netns, local: s.saddr, remote: s.daddr, port: s.dport };
+            let key = Key { netns: s.ends.netns, local: s.ends.saddr, remote: s.ends.daddr, port: s.ends.dport };
             self.enter(s.socket, key, None);
         }
     }
@@ -63,7 +63,7 @@ impl TimeWait {
         if t.newstate != TcpState::TimeWait {
             return;
         }
-        let key = Key { netns: t.netns, local: t.saddr, remote: t.daddr, port: t.dport };
+        let key = Key { netns: t.ends.netns, local: t.ends.saddr, remote: t.ends.daddr, port: t.ends.dport };
         let now = t.time.mono_ns;
         let g = self.enter(t.socket, key, Some(t.time));
         let r = &ctx.rules.time_wait;

@@ -49,7 +49,7 @@ pub struct Side {
 
 impl Side {
     fn new(socket: u64, transitions: Vec<Transition>) -> Side {
-        let bound = transitions.iter().find(|t| t.sport != 0).unwrap_or(&transitions[0]);
+        let bound = transitions.iter().find(|t| t.ends.sport != 0).unwrap_or(&transitions[0]);
         let role = match transitions[0].oldstate {
             _ if transitions.iter().any(|t| t.newstate == Listen) => Role::Listener,
             _ if transitions.iter().any(|t| t.newstate == SynSent || t.oldstate == SynSent) => Role::Client,
@@ -59,8 +59,8 @@ impl Side {
         Side {
             socket,
             role,
-            local: (bound.saddr, bound.sport),
-            remote: (bound.daddr, bound.dport),
+            local: (bound.ends.saddr, bound.ends.sport),
+            remote: (bound.ends.daddr, bound.ends.dport),
             owner: transitions.iter().rev().find_map(|t| t.owner),
             transitions,
         }
@@ -78,11 +78,11 @@ impl Side {
     /// Whether `t` is of a socket with this one's addresses and ports reversed, in the
     /// same network namespace (or one of them unknown).
     fn reversed_by(&self, t: &Transition) -> bool {
-        t.saddr == self.remote.0
-            && t.sport == self.remote.1
-            && t.daddr == self.local.0
-            && t.dport == self.local.1
-            && (t.netns == 0 || self.transitions[0].netns == 0 || t.netns == self.transitions[0].netns)
+        t.ends.saddr == self.remote.0
+            && t.ends.sport == self.remote.1
+            && t.ends.daddr == self.local.0
+            && t.ends.dport == self.local.1
+            && (t.ends.netns == 0 || self.transitions[0].ends.netns == 0 || t.ends.netns == self.transitions[0].ends.netns)
     }
 
     fn first_ns(&self) -> u64 {
@@ -534,10 +534,12 @@ pub fn render_svg(c: &Connection) -> String {
 mod tests {
     use super::*;
     use crate::diagram::stats::tests::tr;
+    use crate::record::Endpoints;
     use std::net::Ipv4Addr;
 
     fn at(socket: u64, ns: u64, old: TcpState, new: TcpState, local: u16, remote: u16) -> Transition {
-        Transition { sport: local, dport: remote, ..tr(socket, ns, old, new, Some(1000)) }
+        let t = tr(socket, ns, old, new, Some(1000));
+        Transition { ends: Endpoints { sport: local, dport: remote, ..t.ends }, ..t }
     }
 
     /// A client (socket 4, port 50190) and the server's child (socket 5, port 7180) on

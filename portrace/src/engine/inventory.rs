@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::filter::FilterSpec;
 use crate::loader::Tracer;
 use crate::output::{Sink, Start};
-use crate::record::{Owner, OwnerSource, SocketRecord, Timestamp};
+use crate::record::{Owner, SocketRecord, Timestamp};
 use crate::summary::Summary;
 use crate::tcp_state::TcpState;
 use crate::timeline::Timeline;
@@ -33,21 +33,7 @@ pub fn take(time: Timestamp) -> Vec<SocketRecord> {
     inventory
         .sockets
         .into_iter()
-        .map(|s| SocketRecord {
-            time,
-            socket: 0,
-            family: s.family,
-            saddr: s.saddr,
-            sport: s.sport,
-            daddr: s.daddr,
-            dport: s.dport,
-            state: s.state,
-            owner: s.owner.map(|(pid, comm)| Owner { pid, comm, source: OwnerSource::Inventory, cgroup: 0 }),
-            netns: s.netns,
-            inode: s.inode,
-            uid: s.uid,
-            cookie: s.cookie,
-        })
+        .map(|s| s.to_record(time, 0))
         .collect()
 }
 
@@ -96,7 +82,7 @@ pub(super) fn adopt(
             let in_cgroup = owner_in_filter_cgroup(&owner);
             let mut added = tracer.add_inventory_owner(s.cookie, &owner, in_cgroup);
             if s.state == TcpState::Listen && added.is_ok() {
-                added = tracer.add_inventory_listener(s.netns, s.sport, &owner, in_cgroup);
+                added = tracer.add_inventory_listener(s.ends.netns, s.ends.sport, &owner, in_cgroup);
             }
             if let Err(e) = added {
                 eprintln!("portrace: {e:#}; later transitions of older sockets may lack their owner");

@@ -167,7 +167,7 @@ mod tests {
     use std::io::{self, Write};
     use crate::clock::Zone;
     use crate::output::TextOptions;
-    use crate::record::{Comm, EndReason, Family, LossCause, Lost, Owner, OwnerSource, SocketRecord};
+    use crate::record::{Comm, EndReason, Endpoints, Family, LossCause, Lost, Owner, OwnerSource, SocketRecord};
     use crate::tcp_state::TcpState;
     use crate::destination::RunSetup;
     use crate::tracefile::{FileSink, WriteOptions};
@@ -215,35 +215,35 @@ mod tests {
             time: ts(1_000),
             socket: 1,
             family: Family::Ipv4,
-            saddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            sport: 8080,
-            daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            dport: 0,
+            ends: Endpoints {
+                saddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                sport: 8080,
+                daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                dport: 0,
+                netns: 7,
+            },
             state: Listen,
             owner: Some(Owner { pid: 10, comm: Comm::new("server"), source: OwnerSource::Inventory, cgroup: 0 }),
-            netns: 7,
             inode: 99,
             uid: 0,
             cookie: 5,
         };
-        let other = SocketRecord { socket: 2, sport: 22, owner: None, ..listener.clone() };
+        let other = SocketRecord { socket: 2, ends: Endpoints { sport: 22, ..listener.ends }, owner: None, ..listener.clone() };
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let client = |time, sport, old, new| Transition {
             time: ts(time),
-            sport,
-            dport: 8080,
             socket: 3,
             oldstate: old,
             newstate: new,
             prev_state_ns: (old != Close).then_some(time - 2_000),
             owner: Some(Owner { pid: 20, comm: Comm::new("client"), source: OwnerSource::Syscall, cgroup: 0 }),
-            ..t(3, sport, old, new)
+            ..t(3, sport, old, new).between((lo, sport), (lo, 8080))
         };
         let child = |time, old, new| Transition {
             time: ts(time),
             socket: 4,
-            dport: 41000,
             owner: Some(Owner { pid: 10, comm: Comm::new("server"), source: OwnerSource::Listener, cgroup: 0 }),
-            ..t(4, 8080, old, new)
+            ..t(4, 8080, old, new).between((lo, 8080), (lo, 41000))
         };
         let mut closing = client(9_000, 41000, SynSent, Close);
         closing.reason = Some(EndReason::ResetByPeer);
@@ -355,7 +355,7 @@ mod tests {
             // The kernel keeps the client's unbound connect when its next transition
             // passes; by port 41000 that is the first client transition too.
             let held_ok = |t: &Transition| {
-                t.sport == 0 && t.socket == 3 && spec.matches_transition(&Transition { sport: 41000, ..t.clone() })
+                t.ends.sport == 0 && t.socket == 3 && spec.matches_transition(&Transition { ends: Endpoints { sport: 41000, ..t.ends }, ..t.clone() })
             };
             let keep = |t: &Transition| spec.matches_transition(t) || held_ok(t);
             let out = Shared::default();
@@ -400,10 +400,13 @@ mod tests {
             comm: Comm::new("c"),
             socket,
             family: Family::Ipv4,
-            saddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            sport,
-            daddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            dport: 80,
+            ends: Endpoints {
+                saddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                sport,
+                daddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                dport: 80,
+                netns: 0,
+            },
             oldstate: old,
             newstate: new,
             prev_state_ns: None,
@@ -412,7 +415,6 @@ mod tests {
             reason: None,
             error: None,
             retransmits: 0,
-            netns: 0,
         }
     }
 
@@ -439,7 +441,7 @@ mod tests {
         let mut out = Vec::new();
         f.offer(t(1, 0, Close, SynSent), &mut out);
         f.offer(t(1, 5000, SynSent, Established), &mut out);
-        assert_eq!(out.iter().map(|t| (t.socket, t.sport, t.newstate)).collect::<Vec<_>>(), [(1, 0, SynSent)]);
+        assert_eq!(out.iter().map(|t| (t.socket, t.ends.sport, t.newstate)).collect::<Vec<_>>(), [(1, 0, SynSent)]);
 
         // Without a local-port condition nothing is held.
         let mut f = TransitionFilter::new(FilterSpec { rports: vec![80], ..Default::default() });

@@ -25,7 +25,6 @@ use crate::loss_ledger::{Hits, LossLedger, Reading};
 use crate::output::RingRead;
 use crate::pipeline::Pipeline;
 use crate::record::{LossCause, Lost, Transition};
-use crate::sockets::Endpoints;
 use crate::tcp_state::TcpState;
 use crate::timeline::Timeline;
 use crate::tracefile;
@@ -234,10 +233,8 @@ impl Session<'_> {
         };
         let mut listing = gaps::Listing::default();
         for ns in dumped {
-            let sockets = ns.sockets.iter().filter_map(|s| {
-                let ends = Endpoints { saddr: s.saddr, sport: s.sport, daddr: s.daddr, dport: s.dport, netns: ns.netns };
-                TcpState::from_kernel(s.state).map(|state| (ends, state))
-            });
+            let sockets =
+                ns.sockets.iter().filter_map(|s| TcpState::from_kernel(s.state).map(|state| (s.ends(ns.netns), state)));
             listing.add_namespace(ns.netns, sockets, ns.whole);
         }
         sleep(LISTING_GRACE).await;

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::record::{SocketRecord, Timestamp, Transition};
+use crate::record::{Endpoints, SocketRecord, Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
 /// Sockets remembered at most (about 150 bytes each).
@@ -45,10 +45,7 @@ impl OpenSockets {
         if let Some(s) = self.open.get_mut(&t.socket) {
             s.state = t.newstate;
             // Ports bound late (a connect's local port) show in later transitions.
-            s.saddr = t.saddr;
-            s.sport = t.sport;
-            s.daddr = t.daddr;
-            s.dport = t.dport;
+            s.ends = Endpoints { netns: s.ends.netns, ..t.ends };
             if t.owner.is_some() {
                 s.owner = t.owner;
             }
@@ -64,13 +61,9 @@ impl OpenSockets {
                 time: t.time,
                 socket: t.socket,
                 family: t.family,
-                saddr: t.saddr,
-                sport: t.sport,
-                daddr: t.daddr,
-                dport: t.dport,
+                ends: t.ends,
                 state: t.newstate,
                 owner: t.owner,
-                netns: t.netns,
                 // Not in a transition; 0 is "none known" for each.
                 inode: 0,
                 uid: 0,
@@ -112,10 +105,13 @@ mod tests {
     fn t(socket: u64, old: TcpState, new: TcpState, sport: u16) -> Transition {
         Transition {
             time: at(socket * 10),
-            sport,
-            daddr: [127, 0, 0, 2].into(),
-            dport: 80,
-            netns: 4026531840,
+            ends: Endpoints {
+                saddr: [127, 0, 0, 1].into(),
+                sport,
+                daddr: [127, 0, 0, 2].into(),
+                dport: 80,
+                netns: 4026531840,
+            },
             ..Transition::example(socket, old, new)
         }
     }
@@ -128,13 +124,9 @@ mod tests {
             time: at(0),
             socket: 1,
             family: Family::Ipv4,
-            saddr: [0, 0, 0, 0].into(),
-            sport: 80,
-            daddr: [0, 0, 0, 0].into(),
-            dport: 0,
+            ends: Endpoints { saddr: [0, 0, 0, 0].into(), sport: 80, daddr: [0, 0, 0, 0].into(), dport: 0, netns: 7 },
             state: TcpState::Listen,
             owner: Some(owner),
-            netns: 7,
             inode: 42,
             uid: 1000,
             cookie: 5,
@@ -145,7 +137,7 @@ mod tests {
         o.transition(&t(3, TcpState::Close, TcpState::SynSent, 0));
         o.transition(&t(3, TcpState::SynSent, TcpState::Close, 0));
         let inv = o.inventory(at(99));
-        assert_eq!(inv.iter().map(|s| (s.socket, s.state, s.sport)).collect::<Vec<_>>(), [
+        assert_eq!(inv.iter().map(|s| (s.socket, s.state, s.ends.sport)).collect::<Vec<_>>(), [
             (1, TcpState::Listen, 80),
             (2, TcpState::Established, 5000)
         ]);

@@ -333,7 +333,7 @@ impl RotatingSink {
     fn start_file(&mut self, start: &Start) -> io::Result<()> {
         self.current()?.sink.start(start)?;
         for s in self.open.inventory(start.time) {
-            self.announce(s.owner.as_ref(), s.netns)?;
+            self.announce(s.owner.as_ref(), s.ends.netns)?;
             self.current()?.sink.socket(&s)?;
         }
         self.current()?.sink.flush()
@@ -375,7 +375,7 @@ impl Sink for RotatingSink {
         self.check()?;
         self.open.socket(s);
         self.note_time(s.time);
-        let written = self.announce(s.owner.as_ref(), s.netns).and_then(|()| self.current()?.sink.socket(s));
+        let written = self.announce(s.owner.as_ref(), s.ends.netns).and_then(|()| self.current()?.sink.socket(s));
         self.guard(written)
     }
 
@@ -410,7 +410,7 @@ impl Sink for RotatingSink {
         self.check()?;
         self.open.transition(t);
         self.note_time(t.time);
-        let written = self.announce(t.owner.as_ref(), t.netns).and_then(|()| {
+        let written = self.announce(t.owner.as_ref(), t.ends.netns).and_then(|()| {
             let cur = self.current()?;
             cur.summary.add_transition(t);
             cur.sink.transition(t)
@@ -477,7 +477,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::record::{Comm, Family, LossCause, OwnerSource};
+    use crate::record::{Comm, Endpoints, Family, LossCause, OwnerSource};
     use crate::tcp_state::TcpState;
     use crate::tracefile::{read_all, End, ReadOptions, Record};
 
@@ -500,12 +500,8 @@ mod tests {
             time: at(time),
             pid: 9,
             comm: Comm::new("client"),
-            saddr: [10, 0, 0, 1].into(),
-            sport: 40_000,
-            daddr: [10, 0, 0, 2].into(),
-            dport: 80,
+            ends: Endpoints { saddr: [10, 0, 0, 1].into(), sport: 40_000, daddr: [10, 0, 0, 2].into(), dport: 80, netns: 77 },
             owner: Some(owner()),
-            netns: 77,
             ..Transition::example(socket, old, new)
         }
     }
@@ -561,13 +557,9 @@ mod tests {
             time: at(0),
             socket: 1,
             family: Family::Ipv4,
-            saddr: [0, 0, 0, 0].into(),
-            sport: 80,
-            daddr: [0, 0, 0, 0].into(),
-            dport: 0,
+            ends: Endpoints { saddr: [0, 0, 0, 0].into(), sport: 80, daddr: [0, 0, 0, 0].into(), dport: 0, netns: 77 },
             state: TcpState::Listen,
             owner: Some(Owner { pid: 3, comm: Comm::new("server"), source: OwnerSource::Inventory, cgroup: 0 }),
-            netns: 77,
             inode: 5,
             uid: 0,
             cookie: 6,

@@ -169,7 +169,7 @@ impl OwnerLabeler {
         }
         let owner = t.owner.map(|o| o.comm);
         let comm = self.comm.value(owner, || owner.map_or_else(|| UNKNOWN.to_string(), |c| crate::escape::comm(&c)));
-        let port = service_port(t.sport, t.dport, self.ranges.get(&t.netns).unwrap_or(&self.ephemeral));
+        let port = service_port(t.ends.sport, t.ends.dport, self.ranges.get(&t.ends.netns).unwrap_or(&self.ephemeral));
         // A port earns its own series when something is shown to serve there: a socket
         // listens on it, or a connection to or from it completes its handshake. Probes of
         // ports nobody serves (a scan, connects refused) cannot use up the places.
@@ -259,17 +259,17 @@ mod tests {
         use crate::tcp_state::TcpState::*;
         let mut on = OwnerLabeler::new(true, 1, range());
         let mut probe = crate::metrics::tests::transition(SynSent, Close);
-        (probe.sport, probe.dport) = (40000, 23);
+        (probe.ends.sport, probe.ends.dport) = (40000, 23);
         assert_eq!(on.of(&probe).port.as_deref(), Some(OTHER), "a refused probe takes no place");
         let mut connect = crate::metrics::tests::transition(Close, SynSent);
-        (connect.sport, connect.dport) = (0, 443);
+        (connect.ends.sport, connect.ends.dport) = (0, 443);
         assert_eq!(on.of(&connect).port.as_deref(), Some(OTHER), "not shown serving yet");
         let mut established = crate::metrics::tests::transition(SynSent, Established);
-        (established.sport, established.dport) = (40001, 443);
+        (established.ends.sport, established.ends.dport) = (40001, 443);
         assert_eq!(on.of(&established).port.as_deref(), Some("443"));
         assert_eq!(on.of(&connect).port.as_deref(), Some("443"), "kept from then on");
         let mut listener = crate::metrics::tests::transition(Close, Listen);
-        listener.sport = 8080;
+        listener.ends.sport = 8080;
         assert_eq!(on.of(&listener).port.as_deref(), Some(OTHER), "the one place is taken");
         assert_eq!(on.folded()[1], ("port", 3));
     }
@@ -278,7 +278,7 @@ mod tests {
     fn each_namespace_is_judged_by_its_own_range() {
         let mut on = OwnerLabeler::new(true, 10, range());
         let mut t = crate::metrics::tests::transition(TcpState::SynSent, TcpState::Established);
-        (t.sport, t.dport, t.netns) = (5000, 443, 9);
+        (t.ends.sport, t.ends.dport, t.ends.netns) = (5000, 443, 9);
         assert_eq!(on.of(&t).port.as_deref(), Some("5000"), "outside the host's range");
         on.namespace(9, (1024, 65000));
         assert_eq!(on.of(&t).port.as_deref(), Some("443"), "inside the namespace's range");

@@ -277,7 +277,7 @@ pub fn to_text_format(openmetrics: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::record::{Comm, Owner, OwnerSource, Timestamp, Transition};
+    use crate::record::{Comm, Endpoints, Owner, OwnerSource, Timestamp, Transition};
     use crate::tcp_state::TcpState;
 
     /// A transition of an nginx socket on port 8080, in `(from, to)`.
@@ -286,11 +286,14 @@ pub(crate) mod tests {
             time: Timestamp { mono_ns: 1_000, unix_ns: 1_000 },
             pid: 7,
             comm: Comm::new("nginx"),
-            sport: 8080,
-            daddr: "0.0.0.0".parse().unwrap(),
-            dport: 0,
+            ends: Endpoints {
+                saddr: [127, 0, 0, 1].into(),
+                sport: 8080,
+                daddr: "0.0.0.0".parse().unwrap(),
+                dport: 0,
+                netns: 1,
+            },
             owner: Some(Owner { pid: 7, comm: Comm::new("nginx"), source: OwnerSource::Syscall, cgroup: 0 }),
-            netns: 1,
             ..Transition::example(1, from, to)
         }
     }

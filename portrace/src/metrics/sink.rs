@@ -215,8 +215,8 @@ mod tests {
     fn a_connection_feeds_counters_gauges_ends_and_histograms() {
         let (mut s, m) = sink(false, 10, None);
         let mut connect = transition(Close, SynSent);
-        connect.sport = 40000;
-        connect.dport = 80;
+        connect.ends.sport = 40000;
+        connect.ends.dport = 80;
         s.transition(&connect).unwrap();
         let mut established = transition(SynSent, Established);
         established.prev_state_ns = Some(2_000_000);
@@ -267,7 +267,7 @@ mod tests {
         let (mut s, m) = sink(true, 2, None);
         for port in [8080, 8081, 8082, 8083] {
             let mut t = transition(Close, Listen);
-            t.sport = port;
+            t.ends.sport = port;
             s.transition(&t).unwrap();
         }
         s.tick(Timestamp { mono_ns: 5, unix_ns: 5 }).unwrap();

@@ -17,12 +17,11 @@
 //! stderr; `--format json` has them in the stream.
 
 use std::io::{self, Write};
-use std::net::IpAddr;
 
 use super::{push_micros, push_u64, AddrText, Sink, Start};
 use crate::clock::Rfc3339;
 use crate::format::errno::push_tcp_name;
-use crate::record::{Family, Lost, Owner, SocketRecord, Timestamp, Transition};
+use crate::record::{Endpoints, Family, Lost, Owner, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 pub(super) const HEADER: &str = "type,time,ts_ns,pid,comm,socket,family,saddr,sport,daddr,dport,\
@@ -83,12 +82,12 @@ impl CsvSink {
     }
 
     /// Appends `family,saddr,sport,daddr,dport`.
-    fn endpoints(&mut self, family: Family, local: (IpAddr, u16), remote: (IpAddr, u16)) {
+    fn endpoints(&mut self, family: Family, e: &Endpoints) {
         self.field(family.name().as_bytes());
-        self.field(AddrText::ip(local.0).as_bytes());
-        self.u64_field(u64::from(local.1));
-        self.field(AddrText::ip(remote.0).as_bytes());
-        self.u64_field(u64::from(remote.1));
+        self.field(AddrText::ip(e.saddr).as_bytes());
+        self.u64_field(u64::from(e.sport));
+        self.field(AddrText::ip(e.daddr).as_bytes());
+        self.u64_field(u64::from(e.dport));
     }
 
     /// Appends `owner_pid,owner_comm,owner_source`.
@@ -174,7 +173,7 @@ impl Sink for CsvSink {
         // Empty pid and comm.
         self.empty(2);
         self.u64_field(s.socket);
-        self.endpoints(s.family, (s.saddr, s.sport), (s.daddr, s.dport));
+        self.endpoints(s.family, &s.ends);
         // Empty oldstate; the state as newstate; empty prev_state_us, prev_state_at_least.
         self.empty(1);
         self.field(s.state.name().as_bytes());
@@ -182,7 +181,7 @@ impl Sink for CsvSink {
         self.owner(s.owner);
         // Empty reason, error, retransmits.
         self.empty(3);
-        self.u64_field(u64::from(s.netns));
+        self.u64_field(u64::from(s.ends.netns));
         // Empty count and cause.
         self.empty(2);
         self.cgroup(s.owner);
@@ -196,7 +195,7 @@ impl Sink for CsvSink {
         self.line.push(b',');
         push_field(&mut self.line, t.comm.as_bytes());
         self.u64_field(t.socket);
-        self.endpoints(t.family, (t.saddr, t.sport), (t.daddr, t.dport));
+        self.endpoints(t.family, &t.ends);
         self.field(t.oldstate.name().as_bytes());
         self.field(t.newstate.name().as_bytes());
         self.line.push(b',');
@@ -214,7 +213,7 @@ impl Sink for CsvSink {
             push_tcp_name(&mut self.line, errno);
         }
         self.u64_field(u64::from(t.retransmits));
-        self.u64_field(u64::from(t.netns));
+        self.u64_field(u64::from(t.ends.netns));
         // Empty count and cause.
         self.empty(2);
         self.cgroup(t.owner);

@@ -5,12 +5,10 @@
 
 use std::io::{self, Write};
 
-use std::net::IpAddr;
-
 use super::{push_json_str, push_micros, push_u64, AddrText, Sink, Start, VERSION};
 use crate::clock::Rfc3339;
 use crate::format::errno::push_tcp_name;
-use crate::record::{Family, Lost, NetnsInfo, Owner, ProcessInfo, SocketRecord, Timestamp, Transition};
+use crate::record::{Endpoints, Family, Lost, NetnsInfo, Owner, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
 /// The schema version written in the start record. Fields are only added within a
@@ -83,12 +81,12 @@ impl JsonSink {
     }
 
     /// Appends `family`, `saddr`, `sport`, `daddr`, `dport`.
-    fn endpoints(&mut self, family: Family, local: (IpAddr, u16), remote: (IpAddr, u16)) {
+    fn endpoints(&mut self, family: Family, e: &Endpoints) {
         self.name_field("family", family.name().as_bytes());
-        self.name_field("saddr", AddrText::ip(local.0).as_bytes());
-        self.u64_field("sport", u64::from(local.1));
-        self.name_field("daddr", AddrText::ip(remote.0).as_bytes());
-        self.u64_field("dport", u64::from(remote.1));
+        self.name_field("saddr", AddrText::ip(e.saddr).as_bytes());
+        self.u64_field("sport", u64::from(e.sport));
+        self.name_field("daddr", AddrText::ip(e.daddr).as_bytes());
+        self.u64_field("dport", u64::from(e.dport));
     }
 
     /// Appends `owner_pid`, `owner_comm` (both null when unknown) and `owner_source`
@@ -170,10 +168,10 @@ impl Sink for JsonSink {
         self.begin("socket");
         self.time(s.time);
         self.u64_field("socket", s.socket);
-        self.endpoints(s.family, (s.saddr, s.sport), (s.daddr, s.dport));
+        self.endpoints(s.family, &s.ends);
         self.name_field("state", s.state.name().as_bytes());
         self.owner(s.owner);
-        self.u64_field("netns", u64::from(s.netns));
+        self.u64_field("netns", u64::from(s.ends.netns));
         self.u64_field("inode", s.inode);
         self.u64_field("uid", u64::from(s.uid));
         self.emit()
@@ -246,7 +244,7 @@ impl Sink for JsonSink {
         self.u64_field("pid", u64::from(t.pid));
         self.str_field("comm", t.comm.as_bytes());
         self.u64_field("socket", t.socket);
-        self.endpoints(t.family, (t.saddr, t.sport), (t.daddr, t.dport));
+        self.endpoints(t.family, &t.ends);
         self.name_field("oldstate", t.oldstate.name().as_bytes());
         self.name_field("newstate", t.newstate.name().as_bytes());
         self.key("prev_state_us");
@@ -270,7 +268,7 @@ impl Sink for JsonSink {
             None => self.null_field("error"),
         }
         self.u64_field("retransmits", u64::from(t.retransmits));
-        self.u64_field("netns", u64::from(t.netns));
+        self.u64_field("netns", u64::from(t.ends.netns));
         if self.explain {
             self.str_field("explain", crate::explain::explain(t).to_string().as_bytes());
         }

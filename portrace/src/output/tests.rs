@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::record::{Comm, EndReason, Family, LossCause, Owner, OwnerSource};
+use crate::record::{Comm, EndReason, Endpoints, Family, LossCause, Owner, OwnerSource};
 use crate::tcp_state::TcpState::{self, *};
 
 /// A writer the test keeps a handle on after giving the sink its own.
@@ -94,13 +94,9 @@ fn sock(
         time: at(0),
         socket,
         family: family_of(saddr),
-        saddr,
-        sport,
-        daddr,
-        dport,
+        ends: Endpoints { saddr, sport, daddr, dport, netns: NETNS },
         state,
         owner,
-        netns: NETNS,
         inode,
         uid,
         cookie: 4096 + socket,

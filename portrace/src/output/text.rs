@@ -213,13 +213,13 @@ impl Sink for TextSink {
     }
 
     fn socket(&mut self, s: &SocketRecord) -> io::Result<()> {
-        let local = AddrText::with_port(s.saddr, s.sport);
-        let remote = if s.dport == 0 && s.daddr.is_unspecified() {
+        let local = AddrText::with_port(s.ends.saddr, s.ends.sport);
+        let remote = if s.ends.dport == 0 && s.ends.daddr.is_unspecified() {
             let mut any = AddrText::empty();
             any.push(b"*:*");
             any
         } else {
-            AddrText::with_port(s.daddr, s.dport)
+            AddrText::with_port(s.ends.daddr, s.ends.dport)
         };
         let mut pid_buf = itoa::Buffer::new();
         let pid = owner_pid(s.owner.as_ref(), &mut pid_buf);
@@ -274,8 +274,8 @@ impl Sink for TextSink {
         let pid = owner_pid(t.owner.as_ref(), &mut pid_buf);
         let mut socket_buf = itoa::Buffer::new();
         let socket = socket_buf.format(t.socket).as_bytes();
-        let local = AddrText::with_port(t.saddr, t.sport);
-        let remote = AddrText::with_port(t.daddr, t.dport);
+        let local = AddrText::with_port(t.ends.saddr, t.ends.sport);
+        let remote = AddrText::with_port(t.ends.daddr, t.ends.dport);
         let transition_len = t.oldstate.name().len() + " -> ".len() + t.newstate.name().len();
         let mut prev = DurationText::default();
         match t.prev_state_ns {

@@ -234,13 +234,13 @@ impl<'a> Pipeline<'a> {
     }
 
     pub fn socket(&mut self, s: &SocketRecord) -> io::Result<()> {
-        self.announce(s.owner.as_ref(), s.netns, s.time)?;
+        self.announce(s.owner.as_ref(), s.ends.netns, s.time)?;
         self.each(|o| o.socket(s))?;
         self.alerts()
     }
 
     pub fn transition(&mut self, t: &Transition) -> io::Result<()> {
-        self.announce(t.owner.as_ref(), t.netns, t.time)?;
+        self.announce(t.owner.as_ref(), t.ends.netns, t.time)?;
         self.summary.add_transition(t);
         self.each(|o| o.transition(t))?;
         self.alerts()

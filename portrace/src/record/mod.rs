@@ -1,8 +1,8 @@
 //! What portrace reports, after decoding and tracking: the records every output format
 //! renders and every later stage (summary, files) consumes, alerts ([`alert`]) among
-//! them, and the socket endpoints tracking carries. A foundation: it depends on nothing
-//! else in the crate but the TCP state names, and the modules that fill or read the
-//! records depend on it.
+//! them, and the socket endpoints ([`Endpoints`]) they carry. A foundation: it depends
+//! on nothing else in the crate but the TCP state names, and the modules that fill or
+//! read the records depend on it.
 
 pub mod alert;
 
@@ -192,10 +192,9 @@ pub struct Transition {
     /// freed and reused gets a new id.
     pub socket: u64,
     pub family: Family,
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
+    /// Its addresses and ports, and its network namespace (the inode number, as in
+    /// /proc/PID/ns/net; 0 when unknown).
+    pub ends: Endpoints,
     pub oldstate: TcpState,
     pub newstate: TcpState,
     /// How long the socket was in `oldstate`, in nanoseconds; `None` when portrace did not
@@ -213,8 +212,6 @@ pub struct Transition {
     /// Retransmissions of the last segment when the socket closed (the SYNs of a connect
     /// that timed out); 0 otherwise.
     pub retransmits: u8,
-    /// The network namespace's inode number (as in /proc/PID/ns/net); 0 when unknown.
-    pub netns: u32,
 }
 
 /// Unit tests' transitions: `Transition::example(socket, old, new)`, an IPv4 loopback
@@ -230,10 +227,13 @@ impl Transition {
             comm: Comm::new("x"),
             socket,
             family: Family::Ipv4,
-            saddr: [127, 0, 0, 1].into(),
-            sport: 1,
-            daddr: [127, 0, 0, 1].into(),
-            dport: 2,
+            ends: Endpoints {
+                saddr: [127, 0, 0, 1].into(),
+                sport: 1,
+                daddr: [127, 0, 0, 1].into(),
+                dport: 2,
+                netns: 0,
+            },
             oldstate,
             newstate,
             prev_state_ns: None,
@@ -242,7 +242,6 @@ impl Transition {
             reason: None,
             error: None,
             retransmits: 0,
-            netns: 0,
         }
     }
 
@@ -258,7 +257,7 @@ impl Transition {
 
     /// Between `local` and `remote`, each an address and port.
     pub fn between(self, (saddr, sport): (IpAddr, u16), (daddr, dport): (IpAddr, u16)) -> Transition {
-        Transition { saddr, sport, daddr, dport, ..self }
+        Transition { ends: Endpoints { saddr, sport, daddr, dport, ..self.ends }, ..self }
     }
 
     /// After `prev_state_ns` in the old state (`None`: unknown).
@@ -271,7 +270,7 @@ impl Transition {
     }
 
     pub fn in_netns(self, netns: u32) -> Transition {
-        Transition { netns, ..self }
+        Transition { ends: Endpoints { netns, ..self.ends }, ..self }
     }
 }
 
@@ -283,13 +282,10 @@ pub struct SocketRecord {
     /// portrace's id for the socket; later transitions of the socket carry the same id.
     pub socket: u64,
     pub family: Family,
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
+    /// Its addresses and ports, and its network namespace.
+    pub ends: Endpoints,
     pub state: TcpState,
     pub owner: Option<Owner>,
-    pub netns: u32,
     /// The socket's inode (0 for sockets without one: children not yet accepted, timewait).
     pub inode: u64,
     pub uid: u32,
@@ -388,7 +384,7 @@ pub struct ProcessInfo {
 pub struct NetnsInfo {
     /// When portrace read it.
     pub time: Timestamp,
-    /// The namespace's inode number, as in `Transition::netns`.
+    /// The namespace's inode number, as in `Endpoints::netns`.
     pub netns: u32,
     /// `net.ipv4.ip_local_port_range` in that namespace: the ports connect() picks from.
     pub port_range: Option<(u16, u16)>,
@@ -408,12 +404,28 @@ pub struct CgroupInfo {
 }
 
 /// The endpoints of a socket as far as they are known (0 and unspecified when not yet),
-/// and its network namespace (0 when not known).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// and its network namespace (0 when not known): the address pair every record, decoded
+/// event, inventory socket and table row carries, and that socket tracking keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoints {
     pub saddr: IpAddr,
     pub sport: u16,
     pub daddr: IpAddr,
     pub dport: u16,
+    /// The network namespace's inode number (as in /proc/PID/ns/net).
     pub netns: u32,
+}
+
+impl Endpoints {
+    /// What is known once `later` is: each address, port and namespace `later` knows,
+    /// and these ones where it does not (an unspecified address, a port or namespace 0).
+    pub fn updated_by(self, later: Endpoints) -> Endpoints {
+        Endpoints {
+            saddr: if later.saddr.is_unspecified() { self.saddr } else { later.saddr },
+            sport: if later.sport == 0 { self.sport } else { later.sport },
+            daddr: if later.daddr.is_unspecified() { self.daddr } else { later.daddr },
+            dport: if later.dport == 0 { self.dport } else { later.dport },
+            netns: if later.netns == 0 { self.netns } else { later.netns },
+        }
+    }
 }

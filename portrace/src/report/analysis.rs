@@ -204,7 +204,7 @@ impl Report {
             .iter()
             .map(|c| {
                 c.role.unwrap_or_else(|| {
-                    if self.find_listener(c.netns, c.local.0, c.local.1).is_some() {
+                    if self.find_listener(c.ends.netns, c.ends.saddr, c.ends.sport).is_some() {
                         Role::Server
                     } else {
                         Role::Client
@@ -281,7 +281,7 @@ impl Report {
                 }
             }
             if time_wait || time_wait_at_end {
-                let peer = c.remote.0;
+                let peer = c.ends.daddr;
                 let p = peers.entry(peer).or_insert(Peer { addr: peer, count: 0, at_end: 0 });
                 p.count += 1;
                 p.at_end += u64::from(time_wait_at_end);

@@ -46,9 +46,7 @@ impl Report {
         self.conns.push(Conn {
             socket: s.socket,
             family: s.family,
-            local: (s.saddr, s.sport),
-            remote: (s.daddr, s.dport),
-            netns: s.netns,
+            ends: s.ends,
             owner: s.owner,
             role: None,
             inventory: true,
@@ -93,9 +91,7 @@ impl Report {
                 self.conns.push(Conn {
                     socket: t.socket,
                     family: t.family,
-                    local: (t.saddr, t.sport),
-                    remote: (t.daddr, t.dport),
-                    netns: t.netns,
+                    ends: t.ends,
                     owner: None,
                     role: None,
                     inventory: false,
@@ -114,7 +110,7 @@ impl Report {
             }
         };
         if child_birth && fresh {
-            match self.find_listener(t.netns, t.saddr, t.sport) {
+            match self.find_listener(t.ends.netns, t.ends.saddr, t.ends.sport) {
                 Some(listener) => self.conns[listener].children += 1,
                 None => self.unmatched_children += 1,
             }
@@ -159,11 +155,7 @@ impl Report {
         }
         c.last = c.last.max(t.time);
         c.family = t.family;
-        c.local = merge(c.local, (t.saddr, t.sport));
-        c.remote = merge(c.remote, (t.daddr, t.dport));
-        if t.netns != 0 {
-            c.netns = t.netns;
-        }
+        c.ends = c.ends.updated_by(t.ends);
         if t.owner.is_some() {
             c.owner = t.owner;
         }
@@ -205,7 +197,7 @@ impl Report {
             self.overall.stay(&stay, EXACT_SAMPLES_MAX);
         }
         if child_birth {
-            match self.find_listener(t.netns, t.saddr, t.sport) {
+            match self.find_listener(t.ends.netns, t.ends.saddr, t.ends.sport) {
                 Some(listener) => self.conns[listener].children += 1,
                 None => self.unmatched_children += 1,
             }
@@ -239,7 +231,7 @@ impl Report {
         }
         c.role = role;
         if role == Some(Role::Listener) {
-            self.listeners.entry(c.local.1).or_default().push(row);
+            self.listeners.entry(c.ends.sport).or_default().push(row);
         }
     }
 
@@ -251,13 +243,13 @@ impl Report {
             .copied()
             .filter(|&row| {
                 let l = &self.conns[row];
-                (l.netns == netns || l.netns == 0 || netns == 0)
-                    && (l.local.0 == addr || l.local.0.is_unspecified())
+                (l.ends.netns == netns || l.ends.netns == 0 || netns == 0)
+                    && (l.ends.saddr == addr || l.ends.saddr.is_unspecified())
             })
             .max_by_key(|&row| {
                 let l = &self.conns[row];
                 let listening = l.now.is_some_and(|now| now.state == TcpState::Listen);
-                (listening, l.local.0 == addr, row)
+                (listening, l.ends.saddr == addr, row)
             })
     }
 
@@ -272,13 +264,4 @@ impl Report {
 fn earlier(time: Timestamp, ns: u64) -> Timestamp {
     let mono_ns = time.mono_ns.saturating_sub(ns);
     Timestamp { mono_ns, unix_ns: time.unix_ns.saturating_sub(i128::from(time.mono_ns - mono_ns)) }
-}
-
-/// An endpoint with what a later record knows filled in: an address or port that is
-/// unspecified in `later` keeps its earlier value.
-fn merge(earlier: (IpAddr, u16), later: (IpAddr, u16)) -> (IpAddr, u16) {
-    (
-        if later.0.is_unspecified() { earlier.0 } else { later.0 },
-        if later.1 == 0 { earlier.1 } else { later.1 },
-    )
 }

@@ -29,10 +29,10 @@ impl<W: Write> Members for Writer<W> {
     }
 
     fn endpoints(&mut self, c: &Conn) -> io::Result<()> {
-        self.addr("saddr", c.local.0)?;
-        self.u64("sport", u64::from(c.local.1))?;
-        self.addr("daddr", c.remote.0)?;
-        self.u64("dport", u64::from(c.remote.1))
+        self.addr("saddr", c.ends.saddr)?;
+        self.u64("sport", u64::from(c.ends.sport))?;
+        self.addr("daddr", c.ends.daddr)?;
+        self.u64("dport", u64::from(c.ends.dport))
     }
 
     fn sample(&mut self, name: &str, sample: Option<Sample>) -> io::Result<()> {
@@ -218,7 +218,7 @@ impl Report {
         j.str("role", role.name())?;
         j.str("family", c.family.name())?;
         j.endpoints(c)?;
-        j.u64("netns", u64::from(c.netns))?;
+        j.u64("netns", u64::from(c.ends.netns))?;
         j.u64("service_port", u64::from(service_port(c, role)))?;
         j.owner(c.owner.as_ref())?;
         j.str("owner_source", c.owner.map_or("unknown", |o| o.source.name()))?;

@@ -164,7 +164,7 @@ mod tests;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::record::{Comm, EndReason, Family, LossCause, Owner, Timestamp};
+use crate::record::{Comm, EndReason, Endpoints, Family, LossCause, Owner, Timestamp};
 use crate::tcp_state::TcpState;
 
 use analysis::Gathers;
@@ -299,9 +299,9 @@ impl Ending {
 struct Conn {
     socket: u64,
     family: Family,
-    local: (IpAddr, u16),
-    remote: (IpAddr, u16),
-    netns: u32,
+    /// As far as known: a later transition fills in an address, port or namespace
+    /// unknown before.
+    ends: Endpoints,
     owner: Option<Owner>,
     /// `None` until a state says; resolved by the listeners at the end.
     role: Option<Role>,
@@ -457,7 +457,7 @@ pub struct Report {
 
 fn service_port(c: &Conn, role: Role) -> u16 {
     match role {
-        Role::Listener | Role::Server => c.local.1,
-        Role::Client => c.remote.1,
+        Role::Listener | Role::Server => c.ends.sport,
+        Role::Client => c.ends.dport,
     }
 }

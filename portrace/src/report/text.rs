@@ -316,8 +316,8 @@ impl Report {
                 c.socket.to_string(),
                 role.name().to_string(),
                 owner_text(c.owner.as_ref()),
-                endpoint_text(c.local),
-                endpoint_text(c.remote),
+                endpoint_text((c.ends.saddr, c.ends.sport)),
+                endpoint_text((c.ends.daddr, c.ends.dport)),
                 format!("+{}", HumanDuration(c.since.mono_ns.saturating_sub(start.mono_ns))),
                 duration_text(Some(lifetime), at_least),
                 if role == Role::Listener { c.children.to_string() } else { "-".to_string() },
@@ -451,8 +451,8 @@ impl Report {
             table.row(vec![
                 c.socket.to_string(),
                 owner_text(c.owner.as_ref()),
-                endpoint_text(c.local),
-                endpoint_text(c.remote),
+                endpoint_text((c.ends.saddr, c.ends.sport)),
+                endpoint_text((c.ends.daddr, c.ends.dport)),
                 duration_text(Some(pick.ns), pick.at_least),
                 then,
             ]);

@@ -44,7 +44,7 @@ pub fn describe(addr: SocketAddr, err: &io::Error, holder: Option<&str>) -> Stri
 fn holder(port: u16) -> Option<String> {
     let own_netns = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
     let inventory = crate::inventory::collect().ok()?;
-    let listener = inventory.listeners().find(|s| s.sport == port && u64::from(s.netns) == own_netns)?;
+    let listener = inventory.listeners().find(|s| s.ends.sport == port && u64::from(s.ends.netns) == own_netns)?;
     let (pid, comm) = listener.owner?;
     Some(format!("{} (pid {pid})", crate::escape::comm(&comm)))
 }

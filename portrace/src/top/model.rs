@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use crate::output::Start;
 use crate::cgroup::CgroupInfo;
-use crate::record::{EndReason, Family, LossCause, Lost, Owner, SocketRecord, Timestamp, Transition};
+use crate::record::{EndReason, Endpoints, Family, LossCause, Lost, Owner, SocketRecord, Timestamp, Transition};
 use crate::tcp_state::TcpState;
 
 /// How long a new socket or a state change stays highlighted.
@@ -45,13 +45,9 @@ pub enum Change {
 pub struct Conn {
     pub id: u64,
     pub family: Family,
-    pub saddr: IpAddr,
-    pub sport: u16,
-    pub daddr: IpAddr,
-    pub dport: u16,
+    pub ends: Endpoints,
     pub state: TcpState,
     pub owner: Option<Owner>,
-    pub netns: u32,
     /// When it entered `state`; a lower bound when `entered_at_least` (it was already in
     /// the state when tracing started).
     pub entered_ns: u64,
@@ -98,8 +94,8 @@ impl Conn {
         };
         format!(
             "{pid} {comm} {} {} {}",
-            endpoint(self.saddr, self.sport),
-            endpoint(self.daddr, self.dport),
+            endpoint(self.ends.saddr, self.ends.sport),
+            endpoint(self.ends.daddr, self.ends.dport),
             self.state.name()
         )
         .to_lowercase()
@@ -208,13 +204,9 @@ impl Table {
         let conn = Conn {
             id: s.socket,
             family: s.family,
-            saddr: s.saddr,
-            sport: s.sport,
-            daddr: s.daddr,
-            dport: s.dport,
+            ends: s.ends,
             state: s.state,
             owner: s.owner,
-            netns: s.netns,
             entered_ns: t,
             entered_at_least: true,
             born_ns: t,
@@ -249,13 +241,9 @@ impl Table {
             Conn {
                 id: t.socket,
                 family: t.family,
-                saddr: t.saddr,
-                sport: t.sport,
-                daddr: t.daddr,
-                dport: t.dport,
+                ends: t.ends,
                 state: t.oldstate,
                 owner: None,
-                netns: t.netns,
                 entered_ns: at,
                 entered_at_least: false,
                 born_ns,
@@ -276,11 +264,7 @@ impl Table {
             conn.born_at_least = false;
         }
         conn.family = t.family;
-        conn.saddr = t.saddr;
-        conn.sport = t.sport;
-        conn.daddr = t.daddr;
-        conn.dport = t.dport;
-        conn.netns = t.netns;
+        conn.ends = t.ends;
         if t.owner.is_some() {
             conn.owner = t.owner;
         }
@@ -463,8 +447,8 @@ impl SortKey {
                     (None, None) => Ordering::Equal,
                 }
             }
-            SortKey::Local => by_addr(a.saddr, b.saddr).then(a.sport.cmp(&b.sport)),
-            SortKey::Remote => by_addr(a.daddr, b.daddr).then(a.dport.cmp(&b.dport)),
+            SortKey::Local => by_addr(a.ends.saddr, b.ends.saddr).then(a.ends.sport.cmp(&b.ends.sport)),
+            SortKey::Remote => by_addr(a.ends.daddr, b.ends.daddr).then(a.ends.dport.cmp(&b.ends.dport)),
         };
         primary.then(b.id.cmp(&a.id))
     }

@@ -201,7 +201,7 @@ fn sockets(frame: &mut Frame, top: &Top, area: Rect) {
         .iter()
         .skip(offset)
         .take(visible)
-        .map(|c| endpoint(c.saddr, c.sport).chars().count().max(endpoint(c.daddr, c.dport).chars().count()))
+        .map(|c| endpoint(c.ends.saddr, c.ends.sport).chars().count().max(endpoint(c.ends.daddr, c.ends.dport).chars().count()))
         .max()
         .unwrap_or(0)
         .max(9);
@@ -239,8 +239,8 @@ fn sockets(frame: &mut Frame, top: &Top, area: Rect) {
                 Cell::from(mark),
                 Cell::from(pid),
                 Cell::from(fit(&comm, comm_width).trim_end().to_string()),
-                Cell::from(fit(&endpoint(c.saddr, c.sport), ep_width).trim_end().to_string()),
-                Cell::from(fit(&endpoint(c.daddr, c.dport), ep_width).trim_end().to_string()),
+                Cell::from(fit(&endpoint(c.ends.saddr, c.ends.sport), ep_width).trim_end().to_string()),
+                Cell::from(fit(&endpoint(c.ends.daddr, c.ends.dport), ep_width).trim_end().to_string()),
                 state_cell,
                 Cell::from(format!("{}{}", at_least(c.entered_at_least), CompactDuration(c.in_state_ns(now)))),
             ];
@@ -293,7 +293,7 @@ fn recent(frame: &mut Frame, top: &Top, area: Rect, clock: &mut LocalTime) {
     let longest = list
         .iter()
         .skip(skip)
-        .map(|t| endpoint(t.saddr, t.sport).chars().count().max(endpoint(t.daddr, t.dport).chars().count()))
+        .map(|t| endpoint(t.ends.saddr, t.ends.sport).chars().count().max(endpoint(t.ends.daddr, t.ends.dport).chars().count()))
         .max()
         .unwrap_or(0);
     let inner = usize::from(area.width.saturating_sub(2));
@@ -329,8 +329,8 @@ fn transition_line(t: &Transition, clock: &mut LocalTime, endpoints: Option<(usi
         }
         spans.push(Span::raw(format!(
             "{} {} ",
-            fit(&endpoint(t.saddr, t.sport), w),
-            fit(&endpoint(t.daddr, t.dport), w)
+            fit(&endpoint(t.ends.saddr, t.ends.sport), w),
+            fit(&endpoint(t.ends.daddr, t.ends.dport), w)
         )));
     }
     spans.push(Span::styled(format!("{:>11}", t.oldstate.name()), state_style(t.oldstate)));
@@ -430,10 +430,10 @@ fn timeline(frame: &mut Frame, top: &Top, area: Rect, scroll: usize, clock: &mut
     let mut lines = vec![
         Line::from(vec![
             Span::styled(
-                format!(" {} -> {}", endpoint(c.saddr, c.sport), endpoint(c.daddr, c.dport)),
+                format!(" {} -> {}", endpoint(c.ends.saddr, c.ends.sport), endpoint(c.ends.daddr, c.ends.dport)),
                 Style::new().add_modifier(Modifier::BOLD),
             ),
-            Span::raw(format!("   {}   netns {}   socket {}", c.family.name(), c.netns, c.id)),
+            Span::raw(format!("   {}   netns {}   socket {}", c.family.name(), c.ends.netns, c.id)),
         ]),
         Line::from(format!(" owner: {pid} {comm} ({source})")),
     ];

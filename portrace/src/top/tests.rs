@@ -16,7 +16,7 @@ use crate::filter::FilterSpec;
 use crate::format::CompactDuration;
 use crate::output::{Sink, Start};
 use crate::record::{
-    Comm, EndReason, Family, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition,
+    Comm, EndReason, Endpoints, Family, LossCause, Lost, Owner, OwnerSource, SocketRecord, Timestamp, Transition,
 };
 use crate::tcp_state::TcpState::{self, *};
 use crate::destination::RunSetup;
@@ -49,23 +49,16 @@ fn inventory() -> Vec<SocketRecord> {
         time: ts(START),
         socket: 1,
         family: Family::Ipv4,
-        saddr: v4(0, 0, 0, 0),
-        sport: 80,
-        daddr: v4(0, 0, 0, 0),
-        dport: 0,
+        ends: Endpoints { saddr: v4(0, 0, 0, 0), sport: 80, daddr: v4(0, 0, 0, 0), dport: 0, netns: 4026531840 },
         state: Listen,
         owner: owner(812, "nginx", OwnerSource::Inventory),
-        netns: 4026531840,
         inode: 100,
         uid: 0,
         cookie: 9,
     };
     let ssh = SocketRecord {
         socket: 2,
-        saddr: v4(10, 0, 0, 5),
-        sport: 22,
-        daddr: v4(10, 0, 0, 9),
-        dport: 51234,
+        ends: Endpoints { saddr: v4(10, 0, 0, 5), sport: 22, daddr: v4(10, 0, 0, 9), dport: 51234, ..listener.ends },
         state: Established,
         owner: owner(1204, "sshd", OwnerSource::Inventory),
         inode: 101,
@@ -75,10 +68,13 @@ fn inventory() -> Vec<SocketRecord> {
     let v6 = SocketRecord {
         socket: 3,
         family: Family::Ipv6,
-        saddr: IpAddr::V6(Ipv6Addr::LOCALHOST),
-        sport: 5432,
-        daddr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        dport: 0,
+        ends: Endpoints {
+            saddr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            sport: 5432,
+            daddr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            dport: 0,
+            ..listener.ends
+        },
         state: Listen,
         owner: owner(990, "postgres", OwnerSource::Inventory),
         inode: 102,

@@ -14,7 +14,7 @@ use super::codec::{self, TimeBase};
 use super::*;
 use crate::destination::RunSetup;
 use crate::output::{Sink, Start};
-use crate::record::{Comm, EndReason, Family, LossCause, NetnsInfo, Owner, OwnerSource, ProcessInfo};
+use crate::record::{Comm, EndReason, Endpoints, Family, LossCause, NetnsInfo, Owner, OwnerSource, ProcessInfo};
 use crate::summary::Summary;
 use crate::tcp_state::TcpState;
 
@@ -87,13 +87,15 @@ fn socket(i: u64) -> SocketRecord {
         time: at(0),
         socket: 1000 + i,
         family: Family::Ipv4,
-        saddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        sport: 22 + i as u16,
-        daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        dport: 0,
+        ends: Endpoints {
+            saddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            sport: 22 + i as u16,
+            daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            dport: 0,
+            netns: 4_026_531_840,
+        },
         state: TcpState::Listen,
         owner: (i % 2 == 0).then(|| Owner { pid: 612, comm: Comm::new("sshd"), source: OwnerSource::Inventory, cgroup: 0 }),
-        netns: 4_026_531_840,
         inode: 12_345 + i,
         uid: 0,
         cookie: 1 << 40 | i,

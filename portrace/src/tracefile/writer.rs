@@ -315,7 +315,7 @@ impl<W: Write> Sink for FileSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Comm, Family, Timestamp};
+    use crate::record::{Comm, Endpoints, Family, Timestamp};
     use crate::tcp_state::TcpState;
 
     /// A writer that counts the syncs asked of it and when they came.
@@ -347,10 +347,13 @@ mod tests {
             comm: Comm::new(&format!("{:015x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))),
             socket: i,
             family: Family::Ipv4,
-            saddr: [10, 0, 0, 1].into(),
-            sport: (i % 60_000) as u16,
-            daddr: [10, 0, 0, 2].into(),
-            dport: 80,
+            ends: Endpoints {
+                saddr: [10, 0, 0, 1].into(),
+                sport: (i % 60_000) as u16,
+                daddr: [10, 0, 0, 2].into(),
+                dport: 80,
+                netns: 0,
+            },
             oldstate: TcpState::SynSent,
             newstate: TcpState::Established,
             prev_state_ns: Some(i),
@@ -359,7 +362,6 @@ mod tests {
             reason: None,
             error: None,
             retransmits: 0,
-            netns: 0,
         }
     }
 

@@ -9,7 +9,7 @@ use super::{cause_from, flag, key, process_flag, reason_from, tag, unzigzag, Cur
 use crate::features::{Feature, Features, State};
 use crate::filter::{FilterSpec, IpNet};
 use crate::process_info::MAX_ARGS;
-use crate::record::{CgroupInfo, Family, LossCause, Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
+use crate::record::{CgroupInfo, Endpoints, Family, LossCause, Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 
 fn family_of(flags: u8) -> Family {
     if flags & flag::FAMILY_V6 != 0 {
@@ -58,10 +58,7 @@ fn transition(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<Transition, Str
         comm,
         socket,
         family: family_of(flags),
-        saddr,
-        sport,
-        daddr,
-        dport,
+        ends: Endpoints { saddr, sport, daddr, dport, netns },
         oldstate,
         newstate,
         prev_state_ns,
@@ -70,7 +67,6 @@ fn transition(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<Transition, Str
         reason,
         error,
         retransmits,
-        netns,
     })
 }
 
@@ -95,7 +91,7 @@ fn socket(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<SocketRecord, Strin
     if let (false, Some(o)) = (c.is_empty(), owner.as_mut()) {
         o.cgroup = c.varint()?;
     }
-    Ok(SocketRecord { time, socket, family: family_of(flags), saddr, sport, daddr, dport, state, owner, netns, inode, uid, cookie })
+    Ok(SocketRecord { time, socket, family: family_of(flags), ends: Endpoints { saddr, sport, daddr, dport, netns }, state, owner, inode, uid, cookie })
 }
 
 fn cgroup(c: &mut Cursor<'_>, time: &mut TimeBase) -> Result<CgroupInfo, String> {

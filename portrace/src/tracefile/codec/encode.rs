@@ -59,7 +59,7 @@ fn put_record(buf: &mut Vec<u8>, body: &mut Vec<u8>, tag: u8, encode: impl FnOnc
 pub fn put_transition(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase, t: &Transition) {
     put_record(buf, body, tag::TRANSITION, |b| {
         time.put(b, t.time);
-        let mut flags = addr_flags(t.family, t.saddr, t.daddr);
+        let mut flags = addr_flags(t.family, t.ends.saddr, t.ends.daddr);
         if t.prev_state_ns.is_some() {
             flags |= flag::PREV;
         }
@@ -79,10 +79,10 @@ pub fn put_transition(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase
         put_varint(b, t.socket);
         put_varint(b, u64::from(t.pid));
         put_short(b, t.comm.as_bytes());
-        put_addr(b, t.saddr);
-        b.extend_from_slice(&t.sport.to_le_bytes());
-        put_addr(b, t.daddr);
-        b.extend_from_slice(&t.dport.to_le_bytes());
+        put_addr(b, t.ends.saddr);
+        b.extend_from_slice(&t.ends.sport.to_le_bytes());
+        put_addr(b, t.ends.daddr);
+        b.extend_from_slice(&t.ends.dport.to_le_bytes());
         b.push(t.oldstate.kernel_number() << 4 | t.newstate.kernel_number());
         if let Some(ns) = t.prev_state_ns {
             put_varint(b, ns);
@@ -97,7 +97,7 @@ pub fn put_transition(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase
             put_varint(b, zigzag(i64::from(error)));
         }
         b.push(t.retransmits);
-        put_varint(b, u64::from(t.netns));
+        put_varint(b, u64::from(t.ends.netns));
         // A trailing field, which readers that predate it ignore.
         put_varint(b, t.owner.map_or(0, |o| o.cgroup));
     });
@@ -106,21 +106,21 @@ pub fn put_transition(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase
 pub fn put_socket(buf: &mut Vec<u8>, body: &mut Vec<u8>, time: &mut TimeBase, s: &SocketRecord) {
     put_record(buf, body, tag::SOCKET, |b| {
         time.put(b, s.time);
-        let mut flags = addr_flags(s.family, s.saddr, s.daddr);
+        let mut flags = addr_flags(s.family, s.ends.saddr, s.ends.daddr);
         if s.owner.is_some() {
             flags |= flag::OWNER;
         }
         b.push(flags);
         put_varint(b, s.socket);
-        put_addr(b, s.saddr);
-        b.extend_from_slice(&s.sport.to_le_bytes());
-        put_addr(b, s.daddr);
-        b.extend_from_slice(&s.dport.to_le_bytes());
+        put_addr(b, s.ends.saddr);
+        b.extend_from_slice(&s.ends.sport.to_le_bytes());
+        put_addr(b, s.ends.daddr);
+        b.extend_from_slice(&s.ends.dport.to_le_bytes());
         b.push(s.state.kernel_number());
         if let Some(owner) = &s.owner {
             put_owner(b, owner);
         }
-        put_varint(b, u64::from(s.netns));
+        put_varint(b, u64::from(s.ends.netns));
         put_varint(b, s.inode);
         put_varint(b, u64::from(s.uid));
         put_varint(b, s.cookie);

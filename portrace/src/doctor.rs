@@ -83,7 +83,7 @@ pub fn diagnose() -> Diagnosis {
     ];
     let tracefs = find_tracefs();
     let ring_buffer = preflight::probe_ringbuf().is_ok();
-    let loader::KernelOffsets { sock, tw_handler, .. } = loader::kernel_offsets();
+    let loader::KernelOffsets { sock, tw_handler } = loader::kernel_offsets();
     let mut diagnosis = Diagnosis {
         kernel,
         btf: Path::new(VMLINUX_BTF).is_file(),

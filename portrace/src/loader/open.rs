@@ -145,17 +145,14 @@ pub fn sock_offsets() -> (Result<SockLayout, String>, std::time::Duration) {
 /// The socket offsets from the kernel's BTF and the timewait timer handler's address, or
 /// why not: what a run hands the programs beyond the tracepoint layout, both waited for.
 pub fn kernel_offsets() -> KernelOffsets {
-    let (sock, btf_took) = sock_offsets();
-    let (tw_handler, kallsyms_took) = timed(tw_timer_handler);
-    KernelOffsets { sock, tw_handler, btf_took, kallsyms_took }
+    let (sock, _) = sock_offsets();
+    KernelOffsets { sock, tw_handler: tw_timer_handler() }
 }
 
-/// What [`kernel_offsets`] found, and how long each half took.
+/// What [`kernel_offsets`] found.
 pub struct KernelOffsets {
     pub sock: Result<SockLayout, String>,
     pub tw_handler: Result<u64, String>,
-    pub btf_took: std::time::Duration,
-    pub kallsyms_took: std::time::Duration,
 }
 
 /// The timewait timer's handler, for the timer programs.

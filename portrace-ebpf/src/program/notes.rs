@@ -7,15 +7,16 @@ use aya_ebpf::helpers::{bpf_ktime_get_ns, generated::bpf_loop};
 
 use super::maps::*;
 
-/// The main program notes a hit it runs for. It claims the slot (moves the top) before it
-/// writes the note, so a pair of runs that interrupts it in between takes the next slot.
-pub(super) fn note_handled(id: u64) {
+/// The main program notes a hit it runs for, at `now`. It claims the slot (moves the top)
+/// before it writes the note, so a pair of runs that interrupts it in between takes the
+/// next slot.
+pub(super) fn note_handled(id: u64, now: u64) {
     if let Some(h) = HANDLED.get_ptr_mut(0) {
         // SAFETY: a pointer the map gave for this CPU's (or this key's) value: valid while the program runs, and kept apart from nested runs on this CPU as the map's notes say.
         unsafe {
             let slot = (*h).top;
             (*h).top = slot.wrapping_add(1);
-            (*h).stamps[slot as usize % HANDLED_SLOTS] = bpf_ktime_get_ns();
+            (*h).stamps[slot as usize % HANDLED_SLOTS] = now;
             (*h).ids[slot as usize % HANDLED_SLOTS] = id;
         }
     }
@@ -37,7 +38,17 @@ pub(super) fn take_handled<const HELPER_LOOP: bool>(id: u64) -> bool {
         top,
         depth: 0,
     };
-    if HELPER_LOOP {
+    // Nearly always the note is on top (no pair of runs came in between): looked at
+    // first, without the search's calls. A stale top note means every note is stale.
+    let i = top.wrapping_sub(1) as usize % HANDLED_SLOTS;
+    // SAFETY: as above; `i` is within the arrays.
+    let (top_id, top_stamp) = unsafe { ((*h).ids[i], (*h).stamps[i]) };
+    if search.now.wrapping_sub(top_stamp) > HANDLED_STALE_NS {
+        return false;
+    }
+    if top_id == id {
+        search.depth = 1;
+    } else if HELPER_LOOP {
         // A loop the kernel runs (`bpf_loop`): the verifier checks its body once, whatever
         // the stack's size.
         // SAFETY: bpf_loop runs search_step with `search`, a local that outlives the loop; search_step touches it only through the pointer it is handed.

@@ -114,7 +114,8 @@ pub(super) fn comm_into(dst: &mut [u8; 16]) {
     unsafe { get_comm_into(dst.as_mut_ptr() as *mut c_void, 16) };
 }
 
-/// Reads a transition from the socket into the slot's record: [`Read::NotTcp`] when it is
+/// Reads a transition made at `ts_ns` from the socket into the slot's record:
+/// [`Read::NotTcp`] when it is
 /// not a TCP socket's, [`Read::Whole`] when the socket's head could be read in one piece
 /// (into the slot's `head`; see [`head_fits`]), with the namespace and cookie then read
 /// too, [`Read::Transition`] otherwise.
@@ -124,9 +125,8 @@ pub(super) fn read_socket(
     sk: *const c_void,
     oldstate: u8,
     newstate: u8,
+    ts_ns: u64,
 ) -> Result<Read, i32> {
-    // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
     let sk = sk as u64;
     let protocol = if sock!(protocol_size) == 1 {
         u16::from(kread::<u8>(sk, sock!(protocol))?)

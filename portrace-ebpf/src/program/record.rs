@@ -72,6 +72,11 @@ const _: () = {
     assert!(core::mem::align_of::<Event>() == 8);
 };
 
+/// How many records a CPU writes between two looks at how full the ring is (see
+/// [`emit`]): a wakeup comes at most this many records per CPU late, a few kilobytes of a
+/// ring of megabytes.
+const WAKEUP_CHECK_EVERY: u64 = 32;
+
 /// Copies the record into the ring buffer; returns whether there was room.
 #[inline(never)]
 pub(super) fn emit(ev: &Event) -> bool {
@@ -88,9 +93,14 @@ pub(super) fn emit(ev: &Event) -> bool {
     } else {
         counter::TW_RING_FULL
     };
-    // Wake the reader once the ring holds WAKEUP_BYTES (this record included).
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA.into()) + EVENT_SIZE as u64;
-    let flags = if waiting >= global!(WAKEUP_BYTES) {
+    // Wake the reader once the ring holds WAKEUP_BYTES (this record included). Asked only
+    // at every WAKEUP_CHECK_EVERY-th record of this CPU: the query reads positions the
+    // reader writes from another CPU, a cache miss each time, and the reader drains every
+    // few milliseconds anyway; the wakeup is for a burst that would fill the ring sooner.
+    let emitted = COUNTERS.get(counter::EMITTED).copied().unwrap_or(0);
+    let flags = if emitted % WAKEUP_CHECK_EVERY == 0
+        && EVENTS.query(BPF_RB_AVAIL_DATA.into()) + EVENT_SIZE as u64 >= global!(WAKEUP_BYTES)
+    {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -5,7 +5,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -35,11 +35,14 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: *const c_void = ctx.arg(0);
     let oldstate: u64 = ctx.arg(1);
     let newstate: u64 = ctx.arg(2);
+    // One clock read for the note and the record.
+    // SAFETY: bpf_ktime_get_ns reads the clock; it has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     if !matches!(BACKUP_BUSY.get(0), Some(&1)) {
-        note_handled(hit_id(sk as u64, oldstate as u8, newstate as u8));
+        note_handled(hit_id(sk as u64, oldstate as u8, newstate as u8), now);
     }
     if !is_calibration(oldstate as u8, newstate as u8) {
-        let read = with_slot(|slot| from_socket(slot, sk, oldstate as u8, newstate as u8));
+        let read = with_slot(|slot| from_socket(slot, sk, oldstate as u8, newstate as u8, now));
         if !matches!(read, Some(Ok(()))) {
             bump(counter::UNREADABLE);
         }
@@ -116,19 +119,9 @@ pub(super) fn backup<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> u32 {
 /// teaches the order of the two programs and is never recorded.)
 #[inline(never)]
 pub(super) fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> bool {
-    // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
-    let (id, calibration) = unsafe {
-        match (
-            ctx.read_at::<u64>(lay!(skaddr) as usize),
-            ctx.read_at::<i32>(lay!(oldstate) as usize),
-            ctx.read_at::<i32>(lay!(newstate) as usize),
-        ) {
-            (Ok(sk), Ok(old), Ok(new)) => (
-                hit_id(sk, old as u8, new as u8),
-                is_calibration(old as u8, new as u8),
-            ),
-            _ => (0, false),
-        }
+    let (id, calibration) = match read_hit(ctx) {
+        Some((sk, old, new)) => (hit_id(sk, old, new), is_calibration(old, new)),
+        None => (0, false),
     };
     // The main program is mid-run on this CPU: the kernel skipped it for this hit.
     if !calibration && matches!(BUSY.get(0), Some(&1)) {
@@ -159,6 +152,34 @@ pub(super) fn main_skipped<const HELPER_LOOP: bool>(ctx: &TracePointContext) -> 
     order == ORDER_MAIN_FIRST && !noted
 }
 
+/// The hit's socket address and states from the classic tracepoint's record: one read
+/// when they lie side by side (as on every kernel portrace knows), else one each.
+#[inline(always)]
+pub(super) fn read_hit(ctx: &TracePointContext) -> Option<(u64, u8, u8)> {
+    let at = lay!(skaddr) as usize;
+    if lay!(oldstate) as usize == at + 8 && lay!(newstate) as usize == at + 12 {
+        // SAFETY: read_at copies from the tracepoint's record at an offset taken from this kernel's tracefs format; the copy is a checked probe read that fails rather than faults.
+        let hit = unsafe { ctx.read_at::<Hit>(at) }.ok()?;
+        return Some((hit.skaddr, hit.oldstate as u8, hit.newstate as u8));
+    }
+    // SAFETY: as above.
+    unsafe {
+        Some((
+            ctx.read_at::<u64>(at).ok()?,
+            ctx.read_at::<i32>(lay!(oldstate) as usize).ok()? as u8,
+            ctx.read_at::<i32>(lay!(newstate) as usize).ok()? as u8,
+        ))
+    }
+}
+
+/// The tracepoint record's `skaddr`, `oldstate` and `newstate`, when they are neighbours.
+#[repr(C)]
+pub(super) struct Hit {
+    pub(super) skaddr: u64,
+    pub(super) oldstate: i32,
+    pub(super) newstate: i32,
+}
+
 /// A transition from the classic tracepoint's record, processed; `rescue`: the backup
 /// program records it because the kernel skipped the main program.
 #[inline(always)]
@@ -173,15 +194,16 @@ pub(super) fn from_tracepoint(
     Ok(())
 }
 
-/// A transition read from the socket itself, processed.
+/// A transition read from the socket itself at `ts_ns`, processed.
 #[inline(always)]
 pub(super) fn from_socket(
     slot: &mut Slot,
     sk: *const c_void,
     oldstate: u8,
     newstate: u8,
+    ts_ns: u64,
 ) -> Result<(), i32> {
-    match read_socket(slot, sk, oldstate, newstate)? {
+    match read_socket(slot, sk, oldstate, newstate, ts_ns)? {
         Read::NotTcp => {}
         Read::Transition => process(&mut slot.event, false, false),
         Read::Whole => process(&mut slot.event, false, true),

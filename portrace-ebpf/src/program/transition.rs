@@ -41,6 +41,8 @@ pub(super) fn process(ev: &mut Event, rescue: bool, located: bool) {
     if made_by_owner(ev.oldstate, ev.newstate) && ev.pid != 0 {
         ev.owner_pid = ev.pid;
         comm_into(&mut ev.owner_comm);
+        // The task on the CPU is the owner: one read of its command serves for both.
+        ev.comm = ev.owner_comm;
         ev.owner_source = owner_source::SYSCALL;
         // The owner's own task is on the CPU: its cgroup is the owner's.
         // SAFETY: the helper reads the current task's cgroup; it has no preconditions.

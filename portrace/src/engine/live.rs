@@ -169,6 +169,7 @@ async fn trace_until_stopped(
             progress,
             command: None,
             checked_at: None,
+            drained: 0,
         };
         // Transitions made while the inventory was taken, held back until the inventory is
         // written: a socket both show is shown by its transitions alone.

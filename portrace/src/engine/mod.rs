@@ -7,11 +7,13 @@
 //! - `probes`: the checks, the kernel's layouts and the loading of the programs;
 //! - [`inventory`]: the sockets that existed before the trace, and `--snapshot`;
 //! - `session`: the event loop, the loss ledger's readings, the end-of-run check;
+//! - `pace`: how often the event loop drains the ring;
 //! - [`live`]: a live run from start to end, with a traced command if one is given;
 //! - [`replay`]: a recording read back.
 
 pub mod inventory;
 pub mod live;
+mod pace;
 mod probes;
 pub mod replay;
 mod session;

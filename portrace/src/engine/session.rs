@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::time::{interval, sleep, MissedTickBehavior};
+use tokio::time::sleep;
+
+use super::pace::Pace;
 
 use crate::destination::{Output, Progress};
 use crate::clock::Clock;
@@ -28,10 +30,6 @@ use crate::record::{LossCause, Lost, Transition};
 use crate::tcp_state::TcpState;
 use crate::timeline::Timeline;
 use crate::tracefile;
-
-/// How often the ring buffer is drained. The kernel program wakes the reader only when the
-/// ring is a quarter full, so this bounds how late a quiet host's events appear.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often, at most, the losses are checked while the run goes on: the check reads the
 /// kernel programs' counters and statistics and the ftrace instance's per-CPU counts, which
@@ -129,6 +127,8 @@ pub(super) struct Session<'a> {
     pub command: Option<Running>,
     /// When the losses were last checked.
     pub checked_at: Option<Instant>,
+    /// Records read from the ring so far.
+    pub drained: u64,
 }
 
 impl Session<'_> {
@@ -140,8 +140,9 @@ impl Session<'_> {
     ) -> anyhow::Result<Stop> {
         let deadline = sleep(duration.unwrap_or(Duration::MAX / 4));
         tokio::pin!(deadline);
-        let mut tick = interval(POLL_INTERVAL);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pace = Pace::new();
+        let tick = sleep(Pace::BUSY);
+        tokio::pin!(tick);
         let mut next_progress = Instant::now();
         // With a command: the grace after it exited, and whether that has begun.
         let grace = sleep(Duration::MAX / 4);
@@ -177,11 +178,14 @@ impl Session<'_> {
                     guard.context("waiting for the ring buffer")?.clear_ready();
                     None
                 }
-                _ = tick.tick() => None,
+                _ = &mut tick => None,
             };
+            let drained = self.drained;
             if let Some(stop) = self.drain(ring.get_mut())? {
                 break stop;
             }
+            let wait = pace.after(self.drained - drained);
+            tick.as_mut().reset(tokio::time::Instant::now() + wait);
             if let Some(stop) = woken_by {
                 break stop;
             }
@@ -292,6 +296,7 @@ impl Session<'_> {
         let mut emptied = true;
         let mut read = RingRead { records: 0, bytes: 0, size: self.ring_size };
         while let Some(item) = ring.next_record() {
+            self.drained += 1;
             read.records += 1;
             read.bytes += RingRead::bytes_of(item.len());
             let mut batch = std::mem::take(&mut self.batch);

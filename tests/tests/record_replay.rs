@@ -194,7 +194,7 @@ fn a_recording_replays_to_the_transitions_the_live_run_printed() {
     // Per connection: 5 client and 5 server transitions; 2 per listener; 2 per refusal.
     let expected = 2 * N * 10 + 2 * 2 + 5 * 2;
     live.wait_for_transitions(expected, RECORDS_TIMEOUT);
-    // The recorder writes each drain within 10 ms; give it as long as the live run had.
+    // The recorder writes each drain (10 to 80 ms apart); give it as long as the live run had.
     std::thread::sleep(Duration::from_millis(200));
     let recorded = recorder.stop();
     let live = live.stop();

@@ -17,7 +17,7 @@ use crate::summary::Summary;
 use crate::tcp_state::TcpState;
 
 /// How long after a listing the transitions made before it are taken to have been read
-/// (the ring buffer is drained every 10 ms).
+/// (the ring buffer is drained every 10 ms while records arrive, every 80 ms at most).
 const SETTLE_NS: u64 = 200_000_000;
 
 /// Lists the kernel's sockets per state: the counts and when (monotonic ns) they were

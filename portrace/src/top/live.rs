@@ -2,7 +2,7 @@
 //! sink sends every record to the UI thread over a channel. The screen is taken only when
 //! the kernel programs are attached (so errors before that print as usual), and given
 //! back before an error after it is printed. Quitting the UI sets a flag the sink reports
-//! as a broken pipe on the event loop's next flush (every drain, some 10 ms apart): the
+//! as a broken pipe on the event loop's next flush (every drain, 10 to 80 ms apart): the
 //! run then ends quietly, exactly as when `portrace | head` stops reading.
 
 use std::io;

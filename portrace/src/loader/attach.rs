@@ -12,7 +12,7 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::open::open_with;
 use super::programs::{error_context, exit_fact, load_failed, load_in_parallel, load_program, packets_fact};
-use super::{Ring, Setup, Tracer, TwHandler, BACKUP, BACKUP_BOUNDED, EXEC_PROGRAM, EXIT_PROGRAM, MAIN, NEWTASK_PROGRAM, PACKET_PROGRAM, TIMER_PROGRAMS};
+use super::{Ring, Setup, Tracer, BACKUP, BACKUP_BOUNDED, EXEC_PROGRAM, EXIT_PROGRAM, MAIN, NEWTASK_PROGRAM, PACKET_PROGRAM, TIMER_PROGRAMS};
 use crate::features::{self, Facts};
 
 /// Loads and attaches the programs. Returns the tracer and the ring buffer to read. The
@@ -59,8 +59,7 @@ pub fn load(mut setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tr
 
     // The timer programs need the handler's address before they are attached.
     let waiting = Instant::now();
-    let reading = std::mem::replace(&mut setup.tw_handler, TwHandler::Known(Err(String::new())));
-    let (tw_handler, symbols_took) = reading.resolve();
+    let (tw_handler, symbols_took) = setup.tw_handler.resolve();
     let symbols_waited = waiting.elapsed();
     let tw_handler = tw_handler.and_then(|address| write_tw_handler(&mut ebpf, address));
     let timewait_possible = timewait_possible && tw_handler.is_ok();

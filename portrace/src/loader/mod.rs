@@ -106,15 +106,17 @@ impl TwHandler {
         !matches!(self, TwHandler::Known(Err(_)))
     }
 
-    /// Waits for the address if it is being read; how long reading it took (0 when known
-    /// beforehand).
-    pub fn resolve(self) -> (Result<u64, String>, std::time::Duration) {
-        match self {
+    /// Waits for the address if it is being read, and keeps it as known; how long reading
+    /// it took (0 when known beforehand).
+    pub fn resolve(&mut self) -> (Result<u64, String>, std::time::Duration) {
+        let (found, took) = match std::mem::replace(self, TwHandler::Known(Ok(0))) {
             TwHandler::Known(found) => (found, std::time::Duration::ZERO),
             TwHandler::Reading(reading) => reading
                 .join()
                 .unwrap_or_else(|_| (Err("reading /proc/kallsyms failed".to_owned()), std::time::Duration::ZERO)),
-        }
+        };
+        *self = TwHandler::Known(found.clone());
+        (found, took)
     }
 
     /// What is known now, for a report that does not wait.

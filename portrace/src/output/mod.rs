@@ -22,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::clock::Zone;
 use crate::features::Features;
 use crate::format::json::{push_str, push_u64, Controls};
+use crate::format::line::push_fixed;
 use crate::record::{Alert, Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
@@ -237,6 +238,12 @@ impl AddrText {
 
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+
+    /// Appends the text to a line, copying the whole buffer ([`push_fixed`]).
+    #[inline(always)]
+    fn push_to(&self, line: &mut Vec<u8>) {
+        push_fixed(line, &self.buf, self.len);
     }
 }
 

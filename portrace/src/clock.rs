@@ -161,32 +161,33 @@ impl Rfc3339 {
 
 /// Renders RFC 3339 times of a stream whose times mostly share their second with the one
 /// before (every event line carries one): the date and time of day are rendered again only
-/// when the second changes, otherwise only the six digits of microseconds are. The text is
-/// the same as [`Rfc3339::new`]'s.
+/// when the second changes; otherwise only the six digits of microseconds are, in place
+/// in the line. The text is the same as [`Rfc3339::new`]'s.
 #[derive(Clone, Copy)]
 pub struct Rfc3339Cache {
-    /// The whole second (as [`split_ns`] gives it) that `text` shows.
+    /// The whole second (as [`split_ns`] gives it) whose date and time of day `text` shows;
+    /// its microseconds are those of an earlier time.
     second: i64,
     text: Rfc3339,
 }
 
 impl Rfc3339Cache {
     pub fn new() -> Rfc3339Cache {
-        // No clamped time has this second, so the first render fills the text.
+        // No clamped time has this second, so the first time renders the text.
         Rfc3339Cache { second: i64::MIN, text: Rfc3339::new(0) }
     }
 
-    /// The text of `unix_ns`, as [`Rfc3339::new`] renders it.
+    /// Appends the text of `unix_ns`, as [`Rfc3339::new`] renders it, to `line`.
     #[inline]
-    pub fn render(&mut self, unix_ns: i128) -> &Rfc3339 {
+    pub fn push(&mut self, line: &mut Vec<u8>, unix_ns: i128) {
         let (secs, sub_ns) = split_ns(unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS));
-        if secs == self.second {
-            put_digits(&mut self.text.0[20..26], sub_ns / 1_000);
-        } else {
+        if secs != self.second {
             self.text = Rfc3339::new(unix_ns);
             self.second = secs;
         }
-        &self.text
+        let start = line.len();
+        line.extend_from_slice(&self.text.0);
+        put_digits(&mut line[start + 20..start + 26], sub_ns / 1_000);
     }
 }
 
@@ -394,7 +395,9 @@ mod tests {
             1_795_920_068 * S + 1_999,
         ];
         for unix_ns in times {
-            assert_eq!(cache.render(unix_ns).as_str(), rfc(unix_ns), "at {unix_ns}");
+            let mut line = b"x".to_vec();
+            cache.push(&mut line, unix_ns);
+            assert_eq!(line, format!("x{}", rfc(unix_ns)).as_bytes(), "at {unix_ns}");
         }
     }
 

@@ -4,18 +4,33 @@
 //! Copying a slice whose length the compiler cannot see becomes a call into the C
 //! library's `memcpy`, whose fixed cost dwarfs the few bytes of a number or an address:
 //! profiles of a connection storm showed that call alone at an eighth of the process's
-//! CPU. The pieces here are instead laid out at the start of an array of known size, the
-//! whole array is appended (a few register moves, inlined), and the line is cut back to
-//! the piece's length.
+//! CPU. The pieces here are instead copied as a whole array of known size (a few register
+//! moves, inlined), and the line is cut back to the piece's length.
 
 /// Appends the first `len` bytes of `text` (`len <= N`) by copying all `N` bytes and
-/// cutting the line back, so that the copy has a length known when compiling.
+/// cutting the line back, so that the copy has a length known when compiling. For text
+/// stored a while ago (a process name); text rendered just now goes through [`push_with`].
 #[inline(always)]
 pub fn push_fixed<const N: usize>(buf: &mut Vec<u8>, text: &[u8; N], len: usize) {
     debug_assert!(len <= N);
     let end = buf.len() + len;
     buf.extend_from_slice(text);
     buf.truncate(end);
+}
+
+/// Appends `N` bytes, lets `write` render a piece into them from the start and return its
+/// length, and cuts the line back to it. Rendering in place, rather than into an array
+/// copied afterwards, matters: a processor cannot forward a wide load of bytes just
+/// stored one or two at a time, and stalls on it (the copy was the most costly instruction
+/// of number rendering when it did so).
+#[inline(always)]
+pub fn push_with<const N: usize>(buf: &mut Vec<u8>, write: impl FnOnce(&mut [u8; N]) -> usize) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; N]);
+    let space: &mut [u8; N] = (&mut buf[start..]).try_into().expect("N bytes were just appended");
+    let len = write(space);
+    debug_assert!(len <= N);
+    buf.truncate(start + len);
 }
 
 /// Two decimal digits of every number below 100, `00` to `99`.
@@ -30,24 +45,25 @@ const PAIRS: &[u8; 200] = b"\
 #[inline]
 pub fn push_u64(buf: &mut Vec<u8>, n: u64) {
     // u64::MAX has 20 digits.
-    let mut digits = [0u8; 20];
-    let len = n.checked_ilog10().map_or(1, |log| log as usize + 1);
-    // From the last digit back, two at a time.
-    let mut end = len;
-    let mut rest = n;
-    while rest >= 100 {
-        let pair = (rest % 100) as usize * 2;
-        rest /= 100;
-        end -= 2;
-        digits[end..end + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    }
-    if rest >= 10 {
-        let pair = rest as usize * 2;
-        digits[..2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    } else {
-        digits[0] = b'0' + rest as u8;
-    }
-    push_fixed(buf, &digits, len);
+    push_with::<20>(buf, |digits| {
+        let len = n.checked_ilog10().map_or(1, |log| log as usize + 1);
+        // From the last digit back, two at a time.
+        let mut end = len;
+        let mut rest = n;
+        while rest >= 100 {
+            let pair = (rest % 100) as usize * 2;
+            rest /= 100;
+            end -= 2;
+            digits[end..end + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        }
+        if rest >= 10 {
+            let pair = rest as usize * 2;
+            digits[..2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        } else {
+            digits[0] = b'0' + rest as u8;
+        }
+        len
+    });
 }
 
 #[cfg(test)]
@@ -74,6 +90,18 @@ mod tests {
         assert_eq!(digits(7), "x7");
         assert_eq!(digits(42), "x42");
         assert_eq!(digits(100), "x100");
+    }
+
+    #[test]
+    fn push_with_appends_only_what_was_written() {
+        let mut buf = b"ab".to_vec();
+        push_with::<4>(&mut buf, |space| {
+            space[..3].copy_from_slice(b"cde");
+            3
+        });
+        assert_eq!(buf, b"abcde");
+        push_with::<4>(&mut buf, |_| 0);
+        assert_eq!(buf, b"abcde");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 use std::net::IpAddr;
 
-use super::{push_json_str, push_micros, push_u64, AddrText, Sink, Start, VERSION};
+use super::{push_ip, push_json_str, push_micros, push_u64, Sink, Start, VERSION};
 use crate::clock::Rfc3339Cache;
 use crate::format::line::push_fixed;
 use crate::format::errno::push_tcp_name;
@@ -51,7 +51,7 @@ impl JsonSink {
     #[inline(always)]
     fn time(&mut self, time: Timestamp) {
         self.line.extend_from_slice(b",\"time\":\"");
-        self.line.extend_from_slice(self.rfc3339.render(time.unix_ns).as_bytes());
+        self.rfc3339.push(&mut self.line, time.unix_ns);
         self.line.extend_from_slice(b"\",\"ts_ns\":");
         push_u64(&mut self.line, time.mono_ns);
     }
@@ -103,7 +103,7 @@ impl JsonSink {
     fn addr_field(&mut self, key: &'static str, addr: IpAddr) {
         self.key(key);
         self.line.push(b'"');
-        AddrText::ip(addr).push_to(&mut self.line);
+        push_ip(&mut self.line, addr);
         self.line.push(b'"');
     }
 

@@ -85,11 +85,9 @@ mod tests {
             }
             n = n.saturating_mul(10);
         }
-        assert_eq!(digits(u64::MAX), format!("x{}", u64::MAX));
-        assert_eq!(digits(0), "x0");
-        assert_eq!(digits(7), "x7");
-        assert_eq!(digits(42), "x42");
-        assert_eq!(digits(100), "x100");
+        for m in [0, 7, 42, 100, 65_535, u64::MAX] {
+            assert_eq!(digits(m), format!("x{m}"));
+        }
     }
 
     #[test]

@@ -159,6 +159,44 @@ impl Rfc3339 {
     }
 }
 
+/// Renders RFC 3339 times of a stream whose times mostly share their second with the one
+/// before (every event line carries one): the date and time of day are rendered again only
+/// when the second changes; otherwise only the six digits of microseconds are, in place
+/// in the line. The text is the same as [`Rfc3339::new`]'s.
+#[derive(Clone, Copy)]
+pub struct Rfc3339Cache {
+    /// The whole second (as [`split_ns`] gives it) whose date and time of day `text` shows;
+    /// its microseconds are those of an earlier time.
+    second: i64,
+    text: Rfc3339,
+}
+
+impl Rfc3339Cache {
+    pub fn new() -> Rfc3339Cache {
+        // No clamped time has this second, so the first time renders the text.
+        Rfc3339Cache { second: i64::MIN, text: Rfc3339::new(0) }
+    }
+
+    /// Appends the text of `unix_ns`, as [`Rfc3339::new`] renders it, to `line`.
+    #[inline]
+    pub fn push(&mut self, line: &mut Vec<u8>, unix_ns: i128) {
+        let (secs, sub_ns) = split_ns(unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS));
+        if secs != self.second {
+            self.text = Rfc3339::new(unix_ns);
+            self.second = secs;
+        }
+        let start = line.len();
+        line.extend_from_slice(&self.text.0);
+        put_digits(&mut line[start + 20..start + 26], sub_ns / 1_000);
+    }
+}
+
+impl Default for Rfc3339Cache {
+    fn default() -> Rfc3339Cache {
+        Rfc3339Cache::new()
+    }
+}
+
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())
@@ -336,6 +374,32 @@ mod tests {
     }
 
     const S: i128 = NS_PER_SEC;
+
+    #[test]
+    fn cache_renders_as_rfc3339_new() {
+        let mut cache = Rfc3339Cache::new();
+        // Within a second, across seconds, back in time, before the epoch, and clamped.
+        let times = [
+            1_795_920_067 * S + 123_456_789,
+            1_795_920_067 * S + 999_999_999,
+            1_795_920_067 * S,
+            1_795_920_068 * S + 1_000,
+            1_795_920_067 * S + 5_000,
+            -S / 2,
+            -S,
+            0,
+            MAX_UNIX_NS + S,
+            MAX_UNIX_NS,
+            MIN_UNIX_NS - 1,
+            MIN_UNIX_NS,
+            1_795_920_068 * S + 1_999,
+        ];
+        for unix_ns in times {
+            let mut line = b"x".to_vec();
+            cache.push(&mut line, unix_ns);
+            assert_eq!(line, format!("x{}", rfc(unix_ns)).as_bytes(), "at {unix_ns}");
+        }
+    }
 
     #[test]
     fn known_dates() {

@@ -182,7 +182,8 @@ impl Sockets {
         if new == TcpState::Close {
             self.live.remove(&key);
             self.remember_ended(key, old);
-        } else if self.live.contains_key(&key) || self.live.len() < self.capacity {
+        } else if before.is_some() || self.live.len() < self.capacity {
+            // `before` says whether it is tracked: nothing above changed the map.
             let ends = merge(known.map(|l| l.ends), ends);
             self.live.insert(key, Live { id, state: new, since_ns: ts_ns, at_least: false, ends, left: Some(old) });
         } else {

@@ -4,6 +4,8 @@
 //! each connection's last transition its reason, and attaches sockets that existed before
 //! the trace (the inventory) to their later transitions.
 
+use std::collections::hash_map::Entry;
+
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::clock::Clock;
@@ -46,7 +48,10 @@ pub struct Timeline {
     timewait_tracked: bool,
     cancels: Vec<PendingCancel>,
     /// The latest record of each connection living in a timewait socket, by its address.
-    timewaits: HashMap<u64, Decoded>,
+    /// Boxed: in a connection storm this grows to tens of thousands of entries, and each
+    /// time the table grew it moved every whole record (a few percent of the process's
+    /// CPU); boxes keep its entries small. See [`Timeline::remember_timewait`].
+    timewaits: HashMap<u64, Box<Decoded>>,
     /// The timer removal that came just before a timewait socket's latest re-arm. When the
     /// re-arm turns out to have been a new timewait socket at a killed one's address (a
     /// hand-over claims it), the old connection ended at that removal.
@@ -98,8 +103,19 @@ impl Timeline {
         let full = SockKey::Full(d.skaddr);
         if matches!(self.sockets.state(full), Some(TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing)) {
             self.sockets.rekey(full, SockKey::TimeWait(tw));
-            self.timewaits.insert(tw, *d);
+            self.remember_timewait(tw, *d);
             self.early.insert(tw, d.skaddr);
+        }
+    }
+
+    /// Makes `d` the latest record of the connection in timewait socket `tw`, reusing its
+    /// box when it has one (a re-arm, a record after the hand-over's).
+    fn remember_timewait(&mut self, tw: u64, d: Decoded) {
+        match self.timewaits.entry(tw) {
+            Entry::Occupied(mut latest) => **latest.get_mut() = d,
+            Entry::Vacant(slot) => {
+                slot.insert(Box::new(d));
+            }
         }
     }
 
@@ -148,7 +164,9 @@ impl Timeline {
         }
         let full = SockKey::Full(d.skaddr);
         let mut owner = d.owner;
-        if d.cookie != 0 && self.sockets.state(full).is_none() {
+        // The small inventory first: asking the tracker (tens of thousands of sockets in a
+        // storm) about every record cost a lookup that the inventory nearly always spares.
+        if d.cookie != 0 && self.inventory.contains_key(&d.cookie) && self.sockets.state(full).is_none() {
             if let Some(known) = self.inventory.remove(&d.cookie) {
                 self.sockets.seed(full, known.id, known.state, self.start_ns, known.ends);
                 owner = owner.or(known.owner.map(|o| Owner { source: OwnerSource::Inventory, ..o }));
@@ -183,7 +201,7 @@ impl Timeline {
                     let key = SockKey::TimeWait(tw);
                     let killed_at = self.rearmed_after.remove(&tw).map_or(d.ts_ns, |c| c.ts_ns);
                     if let Some(before) = self.sockets.state(key) {
-                        let ended = Decoded { ts_ns: killed_at, ..old };
+                        let ended = Decoded { ts_ns: killed_at, ..*old };
                         self.emit(key, &ended, before, TcpState::Close, old.owner, Some(EndReason::TimeWaitKilled), out);
                     }
                 }
@@ -191,7 +209,7 @@ impl Timeline {
                     self.emit(full, d, d.oldstate, d.newstate, owner, None, out);
                 }
                 self.sockets.rekey(full, SockKey::TimeWait(tw));
-                self.timewaits.insert(tw, Decoded { owner, ..*d });
+                self.remember_timewait(tw, Decoded { owner, ..*d });
             }
             Kind::TwArmed { tw, state } => {
                 self.adopt_early(tw, d);
@@ -206,7 +224,7 @@ impl Timeline {
                         self.rearmed_after.remove(&tw);
                     }
                 }
-                self.timewaits.insert(tw, *d);
+                self.remember_timewait(tw, *d);
                 // Two CPUs can both report the same change (the hand-over's program and the
                 // timer's, racing): it is shown once.
                 if d.oldstate != state && self.sockets.state(SockKey::TimeWait(tw)) != Some(state) {

@@ -18,11 +18,7 @@ pub enum Controls {
     C0AndC1,
 }
 
-/// Appends the decimal digits of `n`.
-#[inline]
-pub fn push_u64(buf: &mut Vec<u8>, n: u64) {
-    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
+pub use super::line::push_u64;
 
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 

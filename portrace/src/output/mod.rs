@@ -22,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::clock::Zone;
 use crate::features::Features;
 use crate::format::json::{push_str, push_u64, Controls};
+use crate::format::line::{push_fixed, push_with};
 use crate::record::{Alert, Lost, NetnsInfo, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
@@ -219,14 +220,8 @@ impl AddrText {
         }
     }
 
-    /// Dotted quad by hand: this is on the per-event path of every format.
     fn push_ipv4(&mut self, v4: Ipv4Addr) {
-        for (i, octet) in v4.octets().into_iter().enumerate() {
-            if i > 0 {
-                self.push(b".");
-            }
-            self.push(itoa::Buffer::new().format(octet).as_bytes());
-        }
+        self.len += put_ipv4(&mut self.buf[self.len..], v4);
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -237,6 +232,44 @@ impl AddrText {
 
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+
+}
+
+/// Dotted quad by hand, written at the start of `out` (which has room for 15 bytes);
+/// returns its length. This is on the per-event path of every format.
+#[inline]
+fn put_ipv4(out: &mut [u8], v4: Ipv4Addr) -> usize {
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            out[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            out[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        out[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    len
+}
+
+/// Appends an address as [`AddrText::ip`] renders it: an IPv4 address straight into the
+/// line ([`push_with`]), an IPv6 one through the stack.
+#[inline(always)]
+fn push_ip(line: &mut Vec<u8>, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(v4) => push_with::<15>(line, |out| put_ipv4(out, v4)),
+        IpAddr::V6(_) => {
+            let text = AddrText::ip(addr);
+            push_fixed(line, &text.buf, text.len);
+        }
     }
 }
 

@@ -1242,22 +1242,27 @@ fn csv_header_is_written_once_even_without_start() {
 
 #[test]
 fn addresses_render_like_std() {
-    let cases: [IpAddr; 6] = [
+    let cases: [IpAddr; 8] = [
         v4(0, 0, 0, 0),
         v4(255, 255, 255, 255),
         v4(10, 20, 0, 7),
+        v4(9, 99, 100, 199),
+        v4(127, 63, 0, 1),
         "::".parse().unwrap(),
         "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
         "::ffff:192.0.2.1".parse().unwrap(),
     ];
     for addr in cases {
         assert_eq!(AddrText::ip(addr).as_bytes(), addr.to_string().as_bytes());
+        let mut line = b"x".to_vec();
+        push_ip(&mut line, addr);
+        assert_eq!(line, format!("x{addr}").as_bytes());
         assert_eq!(
             AddrText::with_port(addr, 65535).as_bytes(),
             std::net::SocketAddr::new(addr, 65535).to_string().as_bytes()
         );
     }
-    let widest = AddrText::with_port(cases[4], 65535);
+    let widest = AddrText::with_port(cases[6], 65535);
     assert_eq!(widest.as_bytes().len(), 47);
     assert_eq!(AddrText::with_port(cases[1], 65535).as_bytes().len(), 21);
 }

@@ -64,6 +64,12 @@ impl Comm {
         &self.bytes[..self.len as usize]
     }
 
+    /// The whole fixed-size buffer: the name's bytes ([`Comm::as_bytes`]), then padding
+    /// that is not part of it. Lets a writer copy a length known when compiling.
+    pub fn raw(&self) -> &[u8; 16] {
+        &self.bytes
+    }
+
     /// The name as text, with invalid UTF-8 replaced.
     pub fn to_str_lossy(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(self.as_bytes())

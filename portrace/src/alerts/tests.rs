@@ -455,6 +455,39 @@ fn time_wait_towards_one_peer_alerts_on_count_or_rate() {
 }
 
 #[test]
+fn time_wait_groups_freed_and_made_again_keep_their_own_counts() {
+    // Peer 1's TIME_WAITs all end and its group is freed once its rate history leaves the
+    // window; peer 3's group takes the freed place, then peer 1 comes back in a group of
+    // its own. Each count must stay its own.
+    let peer = |remote: u8| Subject::Peer { netns: NETNS, local: ip(2), remote: ip(remote), port: 8080 };
+    let mut rules = Rules::default();
+    rules.time_wait.count = Some(25);
+    let mut records = Vec::new();
+    let mut socket = 0;
+    let mut wave = |records: &mut Vec<Record>, remote: u8, n: u64, from: u64, ended: bool| {
+        for i in 0..n {
+            socket += 1;
+            let c = Tr { socket, local: (ip(2), 1024 + i as u16), remote: (ip(remote), 8080), owner: None };
+            records.push(Record::T(c.at(from + i * MS, FinWait2, TimeWait)));
+            if ended {
+                records.push(Record::T(c.ended(from + i * MS + 10, TimeWait, EndReason::TimeWaitKilled)));
+            }
+        }
+    };
+    wave(&mut records, 1, 60, 0, true);
+    wave(&mut records, 3, 55, 100 * S, false);
+    wave(&mut records, 1, 30, 200 * S, false);
+    let (alerts, d) = run_with(rules, &records, 210 * S, S);
+    assert_eq!(kinds(&alerts), [(AlertKind::TimeWaitPileup, peer(3)), (AlertKind::TimeWaitPileup, peer(1))], "{alerts:#?}");
+    let latest: Vec<_> = d.logged().map(|l| (l.latest.subject.clone(), l.latest.evidence[0].clone())).collect();
+    assert_eq!(
+        latest,
+        [(peer(3), ("time_wait", Evidence::Int(55))), (peer(1), ("time_wait", Evidence::Int(30)))],
+        "{latest:#?}"
+    );
+}
+
+#[test]
 fn the_same_records_give_the_same_alerts_however_time_is_ticked() {
     let mut rules = Rules::default();
     rules.close_wait.after_ns = 2 * S;

@@ -276,6 +276,15 @@ impl TracedRun {
         disturbances(&self.surroundings, &self.foreign_programs, why)
     }
 
+    /// The workload's transitions for which the kernel ran no BPF program at all: the
+    /// raw floor, an empty program on the same tracepoint, ran that many times fewer than
+    /// the workload made transitions. No BPF tracer can show those. A lower bound: others'
+    /// transitions during the run add to the floor's count.
+    pub fn unhanded(&self) -> Option<u64> {
+        let hits = self.floor_raw.as_ref()?.run_cnt;
+        (self.score.expected > 0).then(|| self.score.expected.saturating_sub(hits))
+    }
+
     /// Transitions missing that the tracer did not report as lost.
     pub fn silent(&self) -> u64 {
         self.score.missing().saturating_sub(self.parsed.lost)

@@ -51,6 +51,8 @@ pub struct Row {
     pub skips: u64,
     pub skips_by_program: BTreeMap<String, u64>,
     pub silent: u64,
+    /// The workload's transitions the kernel ran no BPF program for ([`TracedRun::unhanded`]).
+    pub unhanded: u64,
     pub cpu_ns_per_event: Option<f64>,
     pub traced_rate: Option<f64>,
     pub untraced_rate: Option<f64>,
@@ -168,6 +170,7 @@ pub fn row(transport: Transport, tracer: TracerKind, runs: &[TracedRun]) -> Row 
                 .or_insert(0) += p.recursion_misses;
         }
         row.silent += r.silent();
+        row.unhanded += r.unhanded().unwrap_or(0);
         cpu_ns += r.cpu.as_nanos() as f64;
         events += r.parsed.transitions;
         if let Some(w) = &r.workload {
@@ -463,6 +466,14 @@ pub fn notes(rows: &[Row], untraced: &[UntracedRun]) -> String {
                 causes.join(", ")
             );
         }
+        if r.unhanded > 0 {
+            let _ = writeln!(
+                out,
+                "- {name}: the kernel ran no BPF program for {} of the workload's transitions \
+                 (the empty raw tracepoint program ran that many times fewer)",
+                r.unhanded
+            );
+        }
         if r.extra > 0 {
             let _ = writeln!(
                 out,
@@ -539,6 +550,7 @@ pub fn traced_json(r: &TracedRun) -> Value {
         "floor_raw_tracepoint": r.floor_raw.as_ref().map(prog_json),
         "floor_classic_tracepoint": r.floor_classic.as_ref().map(prog_json),
         "floor_errors": r.floor_errors,
+        "kernel_ran_no_program": r.unhanded(),
         "bpf_stats_enabled": r.stats_enabled,
         "tracer_exit": r.tracer_exit,
         "stderr_tail": r.stderr_tail,
@@ -588,4 +600,25 @@ pub fn row_json(r: &Row) -> Value {
         "disturbed": r.disturbed,
         "targets": r.verdicts.iter().map(|v| json!({"target": v.target, "pass": v.pass, "detail": v.detail})).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_name_the_transitions_no_bpf_program_ran_for() {
+        let row = |unhanded| Row {
+            transport: Some(Transport::Loopback),
+            tracer: Some(TracerKind::Portrace),
+            unhanded,
+            ..Row::default()
+        };
+        let text = notes(&[row(200)], &[]);
+        assert!(
+            text.contains("- portrace/loopback: the kernel ran no BPF program for 200 of the workload's transitions"),
+            "{text}"
+        );
+        assert!(!notes(&[row(0)], &[]).contains("no BPF program"));
+    }
 }

@@ -479,7 +479,7 @@ fn time_wait_groups_freed_and_made_again_keep_their_own_counts() {
     wave(&mut records, 1, 30, 200 * S, false);
     let (alerts, d) = run_with(rules, &records, 210 * S, S);
     assert_eq!(kinds(&alerts), [(AlertKind::TimeWaitPileup, peer(3)), (AlertKind::TimeWaitPileup, peer(1))], "{alerts:#?}");
-    let latest: Vec<_> = d.logged().map(|l| (l.latest.subject.clone(), l.latest.evidence[0].clone())).collect();
+    let latest: Vec<_> = d.logged().map(|l| (l.latest.subject, l.latest.evidence[0].clone())).collect();
     assert_eq!(
         latest,
         [(peer(3), ("time_wait", Evidence::Int(55))), (peer(1), ("time_wait", Evidence::Int(30)))],

@@ -96,7 +96,8 @@ pub(super) fn emit(ev: &Event) -> bool {
     // Wake the reader once the ring holds WAKEUP_BYTES (this record included). Asked only
     // at every WAKEUP_CHECK_EVERY-th record of this CPU: the query reads positions the
     // reader writes from another CPU, a cache miss each time, and the reader drains every
-    // few milliseconds anyway; the wakeup is for a burst that would fill the ring sooner.
+    // 10 to 80 ms anyway; the wakeup is for a burst that would fill the ring sooner, and
+    // between a quarter full and full every CPU writing passes many such records.
     let emitted = COUNTERS.get(counter::EMITTED).copied().unwrap_or(0);
     let flags = if emitted % WAKEUP_CHECK_EVERY == 0
         && EVENTS.query(BPF_RB_AVAIL_DATA.into()) + EVENT_SIZE as u64 >= global!(WAKEUP_BYTES)

@@ -355,13 +355,7 @@ fn a_degraded_run_says_so_at_the_start_in_text_and_json() {
         "timer_start did not load: the kernel's verifier rejected it: combined stack size of 2 calls is 560. Too large",
     );
     start.features.limited(crate::features::Feature::Owners, "no kernel \"BTF\"\x1b");
-    let first = |format| {
-        let buf = SharedBuf::default();
-        let mut sink = sink(format, Box::new(buf.clone()), TextOptions::default());
-        sink.start(&start).unwrap();
-        sink.flush().unwrap();
-        buf.text()
-    };
+    let first = |format| written(format, TextOptions::default(), |sink| sink.start(&start));
     insta::assert_snapshot!(first(Format::Text), @r#"
     # owners limited: no kernel "BTF"?
     # TIME_WAIT off: timer_start did not load: the kernel's verifier rejected it: combined stack size of 2 calls is 560. Too large
@@ -370,14 +364,17 @@ fn a_degraded_run_says_so_at_the_start_in_text_and_json() {
     assert_eq!(json["features"]["live_timeline"], serde_json::json!({"on": true, "reason": null}));
     assert_eq!(json["features"]["time_wait"]["on"], false);
     assert_eq!(json["features"]["owners"]["reason"], "no kernel \"BTF\"\u{1b}");
-    let plain = {
-        let buf = SharedBuf::default();
-        let mut sink = sink(Format::Json, Box::new(buf.clone()), TextOptions::default());
-        sink.start(&start_record()).unwrap();
-        sink.flush().unwrap();
-        buf.text()
-    };
+    let plain = written(Format::Json, TextOptions::default(), |sink| sink.start(&start_record()));
     assert!(!plain.contains("features"), "no feature known, none written: {plain}");
+}
+
+/// What a fresh sink of `format` writes for what `feed` hands it, flushed.
+fn written(format: Format, text: TextOptions, feed: impl FnOnce(&mut dyn Sink) -> io::Result<()>) -> String {
+    let buf = SharedBuf::default();
+    let mut sink = sink(format, Box::new(buf.clone()), text);
+    feed(sink.as_mut()).unwrap();
+    sink.flush().unwrap();
+    buf.text()
 }
 
 /// Feeds the start record, every event, and the end record to a fresh sink.
@@ -386,28 +383,27 @@ fn render(format: Format, text: TextOptions) -> String {
 }
 
 fn render_events(format: Format, text: TextOptions, events: Vec<Event>) -> String {
-    let buf = SharedBuf::default();
-    let mut sink = sink(format, Box::new(buf.clone()), text);
-    let mut summary = Summary::new(at(0));
-    sink.start(&start_record()).unwrap();
-    for event in events {
-        match event {
-            Event::S(s) => sink.socket(&s).unwrap(),
-            Event::T(t) => {
-                summary.add_transition(&t);
-                sink.transition(&t).unwrap();
-            }
-            Event::L(l) => {
-                summary.add_lost(&l);
-                sink.lost(&l).unwrap();
+    let out = written(format, text, |sink| {
+        let mut summary = Summary::new(at(0));
+        sink.start(&start_record())?;
+        for event in events {
+            match event {
+                Event::S(s) => sink.socket(&s)?,
+                Event::T(t) => {
+                    summary.add_transition(&t);
+                    sink.transition(&t)?;
+                }
+                Event::L(l) => {
+                    summary.add_lost(&l);
+                    sink.lost(&l)?;
+                }
             }
         }
-    }
-    summary.finish(at(8_000_000));
-    sink.end(&summary).unwrap();
-    sink.flush().unwrap();
+        summary.finish(at(8_000_000));
+        sink.end(&summary)
+    });
     // Snapshots must not change with every release.
-    buf.text().replace(&format!("\"portrace\":\"{VERSION}\""), "\"portrace\":\"[version]\"")
+    out.replace(&format!("\"portrace\":\"{VERSION}\""), "\"portrace\":\"[version]\"")
 }
 
 /// What `portrace --snapshot` writes: the start, the inventory, the end.
@@ -1012,14 +1008,12 @@ fn process_and_netns_details_are_json_records_only() {
     let ns = crate::record::NetnsInfo { time: at(5), netns: NETNS, port_range: Some((32768, 60999)) };
     let unknown_ns = crate::record::NetnsInfo { port_range: None, netns: 1, ..ns };
     let write = |format: Format| {
-        let buf = SharedBuf::default();
-        let mut sink = sink(format, Box::new(buf.clone()), plain());
-        sink.process(&full).unwrap();
-        sink.process(&gone).unwrap();
-        sink.netns(&ns).unwrap();
-        sink.netns(&unknown_ns).unwrap();
-        sink.flush().unwrap();
-        buf.text()
+        written(format, plain(), |sink| {
+            sink.process(&full)?;
+            sink.process(&gone)?;
+            sink.netns(&ns)?;
+            sink.netns(&unknown_ns)
+        })
     };
     let lines = parse_json_lines(&write(Format::Json));
     assert_eq!(
@@ -1059,16 +1053,14 @@ fn cgroups_are_named_in_json_and_csv() {
         ..tr(6, 9, Comm::new("app"), socket, (v4(10, 0, 0, 1), 5000), (v4(10, 0, 0, 2), 80), (Close, SynSent), None)
     };
     let write = |format: Format| {
-        let buf = SharedBuf::default();
-        let mut sink = sink(format, Box::new(buf.clone()), plain());
-        for (g, socket) in [(&container, 1), (&hostile, 2), (&gone, 3)] {
-            sink.cgroup(g).unwrap();
-            sink.transition(&owned(g.id, socket)).unwrap();
-        }
-        // An id no cgroup record named.
-        sink.transition(&owned(99, 4)).unwrap();
-        sink.flush().unwrap();
-        buf.text()
+        written(format, plain(), |sink| {
+            for (g, socket) in [(&container, 1), (&hostile, 2), (&gone, 3)] {
+                sink.cgroup(g)?;
+                sink.transition(&owned(g.id, socket))?;
+            }
+            // An id no cgroup record named.
+            sink.transition(&owned(99, 4))
+        })
     };
     let lines = parse_json_lines(&write(Format::Json));
     assert_eq!(

@@ -22,6 +22,14 @@ pub use super::line::push_u64;
 
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
+/// Whether [`push_str`] copies `bytes` unchanged whatever the `controls`: printable ASCII
+/// but `"` and `\`. Lets a writer copy such text (nearly every process name) without the
+/// escaping pass.
+#[inline]
+pub fn needs_no_escape(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+}
+
 /// Appends `bytes` as the inside of a JSON string: `"` and `\` escaped, the `controls`
 /// as `\u00XX`, invalid UTF-8 replaced by U+FFFD (one per maximal invalid sequence, as
 /// `String::from_utf8_lossy` does).
@@ -203,6 +211,19 @@ mod tests {
 
     fn push_json_str(buf: &mut Vec<u8>, bytes: &[u8]) {
         push_str(buf, bytes, Controls::C0AndC1);
+    }
+
+    #[test]
+    fn text_needing_no_escape_is_what_push_str_copies_unchanged() {
+        for b in 0u8..=255 {
+            for controls in [Controls::C0, Controls::C0AndC1] {
+                let mut buf = Vec::new();
+                push_str(&mut buf, &[b'a', b], controls);
+                assert_eq!(needs_no_escape(&[b]), buf == [b'a', b], "byte {b:#04x}");
+            }
+        }
+        assert!(needs_no_escape(b"nginx: worker") && needs_no_escape(b""));
+        assert!(!needs_no_escape(b"a\"b") && !needs_no_escape("é".as_bytes()));
     }
 
     #[test]

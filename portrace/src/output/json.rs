@@ -10,6 +10,7 @@ use super::{push_ip, push_json_str, push_micros, push_u64, Sink, Start, VERSION}
 use crate::clock::Rfc3339Cache;
 use crate::format::line::push_fixed;
 use crate::format::errno::push_tcp_name;
+use crate::format::json::needs_no_escape;
 use crate::record::{Comm, Endpoints, Family, Lost, NetnsInfo, Owner, ProcessInfo, SocketRecord, Timestamp, Transition};
 use crate::summary::Summary;
 
@@ -80,7 +81,7 @@ impl JsonSink {
     #[inline(always)]
     fn comm_field(&mut self, key: &'static str, comm: &Comm) {
         let name = comm.as_bytes();
-        if name.iter().all(|&b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\') {
+        if needs_no_escape(name) {
             self.key(key);
             self.line.push(b'"');
             push_fixed(&mut self.line, comm.raw(), name.len());

@@ -132,12 +132,19 @@ pub struct Rfc3339([u8; Rfc3339::LEN]);
 impl Rfc3339 {
     pub const LEN: usize = 27;
 
+    /// Where the six digits of microseconds are in the text.
+    const MICROS: std::ops::Range<usize> = 20..26;
+
     /// Renders `unix_ns` (nanoseconds since the Unix epoch). The sub-microsecond part is
     /// truncated, not rounded, so a time never shows as later than it was. Times outside
     /// years 0000..=9999 are clamped to that range.
     pub fn new(unix_ns: i128) -> Rfc3339 {
         let (secs, sub_ns) = split_ns(unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS));
-        let micros = sub_ns / 1_000;
+        Rfc3339::at(secs, sub_ns / 1_000)
+    }
+
+    /// The text of `micros` microseconds past second `secs` (as [`split_ns`] gives it).
+    fn at(secs: i64, micros: u32) -> Rfc3339 {
         let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
         let sod = secs.rem_euclid(SECS_PER_DAY) as u32;
 
@@ -182,12 +189,13 @@ impl Rfc3339Cache {
     pub fn push(&mut self, line: &mut Vec<u8>, unix_ns: i128) {
         let (secs, sub_ns) = split_ns(unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS));
         if secs != self.second {
-            self.text = Rfc3339::new(unix_ns);
+            self.text = Rfc3339::at(secs, 0);
             self.second = secs;
         }
         let start = line.len();
         line.extend_from_slice(&self.text.0);
-        put_digits(&mut line[start + 20..start + 26], sub_ns / 1_000);
+        let micros = Rfc3339::MICROS;
+        put_digits(&mut line[start + micros.start..start + micros.end], sub_ns / 1_000);
     }
 }
 

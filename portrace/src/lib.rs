@@ -55,5 +55,6 @@ pub mod hitcount;
 pub mod priority;
 pub mod stack_budget;
 pub mod startup;
+pub mod heap;
 #[cfg(test)]
 mod test_dir;

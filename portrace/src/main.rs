@@ -12,6 +12,7 @@ use portrace::commands::{self, Args};
 
 fn main() -> ExitCode {
     portrace::startup::began();
+    portrace::heap::return_large_blocks();
     let task = Args::parse_env();
     // A recording is a file the user names: read with the user's rights, never the
     // program's (a binary given capabilities has them for whoever runs it).

@@ -1,0 +1,23 @@
+//! How the process's heap gives memory back to the system.
+//!
+//! The C library serves an allocation of 128 KiB or more with a mapping of its own, which
+//! it unmaps when the block is freed. But once such a block is freed it raises that
+//! threshold to the block's size (up to 32 MiB), and from then on large blocks come from
+//! the heap, where a freed one stays resident. Start-up reads the kernel's BTF (about 6 MB)
+//! and frees it, so every hash table and queue a connection storm then grew came from the
+//! heap, and each table a growth left behind stayed in portrace's resident memory. Fixing
+//! the threshold keeps large blocks in mappings of their own.
+
+/// The C library's default threshold.
+const LARGE_BLOCK: usize = 128 * 1024;
+
+/// Keeps blocks of [`LARGE_BLOCK`] or more in mappings of their own, returned when freed.
+/// Called first thing in `main`, before anything large is allocated.
+pub fn return_large_blocks() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a parameter of the allocator; no allocation is in flight
+    // while main starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_BLOCK as libc::c_int);
+    }
+}

@@ -118,6 +118,11 @@ impl Sockets {
         self.live.get(&key).map(|l| l.state)
     }
 
+    /// The endpoints the tracker has for a socket.
+    pub fn ends(&self, key: SockKey) -> Option<Endpoints> {
+        self.live.get(&key).map(|l| l.ends)
+    }
+
     /// Whether `old -> new` is the last transition the socket at `key` made, seen already:
     /// it is in `new` having left `old`, or it went from `old` into CLOSE or to a timewait
     /// socket a moment ago and its address holds no socket in `old` now. A socket never

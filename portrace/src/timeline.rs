@@ -4,7 +4,6 @@
 //! each connection's last transition its reason, and attaches sockets that existed before
 //! the trace (the inventory) to their later transitions.
 
-use std::collections::hash_map::Entry;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
@@ -12,7 +11,7 @@ use crate::clock::Clock;
 use crate::decode::{Decoded, Kind};
 use crate::gaps;
 use crate::reasons::{end_reason, timewait_expired};
-use crate::record::{EndReason, Owner, OwnerSource, SocketRecord, Transition};
+use crate::record::{Comm, EndReason, Family, Owner, OwnerSource, SocketRecord, Transition};
 use crate::sockets::{Endpoints, SockKey, Sockets};
 use crate::tcp_state::TcpState;
 
@@ -32,6 +31,33 @@ struct Known {
     ends: Endpoints,
 }
 
+/// What the timeline keeps of a connection living in a timewait socket, for the line that
+/// ends it when the end has no record of its own (a kill that shows only as a new
+/// connection's hand-over at its address): what the kernel's records carry that the socket
+/// tracker does not. The addresses and ports are the tracker's. Kept small and inline: a
+/// storm leaves tens of thousands of connections in TIME_WAIT at once.
+#[derive(Clone, Copy, Debug)]
+struct InTimeWait {
+    owner: Option<Owner>,
+    family: Family,
+    error: i32,
+    retransmits: u8,
+}
+
+impl InTimeWait {
+    fn of(d: &Decoded, owner: Option<Owner>) -> InTimeWait {
+        InTimeWait { owner, family: d.family, error: d.error, retransmits: d.retransmits }
+    }
+}
+
+/// A timewait timer's removal: when, and the task on the CPU then.
+#[derive(Clone, Copy, Debug)]
+struct Removal {
+    ts_ns: u64,
+    pid: u32,
+    comm: Comm,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct PendingCancel {
     tw: u64,
@@ -47,15 +73,12 @@ pub struct Timeline {
     start_ns: u64,
     timewait_tracked: bool,
     cancels: Vec<PendingCancel>,
-    /// The latest record of each connection living in a timewait socket, by its address.
-    /// Boxed: in a connection storm this grows to tens of thousands of entries, and each
-    /// time the table grew it moved every whole record (a few percent of the process's
-    /// CPU); boxes keep its entries small. See [`Timeline::remember_timewait`].
-    timewaits: HashMap<u64, Box<Decoded>>,
+    /// Each connection living in a timewait socket, by the timewait socket's address.
+    timewaits: HashMap<u64, InTimeWait>,
     /// The timer removal that came just before a timewait socket's latest re-arm. When the
     /// re-arm turns out to have been a new timewait socket at a killed one's address (a
     /// hand-over claims it), the old connection ended at that removal.
-    rearmed_after: HashMap<u64, Decoded>,
+    rearmed_after: HashMap<u64, Removal>,
     /// Timewait sockets whose own records came before their hand-over's (records of
     /// different CPUs reach the ring out of order): the connection was moved to them
     /// then, by the full socket address those records name, and their hand-over, when it
@@ -103,19 +126,8 @@ impl Timeline {
         let full = SockKey::Full(d.skaddr);
         if matches!(self.sockets.state(full), Some(TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing)) {
             self.sockets.rekey(full, SockKey::TimeWait(tw));
-            self.remember_timewait(tw, *d);
+            self.timewaits.insert(tw, InTimeWait::of(d, d.owner));
             self.early.insert(tw, d.skaddr);
-        }
-    }
-
-    /// Makes `d` the latest record of the connection in timewait socket `tw`, reusing its
-    /// box when it has one (a re-arm, a record after the hand-over's).
-    fn remember_timewait(&mut self, tw: u64, d: Decoded) {
-        match self.timewaits.entry(tw) {
-            Entry::Occupied(mut latest) => **latest.get_mut() = d,
-            Entry::Vacant(slot) => {
-                slot.insert(Box::new(d));
-            }
         }
     }
 
@@ -198,18 +210,13 @@ impl Timeline {
                 self.early.remove(&tw);
                 self.settle_where(|c| c.tw == tw, out);
                 if let Some(old) = self.timewaits.remove(&tw) {
-                    let key = SockKey::TimeWait(tw);
-                    let killed_at = self.rearmed_after.remove(&tw).map_or(d.ts_ns, |c| c.ts_ns);
-                    if let Some(before) = self.sockets.state(key) {
-                        let ended = Decoded { ts_ns: killed_at, ..*old };
-                        self.emit(key, &ended, before, TcpState::Close, old.owner, Some(EndReason::TimeWaitKilled), out);
-                    }
+                    self.killed_by_handover(tw, old, d, out);
                 }
                 if d.oldstate != d.newstate {
                     self.emit(full, d, d.oldstate, d.newstate, owner, None, out);
                 }
                 self.sockets.rekey(full, SockKey::TimeWait(tw));
-                self.remember_timewait(tw, Decoded { owner, ..*d });
+                self.timewaits.insert(tw, InTimeWait::of(d, owner));
             }
             Kind::TwArmed { tw, state } => {
                 self.adopt_early(tw, d);
@@ -217,14 +224,14 @@ impl Timeline {
                 // last reported it: a re-arm in the same state is no transition.
                 match self.cancels.iter().position(|c| c.tw == tw) {
                     Some(i) => {
-                        let c = self.cancels.remove(i);
-                        self.rearmed_after.insert(tw, c.record);
+                        let c = self.cancels.remove(i).record;
+                        self.rearmed_after.insert(tw, Removal { ts_ns: c.ts_ns, pid: c.pid, comm: c.comm });
                     }
                     None => {
                         self.rearmed_after.remove(&tw);
                     }
                 }
-                self.remember_timewait(tw, *d);
+                self.timewaits.insert(tw, InTimeWait::of(d, owner));
                 // Two CPUs can both report the same change (the hand-over's program and the
                 // timer's, racing): it is shown once.
                 if d.oldstate != state && self.sockets.state(SockKey::TimeWait(tw)) != Some(state) {
@@ -249,6 +256,29 @@ impl Timeline {
             }
             Kind::Exec => {}
         }
+    }
+
+    /// The connection at timewait address `tw`, `old`, ended unseen before the hand-over
+    /// `d` of a new connection to that address: killed at the timer removal that came
+    /// before what looked like its re-arm, or else at the hand-over. The line is of the task
+    /// on the CPU at that moment, as every line is.
+    fn killed_by_handover(&mut self, tw: u64, old: InTimeWait, d: &Decoded, out: &mut Vec<Transition>) {
+        let key = SockKey::TimeWait(tw);
+        let (Some(before), Some(ends)) = (self.sockets.state(key), self.sockets.ends(key)) else {
+            return;
+        };
+        let at = self.rearmed_after.remove(&tw).unwrap_or(Removal { ts_ns: d.ts_ns, pid: d.pid, comm: d.comm });
+        let ended = Decoded {
+            ts_ns: at.ts_ns,
+            pid: at.pid,
+            comm: at.comm,
+            family: old.family,
+            ends,
+            error: old.error,
+            retransmits: old.retransmits,
+            ..*d
+        };
+        self.emit(key, &ended, before, TcpState::Close, old.owner, Some(EndReason::TimeWaitKilled), out);
     }
 
     /// Settles timewait timer removals that no re-arm or expiry followed: those timewait
@@ -562,7 +592,9 @@ mod tests {
         // hand-over claims it.
         let (mut t, mut out) = (timeline(), vec![]);
         active_close_until_handover(&mut t, &mut out, TimeWait);
-        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 100, SK, TimeWait, Close), &mut out);
+        // The removal ran in a softirq that interrupted another task.
+        let removal = rec(Kind::TwCancel { tw: TW, state: TimeWait }, 100, SK, TimeWait, Close);
+        t.push(&Decoded { pid: 0, comm: Comm::new("swapper/1"), ..removal }, &mut out);
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, TimeWait, TimeWait), &mut out);
         const SK2: u64 = 0xc0;
         let mut second = rec(Kind::Transition, 90, SK2, Close, SynSent);
@@ -574,6 +606,12 @@ mod tests {
         let ends: Vec<_> =
             out.iter().filter(|t| t.newstate == Close).map(|t| (t.socket, t.ends.sport, t.reason, t.time.mono_ns)).collect();
         assert_eq!(ends, vec![(1, 40000, Some(EndReason::TimeWaitKilled), 100)], "dated at the removal");
+        let killed = out.iter().find(|t| t.newstate == Close).unwrap();
+        assert_eq!(
+            (killed.pid, killed.comm, killed.owner.map(|o| o.pid)),
+            (0, Comm::new("swapper/1"), Some(9)),
+            "of the task on the CPU at the removal, owned by the old connection's owner"
+        );
         let last = out.last().unwrap();
         assert_eq!((last.socket, last.ends.sport, last.oldstate, last.newstate), (2, 40001, FinWait2, TimeWait));
     }

@@ -200,6 +200,12 @@ pub(super) struct Cancelled {
     pub(super) entry: TimeWaitEntry,
     /// Whether the removal's record reached the ring buffer.
     pub(super) delivered: u64,
+    /// The timewait socket whose timer was last removed while no hand-over had claimed it
+    /// yet, and when: an arming right after is a re-arm, which must be noted for the
+    /// hand-over (`EARLY_TW`); an arming without one is a first arming, which needs no
+    /// note.
+    pub(super) unclaimed_tw: u64,
+    pub(super) unclaimed_ts_ns: u64,
 }
 
 /// Timer removals that userspace got and whose follow-up (re-arm or expiry) it will not
@@ -241,10 +247,12 @@ pub(super) struct PendingTw {
     pub(super) _pad: [u8; 3],
 }
 
-/// A timewait socket's timer armed where no entry was known for it yet: its first arming
-/// (the hand-over that claims it follows), or a re-arm that beat the hand-over's program
-/// to it (the peer's FIN reached the new timewait socket on another CPU). The hand-over
-/// reads it to report such a change where and when it happened.
+/// A timewait socket's timer re-armed where no entry was known for it yet: the re-arm
+/// beat the hand-over's program to it (the peer's FIN reached the new timewait socket on
+/// another CPU). The hand-over reads it to report such a change where and when it
+/// happened. A first arming is not noted: the hand-over that follows it on the same CPU
+/// reads the socket's state itself, and a note in this LRU map (an insert, a lookup and a
+/// removal per connection) cost more than the rest of the timer's work.
 #[map]
 pub(super) static EARLY_TW: LruHashMap<u64, EarlyTw> = LruHashMap::with_max_entries(4096, 0);
 

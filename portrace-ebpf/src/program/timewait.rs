@@ -249,12 +249,32 @@ pub(super) fn armed(tw: u64, substate: u8) {
         followed(tw, &r, delivered);
     } else if let Some(entry) = TIMEWAITS.get_ptr_mut(&tw) {
         substate_changed(tw, entry, substate);
-    } else {
+    } else if rearm_of_unclaimed(tw) {
         note_early(tw, substate);
     }
 }
 
-/// Notes a timewait socket armed before any hand-over claimed it (see `EARLY_TW`).
+/// Whether an arming of unclaimed timewait socket `tw` is a re-arm: the kernel removed the
+/// timer a moment ago on this CPU (it removes a pending timer right before re-arming it,
+/// in the same call; a first arming has no removal before it).
+pub(super) fn rearm_of_unclaimed(tw: u64) -> bool {
+    let Some(slot) = CANCELLED.get_ptr_mut(0) else {
+        // Cannot tell: a note costs time but loses nothing.
+        return true;
+    };
+    // SAFETY: this CPU's map value, valid while the program runs.
+    unsafe {
+        if (*slot).unclaimed_tw != tw
+            || bpf_ktime_get_ns().wrapping_sub((*slot).unclaimed_ts_ns) > REARM_WINDOW_NS
+        {
+            return false;
+        }
+        (*slot).unclaimed_tw = 0;
+    }
+    true
+}
+
+/// Notes a timewait socket re-armed before any hand-over claimed it (see `EARLY_TW`).
 #[inline(never)]
 pub(super) fn note_early(tw: u64, substate: u8) {
     let mut early = EarlyTw {
@@ -310,6 +330,14 @@ pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
     };
     // SAFETY: the map value is read at once, while this program runs; the kernel keeps it valid until the program returns, even if another CPU deletes the entry.
     let Some(entry) = (unsafe { TIMEWAITS.get(&tw) }).copied() else {
+        // Not claimed yet: an arming right after is a re-arm (see `rearm_of_unclaimed`).
+        if let Some(slot) = CANCELLED.get_ptr_mut(0) {
+            // SAFETY: this CPU's map value; written field by field.
+            unsafe {
+                (*slot).unclaimed_tw = tw;
+                (*slot).unclaimed_ts_ns = bpf_ktime_get_ns();
+            }
+        }
         return 0;
     };
     let _ = TIMEWAITS.remove(&tw);

@@ -123,7 +123,10 @@ pub(super) fn process(ev: &mut Event, rescue: bool, located: bool) {
         // written in place. An insert allocates a new element and frees the old one, a
         // cost otherwise paid twice per connection; it is kept for a different owner, so
         // that another CPU reading the entry never sees half of one and half of another.
-        let stored = OWNERS.get_ptr_mut(&sk);
+        // A new socket (it leaves CLOSE, or a child leaves its listener's LISTEN) has no
+        // entry but a stale one: it is inserted without a lookup first.
+        let birth = ev.oldstate == tcp::CLOSE || ev.oldstate == tcp::LISTEN;
+        let stored = if birth { None } else { OWNERS.get_ptr_mut(&sk) };
         // SAFETY: the map value stays valid while the program runs.
         let same = stored.is_some_and(|p| unsafe {
             (*p).pid == owner.pid

@@ -5,20 +5,23 @@
 //! ESTABLISHED`) against those that did not (`SYN_RECV -> CLOSE`). Alerts when, within
 //! `handshake.window`, `handshake.failures` or more failed and they are at least
 //! `handshake.failure_rate` percent of the handshakes that ended.
-
-use std::collections::VecDeque;
+//!
+//! The window is kept as runs of outcomes ([`super::window`]): a storm of handshakes to one
+//! destination costs a few dozen entries a window, not one per handshake; the window is
+//! exact to within 1/64 of its length, the counts in it exact.
 
 use foldhash::HashMap;
 use std::net::IpAddr;
 
 use super::close_wait::seconds;
 use super::rules::Rules;
+use super::window::Runs;
 use super::{endpoint, Alert, AlertKind, AlertProcess, Ctx, Evidence, Severity, Subject};
 use crate::record::{EndReason, Owner, Transition};
 use crate::tcp_state::TcpState;
 
 /// Handshakes kept per subject at most (the oldest go first).
-const MAX_EVENTS: usize = 100_000;
+const MAX_EVENTS: u64 = 100_000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -30,16 +33,23 @@ enum Outcome {
 
 #[derive(Default)]
 struct Window {
-    /// (time, outcome) in the window.
-    ends: VecDeque<(u64, Outcome)>,
-    failed: u64,
-    refused: u64,
-    timed_out: u64,
+    /// The handshakes that ended in the window, by outcome.
+    ends: Runs<Outcome>,
+    failures: Failures,
     last_ns: u64,
 }
 
-impl Window {
-    fn count(&mut self, o: Outcome, add: bool) {
+/// The failed handshakes in a window, by outcome.
+#[derive(Default)]
+struct Failures {
+    failed: u64,
+    refused: u64,
+    timed_out: u64,
+}
+
+impl Failures {
+    /// Counts `n` handshakes with outcome `o` in (`add`) or out of the window.
+    fn count(&mut self, o: Outcome, n: u32, add: bool) {
         let slot = match o {
             Outcome::Ok => return,
             Outcome::Refused => &mut self.refused,
@@ -47,13 +57,13 @@ impl Window {
             Outcome::Failed => &mut self.failed,
         };
         if add {
-            *slot += 1;
+            *slot += u64::from(n);
         } else {
-            *slot -= 1;
+            *slot -= u64::from(n);
         }
     }
 
-    fn failures(&self) -> u64 {
+    fn total(&self) -> u64 {
         self.failed + self.refused + self.timed_out
     }
 }
@@ -85,21 +95,15 @@ impl Handshake {
         } else {
             (&mut self.listeners, (t.ends.netns, t.ends.saddr, t.ends.sport))
         };
-        let w = map.entry(key).or_default();
-        w.ends.push_back((now, outcome));
-        w.last_ns = w.last_ns.max(now);
-        w.count(outcome, true);
         let r = &ctx.rules.handshake;
+        let w = map.entry(key).or_default();
+        w.ends.push(now, outcome, r.window_ns);
+        w.last_ns = w.last_ns.max(now);
+        w.failures.count(outcome, 1, true);
         let from = now.saturating_sub(r.window_ns);
-        while let Some(&(time, o)) = w.ends.front() {
-            if time >= from && w.ends.len() <= MAX_EVENTS {
-                break;
-            }
-            w.ends.pop_front();
-            w.count(o, false);
-        }
-        let total = w.ends.len() as u64;
-        let failures = w.failures();
+        w.ends.prune(from, MAX_EVENTS, |o, n| w.failures.count(o, n, false));
+        let total = w.ends.events();
+        let failures = w.failures.total();
         if failures < u64::from(r.failures) || failures * 100 < u64::from(r.failure_pct) * total {
             return;
         }
@@ -112,7 +116,7 @@ impl Handshake {
         if !ctx.due(AlertKind::HandshakeTrouble, &subject, now, 0) {
             return;
         }
-        let (refused, timed_out, other) = (w.refused, w.timed_out, w.failed);
+        let Failures { failed: other, refused, timed_out } = w.failures;
         let process: Option<AlertProcess> = t.owner.as_ref().map(|o: &Owner| ctx.process(o.pid, o.comm));
         let place = endpoint(addr, port);
         let window = seconds(r.window_ns);
@@ -159,6 +163,13 @@ impl Handshake {
             ],
         };
         ctx.raise(alert, out);
+    }
+
+    /// The entries (runs) holding the handshakes that ended towards a destination, and
+    /// how many ended, in the window.
+    #[cfg(test)]
+    pub(super) fn entries(&self, netns: u32, addr: IpAddr, port: u16) -> Option<(usize, u64)> {
+        self.clients.get(&(netns, addr, port)).map(|w| (w.ends.runs(), w.ends.events()))
     }
 
     /// Forgets subjects with nothing in the window.

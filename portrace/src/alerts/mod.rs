@@ -6,7 +6,9 @@
 //! ([`Detectors::on_process`], [`Detectors::on_netns`]), the passing of time
 //! ([`Detectors::tick`]) and the end of the trace ([`Detectors::finish`]).
 //! One file per detector: [`scan`], [`new_listener`], [`owner`] (unexpected owners),
-//! [`close_wait`], [`time_wait`], [`handshake`]; their thresholds come from [`rules`].
+//! [`close_wait`], [`time_wait`], [`handshake`]; their thresholds come from [`rules`], and
+//! the windows that scan, TIME_WAIT and handshake rates are counted over are [`window`]'s
+//! runs of events (exact to within 1/64 of the window).
 //!
 //! The engine is pure and deterministic: it reads no clock and no file, only the records'
 //! own timestamps (the kernel's monotonic nanoseconds), so a recording fed to it gives the
@@ -27,6 +29,7 @@ pub mod scan;
 pub mod section;
 pub mod sink;
 pub mod time_wait;
+pub mod window;
 
 use std::collections::BTreeMap;
 

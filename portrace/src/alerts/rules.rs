@@ -2,6 +2,9 @@
 //! allowlist, and the TOML rules file (`--rules FILE`) that sets them. Unknown keys are
 //! errors that name the key and the file; every value is validated.
 //!
+//! A `window` is exact to within 1/64 of its length: an event is counted until it is as
+//! old as the window, and may be counted for up to 1/64 of it longer ([`super::window`]).
+//!
 //! ```toml
 //! repeat = "60s"               # a subject alerts again only after this long
 //! disable = ["new_listener"]   # detectors to turn off

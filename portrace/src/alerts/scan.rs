@@ -10,13 +10,16 @@
 //! Alerts when the distinct destinations reach `scan.targets`, or when the distinct
 //! destinations of failed connects reach `scan.failures` and failures are at least
 //! `scan.failure_rate` percent of the connects that ended.
-
-use std::collections::VecDeque;
+//!
+//! The window is kept as runs of events ([`super::window`]): a process connecting to one
+//! destination over and over costs a few dozen entries a window, not one per SYN; the
+//! window is exact to within 1/64 of its length, the counts in it exact.
 
 use foldhash::HashMap;
 use std::net::IpAddr;
 
 use super::rules::Rules;
+use super::window::Runs;
 use super::{endpoint, Alert, AlertKind, Ctx, Evidence, Severity, Subject, REFRESH_NS};
 use crate::record::{Comm, EndReason, Timestamp, Transition};
 use crate::tcp_state::TcpState;
@@ -24,7 +27,7 @@ use crate::tcp_state::TcpState;
 /// Destinations listed in an alert at most.
 const SAMPLE: usize = 10;
 /// Events kept per process at most (the oldest go first).
-const MAX_EVENTS: usize = 100_000;
+const MAX_EVENTS: u64 = 100_000;
 
 type Dest = (IpAddr, u16);
 
@@ -34,12 +37,13 @@ struct Process {
     netns: u32,
     last_ns: u64,
     last_time: Option<Timestamp>,
-    /// SYNs in the window: (time, destination).
-    syns: VecDeque<(u64, Dest)>,
+    /// SYNs in the window, by destination.
+    syns: Runs<Dest>,
     /// SYNs per destination in the window.
     dests: HashMap<Dest, u32>,
-    /// Connects that ended in the window: (time, destination, failed).
-    ends: VecDeque<(u64, Dest, bool)>,
+    /// Connects that ended in the window, by destination and whether they failed.
+    ends: Runs<(Dest, bool)>,
+    /// Failed connects in the window.
     failed: u32,
     /// Failed connects per destination in the window.
     failed_dests: HashMap<Dest, u32>,
@@ -48,29 +52,20 @@ struct Process {
 impl Process {
     fn prune(&mut self, now: u64, window: u64) {
         let from = now.saturating_sub(window);
-        while let Some(&(t, d)) = self.syns.front() {
-            if t >= from && self.syns.len() <= MAX_EVENTS {
-                break;
-            }
-            self.syns.pop_front();
-            decrement(&mut self.dests, d);
-        }
-        while let Some(&(t, d, failed)) = self.ends.front() {
-            if t >= from && self.ends.len() <= MAX_EVENTS {
-                break;
-            }
-            self.ends.pop_front();
+        self.syns.prune(from, MAX_EVENTS, |d, n| decrement(&mut self.dests, d, n));
+        self.ends.prune(from, MAX_EVENTS, |(d, failed), n| {
             if failed {
-                self.failed -= 1;
-                decrement(&mut self.failed_dests, d);
+                self.failed -= n;
+                decrement(&mut self.failed_dests, d, n);
             }
-        }
+        });
     }
 }
 
-fn decrement(map: &mut HashMap<Dest, u32>, d: Dest) {
+/// Takes `by` events of `d` out of its count, forgetting it at 0.
+fn decrement(map: &mut HashMap<Dest, u32>, d: Dest, by: u32) {
     if let Some(n) = map.get_mut(&d) {
-        *n -= 1;
+        *n -= by;
         if *n == 0 {
             map.remove(&d);
         }
@@ -94,14 +89,14 @@ fn failed(reason: Option<EndReason>) -> bool {
 /// Whether a process's window meets the scan rules.
 fn holds(p: &Process, rules: &Rules) -> bool {
     let r = &rules.scan;
-    let rate_ok = u64::from(p.failed) * 100 >= u64::from(r.failure_pct) * p.ends.len() as u64;
+    let rate_ok = u64::from(p.failed) * 100 >= u64::from(r.failure_pct) * p.ends.events();
     p.dests.len() >= r.targets as usize || (p.failed_dests.len() >= r.failures as usize && rate_ok)
 }
 
 fn build(pid: u32, p: &Process, ctx: &Ctx, time: Timestamp) -> Alert {
     let window = ctx.rules.scan.window_ns;
     let mut sample = Vec::new();
-    for &(_, d) in &p.syns {
+    for d in p.syns.iter().map(|run| run.key) {
         if sample.len() == SAMPLE {
             break;
         }
@@ -115,7 +110,7 @@ fn build(pid: u32, p: &Process, ctx: &Ctx, time: Timestamp) -> Alert {
     let mut ports: Vec<u16> = p.dests.keys().map(|d| d.1).collect();
     ports.sort_unstable();
     ports.dedup();
-    let ended = p.ends.len() as u64;
+    let ended = p.ends.events();
     let rate = if ended == 0 { 0.0 } else { f64::from(p.failed) / ended as f64 };
     let process = ctx.process(pid, p.comm);
     let window_s = window as f64 / 1e9;
@@ -143,7 +138,7 @@ fn build(pid: u32, p: &Process, ctx: &Ctx, time: Timestamp) -> Alert {
             ("targets", Evidence::Int(p.dests.len() as u64)),
             ("hosts", Evidence::Int(hosts.len() as u64)),
             ("ports", Evidence::Int(ports.len() as u64)),
-            ("syns", Evidence::Int(p.syns.len() as u64)),
+            ("syns", Evidence::Int(p.syns.events())),
             ("sample", Evidence::List(sample.iter().map(|&(a, port)| endpoint(a, port)).collect())),
             ("connects_ended", Evidence::Int(ended)),
             ("connects_failed", Evidence::Int(u64::from(p.failed))),
@@ -168,14 +163,14 @@ impl Scan {
         let p = match (t.oldstate, t.newstate) {
             (TcpState::Close, TcpState::SynSent) => {
                 let p = self.processes.entry(owner.pid).or_default();
-                p.syns.push_back((now, dest));
+                p.syns.push(now, dest, window);
                 *p.dests.entry(dest).or_default() += 1;
                 p
             }
             (TcpState::SynSent, TcpState::Established | TcpState::Close) => {
                 let Some(p) = self.processes.get_mut(&owner.pid) else { return };
                 let failed = t.newstate == TcpState::Close && failed(t.reason);
-                p.ends.push_back((now, dest, failed));
+                p.ends.push(now, (dest, failed), window);
                 if failed {
                     p.failed += 1;
                     *p.failed_dests.entry(dest).or_default() += 1;
@@ -212,6 +207,12 @@ impl Scan {
                 ctx.update(alert);
             }
         }
+    }
+
+    /// The entries (runs) holding a process's SYNs and ended connects in the window.
+    #[cfg(test)]
+    pub(super) fn entries(&self, pid: u32) -> Option<(usize, usize)> {
+        self.processes.get(&pid).map(|p| (p.syns.runs(), p.ends.runs()))
     }
 
     /// Forgets processes that sent nothing within the window.

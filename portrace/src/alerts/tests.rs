@@ -217,6 +217,60 @@ fn scan_thresholds_and_windows() {
     assert_eq!(fast[0].time, ts(2 * MS));
 }
 
+/// A connect by `pid` from socket `socket` to `dest` at `at`, refused 50 us later, or
+/// established when `refused` is false.
+fn connect(pid: u32, socket: u64, dest: (IpAddr, u16), at: u64, refused: bool) -> [Transition; 2] {
+    let c = Tr { socket, local: (ip(2), 0), remote: dest, owner: owner(pid, "client") };
+    let end = if refused {
+        c.ended(at + 50_000, SynSent, EndReason::Refused)
+    } else {
+        c.at(at + 50_000, SynSent, Established)
+    };
+    [c.at(at, Close, SynSent), end]
+}
+
+/// Feeds transitions to `d` as they come, returning the alerts.
+fn feed(d: &mut Detectors, transitions: impl IntoIterator<Item = Transition>) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for t in transitions {
+        d.on_transition(&t, &mut out);
+    }
+    out
+}
+
+/// The value of an alert's evidence `key`.
+fn evidence<'a>(a: &'a Alert, key: &str) -> &'a Evidence {
+    &a.evidence.iter().find(|e| e.0 == key).unwrap_or_else(|| panic!("no {key} in {a:#?}")).1
+}
+
+#[test]
+fn a_storm_to_one_destination_keeps_the_scan_window_small_and_its_counts_exact() {
+    let mut d = Detectors::new(Rules::default(), PortRange::kernel_default());
+    let storm = (ip(1), 8080);
+    // 20,000 refused connects to one destination in 2 s: no scan (one destination), and
+    // 13 runs a queue (2 s in slices of 10 s / 64), where each connect took an entry.
+    let alerts = feed(&mut d, (0..20_000u64).flat_map(|i| connect(5, i + 1, storm, i * 100_000, true)));
+    assert!(alerts.iter().all(|a| a.kind != AlertKind::Scan), "{alerts:#?}");
+    assert_eq!(d.scan.entries(5), Some((13, 13)));
+    // One connect a second to another destination keeps the process in the window while
+    // the storm leaves it; then 10 refused destinations at 20 s. The storm's SYNs and
+    // failures must all have left, runs and counts: 10 failed destinations, not 11.
+    let other = (ip(3), 443);
+    feed(&mut d, (3..20u64).flat_map(|s| connect(5, 30_000 + s, other, s * S, false)));
+    let scan = (0..10u64).flat_map(|i| connect(5, 40_000 + i, (ip(9), 1000 + i as u16), 20 * S + i * MS, true));
+    let alerts: Vec<Alert> = feed(&mut d, scan).into_iter().filter(|a| a.kind == AlertKind::Scan).collect();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(a.time, ts(20 * S + 9 * MS + 50_000));
+    // In the window from 10.009 s: the connects to `other` at 11..=19 s and the scan's.
+    let counts =
+        [("targets", 11), ("syns", 19), ("connects_ended", 19), ("connects_failed", 10), ("failed_targets", 10)];
+    for (key, value) in counts {
+        assert_eq!(evidence(a, key), &Evidence::Int(value), "{key}: {a:#?}");
+    }
+    assert_eq!(d.scan.entries(5), Some((9 + 10, 9 + 10)));
+}
+
 #[test]
 fn one_dead_destination_is_handshake_trouble_not_a_scan() {
     let mut records = Vec::new();
@@ -262,6 +316,33 @@ fn handshake_trouble_needs_the_failure_rate() {
     let alerts = run(Rules::default(), &records, S);
     let listener = Subject::Listener { netns: NETNS, addr: ip(1), port: 443 };
     assert_eq!(kinds(&alerts), [(AlertKind::HandshakeTrouble, listener)]);
+}
+
+#[test]
+fn a_storm_to_one_destination_keeps_the_handshake_window_small_and_its_counts_exact() {
+    let mut d = Detectors::new(Rules::default(), PortRange::kernel_default());
+    let dest = (ip(9), 5432);
+    let handshakes = |d: &mut Detectors, from: u64, n: u64, gap: u64, refused: bool| {
+        let alerts = feed(d, (0..n).flat_map(|i| connect(9, from / MS + i + 1, dest, from + i * gap, refused)));
+        alerts.into_iter().filter(|a| a.kind == AlertKind::HandshakeTrouble).collect::<Vec<_>>()
+    };
+    // 20,000 refused in 2 s: one alert, its latest evidence the whole storm, in 3 runs
+    // (slices of 60 s / 64) where each handshake took an entry.
+    let alerts = handshakes(&mut d, 0, 20_000, 100_000, true);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert!(alerts[0].summary.contains("5 of 5 within 60s (5 refused)"), "{}", alerts[0].summary);
+    assert_eq!(d.handshake.entries(NETNS, dest.0, dest.1), Some((3, 20_000)));
+    let latest = &d.logged().next().unwrap().latest;
+    assert!(latest.summary.contains("20000 of 20000 within 60s (20000 refused)"), "{}", latest.summary);
+    // Successes every 10 s keep the destination's window while the storm leaves it; at
+    // 70 s refusals alert again (past the repeat) only once they are half of what is left:
+    // the 6th, with the successes at 20..=70 s.
+    assert!(handshakes(&mut d, 10 * S, 7, 10 * S, false).is_empty());
+    let alerts = handshakes(&mut d, 70 * S + MS, 6, MS, true);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert!(alerts[0].summary.contains("6 of 12 within 60s (6 refused)"), "{}", alerts[0].summary);
+    assert_eq!(evidence(&alerts[0], "handshakes"), &Evidence::Int(12));
+    assert_eq!(d.handshake.entries(NETNS, dest.0, dest.1), Some((7, 12)));
 }
 
 #[test]
@@ -485,6 +566,24 @@ fn time_wait_groups_freed_and_made_again_keep_their_own_counts() {
         [(peer(3), ("time_wait", Evidence::Int(55))), (peer(1), ("time_wait", Evidence::Int(30)))],
         "{latest:#?}"
     );
+}
+
+#[test]
+fn a_storm_to_one_peer_keeps_the_time_wait_window_small_and_its_rate_exact() {
+    // 20,000 sockets into TIME_WAIT towards one peer in 2 s: the rate window is 13 runs
+    // (2 s in slices of 10 s / 64), where each socket took an entry.
+    let records = time_wait_records(20_000, 100_000);
+    let (alerts, d) = run_with(Rules::default(), &records, 3 * S, 10 * MS);
+    let peer = Subject::Peer { netns: NETNS, local: ip(2), remote: ip(1), port: 8080 };
+    assert_eq!(kinds(&alerts), [(AlertKind::TimeWaitPileup, peer)]);
+    assert_eq!(d.time_wait.entries(NETNS, ip(2), ip(1), 8080), Some((13, 20_000)));
+    // The rate first uses the range up within 60 s at the 4,034th socket: 403.4 a second
+    // leaves 24,198 ports for 59.98 s.
+    assert_eq!(evidence(&alerts[0], "time_wait"), &Evidence::Int(4_034));
+    assert_eq!(evidence(&alerts[0], "rate_per_s"), &Evidence::Real(403.4));
+    let latest = &d.logged().next().unwrap().latest;
+    assert_eq!(evidence(latest, "time_wait"), &Evidence::Int(20_000));
+    assert_eq!(evidence(latest, "rate_per_s"), &Evidence::Real(2_000.0));
 }
 
 #[test]

@@ -8,14 +8,17 @@
 //! current rate the rest of the range would be used up within `time_wait.lifetime` (the
 //! kernel's 60 s TIME_WAIT), with the time to exhaustion at that rate. Server-side
 //! TIME_WAITs spread over their clients' ports, one per peer port, and never pile up here.
-
-use std::collections::VecDeque;
+//!
+//! The rate's window is kept as runs of entries into TIME_WAIT ([`super::window`]): a few
+//! dozen entries a window, however many sockets; the window is exact to within 1/64 of its
+//! length, the count in it exact.
 
 use foldhash::HashMap;
 use std::net::IpAddr;
 
 use super::close_wait::seconds;
 use super::rules::Rules;
+use super::window::Runs;
 use super::{endpoint, Alert, AlertKind, Ctx, Evidence, Severity, Subject, REFRESH_NS};
 use crate::record::{SocketRecord, Timestamp, Transition};
 use crate::tcp_state::TcpState;
@@ -33,9 +36,13 @@ struct Group {
     count: u64,
     /// When a socket last entered TIME_WAIT.
     last: Option<Timestamp>,
-    /// Times sockets entered TIME_WAIT, within the window.
-    entered: VecDeque<u64>,
+    /// Sockets that entered TIME_WAIT within the window.
+    entered: Runs<()>,
 }
+
+/// The rate's window has no cap on its events: a run takes every entry of a slice, so
+/// there are about 65 runs a window however many sockets entered.
+const NO_CAP: u64 = u64::MAX;
 
 /// The groups live in slots, and each socket in TIME_WAIT names its group's slot: in a
 /// storm tens of thousands of sockets are in TIME_WAIT at once, and a slot number keeps
@@ -56,7 +63,7 @@ impl TimeWait {
     pub fn on_socket(&mut self, s: &SocketRecord) {
         if s.state == TcpState::TimeWait {
             let key = Key { netns: s.ends.netns, local: s.ends.saddr, remote: s.ends.daddr, port: s.ends.dport };
-            self.enter(s.socket, key, None);
+            self.enter(s.socket, key, None, 0);
         }
     }
 
@@ -74,19 +81,16 @@ impl TimeWait {
         }
         let key = Key { netns: t.ends.netns, local: t.ends.saddr, remote: t.ends.daddr, port: t.ends.dport };
         let now = t.time.mono_ns;
-        let g = self.enter(t.socket, key, Some(t.time));
-        let r = &ctx.rules.time_wait;
-        let from = now.saturating_sub(r.window_ns);
-        while g.entered.front().is_some_and(|&e| e < from) {
-            g.entered.pop_front();
-        }
+        let window = ctx.rules.time_wait.window_ns;
+        let g = self.enter(t.socket, key, Some(t.time), window);
+        g.entered.prune(now.saturating_sub(window), NO_CAP, |(), _| ());
         let g = &*g;
         // Building an alert is costly: at most once a second while a pile-up lasts.
         let subject = Subject::Peer { netns: key.netns, local: key.local, remote: key.remote, port: key.port };
         if !ctx.due(AlertKind::TimeWaitPileup, &subject, now, REFRESH_NS) {
             return;
         }
-        if let Some(alert) = judge(key, g, ctx, t.time, g.entered.len()) {
+        if let Some(alert) = judge(key, g, ctx, t.time, g.entered.events()) {
             ctx.raise(alert, out);
         }
     }
@@ -101,7 +105,7 @@ impl TimeWait {
             if ctx.alerted(AlertKind::TimeWaitPileup, &subject) {
                 let time = g.last.unwrap_or(end);
                 let from = time.mono_ns.saturating_sub(ctx.rules.time_wait.window_ns);
-                let entered = g.entered.iter().filter(|&&e| e >= from).count();
+                let entered = g.entered.events_since(from);
                 if let Some(alert) = judge(*key, g, ctx, time, entered) {
                     ctx.update(alert);
                 }
@@ -109,8 +113,9 @@ impl TimeWait {
         }
     }
 
-    /// Counts `socket` in its group; `time`: when it entered TIME_WAIT, if seen.
-    fn enter(&mut self, socket: u64, key: Key, time: Option<Timestamp>) -> &mut Group {
+    /// Counts `socket` in its group; `time`: when it entered TIME_WAIT, if seen, counted in
+    /// the rate's `window`.
+    fn enter(&mut self, socket: u64, key: Key, time: Option<Timestamp>, window: u64) -> &mut Group {
         let slot = match self.slots.get(&key) {
             Some(&slot) => slot,
             None => self.occupy(key),
@@ -119,7 +124,7 @@ impl TimeWait {
         let (_, g) = self.groups[slot as usize].get_or_insert_with(|| (key, Group::default()));
         g.count += 1;
         if let Some(t) = time {
-            g.entered.push_back(t.mono_ns);
+            g.entered.push(t.mono_ns, (), window);
             g.last = Some(t);
         }
         g
@@ -130,13 +135,19 @@ impl TimeWait {
         let from = now.saturating_sub(rules.time_wait.window_ns);
         for slot in 0..self.groups.len() as u32 {
             let Some((_, g)) = self.group_mut(slot) else { continue };
-            while g.entered.front().is_some_and(|&e| e < from) {
-                g.entered.pop_front();
-            }
+            g.entered.prune(from, NO_CAP, |(), _| ());
             if g.count == 0 && g.entered.is_empty() {
                 self.release(slot);
             }
         }
+    }
+
+    /// The entries (runs) holding a peer's rate window, and the sockets that entered
+    /// TIME_WAIT in it.
+    #[cfg(test)]
+    pub(super) fn entries(&self, netns: u32, local: IpAddr, remote: IpAddr, port: u16) -> Option<(usize, u64)> {
+        let slot = *self.slots.get(&Key { netns, local, remote, port })?;
+        self.groups[slot as usize].as_ref().map(|(_, g)| (g.entered.runs(), g.entered.events()))
     }
 
     fn group_mut(&mut self, slot: u32) -> Option<&mut (Key, Group)> {
@@ -168,7 +179,7 @@ impl TimeWait {
 
 /// The alert the group `key` raises now, if its TIME_WAITs pile up.
 /// `entered`: how many sockets entered TIME_WAIT within the window before `time`.
-fn judge(key: Key, g: &Group, ctx: &Ctx, time: Timestamp, entered: usize) -> Option<Alert> {
+fn judge(key: Key, g: &Group, ctx: &Ctx, time: Timestamp, entered: u64) -> Option<Alert> {
     let r = &ctx.rules.time_wait;
     let size = ctx.port_range_size(key.netns);
     let threshold = r.count.map_or_else(|| (size * u64::from(r.percent)).div_ceil(100), u64::from);

@@ -55,7 +55,7 @@ pub struct AlertArgs {
     #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub scan_failure_rate: Option<u32>,
 
-    /// Scan: the window [default: 10s].
+    /// Scan: the window, exact to within 1/64 of its length [default: 10s].
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub scan_window: Option<Duration>,
 
@@ -81,7 +81,7 @@ pub struct AlertArgs {
     #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub handshake_failure_rate: Option<u32>,
 
-    /// Handshake trouble: the window [default: 60s].
+    /// Handshake trouble: the window, exact to within 1/64 of its length [default: 60s].
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub handshake_window: Option<Duration>,
 

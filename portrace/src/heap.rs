@@ -21,3 +21,16 @@ pub fn return_large_blocks() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_BLOCK as libc::c_int);
     }
 }
+
+/// Gives the system back the heap's free pages: called once start-up is over. Its
+/// transient buffers (the kernel's symbol table, BTF's index, the object's sections) leave
+/// a few megabytes of free heap behind, which nothing later reuses: what a trace grows
+/// (its socket tables) is large enough for mappings of its own.
+pub fn give_back_free_pages() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases the allocator's own free memory; it takes the
+    // allocator's locks like any allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 
 /// Slices to a window: a run spans less than `window / SLICES`. 64 keeps a one-destination
-/// storm at about 65 runs a window (2 or 3 KB, where an event per entry took a megabyte at
+/// storm at about 65 runs a window (2 or 3 KB, where an entry per event takes a megabyte at
 /// 3,000 connections a second) while an event outlives the window by at most 1/64 of it
 /// (about 1.6%: 156 ms of 10 s), too little to move a rate threshold.
 pub const SLICES: u64 = 64;

@@ -193,6 +193,7 @@ async fn trace_until_stopped(
             session.pipeline.flush().map(|()| None)
         });
         startup.mark("inventory and first output");
+        crate::heap::give_back_free_pages();
         if options.verbose {
             eprintln!("portrace: {}", startup.describe());
         }

@@ -276,11 +276,13 @@ impl TracedRun {
         disturbances(&self.surroundings, &self.foreign_programs, why)
     }
 
-    /// The workload's transitions for which the kernel ran no BPF program at all: the
-    /// raw floor, an empty program on the same tracepoint, ran that many times fewer than
-    /// the workload made transitions. No BPF tracer can show those. A lower bound: others'
+    /// How many times fewer the raw floor, an empty program on the same tracepoint, ran
+    /// than the workload made transitions: hits the kernel gave that program neither a run
+    /// nor a counted miss. Other programs on the tracepoint can still have run for them (a
+    /// tracer can capture every transition in a run where the floor fell short), so this
+    /// says the kernel does skip programs silently, not which. A lower bound: others'
     /// transitions during the run add to the floor's count.
-    pub fn unhanded(&self) -> Option<u64> {
+    pub fn floor_shortfall(&self) -> Option<u64> {
         let hits = self.floor_raw.as_ref()?.run_cnt;
         (self.score.expected > 0).then(|| self.score.expected.saturating_sub(hits))
     }

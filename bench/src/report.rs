@@ -51,8 +51,9 @@ pub struct Row {
     pub skips: u64,
     pub skips_by_program: BTreeMap<String, u64>,
     pub silent: u64,
-    /// The workload's transitions the kernel ran no BPF program for ([`TracedRun::unhanded`]).
-    pub unhanded: u64,
+    /// Hits of the workload's transitions the raw floor got no run for
+    /// ([`TracedRun::floor_shortfall`]).
+    pub floor_shortfall: u64,
     pub cpu_ns_per_event: Option<f64>,
     pub traced_rate: Option<f64>,
     pub untraced_rate: Option<f64>,
@@ -170,7 +171,7 @@ pub fn row(transport: Transport, tracer: TracerKind, runs: &[TracedRun]) -> Row 
                 .or_insert(0) += p.recursion_misses;
         }
         row.silent += r.silent();
-        row.unhanded += r.unhanded().unwrap_or(0);
+        row.floor_shortfall += r.floor_shortfall().unwrap_or(0);
         cpu_ns += r.cpu.as_nanos() as f64;
         events += r.parsed.transitions;
         if let Some(w) = &r.workload {
@@ -466,12 +467,12 @@ pub fn notes(rows: &[Row], untraced: &[UntracedRun]) -> String {
                 causes.join(", ")
             );
         }
-        if r.unhanded > 0 {
+        if r.floor_shortfall > 0 {
             let _ = writeln!(
                 out,
-                "- {name}: the kernel ran no BPF program for {} of the workload's transitions \
-                 (the empty raw tracepoint program ran that many times fewer)",
-                r.unhanded
+                "- {name}: the empty raw tracepoint program ran {} times fewer than the workload \
+                 made transitions (the kernel gave it no run and counted no miss for those hits)",
+                r.floor_shortfall
             );
         }
         if r.extra > 0 {
@@ -550,7 +551,7 @@ pub fn traced_json(r: &TracedRun) -> Value {
         "floor_raw_tracepoint": r.floor_raw.as_ref().map(prog_json),
         "floor_classic_tracepoint": r.floor_classic.as_ref().map(prog_json),
         "floor_errors": r.floor_errors,
-        "kernel_ran_no_program": r.unhanded(),
+        "raw_floor_shortfall": r.floor_shortfall(),
         "bpf_stats_enabled": r.stats_enabled,
         "tracer_exit": r.tracer_exit,
         "stderr_tail": r.stderr_tail,
@@ -607,18 +608,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notes_name_the_transitions_no_bpf_program_ran_for() {
-        let row = |unhanded| Row {
+    fn notes_name_the_hits_the_empty_program_got_no_run_for() {
+        let row = |floor_shortfall| Row {
             transport: Some(Transport::Loopback),
             tracer: Some(TracerKind::Portrace),
-            unhanded,
+            floor_shortfall,
             ..Row::default()
         };
         let text = notes(&[row(200)], &[]);
         assert!(
-            text.contains("- portrace/loopback: the kernel ran no BPF program for 200 of the workload's transitions"),
+            text.contains("- portrace/loopback: the empty raw tracepoint program ran 200 times fewer than the workload made transitions"),
             "{text}"
         );
-        assert!(!notes(&[row(0)], &[]).contains("no BPF program"));
+        assert!(!notes(&[row(0)], &[]).contains("empty raw tracepoint program ran"));
     }
 }

@@ -862,6 +862,38 @@ pub fn assert_all(ts: &[Transition], what: &str, good: impl Fn(&Transition) -> b
     assert_none(ts, what, |t| !good(t));
 }
 
+
+/// How many transitions `expect` describes in all.
+pub fn expected_total(expect: &[Expect<'_>]) -> usize {
+    expect.iter().map(|e| e.count * e.edges.len()).sum()
+}
+
+impl<'a> Owner<'a> {
+    /// An owner whose own system calls on the socket are the usual ones (listen, connect,
+    /// close: [`OWN_SYSCALL_EDGES`]); `first` is the owner source before its first one.
+    pub fn usual(who: &'a str, pid: u32, comm: &'a str, first: &'a str) -> Owner<'a> {
+        Owner { who, pid, comm, first, own: OWN_SYSCALL_EDGES }
+    }
+}
+
+/// Panics unless `socket`'s last transition goes into CLOSE for `reason` with `error`
+/// and, when given, `retransmits`.
+pub fn assert_end(ts: &[Transition], socket: &SocketTimeline, reason: &str, error: Option<&str>, retransmits: Option<u64>) {
+    let last = socket.last();
+    let ok = last.newstate == "CLOSE"
+        && last.reason.as_deref() == Some(reason)
+        && last.error.as_deref() == error
+        && retransmits.is_none_or(|n| last.retransmits == n);
+    assert!(
+        ok,
+        "socket {} must end in CLOSE with reason {reason:?}, error {error:?}, retransmits \
+         {retransmits:?}, but ends:\n  {}\nobserved timeline:\n{}",
+        socket.socket,
+        last.line(),
+        timeline(ts)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1026,35 +1058,4 @@ mod tests {
         assert!(!looks_like_utc_time("2026-11-29 02:41:07"));
         assert!(!looks_like_utc_time("2026-11-29T02:41:07.Z"));
     }
-}
-
-/// How many transitions `expect` describes in all.
-pub fn expected_total(expect: &[Expect<'_>]) -> usize {
-    expect.iter().map(|e| e.count * e.edges.len()).sum()
-}
-
-impl<'a> Owner<'a> {
-    /// An owner whose own system calls on the socket are the usual ones (listen, connect,
-    /// close: [`OWN_SYSCALL_EDGES`]); `first` is the owner source before its first one.
-    pub fn usual(who: &'a str, pid: u32, comm: &'a str, first: &'a str) -> Owner<'a> {
-        Owner { who, pid, comm, first, own: OWN_SYSCALL_EDGES }
-    }
-}
-
-/// Panics unless `socket`'s last transition goes into CLOSE for `reason` with `error`
-/// and, when given, `retransmits`.
-pub fn assert_end(ts: &[Transition], socket: &SocketTimeline, reason: &str, error: Option<&str>, retransmits: Option<u64>) {
-    let last = socket.last();
-    let ok = last.newstate == "CLOSE"
-        && last.reason.as_deref() == Some(reason)
-        && last.error.as_deref() == error
-        && retransmits.is_none_or(|n| last.retransmits == n);
-    assert!(
-        ok,
-        "socket {} must end in CLOSE with reason {reason:?}, error {error:?}, retransmits \
-         {retransmits:?}, but ends:\n  {}\nobserved timeline:\n{}",
-        socket.socket,
-        last.line(),
-        timeline(ts)
-    );
 }

@@ -862,7 +862,6 @@ pub fn assert_all(ts: &[Transition], what: &str, good: impl Fn(&Transition) -> b
     assert_none(ts, what, |t| !good(t));
 }
 
-
 /// How many transitions `expect` describes in all.
 pub fn expected_total(expect: &[Expect<'_>]) -> usize {
     expect.iter().map(|e| e.count * e.edges.len()).sum()

@@ -6,6 +6,7 @@
 //! A connection that moves to a timewait socket keeps its id: it is re-keyed from the full
 //! socket's address to the timewait socket's.
 
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 
 use foldhash::{HashMap, HashMapExt};
@@ -147,22 +148,33 @@ impl Sockets {
     }
 
     /// Records a transition `old -> new` at `ts_ns` and says which socket it belongs to and
-    /// how long it spent in the state it left.
+    /// how long it spent in the state it left. The socket's entry is found once, and
+    /// updated, inserted or removed where it was found.
     pub fn observe(&mut self, key: SockKey, ts_ns: u64, old: TcpState, new: TcpState, ends: Endpoints) -> Observed {
-        let before = self.live.get(&key).copied();
+        let room = self.live.len() < self.capacity;
+        let entry = self.live.entry(key);
+        let before = match &entry {
+            Entry::Occupied(e) => Some(*e.get()),
+            Entry::Vacant(_) => None,
+        };
         let known = before.filter(|l| l.ends.compatible(&ends));
         // A new socket: one just created (it leaves CLOSE) or a child cloned from a
         // listener. An entry left from an earlier life of the same address is stale.
         let birth = is_birth(old, new);
+        let mut fresh_id = || {
+            let id = self.next_id;
+            self.next_id += 1;
+            id
+        };
         let (id, prev_state_ns, at_least) = match known {
             Some(live) if !birth && live.state == old => {
                 (live.id, Some(ts_ns.saturating_sub(live.since_ns)), live.at_least)
             }
-            _ if birth => (self.new_id(), None, false),
+            _ if birth => (fresh_id(), None, false),
             // Transitions of this socket were not seen (lost, filtered out, or it predates
             // portrace).
             Some(live) => (live.id, None, false),
-            None => (self.new_id(), None, false),
+            None => (fresh_id(), None, false),
         };
         let (unseen, ended) = match (key, before) {
             // A timewait socket's records come from timers, on their own terms (see the
@@ -184,15 +196,23 @@ impl Sockets {
             }
             self.ended_unseen.push_back(gaps::Open { full: true, state: l.state, since_ns: l.since_ns, ends: l.ends });
         }
+        let now = |ends| Live { id, state: new, since_ns: ts_ns, at_least: false, ends, left: Some(old) };
+        match entry {
+            Entry::Occupied(e) if new == TcpState::Close => {
+                e.remove();
+            }
+            Entry::Occupied(mut e) => {
+                let ends = merge(known.map(|l| l.ends), ends);
+                *e.get_mut() = now(ends);
+            }
+            Entry::Vacant(_) if new == TcpState::Close => {}
+            Entry::Vacant(slot) if room => {
+                slot.insert(now(ends));
+            }
+            Entry::Vacant(_) => self.untracked += 1,
+        }
         if new == TcpState::Close {
-            self.live.remove(&key);
             self.remember_ended(key, old);
-        } else if before.is_some() || self.live.len() < self.capacity {
-            // `before` says whether it is tracked: nothing above changed the map.
-            let ends = merge(known.map(|l| l.ends), ends);
-            self.live.insert(key, Live { id, state: new, since_ns: ts_ns, at_least: false, ends, left: Some(old) });
-        } else {
-            self.untracked += 1;
         }
         Observed { socket: id, prev_state_ns, at_least }
     }

@@ -68,7 +68,11 @@ impl TimeWait {
     }
 
     pub fn on_transition(&mut self, t: &Transition, ctx: &mut Ctx, out: &mut Vec<Alert>) {
-        if let Some(slot) = self.sockets.remove(&t.socket) {
+        // Only a socket leaving TIME_WAIT can be one of those counted: asking the map
+        // about every transition cost a probe of a table of tens of thousands of sockets,
+        // nearly always in vain.
+        let leaving = if t.oldstate == TcpState::TimeWait { self.sockets.remove(&t.socket) } else { None };
+        if let Some(slot) = leaving {
             if let Some((_, g)) = self.group_mut(slot) {
                 g.count = g.count.saturating_sub(1);
                 if g.count == 0 && g.entered.is_empty() {

@@ -306,7 +306,7 @@ fn layout(c: &Connection) -> (Vec<Row<'_>>, Vec<(usize, usize, Segment)>) {
             !used[j]
                 && rows[j].right != rx.right
                 && sends(rows[j].t.oldstate, rows[j].t.newstate) == Some(segment)
-                && rows[j].t.time.mono_ns <= rx.t.time.mono_ns + SKEW_NS
+                && rows[j].t.time.mono_ns <= rx.t.time.mono_ns.saturating_add(SKEW_NS)
         });
         if let Some(j) = send {
             used[j] = true;
@@ -633,6 +633,22 @@ mod tests {
                 expect("4:FIN_WAIT2->TIME_WAIT", "5:LAST_ACK->CLOSE", "ACK of FIN"),
             ]
         );
+    }
+
+    #[test]
+    fn times_at_the_end_of_the_clock_are_drawn_too() {
+        // A recording is anyone's file: its times can be anything, up to the last
+        // nanosecond a u64 holds.
+        // (The trace's last transition comes 1,000,520,000 ns after its first.)
+        let shift = u64::MAX - 1_000_520_001;
+        let late: Vec<Transition> = trace()
+            .into_iter()
+            .map(|t| Transition { time: crate::record::Timestamp { mono_ns: shift + t.time.mono_ns, ..t.time }, ..t })
+            .collect();
+        let c = find(&late, 4).unwrap();
+        assert_eq!(layout(&c).1.len(), 5, "every segment found");
+        assert!(render_text(&c).contains("FIN_WAIT2"));
+        assert!(render_svg(&c).contains("</svg>"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! each connection's last transition its reason, and attaches sockets that existed before
 //! the trace (the inventory) to their later transitions.
 
+use std::rc::Rc;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
@@ -34,20 +35,16 @@ struct Known {
 /// What the timeline keeps of a connection living in a timewait socket, for the line that
 /// ends it when the end has no record of its own (a kill that shows only as a new
 /// connection's hand-over at its address): what the kernel's records carry that the socket
-/// tracker does not. The addresses and ports are the tracker's. Kept small and inline: a
-/// storm leaves tens of thousands of connections in TIME_WAIT at once.
-#[derive(Clone, Copy, Debug)]
+/// tracker does not. The addresses and ports are the tracker's; the error and retransmits
+/// of a timewait socket's end are 0, as in the kernel's records of its other ends.
+///
+/// Shared: consecutive connections of one owner share one (a storm leaves tens of
+/// thousands of connections in TIME_WAIT at once, nearly all one client's), so each costs
+/// the table a pointer.
+#[derive(Debug, PartialEq)]
 struct InTimeWait {
     owner: Option<Owner>,
     family: Family,
-    error: i32,
-    retransmits: u8,
-}
-
-impl InTimeWait {
-    fn of(d: &Decoded, owner: Option<Owner>) -> InTimeWait {
-        InTimeWait { owner, family: d.family, error: d.error, retransmits: d.retransmits }
-    }
 }
 
 /// A timewait timer's removal: when, and the task on the CPU then.
@@ -74,7 +71,9 @@ pub struct Timeline {
     timewait_tracked: bool,
     cancels: Vec<PendingCancel>,
     /// Each connection living in a timewait socket, by the timewait socket's address.
-    timewaits: HashMap<u64, InTimeWait>,
+    timewaits: HashMap<u64, Rc<InTimeWait>>,
+    /// The latest [`InTimeWait`] made, for the next connection of the same owner.
+    latest_in_time_wait: Option<Rc<InTimeWait>>,
     /// The timer removal that came just before a timewait socket's latest re-arm. When the
     /// re-arm turns out to have been a new timewait socket at a killed one's address (a
     /// hand-over claims it), the old connection ended at that removal.
@@ -100,6 +99,7 @@ impl Timeline {
             timewait_tracked,
             cancels: Vec::new(),
             timewaits: HashMap::new(),
+            latest_in_time_wait: None,
             rearmed_after: HashMap::new(),
             early: HashMap::new(),
             duplicates: 0,
@@ -126,7 +126,8 @@ impl Timeline {
         let full = SockKey::Full(d.skaddr);
         if matches!(self.sockets.state(full), Some(TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing)) {
             self.sockets.rekey(full, SockKey::TimeWait(tw));
-            self.timewaits.insert(tw, InTimeWait::of(d, d.owner));
+            let kept = self.in_time_wait(d, d.owner);
+            self.timewaits.insert(tw, kept);
             self.early.insert(tw, d.skaddr);
         }
     }
@@ -216,7 +217,8 @@ impl Timeline {
                     self.emit(full, d, d.oldstate, d.newstate, owner, None, out);
                 }
                 self.sockets.rekey(full, SockKey::TimeWait(tw));
-                self.timewaits.insert(tw, InTimeWait::of(d, owner));
+                let kept = self.in_time_wait(d, owner);
+                self.timewaits.insert(tw, kept);
             }
             Kind::TwArmed { tw, state } => {
                 self.adopt_early(tw, d);
@@ -231,7 +233,8 @@ impl Timeline {
                         self.rearmed_after.remove(&tw);
                     }
                 }
-                self.timewaits.insert(tw, InTimeWait::of(d, owner));
+                let kept = self.in_time_wait(d, owner);
+                self.timewaits.insert(tw, kept);
                 // Two CPUs can both report the same change (the hand-over's program and the
                 // timer's, racing): it is shown once.
                 if d.oldstate != state && self.sockets.state(SockKey::TimeWait(tw)) != Some(state) {
@@ -258,11 +261,25 @@ impl Timeline {
         }
     }
 
+    /// What to keep of the connection `d` (with `owner`) while it lives in a timewait
+    /// socket: the latest one made when it says the same.
+    fn in_time_wait(&mut self, d: &Decoded, owner: Option<Owner>) -> Rc<InTimeWait> {
+        let now = InTimeWait { owner, family: d.family };
+        match &self.latest_in_time_wait {
+            Some(latest) if **latest == now => Rc::clone(latest),
+            _ => {
+                let made = Rc::new(now);
+                self.latest_in_time_wait = Some(Rc::clone(&made));
+                made
+            }
+        }
+    }
+
     /// The connection at timewait address `tw`, `old`, ended unseen before the hand-over
     /// `d` of a new connection to that address: killed at the timer removal that came
     /// before what looked like its re-arm, or else at the hand-over. The line is of the task
     /// on the CPU at that moment, as every line is.
-    fn killed_by_handover(&mut self, tw: u64, old: InTimeWait, d: &Decoded, out: &mut Vec<Transition>) {
+    fn killed_by_handover(&mut self, tw: u64, old: Rc<InTimeWait>, d: &Decoded, out: &mut Vec<Transition>) {
         let key = SockKey::TimeWait(tw);
         let (Some(before), Some(ends)) = (self.sockets.state(key), self.sockets.ends(key)) else {
             return;
@@ -274,8 +291,8 @@ impl Timeline {
             comm: at.comm,
             family: old.family,
             ends,
-            error: old.error,
-            retransmits: old.retransmits,
+            error: 0,
+            retransmits: 0,
             ..*d
         };
         self.emit(key, &ended, before, TcpState::Close, old.owner, Some(EndReason::TimeWaitKilled), out);
@@ -645,6 +662,25 @@ mod tests {
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 101, SK, TimeWait, TimeWait), &mut out);
         t.settle(u64::MAX, |_, _| false, &mut out);
         assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn connections_of_one_owner_in_time_wait_share_what_is_kept_of_them() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        let other = Owner { pid: 11, comm: Comm::new("other"), source: OwnerSource::Syscall, cgroup: 0 };
+        for (i, owner) in [(0u64, None), (1, None), (2, Some(other)), (3, None)] {
+            let (sk, tw) = (0x1000 + 0x10 * i, 0x2000 + 0x10 * i);
+            let mut d = rec(Kind::Transition, 10 * i, sk, FinWait1, FinWait2);
+            if let Some(o) = owner {
+                d.owner = Some(o);
+            }
+            t.push(&d, &mut out);
+            t.push(&Decoded { kind: Kind::Handover { tw }, oldstate: FinWait2, newstate: TimeWait, ..d }, &mut out);
+        }
+        let kept = |i: u64| &t.timewaits[&(0x2000 + 0x10 * i)];
+        assert!(Rc::ptr_eq(kept(0), kept(1)), "one owner in a row: one kept");
+        assert!(!Rc::ptr_eq(kept(1), kept(2)) && !Rc::ptr_eq(kept(2), kept(3)));
+        assert_eq!((kept(2).owner.map(|o| o.pid), kept(3).owner.map(|o| o.pid)), (Some(11), Some(9)));
     }
 
     #[test]

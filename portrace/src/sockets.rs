@@ -102,9 +102,7 @@ impl Sockets {
 
     /// A new socket id, for a socket portrace learns of outside a transition.
     pub fn new_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
+        take_id(&mut self.next_id)
     }
 
     /// Remembers a socket that existed before the trace: in `state` since at least `since_ns`.
@@ -161,11 +159,8 @@ impl Sockets {
         // A new socket: one just created (it leaves CLOSE) or a child cloned from a
         // listener. An entry left from an earlier life of the same address is stale.
         let birth = is_birth(old, new);
-        let mut fresh_id = || {
-            let id = self.next_id;
-            self.next_id += 1;
-            id
-        };
+        // (The entry holds the table: ids come from the counter itself.)
+        let mut fresh_id = || take_id(&mut self.next_id);
         let (id, prev_state_ns, at_least) = match known {
             Some(live) if !birth && live.state == old => {
                 (live.id, Some(ts_ns.saturating_sub(live.since_ns)), live.at_least)
@@ -273,6 +268,13 @@ impl Sockets {
     pub fn unseen(&self) -> u64 {
         self.unseen
     }
+}
+
+/// The next socket id of counter `next`, which moves on.
+fn take_id(next: &mut u64) -> u64 {
+    let id = *next;
+    *next += 1;
+    id
 }
 
 /// The endpoints known so far: a port or address learned later fills in an unknown one.

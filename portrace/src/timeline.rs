@@ -55,6 +55,13 @@ struct Removal {
     comm: Comm,
 }
 
+impl Removal {
+    /// The moment of record `d`, and its task.
+    fn of(d: &Decoded) -> Removal {
+        Removal { ts_ns: d.ts_ns, pid: d.pid, comm: d.comm }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct PendingCancel {
     tw: u64,
@@ -126,8 +133,7 @@ impl Timeline {
         let full = SockKey::Full(d.skaddr);
         if matches!(self.sockets.state(full), Some(TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing)) {
             self.sockets.rekey(full, SockKey::TimeWait(tw));
-            let kept = self.in_time_wait(d, d.owner);
-            self.timewaits.insert(tw, kept);
+            self.remember_timewait(tw, d, d.owner);
             self.early.insert(tw, d.skaddr);
         }
     }
@@ -217,8 +223,7 @@ impl Timeline {
                     self.emit(full, d, d.oldstate, d.newstate, owner, None, out);
                 }
                 self.sockets.rekey(full, SockKey::TimeWait(tw));
-                let kept = self.in_time_wait(d, owner);
-                self.timewaits.insert(tw, kept);
+                self.remember_timewait(tw, d, owner);
             }
             Kind::TwArmed { tw, state } => {
                 self.adopt_early(tw, d);
@@ -226,15 +231,14 @@ impl Timeline {
                 // last reported it: a re-arm in the same state is no transition.
                 match self.cancels.iter().position(|c| c.tw == tw) {
                     Some(i) => {
-                        let c = self.cancels.remove(i).record;
-                        self.rearmed_after.insert(tw, Removal { ts_ns: c.ts_ns, pid: c.pid, comm: c.comm });
+                        let c = self.cancels.remove(i);
+                        self.rearmed_after.insert(tw, Removal::of(&c.record));
                     }
                     None => {
                         self.rearmed_after.remove(&tw);
                     }
                 }
-                let kept = self.in_time_wait(d, owner);
-                self.timewaits.insert(tw, kept);
+                self.remember_timewait(tw, d, owner);
                 // Two CPUs can both report the same change (the hand-over's program and the
                 // timer's, racing): it is shown once.
                 if d.oldstate != state && self.sockets.state(SockKey::TimeWait(tw)) != Some(state) {
@@ -261,18 +265,19 @@ impl Timeline {
         }
     }
 
-    /// What to keep of the connection `d` (with `owner`) while it lives in a timewait
-    /// socket: the latest one made when it says the same.
-    fn in_time_wait(&mut self, d: &Decoded, owner: Option<Owner>) -> Rc<InTimeWait> {
+    /// Keeps what the connection `d` (with `owner`) needs while it lives in timewait socket
+    /// `tw`: the latest [`InTimeWait`] made when it says the same, else a new one.
+    fn remember_timewait(&mut self, tw: u64, d: &Decoded, owner: Option<Owner>) {
         let now = InTimeWait { owner, family: d.family };
-        match &self.latest_in_time_wait {
+        let kept = match &self.latest_in_time_wait {
             Some(latest) if **latest == now => Rc::clone(latest),
             _ => {
                 let made = Rc::new(now);
                 self.latest_in_time_wait = Some(Rc::clone(&made));
                 made
             }
-        }
+        };
+        self.timewaits.insert(tw, kept);
     }
 
     /// The connection at timewait address `tw`, `old`, ended unseen before the hand-over
@@ -284,7 +289,7 @@ impl Timeline {
         let (Some(before), Some(ends)) = (self.sockets.state(key), self.sockets.ends(key)) else {
             return;
         };
-        let at = self.rearmed_after.remove(&tw).unwrap_or(Removal { ts_ns: d.ts_ns, pid: d.pid, comm: d.comm });
+        let at = self.rearmed_after.remove(&tw).unwrap_or_else(|| Removal::of(d));
         let ended = Decoded {
             ts_ns: at.ts_ns,
             pid: at.pid,

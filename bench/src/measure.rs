@@ -276,15 +276,14 @@ impl TracedRun {
         disturbances(&self.surroundings, &self.foreign_programs, why)
     }
 
-    /// How many times fewer the raw floor, an empty program on the same tracepoint, ran
-    /// than the workload made transitions: hits the kernel gave that program neither a run
-    /// nor a counted miss. Other programs on the tracepoint can still have run for them (a
-    /// tracer can capture every transition in a run where the floor fell short), so this
-    /// says the kernel does skip programs silently, not which. A lower bound: others'
-    /// transitions during the run add to the floor's count.
-    pub fn floor_shortfall(&self) -> Option<u64> {
-        let hits = self.floor_raw.as_ref()?.run_cnt;
-        (self.score.expected > 0).then(|| self.score.expected.saturating_sub(hits))
+    /// Hits of the workload's transitions that the kernel handed to no BPF program: the
+    /// raw floor, an empty program on the same tracepoint, got neither a run nor a counted
+    /// miss for them ([`unhanded`]). A lower bound: others' transitions during the run add
+    /// to the floor's count.
+    pub fn unhanded_hits(&self) -> Option<u64> {
+        let floor = self.floor_raw.as_ref()?;
+        (self.score.expected > 0)
+            .then(|| unhanded(self.score.expected, floor.run_cnt, floor.recursion_misses))
     }
 
     /// Transitions missing that the tracer did not report as lost.
@@ -672,4 +671,29 @@ pub fn traced(
     drop(topo);
     settle()?;
     Ok(run)
+}
+
+/// Of `expected` hits, those a program was handed neither as a run nor as a miss the
+/// kernel counted (`recursion_misses`: the hit came while the program was already running
+/// on that CPU).
+pub fn unhanded(expected: u64, runs: u64, misses: u64) -> u64 {
+    expected.saturating_sub(runs.saturating_add(misses))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unhanded;
+
+    #[test]
+    fn a_counted_miss_is_a_hit_the_program_was_handed() {
+        // A round where the floor ran 199,934 times and missed 68 runs it was handed
+        // while already running: every hit reached it.
+        assert_eq!(unhanded(200_002, 199_934, 68), 0);
+        // A round where 146 hits reached no program at all.
+        assert_eq!(unhanded(200_002, 199_856, 0), 146);
+        assert_eq!(unhanded(200_002, 199_892, 54), 56);
+        // Others' transitions can push the count past the workload's.
+        assert_eq!(unhanded(10, 12, 0), 0);
+        assert_eq!(unhanded(10, u64::MAX, 1), 0);
+    }
 }

@@ -51,9 +51,9 @@ pub struct Row {
     pub skips: u64,
     pub skips_by_program: BTreeMap<String, u64>,
     pub silent: u64,
-    /// Hits of the workload's transitions the raw floor got no run for
-    /// ([`TracedRun::floor_shortfall`]).
-    pub floor_shortfall: u64,
+    /// Hits of the workload's transitions the kernel handed to no BPF program
+    /// ([`TracedRun::unhanded_hits`]).
+    pub unhanded_hits: u64,
     pub cpu_ns_per_event: Option<f64>,
     pub traced_rate: Option<f64>,
     pub untraced_rate: Option<f64>,
@@ -171,7 +171,7 @@ pub fn row(transport: Transport, tracer: TracerKind, runs: &[TracedRun]) -> Row 
                 .or_insert(0) += p.recursion_misses;
         }
         row.silent += r.silent();
-        row.floor_shortfall += r.floor_shortfall().unwrap_or(0);
+        row.unhanded_hits += r.unhanded_hits().unwrap_or(0);
         cpu_ns += r.cpu.as_nanos() as f64;
         events += r.parsed.transitions;
         if let Some(w) = &r.workload {
@@ -237,12 +237,17 @@ pub fn judge(row: &mut Row) {
     v.push(Verdict {
         target: "captured 100%",
         pass: pct.map(|_| row.matched == row.expected),
-        detail: format!("{} of {} expected transitions", row.matched, row.expected),
+        detail: format!(
+            "{} of {} expected transitions{}",
+            row.matched,
+            row.expected,
+            unhanded_clause(row.unhanded_hits)
+        ),
     });
     v.push(Verdict {
         target: "0 reported losses",
         pass: Some(row.lost == 0),
-        detail: format!("{}", row.lost),
+        detail: format!("{}{}", row.lost, unhanded_clause(row.unhanded_hits)),
     });
     v.push(Verdict {
         target: "0 silent misses",
@@ -281,6 +286,16 @@ pub fn judge(row: &mut Row) {
         detail: row.all_programs_ns.map_or("not measured".into(), |k| format!("{k:.0} ns")),
     });
     row.verdicts = v;
+}
+
+/// What a verdict on capture adds when the kernel handed some hits to no BPF program: no
+/// program of any tracer could have seen them.
+fn unhanded_clause(unhanded: u64) -> String {
+    if unhanded == 0 {
+        String::new()
+    } else {
+        format!("; the kernel handed {unhanded} hits to no BPF program")
+    }
 }
 
 fn mark(pass: Option<bool>) -> &'static str {
@@ -467,12 +482,12 @@ pub fn notes(rows: &[Row], untraced: &[UntracedRun]) -> String {
                 causes.join(", ")
             );
         }
-        if r.floor_shortfall > 0 {
+        if r.unhanded_hits > 0 {
             let _ = writeln!(
                 out,
-                "- {name}: the empty raw tracepoint program ran {} times fewer than the workload \
-                 made transitions (the kernel gave it no run and counted no miss for those hits)",
-                r.floor_shortfall
+                "- {name}: the kernel handed {} of the workload's hits to no BPF program: the \
+                 empty raw tracepoint program got neither a run nor a counted miss for them",
+                r.unhanded_hits
             );
         }
         if r.extra > 0 {
@@ -551,7 +566,7 @@ pub fn traced_json(r: &TracedRun) -> Value {
         "floor_raw_tracepoint": r.floor_raw.as_ref().map(prog_json),
         "floor_classic_tracepoint": r.floor_classic.as_ref().map(prog_json),
         "floor_errors": r.floor_errors,
-        "raw_floor_shortfall": r.floor_shortfall(),
+        "unhanded_hits": r.unhanded_hits(),
         "bpf_stats_enabled": r.stats_enabled,
         "tracer_exit": r.tracer_exit,
         "stderr_tail": r.stderr_tail,
@@ -608,18 +623,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notes_name_the_hits_the_empty_program_got_no_run_for() {
-        let row = |floor_shortfall| Row {
+    fn notes_name_the_hits_no_program_was_handed() {
+        let row = |unhanded_hits| Row {
             transport: Some(Transport::Loopback),
             tracer: Some(TracerKind::Portrace),
-            floor_shortfall,
+            unhanded_hits,
             ..Row::default()
         };
         let text = notes(&[row(200)], &[]);
         assert!(
-            text.contains("- portrace/loopback: the empty raw tracepoint program ran 200 times fewer than the workload made transitions"),
+            text.contains("- portrace/loopback: the kernel handed 200 of the workload's hits to no BPF program"),
             "{text}"
         );
-        assert!(!notes(&[row(0)], &[]).contains("empty raw tracepoint program ran"));
+        assert!(!notes(&[row(0)], &[]).contains("to no BPF program"));
     }
+
+    #[test]
+    fn capture_verdicts_say_when_the_kernel_handed_hits_to_no_program() {
+        let judged = |unhanded_hits| {
+            let mut row = Row {
+                expected: 200_002,
+                matched: 199_856,
+                lost: 146,
+                unhanded_hits,
+                ..Row::default()
+            };
+            judge(&mut row);
+            row.verdicts
+        };
+        let verdicts = judged(146);
+        for target in ["captured 100%", "0 reported losses"] {
+            let v = verdicts.iter().find(|v| v.target == target).expect("judged");
+            assert_eq!(v.pass, Some(false), "{target}: the target is not bent");
+            assert!(v.detail.ends_with("; the kernel handed 146 hits to no BPF program"), "{}", v.detail);
+        }
+        assert!(judged(0).iter().all(|v| !v.detail.contains("no BPF program")));
+    }
+
 }

@@ -209,6 +209,17 @@ impl ProgDelta {
     pub fn ns_per_run(&self) -> Option<f64> {
         (self.run_cnt > 0).then(|| self.run_time_ns as f64 / self.run_cnt as f64)
     }
+
+    /// The hits the kernel handed to the program: its runs and the runs it skipped
+    /// because the program was already running on that CPU.
+    pub fn handed(&self) -> u64 {
+        self.run_cnt.saturating_add(self.recursion_misses)
+    }
+
+    /// Of `expected` hits, how many the kernel did not hand to the program.
+    pub fn not_handed(&self, expected: u64) -> u64 {
+        expected.saturating_sub(self.handed())
+    }
 }
 
 /// How the tracer came up.
@@ -255,9 +266,9 @@ pub struct TracedRun {
 
 impl TracedRun {
     /// Transitions on the tracepoint during the run that were not the workload's: the
-    /// raw floor program runs once for every transition of the machine.
+    /// raw floor program is handed every transition of the machine.
     pub fn foreign_transitions(&self) -> Option<u64> {
-        let hits = self.floor_raw.as_ref()?.run_cnt;
+        let hits = self.floor_raw.as_ref()?.handed();
         (self.score.expected > 0).then(|| hits.saturating_sub(self.score.expected))
     }
 
@@ -278,12 +289,12 @@ impl TracedRun {
 
     /// Hits of the workload's transitions that the kernel handed to no BPF program: the
     /// raw floor, an empty program on the same tracepoint, got neither a run nor a counted
-    /// miss for them ([`unhanded`]). A lower bound: others' transitions during the run add
+    /// miss for them. A lower bound: others' transitions during the run add
     /// to the floor's count.
     pub fn unhanded_hits(&self) -> Option<u64> {
         let floor = self.floor_raw.as_ref()?;
         (self.score.expected > 0)
-            .then(|| unhanded(self.score.expected, floor.run_cnt, floor.recursion_misses))
+            .then(|| floor.not_handed(self.score.expected))
     }
 
     /// Transitions missing that the tracer did not report as lost.
@@ -673,27 +684,25 @@ pub fn traced(
     Ok(run)
 }
 
-/// Of `expected` hits, those a program was handed neither as a run nor as a miss the
-/// kernel counted (`recursion_misses`: the hit came while the program was already running
-/// on that CPU).
-pub fn unhanded(expected: u64, runs: u64, misses: u64) -> u64 {
-    expected.saturating_sub(runs.saturating_add(misses))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::unhanded;
+    use super::*;
+
+    fn floor(runs: u64, misses: u64) -> ProgDelta {
+        ProgDelta { run_cnt: runs, recursion_misses: misses, ..ProgDelta::default() }
+    }
 
     #[test]
     fn a_counted_miss_is_a_hit_the_program_was_handed() {
         // A round where the floor ran 199,934 times and missed 68 runs it was handed
         // while already running: every hit reached it.
-        assert_eq!(unhanded(200_002, 199_934, 68), 0);
-        // A round where 146 hits reached no program at all.
-        assert_eq!(unhanded(200_002, 199_856, 0), 146);
-        assert_eq!(unhanded(200_002, 199_892, 54), 56);
+        assert_eq!(floor(199_934, 68).handed(), 200_002);
+        assert_eq!(floor(199_934, 68).not_handed(200_002), 0);
+        // Rounds where hits reached no program at all.
+        assert_eq!(floor(199_856, 0).not_handed(200_002), 146);
+        assert_eq!(floor(199_892, 54).not_handed(200_002), 56);
         // Others' transitions can push the count past the workload's.
-        assert_eq!(unhanded(10, 12, 0), 0);
-        assert_eq!(unhanded(10, u64::MAX, 1), 0);
+        assert_eq!(floor(12, 1).not_handed(10), 0);
+        assert_eq!(floor(u64::MAX, 1).handed(), u64::MAX);
     }
 }

@@ -218,7 +218,7 @@ pub fn row(transport: Transport, tracer: TracerKind, runs: &[TracedRun]) -> Row 
     let hits: u64 = ok
         .iter()
         .filter_map(|r| r.floor_raw.as_ref())
-        .map(|f| f.run_cnt)
+        .map(ProgDelta::handed)
         .sum();
     let all_time: u64 = ok
         .iter()

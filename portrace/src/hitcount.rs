@@ -49,10 +49,21 @@ pub struct HitCounter {
 }
 
 impl HitCounter {
-    /// Creates and enables the instance under `tracefs` (the mount point). Instances that
-    /// earlier portrace processes left behind (killed before removing theirs) are removed
-    /// first.
-    pub fn start(tracefs: &Path) -> Result<HitCounter, String> {
+    /// Starts creating the instance on a thread of its own, not yet enabled: shrinking a
+    /// new instance's buffers takes the kernel 5-30 ms, which can pass while the programs
+    /// load. [`Creating::created`] waits for it; [`HitCounter::enable`] then enables it.
+    pub fn create_in_background(tracefs: &Path) -> Creating {
+        let tracefs = tracefs.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("hit-counter".into())
+            .spawn(move || HitCounter::create(&tracefs))
+            .map_err(|e| format!("cannot start a thread to create the ftrace instance: {e}"));
+        Creating(Some(thread))
+    }
+
+    /// Creates the instance under `tracefs` (the mount point), its event not enabled. Instances that earlier
+    /// portrace processes left behind (killed before removing theirs) are removed first.
+    fn create(tracefs: &Path) -> Result<HitCounter, String> {
         let instances = tracefs.join("instances");
         remove_stale(&instances);
         let pid = std::process::id();
@@ -67,18 +78,23 @@ impl HitCounter {
             }
         };
         let counter = HitCounter { dir, hold: Some(hold) };
-        let write = |file: &str, value: &str| {
-            let path = counter.dir.join(file);
-            fs::write(&path, value).map_err(|e| format!("cannot write {value} to {}: {e}", path.display()))
-        };
-        write("buffer_size_kb", BUFFER_KB)?;
+        counter.write("buffer_size_kb", BUFFER_KB)?;
         // Not overwriting: an overwrite takes a page of events out of the `entries` count
         // and adds them to `overrun`, and a read that falls between the two counts them
         // twice. Without it every count in the stats file only grows, and once the buffer
         // is full an event costs the kernel only the failed reservation.
-        write("options/overwrite", "0")?;
-        write(&format!("{EVENT}/enable"), "1")?;
+        counter.write("options/overwrite", "0")?;
         Ok(counter)
+    }
+
+    /// Enables the event: from now on the instance counts the tracepoint's hits.
+    pub fn enable(&self) -> Result<(), String> {
+        self.write(&format!("{EVENT}/enable"), "1")
+    }
+
+    fn write(&self, file: &str, value: &str) -> Result<(), String> {
+        let path = self.dir.join(file);
+        fs::write(&path, value).map_err(|e| format!("cannot write {value} to {}: {e}", path.display()))
     }
 
     /// Events the instance has taken since it was enabled, over all CPUs.
@@ -103,6 +119,29 @@ impl Drop for HitCounter {
         // The held file first: the kernel refuses to remove an instance with a file open.
         drop(self.hold.take());
         let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// An instance being created on a thread of its own; dropped unfinished, it waits for the
+/// thread, and the instance is removed.
+pub struct Creating(Option<Result<std::thread::JoinHandle<Result<HitCounter, String>>, String>>);
+
+impl Creating {
+    /// The instance, once created (not enabled).
+    pub fn created(mut self) -> Result<HitCounter, String> {
+        match self.0.take() {
+            Some(Ok(thread)) => thread.join().unwrap_or_else(|_| Err("the thread creating the ftrace instance panicked".into())),
+            Some(Err(why)) => Err(why),
+            None => Err("the ftrace instance was already taken".into()),
+        }
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        if let Some(Ok(thread)) = self.0.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -266,13 +305,18 @@ mod tests {
         assert!(kept_starting, "an instance of this process is kept");
     }
 
+    /// A process has one instance name: the tests that make a real one take turns.
+    static REAL_INSTANCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn counts_hits_in_a_real_instance() {
         // As root with tracefs mounted (portrace's own requirements), a real instance.
         if unsafe { libc::geteuid() } != 0 || !Path::new("/sys/kernel/tracing/instances").is_dir() {
             return;
         }
-        let counter = HitCounter::start(Path::new("/sys/kernel/tracing")).expect("instance");
+        let _turn = REAL_INSTANCE.lock().unwrap_or_else(|e| e.into_inner());
+        let counter = HitCounter::create(Path::new("/sys/kernel/tracing")).expect("instance");
+        counter.enable().expect("enable");
         let dir = counter.dir.clone();
         assert!(dir.join(EVENT).join("enable").exists());
         assert_eq!(fs::read_to_string(dir.join("options/overwrite")).unwrap().trim(), "0");
@@ -289,4 +333,39 @@ mod tests {
         drop(counter);
         assert!(!dir.exists(), "the instance is removed");
     }
+
+    #[test]
+    fn an_instance_made_in_the_background_counts_only_once_enabled() {
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/sys/kernel/tracing/instances").is_dir() {
+            return;
+        }
+        let _turn = REAL_INSTANCE.lock().unwrap_or_else(|e| e.into_inner());
+        let tracefs = Path::new("/sys/kernel/tracing");
+        let counter = HitCounter::create_in_background(tracefs).created().expect("instance");
+        let dir = counter.dir.clone();
+        assert_eq!(fs::read_to_string(dir.join(EVENT).join("enable")).unwrap().trim(), "0");
+        // Shrunk to about BUFFER_KB (the kernel rounds to whole pages per CPU).
+        let kb: u64 = fs::read_to_string(dir.join("buffer_size_kb")).unwrap().trim().parse().unwrap();
+        assert!(kb <= 64, "{kb} KiB");
+        let connection = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            drop(listener.accept().unwrap());
+            drop(client);
+        };
+        connection();
+        assert_eq!(counter.total().expect("stats"), 0, "not enabled yet");
+        counter.enable().expect("enable");
+        connection();
+        assert!(counter.total().expect("stats") >= 4);
+        drop(counter);
+        assert!(!dir.exists(), "the instance is removed");
+
+        // Dropped before it is taken, the instance is removed all the same.
+        let pid = std::process::id();
+        let name = instance_name(pid, start_time(pid).unwrap());
+        drop(HitCounter::create_in_background(tracefs));
+        assert!(!tracefs.join("instances").join(name).exists());
+    }
+
 }

@@ -41,6 +41,9 @@ pub(super) fn attach(filter: &FilterSpec, ring_size: u32, command: bool, startup
     if tracefs.mounted_by_us {
         eprintln!("portrace: tracefs was not mounted; mounted it at {}", tracefs.path.display());
     }
+    // The count of the tracepoint's hits (below) is created now, while the programs load,
+    // and enabled once they are attached.
+    let hit_counter = HitCounter::create_in_background(&tracefs.path);
     startup.mark("checks");
     // The timewait timer handler's address is still being read from /proc/kallsyms while
     // the programs load; only attaching the timer programs waits for it.
@@ -84,10 +87,10 @@ pub(super) fn attach(filter: &FilterSpec, ring_size: u32, command: bool, startup
     startup.part("waited for kallsyms", tracer.symbols_waited);
     // Hits the kernel hands to no program and counts nowhere show only against a count of
     // the hits that does not depend on BPF: read the programs' side, then start that count.
-    let hits = match tracer.handed().map_err(|e| format!("{e:#}")) {
-        Ok(handed) => HitCounter::start(&tracefs.path).map(|counter| (counter, handed)),
-        Err(why) => Err(why),
-    };
+    let hits = hit_counter.created().and_then(|counter| {
+        let handed = tracer.handed().map_err(|e| format!("{e:#}"))?;
+        counter.enable().map(|()| (counter, handed))
+    });
     let hits = match hits {
         Ok(hits) => {
             tracer.features.on(Feature::HitCount);

@@ -36,13 +36,10 @@ struct Group {
     count: u64,
     /// When a socket last entered TIME_WAIT.
     last: Option<Timestamp>,
-    /// Sockets that entered TIME_WAIT within the window.
+    /// Sockets that entered TIME_WAIT within the window, uncapped: a run takes every entry
+    /// of a slice, so there are about 65 runs a window however many sockets entered.
     entered: Runs<()>,
 }
-
-/// The rate's window has no cap on its events: a run takes every entry of a slice, so
-/// there are about 65 runs a window however many sockets entered.
-const NO_CAP: u64 = u64::MAX;
 
 /// The groups live in slots, and each socket in TIME_WAIT names its group's slot: in a
 /// storm tens of thousands of sockets are in TIME_WAIT at once, and a slot number keeps
@@ -87,7 +84,7 @@ impl TimeWait {
         let now = t.time.mono_ns;
         let window = ctx.rules.time_wait.window_ns;
         let g = self.enter(t.socket, key, Some(t.time), window);
-        g.entered.prune(now.saturating_sub(window), NO_CAP, |(), _| ());
+        g.entered.forget_before(now.saturating_sub(window));
         let g = &*g;
         // Building an alert is costly: at most once a second while a pile-up lasts.
         let subject = Subject::Peer { netns: key.netns, local: key.local, remote: key.remote, port: key.port };
@@ -139,7 +136,7 @@ impl TimeWait {
         let from = now.saturating_sub(rules.time_wait.window_ns);
         for slot in 0..self.groups.len() as u32 {
             let Some((_, g)) = self.group_mut(slot) else { continue };
-            g.entered.prune(from, NO_CAP, |(), _| ());
+            g.entered.forget_before(from);
             if g.count == 0 && g.entered.is_empty() {
                 self.release(slot);
             }

@@ -91,6 +91,12 @@ impl<K: Copy + PartialEq> Runs<K> {
         }
     }
 
+    /// Forgets the runs whose last event is before `from`, uncapped, when nothing needs
+    /// to know which keys went.
+    pub fn forget_before(&mut self, from: u64) {
+        self.prune(from, u64::MAX, |_, _| ());
+    }
+
     /// The events in the window.
     pub fn events(&self) -> u64 {
         self.events

@@ -140,10 +140,9 @@ pub(super) fn take_cancelled(tw: u64) -> Option<Removal> {
     let slot = CANCELLED.get_ptr_mut(0)?;
     // SAFETY: this CPU's map value, valid while the program runs.
     unsafe {
-        if (*slot).tw != tw || bpf_ktime_get_ns().wrapping_sub((*slot).ts_ns) > REARM_WINDOW_NS {
+        if !take_mark(&raw mut (*slot).tw, (*slot).ts_ns, tw) {
             return None;
         }
-        (*slot).tw = 0;
         Some(Removal {
             entry: (*slot).entry,
             delivered: (*slot).delivered != 0,
@@ -263,13 +262,22 @@ pub(super) fn rearm_of_unclaimed(tw: u64) -> bool {
         return true;
     };
     // SAFETY: this CPU's map value, valid while the program runs.
+    unsafe { take_mark(&raw mut (*slot).unclaimed_tw, (*slot).unclaimed_ts_ns, tw) }
+}
+
+/// Whether a mark of this CPU's `CANCELLED` slot, made at `at`, names `tw` and is recent
+/// enough to belong to this re-arm or expiry; if so, clears it (one follow-up per removal).
+///
+/// # Safety
+/// `mark` points into this CPU's `CANCELLED` value.
+#[inline(always)]
+unsafe fn take_mark(mark: *mut u64, at: u64, tw: u64) -> bool {
+    // SAFETY: as the caller promises.
     unsafe {
-        if (*slot).unclaimed_tw != tw
-            || bpf_ktime_get_ns().wrapping_sub((*slot).unclaimed_ts_ns) > REARM_WINDOW_NS
-        {
+        if *mark != tw || bpf_ktime_get_ns().wrapping_sub(at) > REARM_WINDOW_NS {
             return false;
         }
-        (*slot).unclaimed_tw = 0;
+        *mark = 0;
     }
     true
 }

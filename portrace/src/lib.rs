@@ -52,6 +52,7 @@ pub mod follow;
 pub mod still_open;
 pub mod top;
 pub mod hitcount;
+pub mod ksym;
 pub mod priority;
 pub mod stack_budget;
 pub mod startup;

@@ -45,7 +45,7 @@ pub(super) fn attach(filter: &FilterSpec, ring_size: u32, command: bool, startup
     // and enabled once they are attached.
     let hit_counter = HitCounter::create_in_background(&tracefs.path);
     startup.mark("checks");
-    // The timewait timer handler's address is still being read from /proc/kallsyms while
+    // The timewait timer handler's address is still being found (`ksym`) while
     // the programs load; only attaching the timer programs waits for it.
     let (sock, btf_took) = loader::sock_offsets();
     let tw_handler = preparing.symbols();

@@ -77,7 +77,7 @@ pub struct Setup {
     pub layout: Layout,
     /// Socket offsets, from BTF; why not, when they could not be had.
     pub sock: Result<SockLayout, String>,
-    /// The address of `tw_timer_handler`, from /proc/kallsyms: known, or still being read.
+    /// The address of `tw_timer_handler` ([`tw_timer_handler`]): known, or being found.
     pub tw_handler: TwHandler,
     /// Whether `skb:kfree_skb` names the receiving socket (`rx_sk`, Linux 6.11 and later).
     pub kfree_skb_has_rx_sk: bool,
@@ -91,12 +91,12 @@ pub struct Setup {
 
 /// The timewait timer handler's address, which the timer programs compare each timer's
 /// function with. The programs read it from a map, so they can be loaded and verified
-/// while `/proc/kallsyms` is still being read (the longest part of the start), and it is
-/// written before they are attached.
+/// while it is still being found (reading `/proc/kallsyms`, where the kernel cannot be
+/// asked, is the longest part of the start), and it is written before they are attached.
 pub enum TwHandler {
     /// Found, or why not.
     Known(Result<u64, String>),
-    /// Being read on a thread of its own ([`Preparing`]): how long the read took, with it.
+    /// Being found on a thread of its own ([`Preparing`]): how long it took, with it.
     Reading(std::thread::JoinHandle<(Result<u64, String>, std::time::Duration)>),
 }
 
@@ -113,7 +113,7 @@ impl TwHandler {
             TwHandler::Known(found) => (found, std::time::Duration::ZERO),
             TwHandler::Reading(reading) => reading
                 .join()
-                .unwrap_or_else(|_| (Err("reading /proc/kallsyms failed".to_owned()), std::time::Duration::ZERO)),
+                .unwrap_or_else(|_| (Err("finding tw_timer_handler failed".to_owned()), std::time::Duration::ZERO)),
         };
         *self = TwHandler::Known(found.clone());
         (found, took)

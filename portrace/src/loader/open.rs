@@ -88,19 +88,28 @@ pub fn find_symbol(kallsyms: impl std::io::BufRead, name: &str) -> Result<u64, S
                 .and_then(|a| u64::from_str_radix(a, 16).ok())
                 .ok_or_else(|| format!("/proc/kallsyms has a malformed address for {name}"))?;
             if address == 0 {
-                return Err(format!(
-                    "kernel symbol addresses are hidden (kernel.kptr_restrict), so {name} cannot be found; \
-                     run portrace as root, or set kernel.kptr_restrict=0"
-                ));
+                return Err(hidden(name));
             }
             return Ok(address);
         }
     }
-    Err(format!("this kernel has no {name} symbol"))
+    Err(no_symbol(name))
+}
+
+fn hidden(name: &str) -> String {
+    format!(
+        "kernel symbol addresses are hidden (kernel.kptr_restrict), so {name} cannot be found; \
+         run portrace as root, or set kernel.kptr_restrict=0"
+    )
+}
+
+fn no_symbol(name: &str) -> String {
+    format!("this kernel has no {name} symbol")
 }
 
 /// The start-up work that does not depend on the checks before it, begun at once on
-/// threads of its own ([`prepare`]): reading the kernel's symbol table (some 25 ms), and
+/// threads of its own ([`prepare`]): finding the timewait timer handler (a fraction of a
+/// millisecond when the kernel can be asked, 35-60 ms reading `/proc/kallsyms`), and
 /// making aya's loader ([`loader_without_kernel_btf`]).
 pub struct Preparing {
     symbols: Option<std::thread::JoinHandle<(Result<u64, String>, std::time::Duration)>>,
@@ -155,8 +164,16 @@ pub struct KernelOffsets {
     pub tw_handler: Result<u64, String>,
 }
 
-/// The timewait timer's handler, for the timer programs.
+/// The timewait timer's handler, for the timer programs: asked of the kernel
+/// ([`crate::ksym`]), or, where it cannot answer, read from `/proc/kallsyms`.
 pub fn tw_timer_handler() -> Result<u64, String> {
+    const NAME: &str = "tw_timer_handler";
+    match crate::ksym::lookup(NAME) {
+        Ok(address) => return Ok(address),
+        Err(crate::ksym::Missing::NoSymbol) => return Err(no_symbol(NAME)),
+        Err(crate::ksym::Missing::Hidden) => return Err(hidden(NAME)),
+        Err(crate::ksym::Missing::Unavailable(_)) => {}
+    }
     let file = std::fs::File::open("/proc/kallsyms").map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-    find_symbol(std::io::BufReader::with_capacity(1 << 16, file), "tw_timer_handler")
+    find_symbol(std::io::BufReader::with_capacity(1 << 16, file), NAME)
 }

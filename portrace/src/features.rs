@@ -192,7 +192,7 @@ pub struct Facts {
     pub main: Result<(), String>,
     /// The classic state program, in either variant.
     pub classic: Result<(), String>,
-    /// The timewait timer's handler address ([`crate::loader::tw_timer_handler`]).
+    /// The timewait timer's handler address (asked of the kernel, or read from /proc/kallsyms).
     pub tw_handler: Result<(), String>,
     /// The three timer programs.
     pub timers: Result<(), String>,

@@ -12,11 +12,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+const BPF_BTF_LOAD: libc::c_long = 18;
 const BPF_ENABLE_STATS: libc::c_long = 32;
 
 pub const PROG_TYPE_TRACEPOINT: u32 = 5;
@@ -160,10 +162,38 @@ pub fn enable_stats() -> io::Result<StatsOn> {
 /// Loads `r0 = 0; exit` as a program of `prog_type` named `name`.
 fn load_empty(prog_type: u32, name: &str) -> io::Result<OwnedFd> {
     // mov64 r0, 0 (BPF_ALU64 | BPF_MOV | BPF_K), then exit (BPF_JMP | BPF_EXIT).
-    let insns: [u64; 2] = [
-        u64::from_le_bytes([0xb7, 0, 0, 0, 0, 0, 0, 0]),
-        u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
-    ];
+    load(
+        prog_type,
+        &[insn(0xb7, 0, 0, 0, 0), insn(0x95, 0, 0, 0, 0)],
+        name,
+        None,
+    )
+}
+
+/// One eBPF instruction: opcode, destination and source registers, offset, immediate.
+pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = (src << 4) | (dst & 0x0f);
+    b[2..4].copy_from_slice(&off.to_le_bytes());
+    b[4..8].copy_from_slice(&imm.to_le_bytes());
+    u64::from_le_bytes(b)
+}
+
+/// `r<dst> = map` (the two-slot load of a map descriptor).
+pub fn load_map(dst: u8, map: &OwnedFd) -> [u64; 2] {
+    // BPF_LD | BPF_DW | BPF_IMM with src BPF_PSEUDO_MAP_FD (1).
+    [insn(0x18, dst, 1, 0, map.as_raw_fd()), insn(0, 0, 0, 0, 0)]
+}
+
+/// Loads `insns` as a program of `prog_type` named `name`; `btf_target`: for a BTF-typed
+/// program, its expected attach type and the vmlinux BTF id of what it attaches to.
+pub fn load(
+    prog_type: u32,
+    insns: &[u64],
+    name: &str,
+    btf_target: Option<(u32, u32)>,
+) -> io::Result<OwnedFd> {
     let license = b"GPL\0";
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, prog_type);
@@ -172,12 +202,66 @@ fn load_empty(prog_type: u32, name: &str) -> io::Result<OwnedFd> {
     put_u64(&mut attr, 16, license.as_ptr() as u64);
     let name = name.as_bytes();
     attr[48..48 + name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]);
+    if let Some((attach_type, btf_id)) = btf_target {
+        // expected_attach_type @68, attach_btf_id @108.
+        put_u32(&mut attr, 68, attach_type);
+        put_u32(&mut attr, 108, btf_id);
+    }
     let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
     // SAFETY: the kernel just returned this descriptor to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// An empty program attached to `sock:inet_sock_set_state`; detached when dropped.
+/// Attaches `prog` with `BPF_RAW_TRACEPOINT_OPEN`: to the raw tracepoint `tracepoint`, or,
+/// for a BTF-typed program (`None`), to what it was loaded for.
+pub fn attach_raw(prog: OwnedFd, tracepoint: Option<&str>) -> io::Result<Floor> {
+    let name = tracepoint.map(|t| format!("{t}\0"));
+    let mut attr = [0u8; 16];
+    put_u64(&mut attr, 0, name.as_ref().map_or(0, |n| n.as_ptr() as u64));
+    put_u32(&mut attr, 8, prog.as_raw_fd() as u32);
+    let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?;
+    Ok(Floor {
+        prog,
+        // SAFETY: the kernel just returned this descriptor to us.
+        _attachment: unsafe { OwnedFd::from_raw_fd(link as i32) },
+    })
+}
+
+/// Creates a map: `(map_type, key_size, value_size, max_entries, flags)`, with the BTF
+/// ids of its key and value in `btf` when the map type needs them.
+pub fn map_create(
+    (map_type, key_size, value_size, max_entries, flags): (u32, u32, u32, u32, u32),
+    btf: Option<(&OwnedFd, u32, u32)>,
+) -> io::Result<OwnedFd> {
+    let mut attr = [0u8; 72];
+    put_u32(&mut attr, 0, map_type);
+    put_u32(&mut attr, 4, key_size);
+    put_u32(&mut attr, 8, value_size);
+    put_u32(&mut attr, 12, max_entries);
+    put_u32(&mut attr, 16, flags);
+    if let Some((fd, key, value)) = btf {
+        // btf_fd @48, btf_key_type_id @52, btf_value_type_id @56.
+        put_u32(&mut attr, 48, fd.as_raw_fd() as u32);
+        put_u32(&mut attr, 52, key);
+        put_u32(&mut attr, 56, value);
+    }
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Loads a BTF blob (`BPF_BTF_LOAD`).
+pub fn btf_load(blob: &[u8]) -> io::Result<OwnedFd> {
+    let mut attr = [0u8; 32];
+    put_u64(&mut attr, 0, blob.as_ptr() as u64);
+    put_u32(&mut attr, 16, blob.len() as u32);
+    let fd = bpf(BPF_BTF_LOAD, &mut attr)?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A program attached to `sock:inet_sock_set_state` (the floors are empty ones); detached
+/// when dropped.
 pub struct Floor {
     prog: OwnedFd,
     _attachment: OwnedFd,
@@ -191,17 +275,10 @@ impl Floor {
 
 /// The raw tracepoint floor.
 pub fn floor_raw() -> io::Result<Floor> {
-    let prog = load_empty(PROG_TYPE_RAW_TRACEPOINT, FLOOR_RAW_NAME)?;
-    let tp = b"inet_sock_set_state\0";
-    let mut attr = [0u8; 16];
-    put_u64(&mut attr, 0, tp.as_ptr() as u64);
-    put_u32(&mut attr, 8, prog.as_raw_fd() as u32);
-    let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?;
-    // SAFETY: the kernel just returned this descriptor to us.
-    Ok(Floor {
-        prog,
-        _attachment: unsafe { OwnedFd::from_raw_fd(link as i32) },
-    })
+    attach_raw(
+        load_empty(PROG_TYPE_RAW_TRACEPOINT, FLOOR_RAW_NAME)?,
+        Some("inet_sock_set_state"),
+    )
 }
 
 /// The tracepoint's id, from tracefs (mounted at /sys/kernel/tracing or under debugfs).

@@ -213,6 +213,12 @@ pub struct Options {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub quiet_seconds: u64,
 
+    /// Untraced loopback storms with reference programs attached (empty, BTF-typed, socket
+    /// storage, a hash lookup), to price other designs of the state program; 0 leaves
+    /// them out.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10))]
+    pub reference_rounds: u64,
+
     /// Leave out the breakdown of portrace's own CPU by pipeline stage (a loopback run
     /// with its process sampled by `perf record`; it needs perf).
     #[arg(long = "no-breakdown", action = clap::ArgAction::SetFalse)]

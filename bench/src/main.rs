@@ -15,6 +15,7 @@ mod paced;
 mod peers;
 mod procfs;
 mod quiet;
+mod alternatives;
 mod report;
 mod soak;
 mod sys;
@@ -260,6 +261,13 @@ fn run(mut o: Options) -> sys::Result<()> {
         Vec::new()
     };
     let quiet_summary = (!quiet_rounds.is_empty()).then(|| quiet::summarize(&quiet_rounds));
+    // What other designs of the state program would cost here.
+    let reference = if o.reference_rounds > 0 {
+        measure::wait_for_quiet(std::time::Duration::from_secs(o.quiet_wait))?;
+        alternatives::measure(&mut bench, o.reference_rounds)?
+    } else {
+        Vec::new()
+    };
     // Where portrace's own CPU goes, stage by stage (needs perf).
     let breakdown = if o.breakdown && located.iter().any(|l| l.kind == TracerKind::Portrace) {
         match tracers::find_program("perf") {
@@ -294,6 +302,11 @@ fn run(mut o: Options) -> sys::Result<()> {
     }
     let quiet_table = quiet_summary.as_ref().map(|s| quiet::table(s, quiet_rounds.len(), o.quiet_seconds));
     if let Some(text) = &quiet_table {
+        println!();
+        print!("{text}");
+    }
+    let reference_table = (!reference.is_empty()).then(|| alternatives::table(&reference));
+    if let Some(text) = &reference_table {
         println!();
         print!("{text}");
     }
@@ -335,6 +348,8 @@ fn run(mut o: Options) -> sys::Result<()> {
         "notes": notes,
         "quiet_cost": quiet_summary.as_ref().map(|s| quiet::json(&quiet_rounds, s)),
         "quiet_cost_table": quiet_table,
+        "reference_programs": (!reference.is_empty()).then(|| alternatives::json(&reference)),
+        "reference_programs_table": reference_table,
         "breakdown": breakdown.as_ref().map(breakdown::Breakdown::json),
         "breakdown_table": breakdown_table,
     });

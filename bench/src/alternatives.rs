@@ -138,27 +138,17 @@ fn attach() -> Attached {
         .and_then(|p| bpf::attach_raw(p, None))
     };
     add(&mut a, "tp_btf empty", typed(&empty, "ref_btf_empty"));
-    match storage_map() {
-        Ok(every) => {
-            add(
-                &mut a,
-                "tp_btf, storage made on every hit",
-                typed(&storage_program(&every, false), "ref_btf_store"),
-            );
-            a._maps.push(every);
+    for (name, at_birth, prog_name) in [
+        ("tp_btf, storage made on every hit", false, "ref_btf_store"),
+        ("tp_btf, storage made at birth", true, "ref_btf_birth"),
+    ] {
+        match storage_map() {
+            Ok(map) => {
+                add(&mut a, name, typed(&storage_program(&map, at_birth), prog_name));
+                a._maps.push(map);
+            }
+            Err(e) => a.missing.push(format!("{name}: {e}")),
         }
-        Err(e) => a.missing.push(format!("socket storage: {e}")),
-    }
-    match storage_map() {
-        Ok(birth) => {
-            add(
-                &mut a,
-                "tp_btf, storage made at birth",
-                typed(&storage_program(&birth, true), "ref_btf_birth"),
-            );
-            a._maps.push(birth);
-        }
-        Err(e) => a.missing.push(format!("socket storage: {e}")),
     }
     match bpf::map_create((MAP_TYPE_HASH, 8, 32, 262_144, MAP_F_NO_PREALLOC), None) {
         Ok(map) => {

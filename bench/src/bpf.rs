@@ -12,6 +12,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+pub use portrace::bpf_raw::insn;
+use portrace::bpf_raw::bpf;
+
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
@@ -36,17 +39,6 @@ const INFO_LEN: usize = 232;
 /// Name the floor programs carry (at most 15 bytes, as the kernel keeps them).
 pub const FLOOR_RAW_NAME: &str = "bench_floor_raw";
 pub const FLOOR_CLASSIC_NAME: &str = "bench_floor_tp";
-
-fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<i64> {
-    // SAFETY: `attr` is a valid, writable buffer of the length passed; the kernel reads
-    // and writes only within it.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
 
 fn put_u32(buf: &mut [u8], at: usize, v: u32) {
     buf[at..at + 4].copy_from_slice(&v.to_ne_bytes());
@@ -168,16 +160,6 @@ fn load_empty(prog_type: u32, name: &str) -> io::Result<OwnedFd> {
         name,
         None,
     )
-}
-
-/// One eBPF instruction: opcode, destination and source registers, offset, immediate.
-pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    let mut b = [0u8; 8];
-    b[0] = code;
-    b[1] = (src << 4) | (dst & 0x0f);
-    b[2..4].copy_from_slice(&off.to_le_bytes());
-    b[4..8].copy_from_slice(&imm.to_le_bytes());
-    u64::from_le_bytes(b)
 }
 
 /// `r<dst> = map` (the two-slot load of a map descriptor).

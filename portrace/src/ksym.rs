@@ -13,6 +13,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::bpf_raw::{bpf, insn};
+
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_SYSCALL: u32 = 31;
@@ -36,8 +38,9 @@ pub enum Missing {
 
 /// The address of kernel symbol `name`.
 pub fn lookup(name: &str) -> Result<u64, Missing> {
-    let insns = program(name)
-        .ok_or_else(|| Missing::Unavailable(format!("symbol name {name:?} is too long")))?;
+    let insns = program(name).ok_or_else(|| {
+        Missing::Unavailable(format!("symbol name {name:?} is empty, longer than {MAX_NAME} bytes or holds a NUL"))
+    })?;
     let prog = load(&insns)
         .map_err(|e| Missing::Unavailable(format!("loading the lookup program: {e}")))?;
     // The context the program writes: the address, then the helper's return value.
@@ -54,16 +57,6 @@ pub fn lookup(name: &str) -> Result<u64, Missing> {
             io::Error::from_raw_os_error(-r as i32)
         ))),
     }
-}
-
-/// One eBPF instruction: opcode, destination and source registers, offset, immediate.
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    let mut b = [0u8; 8];
-    b[0] = code;
-    b[1] = (src << 4) | (dst & 0x0f);
-    b[2..4].copy_from_slice(&off.to_le_bytes());
-    b[4..8].copy_from_slice(&imm.to_le_bytes());
-    u64::from_le_bytes(b)
 }
 
 const R0: u8 = 0;
@@ -108,17 +101,6 @@ fn program(name: &str) -> Option<Vec<u64>> {
         insn(0x95, 0, 0, 0, 0),                             // exit
     ]);
     Some(p)
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<i64> {
-    // SAFETY: `attr` is a valid, writable buffer of the length passed; the kernel reads
-    // and writes only within it, and every pointer in it outlives the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
 }
 
 fn put(attr: &mut [u8], at: usize, bytes: &[u8]) {

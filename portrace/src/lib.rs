@@ -53,6 +53,7 @@ pub mod still_open;
 pub mod top;
 pub mod hitcount;
 pub mod ksym;
+pub mod bpf_raw;
 pub mod priority;
 pub mod stack_budget;
 pub mod startup;

@@ -901,13 +901,15 @@ fn burst_5000_connections_at_15000_per_second_lossless() {
         "an unpaced burst of {CONNECTIONS} connections must lose nothing (lost records {:?})",
         losses.by_cause
     );
+    // Sockets first: a shortfall then names the sockets that lack transitions, and what
+    // each one did.
+    let roles = assert_sequences(&ts, &expect);
     assert_eq!(
         ts.len(),
         expected,
         "every transition of {CONNECTIONS} connections, exactly once ({killed} of the clients' \
          TIME_WAITs were ended early by the kernel)"
     );
-    let roles = assert_sequences(&ts, &expect);
     check_socket_invariants(&ts, Some("ipv4"));
     // The clients portrace shows in TIME_WAIT are exactly those the kernel lists in
     // TIME_WAIT, each once; the others left TIME_WAIT early, killed. (A killed one's port may

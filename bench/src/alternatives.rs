@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use portrace::btf::Btf;
+
 use crate::bpf::{self, insn, load_map, Floor, ProgInfo};
 use crate::measure::{self, Bench, Transport};
 use crate::sys::Result;
@@ -58,9 +60,10 @@ struct Attached {
 /// Runs `rounds` untraced loopback storms with the reference programs attached.
 pub fn measure(bench: &mut Bench, rounds: u64) -> Result<Vec<Round>> {
     let _stats = bpf::enable_stats().map_err(|e| format!("BPF_ENABLE_STATS: {e}"))?;
+    let target = state_tracepoint_type();
     let mut out = Vec::new();
     for round in 1..=rounds {
-        let attached = attach();
+        let attached = attach(&target);
         let before: Vec<Option<ProgInfo>> =
             attached.programs.iter().map(|(_, p)| p.info()).collect();
         let run = measure::untraced(bench, Transport::Loopback, 1000 + round)?;
@@ -106,8 +109,16 @@ fn line(costs: &[Cost]) -> String {
         .join(", ")
 }
 
-/// Loads and attaches every reference program this kernel takes.
-fn attach() -> Attached {
+/// The vmlinux BTF id BTF-typed programs on `sock:inet_sock_set_state` attach to.
+fn state_tracepoint_type() -> std::result::Result<u32, String> {
+    let btf = Btf::from_kernel().map_err(|e| e.to_string())?;
+    btf.typedef("btf_trace_inet_sock_set_state")
+        .ok_or_else(|| "vmlinux BTF has no btf_trace_inet_sock_set_state".to_string())
+}
+
+/// Loads and attaches every reference program this kernel takes; `target`: what
+/// [`state_tracepoint_type`] found.
+fn attach(target: &std::result::Result<u32, String>) -> Attached {
     let mut a = Attached {
         programs: Vec::new(),
         missing: Vec::new(),
@@ -124,7 +135,6 @@ fn attach() -> Attached {
             .and_then(|p| bpf::attach_raw(p, Some("inet_sock_set_state")))
     };
     add(&mut a, "raw empty", raw(&empty, "ref_raw_empty"));
-    let target = vmlinux_type_id("btf_trace_inet_sock_set_state", BTF_KIND_TYPEDEF);
     let typed = |insns: &[u64], name| -> std::io::Result<Floor> {
         let id = target
             .as_ref()
@@ -144,7 +154,11 @@ fn attach() -> Attached {
     ] {
         match storage_map() {
             Ok(map) => {
-                add(&mut a, name, typed(&storage_program(&map, at_birth), prog_name));
+                add(
+                    &mut a,
+                    name,
+                    typed(&storage_program(&map, at_birth), prog_name),
+                );
                 a._maps.push(map);
             }
             Err(e) => a.missing.push(format!("{name}: {e}")),
@@ -247,55 +261,6 @@ fn lookup_program(map: &std::os::fd::OwnedFd) -> Vec<u64> {
     p
 }
 
-const BTF_KIND_TYPEDEF: u32 = 8;
-
-/// The id of the vmlinux BTF type of `kind` named `name`.
-fn vmlinux_type_id(name: &str, kind: u32) -> std::result::Result<u32, String> {
-    let data = std::fs::read("/sys/kernel/btf/vmlinux")
-        .map_err(|e| format!("/sys/kernel/btf/vmlinux: {e}"))?;
-    type_id(&data, name, kind).ok_or_else(|| format!("vmlinux BTF has no {name}"))
-}
-
-/// The id of the type of `kind` named `name` in a little-endian BTF blob.
-fn type_id(data: &[u8], name: &str, kind: u32) -> Option<u32> {
-    let word = |at: usize| {
-        data.get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    };
-    let hdr_len = word(4)? as usize;
-    let (type_off, type_len, str_off) = (word(8)? as usize, word(12)? as usize, word(16)? as usize);
-    let (types, strings) = (
-        hdr_len.checked_add(type_off)?,
-        hdr_len.checked_add(str_off)?,
-    );
-    let end = types.checked_add(type_len)?.min(data.len());
-    let want = name.as_bytes();
-    let (mut at, mut id) = (types, 1u32);
-    while at + 12 <= end {
-        let (name_off, info) = (word(at)? as usize, word(at + 4)?);
-        let (this_kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-        // What follows each kind's 12 bytes (include/uapi/linux/btf.h).
-        let extra = match this_kind {
-            1 | 14 | 17 => 4,
-            3 => 12,
-            4 | 5 | 15 | 19 => 12 * vlen,
-            6 | 13 => 8 * vlen,
-            _ => 0,
-        };
-        if this_kind == kind && name_off != 0 {
-            let start = strings.checked_add(name_off)?;
-            if data.get(start..start + want.len()) == Some(want)
-                && data.get(start + want.len()) == Some(&0)
-            {
-                return Some(id);
-            }
-        }
-        at += 12 + extra;
-        id += 1;
-    }
-    None
-}
-
 /// Per program, the lowest and highest ns per run over the rounds.
 fn ranges(rounds: &[Round]) -> Vec<(&'static str, u64, f64, f64)> {
     let mut out: Vec<(&'static str, u64, f64, f64)> = Vec::new();
@@ -342,24 +307,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_a_type_by_kind_and_whole_name() {
-        let blob = int_and_u64_btf();
-        assert_eq!(type_id(&blob, "int", 1), Some(1));
-        assert_eq!(type_id(&blob, "u64", 1), Some(2));
-        assert_eq!(type_id(&blob, "u6", 1), None, "a prefix is not the name");
-        assert_eq!(
-            type_id(&blob, "u64", BTF_KIND_TYPEDEF),
-            None,
-            "the kind must match"
-        );
-        assert_eq!(
-            type_id(&blob[..10], "int", 1),
-            None,
-            "a truncated blob finds nothing"
-        );
-    }
-
-    #[test]
     fn ranges_span_the_rounds() {
         let round = |ns: f64| Round {
             costs: vec![
@@ -389,7 +336,7 @@ mod tests {
             return;
         }
         let _stats = bpf::enable_stats().expect("BPF_ENABLE_STATS");
-        let a = attach();
+        let a = attach(&state_tracepoint_type());
         assert!(a.missing.is_empty(), "{:?}", a.missing);
         assert_eq!(a.programs.len(), 5);
         // CLOSE->LISTEN, LISTEN->CLOSE: every program runs for both.

@@ -289,12 +289,11 @@ impl TracedRun {
 
     /// Hits of the workload's transitions that the kernel handed to no BPF program: the
     /// raw floor, an empty program on the same tracepoint, got neither a run nor a counted
-    /// miss for them. A lower bound: others' transitions during the run add
-    /// to the floor's count.
+    /// miss for them. A lower bound: others' transitions during the run add to the floor's
+    /// count.
     pub fn unhanded_hits(&self) -> Option<u64> {
         let floor = self.floor_raw.as_ref()?;
-        (self.score.expected > 0)
-            .then(|| floor.not_handed(self.score.expected))
+        (self.score.expected > 0).then(|| floor.not_handed(self.score.expected))
     }
 
     /// Transitions missing that the tracer did not report as lost.

@@ -659,5 +659,4 @@ mod tests {
         }
         assert!(judged(0).iter().all(|v| !v.detail.contains("no BPF program")));
     }
-
 }

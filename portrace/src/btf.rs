@@ -13,6 +13,7 @@ const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+/// The kind of a `typedef`, for [`Btf::typedef`].
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
@@ -218,6 +219,15 @@ impl Btf {
         None
     }
 
+    /// The id of the typedef named `name` (a BTF-typed tracepoint program attaches to
+    /// `btf_trace_<tracepoint>`, one of these).
+    pub fn typedef(&self, name: &str) -> Option<u32> {
+        (1..self.at.len() as u32).find(|&id| {
+            let pos = self.at[id as usize] as usize;
+            self.get(id).is_some_and(|t| t.kind == KIND_TYPEDEF) && self.name(self.word(pos)) == name
+        })
+    }
+
     /// Finds `member` in `struct strukt`, looking inside anonymous structs and unions.
     pub fn member(&self, strukt: &str, member: &str) -> Result<Member, BtfError> {
         let id = *self.structs.get(strukt).ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
@@ -373,6 +383,25 @@ mod tests {
         assert_eq!(btf.member("pair", "b").unwrap(), Member { offset: 4, size: 4 });
         assert_eq!(btf.member("pair", "c").unwrap(), Member { offset: 4, size: 2 });
         assert_eq!(btf.member("pair", "d").unwrap(), Member { offset: 6, size: 2 });
+    }
+
+    #[test]
+    fn finds_a_typedef_by_its_whole_name() {
+        let strings = b"\0int\0myint\0my\0";
+        let btf = Btf::parse(&build(
+            &[
+                // 1: int, 2: typedef myint = int, 3: struct my (no members)
+                1, info(KIND_INT, 0), 4, 32,
+                5, info(KIND_TYPEDEF, 0), 1,
+                11, info(KIND_STRUCT, 0), 0,
+            ],
+            strings,
+        ))
+        .unwrap();
+        assert_eq!(btf.typedef("myint"), Some(2));
+        assert_eq!(btf.typedef("myin"), None, "a prefix is not the name");
+        assert_eq!(btf.typedef("int"), None, "an int is no typedef");
+        assert_eq!(btf.typedef("my"), None, "nor is a struct");
     }
 
     #[test]

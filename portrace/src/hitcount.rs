@@ -61,8 +61,9 @@ impl HitCounter {
         Creating(Some(thread))
     }
 
-    /// Creates the instance under `tracefs` (the mount point), its event not enabled. Instances that earlier
-    /// portrace processes left behind (killed before removing theirs) are removed first.
+    /// Creates the instance under `tracefs` (the mount point), its event not enabled.
+    /// Instances that earlier portrace processes left behind (killed before removing
+    /// theirs) are removed first.
     fn create(tracefs: &Path) -> Result<HitCounter, String> {
         let instances = tracefs.join("instances");
         remove_stale(&instances);
@@ -367,5 +368,4 @@ mod tests {
         drop(HitCounter::create_in_background(tracefs));
         assert!(!tracefs.join("instances").join(name).exists());
     }
-
 }

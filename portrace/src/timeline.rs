@@ -315,6 +315,12 @@ impl Timeline {
         self.settle_where(due, out);
     }
 
+    /// When the last of the timewait timer removals waiting for a re-arm or an expiry
+    /// becomes due for [`Timeline::settle`] (monotonic ns), if any is waiting.
+    pub fn removals_due_at(&self) -> Option<u64> {
+        self.cancels.iter().map(|c| c.record.ts_ns.saturating_add(CANCEL_GRACE_NS)).max()
+    }
+
     fn settle_where(&mut self, killed: impl Fn(&PendingCancel) -> bool, out: &mut Vec<Transition>) {
         let mut i = 0;
         while i < self.cancels.len() {
@@ -580,6 +586,24 @@ mod tests {
         assert_eq!(out.len(), 5, "not settled within the grace period");
         t.settle(5_000 + CANCEL_GRACE_NS, |_, _| false, &mut out);
         assert_eq!(edges(&out[5..]), vec![(1, TimeWait, Close, Some(4_950), Some(EndReason::TimeWaitKilled))]);
+    }
+
+    #[test]
+    fn the_end_of_a_run_knows_how_long_its_last_removals_need_to_be_judged() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        assert_eq!(t.removals_due_at(), None, "nothing waits before any removal");
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 5_000, SK, TimeWait, Close), &mut out);
+        assert_eq!(t.removals_due_at(), Some(5_000 + CANCEL_GRACE_NS));
+        // A re-arm follows: nothing is left to judge.
+        t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 5_001, SK, TimeWait, TimeWait), &mut out);
+        assert_eq!(t.removals_due_at(), None, "a followed removal waits for nothing");
+        // Removed again, for good this time: due once the grace has passed, then settled.
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 9_000, SK, TimeWait, Close), &mut out);
+        assert_eq!(t.removals_due_at(), Some(9_000 + CANCEL_GRACE_NS));
+        t.settle(9_000 + CANCEL_GRACE_NS, |_, _| false, &mut out);
+        assert_eq!(t.removals_due_at(), None);
+        assert_eq!(out.last().map(|t| (t.oldstate, t.newstate, t.reason)), Some((TimeWait, Close, Some(EndReason::TimeWaitKilled))));
     }
 
     #[test]

@@ -53,14 +53,30 @@ fn strs(v: &[String]) -> Vec<&str> {
 /// program reads the clock itself), which [`assert_same_event`] compares.
 const TIMED: [&str; 4] = ["socket", "ts_ns", "time", "prev_state_us"];
 
+/// The fields naming the task on the CPU, which two runs may see differently for an
+/// orphan's `FIN_WAIT2 -> TIME_WAIT` (see [`races_the_peers_fin`]).
+const TASK: [&str; 2] = ["pid", "comm"];
+
+/// Whether `t` is an orphan's `FIN_WAIT2 -> TIME_WAIT`: the peer's FIN can reach the
+/// timewait socket on one CPU while the connection is handed over to it on another. Each
+/// run's hand-over reads the timewait socket's state at its own moment, so one run may read
+/// TIME_WAIT already and report the move with the hand-over's task, while the other still
+/// reads FIN_WAIT2 and reports the move from the FIN's CPU, with that CPU's task. Both are
+/// the same kernel event, microseconds apart (docs/kernel-programs.md).
+fn races_the_peers_fin(t: &Value) -> bool {
+    t["oldstate"] == "FIN_WAIT2" && t["newstate"] == "TIME_WAIT"
+}
+
 /// Panics unless `live` and `replayed` are the same kernel event as each run saw it.
 fn assert_same_event(live: &Value, replayed: &Value, context: &dyn Fn() -> String) {
     let obj = |v: &Value| v.as_object().expect("a record is an object").clone();
     let (l, r) = (obj(live), obj(replayed));
     let keys = |m: &serde_json::Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&l), keys(&r), "the same fields in the same order\n{}", context());
+    let task_may_differ = races_the_peers_fin(live) && races_the_peers_fin(replayed);
     for (key, value) in &l {
-        if !TIMED.contains(&key.as_str()) {
+        let skipped = TIMED.contains(&key.as_str()) || (task_may_differ && TASK.contains(&key.as_str()));
+        if !skipped {
             assert_eq!(value, &r[key], "field {key:?} differs:\n  live   {live}\n  replay {replayed}\n{}", context());
         }
     }
@@ -88,6 +104,54 @@ fn assert_same_event(live: &Value, replayed: &Value, context: &dyn Fn() -> Strin
 /// The largest difference between the two runs' `ts_ns` of the same events.
 fn max_skew(pairs: &[(&Value, &Value)]) -> i64 {
     pairs.iter().map(|(a, b)| (a["ts_ns"].as_i64().unwrap() - b["ts_ns"].as_i64().unwrap()).abs()).max().unwrap_or(0)
+}
+
+/// How many transitions of a run one lost hit can take away: its own, and the TIME_WAIT
+/// the timeline derives from it when it was a connection's move to a timewait socket.
+const SHOWN_PER_LOST: u64 = 2;
+
+/// What two runs that reported losses must still agree on: per connection, the
+/// transitions one run shows and the other does not are no more than the other run's
+/// losses can explain, and every transition both show comes in the same order. (Which hits
+/// the kernel skips differs from program to program, so two runs lose different ones.)
+/// Without `complete`, the replay is of a recording cut short, and the live run's
+/// transitions after the cut are not counted against it.
+fn assert_within_losses(live: &[&Value], replayed: &[&Value], lost: (u64, u64), complete: bool, context: &dyn Fn() -> String) {
+    let (live_conns, _) = by_connection(live);
+    let (replay_conns, _) = by_connection(replayed);
+    let states = |t: &Value| (t["oldstate"].as_str().unwrap_or("").to_string(), t["newstate"].as_str().unwrap_or("").to_string());
+    let flat = |sockets: &Vec<(u64, Vec<&Value>)>| sockets.iter().flat_map(|(_, ts)| ts.iter().map(|t| states(t))).collect::<Vec<_>>();
+    let (mut live_only, mut replay_only) = (0u64, 0u64);
+    for (key, sockets) in &replay_conns {
+        let shown = flat(sockets);
+        let seen = live_conns.get(key).map(flat).unwrap_or_default();
+        // The longest run of `shown` found in order in `seen`, taken greedily: each replayed
+        // transition is matched to the next live one with the same states.
+        let mut at = 0;
+        for t in &shown {
+            match seen[at..].iter().position(|l| l == t) {
+                Some(skip) => {
+                    live_only += skip as u64;
+                    at += skip + 1;
+                }
+                None => replay_only += 1,
+            }
+        }
+        if complete {
+            live_only += (seen.len() - at) as u64;
+        }
+    }
+    if complete {
+        for (key, sockets) in &live_conns {
+            if !replay_conns.contains_key(key) {
+                live_only += flat(sockets).len() as u64;
+            }
+        }
+    }
+    let (live_lost, replay_lost) = lost;
+    eprintln!("with losses reported ({live_lost} live, {replay_lost} recorded): {live_only} transitions shown live only, {replay_only} replayed only");
+    assert!(live_only <= SHOWN_PER_LOST * replay_lost, "{live_only} transitions seen live are missing from the replay, more than its {replay_lost} losses explain\n{}", context());
+    assert!(replay_only <= SHOWN_PER_LOST * live_lost, "{replay_only} replayed transitions are missing from the live run, more than its {live_lost} losses explain\n{}", context());
 }
 
 /// Checks that every connection of `replayed` is a connection of `live` with the same
@@ -214,14 +278,20 @@ fn a_recording_replays_to_the_transitions_the_live_run_printed() {
     };
     let live_ts: Vec<&Value> = live.records.iter().filter(|r| r["type"] == "transition").collect();
     let replay_ts = replayed.transitions();
-    // Both runs saw the traffic whole (the timeline may add a transition or two of its
-    // own to a connection whose TIME_WAIT it followed on two sockets: both runs then do).
-    assert!(live_ts.len() >= expected, "{}", context());
     let summary = format!("portrace: {} transitions in ", replay_ts.len());
     assert!(recorded.stderr.lines().any(|l| l.starts_with(&summary)), "the recorder's summary counts what was replayed\n{}", context());
-    let pairs = assert_replay_matches(&live_ts, &replay_ts, true, &context);
-    assert_eq!(pairs.len() + by_connection(&replay_ts).1.len(), replay_ts.len());
-    eprintln!("{} transitions matched; the two runs' clocks for the same events were at most {} ns apart", pairs.len(), max_skew(&pairs));
+    let losses = (lost(&live.records), lost(&replayed.records));
+    let lossless = losses == (0, 0);
+    if lossless {
+        // Both runs saw the traffic whole (the timeline may add a transition or two of its
+        // own to a connection whose TIME_WAIT it followed on two sockets: both runs then do).
+        assert!(live_ts.len() >= expected, "{}", context());
+        let pairs = assert_replay_matches(&live_ts, &replay_ts, true, &context);
+        assert_eq!(pairs.len() + by_connection(&replay_ts).1.len(), replay_ts.len());
+        eprintln!("{} transitions matched; the two runs' clocks for the same events were at most {} ns apart", pairs.len(), max_skew(&pairs));
+    } else {
+        assert_within_losses(&live_ts, &replay_ts, losses, true, &context);
+    }
 
     // The records around the transitions: the same start host and kernel, an end record
     // whose totals are the replay's own, no warning.
@@ -229,24 +299,32 @@ fn a_recording_replays_to_the_transitions_the_live_run_printed() {
     assert_eq!((&ls["host"], &ls["kernel"]), (&rs["host"], &rs["kernel"]));
     let end = replayed.end().unwrap_or_else(|| panic!("no end record\n{}", context()));
     assert_eq!(end["transitions"].as_u64(), Some(replay_ts.len() as u64), "{end}");
-    assert_eq!(end["by_transition"], live.end().unwrap()["by_transition"]);
+    if lossless {
+        assert_eq!(end["by_transition"], live.end().unwrap()["by_transition"]);
+    }
     assert_eq!(replayed.records.last(), Some(end), "the end record comes last");
     assert!(!replayed.finished.stderr.contains("warning"), "{}", replayed.finished.stderr);
 
     // Replayed with a narrower filter: what the live run showed of it, no more. Local port
     // `passive` keeps the listener and its children, not the clients, whose connects are
     // first seen without a local port and then bound to another.
+    // (With losses, what the whole replay showed of it.)
     let narrowed = replay(&file, &["--lport", &passive.to_string()]);
     narrowed.assert_read();
-    let want: Vec<&Value> = live_ts.iter().copied().filter(|t| t["sport"] == passive).collect();
-    assert!(want.len() >= 2 + N * 5);
+    let reference = if lossless { &live_ts } else { &replay_ts };
+    let want: Vec<&Value> = reference.iter().copied().filter(|t| t["sport"] == passive).collect();
+    assert!(want.len() as u64 >= (2 + N as u64 * 5).saturating_sub(SHOWN_PER_LOST * losses.1));
     let got = narrowed.transitions();
     assert_eq!(got.len(), want.len(), "{}", narrowed.finished.stderr);
     assert_replay_matches(&want, &got, true, &context);
     let refusals = replay(&file, &["--state", "SYN_SENT", "--rport", &refused.to_string()]);
     refusals.assert_read();
     let got = refusals.transitions();
-    assert_eq!(got.len(), 5 * 2);
+    if lossless {
+        assert_eq!(got.len(), 5 * 2);
+    } else {
+        assert!(got.len() <= 5 * 2 && got.len() as u64 + SHOWN_PER_LOST * losses.1 >= 5 * 2);
+    }
     assert!(got.iter().filter(|t| t["newstate"] == "CLOSE").all(|t| t["reason"] == "refused" && t["error"] == "ECONNREFUSED"));
 
     // The recording says where and how it was made.
@@ -319,8 +397,13 @@ fn a_recording_killed_mid_way_replays_up_to_the_cut() {
     let replay_ts = replayed.transitions();
     assert!(replay_ts.len() > 500, "{} transitions before the cut\n{}", replay_ts.len(), context());
     assert!(replay_ts.len() < live_ts.len(), "the live run saw more than the recording");
-    let pairs = assert_replay_matches(&live_ts, &replay_ts, false, &context);
-    eprintln!("{} of {} live transitions replayed before the cut, clocks at most {} ns apart", replay_ts.len(), live_ts.len(), max_skew(&pairs));
+    let losses = (lost(&live.records), lost(&replayed.records));
+    if losses == (0, 0) {
+        let pairs = assert_replay_matches(&live_ts, &replay_ts, false, &context);
+        eprintln!("{} of {} live transitions replayed before the cut, clocks at most {} ns apart", replay_ts.len(), live_ts.len(), max_skew(&pairs));
+    } else {
+        assert_within_losses(&live_ts, &replay_ts, losses, false, &context);
+    }
 
     // The same recording cut inside a block, as a write cut short leaves it.
     let bytes = std::fs::read(&file).expect("the recording");
@@ -331,7 +414,11 @@ fn a_recording_killed_mid_way_replays_up_to_the_cut() {
     let warning = replayed_torn.finished.stderr.lines().find(|l| l.contains("warning")).unwrap_or_default().to_string();
     assert!(warning.contains("bytes into the block that starts there"), "{warning}");
     let torn_ts = replayed_torn.transitions();
-    assert!(torn_ts.len() < replay_ts.len() && !torn_ts.is_empty());
+    // The last block may hold records other than transitions (a loss check, a cgroup), so
+    // it is the records read that the cut must shorten.
+    let read = |r: &Replay| r.records.iter().filter(|r| r["type"] != "alert").count();
+    assert!(read(&replayed_torn) < read(&replayed), "the torn copy reads fewer records");
+    assert!(torn_ts.len() <= replay_ts.len() && !torn_ts.is_empty());
     assert_eq!(torn_ts[..], replay_ts[..torn_ts.len()], "the torn copy reads as a prefix");
     drop(ns);
 }

@@ -45,6 +45,9 @@ const COMMAND_GRACE: Duration = Duration::from_millis(150);
 /// How long the end-of-run check lets transitions made while the kernel listed its sockets
 /// reach the ring buffer before it reads them (see [`Session::check_ends`]).
 const LISTING_GRACE: Duration = Duration::from_millis(20);
+/// How often the ring is read while the end of a run waits for its last timewait timer
+/// removals to be followed or found to be kills.
+const REMOVAL_STEP: Duration = Duration::from_millis(10);
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,6 +211,9 @@ impl Session<'_> {
             if let Some(stop) = self.drain_and_check(ring.get_mut(), true)? {
                 return Ok(stop);
             }
+            if let Some(stop) = self.settle_removals(ring.get_mut()).await? {
+                return Ok(stop);
+            }
             if self.gap_check {
                 if let Some(stop) = self.check_ends(ring.get_mut()).await? {
                     return Ok(stop);
@@ -215,6 +221,27 @@ impl Session<'_> {
             }
         }
         Ok(stop)
+    }
+
+    /// At the end of a run: waits until every timewait timer removal already read is old
+    /// enough to judge (at most the timeline's grace, and only when one is pending), reading
+    /// the ring meanwhile, so that a TIME_WAIT killed in the run's last moments ends the
+    /// trace as killed, and one re-armed then goes on, instead of being left undecided.
+    async fn settle_removals(&mut self, ring: &mut Ring) -> anyhow::Result<Option<Stop>> {
+        let Some(due_ns) = self.timeline.removals_due_at() else {
+            return Ok(None);
+        };
+        loop {
+            let now_ns = self.clock.now().mono_ns;
+            if now_ns >= due_ns {
+                // One more read settles them: the read settles whatever is due once the ring is empty.
+                return self.drain(ring);
+            }
+            sleep(Duration::from_nanos(due_ns - now_ns).min(REMOVAL_STEP)).await;
+            if let Some(stop) = self.drain(ring)? {
+                return Ok(Some(stop));
+            }
+        }
     }
 
     /// At the end of a run: lists the kernel's TCP sockets, reads the records of

@@ -717,19 +717,28 @@ fn tiny_ring_reports_losses() {
     // With the ring overflowing, portrace's own count cannot tell when the traffic's last
     // transitions are in: a client may enter TIME_WAIT, or leave it, while portrace stops.
     // Those may or may not be in the run, and either is right.
-    // Killed for sure: listed at neither time. Entered TIME_WAIT late: its FIN_WAIT2 ->
-    // TIME_WAIT may be missing; left it late: its TIME_WAIT -> CLOSE may be there.
+    // Killed for sure: listed at neither time. Entered TIME_WAIT late: the end of its
+    // close may come after the run (softirqs deferred to ksoftirqd on a busy host), up to
+    // its FIN_WAIT1 -> FIN_WAIT2 and FIN_WAIT2 -> TIME_WAIT and its server's LAST_ACK ->
+    // CLOSE, which the same ACKs make; left it late: its TIME_WAIT -> CLOSE may be there.
+    const LATE_CLOSE: u64 = 3;
     let killed = CONNECTIONS - before.union(&after).count();
     let (entered_late, killed_late) = (after.difference(&before).count(), before.difference(&after).count());
     let expected_max = CONNECTIONS as u64 * 10 + 2 + (killed + killed_late) as u64;
-    let expected = expected_max - (killed_late + entered_late) as u64;
+    let expected = expected_max - killed_late as u64 - LATE_CLOSE * entered_late as u64;
     let ts = run.transitions();
     let losses = lost_total(&run.records);
     let summary = run.summary();
     let received = ts.len() as u64;
+    // What the run shows of each client that entered TIME_WAIT late, and of its server side.
+    let late: Vec<(u16, Vec<String>)> = after
+        .difference(&before)
+        .map(|port| (*port, ts.iter().filter(|t| t.sport == *port || t.dport == *port).map(|t| t.edge()).collect()))
+        .collect();
     let numbers = format!(
         "expected {expected} to {expected_max} transitions ({killed} TIME_WAITs killed by the \
-         kernel; while portrace stopped, {killed_late} left TIME_WAIT and {entered_late} entered it): received \
+         kernel; while portrace stopped, {killed_late} left TIME_WAIT and {entered_late} entered it, \
+         shown as {late:?}): received \
          {received}, lost {} in {} lost records by cause {:?}, end record lost {:?}, summary \
          {summary:?}",
         losses.in_stream, losses.records, losses.by_cause, losses.at_end
@@ -895,12 +904,29 @@ fn burst_5000_connections_at_15000_per_second_lossless() {
         losses.by_cause,
         losses.at_end
     );
+    // portrace itself loses nothing at this rate. The kernel may still hand a few hits to no
+    // BPF program at all (docs/caveats.md): those are counted (`skipped`) and must account
+    // for exactly what is missing, but then no socket-by-socket comparison can hold.
+    let skipped = losses.by_cause.get("skipped").copied().unwrap_or(0);
     assert_eq!(
-        (losses.in_stream, losses.at_end, summary.lost),
-        (0, Some(0), 0),
-        "an unpaced burst of {CONNECTIONS} connections must lose nothing (lost records {:?})",
+        (losses.in_stream - skipped, losses.at_end, summary.lost),
+        (0, Some(losses.in_stream), losses.in_stream),
+        "an unpaced burst of {CONNECTIONS} connections must lose nothing but what the kernel \
+         skipped (lost records {:?})",
         losses.by_cause
     );
+    if skipped > 0 {
+        // A skipped hit is counted before the filter sees it, so it may have been another
+        // socket's: what is missing is at most what was skipped.
+        let shown = ts.len() as u64;
+        assert!(
+            shown <= expected as u64 && shown + skipped >= expected as u64,
+            "with {skipped} hits skipped by the kernel, {shown} of {expected} transitions shown"
+        );
+        check_socket_invariants(&ts, Some("ipv4"));
+        eprintln!("burst: the kernel skipped {skipped} hits; compared by count only");
+        return;
+    }
     // Sockets first: a shortfall then names the sockets that lack transitions, and what
     // each one did.
     let roles = assert_sequences(&ts, &expect);

@@ -140,7 +140,7 @@ pub struct Open {
 /// moved on unseen (to a timewait socket, say), or a later socket whose whole life went
 /// unseen: the fewer of the two ways counts, and that listed socket explains nothing else.
 /// An ended socket is judged the same way, by what it made beyond its end. Timewait sockets
-/// are not judged: their ends come from timers, with their own checks.
+/// are judged apart ([`unseen_timewait_ends`]).
 /// Returns the open sockets judged, and the transitions found unseen.
 pub fn unseen_at_end(open: &[Open], ended: &[Open], listing: &Listing, listed_ns: u64) -> (usize, u64) {
     let mut known: HashMap<Endpoints, Vec<TcpState>> = HashMap::new();
@@ -176,6 +176,29 @@ pub fn unseen_at_end(open: &[Open], ended: &[Open], listing: &Listing, listed_ns
     }
     for o in ended.iter().filter(|o| judged(o)) {
         unseen += unexplained(o).map_or(0, |ways| ways.saturating_sub(unseen_end(o.state)));
+    }
+    (checked, unseen)
+}
+
+/// Transitions timewait sockets made unseen, at least, judged against the kernel's listing
+/// as [`unseen_at_end`] judges full sockets: a timewait socket of `timewaits` whose last
+/// transition came [`SETTLE_NS`] before the listing, whose namespace was listed whole, and
+/// which the kernel does not list in the state portrace has for it, made one transition
+/// unseen at least: its move from FIN_WAIT2 to TIME_WAIT, or its end (an expiry or a kill
+/// whose timer records never came). The caller leaves out timewait sockets whose timer
+/// removal still waits to be judged a kill or a re-arm. Returns the sockets judged and the
+/// transitions found unseen.
+pub fn unseen_timewait_ends(timewaits: &[Open], listing: &Listing, listed_ns: u64) -> (usize, u64) {
+    let mut checked = 0;
+    let mut unseen = 0;
+    for o in timewaits {
+        if !listing.whole.contains(&o.ends.netns) || o.since_ns.saturating_add(SETTLE_NS) > listed_ns {
+            continue;
+        }
+        checked += 1;
+        if !listing.states.get(&o.ends).is_some_and(|l| l.contains(&o.state)) {
+            unseen += 1;
+        }
     }
     (checked, unseen)
 }
@@ -248,6 +271,27 @@ mod tests {
         let mut l = Listing::default();
         l.add_namespace(NS, sockets.iter().map(|&(s, sport, dport)| (ends(sport, dport), s)), true);
         l
+    }
+
+    #[test]
+    fn a_timewait_socket_the_kernel_no_longer_lists_ended_unseen() {
+        let tw = |state, sport, since_ns| Open { full: false, state, since_ns, ends: ends(sport, 80) };
+        let settled = AT - 2 * SETTLE_NS;
+        let timewaits = [
+            tw(TimeWait, 40001, settled),
+            // Gone from the kernel's list: its expiry was never seen.
+            tw(TimeWait, 40002, settled),
+            // Listed in TIME_WAIT, shown still in FIN_WAIT2: the peer's FIN was not seen.
+            tw(FinWait2, 40003, settled),
+            // Too recent to judge: its end may still be on its way.
+            tw(TimeWait, 40004, AT - SETTLE_NS / 2),
+        ];
+        let l = listing(&[(TimeWait, 40001, 80), (TimeWait, 40003, 80)]);
+        assert_eq!(unseen_timewait_ends(&timewaits, &l, AT), (3, 2));
+        // A namespace not listed whole judges nothing.
+        let mut partial = Listing::default();
+        partial.add_namespace(NS, [(ends(40001, 80), TimeWait)], false);
+        assert_eq!(unseen_timewait_ends(&timewaits, &partial, AT), (0, 0));
     }
 
     #[test]

@@ -250,6 +250,19 @@ impl Sockets {
             .collect()
     }
 
+    /// The timewait sockets the tracker has as open, each with its address.
+    pub fn open_timewaits(&self) -> Vec<(u64, gaps::Open)> {
+        self.live
+            .iter()
+            .filter_map(|(key, l)| match key {
+                SockKey::TimeWait(tw) => {
+                    Some((*tw, gaps::Open { full: false, state: l.state, since_ns: l.since_ns, ends: l.ends }))
+                }
+                SockKey::Full(_) => None,
+            })
+            .collect()
+    }
+
     /// Sockets whose end went unseen, found when a new socket took their address (the
     /// latest 65,536), as they were last seen.
     pub fn ended_unseen(&self) -> Vec<gaps::Open> {

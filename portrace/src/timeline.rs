@@ -378,8 +378,18 @@ impl Timeline {
     /// ([`crate::gaps::unseen_at_end`]); what they made unseen counts in [`Self::unseen`].
     /// Returns the open sockets judged and the transitions found unseen.
     pub fn check_against(&mut self, listing: &gaps::Listing, listed_ns: u64) -> (usize, u64) {
-        let (checked, unseen) =
+        let (mut checked, mut unseen) =
             gaps::unseen_at_end(&self.sockets.open(), &self.sockets.ended_unseen(), listing, listed_ns);
+        // Timewait sockets, when their timers are followed at all; not one whose timer
+        // removal is still to be judged a kill or a re-arm.
+        if self.timewait_tracked {
+            let pending: HashSet<u64> = self.cancels.iter().map(|c| c.tw).collect();
+            let timewaits: Vec<gaps::Open> =
+                self.sockets.open_timewaits().into_iter().filter(|(tw, _)| !pending.contains(tw)).map(|(_, o)| o).collect();
+            let (tw_checked, tw_unseen) = gaps::unseen_timewait_ends(&timewaits, listing, listed_ns);
+            checked += tw_checked;
+            unseen += tw_unseen;
+        }
         self.sockets.add_unseen(unseen);
         (checked, unseen)
     }
@@ -586,6 +596,35 @@ mod tests {
         assert_eq!(out.len(), 5, "not settled within the grace period");
         t.settle(5_000 + CANCEL_GRACE_NS, |_, _| false, &mut out);
         assert_eq!(edges(&out[5..]), vec![(1, TimeWait, Close, Some(4_950), Some(EndReason::TimeWaitKilled))]);
+    }
+
+    #[test]
+    fn a_time_wait_whose_end_never_came_is_found_at_the_end_unless_its_removal_is_pending() {
+        use crate::gaps::{Listing, SETTLE_NS};
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ends = Endpoints { saddr: lo, sport: 40000, daddr: lo, dport: 80, netns: 1 };
+        let listed = |state: Option<TcpState>| {
+            let mut l = Listing::default();
+            l.add_namespace(1, state.map(|s| (ends, s)), true);
+            l
+        };
+        let at = 50 + SETTLE_NS;
+        // Still listed in TIME_WAIT: nothing unseen.
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        assert_eq!(t.check_against(&listed(Some(TimeWait)), at), (1, 0));
+        // Gone from the kernel's list with no end seen: one transition unseen.
+        assert_eq!(t.check_against(&listed(None), at), (1, 1));
+        assert_eq!(t.unseen(), 1);
+        // A removal still waiting to be judged is not a hole.
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, at - 1, SK, TimeWait, Close), &mut out);
+        assert_eq!(t.check_against(&listed(None), at), (0, 0));
+        // Nor is anything when timewait sockets are not followed.
+        let (mut t, mut out) = (Timeline::new(Clock::from_offset(0), 64, 0, false), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        assert_eq!(t.check_against(&listed(None), at).1, 0);
     }
 
     #[test]

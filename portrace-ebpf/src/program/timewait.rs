@@ -70,9 +70,7 @@ pub(super) fn claim_timewait(ev: &mut Event, owner: &Owner) {
         _ => kread::<u8>(tw, sock!(tw_substate)).ok(),
     };
     if let Some(now) = now {
-        if now != armed && matches!(now, tcp::TIME_WAIT | tcp::FIN_WAIT2 | tcp::CLOSING) {
-            entry.substate = now;
-            let _ = TIMEWAITS.insert(&tw, &entry, 0);
+        if now != armed && matches!(now, tcp::TIME_WAIT | tcp::FIN_WAIT2 | tcp::CLOSING) && adopt(tw, &mut entry, now) {
             ev.tw_substate = now;
             ev.newstate = now;
             if let (Some(e), Some(noted)) = (early, early_substate) {
@@ -92,6 +90,47 @@ pub(super) fn claim_timewait(ev: &mut Event, owner: &Owner) {
         let _ = EARLY_TW.remove(&tw);
     }
 }
+
+/// Moves the entry just claimed for timewait socket `tw` to state `now`, which the
+/// hand-over read from the socket, unless a program on another CPU (the peer's FIN arriving
+/// there) made that change first and so reports it: returns whether the hand-over is to
+/// report it. One of the two does, never both, so a change is neither shown nor counted
+/// lost twice.
+#[inline(always)]
+fn adopt(tw: u64, entry: &mut TimeWaitEntry, now: u8) -> bool {
+    match TIMEWAITS.get_ptr_mut(&tw) {
+        // SAFETY: a pointer the map gave for this key's value, valid while the program runs.
+        Some(claimed) => unsafe { swap_substate(claimed, now) != now },
+        None => {
+            // Removed meanwhile (a timer removal on another CPU): claimed again, as read.
+            entry.substate = now;
+            let _ = TIMEWAITS.insert(&tw, entry, 0);
+            true
+        }
+    }
+}
+
+/// Sets a timewait entry's state atomically and returns the state it had: of two CPUs
+/// making the same change at once, exactly one sees the state before it.
+///
+/// # Safety
+/// `entry` points to a value of the timewait map, valid while the program runs.
+#[inline(always)]
+unsafe fn swap_substate(entry: *mut TimeWaitEntry, substate: u8) -> u8 {
+    // The state and its padding are one aligned 8-byte word, the state its low byte.
+    // SAFETY: as the caller promises; the word lies within the value (asserted below).
+    unsafe {
+        let word = (&raw mut (*entry).substate).cast::<u64>();
+        core::intrinsics::atomic_xchg::<u64, { core::intrinsics::AtomicOrdering::SeqCst }>(word, u64::from(substate))
+            as u8
+    }
+}
+
+const _: () = {
+    assert!(core::mem::offset_of!(TimeWaitEntry, substate) % 8 == 0);
+    assert!(core::mem::offset_of!(TimeWaitEntry, substate) + 8 == core::mem::size_of::<TimeWaitEntry>());
+    assert!(cfg!(target_endian = "little"));
+};
 
 /// Takes the timewait socket armed a moment ago on this CPU for the connection `ev` is a
 /// transition of (same ports), if there is one: its address and its state when armed.
@@ -174,8 +213,12 @@ pub(super) fn substate_changed(tw: u64, entry: *mut TimeWaitEntry, substate: u8)
         if (*entry).substate == substate {
             return;
         }
-        let before = (*entry).substate;
-        (*entry).substate = substate;
+        // A hand-over on another CPU may make the same change at the same moment: only the
+        // one that swaps the state out reports it.
+        let before = swap_substate(entry, substate);
+        if before == substate {
+            return;
+        }
         timewait_report(tw, &*entry, kind::TW_ARMED, before);
     }
 }

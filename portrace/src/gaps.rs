@@ -115,6 +115,17 @@ impl Listing {
             self.whole.insert(netns);
         }
     }
+
+    /// Whether `o` can be judged against this listing, taken from `listed_ns` on: its
+    /// namespace was listed whole, and its last transition came [`SETTLE_NS`] before.
+    fn settled(&self, o: &Open, listed_ns: u64) -> bool {
+        self.whole.contains(&o.ends.netns) && o.since_ns.saturating_add(SETTLE_NS) <= listed_ns
+    }
+
+    /// Whether the kernel lists a socket at `o`'s endpoints in `o`'s state.
+    fn lists(&self, o: &Open) -> bool {
+        self.states.get(&o.ends).is_some_and(|l| l.contains(&o.state))
+    }
 }
 
 /// A socket portrace thinks open, as the socket tracker lists them.
@@ -167,9 +178,9 @@ pub fn unseen_at_end(open: &[Open], ended: &[Open], listing: &Listing, listed_ns
     };
     let mut unseen = 0;
     let mut checked = 0;
-    for o in open.iter().filter(|o| judged(o) && o.since_ns.saturating_add(SETTLE_NS) <= listed_ns) {
+    for o in open.iter().filter(|o| judged(o) && listing.settled(o, listed_ns)) {
         checked += 1;
-        if listing.states.get(&o.ends).is_some_and(|l| l.contains(&o.state)) {
+        if listing.lists(o) {
             continue;
         }
         unseen += unexplained(o).unwrap_or_else(|| unseen_end(o.state));
@@ -191,12 +202,9 @@ pub fn unseen_at_end(open: &[Open], ended: &[Open], listing: &Listing, listed_ns
 pub fn unseen_timewait_ends(timewaits: &[Open], listing: &Listing, listed_ns: u64) -> (usize, u64) {
     let mut checked = 0;
     let mut unseen = 0;
-    for o in timewaits {
-        if !listing.whole.contains(&o.ends.netns) || o.since_ns.saturating_add(SETTLE_NS) > listed_ns {
-            continue;
-        }
+    for o in timewaits.iter().filter(|o| listing.settled(o, listed_ns)) {
         checked += 1;
-        if !listing.states.get(&o.ends).is_some_and(|l| l.contains(&o.state)) {
+        if !listing.lists(o) {
             unseen += 1;
         }
     }

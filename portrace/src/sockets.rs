@@ -237,30 +237,12 @@ impl Sockets {
         self.untracked
     }
 
-    /// The sockets the tracker has as open.
-    pub fn open(&self) -> Vec<gaps::Open> {
-        self.live
-            .iter()
-            .map(|(key, l)| gaps::Open {
-                full: matches!(key, SockKey::Full(_)),
-                state: l.state,
-                since_ns: l.since_ns,
-                ends: l.ends,
-            })
-            .collect()
-    }
-
-    /// The timewait sockets the tracker has as open, each with its address.
-    pub fn open_timewaits(&self) -> Vec<(u64, gaps::Open)> {
-        self.live
-            .iter()
-            .filter_map(|(key, l)| match key {
-                SockKey::TimeWait(tw) => {
-                    Some((*tw, gaps::Open { full: false, state: l.state, since_ns: l.since_ns, ends: l.ends }))
-                }
-                SockKey::Full(_) => None,
-            })
-            .collect()
+    /// The sockets the tracker has as open, each with its key.
+    pub fn open(&self) -> impl Iterator<Item = (SockKey, gaps::Open)> + '_ {
+        self.live.iter().map(|(key, l)| {
+            let open = gaps::Open { full: matches!(key, SockKey::Full(_)), state: l.state, since_ns: l.since_ns, ends: l.ends };
+            (*key, open)
+        })
     }
 
     /// Sockets whose end went unseen, found when a new socket took their address (the

@@ -378,14 +378,20 @@ impl Timeline {
     /// ([`crate::gaps::unseen_at_end`]); what they made unseen counts in [`Self::unseen`].
     /// Returns the open sockets judged and the transitions found unseen.
     pub fn check_against(&mut self, listing: &gaps::Listing, listed_ns: u64) -> (usize, u64) {
-        let (mut checked, mut unseen) =
-            gaps::unseen_at_end(&self.sockets.open(), &self.sockets.ended_unseen(), listing, listed_ns);
+        let open: Vec<(SockKey, gaps::Open)> = self.sockets.open().collect();
+        let sockets: Vec<gaps::Open> = open.iter().map(|(_, o)| *o).collect();
+        let (mut checked, mut unseen) = gaps::unseen_at_end(&sockets, &self.sockets.ended_unseen(), listing, listed_ns);
         // Timewait sockets, when their timers are followed at all; not one whose timer
         // removal is still to be judged a kill or a re-arm.
         if self.timewait_tracked {
             let pending: HashSet<u64> = self.cancels.iter().map(|c| c.tw).collect();
-            let timewaits: Vec<gaps::Open> =
-                self.sockets.open_timewaits().into_iter().filter(|(tw, _)| !pending.contains(tw)).map(|(_, o)| o).collect();
+            let timewaits: Vec<gaps::Open> = open
+                .iter()
+                .filter_map(|(key, o)| match key {
+                    SockKey::TimeWait(tw) if !pending.contains(tw) => Some(*o),
+                    _ => None,
+                })
+                .collect();
             let (tw_checked, tw_unseen) = gaps::unseen_timewait_ends(&timewaits, listing, listed_ns);
             checked += tw_checked;
             unseen += tw_unseen;

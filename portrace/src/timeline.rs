@@ -316,9 +316,12 @@ impl Timeline {
     }
 
     /// When the last of the timewait timer removals waiting for a re-arm or an expiry
-    /// becomes due for [`Timeline::settle`] (monotonic ns), if any is waiting.
-    pub fn removals_due_at(&self) -> Option<u64> {
-        self.cancels.iter().map(|c| c.record.ts_ns.saturating_add(CANCEL_GRACE_NS)).max()
+    /// becomes due for [`Timeline::settle`] (monotonic ns), if any is waiting; never later
+    /// than one grace after `now_ns`, so that a caller waiting for it waits at most that
+    /// long, whatever times the records carry.
+    pub fn removals_due_at(&self, now_ns: u64) -> Option<u64> {
+        let last = self.cancels.iter().map(|c| c.record.ts_ns.saturating_add(CANCEL_GRACE_NS)).max()?;
+        Some(last.min(now_ns.saturating_add(CANCEL_GRACE_NS)))
     }
 
     fn settle_where(&mut self, killed: impl Fn(&PendingCancel) -> bool, out: &mut Vec<Transition>) {
@@ -636,19 +639,31 @@ mod tests {
     #[test]
     fn the_end_of_a_run_knows_how_long_its_last_removals_need_to_be_judged() {
         let (mut t, mut out) = (timeline(), vec![]);
-        assert_eq!(t.removals_due_at(), None, "nothing waits before any removal");
+        assert_eq!(t.removals_due_at(0), None, "nothing waits before any removal");
         active_close_until_handover(&mut t, &mut out, TimeWait);
         t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 5_000, SK, TimeWait, Close), &mut out);
-        assert_eq!(t.removals_due_at(), Some(5_000 + CANCEL_GRACE_NS));
+        assert_eq!(t.removals_due_at(5_010), Some(5_000 + CANCEL_GRACE_NS));
         // A re-arm follows: nothing is left to judge.
         t.push(&rec(Kind::TwArmed { tw: TW, state: TimeWait }, 5_001, SK, TimeWait, TimeWait), &mut out);
-        assert_eq!(t.removals_due_at(), None, "a followed removal waits for nothing");
+        assert_eq!(t.removals_due_at(0), None, "a followed removal waits for nothing");
         // Removed again, for good this time: due once the grace has passed, then settled.
         t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, 9_000, SK, TimeWait, Close), &mut out);
-        assert_eq!(t.removals_due_at(), Some(9_000 + CANCEL_GRACE_NS));
+        assert_eq!(t.removals_due_at(9_010), Some(9_000 + CANCEL_GRACE_NS));
         t.settle(9_000 + CANCEL_GRACE_NS, |_, _| false, &mut out);
-        assert_eq!(t.removals_due_at(), None);
+        assert_eq!(t.removals_due_at(0), None);
         assert_eq!(out.last().map(|t| (t.oldstate, t.newstate, t.reason)), Some((TimeWait, Close, Some(EndReason::TimeWaitKilled))));
+    }
+
+    #[test]
+    fn a_removal_stamped_in_the_future_is_waited_for_one_grace_at_most() {
+        let (mut t, mut out) = (timeline(), vec![]);
+        active_close_until_handover(&mut t, &mut out, TimeWait);
+        t.push(&rec(Kind::TwCancel { tw: TW, state: TimeWait }, u64::MAX - 10, SK, TimeWait, Close), &mut out);
+        assert_eq!(t.removals_due_at(1_000), Some(1_000 + CANCEL_GRACE_NS));
+        // Not due yet at the cap: it stays undecided, never shown as killed on a guess.
+        t.settle(1_000 + CANCEL_GRACE_NS, |_, _| false, &mut out);
+        assert_ne!(out.last().map(|t| t.reason), Some(Some(EndReason::TimeWaitKilled)));
+        assert!(t.removals_due_at(2_000).is_some(), "still pending");
     }
 
     #[test]

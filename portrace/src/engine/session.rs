@@ -224,11 +224,12 @@ impl Session<'_> {
     }
 
     /// At the end of a run: waits until every timewait timer removal already read is old
-    /// enough to judge (at most the timeline's grace, and only when one is pending), reading
+    /// enough to judge (only when one is pending, and at most the timeline's grace from
+    /// now, even for a record stamped later than the clock reads), reading
     /// the ring meanwhile, so that a TIME_WAIT killed in the run's last moments ends the
     /// trace as killed, and one re-armed then goes on, instead of being left undecided.
     async fn settle_removals(&mut self, ring: &mut Ring) -> anyhow::Result<Option<Stop>> {
-        let Some(due_ns) = self.timeline.removals_due_at() else {
+        let Some(due_ns) = self.timeline.removals_due_at(self.clock.now().mono_ns) else {
             return Ok(None);
         };
         loop {

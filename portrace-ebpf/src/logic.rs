@@ -48,6 +48,61 @@ pub fn port_listed(n: u16, at: impl Fn(usize) -> u16, port: u16) -> bool {
     found
 }
 
+/// A port the kernel has not set yet, for [`ports_pass`]: it meets every condition on it.
+/// (Plain integers, not `Option`s: a call passing `None` would leave the register of the
+/// `Option`'s value unset, and the verifier refuses a function that copies an unset
+/// register.)
+pub const PORT_UNSET: u32 = u32::MAX;
+/// A port the kernel has not set yet, for [`ports_pass`]: it meets no condition on it, so
+/// a transition that passes with it passes whatever the port turns out to be.
+pub const PORT_UNLISTED: u32 = u32::MAX - 1;
+
+/// A list of ports of the filter: how many, and an accessor.
+pub struct Ports<F: Fn(usize) -> u16> {
+    pub n: u16,
+    pub at: F,
+}
+
+impl<F: Fn(usize) -> u16> Ports<F> {
+    /// Whether `port` (a port, [`PORT_UNSET`] or [`PORT_UNLISTED`]) meets the condition
+    /// that it be in the list; an empty list sets none.
+    #[inline(always)]
+    fn met_by(&self, port: u32) -> bool {
+        match u16::try_from(port) {
+            Ok(port) => port_listed(self.n, &self.at, port),
+            Err(_) => port == PORT_UNSET || self.n == 0,
+        }
+    }
+
+    /// Whether `port` (a port or [`PORT_UNLISTED`]) is in the list.
+    #[inline(always)]
+    fn holds(&self, port: u32) -> bool {
+        u16::try_from(port).is_ok_and(|port| self.n != 0 && port_listed(self.n, &self.at, port))
+    }
+}
+
+/// Whether a transition's local port `sport` and remote port `dport` (each a port,
+/// [`PORT_UNSET`] or [`PORT_UNLISTED`]) meet the filter's port conditions: the local one
+/// in `local`, the remote one in `remote`, and either in `either` (with one of them unset,
+/// that condition may still be met, and counts as met).
+#[inline(always)]
+pub fn ports_pass(
+    local: Ports<impl Fn(usize) -> u16>,
+    remote: Ports<impl Fn(usize) -> u16>,
+    either: Ports<impl Fn(usize) -> u16>,
+    sport: u32,
+    dport: u32,
+) -> bool {
+    if !local.met_by(sport) || !remote.met_by(dport) {
+        return false;
+    }
+    either.n == 0
+        || sport == PORT_UNSET
+        || dport == PORT_UNSET
+        || either.holds(sport)
+        || either.holds(dport)
+}
+
 /// Whether an address of `family` lies in a network, compared byte by byte as the filter
 /// stores it: `net(j)` gives byte `j` of the network's mask and of its address, and an
 /// IPv4 address is compared as v4-mapped (`::ffff:a.b.c.d`, its four bytes first in `a`).
@@ -123,6 +178,46 @@ mod tests {
                 assert_ne!(hit_id(sk, old, new), 0);
             }
         }
+    }
+
+    fn list(ports: &[u16]) -> Ports<impl Fn(usize) -> u16 + '_> {
+        Ports { n: ports.len() as u16, at: move |i| ports.get(i).copied().unwrap_or(0) }
+    }
+
+    fn pass(l: &[u16], r: &[u16], e: &[u16], sport: u32, dport: u32) -> bool {
+        ports_pass(list(l), list(r), list(e), sport, dport)
+    }
+
+    #[test]
+    fn ports_pass_the_filter_by_each_list_and_by_either() {
+        assert!(pass(&[], &[], &[], 1, 2), "no condition");
+        assert!(pass(&[80], &[], &[], 80, 9));
+        assert!(!pass(&[80], &[], &[], 81, 9));
+        assert!(pass(&[], &[5432], &[], 9, 5432));
+        assert!(!pass(&[], &[5432], &[], 5432, 9), "a remote-port list looks at the remote port only");
+        assert!(pass(&[], &[], &[443], 443, 9));
+        assert!(pass(&[], &[], &[443], 9, 443));
+        assert!(!pass(&[], &[], &[443], 9, 9));
+        assert!(!pass(&[80], &[], &[443], 443, 443), "every list is a condition of its own");
+    }
+
+    #[test]
+    fn an_unset_port_meets_every_condition_and_an_unlisted_one_none() {
+        // A connect before its local port is bound, to port 443.
+        for sport in [PORT_UNSET, PORT_UNLISTED] {
+            assert!(pass(&[], &[], &[443], sport, 443), "the remote port alone meets --port");
+            assert!(pass(&[], &[], &[], sport, 443));
+        }
+        // To another port: it may pass once bound (UNSET), but not whatever the port is.
+        assert!(pass(&[], &[], &[443], PORT_UNSET, 80));
+        assert!(!pass(&[], &[], &[443], PORT_UNLISTED, 80));
+        // A local-port list: decided only by the port.
+        assert!(pass(&[8080], &[], &[], PORT_UNSET, 443));
+        assert!(!pass(&[8080], &[], &[], PORT_UNLISTED, 443));
+        // Unset on the remote side (a child socket before its peer is copied in).
+        assert!(pass(&[], &[5432], &[], 9, PORT_UNSET));
+        assert!(!pass(&[], &[5432], &[], 9, PORT_UNLISTED));
+        assert!(pass(&[], &[], &[9], 9, PORT_UNLISTED), "the local port alone meets --port");
     }
 
     #[test]

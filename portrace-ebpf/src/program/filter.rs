@@ -2,7 +2,7 @@
 
 use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
 use portrace_ebpf::{
-    logic::{in_net, port_listed},
+    logic::{in_net, ports_pass, Ports},
     owner_source, tcp, Event, CGROUP_LEVELS_SEARCHED, MAX_NETNS, MAX_NETS, MAX_PIDS,
 };
 
@@ -58,17 +58,10 @@ pub(super) fn in_filter_net(family: u16, a: &[u8; 16], i: usize) -> bool {
     })
 }
 
-/// A port not set yet, for [`passes`]: it meets every condition on it. (Plain integers,
-/// not `Option`s: a call passing `None` would leave the register of the `Option`'s value
-/// unset, and the verifier refuses a function that copies an unset register.)
-pub(super) const UNSET: u32 = u32::MAX;
-
-/// Whether the event passes the user's filter, taking `sport` and `dport` (ports, or
-/// [`UNSET`]) for its ports.
+/// Whether the event passes the user's filter, taking `sport` and `dport` (ports,
+/// [`PORT_UNSET`] or [`PORT_UNLISTED`]) for its ports.
 #[inline(never)]
 pub(super) fn passes(ev: &Event, sport: u32, dport: u32) -> bool {
-    let sport = u16::try_from(sport).ok();
-    let dport = u16::try_from(dport).ok();
     let family = global!(FILTER.family);
     if family != 0 && family != ev.family {
         return false;
@@ -105,32 +98,13 @@ pub(super) fn passes(ev: &Event, sport: u32, dport: u32) -> bool {
             }
         }
     }
-    if let Some(sport) = sport {
-        if !port_listed(
-            global!(FILTER.n_lports),
-            |i| global!(FILTER.lports[i]),
-            sport,
-        ) {
-            return false;
-        }
-    }
-    if let Some(dport) = dport {
-        if !port_listed(
-            global!(FILTER.n_rports),
-            |i| global!(FILTER.rports[i]),
-            dport,
-        ) {
-            return false;
-        }
-    }
-    let n_ports = global!(FILTER.n_ports);
-    if let (true, Some(sport), Some(dport)) = (n_ports != 0, sport, dport) {
-        // (Either port may match: with one unknown, the condition may still be met.)
-        if !port_listed(n_ports, |i| global!(FILTER.ports[i]), sport)
-            && !port_listed(n_ports, |i| global!(FILTER.ports[i]), dport)
-        {
-            return false;
-        }
+    let lists = (
+        Ports { n: global!(FILTER.n_lports), at: |i| global!(FILTER.lports[i]) },
+        Ports { n: global!(FILTER.n_rports), at: |i| global!(FILTER.rports[i]) },
+        Ports { n: global!(FILTER.n_ports), at: |i| global!(FILTER.ports[i]) },
+    );
+    if !ports_pass(lists.0, lists.1, lists.2, sport, dport) {
+        return false;
     }
     if global!(FILTER.cgroup_id) != 0 && ev.owner_source & owner_source::IN_CGROUP == 0 {
         return false;

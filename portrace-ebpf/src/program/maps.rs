@@ -87,6 +87,13 @@ pub(super) struct Slot {
 #[map]
 pub(super) static HOLD: HashMap<u64, Event> = HashMap::with_max_entries(HOLD_ENTRIES, 0);
 
+/// How many transitions `HOLD` holds (index 0), so that a transition can skip looking for
+/// its socket's held one when none is held. An entry replaced, or removed by another
+/// way than its release, leaves the count higher than the map: then the map is searched
+/// as if the count were not there, never skipped wrongly.
+#[map]
+pub(super) static HELD: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Per CPU: 1 while the main program runs there. A backup run that finds it set is
 /// nested in the main program's run for another hit, which is exactly when the kernel
 /// skips the main program: the backup records its hit without looking for a note.

@@ -3,7 +3,9 @@
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id};
 use portrace_ebpf::{
-    counter, logic::made_by_owner, owner_source, tcp, Event, ListenKey, Owner, SockOwner,
+    counter,
+    logic::{made_by_owner, PORT_UNLISTED, PORT_UNSET},
+    owner_source, tcp, Event, ListenKey, Owner, SockOwner,
 };
 
 use super::filter::*;
@@ -171,10 +173,19 @@ pub(super) fn process(ev: &mut Event, rescue: bool, located: bool) {
     }
     if ev.sport == 0 && ev.newstate == tcp::SYN_SENT && global!(FILTER.hold_unbound) != 0 {
         // A connect: its local port is bound right after this transition. The filter has a
-        // condition on it, so the transition waits for the socket's next one to tell.
-        if passes(ev, UNSET, ev.dport.into()) {
+        // condition on it, so unless the transition passes whatever port the kernel picks
+        // (`--port 443` and a connect to port 443), it waits for the socket's next one to
+        // tell.
+        if passes(ev, PORT_UNSET, ev.dport.into()) {
             stamp_comm(ev);
-            hold(ev);
+            if rescue {
+                ev.owner_source |= owner_source::BY_BACKUP;
+            }
+            if passes(ev, PORT_UNLISTED, ev.dport.into()) {
+                emit(ev);
+            } else {
+                hold(ev);
+            }
         }
         return;
     }
@@ -186,7 +197,7 @@ pub(super) fn process(ev: &mut Event, rescue: bool, located: bool) {
         if rescue {
             ev.owner_source |= owner_source::BY_BACKUP;
         }
-        if passes(ev, ev.sport.into(), UNSET) {
+        if passes(ev, ev.sport.into(), PORT_UNSET) {
             hold(ev);
         }
         return;
@@ -218,6 +229,21 @@ pub(super) fn hold(ev: &Event) {
     if HOLD.insert(&ev.skaddr, ev, 0).is_err() {
         bump(counter::HOLD_FULL);
         emit(ev);
+        return;
+    }
+    add_held(1);
+}
+
+/// Adds `n` (wrapping: `u64::MAX` takes one away) to the count of transitions held.
+fn add_held(n: u64) {
+    if let Some(count) = HELD.get_ptr_mut(0) {
+        // SAFETY: the map's one u64, 8-byte aligned, valid while the program runs; every
+        // CPU changes it with atomic adds only.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                count, n,
+            );
+        }
     }
 }
 
@@ -226,6 +252,13 @@ pub(super) fn hold(ev: &Event) {
 /// port 0: the port was not bound yet); a held child gets its addresses and ports, which it
 /// had in all but the kernel's copy.
 pub(super) fn release_held(ev: &Event) {
+    // Nearly always nothing is held (no filter on local ports, or connects that passed it
+    // at once): the search of the hold map is skipped. A socket's transitions come one at
+    // a time, under its lock, so its own hold is counted before its next transition reads
+    // the count.
+    if !matches!(HELD.get(0), Some(&n) if n != 0) {
+        return;
+    }
     let Some(held) = HOLD.get_ptr_mut(&ev.skaddr) else {
         return;
     };
@@ -252,7 +285,9 @@ pub(super) fn release_held(ev: &Event) {
             }
         }
     }
-    let _ = HOLD.remove(&ev.skaddr);
+    if HOLD.remove(&ev.skaddr).is_ok() {
+        add_held(u64::MAX);
+    }
 }
 
 pub(super) fn set_owner(ev: &mut Event, o: &Owner, source: u8) {

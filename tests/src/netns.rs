@@ -40,11 +40,14 @@ impl Netns {
     /// `net.ipv4.tcp_tw_reuse` to 0: with the default (2, reuse on loopback) a connect may
     /// pick a local port whose previous connection to the same server is still in
     /// TIME_WAIT (once the second it entered TIME_WAIT is over), which kills that TIME_WAIT
-    /// early, at a moment that depends on timing; with 0 each connect takes a free port. (An
-    /// unpaced burst can still make the kernel end a few TIME_WAITs with a reset, when
-    /// segments of one connection are reordered between CPUs; the burst tests ask the
-    /// kernel which, see [`Netns::time_wait_ports`].) Also deletes namespaces a previous,
-    /// killed run of these tests left behind (their process no longer exists).
+    /// early, at a moment that depends on timing; with 0 each connect takes a free port.
+    /// Sets `net.ipv4.tcp_rfc1337` to 1: otherwise a client's late ACK, which the server's
+    /// listener answers with a reset once the server's side has closed, ends the client's
+    /// TIME_WAIT (TIME_WAIT assassination), one transition more, at the kernel's whim,
+    /// even in a workload of three connections. Kills have tests of their own, by a new
+    /// connection's SYN and by the namespace's deletion, which RFC 1337 does not stop.
+    /// Also deletes namespaces a previous, killed run of these tests left behind (their
+    /// process no longer exists).
     pub fn create() -> Netns {
         remove_stale();
         let name = format!(
@@ -59,6 +62,7 @@ impl Netns {
         ns.sysctl("net.ipv4.ip_local_port_range=1024 65000");
         ns.sysctl("net.ipv4.tcp_tw_reuse=0");
         ns.sysctl("net.core.somaxconn=65535");
+        ns.sysctl("net.ipv4.tcp_rfc1337=1");
         ns
     }
 

@@ -145,9 +145,6 @@ fn expected() -> BTreeMap<(String, String), u64> {
 fn a_live_diagram_and_one_from_a_recording_count_the_traffic_and_conn_draws_a_connection() {
     privileged!();
     let ns = Netns::create();
-    // No TIME_WAIT assassination (RFC 1337): a reset answering a late segment would end
-    // a client's TIME_WAIT early, a TIME_WAIT -> CLOSE the counts below do not expect.
-    ns.sysctl("net.ipv4.tcp_rfc1337=1");
     let load = Tcpload::new(env!("CARGO_BIN_EXE_tcpload"));
     let dir = TempDir::new();
     let (live_svg, recording, from_svg, conn_svg) =

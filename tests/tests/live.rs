@@ -539,10 +539,10 @@ fn filter_state_close_keeps_connects_and_sees_no_kill_in_a_moved_timer() {
 /// Stops portrace once it has accounted for (received or reported lost) every transition
 /// of `connections` client-closes-first connections to `port` in `ns` and the kernel's own
 /// list of TIME_WAIT sockets has stopped changing (or `timeout` passed). Every connection
-/// makes 10 transitions and the listener 2; a burst also makes the kernel end a few of the
-/// clients' TIME_WAITs early (a reset answers a late segment: TIME_WAIT assassination),
-/// each one more transition, `TIME_WAIT->CLOSE`. Which ones is the kernel's choice, so the
-/// kernel is asked: returns the run and the local ports of the clients in TIME_WAIT just
+/// makes 10 transitions and the listener 2; a client's TIME_WAIT that the kernel ends
+/// early (the namespace ignores resets, RFC 1337, but not every cause) is one more
+/// transition, `TIME_WAIT->CLOSE`. Which ones is the kernel's choice, so the kernel is
+/// asked: returns the run and the local ports of the clients in TIME_WAIT just
 /// before portrace was stopped and just after, for the caller to compare.
 fn stop_when_settled(
     mut portrace: Portrace,
@@ -644,7 +644,6 @@ fn burst_at_40000_per_second_shows_every_transition_once_or_counts_it_lost() {
     const CONNECTIONS: usize = 10_000;
     privileged!();
     let ns = Netns::create();
-    ns.sysctl("net.ipv4.tcp_rfc1337=1");
     let load = tcpload!();
     let portrace = Portrace::start(&["--port", "65133"]);
     let server = load.server(&ns, "127.0.0.1:65133", CONNECTIONS, Closer::Client);
@@ -705,9 +704,6 @@ fn tiny_ring_reports_losses() {
     const CONNECTIONS: usize = 5_000;
     privileged!();
     let ns = Netns::create();
-    // No TIME_WAIT assassination (RFC 1337): the kernel ending a few clients' TIME_WAITs
-    // while the run is compared with its list would make the count move under the test.
-    ns.sysctl("net.ipv4.tcp_rfc1337=1");
     let load = tcpload!();
     let portrace = Portrace::start(&["--ring-size", "4096", "--port", "65131"]);
     let server = load.server(&ns, "127.0.0.1:65131", CONNECTIONS, Closer::Client);
@@ -836,10 +832,6 @@ fn burst_5000_connections_at_15000_per_second_lossless() {
     const CONNECTIONS: usize = 5_000;
     privileged!();
     let ns = Netns::create();
-    // RFC 1337: TIME_WAIT sockets ignore resets, so the kernel does not assassinate the
-    // clients' TIME_WAITs during the burst; this test is about losses, and kills have
-    // their own (time_wait_killed_by_reuse_and_by_namespace_deletion).
-    ns.sysctl("net.ipv4.tcp_rfc1337=1");
     let load = tcpload!();
     let portrace = Portrace::start(&["--port", "65132"]);
     let server = load.server(&ns, "127.0.0.1:65132", CONNECTIONS, Closer::Client);

@@ -201,10 +201,6 @@ fn expected_edges() -> BTreeMap<(String, String), f64> {
 fn prometheus_scrapes_exactly_what_the_workload_did() {
     privileged!();
     let ns = Netns::create();
-    // No TIME_WAIT assassination (RFC 1337): a listener's reset answering a client's late
-    // ACK would end that client's TIME_WAIT early, a TIME_WAIT -> CLOSE the exact counts
-    // below do not expect (it shows up a grace period later, after the counts were read).
-    ns.sysctl("net.ipv4.tcp_rfc1337=1");
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let (port, closed) = (PORT.to_string(), CLOSED_PORT.to_string());
     let serve = start_serve(

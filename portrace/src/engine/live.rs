@@ -174,7 +174,7 @@ async fn trace_until_stopped(
         // Transitions made while the inventory was taken, held back until the inventory is
         // written: a socket both show is shown by its transitions alone.
         let mut early = Vec::new();
-        let malformed = session.take_early(ring.get_mut(), &mut early);
+        let (early_read, malformed) = session.take_early(ring.get_mut(), &mut early);
         let twins = session.timeline.born_during_inventory(&sockets, &early);
         let opened = started.and_then(|()| {
             let kept = |s: &&SocketRecord| {
@@ -182,6 +182,9 @@ async fn trace_until_stopped(
             };
             for s in sockets.iter().filter(kept) {
                 session.pipeline.socket(s)?;
+            }
+            if early_read.records > 0 {
+                session.pipeline.ring_read(&early_read)?;
             }
             if malformed > 0 {
                 session.report_lost(malformed, LossCause::Malformed)?;

@@ -279,15 +279,19 @@ impl Session<'_> {
     }
 
     /// Moves the records waiting in the ring through the timeline into `out`, without
-    /// writing them; returns how many could not be decoded.
-    pub fn take_early(&mut self, ring: &mut Ring, out: &mut Vec<Transition>) -> u64 {
+    /// writing them; returns the read, for the outputs to be told of once they are open
+    /// (the ring's health counts every record), and how many could not be decoded.
+    pub fn take_early(&mut self, ring: &mut Ring, out: &mut Vec<Transition>) -> (RingRead, u64) {
         let mut malformed = 0;
+        let mut read = RingRead { records: 0, bytes: 0, size: self.ring_size };
         while let Some(item) = ring.next_record() {
+            read.records += 1;
+            read.bytes += RingRead::bytes_of(item.len());
             if !self.absorb(&item, out) {
                 malformed += 1;
             }
         }
-        malformed
+        (read, malformed)
     }
 
     /// Takes one ring record: an exec reads the process's details, anything else goes

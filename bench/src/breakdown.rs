@@ -5,21 +5,19 @@
 //!
 //! The kernel programs' side is not sampled here: their cost per run comes from the
 //! kernel's own statistics in the main table (`programs` in the JSON), which are exact
-//! where sampling is not (a virtual machine without a PMU samples on a timer, whose
+//! where sampling is not (`tracepoint_cost` samples the kernel's side for what those
+//! statistics do not see) (a virtual machine without a PMU samples on a timer, whose
 //! interrupts wait for the end of every section run with interrupts off, such as a BPF
 //! map's bucket lock, and land there).
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::netns::Topology;
-use crate::quiet;
-use crate::sys::{self, Error, Out, Proc, Result};
-use crate::workload::{self, Shape};
+use crate::sampled;
+use crate::sys::Result;
+use crate::workload::Shape;
 
 /// A sample per this much of portrace's CPU time (`perf record -c`, task-clock).
 pub const PERIOD_NS: u64 = 100_000;
@@ -70,30 +68,10 @@ pub fn stage_of(frames: &[&str]) -> &'static str {
     OTHER
 }
 
-/// Samples per stage from `perf script` output: one sample a block, its frames one a line
-/// (`addr symbol+off (dso)`), blocks apart by an empty line.
+/// Samples per stage from `perf script` output.
 pub fn tally(script: &str) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
-    let mut frames: Vec<&str> = Vec::new();
-    let mut flush = |frames: &mut Vec<&str>| {
-        if !frames.is_empty() {
-            *counts.entry(stage_of(frames)).or_insert(0) += 1;
-            frames.clear();
-        }
-    };
-    for line in script.lines() {
-        if line.trim().is_empty() {
-            flush(&mut frames);
-        } else if line.starts_with([' ', '\t']) {
-            let mut parts = line.trim().splitn(2, ' ');
-            let _address = parts.next();
-            if let Some(symbol) = parts.next() {
-                let symbol = symbol.split(" (").next().unwrap_or(symbol);
-                frames.push(symbol.rsplit_once("+0x").map_or(symbol, |(s, _)| s));
-            }
-        }
-    }
-    flush(&mut frames);
+    sampled::each_stack(script, |frames| *counts.entry(stage_of(frames)).or_insert(0) += 1);
     counts
 }
 
@@ -106,88 +84,35 @@ pub struct Breakdown {
 }
 
 impl Breakdown {
-    pub fn ns_per_transition(&self, samples: u64) -> f64 {
-        if self.transitions == 0 {
-            return 0.0;
-        }
-        (samples * PERIOD_NS) as f64 / self.transitions as f64
+    fn parts(&self) -> sampled::Parts<'_> {
+        sampled::Parts { transitions: self.transitions, period_ns: PERIOD_NS, counts: &self.stages }
     }
 
     pub fn table(&self) -> String {
-        let mut out = format!(
+        let head = format!(
             "Where portrace's process CPU goes ({} transitions, {} samples of {} us of its CPU each):\n\n",
             self.transitions,
             self.samples,
             PERIOD_NS / 1000
         );
-        out.push_str("| stage | ns per transition | share |\n|---|---:|---:|\n");
         let order = STAGES.iter().map(|(s, _)| *s).chain([WRITE, OTHER]);
-        for stage in order {
-            let n = self.stages.get(stage).copied().unwrap_or(0);
-            out.push_str(&format!(
-                "| {stage} | {:.0} | {:.1}% |\n",
-                self.ns_per_transition(n),
-                100.0 * n as f64 / self.samples.max(1) as f64
-            ));
-        }
-        out.push_str(&format!("| all | {:.0} | 100% |\n", self.ns_per_transition(self.samples)));
-        out
+        head + &self.parts().table("stage", order, self.samples)
     }
 
     pub fn json(&self) -> Value {
-        json!({
-            "period_ns": PERIOD_NS,
-            "transitions": self.transitions,
-            "samples": self.samples,
-            "ns_per_transition": self.stages.iter().map(|(s, n)| (s.to_string(), json!(self.ns_per_transition(*n)))).collect::<serde_json::Map<_, _>>(),
-        })
+        self.parts().json(self.samples)
     }
-}
-
-/// The transitions portrace's `end` record counted.
-fn transitions_of(output: &str) -> Option<u64> {
-    let end = output.lines().rev().find(|l| l.contains("\"type\":\"end\""))?;
-    let value: Value = serde_json::from_str(end).ok()?;
-    value.get("transitions")?.as_u64()
 }
 
 /// One run: portrace on the loopback workload with its process sampled.
 pub fn measure(portrace: &Path, perf: &Path, shape: &Shape, dir: &Path) -> Result<Breakdown> {
-    let topo = Topology::loopback()?;
-    let out = dir.join("breakdown-portrace.json");
-    let port = PORT.to_string();
-    let mut tracer = quiet::start_portrace(portrace, &["--format", "json", "--port", &port], &out)?;
-    sys::sleep(Duration::from_millis(300))?;
-    let data = dir.join("breakdown.perf.data");
-    let mut record = Command::new(perf);
-    record
-        .args(["record", "-e", "task-clock", "-c", &PERIOD_NS.to_string(), "--call-graph", "dwarf,16384", "-q", "-o"])
-        .arg(&data)
-        .args(["-p", &tracer.pid.to_string()]);
-    let mut sampler = Proc::spawn("perf record", record, Out::Null, Out::File(&dir.join("breakdown.perf.err")))?;
-    sys::sleep(Duration::from_millis(500))?;
-    let server = workload::start_server(&topo, shape, PORT, dir)?;
-    let ran = workload::run_client(&topo, shape, PORT, dir, server);
-    // The records still in the ring are drained within the poll interval.
-    sys::sleep(Duration::from_secs(1))?;
-    let recorded = sampler.stop(libc::SIGINT, Duration::from_secs(60));
-    tracer.stop(libc::SIGINT, Duration::from_secs(20));
-    ran?;
-    // perf stops on SIGINT by raising it again once its file is written.
-    let written = std::fs::metadata(&data).is_ok_and(|m| m.len() > 0);
-    if !written {
-        let err = std::fs::read_to_string(dir.join("breakdown.perf.err")).unwrap_or_default();
-        return Err(Error::Failed(format!("perf record {}: {}", recorded.describe(), err.trim())));
-    }
-    let transitions = transitions_of(&std::fs::read_to_string(&out).unwrap_or_default())
-        .ok_or_else(|| Error::Failed("portrace wrote no end record".into()))?;
-    let mut script = Command::new(perf);
-    script.args(["script", "-F", "ip,sym", "-i"]).arg(&data);
-    let text = sys::output_of(&mut script).ok_or_else(|| Error::Failed("perf script failed".into()))?;
-    let stages = tally(&text);
+    let period = PERIOD_NS.to_string();
+    let args = ["-e", "task-clock", "-c", &period, "--call-graph", "dwarf,16384", "-q"];
+    let how = sampled::Sampling { perf, args: &args, of_portrace: true, port: PORT, name: "breakdown" };
+    let run = sampled::storm(portrace, shape, dir, &how)?;
+    let stages = tally(&run.script);
     let samples = stages.values().sum();
-    let _ = std::fs::remove_file(&data);
-    Ok(Breakdown { transitions, samples, stages })
+    Ok(Breakdown { transitions: run.transitions, samples, stages })
 }
 
 #[cfg(test)]
@@ -223,8 +148,8 @@ mod tests {
     #[test]
     fn ns_per_transition_is_samples_times_the_period_over_transitions() {
         let b = Breakdown { transitions: 200_000, samples: 3_000, stages: BTreeMap::from([("decode", 100)]) };
-        assert_eq!(b.ns_per_transition(3_000), 1_500.0);
-        assert_eq!(b.ns_per_transition(100), 50.0);
+        assert_eq!(b.parts().ns_per_transition(3_000), 1_500.0);
+        assert_eq!(b.parts().ns_per_transition(100), 50.0);
         assert!(b.table().contains("| decode | 50 | 3.3% |"));
     }
 }

@@ -219,8 +219,9 @@ pub struct Options {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10))]
     pub reference_rounds: u64,
 
-    /// Leave out the breakdown of portrace's own CPU by pipeline stage (a loopback run
-    /// with its process sampled by `perf record`; it needs perf).
+    /// Leave out the breakdowns: portrace's own CPU by pipeline stage, and the state
+    /// tracepoint's kernel time by component (two loopback runs, sampled by `perf
+    /// record`; they need perf).
     #[arg(long = "no-breakdown", action = clap::ArgAction::SetFalse)]
     pub breakdown: bool,
 }

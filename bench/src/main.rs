@@ -17,8 +17,10 @@ mod procfs;
 mod quiet;
 mod alternatives;
 mod report;
+mod sampled;
 mod soak;
 mod sys;
+mod tracepoint_cost;
 mod tracers;
 mod truth;
 mod workload;
@@ -269,19 +271,24 @@ fn run(mut o: Options) -> sys::Result<()> {
         Vec::new()
     };
     // Where portrace's own CPU goes, stage by stage (needs perf).
-    let breakdown = if o.breakdown && located.iter().any(|l| l.kind == TracerKind::Portrace) {
+    // And where the state tracepoint's kernel time goes, the BPF statistics' blind spots
+    // included (needs perf too).
+    let (breakdown, tracepoint_cost) = if o.breakdown && located.iter().any(|l| l.kind == TracerKind::Portrace) {
         match tracers::find_program("perf") {
             Some(perf) => {
                 measure::wait_for_quiet(std::time::Duration::from_secs(o.quiet_wait))?;
-                Some(breakdown::measure(&o.portrace, &perf, &shape, &o.work_dir)?)
+                let process = breakdown::measure(&o.portrace, &perf, &shape, &o.work_dir)?;
+                measure::wait_for_quiet(std::time::Duration::from_secs(o.quiet_wait))?;
+                let kernel = tracepoint_cost::measure(&o.portrace, &perf, &shape, &o.work_dir)?;
+                (Some(process), Some(kernel))
             }
             None => {
                 eprintln!("bench: no breakdown of portrace's CPU: it needs perf (`apt-get install linux-perf`, or run with --install-peers)");
-                None
+                (None, None)
             }
         }
     } else {
-        None
+        (None, None)
     };
     println!();
     println!(
@@ -312,6 +319,11 @@ fn run(mut o: Options) -> sys::Result<()> {
     }
     let breakdown_table = breakdown.as_ref().map(breakdown::Breakdown::table);
     if let Some(text) = &breakdown_table {
+        println!();
+        print!("{text}");
+    }
+    let tracepoint_table = tracepoint_cost.as_ref().map(tracepoint_cost::TracepointCost::table);
+    if let Some(text) = &tracepoint_table {
         println!();
         print!("{text}");
     }
@@ -352,6 +364,8 @@ fn run(mut o: Options) -> sys::Result<()> {
         "reference_programs_table": reference_table,
         "breakdown": breakdown.as_ref().map(breakdown::Breakdown::json),
         "breakdown_table": breakdown_table,
+        "tracepoint_cost": tracepoint_cost.as_ref().map(tracepoint_cost::TracepointCost::json),
+        "tracepoint_cost_table": tracepoint_table,
     });
     if let Some(dir) = o.out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

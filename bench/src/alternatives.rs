@@ -12,6 +12,12 @@
 //!   or LISTEN (as an owner is recorded), looked up otherwise;
 //! - `raw, hash lookup`: one lookup keyed by the socket's address in a hash map of
 //!   262,144 entries, like portrace's owner map (mostly missing: it stays empty).
+//!
+//! And on `timer:timer_start`, during an untraced run of the quiet cost's timer-heavy
+//! work, what the timer programs' way out for a timer that is not a timewait socket's
+//! would cost in each type of program: empty, and reading the timer's function to
+//! compare it, by a probe read (raw tracepoint, as portrace does) or by a plain load
+//! through the typed pointer (`tp_btf`).
 
 use std::time::Duration;
 
@@ -30,6 +36,7 @@ const MAP_TYPE_HASH: u32 = 1;
 const MAP_TYPE_SK_STORAGE: u32 = 24;
 const MAP_F_NO_PREALLOC: u32 = 1;
 const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const FUNC_PROBE_READ_KERNEL: i32 = 113;
 const FUNC_SK_STORAGE_GET: i32 = 107;
 const SK_STORAGE_GET_F_CREATE: i32 = 1;
 const TCP_CLOSE: i32 = 7;
@@ -70,21 +77,7 @@ pub fn measure(bench: &mut Bench, rounds: u64) -> Result<Vec<Round>> {
         if let Err(e) = &run.result {
             return Err(format!("the storm with the reference programs failed: {e}").into());
         }
-        let costs: Vec<Cost> = attached
-            .programs
-            .iter()
-            .zip(before)
-            .map(|((name, p), before)| {
-                let (after, before) = (p.info().unwrap_or_default(), before.unwrap_or_default());
-                let runs = after.run_cnt.saturating_sub(before.run_cnt);
-                let time = after.run_time_ns.saturating_sub(before.run_time_ns);
-                Cost {
-                    name,
-                    runs,
-                    ns_per_run: (runs > 0).then(|| time as f64 / runs as f64),
-                }
-            })
-            .collect();
+        let costs = costs_since(&attached, before);
         eprintln!("bench: reference programs round {round}: {}", line(&costs));
         out.push(Round {
             costs,
@@ -176,6 +169,99 @@ fn attach(target: &std::result::Result<u32, String>) -> Attached {
         Err(e) => a.missing.push(format!("hash map: {e}")),
     }
     a
+}
+
+/// Runs the quiet cost's work once, untraced, with the timer reference programs attached.
+pub fn measure_timers(seconds: u64, dir: &std::path::Path) -> Result<Round> {
+    let _stats = bpf::enable_stats().map_err(|e| format!("BPF_ENABLE_STATS: {e}"))?;
+    let attached = attach_timers();
+    let before: Vec<Option<ProgInfo>> = attached.programs.iter().map(|(_, p)| p.info()).collect();
+    let topo = crate::netns::Topology::veth()?;
+    crate::quiet::work(&topo, seconds, dir, "timer-references")?;
+    let round = Round { costs: costs_since(&attached, before), missing: attached.missing };
+    eprintln!("bench: reference programs on timer_start: {}", line(&round.costs));
+    Ok(round)
+}
+
+/// Each program's runs and ns per run since `before`.
+fn costs_since(attached: &Attached, before: Vec<Option<ProgInfo>>) -> Vec<Cost> {
+    attached
+        .programs
+        .iter()
+        .zip(before)
+        .map(|((name, p), before)| {
+            let (after, before) = (p.info().unwrap_or_default(), before.unwrap_or_default());
+            let runs = after.run_cnt.saturating_sub(before.run_cnt);
+            let time = after.run_time_ns.saturating_sub(before.run_time_ns);
+            Cost { name, runs, ns_per_run: (runs > 0).then(|| time as f64 / runs as f64) }
+        })
+        .collect()
+}
+
+/// The timer reference programs this kernel takes, attached to `timer:timer_start`.
+fn attach_timers() -> Attached {
+    let mut a = Attached { programs: Vec::new(), missing: Vec::new(), _maps: Vec::new() };
+    let found = Btf::from_kernel().map_err(|e| e.to_string()).and_then(|btf| {
+        let target = btf
+            .typedef("btf_trace_timer_start")
+            .ok_or_else(|| "vmlinux BTF has no btf_trace_timer_start".to_string())?;
+        let function = btf.member("timer_list", "function").map_err(|e| e.to_string())?;
+        Ok((target, function.offset as i16))
+    });
+    let (target, offset) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            a.missing.push(format!("timer_start: {e}"));
+            return a;
+        }
+    };
+    let empty = [insn(0xb7, 0, 0, 0, 0), insn(0x95, 0, 0, 0, 0)];
+    let raw = |insns: &[u64], name| {
+        bpf::load(PROG_TYPE_RAW_TRACEPOINT, insns, name, None).and_then(|p| bpf::attach_raw(p, Some("timer_start")))
+    };
+    let typed = |insns: &[u64], name| {
+        bpf::load(PROG_TYPE_TRACING, insns, name, Some((ATTACH_TRACE_RAW_TP, target))).and_then(|p| bpf::attach_raw(p, None))
+    };
+    for (name, attached) in [
+        ("timer_start raw empty", raw(&empty, "ref_tmr_raw")),
+        ("timer_start raw, function probe-read", raw(&probe_read_function(offset), "ref_tmr_read")),
+        ("timer_start tp_btf empty", typed(&empty, "ref_tmr_btf")),
+        ("timer_start tp_btf, function loaded", typed(&load_function(offset), "ref_tmr_load")),
+    ] {
+        match attached {
+            Ok(p) => a.programs.push((name, p)),
+            Err(e) => a.missing.push(format!("{name}: {e}")),
+        }
+    }
+    a
+}
+
+/// The way out of portrace's timer programs, in a raw tracepoint: the timer's function
+/// copied by a probe read and compared with an address no timer has.
+fn probe_read_function(offset: i16) -> Vec<u64> {
+    vec![
+        insn(0x79, 3, 1, 0, 0),      // r3 = ctx[0]: the timer
+        insn(0x07, 3, 0, 0, offset.into()), // r3 += offsetof(struct timer_list, function)
+        insn(0xbf, 1, 10, 0, 0),     // r1 = fp
+        insn(0x07, 1, 0, 0, -8),     // r1 -= 8
+        insn(0xb7, 2, 0, 0, 8),      // r2 = 8
+        insn(0x85, 0, 0, 0, FUNC_PROBE_READ_KERNEL),
+        insn(0x79, 1, 10, -8, 0),    // r1 = *(fp - 8): the function
+        insn(0x55, 1, 0, 0, 1),      // if r1 != 1 goto next (the compare)
+        insn(0xb7, 0, 0, 0, 0),
+        insn(0x95, 0, 0, 0, 0),
+    ]
+}
+
+/// The same in a BTF-typed program: the timer's function loaded through the typed pointer.
+fn load_function(offset: i16) -> Vec<u64> {
+    vec![
+        insn(0x79, 1, 1, 0, 0),      // r1 = ctx[0]: the timer (struct timer_list *)
+        insn(0x79, 1, 1, offset, 0), // r1 = timer->function
+        insn(0x55, 1, 0, 0, 1),      // if r1 != 1 goto next (the compare)
+        insn(0xb7, 0, 0, 0, 0),
+        insn(0x95, 0, 0, 0, 0),
+    ]
 }
 
 /// Socket storage of a `u64`, keyed (as the kernel requires) by an `int`.
@@ -275,10 +361,16 @@ fn ranges(rounds: &[Round]) -> Vec<(&'static str, u64, f64, f64)> {
 }
 
 pub fn table(rounds: &[Round]) -> String {
-    let mut t = format!(
-        "reference programs on sock:inet_sock_set_state ({} untraced loopback storms):\n| program | runs | ns per run |\n|---|---:|---:|\n",
-        rounds.len()
-    );
+    titled(&format!("reference programs on sock:inet_sock_set_state ({} untraced loopback storms)", rounds.len()), rounds)
+}
+
+/// The timer reference programs' table.
+pub fn timer_table(round: &Round, seconds: u64) -> String {
+    titled(&format!("reference programs on timer:timer_start (the quiet cost's work, {seconds} s, untraced)"), std::slice::from_ref(round))
+}
+
+fn titled(title: &str, rounds: &[Round]) -> String {
+    let mut t = format!("{title}:\n| program | runs | ns per run |\n|---|---:|---:|\n");
     for (name, runs, lo, hi) in ranges(rounds) {
         t += &format!("| {name} | {runs} | {lo:.0}-{hi:.0} |\n");
     }
@@ -343,6 +435,24 @@ mod tests {
         drop(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
         for (name, p) in &a.programs {
             assert!(p.info().unwrap().run_cnt >= 2, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_timer_reference_program_loads_and_runs() {
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let _stats = bpf::enable_stats().expect("BPF_ENABLE_STATS");
+        let a = attach_timers();
+        assert!(a.missing.is_empty(), "{:?}", a.missing);
+        assert_eq!(a.programs.len(), 4);
+        // A timer the test arms: a socket read with a timeout waits on a kernel timer.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(std::time::Duration::from_millis(20))).unwrap();
+        let _ = socket.recv(&mut [0u8; 1]);
+        for (name, p) in &a.programs {
+            assert!(p.info().unwrap().run_cnt >= 1, "{name}");
         }
     }
 }

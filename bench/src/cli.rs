@@ -214,8 +214,9 @@ pub struct Options {
     pub quiet_seconds: u64,
 
     /// Untraced loopback storms with reference programs attached (empty, BTF-typed, socket
-    /// storage, a hash lookup), to price other designs of the state program; 0 leaves
-    /// them out.
+    /// storage, a hash lookup), to price other designs of the state program, and (with
+    /// the quiet cost) one untraced run of its work with reference programs on
+    /// `timer:timer_start`; 0 leaves them out.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10))]
     pub reference_rounds: u64,
 

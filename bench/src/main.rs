@@ -270,6 +270,13 @@ fn run(mut o: Options) -> sys::Result<()> {
     } else {
         Vec::new()
     };
+    // And of the timer programs' way out, on the quiet cost's work.
+    let timer_reference = if o.reference_rounds > 0 && !quiet_rounds.is_empty() {
+        measure::wait_for_quiet(std::time::Duration::from_secs(o.quiet_wait))?;
+        Some(alternatives::measure_timers(o.quiet_seconds, &o.work_dir)?)
+    } else {
+        None
+    };
     // Where portrace's own CPU goes, stage by stage (needs perf).
     // And where the state tracepoint's kernel time goes, the BPF statistics' blind spots
     // included (needs perf too).
@@ -314,6 +321,11 @@ fn run(mut o: Options) -> sys::Result<()> {
     }
     let reference_table = (!reference.is_empty()).then(|| alternatives::table(&reference));
     if let Some(text) = &reference_table {
+        println!();
+        print!("{text}");
+    }
+    let timer_reference_table = timer_reference.as_ref().map(|r| alternatives::timer_table(r, o.quiet_seconds));
+    if let Some(text) = &timer_reference_table {
         println!();
         print!("{text}");
     }
@@ -362,6 +374,8 @@ fn run(mut o: Options) -> sys::Result<()> {
         "quiet_cost_table": quiet_table,
         "reference_programs": (!reference.is_empty()).then(|| alternatives::json(&reference)),
         "reference_programs_table": reference_table,
+        "reference_timer_programs": timer_reference.as_ref().map(|r| alternatives::json(std::slice::from_ref(r))),
+        "reference_timer_programs_table": timer_reference_table,
         "breakdown": breakdown.as_ref().map(breakdown::Breakdown::json),
         "breakdown_table": breakdown_table,
         "tracepoint_cost": tracepoint_cost.as_ref().map(tracepoint_cost::TracepointCost::json),

@@ -102,7 +102,7 @@ pub fn sink(at: SocketAddrV4, seconds: u64) -> std::io::Result<()> {
 }
 
 /// Runs the work once in `topo`: datagrams received per second.
-fn work(topo: &Topology, seconds: u64, dir: &Path, label: &str) -> Result<f64> {
+pub fn work(topo: &Topology, seconds: u64, dir: &Path, label: &str) -> Result<f64> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
     let to = SocketAddrV4::new(topo.server_addr, PORT);
     let sink_out = dir.join(format!("{label}-sink.txt"));

@@ -83,7 +83,7 @@ pub fn diagnose() -> Diagnosis {
     ];
     let tracefs = find_tracefs();
     let ring_buffer = preflight::probe_ringbuf().is_ok();
-    let loader::KernelOffsets { sock, tw_handler } = loader::kernel_offsets();
+    let loader::KernelOffsets { sock, typed, tw_handler } = loader::kernel_offsets();
     let mut diagnosis = Diagnosis {
         kernel,
         btf: Path::new(VMLINUX_BTF).is_file(),
@@ -103,6 +103,7 @@ pub fn diagnose() -> Diagnosis {
         let setup = Setup {
             layout,
             sock,
+            typed,
             tw_handler: loader::TwHandler::Known(tw_handler),
             kfree_skb_has_rx_sk: std::fs::read_to_string(path.join("events/skb/kfree_skb/format"))
                 .is_ok_and(|f| f.contains(" rx_sk;")),

@@ -3,9 +3,10 @@
 //! orphan's FIN_WAIT2 -> TIME_WAIT, and the hand-over that links the two sockets.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+    EbpfContext as _,
 };
 use portrace_ebpf::{
     counter, kind, owner_source, tcp, Event, Owner, TimeWaitEntry, TwTuple, AF_INET, AF_INET6,
@@ -238,7 +239,21 @@ pub(super) fn timewait_report(tw: u64, entry: &TimeWaitEntry, kind: u8, before: 
 /// `timer_start(struct timer_list *timer, unsigned long expires, unsigned int flags)`.
 #[raw_tracepoint(tracepoint = "timer_start")]
 pub fn timer_start(ctx: RawTracePointContext) -> i32 {
-    let timer: u64 = ctx.arg(0);
+    on_start(ctx.arg(0))
+}
+
+/// The same, BTF-typed: the kernel runs it for every timer armed, and for all but the
+/// timewait sockets' it ends after one plain load (see [`typed_timewait_timer`]).
+#[btf_tracepoint(function = "timer_start")]
+pub fn timer_start_typed(ctx: BtfTracePointContext) -> i32 {
+    match typed_timewait_timer(&ctx) {
+        Some(timer) => on_start(timer),
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn on_start(timer: u64) -> i32 {
     let Some(tw) = timewait_of(timer) else {
         return 0;
     };
@@ -246,6 +261,35 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
     offer_armed(tw, substate);
     armed(tw, substate);
     0
+}
+
+/// A typed timer program's first argument (`struct timer_list *`) when the timer is a
+/// timewait socket's, as a plain number for the rest of the work. The kernel's other
+/// timers, nearly all of them, end here after a plain load of the timer's function, which
+/// the verifier checks against the structure's BTF and makes safe against a fault (a raw
+/// tracepoint needs a probe read for it, about twice the cost of the whole run). The
+/// address itself is then read by a probe read of the argument: the verifier's typed
+/// pointer must not reach the functions shared with the raw programs, and this path is
+/// the rare one.
+#[inline(always)]
+fn typed_timewait_timer(ctx: &BtfTracePointContext) -> Option<u64> {
+    let handler = TW_HANDLER.get(0).copied().unwrap_or(0);
+    let timer: *const u8 = ctx.arg(0);
+    if handler == 0 || timer.is_null() {
+        return None;
+    }
+    // SAFETY: `timer` is the tracepoint's typed pointer to a live `struct timer_list`, and
+    // `timer_function` is that structure's `function` member's offset, from this kernel's
+    // BTF; the verifier checks the load against the structure and guards it.
+    let function = unsafe {
+        core::ptr::read_volatile(timer.add(sock!(timer_function) as usize) as *const u64)
+    };
+    if function != handler {
+        return None;
+    }
+    // SAFETY: the context is the tracepoint's array of arguments; the probe read fails
+    // rather than faults.
+    unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.ok()
 }
 
 /// Offers a timewait socket just armed to the transition that follows a first arming: the
@@ -375,7 +419,20 @@ pub(super) fn expired(tw: u64) {
 /// `timer_cancel(struct timer_list *timer)`.
 #[raw_tracepoint(tracepoint = "timer_cancel")]
 pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
-    let timer: u64 = ctx.arg(0);
+    on_cancel(ctx.arg(0))
+}
+
+/// The same, BTF-typed (see [`timer_start_typed`]).
+#[btf_tracepoint(function = "timer_cancel")]
+pub fn timer_cancel_typed(ctx: BtfTracePointContext) -> i32 {
+    match typed_timewait_timer(&ctx) {
+        Some(timer) => on_cancel(timer),
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn on_cancel(timer: u64) -> i32 {
     let Some(tw) = timewait_of(timer) else {
         return 0;
     };

@@ -47,7 +47,7 @@ pub(super) fn attach(filter: &FilterSpec, ring_size: u32, command: bool, startup
     startup.mark("checks");
     // The timewait timer handler's address is still being found (`ksym`) while
     // the programs load; only attaching the timer programs waits for it.
-    let (sock, btf_took) = loader::sock_offsets();
+    let (loader::KernelTypes { sock, typed }, btf_took) = loader::kernel_types();
     let tw_handler = preparing.symbols();
     startup.mark("kernel offsets");
     startup.part("BTF", btf_took);
@@ -63,6 +63,7 @@ pub(super) fn attach(filter: &FilterSpec, ring_size: u32, command: bool, startup
     let setup = Setup {
         layout: tracefs::read_layout(&tracefs.path)?,
         sock,
+        typed,
         tw_handler,
         kfree_skb_has_rx_sk: std::fs::read_to_string(tracefs.path.join("events/skb/kfree_skb/format"))
             .is_ok_and(|f| f.contains(" rx_sk;")),

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context as _};
 use aya::maps::{HashMap, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use super::open::open_with;
 use super::programs::{error_context, exit_fact, load_failed, load_in_parallel, load_program, packets_fact};
+use super::typed::TIMERS;
 use super::{Ring, Setup, Tracer, BACKUP, BACKUP_BOUNDED, EXEC_PROGRAM, EXIT_PROGRAM, MAIN, NEWTASK_PROGRAM, PACKET_PROGRAM, TIMER_PROGRAMS};
 use crate::features::{self, Facts};
 
@@ -30,15 +31,17 @@ pub fn load(mut setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tr
     if setup.sock.is_ok() {
         wanted.push(MAIN);
     }
+    // The stand-in BTF the typed timer programs load with; freed once they are attached.
+    let types = std::mem::replace(&mut setup.typed, Err("taken by the loader".to_owned())).ok();
     if timewait_possible {
-        wanted.extend(TIMER_PROGRAMS);
+        wanted.extend(TIMER_PROGRAMS.iter().map(|raw| timer_program(raw, types.is_some())));
         wanted.push(PACKET_PROGRAM);
     }
     if setup.command.is_some() {
         wanted.extend([NEWTASK_PROGRAM, EXIT_PROGRAM]);
     }
     let verifying = Instant::now();
-    load_in_parallel(&mut ebpf, &wanted);
+    load_in_parallel(&mut ebpf, &wanted, types.as_ref());
     let verified_in = verifying.elapsed();
 
     let not_tried = |why: &str| Err::<(), String>(why.to_owned());
@@ -63,8 +66,12 @@ pub fn load(mut setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tr
     let symbols_waited = waiting.elapsed();
     let tw_handler = tw_handler.and_then(|address| write_tw_handler(&mut ebpf, address));
     let timewait_possible = timewait_possible && tw_handler.is_ok();
+    let mut timer_programs = Vec::new();
     let (timers, packets) = if timewait_possible {
-        let timers = TIMER_PROGRAMS.iter().try_for_each(|name| attach_raw(&mut ebpf, name, name)).map_err(|e| format!("{e:#}"));
+        let timers = TIMER_PROGRAMS
+            .iter()
+            .try_for_each(|raw| attach_timer(&mut ebpf, raw, types.as_ref()).map(|name| timer_programs.push(name)))
+            .map_err(|e| format!("{e:#}"));
         let packets = packets_fact(&setup, || {
             attach_raw(&mut ebpf, PACKET_PROGRAM, PACKET_PROGRAM).map_err(|e| format!("{e:#}"))
         });
@@ -73,6 +80,7 @@ pub fn load(mut setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tr
         (not_tried("needs BTF and tw_timer_handler"), not_tried("needs TIME_WAIT"))
     };
     let timewait_tracked = timewait_possible && timers.is_ok();
+    drop(types);
 
     let exec = attach_classic_named(&mut ebpf, EXEC_PROGRAM, "sched", "sched_process_exec").map_err(|e| format!("{e:#}"));
 
@@ -120,6 +128,7 @@ pub fn load(mut setup: Setup, loader: EbpfLoader<'static>) -> anyhow::Result<(Tr
         primary,
         backed_up,
         timewait_tracked,
+        timer_programs,
         features,
         opened_in,
         verified_in,
@@ -169,15 +178,46 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
     ebpf.take_map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name} (a build problem)"))
 }
 
-fn attach_raw(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> anyhow::Result<()> {
-    let load = load_program(ebpf, program);
+/// The timer program a run verifies for the raw one `raw`: its typed twin when there is
+/// one and a stand-in BTF to load it with.
+fn timer_program(raw: &'static str, typed: bool) -> &'static str {
+    match TIMERS.iter().find(|t| t.raw == raw) {
+        Some(t) if typed => t.program,
+        _ => raw,
+    }
+}
+
+/// Loads and attaches the timer program for the raw one `raw`: its typed twin where it
+/// loads and attaches (`types`: the stand-in BTF), else `raw` itself. Returns the name of
+/// the one attached.
+fn attach_timer(ebpf: &mut Ebpf, raw: &'static str, types: Option<&aya::Btf>) -> anyhow::Result<&'static str> {
+    let program = timer_program(raw, types.is_some());
+    if program != raw {
+        let attached = (|| -> anyhow::Result<()> {
+            let p: &mut BtfTracePoint = loaded(ebpf, program, types)?.try_into()?;
+            p.attach().map_err(|e| explain(e.into())).with_context(|| format!("attaching {program}"))?;
+            Ok(())
+        })();
+        // The raw program does the same where the typed one does not load or attach.
+        if attached.is_ok() {
+            return Ok(program);
+        }
+    }
+    attach_raw(ebpf, raw, raw)?;
+    Ok(raw)
+}
+
+/// Loads `program` (a failure as the user's message) and hands it back to be attached.
+fn loaded<'a>(ebpf: &'a mut Ebpf, program: &str, types: Option<&aya::Btf>) -> anyhow::Result<&'a mut aya::programs::Program> {
+    let load = load_program(ebpf, program, types);
     if load.result.is_err() {
         return Err(load_failed(&load));
     }
-    let p: &mut RawTracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("the eBPF object has no program {program} (a build problem)"))?
-        .try_into()?;
+    ebpf.program_mut(program).ok_or_else(|| anyhow!("the eBPF object has no program {program} (a build problem)"))
+}
+
+fn attach_raw(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> anyhow::Result<()> {
+    let p: &mut RawTracePoint = loaded(ebpf, program, None)?.try_into()?;
     p.attach(tracepoint)
         .map_err(|e| explain(e.into()))
         .with_context(|| format!("attaching {program} to the raw tracepoint {tracepoint}"))?;
@@ -203,24 +243,13 @@ fn attach_classic_named(ebpf: &mut Ebpf, program: &str, category: &str, name: &s
     attach_loaded_classic(ebpf, program, category, name)
 }
 
-fn classic<'a>(ebpf: &'a mut Ebpf, program: &str) -> anyhow::Result<&'a mut TracePoint> {
-    Ok(ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("the eBPF object has no program {program} (a build problem)"))?
-        .try_into()?)
-}
-
 pub(super) fn load_classic(ebpf: &mut Ebpf, program: &str) -> anyhow::Result<()> {
-    let load = load_program(ebpf, program);
-    match load.result {
-        Ok(()) => Ok(()),
-        Err(_) => Err(load_failed(&load)),
-    }
+    loaded(ebpf, program, None).map(|_| ())
 }
 
 fn attach_loaded_classic(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
-    classic(ebpf, program)?
-        .attach(category, name)
+    let p: &mut TracePoint = loaded(ebpf, program, None)?.try_into()?;
+    p.attach(category, name)
         .map_err(|e| explain(e.into()))
         .with_context(|| format!("attaching {program} to the {category}:{name} tracepoint"))?;
     Ok(())

@@ -24,11 +24,12 @@ mod attach;
 mod open;
 mod programs;
 mod tracer;
+mod typed;
 #[cfg(test)]
 mod tests;
 
 pub use attach::{load, order};
-pub use open::{find_symbol, kernel_offsets, open, prepare, sock_offsets, tw_timer_handler, KernelOffsets, Preparing};
+pub use open::{find_symbol, kernel_offsets, kernel_types, open, prepare, tw_timer_handler, KernelOffsets, KernelTypes, Preparing};
 pub use programs::{error_context, load_in_parallel, load_program, probe, ProgramLoad};
 pub use tracer::{Counters, ProgStats, Ring, Tracer};
 
@@ -63,6 +64,8 @@ pub fn purpose(program: &str) -> &'static str {
         "timer_start" => "TIME_WAIT: a timewait socket's timer armed",
         "timer_expire_entry" => "TIME_WAIT: a timewait socket's timer expired",
         "timer_cancel" => "TIME_WAIT: a timewait socket's timer removed",
+        "timer_start_typed" => "TIME_WAIT: timer_start, BTF-typed (cheaper for other timers)",
+        "timer_cancel_typed" => "TIME_WAIT: timer_cancel, BTF-typed (cheaper for other timers)",
         PACKET_PROGRAM => "an orphan's FIN_WAIT2 becoming TIME_WAIT",
         EXEC_PROGRAM => "programs started during the trace, noticed at once",
         NEWTASK_PROGRAM => "`-- CMD`: follows the command's new processes",
@@ -77,6 +80,9 @@ pub struct Setup {
     pub layout: Layout,
     /// Socket offsets, from BTF; why not, when they could not be had.
     pub sock: Result<SockLayout, String>,
+    /// The stand-in BTF the typed timer programs load with ([`typed`]); why not, when
+    /// there is none (the raw timer programs are used then).
+    pub typed: Result<aya::Btf, String>,
     /// The address of `tw_timer_handler` ([`tw_timer_handler`]): known, or being found.
     pub tw_handler: TwHandler,
     /// Whether `skb:kfree_skb` names the receiving socket (`rx_sk`, Linux 6.11 and later).

@@ -146,21 +146,36 @@ impl Preparing {
     }
 }
 
-/// The socket offsets from the kernel's BTF, or why not, and how long reading them took.
-pub fn sock_offsets() -> (Result<SockLayout, String>, std::time::Duration) {
-    timed(|| crate::btf::Btf::from_kernel().and_then(|b| crate::btf::sock_layout(&b)).map_err(|e| e.to_string()))
+/// What the kernel's BTF gives the programs: the socket offsets, and the stand-in BTF the
+/// typed timer programs load with ([`super::typed`]); or why not.
+pub struct KernelTypes {
+    pub sock: Result<SockLayout, String>,
+    pub typed: Result<aya::Btf, String>,
 }
 
-/// The socket offsets from the kernel's BTF and the timewait timer handler's address, or
-/// why not: what a run hands the programs beyond the tracepoint layout, both waited for.
+/// [`KernelTypes`] from the kernel's BTF, and how long reading it took.
+pub fn kernel_types() -> (KernelTypes, std::time::Duration) {
+    timed(|| match crate::btf::Btf::from_kernel() {
+        Ok(btf) => KernelTypes {
+            sock: crate::btf::sock_layout(&btf).map_err(|e| e.to_string()),
+            typed: super::typed::stand_in(&btf),
+        },
+        Err(e) => KernelTypes { sock: Err(e.to_string()), typed: Err(e.to_string()) },
+    })
+}
+
+/// The socket offsets and stand-in BTF from the kernel's BTF and the timewait timer
+/// handler's address, or why not: what a run hands the programs beyond the tracepoint
+/// layout, both waited for.
 pub fn kernel_offsets() -> KernelOffsets {
-    let (sock, _) = sock_offsets();
-    KernelOffsets { sock, tw_handler: tw_timer_handler() }
+    let (KernelTypes { sock, typed }, _) = kernel_types();
+    KernelOffsets { sock, typed, tw_handler: tw_timer_handler() }
 }
 
 /// What [`kernel_offsets`] found.
 pub struct KernelOffsets {
     pub sock: Result<SockLayout, String>,
+    pub typed: Result<aya::Btf, String>,
     pub tw_handler: Result<u64, String>,
 }
 

@@ -12,6 +12,7 @@ use aya::Ebpf;
 use portrace_ebpf::TaskLayout;
 
 use super::tracer::prog_stats;
+use super::typed::typed;
 use super::{open, purpose, Setup, BACKUP, BACKUP_BOUNDED, EXEC_PROGRAM, EXIT_PROGRAM, MAIN, NEWTASK_PROGRAM, PACKET_PROGRAM, TIMER_PROGRAMS};
 use crate::features::{self, Facts, Features};
 use crate::load_error::{self, LoadFailure};
@@ -32,8 +33,9 @@ pub struct ProgramLoad {
 }
 
 /// Loads one program of the opened object, without attaching it. A program already loaded
-/// ([`load_in_parallel`]) is taken as it is.
-pub fn load_program(ebpf: &mut Ebpf, name: &str) -> ProgramLoad {
+/// ([`load_in_parallel`]) is taken as it is. `types`: the stand-in BTF a typed program
+/// loads with ([`super::typed`]).
+pub fn load_program(ebpf: &mut Ebpf, name: &str, types: Option<&aya::Btf>) -> ProgramLoad {
     match ebpf.program_mut(name) {
         None => ProgramLoad {
             name: name.to_owned(),
@@ -42,11 +44,11 @@ pub fn load_program(ebpf: &mut Ebpf, name: &str) -> ProgramLoad {
             load_ms: 0.0,
             verified_insns: None,
         },
-        Some(program) => load_one(name, program),
+        Some(program) => load_one(name, program, types),
     }
 }
 
-fn load_one(name: &str, program: &mut Program) -> ProgramLoad {
+fn load_one(name: &str, program: &mut Program, types: Option<&aya::Btf>) -> ProgramLoad {
     let started = Instant::now();
     let outcome = if program.fd().is_ok() {
         Ok(())
@@ -54,6 +56,11 @@ fn load_one(name: &str, program: &mut Program) -> ProgramLoad {
         match &mut *program {
             Program::RawTracePoint(p) => p.load().map_err(failure),
             Program::TracePoint(p) => p.load().map_err(failure),
+            Program::BtfTracePoint(p) => match (typed(name), types) {
+                (Some(t), Some(types)) => p.load(t.tracepoint, types).map_err(failure),
+                (_, None) => Err(LoadFailure::Other("no stand-in BTF for typed programs on this kernel".to_owned())),
+                (None, _) => Err(LoadFailure::Other(format!("{name} is not a typed program portrace knows"))),
+            },
             other => Err(LoadFailure::Other(format!("{:?} programs are not loaded by portrace", other.prog_type()))),
         }
     };
@@ -68,12 +75,12 @@ fn load_one(name: &str, program: &mut Program) -> ProgramLoad {
 /// Loads the programs `names` of the opened object at once, one thread per CPU (at most
 /// four): a privileged load's verification runs in parallel with others'. Returns each
 /// program's load, in the order of `names`; attaching is left to the caller, in its order.
-pub fn load_in_parallel(ebpf: &mut Ebpf, names: &[&str]) -> Vec<ProgramLoad> {
+pub fn load_in_parallel(ebpf: &mut Ebpf, names: &[&str], types: Option<&aya::Btf>) -> Vec<ProgramLoad> {
     let mut programs: Vec<(&str, &mut Program)> = ebpf.programs_mut().filter(|(name, _)| names.contains(name)).collect();
     programs.sort_by_key(|(name, _)| names.iter().position(|n| n == name));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let mut loads: Vec<ProgramLoad> = if threads == 1 || programs.len() < 2 {
-        programs.into_iter().map(|(name, program)| load_one(name, program)).collect()
+        programs.into_iter().map(|(name, program)| load_one(name, program, types)).collect()
     } else {
         // Deal the programs out round-robin, so that the largest ones (first) are spread.
         let mut shares: Vec<Vec<(usize, &str, &mut Program)>> = (0..threads).map(|_| Vec::new()).collect();
@@ -84,7 +91,7 @@ pub fn load_in_parallel(ebpf: &mut Ebpf, names: &[&str]) -> Vec<ProgramLoad> {
             let handles: Vec<_> = shares
                 .into_iter()
                 .map(|share| {
-                    scope.spawn(move || share.into_iter().map(|(i, name, program)| (i, load_one(name, program))).collect::<Vec<_>>())
+                    scope.spawn(move || share.into_iter().map(|(i, name, program)| (i, load_one(name, program, types))).collect::<Vec<_>>())
                 })
                 .collect();
             handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
@@ -94,7 +101,7 @@ pub fn load_in_parallel(ebpf: &mut Ebpf, names: &[&str]) -> Vec<ProgramLoad> {
     };
     for name in names {
         if !loads.iter().any(|l| l.name == *name) {
-            loads.push(load_program(ebpf, name));
+            loads.push(load_program(ebpf, name, types));
         }
     }
     loads
@@ -143,15 +150,15 @@ pub fn probe(setup: &Setup, task_error: Option<String>) -> anyhow::Result<(Vec<P
     let mut names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
     // The object's order is a hash map's: sort by the order a live run loads them in.
     let rank = |n: &str| {
-        [MAIN, BACKUP, BACKUP_BOUNDED, "timer_start", "timer_expire_entry", "timer_cancel", PACKET_PROGRAM,
-         EXEC_PROGRAM, NEWTASK_PROGRAM, EXIT_PROGRAM]
+        [MAIN, BACKUP, BACKUP_BOUNDED, "timer_start_typed", "timer_start", "timer_expire_entry", "timer_cancel_typed",
+         "timer_cancel", PACKET_PROGRAM, EXEC_PROGRAM, NEWTASK_PROGRAM, EXIT_PROGRAM]
             .iter()
             .position(|&k| k == n)
             .unwrap_or(usize::MAX)
     };
     names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let loads = load_in_parallel(&mut ebpf, &names);
+    let loads = load_in_parallel(&mut ebpf, &names, setup.typed.as_ref().ok());
     let of = |name: &str| -> Result<(), String> {
         loads.iter().find(|l| l.name == name).map_or_else(|| Err(format!("the object has no {name}")), outcome)
     };

@@ -12,7 +12,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
 use portrace_ebpf::{counter, ListenKey, Owner, SockOwner};
 
-use super::{NEWTASK_PROGRAM, TIMER_PROGRAMS};
+use super::NEWTASK_PROGRAM;
 use crate::features::Features;
 
 /// The attached programs and their maps. Dropping it detaches the programs.
@@ -33,6 +33,8 @@ pub struct Tracer {
     pub backed_up: bool,
     /// Whether connections are followed into their timewait sockets.
     pub timewait_tracked: bool,
+    /// The timer programs attached: typed, or raw where a typed one did not load.
+    pub(super) timer_programs: Vec<&'static str>,
     /// What works on this kernel, and what does not and why, for every reader of the run.
     pub features: Features,
     /// How long making the object's maps and relocating its programs took (the rest of
@@ -134,10 +136,7 @@ impl Tracer {
         if !self.timewait_tracked {
             return 0;
         }
-        TIMER_PROGRAMS
-            .iter()
-            .filter_map(|name| self.stats_of(name).ok()?.recursion_misses)
-            .sum()
+        self.timer_programs.iter().filter_map(|name| self.stats_of(name).ok()?.recursion_misses).sum()
     }
 
     fn stats_of(&self, name: &str) -> anyhow::Result<ProgStats> {

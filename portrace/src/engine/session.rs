@@ -285,8 +285,7 @@ impl Session<'_> {
         let mut malformed = 0;
         let mut read = RingRead { records: 0, bytes: 0, size: self.ring_size };
         while let Some(item) = ring.next_record() {
-            read.records += 1;
-            read.bytes += RingRead::bytes_of(item.len());
+            read.add(item.len());
             if !self.absorb(&item, out) {
                 malformed += 1;
             }
@@ -329,8 +328,7 @@ impl Session<'_> {
         let mut read = RingRead { records: 0, bytes: 0, size: self.ring_size };
         while let Some(item) = ring.next_record() {
             self.drained += 1;
-            read.records += 1;
-            read.bytes += RingRead::bytes_of(item.len());
+            read.add(item.len());
             let mut batch = std::mem::take(&mut self.batch);
             let decoded = self.absorb(&item, &mut batch);
             self.batch = batch;

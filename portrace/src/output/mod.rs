@@ -119,6 +119,12 @@ impl RingRead {
         8 + (len as u64).div_ceil(8) * 8
     }
 
+    /// Counts one record of `len` data bytes read.
+    pub fn add(&mut self, len: usize) {
+        self.records += 1;
+        self.bytes += RingRead::bytes_of(len);
+    }
+
     /// How full the ring was, as a share of its size (at most 1).
     pub fn fill(&self) -> f64 {
         if self.size == 0 {

@@ -340,6 +340,10 @@ fn a_ring_record_takes_its_header_and_its_data_rounded_to_8() {
     assert_eq!(RingRead::bytes_of(128), 136);
     assert_eq!(RingRead::bytes_of(121), 136);
     assert_eq!(RingRead::bytes_of(0), 8);
+    let mut read = RingRead { records: 0, bytes: 0, size: 4096 };
+    read.add(128);
+    read.add(0);
+    assert_eq!((read.records, read.bytes), (2, 136 + 8));
     let read = RingRead { records: 2, bytes: 2048, size: 4096 };
     assert_eq!(read.fill(), 0.5);
     assert_eq!(RingRead { bytes: 9000, ..read }.fill(), 1.0, "never more than full");
